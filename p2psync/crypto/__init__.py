@@ -1,0 +1,1 @@
+"""Device identity and, later, signing, pairing and relay encryption."""

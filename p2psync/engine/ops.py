@@ -1,0 +1,195 @@
+"""Operations: what one change-log entry says, and the pure rules for building and checking them.
+
+Every mutation of a library is one or more operations. An operation is a JSON object; its entry in
+the change log gives it a dot (device, seq) and a timestamp. The same operation, applied to the
+same state, gives the same state on every machine (see store/apply.py, which is the only place
+that writes the tables, for local edits and for replay alike).
+
+    ref.put          {"ref", "fields": {name: value|null}, "seen": {name: [dot...]}}
+    ref.delete       {"ref", "seen": {name: [dot...]}, "members": {group: [dot...]},
+                      "attachments": {name: [dot...]}}              permanent delete (tombstone)
+    group.put        {"group", "fields": {"name": str}, "seen": {"name": [dot...]}}
+    group.delete     {"group", "seen": {"name": [dot...]}, "members": {ref: [dot...]}}
+    member.add       {"group", "refs": [ref...]}                      add-wins set
+    member.remove    {"group", "seen": {ref: [dot...]}}
+    attachment.put   {"ref", "name", "value": manifest|null, "seen": [dot...]}
+
+A dot is [device, seq]. "seen" lists exactly the entries the author's write replaces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from p2psync.engine import registers
+from p2psync.errors import InvalidValue
+from p2psync.model import fields as catalogue
+from p2psync.model.attachments import validate_manifest, validate_name
+from p2psync.model.groups import validate_group_name
+from p2psync.model.ids import is_id
+
+Op = dict[str, Any]
+State = dict[str, list[registers.Entry]]  # register name -> entries
+
+REF_PUT, REF_DELETE = "ref.put", "ref.delete"
+GROUP_PUT, GROUP_DELETE = "group.put", "group.delete"
+MEMBER_ADD, MEMBER_REMOVE = "member.add", "member.remove"
+ATTACHMENT_PUT = "attachment.put"
+KINDS = (REF_PUT, REF_DELETE, GROUP_PUT, GROUP_DELETE, MEMBER_ADD, MEMBER_REMOVE, ATTACHMENT_PUT)
+
+MAX_DOTS = 10_000
+MAX_REFS_PER_OP = 10_000
+
+
+# --- building operations from the current state (local edits) ----------------------------------
+
+
+def put_fields(kind: str, key: str, obj_id: str, state: State, changes: dict[str, Any]) -> Op | None:
+    """An op that sets `changes` on an object, or None if nothing would change.
+
+    A field whose register already holds exactly that one value is left out, so an edit that
+    changes nothing is not logged. A field in conflict is always written: the write has seen
+    every version, so it resolves the conflict.
+    """
+    new_fields: dict[str, Any] = {}
+    seen: dict[str, list[Any]] = {}
+    for name, value in changes.items():
+        entries = state.get(name, [])
+        if not registers.changed(entries, value):
+            continue
+        new_fields[name] = value
+        if entries:
+            seen[name] = registers.dots(entries)
+    if not new_fields:
+        return None
+    return {"op": kind, key: obj_id, "fields": new_fields, "seen": seen}
+
+
+def delete_ref(ref_id: str, state: State, members: dict[str, list[Any]], attachments: dict[str, list[Any]]) -> Op:
+    return {
+        "op": REF_DELETE,
+        "ref": ref_id,
+        "seen": {name: registers.dots(entries) for name, entries in state.items() if entries},
+        "members": members,
+        "attachments": attachments,
+    }
+
+
+def delete_group(group_id: str, state: State, members: dict[str, list[Any]]) -> Op:
+    return {
+        "op": GROUP_DELETE,
+        "group": group_id,
+        "seen": {name: registers.dots(entries) for name, entries in state.items() if entries},
+        "members": members,
+    }
+
+
+# --- checking operations (from the log, a file, or a peer) ------------------------------------
+
+
+def check(op: Any) -> Op:
+    """Validate an operation's shape and every value in it; return it unchanged or raise.
+
+    This is the schema every incoming operation must pass before it touches a table.
+    """
+    if not isinstance(op, dict) or op.get("op") not in KINDS:
+        raise InvalidValue(f"Unknown operation {op.get('op') if isinstance(op, dict) else op!r}.")
+    kind = op["op"]
+    expected = {
+        REF_PUT: {"op", "ref", "fields", "seen"},
+        REF_DELETE: {"op", "ref", "seen", "members", "attachments"},
+        GROUP_PUT: {"op", "group", "fields", "seen"},
+        GROUP_DELETE: {"op", "group", "seen", "members"},
+        MEMBER_ADD: {"op", "group", "refs"},
+        MEMBER_REMOVE: {"op", "group", "seen"},
+        ATTACHMENT_PUT: {"op", "ref", "name", "value", "seen"},
+    }[kind]
+    if set(op) != expected:
+        raise InvalidValue(f"Operation {kind} must have exactly the keys {sorted(expected)}.")
+    for key in ("ref", "group"):
+        if key in op:
+            _check_id(op[key])
+    if kind == REF_PUT:
+        _check_ref_fields(op["fields"])
+        _check_seen_map(op["seen"], allowed=set(op["fields"]))
+    elif kind == GROUP_PUT:
+        if not isinstance(op["fields"], dict) or set(op["fields"]) != {"name"}:
+            raise InvalidValue("A group.put operation sets exactly the field 'name'.")
+        if validate_group_name(op["fields"]["name"]) != op["fields"]["name"]:
+            raise InvalidValue("A group name in an operation is not in normal form.")
+        _check_seen_map(op["seen"], allowed={"name"})
+    elif kind == REF_DELETE:
+        _check_seen_map(op["seen"], allowed=set(catalogue.FIELDS) | catalogue.SYSTEM_FIELDS)
+        _check_seen_map(op["members"], id_keys=True)
+        _check_seen_map(op["attachments"], name_keys=True)
+    elif kind == GROUP_DELETE:
+        _check_seen_map(op["seen"], allowed={"name"})
+        _check_seen_map(op["members"], id_keys=True)
+    elif kind == MEMBER_ADD:
+        refs = op["refs"]
+        if not isinstance(refs, list) or not refs or len(refs) > MAX_REFS_PER_OP:
+            raise InvalidValue(f"A member.add operation names 1 to {MAX_REFS_PER_OP} references.")
+        for ref in refs:
+            _check_id(ref)
+        if len(set(refs)) != len(refs):
+            raise InvalidValue("A member.add operation names a reference twice.")
+    elif kind == MEMBER_REMOVE:
+        _check_seen_map(op["seen"], id_keys=True)
+    elif kind == ATTACHMENT_PUT:
+        validate_name(op["name"])
+        if op["value"] is not None and validate_manifest(op["value"]) != op["value"]:
+            raise InvalidValue("An attachment manifest in an operation is not in normal form.")
+        _check_dots(op["seen"])
+    return op
+
+
+def _check_id(value: Any) -> None:
+    if not isinstance(value, str) or not is_id(value):
+        raise InvalidValue(f"{value!r} is not a valid object id.")
+
+
+def _check_ref_fields(values: Any) -> None:
+    if not isinstance(values, dict) or not values:
+        raise InvalidValue("A ref.put operation must set at least one field.")
+    for name, value in values.items():
+        if name == "trashed":
+            if value not in (True, None):
+                raise InvalidValue("The trashed flag is true or null.")
+        elif name == "added":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidValue("The added time is a whole number of milliseconds.")
+        else:
+            normal = catalogue.validate(name, value)
+            if normal != value:
+                raise InvalidValue(f"The value of field {name!r} in an operation is not in normal form.")
+
+
+def _check_seen_map(
+    value: Any, allowed: set[str] | None = None, id_keys: bool = False, name_keys: bool = False
+) -> None:
+    if not isinstance(value, dict):
+        raise InvalidValue("A 'seen' map must be an object.")
+    for key, dot_list in value.items():
+        if allowed is not None and key not in allowed:
+            raise InvalidValue(f"A 'seen' map names {key!r}, which the operation does not touch.")
+        if id_keys:
+            _check_id(key)
+        if name_keys:
+            validate_name(key)
+        _check_dots(dot_list)
+
+
+def _check_dots(value: Any) -> None:
+    if not isinstance(value, list) or len(value) > MAX_DOTS:
+        raise InvalidValue("A list of dots must be a list of at most 10,000 [device, seq] pairs.")
+    for dot in value:
+        if (
+            not isinstance(dot, list)
+            or len(dot) != 2
+            or not isinstance(dot[0], str)
+            or not 1 <= len(dot[0]) <= 128
+            or not isinstance(dot[1], int)
+            or isinstance(dot[1], bool)
+            or dot[1] < 1
+        ):
+            raise InvalidValue("A dot must be [device id, sequence number >= 1].")

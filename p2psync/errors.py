@@ -1,0 +1,96 @@
+"""One exception tree for everything p2psync refuses or fails to do.
+
+Every error carries a message a user can act on (one sentence that says what went wrong and what
+to do) and the exit code the CLI returns for it. Foreign exceptions (sqlite3, OSError, ...) are
+translated into these at the module that touches the foreign library, never deeper.
+"""
+
+from __future__ import annotations
+
+
+class P2PSyncError(Exception):
+    """Base of every error p2psync raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- the library on disk -----------------------------------------------------------------------
+
+
+class LibraryError(P2PSyncError):
+    """Something is wrong with the library folder or its database."""
+
+
+class LibraryNotFound(LibraryError):
+    pass
+
+
+class LibraryExists(LibraryError):
+    pass
+
+
+class LibraryCorrupt(LibraryError):
+    pass
+
+
+class LibraryBusy(LibraryError):
+    """Another process held the library's write lock for longer than we are willing to wait."""
+
+
+# --- things the user named that do not exist ---------------------------------------------------
+
+
+class NotFound(P2PSyncError):
+    pass
+
+
+class UnknownReference(NotFound):
+    pass
+
+
+class UnknownGroup(NotFound):
+    pass
+
+
+class UnknownAttachment(NotFound):
+    pass
+
+
+# --- input that is not acceptable --------------------------------------------------------------
+
+
+class InvalidInput(P2PSyncError):
+    """A value given by a user, a file or a peer is not acceptable; nothing was changed."""
+
+
+class UnknownField(InvalidInput):
+    pass
+
+
+class InvalidValue(InvalidInput):
+    pass
+
+
+class AmbiguousId(InvalidInput):
+    pass
+
+
+class Conflict(P2PSyncError):
+    """The request contradicts the library's current state (e.g. a group name already taken)."""
+
+
+class FileProblem(P2PSyncError):
+    """A file the user named cannot be read or written."""
+
+
+class ConfirmationRequired(P2PSyncError):
+    """The command needs a yes from the user and could not ask (no TTY and no --yes)."""
+
+    exit_code = 3

@@ -1,0 +1,1 @@
+"""The library's data as plain values: ids, the field catalogue, people, validation."""

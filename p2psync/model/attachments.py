@@ -1,0 +1,57 @@
+"""Attachment names and manifests.
+
+An attachment is named within its reference by its original file name, so the file in the library
+folder keeps that name and a person can open it. Names must be one safe path component on every
+platform we run on.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from p2psync.errors import InvalidValue
+
+MAX_NAME_BYTES = 255
+MAX_FILE_SIZE = 1 << 40  # 1 TiB: larger is surely an error
+_FORBIDDEN = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def validate_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or name in (".", ".."):
+        raise InvalidValue("An attachment needs a file name (not empty, '.' or '..').")
+    if _FORBIDDEN.search(name):
+        raise InvalidValue(
+            f"The attachment name {name!r} has a character not allowed in file names "
+            "(/ \\ : * ? \" < > | or a control character); rename the file and try again."
+        )
+    if name != name.strip() or name.endswith("."):
+        raise InvalidValue(f"The attachment name {name!r} starts or ends with a space or ends with a dot.")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise InvalidValue(f"The attachment name {name[:40]!r}... is longer than {MAX_NAME_BYTES} bytes.")
+    return name
+
+
+def validate_manifest(value: Any) -> dict[str, Any]:
+    """A manifest says what the file is: its size and SHA-256 (chunk list added by sync)."""
+    if not isinstance(value, dict) or not {"size", "sha256"} <= set(value) <= {"size", "sha256", "chunks"}:
+        raise InvalidValue("An attachment manifest must have exactly 'size', 'sha256' and optionally 'chunks'.")
+    size, digest = value["size"], value["sha256"]
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_SIZE:
+        raise InvalidValue("An attachment's size must be a whole number of bytes up to 1 TiB.")
+    if not isinstance(digest, str) or not _HEX64.match(digest):
+        raise InvalidValue("An attachment's sha256 must be 64 lowercase hex digits.")
+    manifest: dict[str, Any] = {"size": size, "sha256": digest}
+    if "chunks" in value:
+        chunks = value["chunks"]
+        if not isinstance(chunks, list) or not all(
+            isinstance(c, list) and len(c) == 2 and isinstance(c[0], str) and _HEX64.match(c[0])
+            and isinstance(c[1], int) and not isinstance(c[1], bool) and c[1] > 0
+            for c in chunks
+        ):
+            raise InvalidValue("An attachment's chunk list must be [[sha256, size], ...].")
+        if sum(c[1] for c in chunks) != size:
+            raise InvalidValue("An attachment's chunk sizes do not add up to its size.")
+        manifest["chunks"] = chunks
+    return manifest

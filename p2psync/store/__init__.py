@@ -1,0 +1,1 @@
+"""The only place SQL lives: the library's SQLite file, its migrations, and attachment files."""

@@ -1,0 +1,214 @@
+"""Applying one change-log entry to the replicated tables.
+
+This is the only code that writes refs, groups, memberships, attachments and tombstones. Local
+edits, replays of the log and (with the sync engine) change sets from peers all come through
+apply_entry, so the same entries give the same tables whatever their origin. The merge decisions
+themselves are the engine's (engine/registers.py); this module only reads and writes rows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlite_utils
+
+from p2psync.engine import ops, registers
+from p2psync.engine.canonical import dumps
+from p2psync.model.fields import FIELDS, LIST, PEOPLE
+from p2psync.model.people import display_person
+
+State = dict[str, list[registers.Entry]]
+SEARCH_COLUMNS = ("title", "authors", "abstract", "keywords", "notes")
+
+
+def apply_entry(db: sqlite_utils.Database, device: str, seq: int, ts: int, op: dict[str, Any]) -> None:
+    """Apply one operation (already checked) with dot (device, seq) and timestamp ts."""
+    dot = (device, seq)
+    kind = op["op"]
+    if kind == ops.REF_PUT:
+        state = _load_ref_state(db, op["ref"])
+        for name, value in op["fields"].items():
+            state[name] = registers.write(state.get(name, []), dot, ts, value, op["seen"].get(name, []))
+        _store_ref(db, op["ref"], state)
+    elif kind == ops.REF_DELETE:
+        ref_id = op["ref"]
+        state = _load_ref_state(db, ref_id)
+        for name, seen in op["seen"].items():
+            if name in state:
+                state[name] = registers.remove(state[name], seen)
+        _store_ref(db, ref_id, state)
+        for group_id, seen in op["members"].items():
+            _remove_member_dots(db, group_id, ref_id, seen)
+        for name, seen in op["attachments"].items():
+            _store_attachment(db, ref_id, name, registers.remove(_load_attachment_state(db, ref_id, name), seen))
+        db.execute("INSERT OR IGNORE INTO tombstones (kind, id) VALUES ('ref', ?)", [ref_id])
+    elif kind == ops.GROUP_PUT:
+        state = _load_group_state(db, op["group"])
+        for name, value in op["fields"].items():
+            state[name] = registers.write(state.get(name, []), dot, ts, value, op["seen"].get(name, []))
+        _store_group(db, op["group"], state)
+    elif kind == ops.GROUP_DELETE:
+        group_id = op["group"]
+        state = _load_group_state(db, group_id)
+        for name, seen in op["seen"].items():
+            if name in state:
+                state[name] = registers.remove(state[name], seen)
+        _store_group(db, group_id, state)
+        for ref_id, seen in op["members"].items():
+            _remove_member_dots(db, group_id, ref_id, seen)
+        db.execute("INSERT OR IGNORE INTO tombstones (kind, id) VALUES ('group', ?)", [group_id])
+    elif kind == ops.MEMBER_ADD:
+        for ref_id in op["refs"]:
+            entries = _load_member_dots(db, op["group"], ref_id)
+            _store_member_dots(db, op["group"], ref_id, registers.write(entries, dot, ts, True, []))
+    elif kind == ops.MEMBER_REMOVE:
+        for ref_id, seen in op["seen"].items():
+            _remove_member_dots(db, op["group"], ref_id, seen)
+    elif kind == ops.ATTACHMENT_PUT:
+        entries = _load_attachment_state(db, op["ref"], op["name"])
+        entries = registers.write(entries, dot, ts, op["value"], op["seen"])
+        _store_attachment(db, op["ref"], op["name"], entries)
+    else:  # pragma: no cover - ops.check refuses unknown kinds before we get here
+        raise ValueError(kind)
+
+
+# --- references ---------------------------------------------------------------------------------
+
+
+def _load_ref_state(db: sqlite_utils.Database, ref_id: str) -> State:
+    row = db.execute("SELECT state FROM refs WHERE id = ?", [ref_id]).fetchone()
+    return json.loads(row[0]) if row else {}
+
+
+def materialize(state: State) -> tuple[dict[str, Any], list[str]]:
+    """The provisional value of every field, and the fields in conflict (sorted)."""
+    data: dict[str, Any] = {}
+    conflicts: list[str] = []
+    for name in sorted(state):
+        resolved = registers.resolve(state[name])
+        if resolved.value is not None:
+            data[name] = resolved.value
+        if resolved.conflict:
+            conflicts.append(name)
+    return data, conflicts
+
+
+def _store_ref(db: sqlite_utils.Database, ref_id: str, state: State) -> None:
+    state = {name: entries for name, entries in state.items() if entries}
+    row = db.execute("SELECT num FROM refs WHERE id = ?", [ref_id]).fetchone()
+    if row:
+        db.execute("DELETE FROM refs_fts WHERE rowid = ?", [row[0]])
+    if not state:
+        db.execute("DELETE FROM refs WHERE id = ?", [ref_id])
+        return
+    data, conflicts = materialize(state)
+    authors = data.get("authors") or data.get("editors") or []
+    values = {
+        "type": data.get("type"),
+        "title": data.get("title"),
+        "year": data.get("year"),
+        "first_author": display_person(authors[0]) if authors else None,
+        "trashed": 1 if data.get("trashed") else 0,
+        "conflict": 1 if conflicts else 0,
+        "added": data.get("added"),
+        "modified": max(e[2] for entries in state.values() for e in entries),
+        "data": dumps(data),
+        "state": dumps(state),
+    }
+    columns = list(values)
+    if row:
+        num = row[0]
+        db.execute(
+            "UPDATE refs SET " + ", ".join(f"{c} = ?" for c in columns) + " WHERE num = ?",
+            [*values.values(), num],
+        )
+    else:
+        cursor = db.execute(
+            f"INSERT INTO refs (id, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
+            [ref_id, *values.values()],
+        )
+        num = cursor.lastrowid
+    db.execute(
+        "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)",
+        [num, *(search_text(name, data.get(name)) for name in SEARCH_COLUMNS)],
+    )
+
+
+def search_text(name: str, value: Any) -> str | None:
+    """The words of a field as the search index sees them."""
+    if value is None:
+        return None
+    if name == "authors":
+        return None if not value else " ".join(display_person(p) for p in value)
+    kind = FIELDS[name].kind if name in FIELDS else None
+    if kind == PEOPLE:
+        return " ".join(display_person(p) for p in value)
+    if kind == LIST:
+        return " ; ".join(value)
+    return str(value)
+
+
+# --- groups and memberships -------------------------------------------------------------------
+
+
+def _load_group_state(db: sqlite_utils.Database, group_id: str) -> State:
+    row = db.execute("SELECT state FROM groups WHERE id = ?", [group_id]).fetchone()
+    return json.loads(row[0]) if row else {}
+
+
+def _store_group(db: sqlite_utils.Database, group_id: str, state: State) -> None:
+    state = {name: entries for name, entries in state.items() if entries}
+    if not state:
+        db.execute("DELETE FROM groups WHERE id = ?", [group_id])
+        return
+    data, conflicts = materialize(state)
+    db.execute(
+        "INSERT INTO groups (id, name, conflict, state) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET name = excluded.name, conflict = excluded.conflict, state = excluded.state",
+        [group_id, data.get("name"), 1 if conflicts else 0, dumps(state)],
+    )
+
+
+def _load_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str) -> list[registers.Entry]:
+    row = db.execute(
+        "SELECT dots FROM memberships WHERE group_id = ? AND ref_id = ?", [group_id, ref_id]
+    ).fetchone()
+    return json.loads(row[0]) if row else []
+
+
+def _store_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str, entries: list[registers.Entry]) -> None:
+    if not entries:
+        db.execute("DELETE FROM memberships WHERE group_id = ? AND ref_id = ?", [group_id, ref_id])
+        return
+    db.execute(
+        "INSERT INTO memberships (group_id, ref_id, dots) VALUES (?, ?, ?) "
+        "ON CONFLICT (group_id, ref_id) DO UPDATE SET dots = excluded.dots",
+        [group_id, ref_id, dumps(entries)],
+    )
+
+
+def _remove_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str, seen: list[Any]) -> None:
+    _store_member_dots(db, group_id, ref_id, registers.remove(_load_member_dots(db, group_id, ref_id), seen))
+
+
+# --- attachments ------------------------------------------------------------------------------
+
+
+def _load_attachment_state(db: sqlite_utils.Database, ref_id: str, name: str) -> list[registers.Entry]:
+    row = db.execute("SELECT state FROM attachments WHERE ref_id = ? AND name = ?", [ref_id, name]).fetchone()
+    return json.loads(row[0]) if row else []
+
+
+def _store_attachment(db: sqlite_utils.Database, ref_id: str, name: str, entries: list[registers.Entry]) -> None:
+    if not entries:
+        db.execute("DELETE FROM attachments WHERE ref_id = ? AND name = ?", [ref_id, name])
+        return
+    resolved = registers.resolve(entries)
+    manifest = resolved.value or {}
+    db.execute(
+        "INSERT INTO attachments (ref_id, name, size, sha256, conflict, state) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (ref_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
+        "conflict = excluded.conflict, state = excluded.state",
+        [ref_id, name, manifest.get("size"), manifest.get("sha256"), 1 if resolved.conflict else 0, dumps(entries)],
+    )

@@ -1,0 +1,650 @@
+"""A library on one machine: the folder, its SQLite file, its device key and attachment files.
+
+Library is the Python API every other part uses (CLI, formats, sync). Each mutation runs in one
+write transaction that reads the current state, asks the engine for the operation, appends it to
+this device's change log and applies it (store/apply.py): nothing changes without being logged,
+nothing is logged without being applied.
+
+Folder layout:
+    library.sqlite3          the database (WAL mode: also -wal and -shm files beside it)
+    device.key               this device's Ed25519 private key (mode 0600)
+    attachments/REF/NAME     attachment files, under their original names
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from p2psync.crypto.identity import DeviceIdentity, short_id
+from p2psync.engine import clock, ops, registers
+from p2psync.engine.canonical import dumps
+from p2psync.errors import (
+    AmbiguousId,
+    Conflict,
+    FileProblem,
+    InvalidValue,
+    LibraryCorrupt,
+    LibraryExists,
+    LibraryNotFound,
+    UnknownAttachment,
+    UnknownGroup,
+    UnknownReference,
+)
+from p2psync.model import fields as catalogue
+from p2psync.model.attachments import validate_name
+from p2psync.model.groups import SYNC_CONFLICTS, validate_group_name
+from p2psync.model.ids import is_id_prefix, new_id
+from p2psync.store import schema
+from p2psync.store.apply import apply_entry, materialize
+from p2psync.store.db import connect, write_transaction
+from p2psync.store.files import atomic_writer, copy_atomic, fsync_dir, hash_file, remove_tree
+
+DB_FILE = "library.sqlite3"
+KEY_FILE = "device.key"
+ATTACHMENTS_DIR = "attachments"
+BATCH = 500  # references per transaction in bulk work, so other writers wait well under a second
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Writer:
+    """One open write transaction: appends this device's log entries and applies them."""
+
+    library: Library
+    seq: int
+    ts: int
+    entries: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
+
+    def log(self, op: dict[str, Any]) -> None:
+        ops.check(op)
+        self.seq += 1
+        self.ts = clock.tick(self.ts)
+        db = self.library.db
+        db.execute(
+            "INSERT INTO changelog (device, seq, ts, op) VALUES (?, ?, ?, ?)",
+            [self.library.device_id, self.seq, self.ts, dumps(op)],
+        )
+        apply_entry(db, self.library.device_id, self.seq, self.ts, op)
+
+
+class Library:
+    def __init__(self, path: Path, db: sqlite_utils.Database) -> None:
+        self.path = path
+        self.db = db
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        try:
+            self.library_id: str = meta["library_id"]
+            self.device_id: str = meta["device_id"]
+        except KeyError:
+            raise LibraryCorrupt(f"The library at {path} is missing its identity; restore it from a backup.") from None
+
+    # --- opening and creating -----------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path, name: str | None = None) -> Library:
+        path = Path(path)
+        if (path / DB_FILE).exists():
+            raise LibraryExists(f"A library already exists at {path}; use it, or choose another --library folder.")
+        if path.exists() and not path.is_dir():
+            raise FileProblem(f"{path} is a file; give --library a folder.")
+        path.mkdir(parents=True, exist_ok=True)
+        identity = DeviceIdentity.generate()
+        identity.save(path / KEY_FILE)
+        (path / ATTACHMENTS_DIR).mkdir(exist_ok=True)
+        db = connect(path / DB_FILE)
+        schema.migrate(db)
+        now = clock.now_ms()
+        with write_transaction(db):
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('library_id', ?), ('device_id', ?), ('name', ?), "
+                "('created', ?), ('clock', ?)",
+                [new_id(), identity.device_id, name or path.resolve().name, str(now), str(now)],
+            )
+        fsync_dir(path)
+        return cls(path, db)
+
+    @classmethod
+    def open(cls, path: Path) -> Library:
+        path = Path(path)
+        if not (path / DB_FILE).is_file():
+            raise LibraryNotFound(
+                f"No library at {path}; create one with 'p2psync init' or point --library at an existing one."
+            )
+        db = connect(path / DB_FILE)
+        schema.migrate(db)
+        return cls(path, db)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.conn.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def identity(self) -> DeviceIdentity:
+        return DeviceIdentity.load(self.path / KEY_FILE)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Writer]:
+        """A write transaction in which operations can be logged and applied."""
+        with write_transaction(self.db):
+            row = self.db.execute(
+                "SELECT max(seq) FROM changelog WHERE device = ?", [self.device_id]
+            ).fetchone()
+            last_ts = int(self._meta("clock") or 0)
+            writer = Writer(self, row[0] or 0, last_ts)
+            yield writer
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'clock'", [str(writer.ts)])
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    @property
+    def name(self) -> str:
+        return self._meta("name") or ""
+
+    # --- references ---------------------------------------------------------------------------
+
+    def add_reference(self, values: dict[str, Any]) -> str:
+        """Add one reference; return its id. Values are validated against the field catalogue."""
+        return self.add_references([values])[0]
+
+    def add_references(
+        self, records: Iterable[dict[str, Any]], progress: Callable[[int], None] | None = None
+    ) -> list[str]:
+        """Add many references, BATCH per transaction; return their ids in order.
+
+        Every record is validated before its batch starts, so a bad record stops the work
+        with nothing of its batch written.
+        """
+        ids: list[str] = []
+        batch: list[dict[str, Any]] = []
+        for record in records:
+            batch.append(self._new_reference_values(record))
+            if len(batch) >= BATCH:
+                ids.extend(self._insert_batch(batch))
+                if progress:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            ids.extend(self._insert_batch(batch))
+            if progress:
+                progress(len(batch))
+        return ids
+
+    @staticmethod
+    def _new_reference_values(record: dict[str, Any]) -> dict[str, Any]:
+        values = catalogue.validate_fields({k: v for k, v in record.items()})
+        values = {k: v for k, v in values.items() if v is not None}
+        values.setdefault("type", catalogue.DEFAULT_TYPE)
+        return values
+
+    def _insert_batch(self, batch: list[dict[str, Any]]) -> list[str]:
+        ids = []
+        with self.writing() as writer:
+            for values in batch:
+                ref_id = new_id()
+                op = {"op": ops.REF_PUT, "ref": ref_id, "fields": {**values, "added": clock.now_ms()}, "seen": {}}
+                writer.log(op)
+                ids.append(ref_id)
+        return ids
+
+    def edit_reference(self, ref: str, changes: dict[str, Any]) -> bool:
+        """Set (or, with None, clear) fields of a reference; return whether anything changed."""
+        changes = catalogue.validate_fields(changes)
+        with self.writing() as writer:
+            ref_id = self.resolve_ref(ref)
+            op = ops.put_fields(ops.REF_PUT, "ref", ref_id, self._ref_state(ref_id), changes)
+            if op is None:
+                return False
+            writer.log(op)
+        return True
+
+    def _ref_state(self, ref_id: str) -> ops.State:
+        row = self.db.execute("SELECT state FROM refs WHERE id = ?", [ref_id]).fetchone()
+        if row is None:
+            raise UnknownReference(f"No reference with id {ref_id}; list them with 'p2psync ref list'.")
+        state: ops.State = json.loads(row[0])
+        return state
+
+    def resolve_ref(self, ref: str) -> str:
+        """The full id of the reference whose id is or starts with `ref`."""
+        ref = ref.strip().lower()
+        if not is_id_prefix(ref):
+            raise UnknownReference(f"{ref!r} is not a reference id; ids look like 'k3x9q2...' (see 'p2psync ref list').")
+        rows = self.db.execute(
+            "SELECT id FROM refs WHERE id >= ? AND id < ? LIMIT 2", [ref, ref + "~"]
+        ).fetchall()
+        if not rows:
+            raise UnknownReference(f"No reference with id {ref}; list them with 'p2psync ref list'.")
+        if len(rows) > 1:
+            raise AmbiguousId(f"More than one reference id starts with {ref!r}; type more of the id.")
+        return str(rows[0][0])
+
+    def get_reference(self, ref: str) -> dict[str, Any]:
+        ref_id = self.resolve_ref(ref)
+        row = self.db.execute("SELECT * FROM refs WHERE id = ?", [ref_id]).fetchone()
+        cursor_cols = [d[0] for d in self.db.execute("SELECT * FROM refs LIMIT 0").description]
+        record = _public(dict(zip(cursor_cols, row, strict=True)))
+        record["groups"] = [
+            {"id": g, "name": n}
+            for g, n in self.db.execute(
+                "SELECT g.id, g.name FROM memberships m JOIN groups g ON g.id = m.group_id "
+                "WHERE m.ref_id = ? ORDER BY g.name, g.id",
+                [ref_id],
+            )
+        ]
+        record["attachments"] = self.list_attachments(ref_id, scan=False)
+        return record
+
+    def reference_versions(self, ref: str) -> dict[str, list[dict[str, Any]]]:
+        """Every version of every field in conflict (for 'conflicts show')."""
+        state = self._ref_state(self.resolve_ref(ref))
+        out: dict[str, list[dict[str, Any]]] = {}
+        for name, entries in state.items():
+            if registers.resolve(entries).conflict:
+                out[name] = [{"device": e[0], "seq": e[1], "time": iso(e[2]), "value": e[3]} for e in entries]
+        return out
+
+    def count_references(self, trashed: bool = False, group: str | None = None) -> int:
+        if group is not None:
+            group_id = self.find_group(group)["id"]
+            row = self.db.execute(
+                "SELECT count(*) FROM memberships m JOIN refs r ON r.id = m.ref_id "
+                "WHERE m.group_id = ? AND r.trashed = ?",
+                [group_id, int(trashed)],
+            ).fetchone()
+        else:
+            row = self.db.execute("SELECT count(*) FROM refs WHERE trashed = ?", [int(trashed)]).fetchone()
+        return int(row[0])
+
+    def list_references(
+        self, trashed: bool = False, group: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        """References oldest first, streamed from the database (flat memory at any size)."""
+        params: list[Any] = [int(trashed)]
+        if group is not None:
+            group_id = self.find_group(group)["id"]
+            sql = (
+                "SELECT r.* FROM memberships m JOIN refs r ON r.id = m.ref_id "
+                "WHERE r.trashed = ? AND m.group_id = ? ORDER BY r.added, r.id"
+            )
+            params.append(group_id)
+        else:
+            sql = "SELECT * FROM refs WHERE trashed = ? ORDER BY added, id"
+        sql += " LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else limit, offset]
+        yield from self._rows(sql, params)
+
+    def search(self, text: str, limit: int | None = None, trashed: bool = False) -> Iterator[dict[str, Any]]:
+        """Full-text search (FTS5) over title, authors, abstract, keywords and notes, best first.
+
+        Every word must match; a word matches as a prefix ("neur" finds "neuron").
+        """
+        words = [w for w in text.split() if w.strip('"')]
+        if not words:
+            raise InvalidValue("Give some words to search for.")
+        query = " ".join('"' + w.replace('"', '""') + '"*' for w in words)
+        sql = (
+            "SELECT r.* FROM refs_fts f JOIN refs r ON r.num = f.rowid "
+            "WHERE refs_fts MATCH ? AND r.trashed = ? ORDER BY bm25(refs_fts), r.id LIMIT ?"
+        )
+        yield from self._rows(sql, [query, int(trashed), -1 if limit is None else limit])
+
+    def _rows(self, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
+        cursor = self.db.conn.cursor()
+        cursor.execute(sql, params)
+        columns = [d[0] for d in cursor.description]
+        for row in cursor:
+            yield _public(dict(zip(columns, row, strict=True)))
+
+    # --- trash --------------------------------------------------------------------------------
+
+    def trash_reference(self, ref: str) -> bool:
+        with self.writing() as writer:
+            ref_id = self.resolve_ref(ref)
+            op = ops.put_fields(ops.REF_PUT, "ref", ref_id, self._ref_state(ref_id), {"trashed": True})
+            if op is None:
+                return False
+            writer.log(op)
+        return True
+
+    def restore_reference(self, ref: str) -> None:
+        with self.writing() as writer:
+            ref_id = self.resolve_ref(ref)
+            state = self._ref_state(ref_id)
+            if registers.resolve(state.get("trashed", [])).value is not True:
+                raise Conflict(f"Reference {ref_id} is not in the trash.")
+            op = ops.put_fields(ops.REF_PUT, "ref", ref_id, state, {"trashed": None})
+            assert op is not None
+            writer.log(op)
+
+    def empty_trash(self, progress: Callable[[int], None] | None = None) -> int:
+        """Delete every reference in the trash for good (tombstones, so it propagates)."""
+        deleted = 0
+        while True:
+            with self.writing() as writer:
+                ids = [r[0] for r in self.db.execute("SELECT id FROM refs WHERE trashed = 1 LIMIT ?", [BATCH])]
+                for ref_id in ids:
+                    writer.log(self._delete_op(ref_id))
+            for ref_id in ids:
+                self._forget_files(ref_id)
+            deleted += len(ids)
+            if progress and ids:
+                progress(len(ids))
+            if len(ids) < BATCH:
+                return deleted
+
+    def _delete_op(self, ref_id: str) -> dict[str, Any]:
+        members = {
+            g: registers.dots(json.loads(d))
+            for g, d in self.db.execute("SELECT group_id, dots FROM memberships WHERE ref_id = ?", [ref_id])
+        }
+        attachments = {
+            n: registers.dots(json.loads(s))
+            for n, s in self.db.execute("SELECT name, state FROM attachments WHERE ref_id = ?", [ref_id])
+        }
+        return ops.delete_ref(ref_id, self._ref_state(ref_id), members, attachments)
+
+    def _forget_files(self, ref_id: str) -> None:
+        with write_transaction(self.db):
+            self.db.execute("DELETE FROM attachment_files WHERE ref_id = ?", [ref_id])
+        remove_tree(self.path / ATTACHMENTS_DIR / ref_id)
+
+    # --- groups -------------------------------------------------------------------------------
+
+    def create_group(self, name: str) -> str:
+        name = validate_group_name(name)
+        if name.casefold() == SYNC_CONFLICTS.casefold():
+            raise Conflict(f"'{SYNC_CONFLICTS}' is kept by p2psync for conflicted references; choose another name.")
+        with self.writing() as writer:
+            if self._groups_named(name):
+                raise Conflict(f"A group named {name!r} already exists.")
+            group_id = new_id()
+            writer.log({"op": ops.GROUP_PUT, "group": group_id, "fields": {"name": name}, "seen": {}})
+        return group_id
+
+    def _groups_named(self, name: str) -> list[tuple[str, str]]:
+        return [
+            (g, n)
+            for g, n in self.db.execute("SELECT id, name FROM groups WHERE name = ? COLLATE NOCASE", [name])
+        ]
+
+    def find_group(self, name_or_id: str) -> dict[str, Any]:
+        """A group by exact name, then case-insensitive name, then id or unique id prefix."""
+        exact = [(g, n) for g, n in self._groups_named(name_or_id) if n == name_or_id]
+        matches = exact or self._groups_named(name_or_id)
+        if not matches and is_id_prefix(name_or_id.lower()):
+            prefix = name_or_id.lower()
+            matches = self.db.execute(
+                "SELECT id, name FROM groups WHERE id >= ? AND id < ? LIMIT 2", [prefix, prefix + "~"]
+            ).fetchall()
+        if not matches:
+            raise UnknownGroup(f"No group named {name_or_id!r}; see 'p2psync group list'.")
+        if len(matches) > 1:
+            raise AmbiguousId(f"More than one group is named {name_or_id!r}; use the group's id instead.")
+        return {"id": matches[0][0], "name": matches[0][1]}
+
+    def rename_group(self, group: str, new_name: str) -> None:
+        new_name = validate_group_name(new_name)
+        with self.writing() as writer:
+            group_id = self.find_group(group)["id"]
+            others = [g for g, _ in self._groups_named(new_name) if g != group_id]
+            if others or new_name.casefold() == SYNC_CONFLICTS.casefold():
+                raise Conflict(f"A group named {new_name!r} already exists.")
+            op = ops.put_fields(ops.GROUP_PUT, "group", group_id, self._group_state(group_id), {"name": new_name})
+            if op is not None:
+                writer.log(op)
+
+    def _group_state(self, group_id: str) -> ops.State:
+        row = self.db.execute("SELECT state FROM groups WHERE id = ?", [group_id]).fetchone()
+        state: ops.State = json.loads(row[0])
+        return state
+
+    def delete_group(self, group: str) -> None:
+        """Delete the group; its references stay in the library."""
+        with self.writing() as writer:
+            group_id = self.find_group(group)["id"]
+            members = {
+                r: registers.dots(json.loads(d))
+                for r, d in self.db.execute("SELECT ref_id, dots FROM memberships WHERE group_id = ?", [group_id])
+            }
+            writer.log(ops.delete_group(group_id, self._group_state(group_id), members))
+
+    def add_to_group(self, group: str, refs: Iterable[str]) -> int:
+        """Add references to a group; return how many were not members yet."""
+        with self.writing() as writer:
+            group_id = self.find_group(group)["id"]
+            ids = list(dict.fromkeys(self.resolve_ref(r) for r in refs))
+            present = {
+                r for (r,) in self.db.execute("SELECT ref_id FROM memberships WHERE group_id = ?", [group_id])
+            }
+            new = [r for r in ids if r not in present]
+            for start in range(0, len(new), ops.MAX_REFS_PER_OP):
+                writer.log({"op": ops.MEMBER_ADD, "group": group_id, "refs": new[start : start + ops.MAX_REFS_PER_OP]})
+        return len(new)
+
+    def remove_from_group(self, group: str, refs: Iterable[str]) -> int:
+        """Remove references from a group; return how many were members."""
+        with self.writing() as writer:
+            group_id = self.find_group(group)["id"]
+            seen: dict[str, list[Any]] = {}
+            for ref in refs:
+                ref_id = self.resolve_ref(ref)
+                row = self.db.execute(
+                    "SELECT dots FROM memberships WHERE group_id = ? AND ref_id = ?", [group_id, ref_id]
+                ).fetchone()
+                if row:
+                    seen[ref_id] = registers.dots(json.loads(row[0]))
+            if seen:
+                writer.log({"op": ops.MEMBER_REMOVE, "group": group_id, "seen": seen})
+        return len(seen)
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT g.id, g.name, g.conflict, "
+            "(SELECT count(*) FROM memberships m JOIN refs r ON r.id = m.ref_id "
+            " WHERE m.group_id = g.id AND r.trashed = 0) "
+            "FROM groups g ORDER BY g.name COLLATE NOCASE, g.id"
+        ).fetchall()
+        return [{"id": g, "name": n, "references": c, "conflict": bool(k)} for g, n, k, c in rows]
+
+    # --- attachments --------------------------------------------------------------------------
+
+    def attachment_file(self, ref_id: str, name: str) -> Path:
+        return self.path / ATTACHMENTS_DIR / ref_id / name
+
+    def attach(
+        self, ref: str, source: Path, name: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> dict[str, Any]:
+        """Copy a file into the library as an attachment of a reference (replacing one of that name)."""
+        ref_id = self.resolve_ref(ref)
+        source = Path(source)
+        name = validate_name(name or source.name)
+        if not source.is_file():
+            raise FileProblem(f"The file {source} does not exist or is not a regular file.")
+        target = self.attachment_file(ref_id, name)
+        # The copy lands in a temporary file beside the target; it is renamed into place inside
+        # the transaction that records it, so a crash leaves either the old or the new version.
+        staging = target.with_name(f".p2psync-incoming-{name}")
+        size, digest = copy_atomic(source, staging, progress)
+        try:
+            with self.writing() as writer:
+                self._ref_state(ref_id)  # the reference must still exist
+                entries = self._attachment_entries(ref_id, name)
+                manifest = {"size": size, "sha256": digest}
+                if registers.changed(entries, manifest):
+                    writer.log(
+                        {"op": ops.ATTACHMENT_PUT, "ref": ref_id, "name": name, "value": manifest,
+                         "seen": registers.dots(entries)}
+                    )
+                os.replace(staging, target)
+                self._record_file(ref_id, name, target, size, digest)
+        finally:
+            staging.unlink(missing_ok=True)
+        fsync_dir(target.parent)
+        return {"ref": ref_id, "name": name, "size": size, "sha256": digest, "path": str(target)}
+
+    def _attachment_entries(self, ref_id: str, name: str) -> list[registers.Entry]:
+        row = self.db.execute("SELECT state FROM attachments WHERE ref_id = ? AND name = ?", [ref_id, name]).fetchone()
+        entries: list[registers.Entry] = json.loads(row[0]) if row else []
+        return entries
+
+    def _record_file(self, ref_id: str, name: str, path: Path, size: int, digest: str) -> None:
+        self.db.execute(
+            "INSERT INTO attachment_files (ref_id, name, size, sha256, mtime_ns) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (ref_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
+            "mtime_ns = excluded.mtime_ns",
+            [ref_id, name, size, digest, path.stat().st_mtime_ns],
+        )
+
+    def list_attachments(self, ref: str, scan: bool = True) -> list[dict[str, Any]]:
+        """A reference's attachments, with whether each file is here and current."""
+        ref_id = self.resolve_ref(ref)
+        if scan:
+            self.scan_attachments(ref_id)
+        rows = self.db.execute(
+            "SELECT a.name, a.size, a.sha256, a.conflict, f.sha256 FROM attachments a "
+            "LEFT JOIN attachment_files f ON f.ref_id = a.ref_id AND f.name = a.name "
+            "WHERE a.ref_id = ? AND (a.sha256 IS NOT NULL OR a.conflict = 1) ORDER BY a.name",
+            [ref_id],
+        ).fetchall()
+        out = []
+        for name, size, digest, conflict, local_digest in rows:
+            present = local_digest is not None and local_digest == digest and self.attachment_file(ref_id, name).is_file()
+            out.append(
+                {"name": name, "size": size, "sha256": digest, "conflict": bool(conflict),
+                 "present": present, "path": str(self.attachment_file(ref_id, name))}
+            )
+        return out
+
+    def _attachment_row(self, ref: str, name: str) -> tuple[str, dict[str, Any]]:
+        ref_id = self.resolve_ref(ref)
+        for item in self.list_attachments(ref_id):
+            if item["name"] == name:
+                return ref_id, item
+        raise UnknownAttachment(
+            f"Reference {ref_id} has no attachment named {name!r}; see 'p2psync attachment list {ref_id}'."
+        )
+
+    def attachment_path(self, ref: str, name: str) -> Path:
+        ref_id, item = self._attachment_row(ref, name)
+        if not item["present"]:
+            raise UnknownAttachment(f"The file {name!r} is not on this machine yet; sync to fetch it.")
+        return self.attachment_file(ref_id, name)
+
+    def export_attachment(self, ref: str, name: str, out: Path) -> dict[str, Any]:
+        """Write a byte-identical copy of an attachment to `out` (a file or a folder)."""
+        source = self.attachment_path(ref, name)
+        out = Path(out)
+        if out.is_dir():
+            out = out / name
+        size, digest = copy_atomic(source, out)
+        _, item = self._attachment_row(ref, name)
+        if digest != item["sha256"]:
+            out.unlink(missing_ok=True)
+            raise LibraryCorrupt(f"The attachment {name!r} changed while being exported; try again.")
+        return {"name": name, "size": size, "sha256": digest, "path": str(out)}
+
+    def remove_attachment(self, ref: str, name: str) -> None:
+        ref_id, _ = self._attachment_row(ref, name)
+        with self.writing() as writer:
+            entries = self._attachment_entries(ref_id, name)
+            writer.log({"op": ops.ATTACHMENT_PUT, "ref": ref_id, "name": name, "value": None,
+                        "seen": registers.dots(entries)})
+            self.db.execute("DELETE FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name])
+        self.attachment_file(ref_id, name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.attachment_file(ref_id, name).parent.rmdir()  # only if now empty
+
+    def scan_attachments(self, ref_id: str | None = None) -> list[dict[str, Any]]:
+        """Notice attachment files changed in place (size and mtime first, then the hash).
+
+        A changed file is recorded as a new version of that attachment; a missing one is only
+        reported (a file deleted by accident must not delete the attachment on every machine).
+        """
+        sql = "SELECT ref_id, name, size, sha256, mtime_ns FROM attachment_files"
+        rows = self.db.execute(sql + (" WHERE ref_id = ?" if ref_id else ""), [ref_id] if ref_id else []).fetchall()
+        found: list[dict[str, Any]] = []
+        for r_id, name, size, digest, mtime_ns in rows:
+            path = self.attachment_file(r_id, name)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                found.append({"ref": r_id, "name": name, "change": "missing"})
+                continue
+            if stat.st_size == size and stat.st_mtime_ns == mtime_ns:
+                continue
+            new_size, new_digest = hash_file(path)
+            with self.writing() as writer:
+                if new_digest != digest:
+                    entries = self._attachment_entries(r_id, name)
+                    manifest = {"size": new_size, "sha256": new_digest}
+                    if registers.changed(entries, manifest):
+                        writer.log({"op": ops.ATTACHMENT_PUT, "ref": r_id, "name": name, "value": manifest,
+                                    "seen": registers.dots(entries)})
+                    found.append({"ref": r_id, "name": name, "change": "modified", "size": new_size})
+                self._record_file(r_id, name, path, new_size, new_digest)
+        return found
+
+    # --- the library as a whole ---------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        count = lambda sql: int(self.db.execute(sql).fetchone()[0])  # noqa: E731
+        return {
+            "name": self.name,
+            "path": str(self.path.resolve()),
+            "library_id": self.library_id,
+            "device_id": self.device_id,
+            "device_short_id": short_id(self.device_id),
+            "created": iso(int(self._meta("created") or 0)),
+            "references": count("SELECT count(*) FROM refs WHERE trashed = 0"),
+            "trash": count("SELECT count(*) FROM refs WHERE trashed = 1"),
+            "groups": count("SELECT count(*) FROM groups"),
+            "attachments": count("SELECT count(*) FROM attachments WHERE sha256 IS NOT NULL"),
+            "attachment_bytes": count("SELECT coalesce(sum(size), 0) FROM attachments WHERE sha256 IS NOT NULL"),
+            "conflicts": count("SELECT count(*) FROM refs WHERE conflict = 1"),
+            "changes": count("SELECT count(*) FROM changelog"),
+            "schema_version": schema.SCHEMA_VERSION,
+        }
+
+    def log_entries(self) -> Iterator[tuple[str, int, int, dict[str, Any]]]:
+        """Every change-log entry, in the order this library applied them."""
+        for device, seq, ts, op in self.db.execute("SELECT device, seq, ts, op FROM changelog ORDER BY ts, device, seq"):
+            yield device, seq, ts, json.loads(op)
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """The user-facing form of a refs row."""
+    data = json.loads(row["data"])
+    record: dict[str, Any] = {"id": row["id"]}
+    for name in catalogue.FIELDS:
+        if name in data:
+            record[name] = data[name]
+    record["trashed"] = bool(row["trashed"])
+    record["added"] = iso(row["added"])
+    record["modified"] = iso(row["modified"])
+    if row["conflict"]:
+        record["conflicts"] = materialize(json.loads(row["state"]))[1]
+    return record

@@ -1,0 +1,123 @@
+"""Numbered schema migrations. PRAGMA user_version says which have run.
+
+Add a migration by appending to MIGRATIONS; never edit one that has shipped. Each runs in the
+same transaction as the bump of user_version, so a killed migration leaves the old schema.
+
+Tables marked "replicated" hold state derived only from the change log (replaying the log into
+an empty library rebuilds them exactly); "local" tables describe this machine only.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+from p2psync.errors import LibraryCorrupt
+from p2psync.store.db import write_transaction
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    -- local: library identity, this device, clocks
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+
+    -- replicated: every device's append-only log of operations
+    CREATE TABLE changelog (
+        device TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        op TEXT NOT NULL,
+        PRIMARY KEY (device, seq)
+    ) WITHOUT ROWID;
+
+    -- replicated: references. state = the multi-value registers (the truth);
+    -- data = the provisional value of each field; the other columns serve lists and sorting.
+    CREATE TABLE refs (
+        num INTEGER PRIMARY KEY,          -- local rowid, keys the search index only
+        id TEXT NOT NULL UNIQUE,
+        type TEXT,
+        title TEXT,
+        year TEXT,
+        first_author TEXT,
+        trashed INTEGER NOT NULL DEFAULT 0,
+        conflict INTEGER NOT NULL DEFAULT 0,
+        added INTEGER,
+        modified INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE INDEX refs_by_added ON refs (trashed, added, id);
+    CREATE VIRTUAL TABLE refs_fts USING fts5 (
+        title, authors, abstract, keywords, notes,
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+
+    -- replicated: groups and memberships (an add-wins set per group)
+    CREATE TABLE groups (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        conflict INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX groups_by_name ON groups (name);
+    CREATE TABLE memberships (
+        group_id TEXT NOT NULL,
+        ref_id TEXT NOT NULL,
+        dots TEXT NOT NULL,
+        PRIMARY KEY (group_id, ref_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX memberships_by_ref ON memberships (ref_id);
+
+    -- replicated: attachment manifests, one register per (reference, file name)
+    CREATE TABLE attachments (
+        ref_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER,
+        sha256 TEXT,
+        conflict INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        PRIMARY KEY (ref_id, name)
+    ) WITHOUT ROWID;
+
+    -- replicated: permanently deleted objects
+    CREATE TABLE tombstones (kind TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
+
+    -- local: the attachment files on this machine's disk, to notice edits made in place
+    CREATE TABLE attachment_files (
+        ref_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        PRIMARY KEY (ref_id, name)
+    ) WITHOUT ROWID;
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+REPLICATED_TABLES = ("changelog", "refs", "groups", "memberships", "attachments", "tombstones")
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Bring the schema up to date; return the version it is now at."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise LibraryCorrupt(
+            f"This library was written by a newer p2psync (schema {version}); upgrade p2psync to open it."
+        )
+    while version < SCHEMA_VERSION:
+        with write_transaction(db):
+            # Re-read inside the lock: another process may have migrated meanwhile.
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:
+                break
+            for statement in _statements(MIGRATIONS[version]):
+                db.execute(statement)
+            version += 1
+            db.execute(f"PRAGMA user_version = {version}")
+    return version
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit our transaction)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
