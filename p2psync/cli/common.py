@@ -1,0 +1,119 @@
+"""What every command shares: finding the library, --json output, confirmations, progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import platformdirs
+
+from p2psync.errors import ConfirmationRequired
+from p2psync.store.library import Library
+
+F = TypeVar("F", bound=Callable[..., Any])
+ENV_LIBRARY = "P2PSYNC_LIBRARY"
+
+
+def default_library_path() -> Path:
+    return platformdirs.user_data_path("p2psync", appauthor=False) / "library"
+
+
+def _remember_library(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None:
+        ctx.ensure_object(dict)["library"] = value
+    return value
+
+
+def library_option(func: F) -> F:
+    """--library PATH, accepted on every command (and on `p2psync` itself)."""
+    return click.option(
+        "--library",
+        type=click.Path(path_type=Path, file_okay=False),
+        expose_value=False,
+        is_eager=True,
+        callback=_remember_library,
+        help=f"The library folder (default: ${ENV_LIBRARY}, else {default_library_path()}).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")(func)
+
+
+def yes_option(func: F) -> F:
+    return click.option("--yes", "-y", is_flag=True, help="Answer yes to the question instead of asking.")(func)
+
+
+def library_path() -> Path:
+    value = click.get_current_context().ensure_object(dict).get("library")
+    if value is not None:
+        return Path(value)
+    env = os.environ.get(ENV_LIBRARY)
+    return Path(env) if env else default_library_path()
+
+
+@contextlib.contextmanager
+def open_library() -> Iterator[Library]:
+    library = Library.open(library_path())
+    try:
+        yield library
+    finally:
+        library.close()
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def stream_json_list(items: Iterable[Any]) -> None:
+    """Print a JSON array one element at a time, so 100,000 references never sit in memory."""
+    out = sys.stdout
+    out.write("[")
+    first = True
+    for item in items:
+        out.write("\n  " if first else ",\n  ")
+        out.write(json.dumps(item, ensure_ascii=False))
+        first = False
+    out.write("\n]\n" if not first else "]\n")
+    out.flush()
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Go on only with the user's yes: --yes, or an answer at the terminal. Else exit code 3."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfirmationRequired(f"{question} Run again with --yes to confirm (no terminal to ask on).")
+    if not click.confirm(question, default=False):
+        raise click.Abort()
+
+
+@contextlib.contextmanager
+def progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal (stderr); silent otherwise. Yields advance(n)."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def truncate(text: str | None, width: int) -> str:
+    text = text or ""
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,79 @@
+"""init, info, device."""
+
+from __future__ import annotations
+
+import click
+
+from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json
+from p2psync.store.library import Library
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(init)
+    cli.add_command(info)
+    cli.add_command(device)
+
+
+@click.command()
+@click.option("--name", help="A name for the library (default: the folder's name).")
+@library_option
+@json_option
+def init(name: str | None, as_json: bool) -> None:
+    """Create a new, empty library (and this device's key for it)."""
+    path = library_path()
+    with Library.create(path, name) as library:
+        data = library.info()
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(f"Created library {data['name']!r} at {data['path']}")
+        click.echo(f"This device: {data['device_short_id']} (full id {data['device_id']})")
+
+
+@click.command()
+@library_option
+@json_option
+def info(as_json: bool) -> None:
+    """Show the library's name, location, identity and counts."""
+    with open_library() as library:
+        data = library.info()
+    if as_json:
+        print_json(data)
+        return
+    rows = [
+        ("Library", f"{data['name']} ({data['library_id']})"),
+        ("Path", data["path"]),
+        ("Device", f"{data['device_short_id']} ({data['device_id']})"),
+        ("Created", data["created"]),
+        ("References", data["references"]),
+        ("Trash", data["trash"]),
+        ("Groups", data["groups"]),
+        ("Attachments", f"{data['attachments']} ({_size(data['attachment_bytes'])})"),
+        ("Conflicts", data["conflicts"]),
+        ("Logged changes", data["changes"]),
+    ]
+    for label, value in rows:
+        click.echo(f"{label + ':':<16}{value}")
+
+
+@click.command()
+@library_option
+@json_option
+def device(as_json: bool) -> None:
+    """Show this device's id (what other machines pin when you pair)."""
+    with open_library() as library:
+        data = library.info()
+    out = {"device_id": data["device_id"], "short_id": data["device_short_id"], "library_id": data["library_id"]}
+    if as_json:
+        print_json(out)
+    else:
+        click.echo(f"{out['short_id']}  {out['device_id']}")
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
