@@ -205,7 +205,9 @@ class Library:
         with self.writing() as writer:
             for values in batch:
                 ref_id = new_id()
-                op = {"op": ops.REF_PUT, "ref": ref_id, "fields": {**values, "added": clock.now_ms()}, "seen": {}}
+                # "added" is the entry's own timestamp: unique and increasing per device.
+                added = clock.tick(writer.ts)
+                op = {"op": ops.REF_PUT, "ref": ref_id, "fields": {**values, "added": added}, "seen": {}}
                 writer.log(op)
                 ids.append(ref_id)
         return ids
@@ -630,9 +632,50 @@ class Library:
         }
 
     def log_entries(self) -> Iterator[tuple[str, int, int, dict[str, Any]]]:
-        """Every change-log entry, in the order this library applied them."""
-        for device, seq, ts, op in self.db.execute("SELECT device, seq, ts, op FROM changelog ORDER BY ts, device, seq"):
+        """Every change-log entry in an order that respects causality.
+
+        Timestamps are a hybrid logical clock: an entry's ts is larger than every ts its author
+        had seen, so (ts, device, seq) order puts every entry after what it depends on.
+        """
+        cursor = self.db.conn.cursor()
+        cursor.execute("SELECT device, seq, ts, op FROM changelog ORDER BY ts, device, seq")
+        for device, seq, ts, op in cursor:
             yield device, seq, ts, json.loads(op)
+
+    def ingest(self, entries: Iterable[tuple[str, int, int, dict[str, Any]]], batch: int = 2000) -> int:
+        """Append entries from another log (a replay, or a peer's) and apply them; return how many
+        were new. Entries already present are skipped, so ingesting twice changes nothing.
+
+        Each batch is one transaction. The sync engine adds signature, chain and causality checks
+        in front of this; here every operation is still schema-checked before it is applied.
+        """
+        added = 0
+        pending: list[tuple[str, int, int, dict[str, Any]]] = []
+
+        def flush() -> None:
+            nonlocal added
+            with write_transaction(self.db):
+                last_ts = int(self._meta("clock") or 0)
+                for device, seq, ts, op in pending:
+                    ops.check(op)
+                    cursor = self.db.execute(
+                        "INSERT OR IGNORE INTO changelog (device, seq, ts, op) VALUES (?, ?, ?, ?)",
+                        [device, seq, ts, dumps(op)],
+                    )
+                    if cursor.rowcount:
+                        apply_entry(self.db, device, seq, ts, op)
+                        added += 1
+                        last_ts = max(last_ts, ts)
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'clock'", [str(last_ts)])
+            pending.clear()
+
+        for entry in entries:
+            pending.append(entry)
+            if len(pending) >= batch:
+                flush()
+        if pending:
+            flush()
+        return added
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
