@@ -21,13 +21,14 @@ def snapshot(library: Library) -> dict[str, Any]:
         keep = [c for c in columns if c != "num"]
         rows = db.execute(f"SELECT {', '.join(keep)} FROM {table}").fetchall()
         out[table] = sorted(rows)
+    # The search index is contentless; fts5vocab lists every (term, document, column, offset).
+    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.fts_terms USING fts5vocab(main, refs_fts, instance)")
     out["refs_fts"] = sorted(
         db.execute(
-            "SELECT r.id, f.title, f.authors, f.abstract, f.keywords, f.notes "
-            "FROM refs_fts f JOIN refs r ON r.num = f.rowid"
+            "SELECT v.term, r.id, v.col, v.offset FROM temp.fts_terms v JOIN refs r ON r.num = v.doc"
         ).fetchall()
     )
-    out["fts_rows"] = db.execute("SELECT count(*) FROM refs_fts").fetchone()[0]
+    out["fts_docs"] = db.execute("SELECT count(DISTINCT doc) FROM temp.fts_terms").fetchone()[0]
     return out
 
 

@@ -54,6 +54,8 @@ def resolve(entries: list[Entry]) -> Resolved:
     """The value shown for a register and whether its concurrent values disagree."""
     if not entries:
         return Resolved(None, False)
+    if len(entries) == 1:
+        return Resolved(entries[0][3], False)
     winner = max(entries, key=lambda e: (e[2], e[0], e[1]))
     distinct = {dumps(e[3]) for e in entries}
     return Resolved(winner[3], len(distinct) > 1)
@@ -64,3 +66,35 @@ def changed(entries: list[Entry], value: Any) -> bool:
     if not entries:
         return value is not None
     return len(entries) > 1 or dumps(entries[0][3]) != dumps(value)
+
+
+def pack(state: dict[str, list[Entry]]) -> dict[str, Any]:
+    """The stored form of an object's registers: each dot once, values not repeated.
+
+    {"d": [[device, seq, ts], ...] sorted, "r": {name: [i] | [[i, value], [j, value], ...]}}
+    A register with one entry stores only the index of its dot: its value is the provisional
+    value, kept once beside it (data). Registers with several entries keep every value. Most
+    references were written by one entry, so this stores one dot instead of one per field.
+    """
+    all_dots = sorted({(e[0], e[1], e[2]) for entries in state.values() for e in entries})
+    index = {dot: i for i, dot in enumerate(all_dots)}
+    packed: dict[str, Any] = {}
+    for name in sorted(state):
+        entries = state[name]
+        if len(entries) == 1:
+            packed[name] = [index[(entries[0][0], entries[0][1], entries[0][2])]]
+        elif entries:
+            packed[name] = [[index[(e[0], e[1], e[2])], e[3]] for e in entries]
+    return {"d": [list(d) for d in all_dots], "r": packed}
+
+
+def unpack(stored: dict[str, Any], data: dict[str, Any]) -> dict[str, list[Entry]]:
+    """The inverse of pack, given the provisional values."""
+    all_dots = stored["d"]
+    state: dict[str, list[Entry]] = {}
+    for name, items in stored["r"].items():
+        if len(items) == 1 and isinstance(items[0], int):
+            state[name] = [[*all_dots[items[0]], data.get(name)]]
+        else:
+            state[name] = [[*all_dots[i], value] for i, value in items]
+    return state

@@ -9,6 +9,7 @@ themselves are the engine's (engine/registers.py); this module only reads and wr
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
@@ -27,17 +28,19 @@ def apply_entry(db: sqlite_utils.Database, device: str, seq: int, ts: int, op: d
     dot = (device, seq)
     kind = op["op"]
     if kind == ops.REF_PUT:
-        state = _load_ref_state(db, op["ref"])
+        ref = load_ref(db, op["ref"])
+        state = ref.state
         for name, value in op["fields"].items():
             state[name] = registers.write(state.get(name, []), dot, ts, value, op["seen"].get(name, []))
-        _store_ref(db, op["ref"], state)
+        _store_ref(db, ref, state)
     elif kind == ops.REF_DELETE:
         ref_id = op["ref"]
-        state = _load_ref_state(db, ref_id)
+        ref = load_ref(db, ref_id)
+        state = ref.state
         for name, seen in op["seen"].items():
             if name in state:
                 state[name] = registers.remove(state[name], seen)
-        _store_ref(db, ref_id, state)
+        _store_ref(db, ref, state)
         for group_id, seen in op["members"].items():
             _remove_member_dots(db, group_id, ref_id, seen)
         for name, seen in op["attachments"].items():
@@ -76,9 +79,20 @@ def apply_entry(db: sqlite_utils.Database, device: str, seq: int, ts: int, op: d
 # --- references ---------------------------------------------------------------------------------
 
 
-def _load_ref_state(db: sqlite_utils.Database, ref_id: str) -> State:
-    row = db.execute("SELECT state FROM refs WHERE id = ?", [ref_id]).fetchone()
-    return json.loads(row[0]) if row else {}
+@dataclass
+class StoredRef:
+    id: str
+    num: int | None  # None: not in the table (new, or permanently deleted)
+    data: dict[str, Any]
+    state: State
+
+
+def load_ref(db: sqlite_utils.Database, ref_id: str) -> StoredRef:
+    row = db.execute("SELECT num, data, state FROM refs WHERE id = ?", [ref_id]).fetchone()
+    if row is None:
+        return StoredRef(ref_id, None, {}, {})
+    data = json.loads(row[1])
+    return StoredRef(ref_id, row[0], data, registers.unpack(json.loads(row[2]), data))
 
 
 def materialize(state: State) -> tuple[dict[str, Any], list[str]]:
@@ -94,13 +108,21 @@ def materialize(state: State) -> tuple[dict[str, Any], list[str]]:
     return data, conflicts
 
 
-def _store_ref(db: sqlite_utils.Database, ref_id: str, state: State) -> None:
+def _search_row(data: dict[str, Any]) -> list[str | None]:
+    return [search_text(name, data.get(name)) for name in SEARCH_COLUMNS]
+
+
+def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State) -> None:
     state = {name: entries for name, entries in state.items() if entries}
-    row = db.execute("SELECT num FROM refs WHERE id = ?", [ref_id]).fetchone()
-    if row:
-        db.execute("DELETE FROM refs_fts WHERE rowid = ?", [row[0]])
+    if ref.num is not None:
+        # The index is contentless: removing a row means repeating exactly what was indexed.
+        db.execute(
+            "INSERT INTO refs_fts (refs_fts, rowid, title, authors, abstract, keywords, notes) "
+            "VALUES ('delete', ?, ?, ?, ?, ?, ?)",
+            [ref.num, *_search_row(ref.data)],
+        )
     if not state:
-        db.execute("DELETE FROM refs WHERE id = ?", [ref_id])
+        db.execute("DELETE FROM refs WHERE id = ?", [ref.id])
         return
     data, conflicts = materialize(state)
     authors = data.get("authors") or data.get("editors") or []
@@ -114,11 +136,11 @@ def _store_ref(db: sqlite_utils.Database, ref_id: str, state: State) -> None:
         "added": data.get("added"),
         "modified": max(e[2] for entries in state.values() for e in entries),
         "data": dumps(data),
-        "state": dumps(state),
+        "state": dumps(registers.pack(state)),
     }
     columns = list(values)
-    if row:
-        num = row[0]
+    if ref.num is not None:
+        num = ref.num
         db.execute(
             "UPDATE refs SET " + ", ".join(f"{c} = ?" for c in columns) + " WHERE num = ?",
             [*values.values(), num],
@@ -126,12 +148,12 @@ def _store_ref(db: sqlite_utils.Database, ref_id: str, state: State) -> None:
     else:
         cursor = db.execute(
             f"INSERT INTO refs (id, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
-            [ref_id, *values.values()],
+            [ref.id, *values.values()],
         )
         num = cursor.lastrowid
     db.execute(
         "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)",
-        [num, *(search_text(name, data.get(name)) for name in SEARCH_COLUMNS)],
+        [num, *_search_row(data)],
     )
 
 

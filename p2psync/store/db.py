@@ -26,9 +26,13 @@ def connect(path: Path) -> sqlite_utils.Database:
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Takes effect only on a new, empty file: 16 KB pages hold several 2-3 KB reference rows
+        # where 4 KB pages would hold one and waste the rest.
+        conn.execute("PRAGMA page_size = 16384")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA cache_size = -32000")  # 32 MB: bulk inserts into big indexes
     except sqlite3.DatabaseError as exc:
         raise LibraryCorrupt(f"The library database {path} cannot be opened ({exc}).") from None
     return sqlite_utils.Database(conn)

@@ -45,7 +45,7 @@ from p2psync.model.attachments import validate_name
 from p2psync.model.groups import SYNC_CONFLICTS, validate_group_name
 from p2psync.model.ids import is_id_prefix, new_id
 from p2psync.store import schema
-from p2psync.store.apply import apply_entry, materialize
+from p2psync.store.apply import apply_entry, load_ref, materialize
 from p2psync.store.db import connect, write_transaction
 from p2psync.store.files import atomic_writer, copy_atomic, fsync_dir, hash_file, remove_tree
 
@@ -70,8 +70,10 @@ class Writer:
     ts: int
     entries: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
 
-    def log(self, op: dict[str, Any]) -> None:
-        ops.check(op)
+    def log(self, op: dict[str, Any], checked: bool = False) -> None:
+        """Append op to this device's log and apply it. `checked`: its values were just validated."""
+        if not checked:
+            ops.check(op)
         self.seq += 1
         self.ts = clock.tick(self.ts)
         db = self.library.db
@@ -208,7 +210,7 @@ class Library:
                 # "added" is the entry's own timestamp: unique and increasing per device.
                 added = clock.tick(writer.ts)
                 op = {"op": ops.REF_PUT, "ref": ref_id, "fields": {**values, "added": added}, "seen": {}}
-                writer.log(op)
+                writer.log(op, checked=True)
                 ids.append(ref_id)
         return ids
 
@@ -224,11 +226,10 @@ class Library:
         return True
 
     def _ref_state(self, ref_id: str) -> ops.State:
-        row = self.db.execute("SELECT state FROM refs WHERE id = ?", [ref_id]).fetchone()
-        if row is None:
+        ref = load_ref(self.db, ref_id)
+        if ref.num is None:
             raise UnknownReference(f"No reference with id {ref_id}; list them with 'p2psync ref list'.")
-        state: ops.State = json.loads(row[0])
-        return state
+        return ref.state
 
     def resolve_ref(self, ref: str) -> str:
         """The full id of the reference whose id is or starts with `ref`."""
@@ -632,13 +633,10 @@ class Library:
         }
 
     def log_entries(self) -> Iterator[tuple[str, int, int, dict[str, Any]]]:
-        """Every change-log entry in an order that respects causality.
-
-        Timestamps are a hybrid logical clock: an entry's ts is larger than every ts its author
-        had seen, so (ts, device, seq) order puts every entry after what it depends on.
-        """
+        """Every change-log entry in the order this library applied them (which respects causality:
+        nothing is applied before what it depends on)."""
         cursor = self.db.conn.cursor()
-        cursor.execute("SELECT device, seq, ts, op FROM changelog ORDER BY ts, device, seq")
+        cursor.execute("SELECT device, seq, ts, op FROM changelog ORDER BY num")
         for device, seq, ts, op in cursor:
             yield device, seq, ts, json.loads(op)
 
@@ -689,5 +687,5 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     record["added"] = iso(row["added"])
     record["modified"] = iso(row["modified"])
     if row["conflict"]:
-        record["conflicts"] = materialize(json.loads(row["state"]))[1]
+        record["conflicts"] = materialize(registers.unpack(json.loads(row["state"]), data))[1]
     return record

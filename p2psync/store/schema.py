@@ -21,16 +21,20 @@ MIGRATIONS: list[str] = [
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 
     -- replicated: every device's append-only log of operations
+    -- (a rowid table: entries are large, and rowid order is the order this library applied them,
+    -- which always respects causality)
     CREATE TABLE changelog (
+        num INTEGER PRIMARY KEY,
         device TEXT NOT NULL,
         seq INTEGER NOT NULL,
         ts INTEGER NOT NULL,
         op TEXT NOT NULL,
-        PRIMARY KEY (device, seq)
-    ) WITHOUT ROWID;
+        UNIQUE (device, seq)
+    );
 
-    -- replicated: references. state = the multi-value registers (the truth);
-    -- data = the provisional value of each field; the other columns serve lists and sorting.
+    -- replicated: references. data = the provisional value of each field; state = the
+    -- multi-value registers (the truth) packed against data (see engine/registers.pack);
+    -- the other columns serve lists and sorting.
     CREATE TABLE refs (
         num INTEGER PRIMARY KEY,          -- local rowid, keys the search index only
         id TEXT NOT NULL UNIQUE,
@@ -46,9 +50,10 @@ MIGRATIONS: list[str] = [
         state TEXT NOT NULL
     );
     CREATE INDEX refs_by_added ON refs (trashed, added, id);
+    -- contentless: the text is in refs already; rows are removed with the 'delete' command
     CREATE VIRTUAL TABLE refs_fts USING fts5 (
         title, authors, abstract, keywords, notes,
-        tokenize = 'unicode61 remove_diacritics 2'
+        content = '', tokenize = 'unicode61 remove_diacritics 2'
     );
 
     -- replicated: groups and memberships (an add-wins set per group)
