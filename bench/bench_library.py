@@ -25,12 +25,14 @@ from pathlib import Path
 
 from p2psync.store.library import Library
 
-COMMON = (
-    "neural cortex synaptic plasticity memory learning protein receptor signal cell model network "
-    "dynamics theory climate ocean carbon soil species evolution genome expression pathway quantum "
-    "electron lattice spin graphene polymer catalyst reaction energy solar battery policy market "
-    "health cohort trial patients risk survey education language grammar corpus algorithm data"
-).split()
+COMMON = [
+    "neural", "cortex", "synaptic", "plasticity", "memory", "learning", "protein", "receptor", "signal",
+    "cell", "model", "network", "dynamics", "theory", "climate", "ocean", "carbon", "soil", "species",
+    "evolution", "genome", "expression", "pathway", "quantum", "electron", "lattice", "spin",
+    "graphene", "polymer", "catalyst", "reaction", "energy", "solar", "battery", "policy", "market",
+    "health", "cohort", "trial", "patients", "risk", "survey", "education", "language", "grammar",
+    "corpus", "algorithm", "data"
+]
 # A research vocabulary is long-tailed: 48 common words plus 20,000 rarer made-up terms, drawn
 # with Zipf-like weights, so searches hit a realistic number of references.
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "xe", "zu", "pha", "gro", "sten", "dri"]

@@ -110,7 +110,7 @@ def test_two_writers_at_once_both_succeed(tmp_path: Path) -> None:
                        capture_output=True, env=_env(), timeout=300)
         for _ in range(2)
     ]
-    out, err = importer.communicate(timeout=300)
+    _, err = importer.communicate(timeout=300)
     assert importer.returncode == 0, err.decode()
     for editor in editors:
         assert editor.returncode == 0, editor.stderr.decode()

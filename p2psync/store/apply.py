@@ -150,7 +150,7 @@ def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State) -> None:
             f"INSERT INTO refs (id, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
             [ref.id, *values.values()],
         )
-        num = cursor.lastrowid
+        num = int(cursor.lastrowid or 0)
     db.execute(
         "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)",
         [num, *_search_row(data)],

@@ -47,7 +47,7 @@ from p2psync.model.ids import is_id_prefix, new_id
 from p2psync.store import schema
 from p2psync.store.apply import apply_entry, load_ref, materialize
 from p2psync.store.db import connect, write_transaction
-from p2psync.store.files import atomic_writer, copy_atomic, fsync_dir, hash_file, remove_tree
+from p2psync.store.files import copy_atomic, fsync_dir, hash_file, remove_tree
 
 DB_FILE = "library.sqlite3"
 KEY_FILE = "device.key"
@@ -235,7 +235,9 @@ class Library:
         """The full id of the reference whose id is or starts with `ref`."""
         ref = ref.strip().lower()
         if not is_id_prefix(ref):
-            raise UnknownReference(f"{ref!r} is not a reference id; ids look like 'k3x9q2...' (see 'p2psync ref list').")
+            raise UnknownReference(
+                f"{ref!r} is not a reference id; ids look like 'k3x9q2...' (see 'p2psync ref list')."
+            )
         rows = self.db.execute(
             "SELECT id FROM refs WHERE id >= ? AND id < ? LIMIT 2", [ref, ref + "~"]
         ).fetchall()
@@ -535,7 +537,8 @@ class Library:
         ).fetchall()
         out = []
         for name, size, digest, conflict, local_digest in rows:
-            present = local_digest is not None and local_digest == digest and self.attachment_file(ref_id, name).is_file()
+            here = self.attachment_file(ref_id, name).is_file()
+            present = local_digest is not None and local_digest == digest and here
             out.append(
                 {"name": name, "size": size, "sha256": digest, "conflict": bool(conflict),
                  "present": present, "path": str(self.attachment_file(ref_id, name))}
