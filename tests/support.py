@@ -34,6 +34,6 @@ def snapshot(library: Library) -> dict[str, Any]:
 
 def replay(library: Library, target: Path) -> Library:
     """Replay a library's whole change log into a new, empty library at target."""
-    replica = Library.create(target, "replica")
+    replica = Library.create(target, "replica", found=False)
     replica.ingest(library.log_entries())
     return replica

@@ -1,14 +1,10 @@
 """A device's identity: an Ed25519 key pair per library on each machine.
 
-The device id is derived from the public key (SHA-256, base32, first 32 characters = 160 bits),
-so a peer that pins a key pins an id and vice versa. People see the short form, its first seven
-characters, as Syncthing users are used to.
+The device id is derived from the public key (model/devices.py).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,19 +12,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from p2psync.errors import LibraryCorrupt
+from p2psync.model.devices import device_id_for
 from p2psync.store.files import write_atomic
 
-DEVICE_ID_LENGTH = 32
-SHORT_ID_LENGTH = 7
+INTRODUCTION_DOMAIN = b"p2psync/1 device introduction\x00"
 
 
-def device_id_for(public_key: bytes) -> str:
-    digest = hashlib.sha256(public_key).digest()
-    return base64.b32encode(digest).decode("ascii")[:DEVICE_ID_LENGTH]
-
-
-def short_id(device_id: str) -> str:
-    return device_id[:SHORT_ID_LENGTH]
+def introduction_message(library_id: str, device_id: str, public_key: bytes) -> bytes:
+    """What a member signs to introduce a new device into a library (domain-separated)."""
+    return INTRODUCTION_DOMAIN + library_id.encode("ascii") + b"\x00" + device_id.encode("ascii") + b"\x00" + public_key
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,28 @@ that writes the tables, for local edits and for replay alike).
     member.add       {"group", "refs": [ref...]}                      add-wins set
     member.remove    {"group", "seen": {ref: [dot...]}}
     attachment.put   {"ref", "name", "value": manifest|null, "seen": [dot...]}
+    device.add       {"device", "key", "name", "introducer", "signature"}   library membership
 
 A dot is [device, seq]. "seen" lists exactly the entries the author's write replaces.
+
+device.add makes a device a member of the library: its Ed25519 public key (base64), a name for
+people, and who introduced it. The founding device introduces itself (introducer null, no
+signature). Any other device is introduced by a member, whose key signs the introduction
+(crypto/identity.introduction_message), so the membership can be checked by every machine.
+
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from p2psync.engine import registers
 from p2psync.errors import InvalidValue
 from p2psync.model import fields as catalogue
 from p2psync.model.attachments import validate_manifest, validate_name
+from p2psync.model.devices import DEVICE_ID_LENGTH, device_id_for
 from p2psync.model.groups import validate_group_name
 from p2psync.model.ids import is_id
 
@@ -35,7 +45,9 @@ REF_PUT, REF_DELETE = "ref.put", "ref.delete"
 GROUP_PUT, GROUP_DELETE = "group.put", "group.delete"
 MEMBER_ADD, MEMBER_REMOVE = "member.add", "member.remove"
 ATTACHMENT_PUT = "attachment.put"
-KINDS = (REF_PUT, REF_DELETE, GROUP_PUT, GROUP_DELETE, MEMBER_ADD, MEMBER_REMOVE, ATTACHMENT_PUT)
+DEVICE_ADD = "device.add"
+KINDS = (REF_PUT, REF_DELETE, GROUP_PUT, GROUP_DELETE, MEMBER_ADD, MEMBER_REMOVE, ATTACHMENT_PUT, DEVICE_ADD)
+MAX_DEVICE_NAME = 100
 
 MAX_DOTS = 10_000
 MAX_REFS_PER_OP = 10_000
@@ -103,6 +115,7 @@ def check(op: Any) -> Op:
         MEMBER_ADD: {"op", "group", "refs"},
         MEMBER_REMOVE: {"op", "group", "seen"},
         ATTACHMENT_PUT: {"op", "ref", "name", "value", "seen"},
+        DEVICE_ADD: {"op", "device", "key", "name", "introducer", "signature"},
     }[kind]
     if set(op) != expected:
         raise InvalidValue(f"Operation {kind} must have exactly the keys {sorted(expected)}.")
@@ -140,7 +153,35 @@ def check(op: Any) -> Op:
         if op["value"] is not None and validate_manifest(op["value"]) != op["value"]:
             raise InvalidValue("An attachment manifest in an operation is not in normal form.")
         _check_dots(op["seen"])
+    elif kind == DEVICE_ADD:
+        _check_device_add(op)
     return op
+
+
+def _check_device_add(op: Op) -> None:
+    key, signature = op["key"], op["signature"]
+    if not isinstance(key, str) or len(_b64(key, "key")) != 32:
+        raise InvalidValue("A device.add operation needs a 32-byte Ed25519 public key in base64.")
+    if device_id_for(_b64(key, "key")) != op["device"]:
+        raise InvalidValue("A device.add operation's device id does not match its key.")
+    name = op["name"]
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_DEVICE_NAME:
+        raise InvalidValue(f"A device name is 1 to {MAX_DEVICE_NAME} characters.")
+    if op["introducer"] is None:
+        if signature is not None:
+            raise InvalidValue("A founding device.add carries no signature.")
+        return
+    if not isinstance(op["introducer"], str) or len(op["introducer"]) != DEVICE_ID_LENGTH:
+        raise InvalidValue("A device.add introducer must be a device id.")
+    if not isinstance(signature, str) or len(_b64(signature, "signature")) != 64:
+        raise InvalidValue("A device.add operation needs the introducer's 64-byte signature in base64.")
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidValue(f"The {what} in a device.add operation is not base64.") from None
 
 
 def _check_id(value: Any) -> None:

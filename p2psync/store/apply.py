@@ -72,6 +72,16 @@ def apply_entry(db: sqlite_utils.Database, device: str, seq: int, ts: int, op: d
         entries = _load_attachment_state(db, op["ref"], op["name"])
         entries = registers.write(entries, dot, ts, op["value"], op["seen"])
         _store_attachment(db, op["ref"], op["name"], entries)
+    elif kind == ops.DEVICE_ADD:
+        # A device introduced twice (say, paired again) keeps the introduction with the smallest
+        # dot, so every machine keeps the same one whatever order they arrive in.
+        db.execute(
+            "INSERT INTO devices (id, public_key, name, introducer, signature, seq, author) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+            "introducer = excluded.introducer, signature = excluded.signature, seq = excluded.seq, "
+            "author = excluded.author WHERE (excluded.author, excluded.seq) < (devices.author, devices.seq)",
+            [op["device"], op["key"], op["name"], op["introducer"], op["signature"], seq, device],
+        )
     else:  # pragma: no cover - ops.check refuses unknown kinds before we get here
         raise ValueError(kind)
 

@@ -13,9 +13,11 @@ Folder layout:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from typing import Any
 
 import sqlite_utils
 
-from p2psync.crypto.identity import DeviceIdentity, short_id
+from p2psync.crypto.identity import DeviceIdentity, introduction_message
 from p2psync.engine import clock, ops, registers
 from p2psync.engine.canonical import dumps
 from p2psync.errors import (
@@ -42,6 +44,7 @@ from p2psync.errors import (
 )
 from p2psync.model import fields as catalogue
 from p2psync.model.attachments import validate_name
+from p2psync.model.devices import short_id
 from p2psync.model.groups import SYNC_CONFLICTS, validate_group_name
 from p2psync.model.ids import is_id_prefix, new_id
 from p2psync.store import schema
@@ -98,7 +101,12 @@ class Library:
     # --- opening and creating -----------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: Path, name: str | None = None) -> Library:
+    def create(cls, path: Path, name: str | None = None, found: bool = True) -> Library:
+        """A new library in folder `path` with a new device key.
+
+        found=False makes an empty store that founds nothing (no membership entry): for a library
+        that receives its whole log from elsewhere (a replay, a restore, joining by pairing).
+        """
         path = Path(path)
         if (path / DB_FILE).exists():
             raise LibraryExists(f"A library already exists at {path}; use it, or choose another --library folder.")
@@ -118,7 +126,11 @@ class Library:
                 [new_id(), identity.device_id, name or path.resolve().name, str(now), str(now)],
             )
         fsync_dir(path)
-        return cls(path, db)
+        library = cls(path, db)
+        if found:
+            with library.writing() as writer:  # the founding device introduces itself
+                writer.log(device_add_op(identity, device_name(), None, None))
+        return library
 
     @classmethod
     def open(cls, path: Path) -> Library:
@@ -635,6 +647,18 @@ class Library:
             "schema_version": schema.SCHEMA_VERSION,
         }
 
+    def devices(self) -> list[dict[str, Any]]:
+        """The library's member devices, oldest introduction first."""
+        rows = self.db.execute(
+            "SELECT d.id, d.name, d.introducer, d.public_key FROM devices d "
+            "JOIN changelog c ON c.device = d.author AND c.seq = d.seq ORDER BY c.num"
+        ).fetchall()
+        return [
+            {"device_id": i, "short_id": short_id(i), "name": n, "introducer": k, "public_key": p,
+             "this_device": i == self.device_id}
+            for i, n, k, p in rows
+        ]
+
     def log_entries(self) -> Iterator[tuple[str, int, int, dict[str, Any]]]:
         """Every change-log entry in the order this library applied them (which respects causality:
         nothing is applied before what it depends on)."""
@@ -677,6 +701,30 @@ class Library:
         if pending:
             flush()
         return added
+
+
+def device_name() -> str:
+    """A name for this machine that people recognise (its host name)."""
+    return (socket.gethostname() or "device")[:ops.MAX_DEVICE_NAME]
+
+
+def device_add_op(
+    new: DeviceIdentity, name: str, introducer: DeviceIdentity | None, library_id: str | None
+) -> dict[str, Any]:
+    """The operation that makes `new` a member, introduced (signed) by `introducer` if given."""
+    signature = None
+    if introducer is not None:
+        assert library_id is not None
+        message = introduction_message(library_id, new.device_id, new.public_bytes)
+        signature = base64.b64encode(introducer.sign(message)).decode("ascii")
+    return {
+        "op": ops.DEVICE_ADD,
+        "device": new.device_id,
+        "key": base64.b64encode(new.public_bytes).decode("ascii"),
+        "name": name,
+        "introducer": introducer.device_id if introducer else None,
+        "signature": signature,
+    }
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

@@ -96,10 +96,23 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (ref_id, name)
     ) WITHOUT ROWID;
     """,
+    # 2: library membership (device.add operations)
+    """
+    -- replicated: the devices that may write to this library, and who introduced each
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        introducer TEXT,
+        signature TEXT,
+        seq INTEGER NOT NULL,            -- dot of the device.add entry: (author, seq)
+        author TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
-REPLICATED_TABLES = ("changelog", "refs", "groups", "memberships", "attachments", "tombstones")
+REPLICATED_TABLES = ("changelog", "refs", "groups", "memberships", "attachments", "tombstones", "devices")
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -1,0 +1,22 @@
+"""Device ids: derived from a device's Ed25519 public key.
+
+SHA-256 of the raw 32-byte key, base32, first 32 characters (160 bits): a peer that pins a key
+pins an id and vice versa. People see the short form, the first seven characters.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+DEVICE_ID_LENGTH = 32
+SHORT_ID_LENGTH = 7
+
+
+def device_id_for(public_key: bytes) -> str:
+    digest = hashlib.sha256(public_key).digest()
+    return base64.b32encode(digest).decode("ascii")[:DEVICE_ID_LENGTH]
+
+
+def short_id(device_id: str) -> str:
+    return device_id[:SHORT_ID_LENGTH]
