@@ -6,17 +6,31 @@ Errors from p2psync become one sentence on stderr and the exit code the error ca
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 import click
 
 from p2psync import __version__
-from p2psync.cli import attachments, groups, library_cmds, refs, trash
+from p2psync.cli import attachments, groups, library_cmds, refs, safety, trash
 from p2psync.cli.common import library_option
 from p2psync.errors import P2PSyncError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # The reader went away (`p2psync ref list | head`): not a failure. Caught here, not in
+            # main(), because click.main() turns it into exit code 1 before main() could see it.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the final flush at exit cannot fail again
+            raise click.exceptions.Exit(0) from None
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="p2psync")
 @library_option
 def cli() -> None:
@@ -34,7 +48,7 @@ def cli() -> None:
     """
 
 
-for module in (library_cmds, refs, trash, groups, attachments):
+for module in (library_cmds, refs, trash, groups, attachments, safety):
     module.register(cli)
 
 
@@ -55,7 +69,11 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted; whatever was saved before is intact.", err=True)
         sys.exit(130)
-    except BrokenPipeError:
-        sys.stderr.close()  # e.g. `p2psync ref list | head`: not an error
-        sys.exit(0)
+    except OSError as exc:
+        # A file problem the store did not translate (e.g. a folder that cannot be created):
+        # still one sentence and exit 1, never a traceback.
+        where = f" ({exc.filename})" if exc.filename else ""
+        reason = exc.strerror or str(exc)
+        click.echo(f"Error: {reason}{where}; check the path and its permissions.", err=True)
+        sys.exit(1)
     sys.exit(0)

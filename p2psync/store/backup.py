@@ -1,0 +1,306 @@
+"""Backups: one archive with a consistent snapshot of the library and every attachment.
+
+The archive is a ZIP file (ZIP64 for large libraries):
+
+    library.sqlite3          snapshot taken with SQLite's backup API (safe while others write),
+                             deflate-compressed
+    device.key               the backed-up device's private key (the archive is written 0600)
+    attachments/REF/NAME     every attachment file present, stored as is (PDFs are already
+                             compressed; deflating them again costs time and saves nothing)
+    p2psync-backup.json      the manifest, written last: counts, and size + SHA-256 of every file
+
+ZIP was chosen over tar.gz because each member can be compressed or not, its central directory
+makes a truncated archive obvious, and every member carries a CRC that zipfile checks on read.
+
+A restored library keeps the library's identity and whole history, but continues as a NEW device,
+introduced by the backed-up device's key: the restored copy may be older than what peers have
+already seen from the old device, and reusing its key would fork that device's change log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from p2psync.crypto.identity import DeviceIdentity
+from p2psync.errors import FileProblem, LibraryCorrupt, LibraryExists
+from p2psync.store import schema
+from p2psync.store.db import write_transaction
+from p2psync.store.files import CHUNK, atomic_writer, fsync_dir
+from p2psync.store.library import ATTACHMENTS_DIR, DB_FILE, KEY_FILE, Library, device_add_op, device_name
+
+FORMAT = 1
+MANIFEST = "p2psync-backup.json"
+Progress = Callable[[int], None]
+
+
+def default_backup_name(library_name: str, now: datetime | None = None) -> str:
+    """'2026-11-22-153012-p2psync-My-library.zip': sorts by date, says what it is."""
+    now = now or datetime.now()
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in library_name).strip("-")[:40] or "library"
+    return f"{now:%Y-%m-%d-%H%M%S}-p2psync-{slug}.zip"
+
+
+def backup_size(library: Library) -> int:
+    """Bytes a backup will read (database + attachments), for a progress bar."""
+    db_bytes = sum(p.stat().st_size for p in library.path.glob(DB_FILE + "*"))
+    row = library.db.execute("SELECT coalesce(sum(size), 0) FROM attachment_files").fetchone()
+    return int(db_bytes + row[0])
+
+
+def backup(library: Library, out: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Write a backup archive of `library` to `out` (whole or not at all); return its manifest."""
+    advance = progress or (lambda n: None)
+    library.scan_attachments()  # so that recorded hashes describe the files we are about to copy
+    with tempfile.TemporaryDirectory(prefix="p2psync-backup-") as tmp:
+        snapshot = Path(tmp) / DB_FILE
+        _snapshot_database(library, snapshot)
+        counts, files = _read_snapshot(snapshot)
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **counts,
+            "files": {},
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with atomic_writer(out, mode=0o600) as raw, zipfile.ZipFile(raw, "w", allowZip64=True) as archive:
+                manifest["files"][DB_FILE] = _add_file(archive, snapshot, DB_FILE, zipfile.ZIP_DEFLATED, advance)
+                manifest["files"][KEY_FILE] = _add_file(
+                    archive, library.path / KEY_FILE, KEY_FILE, zipfile.ZIP_DEFLATED, None
+                )
+                for ref_id, name in files:
+                    member = f"{ATTACHMENTS_DIR}/{ref_id}/{name}"
+                    path = library.attachment_file(ref_id, name)
+                    if path.is_file():  # a file deleted by hand is reported by scan, not backed up
+                        manifest["files"][member] = _add_file(archive, path, member, zipfile.ZIP_STORED, advance)
+                archive.writestr(MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
+        except OSError as exc:
+            raise FileProblem(
+                f"Cannot write the backup to {out} ({exc.strerror}); check the folder and free space."
+            ) from None
+    manifest["path"] = str(out)
+    manifest["bytes"] = out.stat().st_size
+    return manifest
+
+
+def _snapshot_database(library: Library, target: Path) -> None:
+    dest = sqlite3.connect(target)
+    try:
+        library.db.conn.backup(dest)  # one step: a consistent read of the whole database
+        dest.execute("PRAGMA journal_mode = DELETE")  # a single self-contained file
+    finally:
+        dest.close()
+
+
+def _read_snapshot(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    conn = sqlite3.connect(path)
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        count = lambda sql: int(conn.execute(sql).fetchone()[0])  # noqa: E731
+        counts = {
+            "library_id": meta["library_id"],
+            "name": meta.get("name", ""),
+            "device_id": meta["device_id"],
+            "schema_version": count("PRAGMA user_version"),
+            "references": count("SELECT count(*) FROM refs WHERE trashed = 0"),
+            "trash": count("SELECT count(*) FROM refs WHERE trashed = 1"),
+            "groups": count("SELECT count(*) FROM groups"),
+            "changes": count("SELECT count(*) FROM changelog"),
+        }
+        files = conn.execute("SELECT ref_id, name FROM attachment_files ORDER BY ref_id, name").fetchall()
+    finally:
+        conn.close()
+    counts["attachments"] = len(files)
+    return counts, [(r, n) for r, n in files]
+
+
+def _add_file(
+    archive: zipfile.ZipFile, path: Path, member: str, compression: int, advance: Progress | None
+) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    size = 0
+    info = zipfile.ZipInfo(member, date_time=datetime.now().timetuple()[:6])
+    info.compress_type = compression
+    info.external_attr = 0o600 << 16
+    with path.open("rb") as reader, archive.open(info, "w", force_zip64=True) as writer:
+        while block := reader.read(CHUNK):
+            writer.write(block)
+            digest.update(block)
+            size += len(block)
+            if advance:
+                advance(len(block))
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+# --- restore ------------------------------------------------------------------------------------
+
+
+def read_manifest(archive_path: Path) -> dict[str, Any]:
+    with _open_archive(archive_path) as archive:
+        return _manifest(archive, archive_path)
+
+
+@contextlib.contextmanager
+def _open_archive(path: Path) -> Iterator[zipfile.ZipFile]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            yield archive
+    except FileNotFoundError:
+        raise FileProblem(f"The backup {path} does not exist.") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise LibraryCorrupt(
+            f"The backup {path} is damaged or incomplete ({exc}); nothing was restored. Use another backup."
+        ) from None
+
+
+def _manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(archive.read(MANIFEST))
+    except KeyError:
+        raise LibraryCorrupt(f"{path} is not a p2psync backup (it has no {MANIFEST}).") from None
+    except (ValueError, zipfile.BadZipFile) as exc:
+        raise LibraryCorrupt(f"The backup {path} has a damaged manifest ({exc}); nothing was restored.") from None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("files"), dict)
+    ):
+        raise LibraryCorrupt(f"{path} is a backup format this p2psync does not know; upgrade p2psync.")
+    if manifest.get("schema_version", 0) > schema.SCHEMA_VERSION:
+        raise LibraryCorrupt(f"The backup {path} was made by a newer p2psync; upgrade p2psync to restore it.")
+    return manifest
+
+
+def restore_size(archive_path: Path) -> int:
+    return sum(f["size"] for f in read_manifest(archive_path)["files"].values())
+
+
+def restore(archive_path: Path, target: Path, force: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Rebuild a library at `target` from a backup, verifying every hash, as a new device.
+
+    Nothing appears at `target` unless everything verified; with `force` an existing library
+    there is replaced only at the very end (and removed only after the new one is in place).
+    """
+    advance = progress or (lambda n: None)
+    target = Path(target)
+    if target.exists() and any(target.iterdir()) and not force:
+        what = "A library" if (target / DB_FILE).exists() else "A non-empty folder"
+        raise LibraryExists(
+            f"{what} already exists at {target}; restore elsewhere with --library, or replace it with --force."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".p2psync-restore-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        with _open_archive(archive_path) as archive:
+            manifest = _manifest(archive, archive_path)
+            _extract_verified(archive, archive_path, manifest, staging, advance)
+        result = _continue_as_new_device(staging, manifest)
+        _move_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    result["path"] = str(target)
+    return result
+
+
+def _extract_verified(
+    archive: zipfile.ZipFile, archive_path: Path, manifest: dict[str, Any], staging: Path, advance: Progress
+) -> None:
+    names = set(archive.namelist()) - {MANIFEST}
+    expected = manifest["files"]
+    if DB_FILE not in expected or KEY_FILE not in expected or names != set(expected):
+        raise LibraryCorrupt(
+            f"The backup {archive_path} does not hold the files its manifest lists; nothing was restored."
+        )
+    for member, want in expected.items():
+        parts = member.split("/")
+        if any(p in ("", ".", "..") for p in parts) or (
+            len(parts) > 1 and (parts[0] != ATTACHMENTS_DIR or len(parts) != 3)
+        ):
+            raise LibraryCorrupt(f"The backup {archive_path} names an unsafe path {member!r}; nothing was restored.")
+        path = staging.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with archive.open(member) as reader, path.open("wb") as writer:
+                while block := reader.read(CHUNK):
+                    writer.write(block)
+                    digest.update(block)
+                    size += len(block)
+                    advance(len(block))
+                writer.flush()
+                os.fsync(writer.fileno())
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            raise LibraryCorrupt(
+                f"The backup {archive_path} is damaged at {member} ({exc}); nothing was restored."
+            ) from None
+        if size != want.get("size") or digest.hexdigest() != want.get("sha256"):
+            raise LibraryCorrupt(
+                f"The backup {archive_path} is damaged: {member} does not match its recorded "
+                f"hash; nothing was restored."
+            )
+    os.chmod(staging / KEY_FILE, 0o600)
+
+
+def _continue_as_new_device(staging: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    old = DeviceIdentity.load(staging / KEY_FILE)
+    new = DeviceIdentity.generate()
+    conn = sqlite3.connect(staging / DB_FILE)
+    try:
+        if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+            raise LibraryCorrupt("The database in the backup fails SQLite's integrity check; nothing was restored.")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("library_id") != manifest.get("library_id") or meta.get("device_id") != old.device_id:
+            raise LibraryCorrupt(
+                "The backup's database, key and manifest do not belong together; nothing was restored."
+            )
+    finally:
+        conn.close()
+    library = Library.open(staging)
+    try:
+        with write_transaction(library.db):
+            library.db.execute("UPDATE meta SET value = ? WHERE key = 'device_id'", [new.device_id])
+            library.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('restored_from', ?)", [old.device_id])
+            # The files were just verified against their hashes; record their new mtimes.
+            for ref_id, name in library.db.execute("SELECT ref_id, name FROM attachment_files").fetchall():
+                path = library.attachment_file(ref_id, name)
+                if path.is_file():
+                    library.db.execute(
+                        "UPDATE attachment_files SET mtime_ns = ? WHERE ref_id = ? AND name = ?",
+                        [path.stat().st_mtime_ns, ref_id, name],
+                    )
+                else:
+                    library.db.execute("DELETE FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name])
+        new.save(staging / KEY_FILE)
+        library.device_id = new.device_id
+        with library.writing() as writer:
+            writer.log(device_add_op(new, device_name(), old, library.library_id))
+        info = library.info()
+    finally:
+        library.close()
+    return {"restored_from_device": old.device_id, **info}
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.parent / f".p2psync-replaced-{secrets.token_hex(4)}"
+        os.replace(target, old)
+    os.replace(staging, target)
+    fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
