@@ -196,6 +196,9 @@ def _check_ref_fields(values: Any) -> None:
         if name == "trashed":
             if value not in (True, None):
                 raise InvalidValue("The trashed flag is true or null.")
+        elif name == "deleted":
+            if value is not None:  # only a resolution writes it, to keep a deleted reference
+                raise InvalidValue("A ref.put may only clear the deleted mark (null).")
         elif name == "added":
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidValue("The added time is a whole number of milliseconds.")

@@ -103,7 +103,7 @@ _FIELDS = [
 FIELDS: dict[str, Field] = {f.name: f for f in _FIELDS}
 
 # Fields the library keeps about a reference but that users do not set with --field.
-SYSTEM_FIELDS = frozenset({"added", "trashed"})
+SYSTEM_FIELDS = frozenset({"added", "trashed", "deleted"})
 
 _YEAR = re.compile(r"^(\d{1,4}[a-z]?|in press|forthcoming|n\.d\.|submitted)$", re.IGNORECASE)
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlite_utils
 
-from p2psync.engine import ops, registers
+from p2psync.engine import merge, ops, registers
 from p2psync.engine.canonical import dumps
 from p2psync.model.fields import FIELDS, LIST, PEOPLE
 from p2psync.model.people import display_person
@@ -37,9 +37,10 @@ def apply_entry(db: sqlite_utils.Database, device: str, seq: int, ts: int, op: d
         ref_id = op["ref"]
         ref = load_ref(db, ref_id)
         state = ref.state
-        for name, seen in op["seen"].items():
-            if name in state:
-                state[name] = registers.remove(state[name], seen)
+        # Mark, do not erase: an edit this delete had not seen must survive it (engine/merge.py).
+        state[merge.DELETED] = registers.write(
+            state.get(merge.DELETED, []), dot, ts, merge.covered_dots(op["seen"]), op["seen"].get(merge.DELETED, [])
+        )
         _store_ref(db, ref, state)
         for group_id, seen in op["members"].items():
             _remove_member_dots(db, group_id, ref_id, seen)
@@ -92,17 +93,18 @@ def apply_entry(db: sqlite_utils.Database, device: str, seq: int, ts: int, op: d
 @dataclass
 class StoredRef:
     id: str
-    num: int | None  # None: not in the table (new, or permanently deleted)
+    num: int | None  # None: not in the table yet
     data: dict[str, Any]
     state: State
+    indexed: bool  # whether the search index holds it (deleted references are not indexed)
 
 
 def load_ref(db: sqlite_utils.Database, ref_id: str) -> StoredRef:
-    row = db.execute("SELECT num, data, state FROM refs WHERE id = ?", [ref_id]).fetchone()
+    row = db.execute("SELECT num, data, state, deleted FROM refs WHERE id = ?", [ref_id]).fetchone()
     if row is None:
-        return StoredRef(ref_id, None, {}, {})
+        return StoredRef(ref_id, None, {}, {}, False)
     data = json.loads(row[1])
-    return StoredRef(ref_id, row[0], data, registers.unpack(json.loads(row[2]), data))
+    return StoredRef(ref_id, row[0], data, registers.unpack(json.loads(row[2]), data), not row[3])
 
 
 def materialize(state: State) -> tuple[dict[str, Any], list[str]]:
@@ -124,7 +126,7 @@ def _search_row(data: dict[str, Any]) -> list[str | None]:
 
 def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State) -> None:
     state = {name: entries for name, entries in state.items() if entries}
-    if ref.num is not None:
+    if ref.num is not None and ref.indexed:
         # The index is contentless: removing a row means repeating exactly what was indexed.
         db.execute(
             "INSERT INTO refs_fts (refs_fts, rowid, title, authors, abstract, keywords, notes) "
@@ -134,7 +136,10 @@ def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State) -> None:
     if not state:
         db.execute("DELETE FROM refs WHERE id = ?", [ref.id])
         return
-    data, conflicts = materialize(state)
+    view = merge.reference_view(state)
+    data, conflicts = view.data, view.conflicts
+    if merge.DELETED in state:  # kept beside the data so that pack/unpack stay exact
+        data = {**data, merge.DELETED: registers.resolve(state[merge.DELETED]).value}
     authors = data.get("authors") or data.get("editors") or []
     values = {
         "type": data.get("type"),
@@ -143,6 +148,7 @@ def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State) -> None:
         "first_author": display_person(authors[0]) if authors else None,
         "trashed": 1 if data.get("trashed") else 0,
         "conflict": 1 if conflicts else 0,
+        "deleted": 1 if view.deleted else 0,
         "added": data.get("added"),
         "modified": max(e[2] for entries in state.values() for e in entries),
         "data": dumps(data),
@@ -161,10 +167,11 @@ def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State) -> None:
             [ref.id, *values.values()],
         )
         num = int(cursor.lastrowid or 0)
-    db.execute(
-        "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)",
-        [num, *_search_row(data)],
-    )
+    if not view.deleted:
+        db.execute(
+            "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)",
+            [num, *_search_row(data)],
+        )
 
 
 def search_text(name: str, value: Any) -> str | None:

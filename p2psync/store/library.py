@@ -28,7 +28,7 @@ from typing import Any
 import sqlite_utils
 
 from p2psync.crypto.identity import DeviceIdentity, introduction_message
-from p2psync.engine import clock, ops, registers
+from p2psync.engine import clock, merge, ops, registers
 from p2psync.engine.canonical import dumps
 from p2psync.errors import (
     AmbiguousId,
@@ -48,7 +48,7 @@ from p2psync.model.devices import short_id
 from p2psync.model.groups import SYNC_CONFLICTS, validate_group_name
 from p2psync.model.ids import is_id_prefix, new_id
 from p2psync.store import schema
-from p2psync.store.apply import apply_entry, load_ref, materialize
+from p2psync.store.apply import apply_entry, load_ref
 from p2psync.store.db import connect, write_transaction
 from p2psync.store.files import copy_atomic, fsync_dir, hash_file, remove_tree
 
@@ -239,7 +239,7 @@ class Library:
 
     def _ref_state(self, ref_id: str) -> ops.State:
         ref = load_ref(self.db, ref_id)
-        if ref.num is None:
+        if ref.num is None or not ref.indexed:
             raise UnknownReference(f"No reference with id {ref_id}; list them with 'p2psync ref list'.")
         return ref.state
 
@@ -251,7 +251,7 @@ class Library:
                 f"{ref!r} is not a reference id; ids look like 'k3x9q2...' (see 'p2psync ref list')."
             )
         rows = self.db.execute(
-            "SELECT id FROM refs WHERE id >= ? AND id < ? LIMIT 2", [ref, ref + "~"]
+            "SELECT id FROM refs WHERE id >= ? AND id < ? AND deleted = 0 LIMIT 2", [ref, ref + "~"]
         ).fetchall()
         if not rows:
             raise UnknownReference(f"No reference with id {ref}; list them with 'p2psync ref list'.")
@@ -289,11 +289,13 @@ class Library:
             group_id = self.find_group(group)["id"]
             row = self.db.execute(
                 "SELECT count(*) FROM memberships m JOIN refs r ON r.id = m.ref_id "
-                "WHERE m.group_id = ? AND r.trashed = ?",
+                "WHERE m.group_id = ? AND r.trashed = ? AND r.deleted = 0",
                 [group_id, int(trashed)],
             ).fetchone()
         else:
-            row = self.db.execute("SELECT count(*) FROM refs WHERE trashed = ?", [int(trashed)]).fetchone()
+            row = self.db.execute(
+                "SELECT count(*) FROM refs WHERE deleted = 0 AND trashed = ?", [int(trashed)]
+            ).fetchone()
         return int(row[0])
 
     def list_references(
@@ -305,11 +307,11 @@ class Library:
             group_id = self.find_group(group)["id"]
             sql = (
                 "SELECT r.* FROM memberships m JOIN refs r ON r.id = m.ref_id "
-                "WHERE r.trashed = ? AND m.group_id = ? ORDER BY r.added, r.id"
+                "WHERE r.deleted = 0 AND r.trashed = ? AND m.group_id = ? ORDER BY r.added, r.id"
             )
             params.append(group_id)
         else:
-            sql = "SELECT * FROM refs WHERE trashed = ? ORDER BY added, id"
+            sql = "SELECT * FROM refs WHERE deleted = 0 AND trashed = ? ORDER BY added, id"
         sql += " LIMIT ? OFFSET ?"
         params += [-1 if limit is None else limit, offset]
         yield from self._rows(sql, params)
@@ -362,7 +364,10 @@ class Library:
         deleted = 0
         while True:
             with self.writing() as writer:
-                ids = [r[0] for r in self.db.execute("SELECT id FROM refs WHERE trashed = 1 LIMIT ?", [BATCH])]
+                ids = [
+                    r[0]
+                    for r in self.db.execute("SELECT id FROM refs WHERE deleted = 0 AND trashed = 1 LIMIT ?", [BATCH])
+                ]
                 for ref_id in ids:
                     writer.log(self._delete_op(ref_id))
             for ref_id in ids:
@@ -482,7 +487,7 @@ class Library:
         rows = self.db.execute(
             "SELECT g.id, g.name, g.conflict, "
             "(SELECT count(*) FROM memberships m JOIN refs r ON r.id = m.ref_id "
-            " WHERE m.group_id = g.id AND r.trashed = 0) "
+            " WHERE m.group_id = g.id AND r.trashed = 0 AND r.deleted = 0) "
             "FROM groups g ORDER BY g.name COLLATE NOCASE, g.id"
         ).fetchall()
         return [{"id": g, "name": n, "references": c, "conflict": bool(k)} for g, n, k, c in rows]
@@ -637,8 +642,8 @@ class Library:
             "device_id": self.device_id,
             "device_short_id": short_id(self.device_id),
             "created": iso(int(self._meta("created") or 0)),
-            "references": count("SELECT count(*) FROM refs WHERE trashed = 0"),
-            "trash": count("SELECT count(*) FROM refs WHERE trashed = 1"),
+            "references": count("SELECT count(*) FROM refs WHERE deleted = 0 AND trashed = 0"),
+            "trash": count("SELECT count(*) FROM refs WHERE deleted = 0 AND trashed = 1"),
             "groups": count("SELECT count(*) FROM groups"),
             "attachments": count("SELECT count(*) FROM attachments WHERE sha256 IS NOT NULL"),
             "attachment_bytes": count("SELECT coalesce(sum(size), 0) FROM attachments WHERE sha256 IS NOT NULL"),
@@ -738,5 +743,5 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     record["added"] = iso(row["added"])
     record["modified"] = iso(row["modified"])
     if row["conflict"]:
-        record["conflicts"] = materialize(registers.unpack(json.loads(row["state"]), data))[1]
+        record["conflicts"] = merge.reference_view(registers.unpack(json.loads(row["state"]), data)).conflicts
     return record

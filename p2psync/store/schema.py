@@ -109,6 +109,12 @@ MIGRATIONS: list[str] = [
         author TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 3: permanent delete marks a reference deleted instead of erasing it (engine/merge.py)
+    """
+    ALTER TABLE refs ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX refs_by_added;
+    CREATE INDEX refs_by_added ON refs (deleted, trashed, added, id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
