@@ -63,6 +63,10 @@ class UnknownAttachment(NotFound):
     pass
 
 
+class UnknownDevice(NotFound):
+    pass
+
+
 # --- input that is not acceptable --------------------------------------------------------------
 
 

@@ -11,33 +11,45 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from p2psync.engine.changesets import introduction
 from p2psync.errors import LibraryCorrupt
 from p2psync.model.devices import device_id_for
 from p2psync.store.files import write_atomic
 
-INTRODUCTION_DOMAIN = b"p2psync/1 device introduction\x00"
-
 
 def introduction_message(library_id: str, device_id: str, public_key: bytes) -> bytes:
-    """What a member signs to introduce a new device into a library (domain-separated)."""
-    return INTRODUCTION_DOMAIN + library_id.encode("ascii") + b"\x00" + device_id.encode("ascii") + b"\x00" + public_key
+    """What a member signs to introduce a new device into a library (see engine/changesets.py)."""
+    return introduction(library_id, device_id, public_key)
 
 
 @dataclass(frozen=True)
 class DeviceIdentity:
-    private_key: Ed25519PrivateKey
+    """A device's key pair; `private_key` is None for another device known by its public key."""
+
+    private_key: Ed25519PrivateKey | None
+    public_key_bytes: bytes = b""
 
     @property
     def public_bytes(self) -> bytes:
+        if self.private_key is None:
+            return self.public_key_bytes
         return self.private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
+
+    @staticmethod
+    def from_public(public_key: bytes) -> DeviceIdentity:
+        if len(public_key) != 32:
+            raise ValueError("an Ed25519 public key is 32 bytes")
+        return DeviceIdentity(None, public_key)
 
     @property
     def device_id(self) -> str:
         return device_id_for(self.public_bytes)
 
     def sign(self, message: bytes) -> bytes:
+        if self.private_key is None:
+            raise ValueError("cannot sign with another device's public key")
         return self.private_key.sign(message)
 
     @staticmethod
@@ -46,6 +58,7 @@ class DeviceIdentity:
 
     def save(self, path: Path) -> None:
         """Write the private key, readable by its owner only (mode 0600)."""
+        assert self.private_key is not None
         pem = self.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

@@ -14,6 +14,7 @@ that writes the tables, for local edits and for replay alike).
     member.remove    {"group", "seen": {ref: [dot...]}}
     attachment.put   {"ref", "name", "value": manifest|null, "seen": [dot...]}
     device.add       {"device", "key", "name", "introducer", "signature"}   library membership
+    device.revoke    {"device", "upto"}     no change set of device past sequence upto is accepted
 
 A dot is [device, seq]. "seen" lists exactly the entries the author's write replaces.
 
@@ -45,8 +46,10 @@ REF_PUT, REF_DELETE = "ref.put", "ref.delete"
 GROUP_PUT, GROUP_DELETE = "group.put", "group.delete"
 MEMBER_ADD, MEMBER_REMOVE = "member.add", "member.remove"
 ATTACHMENT_PUT = "attachment.put"
-DEVICE_ADD = "device.add"
-KINDS = (REF_PUT, REF_DELETE, GROUP_PUT, GROUP_DELETE, MEMBER_ADD, MEMBER_REMOVE, ATTACHMENT_PUT, DEVICE_ADD)
+DEVICE_ADD, DEVICE_REVOKE = "device.add", "device.revoke"
+KINDS = (
+    REF_PUT, REF_DELETE, GROUP_PUT, GROUP_DELETE, MEMBER_ADD, MEMBER_REMOVE, ATTACHMENT_PUT, DEVICE_ADD, DEVICE_REVOKE,
+)
 MAX_DEVICE_NAME = 100
 
 MAX_DOTS = 10_000
@@ -116,6 +119,7 @@ def check(op: Any) -> Op:
         MEMBER_REMOVE: {"op", "group", "seen"},
         ATTACHMENT_PUT: {"op", "ref", "name", "value", "seen"},
         DEVICE_ADD: {"op", "device", "key", "name", "introducer", "signature"},
+        DEVICE_REVOKE: {"op", "device", "upto"},
     }[kind]
     if set(op) != expected:
         raise InvalidValue(f"Operation {kind} must have exactly the keys {sorted(expected)}.")
@@ -155,6 +159,12 @@ def check(op: Any) -> Op:
         _check_dots(op["seen"])
     elif kind == DEVICE_ADD:
         _check_device_add(op)
+    elif kind == DEVICE_REVOKE:
+        upto = op["upto"]
+        if not isinstance(op["device"], str) or len(op["device"]) != DEVICE_ID_LENGTH:
+            raise InvalidValue("A device.revoke operation names a device id.")
+        if not isinstance(upto, int) or isinstance(upto, bool) or upto < 0:
+            raise InvalidValue("A device.revoke operation's upto is a sequence number >= 0.")
     return op
 
 

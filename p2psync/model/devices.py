@@ -20,3 +20,10 @@ def device_id_for(public_key: bytes) -> str:
 
 def short_id(device_id: str) -> str:
     return device_id[:SHORT_ID_LENGTH]
+
+
+def library_id_for(founder_public_key: bytes) -> str:
+    """A library's id is derived from its founding device's key, so that any machine can check a
+    founding claim without trusting anyone: 80 bits, lowercase base32 like other object ids."""
+    digest = hashlib.sha256(b"p2psync/1 library\x00" + founder_public_key).digest()
+    return base64.b32encode(digest[:10]).decode("ascii").lower()

@@ -83,6 +83,12 @@ def apply_entry(db: sqlite_utils.Database, device: str, seq: int, ts: int, op: d
             "author = excluded.author WHERE (excluded.author, excluded.seq) < (devices.author, devices.seq)",
             [op["device"], op["key"], op["name"], op["introducer"], op["signature"], seq, device],
         )
+    elif kind == ops.DEVICE_REVOKE:
+        # Several revocations of one device keep the smallest cut-off: the same everywhere.
+        db.execute(
+            "UPDATE devices SET revoked_upto = min(coalesce(revoked_upto, ?), ?) WHERE id = ?",
+            [op["upto"], op["upto"], op["device"]],
+        )
     else:  # pragma: no cover - ops.check refuses unknown kinds before we get here
         raise ValueError(kind)
 

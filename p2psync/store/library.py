@@ -39,12 +39,13 @@ from p2psync.errors import (
     LibraryExists,
     LibraryNotFound,
     UnknownAttachment,
+    UnknownDevice,
     UnknownGroup,
     UnknownReference,
 )
 from p2psync.model import fields as catalogue
 from p2psync.model.attachments import validate_name
-from p2psync.model.devices import short_id
+from p2psync.model.devices import library_id_for, short_id
 from p2psync.model.groups import SYNC_CONFLICTS, validate_group_name
 from p2psync.model.ids import is_id_prefix, new_id
 from p2psync.store import schema
@@ -101,11 +102,14 @@ class Library:
     # --- opening and creating -----------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: Path, name: str | None = None, found: bool = True) -> Library:
+    def create(
+        cls, path: Path, name: str | None = None, found: bool = True, library_id: str | None = None
+    ) -> Library:
         """A new library in folder `path` with a new device key.
 
         found=False makes an empty store that founds nothing (no membership entry): for a library
-        that receives its whole log from elsewhere (a replay, a restore, joining by pairing).
+        that receives its whole log from elsewhere (a replay, or joining by pairing, which gives
+        the library_id to join). A founded library's id is derived from this device's key.
         """
         path = Path(path)
         if (path / DB_FILE).exists():
@@ -123,7 +127,13 @@ class Library:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('library_id', ?), ('device_id', ?), ('name', ?), "
                 "('created', ?), ('clock', ?)",
-                [new_id(), identity.device_id, name or path.resolve().name, str(now), str(now)],
+                [
+                    library_id or library_id_for(identity.public_bytes) if found else library_id or new_id(),
+                    identity.device_id,
+                    name or path.resolve().name,
+                    str(now),
+                    str(now),
+                ],
             )
         fsync_dir(path)
         library = cls(path, db)
@@ -655,14 +665,34 @@ class Library:
     def devices(self) -> list[dict[str, Any]]:
         """The library's member devices, oldest introduction first."""
         rows = self.db.execute(
-            "SELECT d.id, d.name, d.introducer, d.public_key FROM devices d "
+            "SELECT d.id, d.name, d.introducer, d.public_key, d.revoked_upto FROM devices d "
             "JOIN changelog c ON c.device = d.author AND c.seq = d.seq ORDER BY c.num"
         ).fetchall()
         return [
             {"device_id": i, "short_id": short_id(i), "name": n, "introducer": k, "public_key": p,
-             "this_device": i == self.device_id}
-            for i, n, k, p in rows
+             "this_device": i == self.device_id, "revoked": r is not None}
+            for i, n, k, p, r in rows
         ]
+
+    def add_device(self, public_key: bytes, name: str) -> str:
+        """Introduce another device into this library (pairing does this); return its id."""
+        new = DeviceIdentity.from_public(public_key)
+        with self.writing() as writer:
+            writer.log(device_add_op(new, name[: ops.MAX_DEVICE_NAME] or "device", self.identity(), self.library_id))
+        return new.device_id
+
+    def revoke_device(self, device: str) -> dict[str, Any]:
+        """Remove a device from the library: nothing it writes after what we have seen is accepted."""
+        matches = [d for d in self.devices() if d["device_id"].startswith(device.upper())]
+        if len(matches) != 1:
+            raise UnknownDevice(f"No single member device matches {device!r}; see 'p2psync peers'.")
+        target = matches[0]
+        if target["this_device"]:
+            raise Conflict("This device cannot remove itself; remove it from another machine.")
+        with self.writing() as writer:
+            row = self.db.execute("SELECT max(last) FROM changesets WHERE author = ?", [target["device_id"]]).fetchone()
+            writer.log({"op": ops.DEVICE_REVOKE, "device": target["device_id"], "upto": int(row[0] or 0)})
+        return target
 
     def log_entries(self) -> Iterator[tuple[str, int, int, dict[str, Any]]]:
         """Every change-log entry in the order this library applied them (which respects causality:

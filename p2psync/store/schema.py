@@ -115,6 +115,33 @@ MIGRATIONS: list[str] = [
     DROP INDEX refs_by_added;
     CREATE INDEX refs_by_added ON refs (deleted, trashed, added, id);
     """,
+    # 4: signed change sets, revocation, and what went wrong in syncs
+    """
+    -- replicated: every change set this library has (its own, sealed, and every received one),
+    -- stored exactly as signed so it can be forwarded; num = the order they were stored in,
+    -- which respects their dependencies
+    CREATE TABLE changesets (
+        num INTEGER PRIMARY KEY,
+        author TEXT NOT NULL,
+        first INTEGER NOT NULL,
+        last INTEGER NOT NULL,
+        id TEXT NOT NULL UNIQUE,
+        prev TEXT,
+        wire BLOB NOT NULL,
+        UNIQUE (author, first)
+    );
+    CREATE INDEX changesets_by_author ON changesets (author, last);
+    ALTER TABLE devices ADD COLUMN revoked_upto INTEGER;
+
+    -- local: problems met while syncing, for `p2psync status`
+    CREATE TABLE sync_problems (
+        num INTEGER PRIMARY KEY,
+        peer TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

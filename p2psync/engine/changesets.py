@@ -1,0 +1,288 @@
+"""Change sets: runs of one device's log entries, signed, chained, and checked on arrival.
+
+Sans-IO: building takes entries and a signing function; checking takes the bytes that arrived and
+what the receiver knows (its version vector, the author's chain head, the membership) and either
+returns the parsed change set or raises ChangeSetRejected naming what is wrong. Nothing here
+reads a database or a socket. The normative description is protocol/changesets.md.
+
+Wire form (canonical JSON, see canonical.py):
+
+    {"body": {"v": 1, "lib": LIBRARY, "author": DEVICE, "seq": [FIRST, LAST], "prev": ID|null,
+              "deps": {DEVICE: SEQ, ...}, "entries": [[SEQ, TS, OP], ...]},
+     "sig": BASE64(Ed25519(DOMAIN || LIB || 0x00 || canonical(body)))}
+
+    id(change set) = hex(SHA-256(canonical(body)))      prev = id of the author's previous one
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from p2psync.engine import ops
+from p2psync.engine.canonical import encode
+from p2psync.errors import InvalidInput, InvalidValue
+from p2psync.model.devices import DEVICE_ID_LENGTH
+
+VERSION = 1
+DOMAIN = b"p2psync/1 change set\x00"
+MAX_ENTRIES = 1_000  # per change set
+MAX_BYTES = 4 * 1024 * 1024  # one change set on the wire
+TARGET_BYTES = 1024 * 1024  # what a sealer aims for; MAX_BYTES leaves room for one huge entry
+MAX_DEPS = 10_000
+MAX_TS = 2**53  # timestamps are integers JSON can carry exactly
+
+Entry = tuple[int, int, dict[str, Any]]  # seq, ts, op
+Signer = Callable[[bytes], bytes]
+Verifier = Callable[[bytes, bytes, bytes], bool]  # public key, signature, message
+
+
+class ChangeSetRejected(InvalidInput):
+    """A change set failed a check; nothing of it was applied. `reason` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    library: str
+    author: str
+    first: int
+    last: int
+    prev: str | None
+    deps: dict[str, int]
+    entries: list[Entry]
+    signature: bytes
+    body_bytes: bytes  # canonical(body): what was signed, stored and forwarded unchanged
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(self.body_bytes).hexdigest()
+
+    def wire(self) -> bytes:
+        """The bytes that travel: canonical JSON of {"body", "sig"}."""
+        sig = base64.b64encode(self.signature).decode("ascii")
+        return b'{"body":' + self.body_bytes + b',"sig":"' + sig.encode("ascii") + b'"}'
+
+
+def signature_input(library: str, body_bytes: bytes) -> bytes:
+    return DOMAIN + library.encode("ascii") + b"\x00" + body_bytes
+
+
+def change_set_id(body_bytes: bytes) -> str:
+    return hashlib.sha256(body_bytes).hexdigest()
+
+
+# --- building -----------------------------------------------------------------------------------
+
+
+def split(entries: Iterable[Entry], max_entries: int = MAX_ENTRIES, target_bytes: int = TARGET_BYTES) -> list[list[Entry]]:
+    """Cut a run of entries into change-set-sized pieces (bounded count and size)."""
+    pieces: list[list[Entry]] = []
+    current: list[Entry] = []
+    size = 0
+    for entry in entries:
+        entry_size = len(encode(entry[2])) + 32
+        if current and (len(current) >= max_entries or size + entry_size > target_bytes):
+            pieces.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += entry_size
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def build(
+    library: str, author: str, prev: str | None, deps: Mapping[str, int], entries: list[Entry], sign: Signer
+) -> ChangeSet:
+    """Seal a contiguous run of the author's entries into a signed change set."""
+    if not entries:
+        raise ValueError("a change set needs at least one entry")
+    dep_map = {d: s for d, s in sorted(deps.items()) if d != author and s > 0}
+    body = {
+        "v": VERSION,
+        "lib": library,
+        "author": author,
+        "seq": [entries[0][0], entries[-1][0]],
+        "prev": prev,
+        "deps": dep_map,
+        "entries": [[seq, ts, op] for seq, ts, op in entries],
+    }
+    body_bytes = encode(body)
+    if len(body_bytes) > MAX_BYTES - 200:
+        raise ValueError("change set too large; split the entries first")
+    return ChangeSet(
+        library, author, entries[0][0], entries[-1][0], prev, dep_map, list(entries),
+        sign(signature_input(library, body_bytes)), body_bytes,
+    )
+
+
+# --- checking -----------------------------------------------------------------------------------
+
+
+def parse(raw: bytes, library: str) -> ChangeSet:
+    """Decode and check the form of a change set (everything that needs no receiver state)."""
+    if len(raw) > MAX_BYTES:
+        raise ChangeSetRejected("oversized", f"A change set of {len(raw):,} bytes exceeds the limit of {MAX_BYTES:,}.")
+    try:
+        message = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ChangeSetRejected("malformed", "A change set is not valid JSON.") from None
+    if not isinstance(message, dict) or set(message) != {"body", "sig"} or not isinstance(message["body"], dict):
+        raise ChangeSetRejected("malformed", "A change set must be an object with exactly 'body' and 'sig'.")
+    body = message["body"]
+    if set(body) != {"v", "lib", "author", "seq", "prev", "deps", "entries"}:
+        raise ChangeSetRejected("malformed", "A change set body has missing or unknown keys.")
+    if body["v"] != VERSION:
+        raise ChangeSetRejected("version", f"A change set uses protocol version {body['v']!r}; this p2psync speaks {VERSION}.")
+    if body["lib"] != library:
+        raise ChangeSetRejected("library", "A change set belongs to another library.")
+    author = body["author"]
+    if not isinstance(author, str) or len(author) != DEVICE_ID_LENGTH:
+        raise ChangeSetRejected("malformed", "A change set's author is not a device id.")
+    seq = body["seq"]
+    if not (isinstance(seq, list) and len(seq) == 2 and all(_is_count(s) for s in seq) and 1 <= seq[0] <= seq[1]):
+        raise ChangeSetRejected("malformed", "A change set's sequence range is not [first, last] with 1 <= first <= last.")
+    prev = body["prev"]
+    if not (prev is None or (isinstance(prev, str) and len(prev) == 64 and _is_hex(prev))):
+        raise ChangeSetRejected("malformed", "A change set's prev is not a SHA-256 in hex.")
+    if (prev is None) != (seq[0] == 1):
+        raise ChangeSetRejected("chain", "A change set's prev must be null exactly when it starts at sequence 1.")
+    deps = body["deps"]
+    if not isinstance(deps, dict) or len(deps) > MAX_DEPS or not all(
+        isinstance(d, str) and len(d) == DEVICE_ID_LENGTH and d != author and _is_count(s) and s >= 1
+        for d, s in deps.items()
+    ):
+        raise ChangeSetRejected("malformed", "A change set's deps must map other device ids to sequence numbers.")
+    raw_entries = body["entries"]
+    if not isinstance(raw_entries, list) or not 1 <= len(raw_entries) <= MAX_ENTRIES:
+        raise ChangeSetRejected("oversized", f"A change set holds 1 to {MAX_ENTRIES} entries.")
+    if len(raw_entries) != seq[1] - seq[0] + 1:
+        raise ChangeSetRejected("malformed", "A change set's entries do not match its sequence range.")
+    entries: list[Entry] = []
+    for expected, item in enumerate(raw_entries, start=seq[0]):
+        if not (isinstance(item, list) and len(item) == 3 and item[0] == expected and _is_count(item[1])):
+            raise ChangeSetRejected("malformed", f"Entry {expected} of a change set is not [seq, ts, op] in order.")
+        if item[1] > MAX_TS:
+            raise ChangeSetRejected("malformed", f"Entry {expected} of a change set has an impossible timestamp.")
+        try:
+            ops.check(item[2])
+        except InvalidValue as exc:
+            raise ChangeSetRejected("schema", f"Entry {expected} of a change set is invalid: {exc}") from None
+        entries.append((item[0], item[1], item[2]))
+    try:
+        signature = base64.b64decode(message["sig"], validate=True) if isinstance(message["sig"], str) else b""
+    except (binascii.Error, ValueError):
+        signature = b""
+    if len(signature) != 64:
+        raise ChangeSetRejected("signature", "A change set's signature is missing or not 64 bytes of base64.")
+    return ChangeSet(library, author, seq[0], seq[1], prev, deps, entries, signature, encode(body))
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """What the receiving library knows, for the checks that need state."""
+
+    version_vector: Mapping[str, int]  # device -> last sequence applied
+    chain_heads: Mapping[str, str]  # device -> id of its last applied change set
+    member_keys: Mapping[str, bytes]  # device -> Ed25519 public key, for members
+    revoked_upto: Mapping[str, int]  # device -> last sequence still accepted from it
+    known_id: Callable[[str, int], str | None]  # (author, first seq) -> id of the one we applied
+    founder_check: Callable[[bytes], bool]  # key -> this key founded this library
+
+
+class Outcome:
+    NEW = "new"
+    DUPLICATE = "duplicate"  # already have exactly this change set: nothing to do
+    WAITING = "waiting"  # depends on something not applied yet
+
+
+def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> str:
+    """Check a parsed change set against the receiver's state; return an Outcome or raise."""
+    have = receiver.version_vector.get(cs.author, 0)
+    if cs.first <= have:
+        # Authors cut their log once, so the same first sequence means the same change set.
+        if receiver.known_id(cs.author, cs.first) == cs.id:
+            return Outcome.DUPLICATE
+        raise ChangeSetRejected(
+            "fork", f"Device {cs.author[:7]} sent different changes under sequence numbers already used; refused."
+        )
+    if cs.first > have + 1:
+        raise ChangeSetRejected(
+            "gap", f"A change set from {cs.author[:7]} starts at {cs.first} but {have + 1} is the next one expected."
+        )
+    if cs.prev != receiver.chain_heads.get(cs.author):
+        raise ChangeSetRejected("chain", f"A change set from {cs.author[:7]} does not continue that device's chain.")
+    for device, seq in cs.deps.items():
+        if receiver.version_vector.get(device, 0) < seq:
+            return Outcome.WAITING
+    key = receiver.member_keys.get(cs.author)
+    if key is None:
+        key = _self_introduction(cs, receiver, verify)
+    if cs.last > receiver.revoked_upto.get(cs.author, cs.last):
+        raise ChangeSetRejected(
+            "revoked", f"Device {cs.author[:7]} was removed from this library; its new changes are refused."
+        )
+    if not verify(key, cs.signature, signature_input(cs.library, cs.body_bytes)):
+        raise ChangeSetRejected("signature", f"A change set claiming to be from {cs.author[:7]} has a bad signature.")
+    _check_introductions(cs, receiver, key, verify)
+    return Outcome.NEW
+
+
+def _check_introductions(cs: ChangeSet, receiver: Receiver, author_key: bytes, verify: Verifier) -> None:
+    """Every device.add inside must carry a valid signature by its introducer."""
+    keys = dict(receiver.member_keys)
+    keys[cs.author] = author_key
+    for index, (seq, _ts, op) in enumerate(cs.entries):
+        if op["op"] != ops.DEVICE_ADD:
+            continue
+        new_key = base64.b64decode(op["key"])
+        if op["introducer"] is None:
+            if not (index == 0 and op["device"] == cs.author and receiver.founder_check(new_key)):
+                raise ChangeSetRejected("membership", f"Entry {seq} claims a device founded this library; it did not.")
+        else:
+            introducer_key = keys.get(op["introducer"])
+            message = introduction(cs.library, op["device"], new_key)
+            if introducer_key is None or not verify(introducer_key, base64.b64decode(op["signature"]), message):
+                raise ChangeSetRejected("membership", f"Entry {seq} adds a device without a valid introduction.")
+        keys[op["device"]] = new_key
+
+
+def _self_introduction(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> bytes:
+    """A non-member's change set is acceptable only if it opens with its own introduction."""
+    op = cs.entries[0][2]
+    if op.get("op") != ops.DEVICE_ADD or op.get("device") != cs.author:
+        raise ChangeSetRejected("unknown_author", f"Device {cs.author[:7]} is not a member of this library.")
+    key = base64.b64decode(op["key"])
+    introducer = op["introducer"]
+    if introducer is None:
+        if not receiver.founder_check(key):
+            raise ChangeSetRejected("unknown_author", f"Device {cs.author[:7]} claims to have founded this library; it did not.")
+        return key
+    introducer_key = receiver.member_keys.get(introducer)
+    if introducer_key is None or receiver.revoked_upto.get(introducer) is not None:
+        raise ChangeSetRejected("unknown_author", f"Device {cs.author[:7]} was introduced by a device that is not a member.")
+    if not verify(introducer_key, base64.b64decode(op["signature"]), introduction(cs.library, cs.author, key)):
+        raise ChangeSetRejected("signature", f"The introduction of device {cs.author[:7]} has a bad signature.")
+    return key
+
+
+def introduction(library: str, device: str, public_key: bytes) -> bytes:
+    """What a member signs to introduce a new device (domain-separated)."""
+    return b"p2psync/1 device introduction\x00" + library.encode("ascii") + b"\x00" + device.encode("ascii") + b"\x00" + public_key
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)

@@ -1,0 +1,238 @@
+"""The store's side of sync: seal this device's log into change sets, say what we have, send
+what a peer lacks, and check and apply what a peer sends.
+
+The rules live in the engine (engine/changesets.py); this module feeds them the library's state
+and writes the results. `sync_libraries` runs a whole two-way sync between two open libraries in
+one process: it is what the network layer does, minus the network.
+
+A sync between peers is:
+  1. each side seals its unsealed log entries (seal);
+  2. each side sends its version vector (version_vector);
+  3. each side streams the change sets the other lacks, oldest first (changesets_since);
+  4. each side checks and applies what arrives, one transaction per change set (receive).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2psync.crypto.identity import verify
+from p2psync.engine import changesets as cs_engine
+from p2psync.engine import clock
+from p2psync.engine.canonical import dumps
+from p2psync.model.devices import library_id_for
+from p2psync.store.apply import apply_entry
+from p2psync.store.db import write_transaction
+from p2psync.store.library import Library
+
+
+def version_vector(library: Library) -> dict[str, int]:
+    """device -> last sequence number of that device's change sets we hold."""
+    return {a: int(s) for a, s in library.db.execute("SELECT author, max(last) FROM changesets GROUP BY author")}
+
+
+def unsealed_count(library: Library) -> int:
+    """This device's log entries not yet in a change set (pending local changes)."""
+    sealed = version_vector(library).get(library.device_id, 0)
+    row = library.db.execute(
+        "SELECT count(*) FROM changelog WHERE device = ? AND seq > ?", [library.device_id, sealed]
+    ).fetchone()
+    return int(row[0])
+
+
+def seal(library: Library) -> int:
+    """Cut this device's unsealed entries into signed change sets; return how many were made."""
+    identity = library.identity()
+    made = 0
+    with write_transaction(library.db):
+        vv = version_vector(library)
+        head = _chain_heads(library).get(library.device_id)
+        rows = library.db.execute(
+            "SELECT seq, ts, op FROM changelog WHERE device = ? AND seq > ? ORDER BY seq",
+            [library.device_id, vv.get(library.device_id, 0)],
+        )
+        entries = [(seq, ts, json.loads(op)) for seq, ts, op in rows]
+        for piece in cs_engine.split(entries):
+            cs = cs_engine.build(library.library_id, library.device_id, head, vv, piece, identity.sign)
+            _store_changeset(library, cs)
+            head = cs.id
+            made += 1
+    return made
+
+
+def _store_changeset(library: Library, cs: cs_engine.ChangeSet) -> None:
+    library.db.execute(
+        "INSERT INTO changesets (author, first, last, id, prev, wire) VALUES (?, ?, ?, ?, ?, ?)",
+        [cs.author, cs.first, cs.last, cs.id, cs.prev, cs.wire()],
+    )
+
+
+def _chain_heads(library: Library) -> dict[str, str]:
+    return {
+        a: i
+        for a, i in library.db.execute(
+            "SELECT c.author, c.id FROM changesets c JOIN "
+            "(SELECT author, max(last) AS last FROM changesets GROUP BY author) h "
+            "ON h.author = c.author AND h.last = c.last"
+        )
+    }
+
+
+def changesets_since(library: Library, theirs: dict[str, int]) -> Iterator[bytes]:
+    """The change sets a peer with version vector `theirs` lacks, in an order they can apply."""
+    cursor = library.db.conn.cursor()
+    cursor.execute("SELECT author, last, wire FROM changesets ORDER BY num")
+    for author, last, wire in cursor:
+        if last > theirs.get(author, 0):
+            yield bytes(wire)
+
+
+def count_missing(library: Library, theirs: dict[str, int]) -> int:
+    return sum(1 for _ in changesets_since(library, theirs))
+
+
+@dataclass
+class ReceiveReport:
+    applied: int = 0  # change sets applied
+    entries: int = 0  # log entries they carried
+    duplicates: int = 0
+    rejected: list[dict[str, str]] = field(default_factory=list)  # {"reason", "message"}
+    waiting: int = 0  # still waiting for what they depend on
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "applied": self.applied, "entries": self.entries, "duplicates": self.duplicates,
+            "rejected": self.rejected, "waiting": self.waiting,
+        }
+
+
+def receive(library: Library, wires: Iterable[bytes], peer: str = "peer") -> ReceiveReport:
+    """Check and apply change sets from a peer. Each is applied whole or not at all; a rejected
+    one is recorded (for `status`) and the author's later change sets are not applied."""
+    report = ReceiveReport()
+    waiting: list[cs_engine.ChangeSet] = []
+    blocked: set[str] = set()
+    for wire in wires:
+        try:
+            cs = cs_engine.parse(wire, library.library_id)
+        except cs_engine.ChangeSetRejected as exc:
+            _reject(library, report, peer, exc)
+            continue
+        if cs.author in blocked:
+            continue
+        _offer(library, cs, report, waiting, blocked, peer)
+        _retry_waiting(library, report, waiting, blocked, peer)
+    report.waiting = len(waiting)
+    return report
+
+
+def _offer(
+    library: Library,
+    cs: cs_engine.ChangeSet,
+    report: ReceiveReport,
+    waiting: list[cs_engine.ChangeSet],
+    blocked: set[str],
+    peer: str,
+) -> bool:
+    """Try to apply one change set; True if it was applied."""
+    try:
+        with write_transaction(library.db):
+            outcome = cs_engine.check(cs, _receiver(library), verify)
+            if outcome == cs_engine.Outcome.NEW:
+                _apply(library, cs)
+    except cs_engine.ChangeSetRejected as exc:
+        blocked.add(cs.author)
+        _reject(library, report, peer, exc)
+        return False
+    if outcome == cs_engine.Outcome.DUPLICATE:
+        report.duplicates += 1
+        return False
+    if outcome == cs_engine.Outcome.WAITING:
+        waiting.append(cs)
+        return False
+    report.applied += 1
+    report.entries += len(cs.entries)
+    return True
+
+
+def _retry_waiting(
+    library: Library, report: ReceiveReport, waiting: list[cs_engine.ChangeSet], blocked: set[str], peer: str
+) -> None:
+    progress = True
+    while progress and waiting:
+        progress = False
+        for cs in list(waiting):
+            waiting.remove(cs)
+            if cs.author not in blocked and _offer(library, cs, report, waiting, blocked, peer):
+                progress = True
+
+
+def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
+    _store_changeset(library, cs)
+    last_ts = int(library.db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()[0])
+    for seq, ts, op in cs.entries:
+        library.db.execute(
+            "INSERT INTO changelog (device, seq, ts, op) VALUES (?, ?, ?, ?)", [cs.author, seq, ts, dumps(op)]
+        )
+        apply_entry(library.db, cs.author, seq, ts, op)
+        last_ts = max(last_ts, ts)
+    # Our next timestamps come after everything we have seen (hybrid logical clock).
+    library.db.execute("UPDATE meta SET value = ? WHERE key = 'clock'", [str(last_ts)])
+
+
+def _receiver(library: Library) -> cs_engine.Receiver:
+    db = library.db
+    keys: dict[str, bytes] = {}
+    revoked: dict[str, int] = {}
+    for device, key, upto in db.execute("SELECT id, public_key, revoked_upto FROM devices"):
+        keys[device] = base64.b64decode(key)
+        if upto is not None:
+            revoked[device] = int(upto)
+
+    def known_id(author: str, first: int) -> str | None:
+        row = db.execute("SELECT id FROM changesets WHERE author = ? AND first = ?", [author, first]).fetchone()
+        return str(row[0]) if row else None
+
+    return cs_engine.Receiver(
+        version_vector=version_vector(library),
+        chain_heads=_chain_heads(library),
+        member_keys=keys,
+        revoked_upto=revoked,
+        known_id=known_id,
+        founder_check=lambda key: library_id_for(key) == library.library_id,
+    )
+
+
+def _reject(library: Library, report: ReceiveReport, peer: str, exc: cs_engine.ChangeSetRejected) -> None:
+    report.rejected.append({"reason": exc.reason, "message": exc.message})
+    with write_transaction(library.db):
+        library.db.execute(
+            "INSERT INTO sync_problems (peer, at, reason, message) VALUES (?, ?, ?, ?)",
+            [peer, clock.now_ms(), exc.reason, exc.message],
+        )
+
+
+def recent_problems(library: Library, limit: int = 20) -> list[dict[str, Any]]:
+    rows = library.db.execute(
+        "SELECT peer, at, reason, message FROM sync_problems ORDER BY num DESC LIMIT ?", [limit]
+    ).fetchall()
+    return [{"peer": p, "at": a, "reason": r, "message": m} for p, a, r, m in rows]
+
+
+@dataclass
+class SyncReport:
+    sent_to_b: ReceiveReport
+    sent_to_a: ReceiveReport
+
+
+def sync_libraries(a: Library, b: Library) -> SyncReport:
+    """A whole two-way sync of two libraries in one process (what the network layer wraps)."""
+    seal(a)
+    seal(b)
+    to_b = receive(b, changesets_since(a, version_vector(b)), peer=a.device_id)
+    to_a = receive(a, changesets_since(b, version_vector(a)), peer=b.device_id)
+    return SyncReport(to_b, to_a)
