@@ -90,7 +90,7 @@ def confirm(question: str, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         raise ConfirmationRequired(f"{question} Run again with --yes to confirm (no terminal to ask on).")
-    if not click.confirm(question, default=False):
+    if not click.confirm(question, default=False, err=True):  # stderr: stdout may carry --json
         raise click.Abort()
 
 

@@ -127,6 +127,8 @@ def edit(ref_id: str, as_json: bool, **options: Any) -> None:
 def show(ref_id: str, as_json: bool) -> None:
     """Show every field of a reference, its groups and attachments."""
     with open_library() as library:
+        # Notice a PDF edited in place, as 'attachment list' does, so both show the same size.
+        library.scan_attachments(library.resolve_ref(ref_id))
         record = library.get_reference(ref_id)
     if as_json:
         print_json(record)
@@ -220,6 +222,7 @@ def rm(ref_ids: tuple[str, ...], as_json: bool) -> None:
 
 
 @ref.command("fields")
+@library_option  # not needed here, but every command accepts it so scripts can always pass it
 @json_option
 def fields(as_json: bool) -> None:
     """List every field a reference can have, and the reference types."""

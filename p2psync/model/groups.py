@@ -8,6 +8,7 @@ from p2psync.errors import InvalidValue
 
 MAX_GROUP_NAME = 200
 SYNC_CONFLICTS = "Sync Conflicts"  # the system group of conflicted references (sync engine)
+SYNC_CONFLICTS_ID = "sync-conflicts"  # derived from the conflicts themselves, never stored
 
 
 def validate_group_name(name: Any) -> str:

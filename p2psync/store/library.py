@@ -46,7 +46,7 @@ from p2psync.errors import (
 from p2psync.model import fields as catalogue
 from p2psync.model.attachments import validate_name
 from p2psync.model.devices import library_id_for, short_id
-from p2psync.model.groups import SYNC_CONFLICTS, validate_group_name
+from p2psync.model.groups import SYNC_CONFLICTS, SYNC_CONFLICTS_ID, validate_group_name
 from p2psync.model.ids import is_id_prefix, new_id
 from p2psync.store import schema
 from p2psync.store.apply import apply_entry, load_ref
@@ -282,19 +282,93 @@ class Library:
                 [ref_id],
             )
         ]
+        if record.get("conflicts"):
+            record["groups"].insert(0, {"id": SYNC_CONFLICTS_ID, "name": SYNC_CONFLICTS})
         record["attachments"] = self.list_attachments(ref_id, scan=False)
         return record
 
     def reference_versions(self, ref: str) -> dict[str, list[dict[str, Any]]]:
-        """Every version of every field in conflict (for 'conflicts show')."""
-        state = self._ref_state(self.resolve_ref(ref))
+        """Every version of every field in conflict, oldest first (for 'conflicts show').
+
+        The pseudo-field "deleted" lists who deleted the reference and who changed it meanwhile.
+        """
+        ref_id = self.resolve_ref(ref)
+        state = self._ref_state(ref_id)
+        names = {d["device_id"]: d["name"] for d in self.devices()}
+        version = lambda device, seq, ts, value: {  # noqa: E731
+            "device": device, "device_name": names.get(device, device[:7]), "seq": seq, "time": iso(ts),
+            "value": value, "this_device": device == self.device_id,
+        }
         out: dict[str, list[dict[str, Any]]] = {}
-        for name, entries in state.items():
-            if registers.resolve(entries).conflict:
-                out[name] = [{"device": e[0], "seq": e[1], "time": iso(e[2]), "value": e[3]} for e in entries]
+        for name in merge.reference_view(state).conflicts:
+            if name == merge.DELETED:
+                out[name] = [version(e[0], e[1], e[2], True) for e in state[name] if e[3] is not None]
+                out[name] += [
+                    version(*dot, False) for dot in sorted(_uncovered_dots(state), key=lambda d: (d[2], d[0], d[1]))
+                ]
+            else:
+                entries = sorted(state[name], key=lambda e: (e[2], e[0], e[1]))
+                out[name] = [version(e[0], e[1], e[2], e[3]) for e in entries]
         return out
 
+    def list_conflicts(self) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT * FROM refs WHERE conflict = 1 AND deleted = 0 ORDER BY added, id", [])
+        return [{"id": r["id"], "title": r.get("title"), "fields": r["conflicts"]} for r in rows]
+
+    def resolve_conflict(self, ref: str, keep: str | None = None, fields: dict[str, str] | None = None) -> list[str]:
+        """Resolve a reference's conflicts by choosing versions; return the fields resolved.
+
+        keep: "local" (this device's version), "remote" (the newest version from another device)
+        or a device id (or its start) for every conflicted field; fields: the same choice per
+        field, which wins over keep. The resolution is an ordinary write that has seen every
+        version, so every machine that receives it shows the same, conflict-free reference.
+        """
+        with self.writing() as writer:
+            ref_id = self.resolve_ref(ref)
+            state = self._ref_state(ref_id)
+            conflicted = merge.reference_view(state).conflicts
+            if not conflicted:
+                raise Conflict(f"Reference {ref_id} has no sync conflict.")
+            choices = {name: keep for name in conflicted} if keep else {}
+            for name, choice in (fields or {}).items():
+                if name not in conflicted:
+                    raise InvalidValue(f"Field {name!r} of {ref_id} is not in conflict; conflicted: {', '.join(conflicted)}.")
+                choices[name] = choice
+            missing = [n for n in conflicted if n not in choices]
+            if missing:
+                raise InvalidValue(f"Say which version to keep for: {', '.join(missing)} (--keep or --field NAME=WHO).")
+            delete_choice = choices.pop(merge.DELETED, None)
+            values = {name: self._choose(state[name], choice, name)[3] for name, choice in choices.items()}
+            if delete_choice is not None:
+                deleters = [e for e in state[merge.DELETED] if e[3] is not None]
+                editors = [[*dot, None] for dot in _uncovered_dots(state)]
+                if self._choose(deleters + editors, delete_choice, merge.DELETED)[3] is not None:
+                    writer.log(self._delete_op(ref_id))  # the deleting side wins: delete, having seen all
+                    return [*choices, merge.DELETED]
+                values[merge.DELETED] = None  # keep the reference: lift the deletes
+            op = {
+                "op": ops.REF_PUT, "ref": ref_id, "fields": values,
+                "seen": {name: registers.dots(state[name]) for name in values},
+            }
+            writer.log(op)
+        return sorted([*values])
+
+    def _choose(self, entries: list[registers.Entry], choice: str, name: str) -> registers.Entry:
+        if choice == "local":
+            picked = [e for e in entries if e[0] == self.device_id]
+        elif choice == "remote":
+            picked = [e for e in entries if e[0] != self.device_id]
+        else:
+            picked = [e for e in entries if e[0].startswith(choice.upper())]
+        if not picked:
+            who = {"local": "this device", "remote": "another device"}.get(choice, f"device {choice}")
+            raise InvalidValue(f"No version of {name!r} comes from {who}; see 'p2psync conflicts show'.")
+        return max(picked, key=lambda e: (e[2], e[0], e[1]))
+
     def count_references(self, trashed: bool = False, group: str | None = None) -> int:
+        if group is not None and self.find_group(group)["id"] == SYNC_CONFLICTS_ID:
+            sql = "SELECT count(*) FROM refs WHERE conflict = 1 AND deleted = 0 AND trashed = ?"
+            return int(self.db.execute(sql, [int(trashed)]).fetchone()[0])
         if group is not None:
             group_id = self.find_group(group)["id"]
             row = self.db.execute(
@@ -313,8 +387,10 @@ class Library:
     ) -> Iterator[dict[str, Any]]:
         """References oldest first, streamed from the database (flat memory at any size)."""
         params: list[Any] = [int(trashed)]
-        if group is not None:
-            group_id = self.find_group(group)["id"]
+        group_id = self.find_group(group)["id"] if group is not None else None
+        if group_id == SYNC_CONFLICTS_ID:
+            sql = "SELECT * FROM refs WHERE deleted = 0 AND trashed = ? AND conflict = 1 ORDER BY added, id"
+        elif group_id is not None:
             sql = (
                 "SELECT r.* FROM memberships m JOIN refs r ON r.id = m.ref_id "
                 "WHERE r.deleted = 0 AND r.trashed = ? AND m.group_id = ? ORDER BY r.added, r.id"
@@ -425,6 +501,8 @@ class Library:
 
     def find_group(self, name_or_id: str) -> dict[str, Any]:
         """A group by exact name, then case-insensitive name, then id or unique id prefix."""
+        if name_or_id.casefold() in (SYNC_CONFLICTS.casefold(), SYNC_CONFLICTS_ID):
+            return {"id": SYNC_CONFLICTS_ID, "name": SYNC_CONFLICTS}
         exact = [(g, n) for g, n in self._groups_named(name_or_id) if n == name_or_id]
         matches = exact or self._groups_named(name_or_id)
         if not matches and is_id_prefix(name_or_id.lower()):
@@ -500,7 +578,11 @@ class Library:
             " WHERE m.group_id = g.id AND r.trashed = 0 AND r.deleted = 0) "
             "FROM groups g ORDER BY g.name COLLATE NOCASE, g.id"
         ).fetchall()
-        return [{"id": g, "name": n, "references": c, "conflict": bool(k)} for g, n, k, c in rows]
+        groups = [{"id": g, "name": n, "references": c, "conflict": bool(k)} for g, n, k, c in rows]
+        conflicts = self.count_references(group=SYNC_CONFLICTS)
+        if conflicts:  # the system group, shown while there is something in it
+            groups.insert(0, {"id": SYNC_CONFLICTS_ID, "name": SYNC_CONFLICTS, "references": conflicts, "conflict": False})
+        return groups
 
     # --- attachments --------------------------------------------------------------------------
 
@@ -736,6 +818,15 @@ class Library:
         if pending:
             flush()
         return added
+
+
+def _uncovered_dots(state: ops.State) -> list[tuple[str, int, int]]:
+    """(device, seq, ts) of the entries no delete had seen: the edits made meanwhile."""
+    covered = {(d[0], d[1]) for e in state.get(merge.DELETED, []) if e[3] is not None for d in e[3]}
+    return sorted(
+        {(e[0], e[1], e[2]) for name, entries in state.items() if name != merge.DELETED for e in entries
+         if (e[0], e[1]) not in covered}
+    )
 
 
 def device_name() -> str:
