@@ -26,7 +26,7 @@ from typing import Any
 
 from p2psync.engine import ops
 from p2psync.engine.canonical import encode
-from p2psync.errors import InvalidInput, InvalidValue
+from p2psync.errors import InvalidInput
 from p2psync.model.devices import DEVICE_ID_LENGTH
 
 VERSION = 1
@@ -175,8 +175,10 @@ def parse(raw: bytes, library: str) -> ChangeSet:
             raise ChangeSetRejected("malformed", f"Entry {expected} of a change set has an impossible timestamp.")
         try:
             ops.check(item[2])
-        except InvalidValue as exc:
+        except InvalidInput as exc:
             raise ChangeSetRejected("schema", f"Entry {expected} of a change set is invalid: {exc}") from None
+        except (TypeError, ValueError, KeyError, AttributeError):  # hostile shapes the checks did not foresee
+            raise ChangeSetRejected("schema", f"Entry {expected} of a change set is not a valid operation.") from None
         entries.append((item[0], item[1], item[2]))
     try:
         signature = base64.b64decode(message["sig"], validate=True) if isinstance(message["sig"], str) else b""

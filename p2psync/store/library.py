@@ -516,12 +516,24 @@ class Library:
             raise AmbiguousId(f"More than one group is named {name_or_id!r}; use the group's id instead.")
         return {"id": matches[0][0], "name": matches[0][1]}
 
+    def _user_group(self, group: str) -> str:
+        """The id of a group the user may change (not the system group Sync Conflicts)."""
+        group_id = str(self.find_group(group)["id"])
+        if group_id == SYNC_CONFLICTS_ID:
+            raise Conflict(
+                f"'{SYNC_CONFLICTS}' is kept by p2psync: it holds the conflicted references until you resolve "
+                "them with 'p2psync conflicts resolve'."
+            )
+        return group_id
+
     def rename_group(self, group: str, new_name: str) -> None:
         new_name = validate_group_name(new_name)
+        if new_name.casefold() == SYNC_CONFLICTS.casefold():
+            raise Conflict(f"'{SYNC_CONFLICTS}' is kept by p2psync for conflicted references; choose another name.")
         with self.writing() as writer:
-            group_id = self.find_group(group)["id"]
+            group_id = self._user_group(group)
             others = [g for g, _ in self._groups_named(new_name) if g != group_id]
-            if others or new_name.casefold() == SYNC_CONFLICTS.casefold():
+            if others:
                 raise Conflict(f"A group named {new_name!r} already exists.")
             op = ops.put_fields(ops.GROUP_PUT, "group", group_id, self._group_state(group_id), {"name": new_name})
             if op is not None:
@@ -535,7 +547,7 @@ class Library:
     def delete_group(self, group: str) -> None:
         """Delete the group; its references stay in the library."""
         with self.writing() as writer:
-            group_id = self.find_group(group)["id"]
+            group_id = self._user_group(group)
             members = {
                 r: registers.dots(json.loads(d))
                 for r, d in self.db.execute("SELECT ref_id, dots FROM memberships WHERE group_id = ?", [group_id])
@@ -545,7 +557,7 @@ class Library:
     def add_to_group(self, group: str, refs: Iterable[str]) -> int:
         """Add references to a group; return how many were not members yet."""
         with self.writing() as writer:
-            group_id = self.find_group(group)["id"]
+            group_id = self._user_group(group)
             ids = list(dict.fromkeys(self.resolve_ref(r) for r in refs))
             present = {
                 r for (r,) in self.db.execute("SELECT ref_id FROM memberships WHERE group_id = ?", [group_id])
@@ -558,7 +570,7 @@ class Library:
     def remove_from_group(self, group: str, refs: Iterable[str]) -> int:
         """Remove references from a group; return how many were members."""
         with self.writing() as writer:
-            group_id = self.find_group(group)["id"]
+            group_id = self._user_group(group)
             seen: dict[str, list[Any]] = {}
             for ref in refs:
                 ref_id = self.resolve_ref(ref)

@@ -1,0 +1,42 @@
+"""Import and export of reference files: RIS, BibTeX/BibLaTeX, EndNote XML and CSL-JSON.
+
+Pure functions over text: no database, no CLI. `read(text, fmt)` gives a ReadResult whose
+records' fields go straight into Library.add_references; `write(records, fmt)` takes what
+Library.list_references yields. See docs/formats.md for what maps where and what is lost.
+"""
+
+from p2psync.formats.common import (
+    FormatError,
+    InvalidRecord,
+    ParsedRecord,
+    ReadResult,
+    duplicate_keys,
+    normalise,
+)
+from p2psync.formats.detect import (
+    DEFAULT_EXTENSIONS,
+    FORMATS,
+    LABELS,
+    format_name,
+    guess_format,
+    read,
+    read_file,
+    write,
+)
+
+__all__ = [
+    "DEFAULT_EXTENSIONS",
+    "FORMATS",
+    "LABELS",
+    "FormatError",
+    "InvalidRecord",
+    "ParsedRecord",
+    "ReadResult",
+    "duplicate_keys",
+    "format_name",
+    "guess_format",
+    "normalise",
+    "read",
+    "read_file",
+    "write",
+]
