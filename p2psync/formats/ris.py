@@ -133,9 +133,7 @@ def _escape_long(text: str) -> str:
 
 
 def _tag(line: str) -> tuple[str | None, str]:
-    """(tag, content) for a tag line, (None, text) otherwise - rispy's rule, plus 'ER  -' alone."""
-    if line.rstrip() == "ER  -":
-        return "ER", ""
+    """(tag, content) for a tag line ('AU  - Curie, Marie'), (None, text) otherwise: rispy's rule."""
     tag, content = _PARSER.parse_line(line)
     return tag, content
 
