@@ -9,7 +9,6 @@ dicts that Library.list_references yields.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -17,6 +16,7 @@ from urllib.parse import unquote
 
 from p2psync.errors import InvalidInput
 from p2psync.model import fields as catalogue
+from p2psync.model.duplicates import duplicate_keys, normalise  # noqa: F401 (re-exported)
 from p2psync.model.people import Person
 
 
@@ -369,17 +369,6 @@ def is_year(text: str) -> bool:
     return bool(_YEAR.match(text.strip()))
 
 
-def year_of(fields: dict[str, Any]) -> str | None:
-    """The year's digits from `year` or else `date` ('2021a' -> '2021')."""
-    for name in ("year", "date"):
-        value = fields.get(name)
-        if isinstance(value, str):
-            match = re.match(r"\d{1,4}", value)
-            if match:
-                return match.group(0)
-    return None
-
-
 def split_keywords(text: str) -> list[str]:
     """Keywords in one string: split on ';' when there is one, otherwise on ','."""
     separator = ";" if ";" in text else ","
@@ -539,35 +528,4 @@ def attachment_paths(record: dict[str, Any]) -> list[str]:
     return out
 
 
-# --- duplicates --------------------------------------------------------------------------------
 
-
-def normalise(text: str) -> str:
-    """Compare-friendly text: NFKD, accents stripped, casefolded, non-alphanumerics to one space."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    folded = stripped.casefold()
-    return " ".join(re.sub(r"[\W_]+", " ", folded).split())
-
-
-def duplicate_keys(fields: dict[str, Any]) -> list[str]:
-    """Keys by which two references are plainly the same: equal keys mean a duplicate.
-
-    - "doi:<doi, lowercased>" when there is a DOI;
-    - "tyf:<title>|<year digits>|<first author>" when there is a title and a year or an author.
-      The first author is the family name or institution of the first author (or, for a work
-      without authors, of the first editor); all three parts are normalised (see normalise).
-    """
-    keys: list[str] = []
-    doi = fields.get("doi")
-    if isinstance(doi, str) and doi.strip():
-        keys.append("doi:" + doi.strip().lower())
-    title = normalise(fields["title"]) if isinstance(fields.get("title"), str) else ""
-    year = year_of(fields) or ""
-    people = fields.get("authors") or fields.get("editors") or []
-    first = ""
-    if people and isinstance(people[0], dict):
-        first = normalise(people[0].get("family") or people[0].get("literal") or "")
-    if title and (year or first):
-        keys.append(f"tyf:{title}|{year}|{first}")
-    return keys
