@@ -166,3 +166,24 @@ def test_backup_while_another_process_writes(tmp_path: Path) -> None:
         restored = backups.restore(tmp_path / f"b{i}.zip", tmp_path / f"r{i}")
         assert restored["references"] == manifest["references"]
         assert manifest["references"] % 500 == 0  # a snapshot never sees half a transaction
+
+
+def test_restored_library_goes_on_syncing_as_a_new_device(tmp_path: Path) -> None:
+    from p2psync.store.sync import sync_libraries
+    from tests.sync_support import digest, founded, joined
+
+    home = founded(tmp_path / "home")
+    work = joined(home, tmp_path / "work", "work")
+    ref = home.add_reference({"title": "written just before the backup"})
+    backups.backup(home, tmp_path / "home.zip")  # not synced yet: the backup carries it
+    home.close()  # the home laptop dies
+    backups.restore(tmp_path / "home.zip", tmp_path / "new-home")
+    new_home = Library.open(tmp_path / "new-home")
+    new_home.edit_reference(ref, {"year": "2026"})
+    report = sync_libraries(new_home, work)
+    assert report.sent_to_b.rejected == [] and report.sent_to_a.rejected == []
+    assert work.get_reference(ref)["year"] == "2026"
+    assert [d["device_id"] for d in work.devices()] == [d["device_id"] for d in new_home.devices()]
+    work.edit_reference(ref, {"volume": "1"})
+    sync_libraries(new_home, work)
+    assert digest(new_home) == digest(work)

@@ -4,15 +4,21 @@ non-empty libraries, so that a reference is never silently doubled.
 - "doi:<doi, lowercased>" when there is a DOI;
 - "tyf:<title>|<year digits>|<first author>" when there is a title and a year or an author.
   The first author is the family name or institution of the first author (or, for a work without
-  authors, of the first editor); all three parts are normalised (see normalise).
-Two references that share any key are duplicates.
+  authors, of the first editor); all three parts are normalised (see normalise);
+Two references that share any key are duplicates. Besides, a record identical to a reference in
+every field is always a duplicate (identical_key), even one too sparse for the keys above, so
+importing the same file twice never doubles anything.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import unicodedata
 from typing import Any
+
+from p2psync.model.fields import FIELDS
 
 
 def normalise(text: str) -> str:
@@ -49,3 +55,9 @@ def duplicate_keys(fields: dict[str, Any]) -> list[str]:
     if title and (year or first):
         keys.append(f"tyf:{title}|{year}|{first}")
     return keys
+
+
+def identical_key(fields: dict[str, Any]) -> str:
+    """A key equal for references whose catalogue fields are all equal."""
+    content = {k: v for k, v in fields.items() if k in FIELDS and v not in (None, "", [])}
+    return "same:" + hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]

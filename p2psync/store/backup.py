@@ -39,6 +39,7 @@ from p2psync.store import schema
 from p2psync.store.db import write_transaction
 from p2psync.store.files import CHUNK, atomic_writer, fsync_dir
 from p2psync.store.library import ATTACHMENTS_DIR, DB_FILE, KEY_FILE, Library, device_add_op, device_name
+from p2psync.store.sync import seal
 
 FORMAT = 1
 MANIFEST = "p2psync-backup.json"
@@ -63,6 +64,9 @@ def backup(library: Library, out: Path, progress: Progress | None = None) -> dic
     """Write a backup archive of `library` to `out` (whole or not at all); return its manifest."""
     advance = progress or (lambda n: None)
     library.scan_attachments()  # so that recorded hashes describe the files we are about to copy
+    # Seal this device's pending changes first: a restored copy continues as another device and
+    # could never sign them, so they must already sit in change sets the copy can forward.
+    seal(library)
     with tempfile.TemporaryDirectory(prefix="p2psync-backup-") as tmp:
         snapshot = Path(tmp) / DB_FILE
         _snapshot_database(library, snapshot)
