@@ -26,12 +26,54 @@ from pathlib import Path
 from p2psync.store.library import Library
 
 COMMON = [
-    "neural", "cortex", "synaptic", "plasticity", "memory", "learning", "protein", "receptor", "signal",
-    "cell", "model", "network", "dynamics", "theory", "climate", "ocean", "carbon", "soil", "species",
-    "evolution", "genome", "expression", "pathway", "quantum", "electron", "lattice", "spin",
-    "graphene", "polymer", "catalyst", "reaction", "energy", "solar", "battery", "policy", "market",
-    "health", "cohort", "trial", "patients", "risk", "survey", "education", "language", "grammar",
-    "corpus", "algorithm", "data"
+    "neural",
+    "cortex",
+    "synaptic",
+    "plasticity",
+    "memory",
+    "learning",
+    "protein",
+    "receptor",
+    "signal",
+    "cell",
+    "model",
+    "network",
+    "dynamics",
+    "theory",
+    "climate",
+    "ocean",
+    "carbon",
+    "soil",
+    "species",
+    "evolution",
+    "genome",
+    "expression",
+    "pathway",
+    "quantum",
+    "electron",
+    "lattice",
+    "spin",
+    "graphene",
+    "polymer",
+    "catalyst",
+    "reaction",
+    "energy",
+    "solar",
+    "battery",
+    "policy",
+    "market",
+    "health",
+    "cohort",
+    "trial",
+    "patients",
+    "risk",
+    "survey",
+    "education",
+    "language",
+    "grammar",
+    "corpus",
+    "algorithm",
+    "data",
 ]
 # A research vocabulary is long-tailed: 48 common words plus 20,000 rarer made-up terms, drawn
 # with Zipf-like weights, so searches hit a realistic number of references.
@@ -108,21 +150,26 @@ def main() -> None:
         del records
         db_mb = sum(f.stat().st_size for f in path.glob("library.sqlite3*")) / 1e6
         print(f"library: {args.refs:,} references, database {db_mb:.0f} MB")
-        print(f"add {args.refs:,} references (Python API):  {add_seconds:6.2f} s  "
-              f"({args.refs / add_seconds:,.0f} refs/s)")
+        print(
+            f"add {args.refs:,} references (Python API):  {add_seconds:6.2f} s  ({args.refs / add_seconds:,.0f} refs/s)"
+        )
 
         lib_args = ["--library", str(path)]
         seconds, rss = median_process(["ref", "list", "--json", *lib_args], args.runs)
-        print(f"p2psync ref list --json (all):          {seconds:6.2f} s  median of {args.runs}, "
-              f"peak RSS {rss / 1024:.0f} MB")
+        print(
+            f"p2psync ref list --json (all):          {seconds:6.2f} s  median of {args.runs}, "
+            f"peak RSS {rss / 1024:.0f} MB"
+        )
         seconds, _ = median_process(["ref", "list", "--limit", "50", *lib_args], args.runs)
         print(f"p2psync ref list --limit 50:             {seconds:6.2f} s  (process start included)")
         for word in (RARE[1234], "graphene lattice", "plasticity"):
             seconds, _ = median_process(["ref", "search", word, "--json", *lib_args], args.runs)
             count = sum(1 for _ in library.search(word))
             api = median_call(lambda w=word: sum(1 for _ in library.search(w, limit=50)), args.runs)
-            print(f"p2psync ref search {word!r:<20} {seconds:6.2f} s  ({count:,} hits, all printed); "
-                  f"API top 50: {api * 1000:.1f} ms")
+            print(
+                f"p2psync ref search {word!r:<20} {seconds:6.2f} s  ({count:,} hits, all printed); "
+                f"API top 50: {api * 1000:.1f} ms"
+            )
         seconds, _ = median_process(["--version"], args.runs)
         print(f"(a bare `p2psync --version` process:     {seconds:6.2f} s)")
         library.close()

@@ -24,9 +24,7 @@ def snapshot(library: Library) -> dict[str, Any]:
     # The search index is contentless; fts5vocab lists every (term, document, column, offset).
     db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.fts_terms USING fts5vocab(main, refs_fts, instance)")
     out["refs_fts"] = sorted(
-        db.execute(
-            "SELECT v.term, r.id, v.col, v.offset FROM temp.fts_terms v JOIN refs r ON r.num = v.doc"
-        ).fetchall()
+        db.execute("SELECT v.term, r.id, v.col, v.offset FROM temp.fts_terms v JOIN refs r ON r.num = v.doc").fetchall()
     )
     out["fts_docs"] = db.execute("SELECT count(DISTINCT doc) FROM temp.fts_terms").fetchone()[0]
     return out

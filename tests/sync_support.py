@@ -31,7 +31,8 @@ def view(library: Library) -> dict[str, Any]:
             record = dict(record)
             record["groups"] = [g["name"] for g in library.get_reference(record["id"])["groups"]]
             record["attachments"] = [
-                (a["name"], a["size"], a["sha256"], a["conflict"]) for a in library.list_attachments(record["id"], scan=False)
+                (a["name"], a["size"], a["sha256"], a["conflict"])
+                for a in library.list_attachments(record["id"], scan=False)
             ]
             record["versions"] = library.reference_versions(record["id"]) if record.get("conflicts") else {}
             for item in record["versions"].values():

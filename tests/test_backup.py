@@ -146,11 +146,14 @@ def test_backup_while_another_process_writes(tmp_path: Path) -> None:
     Library.create(tmp_path / "lib").close()
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     writer = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys; from pathlib import Path; from p2psync.store.library import Library; "
-         "lib = Library.open(Path(sys.argv[1])); "
-         "lib.add_references({'title': f'w {i}'} for i in range(15000))",
-         str(tmp_path / "lib")],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from p2psync.store.library import Library; "
+            "lib = Library.open(Path(sys.argv[1])); "
+            "lib.add_references({'title': f'w {i}'} for i in range(15000))",
+            str(tmp_path / "lib"),
+        ],
         env=env,
     )
     library = Library.open(tmp_path / "lib")

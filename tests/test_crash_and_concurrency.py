@@ -51,7 +51,8 @@ def test_sigkill_mid_write_leaves_a_consistent_library(tmp_path: Path, delay: fl
     (tmp_path / "scratch").mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(tmp_path / "lib"), str(tmp_path / "scratch")],
-        stdout=subprocess.PIPE, env=_env(),
+        stdout=subprocess.PIPE,
+        env=_env(),
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
@@ -96,18 +97,24 @@ EDITOR = textwrap.dedent(
 def test_two_writers_at_once_both_succeed(tmp_path: Path) -> None:
     Library.create(tmp_path / "lib").close()
     importer = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys; from pathlib import Path; from p2psync.store.library import Library; "
-         "lib = Library.open(Path(sys.argv[1])); "
-         "lib.add_references({'title': f'imported {i}', 'abstract': 'y ' * 100} for i in range(20000)); "
-         "print('done')",
-         str(tmp_path / "lib")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from p2psync.store.library import Library; "
+            "lib = Library.open(Path(sys.argv[1])); "
+            "lib.add_references({'title': f'imported {i}', 'abstract': 'y ' * 100} for i in range(20000)); "
+            "print('done')",
+            str(tmp_path / "lib"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
     )
     time.sleep(0.5)  # let the import get going, then edit from "the CLI" meanwhile
     editors = [
-        subprocess.run([sys.executable, "-c", EDITOR, str(tmp_path / "lib"), "30"],
-                       capture_output=True, env=_env(), timeout=300)
+        subprocess.run(
+            [sys.executable, "-c", EDITOR, str(tmp_path / "lib"), "30"], capture_output=True, env=_env(), timeout=300
+        )
         for _ in range(2)
     ]
     _, err = importer.communicate(timeout=300)

@@ -22,7 +22,11 @@ GOOD = sorted(p for d in ("ris", "bibtex", "endnote-xml", "csl-json") for p in (
 def run(lib: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, P2PSYNC_LIBRARY=str(lib))
     return subprocess.run(
-        [sys.executable, "-m", "p2psync", *args], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "p2psync", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
         timeout=120,
     )
 
@@ -101,12 +105,15 @@ def test_attachments_named_by_records(lib: Path, tmp_path: Path) -> None:
     assert out.read_bytes() == pdf.read_bytes()
 
 
-def test_failed_import_leaves_no_files_and_no_references(lib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_import_leaves_no_files_and_no_references(
+    lib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for i in range(3):
         (tmp_path / f"{i}.pdf").write_bytes(b"%PDF" + bytes([i]))
     records = [
-        formats.ParsedRecord(fields={"title": f"T{i}", "year": "2000"}, attachments=[f"{i}.pdf"], position=i + 1,
-                             line=None, warnings=[])
+        formats.ParsedRecord(
+            fields={"title": f"T{i}", "year": "2000"}, attachments=[f"{i}.pdf"], position=i + 1, line=None, warnings=[]
+        )
         for i in range(3)
     ]
     calls = {"n": 0}

@@ -52,8 +52,13 @@ def test_device_key_is_owner_only_and_id_matches(library: Library) -> None:
 def test_add_show_edit_and_clear(library: Library) -> None:
     logged = library.info()["changes"]  # init logged this device's membership
     ref = library.add_reference(
-        {"title": "Über Neuronen", "authors": [{"family": "Müller", "given": "Jürgen"}, {"literal": "WHO"}],
-         "year": "2021", "doi": "https://doi.org/10.1000/ABC", "keywords": ["brain", "brain", " neurons "]}
+        {
+            "title": "Über Neuronen",
+            "authors": [{"family": "Müller", "given": "Jürgen"}, {"literal": "WHO"}],
+            "year": "2021",
+            "doi": "https://doi.org/10.1000/ABC",
+            "keywords": ["brain", "brain", " neurons "],
+        }
     )
     record = library.get_reference(ref)
     assert record["doi"] == "10.1000/ABC"

@@ -361,7 +361,9 @@ def test_signature_covers_the_library(pair: tuple[Library, Library]) -> None:
     other = changesets.signature_input("aaaaaaaaaaaaaaaa", parsed.body_bytes)
     from p2psync.crypto.identity import verify
 
-    assert verify(a.identity().public_bytes, parsed.signature, changesets.signature_input(a.library_id, parsed.body_bytes))
+    assert verify(
+        a.identity().public_bytes, parsed.signature, changesets.signature_input(a.library_id, parsed.body_bytes)
+    )
     assert not verify(a.identity().public_bytes, parsed.signature, other)
 
 

@@ -72,8 +72,13 @@ def _value(name: str, value: Any) -> str:
 @conflicts.command("resolve")
 @click.argument("ref_id", metavar="ID")
 @click.option("--keep", help="Whose version to keep for every field: local, remote, or a device id.")
-@click.option("--field", "field_choices", multiple=True, metavar="NAME=WHO",
-              help="Whose version to keep for one field (local, remote or a device id); repeatable.")
+@click.option(
+    "--field",
+    "field_choices",
+    multiple=True,
+    metavar="NAME=WHO",
+    help="Whose version to keep for one field (local, remote or a device id); repeatable.",
+)
 @library_option
 @json_option
 def resolve(ref_id: str, keep: str | None, field_choices: tuple[str, ...], as_json: bool) -> None:

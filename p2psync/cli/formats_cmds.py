@@ -67,7 +67,9 @@ def import_(
     if out["invalid"]:
         click.echo(f"Skipped {len(out['invalid'])} invalid record(s):")
         for i in out["invalid"][:20]:
-            click.echo(f"  record {i['position']}" + (f" (line {i['line']})" if i["line"] else "") + f": {i['message']}")
+            click.echo(
+                f"  record {i['position']}" + (f" (line {i['line']})" if i["line"] else "") + f": {i['message']}"
+            )
 
 
 @click.command()

@@ -229,8 +229,10 @@ def fields(as_json: bool) -> None:
     if as_json:
         print_json(
             {
-                "fields": [{"name": f.name, "kind": f.kind, "label": f.label, "help": f.help}
-                           for f in catalogue.FIELDS.values()],
+                "fields": [
+                    {"name": f.name, "kind": f.kind, "label": f.label, "help": f.help}
+                    for f in catalogue.FIELDS.values()
+                ],
                 "types": catalogue.REFERENCE_TYPES,
             }
         )

@@ -33,9 +33,7 @@ class DeviceIdentity:
     def public_bytes(self) -> bytes:
         if self.private_key is None:
             return self.public_key_bytes
-        return self.private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        return self.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
     @staticmethod
     def from_public(public_key: bytes) -> DeviceIdentity:
@@ -71,9 +69,7 @@ class DeviceIdentity:
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except FileNotFoundError:
-            raise LibraryCorrupt(
-                f"The device key {path} is missing; restore the library from a backup."
-            ) from None
+            raise LibraryCorrupt(f"The device key {path} is missing; restore the library from a backup.") from None
         except (ValueError, TypeError) as exc:
             raise LibraryCorrupt(f"The device key {path} is unreadable ({exc}).") from None
         if not isinstance(key, Ed25519PrivateKey):

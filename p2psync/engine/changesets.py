@@ -83,7 +83,9 @@ def change_set_id(body_bytes: bytes) -> str:
 # --- building -----------------------------------------------------------------------------------
 
 
-def split(entries: Iterable[Entry], max_entries: int = MAX_ENTRIES, target_bytes: int = TARGET_BYTES) -> list[list[Entry]]:
+def split(
+    entries: Iterable[Entry], max_entries: int = MAX_ENTRIES, target_bytes: int = TARGET_BYTES
+) -> list[list[Entry]]:
     """Cut a run of entries into change-set-sized pieces (bounded count and size)."""
     pieces: list[list[Entry]] = []
     current: list[Entry] = []
@@ -120,8 +122,15 @@ def build(
     if len(body_bytes) > MAX_BYTES - 200:
         raise ValueError("change set too large; split the entries first")
     return ChangeSet(
-        library, author, entries[0][0], entries[-1][0], prev, dep_map, list(entries),
-        sign(signature_input(library, body_bytes)), body_bytes,
+        library,
+        author,
+        entries[0][0],
+        entries[-1][0],
+        prev,
+        dep_map,
+        list(entries),
+        sign(signature_input(library, body_bytes)),
+        body_bytes,
     )
 
 
@@ -142,7 +151,9 @@ def parse(raw: bytes, library: str) -> ChangeSet:
     if set(body) != {"v", "lib", "author", "seq", "prev", "deps", "entries"}:
         raise ChangeSetRejected("malformed", "A change set body has missing or unknown keys.")
     if body["v"] != VERSION:
-        raise ChangeSetRejected("version", f"A change set uses protocol version {body['v']!r}; this p2psync speaks {VERSION}.")
+        raise ChangeSetRejected(
+            "version", f"A change set uses protocol version {body['v']!r}; this p2psync speaks {VERSION}."
+        )
     if body["lib"] != library:
         raise ChangeSetRejected("library", "A change set belongs to another library.")
     author = body["author"]
@@ -150,16 +161,22 @@ def parse(raw: bytes, library: str) -> ChangeSet:
         raise ChangeSetRejected("malformed", "A change set's author is not a device id.")
     seq = body["seq"]
     if not (isinstance(seq, list) and len(seq) == 2 and all(_is_count(s) for s in seq) and 1 <= seq[0] <= seq[1]):
-        raise ChangeSetRejected("malformed", "A change set's sequence range is not [first, last] with 1 <= first <= last.")
+        raise ChangeSetRejected(
+            "malformed", "A change set's sequence range is not [first, last] with 1 <= first <= last."
+        )
     prev = body["prev"]
     if not (prev is None or (isinstance(prev, str) and len(prev) == 64 and _is_hex(prev))):
         raise ChangeSetRejected("malformed", "A change set's prev is not a SHA-256 in hex.")
     if (prev is None) != (seq[0] == 1):
         raise ChangeSetRejected("chain", "A change set's prev must be null exactly when it starts at sequence 1.")
     deps = body["deps"]
-    if not isinstance(deps, dict) or len(deps) > MAX_DEPS or not all(
-        isinstance(d, str) and len(d) == DEVICE_ID_LENGTH and d != author and _is_count(s) and s >= 1
-        for d, s in deps.items()
+    if (
+        not isinstance(deps, dict)
+        or len(deps) > MAX_DEPS
+        or not all(
+            isinstance(d, str) and len(d) == DEVICE_ID_LENGTH and d != author and _is_count(s) and s >= 1
+            for d, s in deps.items()
+        )
     ):
         raise ChangeSetRejected("malformed", "A change set's deps must map other device ids to sequence numbers.")
     raw_entries = body["entries"]
@@ -267,11 +284,15 @@ def _self_introduction(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> b
     introducer = op["introducer"]
     if introducer is None:
         if not receiver.founder_check(key):
-            raise ChangeSetRejected("unknown_author", f"Device {cs.author[:7]} claims to have founded this library; it did not.")
+            raise ChangeSetRejected(
+                "unknown_author", f"Device {cs.author[:7]} claims to have founded this library; it did not."
+            )
         return key
     introducer_key = receiver.member_keys.get(introducer)
     if introducer_key is None or receiver.revoked_upto.get(introducer) is not None:
-        raise ChangeSetRejected("unknown_author", f"Device {cs.author[:7]} was introduced by a device that is not a member.")
+        raise ChangeSetRejected(
+            "unknown_author", f"Device {cs.author[:7]} was introduced by a device that is not a member."
+        )
     if not verify(introducer_key, base64.b64decode(op["signature"]), introduction(cs.library, cs.author, key)):
         raise ChangeSetRejected("signature", f"The introduction of device {cs.author[:7]} has a bad signature.")
     return key
@@ -279,7 +300,14 @@ def _self_introduction(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> b
 
 def introduction(library: str, device: str, public_key: bytes) -> bytes:
     """What a member signs to introduce a new device (domain-separated)."""
-    return b"p2psync/1 device introduction\x00" + library.encode("ascii") + b"\x00" + device.encode("ascii") + b"\x00" + public_key
+    return (
+        b"p2psync/1 device introduction\x00"
+        + library.encode("ascii")
+        + b"\x00"
+        + device.encode("ascii")
+        + b"\x00"
+        + public_key
+    )
 
 
 def _is_count(value: Any) -> bool:

@@ -526,6 +526,3 @@ def attachment_paths(record: dict[str, Any]) -> list[str]:
             if isinstance(path, str) and path:
                 out.append(path)
     return out
-
-
-

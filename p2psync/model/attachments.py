@@ -24,7 +24,7 @@ def validate_name(name: Any) -> str:
     if _FORBIDDEN.search(name):
         raise InvalidValue(
             f"The attachment name {name!r} has a character not allowed in file names "
-            "(/ \\ : * ? \" < > | or a control character); rename the file and try again."
+            '(/ \\ : * ? " < > | or a control character); rename the file and try again.'
         )
     if name != name.strip() or name.endswith("."):
         raise InvalidValue(f"The attachment name {name!r} starts or ends with a space or ends with a dot.")
@@ -46,8 +46,13 @@ def validate_manifest(value: Any) -> dict[str, Any]:
     if "chunks" in value:
         chunks = value["chunks"]
         if not isinstance(chunks, list) or not all(
-            isinstance(c, list) and len(c) == 2 and isinstance(c[0], str) and _HEX64.match(c[0])
-            and isinstance(c[1], int) and not isinstance(c[1], bool) and c[1] > 0
+            isinstance(c, list)
+            and len(c) == 2
+            and isinstance(c[0], str)
+            and _HEX64.match(c[0])
+            and isinstance(c[1], int)
+            and not isinstance(c[1], bool)
+            and c[1] > 0
             for c in chunks
         ):
             raise InvalidValue("An attachment's chunk list must be [[sha256, size], ...].")

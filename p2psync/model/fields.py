@@ -167,9 +167,7 @@ def validate(name: str, value: Any) -> Any:
     if spec.kind == TYPE:
         key = text.lower().replace(" ", "_").replace("-", "_")
         if key not in REFERENCE_TYPES:
-            raise InvalidValue(
-                f"Unknown reference type {text!r}; choose one of: " + ", ".join(REFERENCE_TYPES) + "."
-            )
+            raise InvalidValue(f"Unknown reference type {text!r}; choose one of: " + ", ".join(REFERENCE_TYPES) + ".")
         return key
     if spec.kind == YEAR and not _YEAR.match(text):
         raise InvalidValue(f"Year {text!r} is not a year; write e.g. 2021, 2021a or 'in press'.")
@@ -181,7 +179,7 @@ def validate(name: str, value: Any) -> Any:
         lowered = text.lower()
         for prefix in _DOI_PREFIXES:
             if lowered.startswith(prefix):
-                text = text[len(prefix):]
+                text = text[len(prefix) :]
                 break
         if not text.startswith("10."):
             raise InvalidValue(f"DOI {text!r} does not start with '10.'; give the DOI itself, e.g. 10.1000/xyz123.")

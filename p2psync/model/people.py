@@ -73,6 +73,4 @@ def validate_person(value: Any) -> Person:
         if "family" not in out:
             raise InvalidValue("A person needs a family name (or use an institution's name).")
         return out
-    raise InvalidValue(
-        "A person must have 'family' (and optionally 'given'), or 'literal' for an institution."
-    )
+    raise InvalidValue("A person must have 'family' (and optionally 'given'), or 'literal' for an institution.")

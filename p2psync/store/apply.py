@@ -216,9 +216,7 @@ def _store_group(db: sqlite_utils.Database, group_id: str, state: State) -> None
 
 
 def _load_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str) -> list[registers.Entry]:
-    row = db.execute(
-        "SELECT dots FROM memberships WHERE group_id = ? AND ref_id = ?", [group_id, ref_id]
-    ).fetchone()
+    row = db.execute("SELECT dots FROM memberships WHERE group_id = ? AND ref_id = ?", [group_id, ref_id]).fetchone()
     return json.loads(row[0]) if row else []
 
 

@@ -44,8 +44,11 @@ class ImportReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "imported": len(self.imported), "ids": self.imported, "duplicates": self.duplicates,
-            "attached": self.attached, "missing_attachments": self.missing_attachments,
+            "imported": len(self.imported),
+            "ids": self.imported,
+            "duplicates": self.duplicates,
+            "attached": self.attached,
+            "missing_attachments": self.missing_attachments,
         }
 
 
@@ -99,7 +102,9 @@ def import_records(
             for record, values, files in prepared:
                 ref_id = new_id()
                 added = clock.tick(writer.ts)
-                writer.log({"op": ops.REF_PUT, "ref": ref_id, "fields": {**values, "added": added}, "seen": {}}, checked=True)
+                writer.log(
+                    {"op": ops.REF_PUT, "ref": ref_id, "fields": {**values, "added": added}, "seen": {}}, checked=True
+                )
                 report.imported.append(ref_id)
                 used: set[str] = set()
                 for source in files:
@@ -107,8 +112,15 @@ def import_records(
                     target = library.attachment_file(ref_id, name)
                     size, digest = copy_atomic(source, target)
                     placed.append(target)
-                    writer.log({"op": ops.ATTACHMENT_PUT, "ref": ref_id, "name": name,
-                                "value": {"size": size, "sha256": digest}, "seen": []})
+                    writer.log(
+                        {
+                            "op": ops.ATTACHMENT_PUT,
+                            "ref": ref_id,
+                            "name": name,
+                            "value": {"size": size, "sha256": digest},
+                            "seen": [],
+                        }
+                    )
                     library._record_file(ref_id, name, target, size, digest)
                     report.attached.append({"position": record.position, "ref": ref_id, "name": name})
                 if progress:

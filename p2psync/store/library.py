@@ -102,9 +102,7 @@ class Library:
     # --- opening and creating -----------------------------------------------------------------
 
     @classmethod
-    def create(
-        cls, path: Path, name: str | None = None, found: bool = True, library_id: str | None = None
-    ) -> Library:
+    def create(cls, path: Path, name: str | None = None, found: bool = True, library_id: str | None = None) -> Library:
         """A new library in folder `path` with a new device key.
 
         found=False makes an empty store that founds nothing (no membership entry): for a library
@@ -172,9 +170,7 @@ class Library:
     def writing(self) -> Iterator[Writer]:
         """A write transaction in which operations can be logged and applied."""
         with write_transaction(self.db):
-            row = self.db.execute(
-                "SELECT max(seq) FROM changelog WHERE device = ?", [self.device_id]
-            ).fetchone()
+            row = self.db.execute("SELECT max(seq) FROM changelog WHERE device = ?", [self.device_id]).fetchone()
             last_ts = int(self._meta("clock") or 0)
             writer = Writer(self, row[0] or 0, last_ts)
             yield writer
@@ -295,10 +291,17 @@ class Library:
         ref_id = self.resolve_ref(ref)
         state = self._ref_state(ref_id)
         names = {d["device_id"]: d["name"] for d in self.devices()}
-        version = lambda device, seq, ts, value: {  # noqa: E731
-            "device": device, "device_name": names.get(device, device[:7]), "seq": seq, "time": iso(ts),
-            "value": value, "this_device": device == self.device_id,
-        }
+
+        def version(device: str, seq: int, ts: int, value: Any) -> dict[str, Any]:
+            return {
+                "device": device,
+                "device_name": names.get(device, device[:7]),
+                "seq": seq,
+                "time": iso(ts),
+                "value": value,
+                "this_device": device == self.device_id,
+            }
+
         out: dict[str, list[dict[str, Any]]] = {}
         for name in merge.reference_view(state).conflicts:
             if name == merge.DELETED:
@@ -332,7 +335,9 @@ class Library:
             choices = {name: keep for name in conflicted} if keep else {}
             for name, choice in (fields or {}).items():
                 if name not in conflicted:
-                    raise InvalidValue(f"Field {name!r} of {ref_id} is not in conflict; conflicted: {', '.join(conflicted)}.")
+                    raise InvalidValue(
+                        f"Field {name!r} of {ref_id} is not in conflict; conflicted: {', '.join(conflicted)}."
+                    )
                 choices[name] = choice
             missing = [n for n in conflicted if n not in choices]
             if missing:
@@ -347,7 +352,9 @@ class Library:
                     return [*choices, merge.DELETED]
                 values[merge.DELETED] = None  # keep the reference: lift the deletes
             op = {
-                "op": ops.REF_PUT, "ref": ref_id, "fields": values,
+                "op": ops.REF_PUT,
+                "ref": ref_id,
+                "fields": values,
                 "seen": {name: registers.dots(state[name]) for name in values},
             }
             writer.log(op)
@@ -494,10 +501,7 @@ class Library:
         return group_id
 
     def _groups_named(self, name: str) -> list[tuple[str, str]]:
-        return [
-            (g, n)
-            for g, n in self.db.execute("SELECT id, name FROM groups WHERE name = ? COLLATE NOCASE", [name])
-        ]
+        return [(g, n) for g, n in self.db.execute("SELECT id, name FROM groups WHERE name = ? COLLATE NOCASE", [name])]
 
     def find_group(self, name_or_id: str) -> dict[str, Any]:
         """A group by exact name, then case-insensitive name, then id or unique id prefix."""
@@ -559,9 +563,7 @@ class Library:
         with self.writing() as writer:
             group_id = self._user_group(group)
             ids = list(dict.fromkeys(self.resolve_ref(r) for r in refs))
-            present = {
-                r for (r,) in self.db.execute("SELECT ref_id FROM memberships WHERE group_id = ?", [group_id])
-            }
+            present = {r for (r,) in self.db.execute("SELECT ref_id FROM memberships WHERE group_id = ?", [group_id])}
             new = [r for r in ids if r not in present]
             for start in range(0, len(new), ops.MAX_REFS_PER_OP):
                 writer.log({"op": ops.MEMBER_ADD, "group": group_id, "refs": new[start : start + ops.MAX_REFS_PER_OP]})
@@ -593,7 +595,9 @@ class Library:
         groups = [{"id": g, "name": n, "references": c, "conflict": bool(k)} for g, n, k, c in rows]
         conflicts = self.count_references(group=SYNC_CONFLICTS)
         if conflicts:  # the system group, shown while there is something in it
-            groups.insert(0, {"id": SYNC_CONFLICTS_ID, "name": SYNC_CONFLICTS, "references": conflicts, "conflict": False})
+            groups.insert(
+                0, {"id": SYNC_CONFLICTS_ID, "name": SYNC_CONFLICTS, "references": conflicts, "conflict": False}
+            )
         return groups
 
     # --- attachments --------------------------------------------------------------------------
@@ -622,8 +626,13 @@ class Library:
                 manifest = {"size": size, "sha256": digest}
                 if registers.changed(entries, manifest):
                     writer.log(
-                        {"op": ops.ATTACHMENT_PUT, "ref": ref_id, "name": name, "value": manifest,
-                         "seen": registers.dots(entries)}
+                        {
+                            "op": ops.ATTACHMENT_PUT,
+                            "ref": ref_id,
+                            "name": name,
+                            "value": manifest,
+                            "seen": registers.dots(entries),
+                        }
                     )
                 os.replace(staging, target)
                 self._record_file(ref_id, name, target, size, digest)
@@ -661,8 +670,14 @@ class Library:
             here = self.attachment_file(ref_id, name).is_file()
             present = local_digest is not None and local_digest == digest and here
             out.append(
-                {"name": name, "size": size, "sha256": digest, "conflict": bool(conflict),
-                 "present": present, "path": str(self.attachment_file(ref_id, name))}
+                {
+                    "name": name,
+                    "size": size,
+                    "sha256": digest,
+                    "conflict": bool(conflict),
+                    "present": present,
+                    "path": str(self.attachment_file(ref_id, name)),
+                }
             )
         return out
 
@@ -698,8 +713,9 @@ class Library:
         ref_id, _ = self._attachment_row(ref, name)
         with self.writing() as writer:
             entries = self._attachment_entries(ref_id, name)
-            writer.log({"op": ops.ATTACHMENT_PUT, "ref": ref_id, "name": name, "value": None,
-                        "seen": registers.dots(entries)})
+            writer.log(
+                {"op": ops.ATTACHMENT_PUT, "ref": ref_id, "name": name, "value": None, "seen": registers.dots(entries)}
+            )
             self.db.execute("DELETE FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name])
         self.attachment_file(ref_id, name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
@@ -729,8 +745,15 @@ class Library:
                     entries = self._attachment_entries(r_id, name)
                     manifest = {"size": new_size, "sha256": new_digest}
                     if registers.changed(entries, manifest):
-                        writer.log({"op": ops.ATTACHMENT_PUT, "ref": r_id, "name": name, "value": manifest,
-                                    "seen": registers.dots(entries)})
+                        writer.log(
+                            {
+                                "op": ops.ATTACHMENT_PUT,
+                                "ref": r_id,
+                                "name": name,
+                                "value": manifest,
+                                "seen": registers.dots(entries),
+                            }
+                        )
                     found.append({"ref": r_id, "name": name, "change": "modified", "size": new_size})
                 self._record_file(r_id, name, path, new_size, new_digest)
         return found
@@ -763,8 +786,15 @@ class Library:
             "JOIN changelog c ON c.device = d.author AND c.seq = d.seq ORDER BY c.num"
         ).fetchall()
         return [
-            {"device_id": i, "short_id": short_id(i), "name": n, "introducer": k, "public_key": p,
-             "this_device": i == self.device_id, "revoked": r is not None}
+            {
+                "device_id": i,
+                "short_id": short_id(i),
+                "name": n,
+                "introducer": k,
+                "public_key": p,
+                "this_device": i == self.device_id,
+                "revoked": r is not None,
+            }
             for i, n, k, p, r in rows
         ]
 
@@ -836,14 +866,19 @@ def _uncovered_dots(state: ops.State) -> list[tuple[str, int, int]]:
     """(device, seq, ts) of the entries no delete had seen: the edits made meanwhile."""
     covered = {(d[0], d[1]) for e in state.get(merge.DELETED, []) if e[3] is not None for d in e[3]}
     return sorted(
-        {(e[0], e[1], e[2]) for name, entries in state.items() if name != merge.DELETED for e in entries
-         if (e[0], e[1]) not in covered}
+        {
+            (e[0], e[1], e[2])
+            for name, entries in state.items()
+            if name != merge.DELETED
+            for e in entries
+            if (e[0], e[1]) not in covered
+        }
     )
 
 
 def device_name() -> str:
     """A name for this machine that people recognise (its host name)."""
-    return (socket.gethostname() or "device")[:ops.MAX_DEVICE_NAME]
+    return (socket.gethostname() or "device")[: ops.MAX_DEVICE_NAME]
 
 
 def device_add_op(

@@ -105,8 +105,11 @@ class ReceiveReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "applied": self.applied, "entries": self.entries, "duplicates": self.duplicates,
-            "rejected": self.rejected, "waiting": self.waiting,
+            "applied": self.applied,
+            "entries": self.entries,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "waiting": self.waiting,
         }
 
 
