@@ -1,0 +1,67 @@
+"""Sync engine benchmark (DESIGN.md section 8). Prints figures; asserts nothing.
+
+    python bench/bench_sync.py [--refs 100000] [--runs 3]
+
+Builds a library of N realistic references (fixed seed), then measures, in one process, what the
+first sync of that library to an empty store costs: sealing its log into change sets (build and
+sign), and receiving them into an empty store (parse, verify, check and apply). Also prints the
+size of the change log and of the change sets relative to the references' own data.
+Target (issue 4): build + sign + verify + apply of 100,000 references under 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_library import record  # noqa: E402
+
+from p2psync.store.library import Library  # noqa: E402
+from p2psync.store.sync import changesets_since, receive, seal  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--refs", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    rng = random.Random(42)
+    records = [record(rng, i) for i in range(args.refs)]
+    seal_times, receive_times = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for run in range(args.runs):
+            a = Library.create(root / f"a{run}")
+            a.add_references(records)
+            start = time.perf_counter()
+            seal(a)
+            seal_times.append(time.perf_counter() - start)
+            b = Library.create(root / f"b{run}", found=False, library_id=a.library_id)
+            start = time.perf_counter()
+            report = receive(b, changesets_since(a, {}))
+            receive_times.append(time.perf_counter() - start)
+            assert report.rejected == [] and b.info()["references"] == args.refs
+            if run == 0:
+                data = a.db.execute("SELECT sum(length(data)) FROM refs").fetchone()[0]
+                log = a.db.execute("SELECT sum(length(op)) FROM changelog").fetchone()[0]
+                wire = a.db.execute("SELECT sum(length(wire)), count(*) FROM changesets").fetchone()
+            a.close()
+            b.close()
+    s, r = statistics.median(seal_times), statistics.median(receive_times)
+    print(f"{args.refs:,} references; medians of {args.runs} runs")
+    print(f"seal (build + sign {wire[1]} change sets):      {s:6.2f} s")
+    print(f"receive (parse + verify + check + apply):  {r:6.2f} s")
+    print(f"total first sync, in process:              {s + r:6.2f} s  (target < 5 s for 100,000)")
+    print(f"change log {log / 1e6:.0f} MB, change sets {wire[0] / 1e6:.0f} MB, reference data {data / 1e6:.0f} MB "
+          f"(log/data {log / data:.2f}, change sets/data {wire[0] / data:.2f})")
+
+
+if __name__ == "__main__":
+    main()
