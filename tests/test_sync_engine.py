@@ -380,3 +380,27 @@ def test_three_replicas_converge_whatever_the_order(tmp_path: Path) -> None:
     sync_libraries(a, c)
     sync_libraries(a, b)
     assert digest(a) == digest(b) == digest(c)
+
+
+def test_peers_cli_lists_and_removes(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "work-laptop")
+    a.close()
+    env = dict(os.environ, P2PSYNC_LIBRARY=str(tmp_path / "a"))
+
+    def p2psync(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "p2psync", *args], capture_output=True, text=True, env=env,
+                              stdin=subprocess.DEVNULL)
+
+    listed = json.loads(p2psync("peers", "--json").stdout)
+    assert [d["name"] for d in listed][1] == "work-laptop" and listed[0]["this_device"]
+    assert p2psync("peers", "remove", "ZZZZ").returncode == 1
+    assert p2psync("peers", "remove", b.device_id[:7]).returncode == 3  # asks; no terminal
+    done = p2psync("peers", "remove", b.device_id[:7], "--yes", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["removed"]["device_id"] == b.device_id
+    assert json.loads(p2psync("peers", "--json").stdout)[1]["revoked"] is True
+    b.close()

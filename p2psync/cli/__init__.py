@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from p2psync import __version__
-from p2psync.cli import attachments, conflicts, formats_cmds, groups, library_cmds, refs, safety, trash
+from p2psync.cli import attachments, conflicts, formats_cmds, groups, library_cmds, peers, refs, safety, trash
 from p2psync.cli.common import library_option
 from p2psync.errors import P2PSyncError
 
@@ -48,7 +48,7 @@ def cli() -> None:
     """
 
 
-for module in (library_cmds, refs, trash, groups, attachments, conflicts, formats_cmds, safety):
+for module in (library_cmds, refs, trash, groups, attachments, conflicts, formats_cmds, safety, peers):
     module.register(cli)
 
 

@@ -1,0 +1,61 @@
+"""peers, peers remove."""
+
+from __future__ import annotations
+
+import click
+
+from p2psync.cli.common import confirm, json_option, library_option, open_library, print_json, yes_option
+from p2psync.errors import UnknownDevice
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(peers)
+
+
+@click.group(invoke_without_command=True)
+@library_option
+@json_option
+@click.pass_context
+def peers(ctx: click.Context, as_json: bool) -> None:
+    """List the devices that belong to this library (its members).
+
+    Every member may sign changes; a device paired with any member is trusted by all of them,
+    because the membership itself is replicated and signed.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with open_library() as library:
+        devices = library.devices()
+    if as_json:
+        print_json(devices)
+        return
+    for d in devices:
+        notes = [n for n, on in (("this device", d["this_device"]), ("removed", d["revoked"])) if on]
+        introduced = f"introduced by {d['introducer'][:7]}" if d["introducer"] else "founded the library"
+        suffix = f"  ({', '.join(notes)})" if notes else ""
+        click.echo(f"{d['short_id']}  {d['name']:<24} {introduced}{suffix}")
+
+
+@peers.command("remove")
+@click.argument("device")
+@library_option
+@yes_option
+@json_option
+def remove(device: str, yes: bool, as_json: bool) -> None:
+    """Remove a device from the library (say, a lost laptop).
+
+    Its changes made after what this machine has seen from it are refused by every member that
+    receives the removal. It cannot be undone; pair the device again to bring it back as new.
+    """
+    with open_library() as library:
+        match = [d for d in library.devices() if d["device_id"].startswith(device.upper())]
+        if len(match) != 1 or not device:
+            raise UnknownDevice(f"No single member device matches {device!r}; see 'p2psync peers'.")
+        confirm(f"Remove device {match[0]['short_id']} ({match[0]['name']}) from this library on every machine?", yes)
+        removed = library.revoke_device(device)
+    if as_json:
+        print_json({"removed": removed})
+    else:
+        click.echo(
+            f"Removed {removed['short_id']} ({removed['name']}); the removal reaches the others with the next sync."
+        )
