@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,11 @@ def snapshot(library: Library) -> dict[str, Any]:
     """
     db = library.db
     out: dict[str, Any] = {}
+    # The log as entries (an operation may sit in the log row or in its stored change set).
+    out["changelog"] = sorted((d, s, t, json.dumps(op, sort_keys=True)) for d, s, t, op in library.log_entries())
     for table in REPLICATED_TABLES:
+        if table == "changelog":
+            continue
         columns = [d[0] for d in db.execute(f"SELECT * FROM {table} LIMIT 0").description]
         keep = [c for c in columns if c != "num"]
         rows = db.execute(f"SELECT {', '.join(keep)} FROM {table}").fetchall()

@@ -142,6 +142,22 @@ MIGRATIONS: list[str] = [
         message TEXT NOT NULL
     );
     """,
+    # 5: an entry that sits in a stored change set keeps its operation only there (op NULL,
+    # cs = changesets.num): the log no longer holds every operation twice
+    """
+    CREATE TABLE changelog_v5 (
+        num INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        op TEXT,
+        cs INTEGER,
+        UNIQUE (device, seq)
+    );
+    INSERT INTO changelog_v5 (num, device, seq, ts, op) SELECT num, device, seq, ts, op FROM changelog;
+    DROP TABLE changelog;
+    ALTER TABLE changelog_v5 RENAME TO changelog;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -23,7 +23,6 @@ from typing import Any
 from p2psync.crypto.identity import verify
 from p2psync.engine import changesets as cs_engine
 from p2psync.engine import clock
-from p2psync.engine.canonical import dumps
 from p2psync.model.devices import library_id_for
 from p2psync.store.apply import apply_entry
 from p2psync.store.db import write_transaction
@@ -58,17 +57,22 @@ def seal(library: Library) -> int:
         entries = [(seq, ts, json.loads(op)) for seq, ts, op in rows]
         for piece in cs_engine.split(entries):
             cs = cs_engine.build(library.library_id, library.device_id, head, vv, piece, identity.sign)
-            _store_changeset(library, cs)
+            num = _store_changeset(library, cs)
+            library.db.execute(  # the operations now live in the change set
+                "UPDATE changelog SET op = NULL, cs = ? WHERE device = ? AND seq BETWEEN ? AND ?",
+                [num, cs.author, cs.first, cs.last],
+            )
             head = cs.id
             made += 1
     return made
 
 
-def _store_changeset(library: Library, cs: cs_engine.ChangeSet) -> None:
-    library.db.execute(
+def _store_changeset(library: Library, cs: cs_engine.ChangeSet) -> int:
+    cursor = library.db.execute(
         "INSERT INTO changesets (author, first, last, id, prev, wire) VALUES (?, ?, ?, ?, ?, ?)",
         [cs.author, cs.first, cs.last, cs.id, cs.prev, cs.wire()],
     )
+    return int(cursor.lastrowid or 0)
 
 
 def _chain_heads(library: Library) -> dict[str, str]:
@@ -175,12 +179,14 @@ def _retry_waiting(
 
 
 def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
-    _store_changeset(library, cs)
+    num = _store_changeset(library, cs)
     last_ts = int(library.db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()[0])
+    # The log records each entry; its operation stays in the stored change set.
+    library.db.conn.executemany(
+        "INSERT INTO changelog (device, seq, ts, op, cs) VALUES (?, ?, ?, NULL, ?)",
+        [(cs.author, seq, ts, num) for seq, ts, _ in cs.entries],
+    )
     for seq, ts, op in cs.entries:
-        library.db.execute(
-            "INSERT INTO changelog (device, seq, ts, op) VALUES (?, ?, ?, ?)", [cs.author, seq, ts, dumps(op)]
-        )
         apply_entry(library.db, cs.author, seq, ts, op)
         last_ts = max(last_ts, ts)
     # Our next timestamps come after everything we have seen (hybrid logical clock).

@@ -1,0 +1,1605 @@
+#!/usr/bin/env python3
+"""Generate the p2psync/1 known-answer test vectors in protocol/vectors/.
+
+Everything is fixed: Ed25519 keys come from fixed 32-byte seeds (seed(name) = SHA-256 of
+"p2psync/1 test vector seed " + name), timestamps and object ids are constants, and Ed25519
+signatures are deterministic, so two runs write byte-identical files.
+
+The expected states are computed here with the engine's pure functions only (registers, merge,
+ops, changesets): no SQLite. tests/test_vectors.py replays the same change sets through the real
+store and compares. Identities, canonical bytes and signature inputs are computed from the recipes
+in protocol/*.md and checked against the code while generating, so a drift between the spec and
+the code stops the generator.
+
+Usage: python protocol/make_vectors.py [--out DIR]      (default: protocol/vectors beside this file)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from p2psync.engine import canonical, changesets, merge, ops, registers
+from p2psync.engine.changesets import ChangeSet, ChangeSetRejected, Outcome, Receiver
+from p2psync.errors import InvalidInput
+
+T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z, in milliseconds
+TS = T0 + 300_000  # the timestamp of the entries made up for the rejection cases
+Json = Any
+State = dict[str, list[registers.Entry]]
+
+# Object ids: 16 characters of a-z2-7 (model/ids.py ID_PATTERN).
+RA, RB, RC, RD, RE = "refaaaaaaaaaaaaa", "refbbbbbbbbbbbbb", "refccccccccccccc", "refddddddddddddd", "refeeeeeeeeeeeee"
+G, H = "grpggggggggggggg", "grphhhhhhhhhhhhh"
+
+
+# --- recipes (as written in the spec), checked against the code --------------------------------
+
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _spec_text(value: Json) -> str:
+    """Canonical JSON as protocol/changesets.md describes it, written independently of json.dumps."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        out = []
+        for ch in value:
+            if ch in _SHORT_ESCAPES:
+                out.append(_SHORT_ESCAPES[ch])
+            elif ord(ch) < 0x20:
+                out.append(f"\\u{ord(ch):04x}")
+            else:
+                out.append(ch)
+        return '"' + "".join(out) + '"'
+    if isinstance(value, list):
+        return "[" + ",".join(_spec_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(_spec_text(k) + ":" + _spec_text(value[k]) for k in sorted(value)) + "}"
+    raise TypeError(f"not a protocol value: {value!r}")
+
+
+def encode(value: Json) -> bytes:
+    """canonical(value); stops if the spec's recipe and the code disagree."""
+    ours = _spec_text(value).encode("utf-8")
+    theirs = canonical.encode(value)
+    if ours != theirs:
+        raise SystemExit(f"canonical encoding differs from the spec for {value!r}")
+    return ours
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def seed(name: str) -> bytes:
+    return hashlib.sha256(b"p2psync/1 test vector seed " + name.encode("ascii")).digest()
+
+
+def device_id_for(public_key: bytes) -> str:
+    return base64.b32encode(hashlib.sha256(public_key).digest()).decode("ascii")[:32]
+
+
+def library_id_for(founder_key: bytes) -> str:
+    digest = hashlib.sha256(b"p2psync/1 library\x00" + founder_key).digest()
+    return base64.b32encode(digest[:10]).decode("ascii").lower()
+
+
+def introduction_message(library: str, device: str, public_key: bytes) -> bytes:
+    message = b"p2psync/1 device introduction\x00" + library.encode() + b"\x00" + device.encode() + b"\x00" + public_key
+    if message != changesets.introduction(library, device, public_key):
+        raise SystemExit("introduction message differs from the spec")
+    return message
+
+
+def signature_input(library: str, body_bytes: bytes) -> bytes:
+    data = b"p2psync/1 change set\x00" + library.encode("ascii") + b"\x00" + body_bytes
+    if data != changesets.signature_input(library, body_bytes):
+        raise SystemExit("signature input differs from the spec")
+    return data
+
+
+def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    label: str  # the device name carried by its device.add
+    key: Ed25519PrivateKey
+
+    @property
+    def public(self) -> bytes:
+        return self.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    @property
+    def id(self) -> str:
+        return device_id_for(self.public)
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign(message)
+
+
+def make_device(name: str, label: str) -> Device:
+    return Device(name, label, Ed25519PrivateKey.from_private_bytes(seed(name)))
+
+
+A = make_device("A", "laptop-a")
+B = make_device("B", "laptop-b")
+C = make_device("C", "desktop-c")
+D = make_device("D", "tablet-d")  # joins by introducing itself (signed by A)
+E = make_device("E", "stranger-e")  # never a member
+LIB = library_id_for(A.public)
+DEVICES = {d.id: d for d in (A, B, C, D, E)}
+NAMES = {d.id: d.name for d in (A, B, C, D, E)}
+
+
+def device_add(new: Device, introducer: Device | None, library: str = LIB) -> dict[str, Any]:
+    signature = None
+    if introducer is not None:
+        signature = b64(introducer.sign(introduction_message(library, new.id, new.public)))
+    return {
+        "op": ops.DEVICE_ADD,
+        "device": new.id,
+        "key": b64(new.public),
+        "name": new.label,
+        "introducer": introducer.id if introducer else None,
+        "signature": signature,
+    }
+
+
+# --- the replicated state, computed with the engine's pure functions ---------------------------
+
+
+@dataclass
+class World:
+    """Everything a library holds that the log determines (the protocol state, no storage form)."""
+
+    refs: dict[str, State] = field(default_factory=dict)
+    groups: dict[str, State] = field(default_factory=dict)
+    members: dict[tuple[str, str], list[registers.Entry]] = field(default_factory=dict)
+    attachments: dict[tuple[str, str], list[registers.Entry]] = field(default_factory=dict)
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def _remove_member(self, group: str, ref: str, seen: list[Any]) -> None:
+        left = registers.remove(self.members.get((group, ref), []), seen)
+        if left:
+            self.members[(group, ref)] = left
+        else:
+            self.members.pop((group, ref), None)
+
+    def apply(self, device: str, seq: int, ts: int, op: dict[str, Any]) -> None:
+        """One log entry; the same decisions as store/apply.py, in terms of registers."""
+        dot = (device, seq)
+        kind = op["op"]
+        if kind in (ops.REF_PUT, ops.GROUP_PUT):
+            table, key = (self.refs, "ref") if kind == ops.REF_PUT else (self.groups, "group")
+            state = table.setdefault(op[key], {})
+            for name, value in op["fields"].items():
+                state[name] = registers.write(state.get(name, []), dot, ts, value, op["seen"].get(name, []))
+        elif kind == ops.REF_DELETE:
+            ref = op["ref"]
+            state = self.refs.setdefault(ref, {})
+            state[merge.DELETED] = registers.write(
+                state.get(merge.DELETED, []), dot, ts, merge.covered_dots(op["seen"]), op["seen"].get(merge.DELETED, [])
+            )
+            for group, seen in op["members"].items():
+                self._remove_member(group, ref, seen)
+            for name, seen in op["attachments"].items():
+                left = registers.remove(self.attachments.get((ref, name), []), seen)
+                if left:
+                    self.attachments[(ref, name)] = left
+                else:
+                    self.attachments.pop((ref, name), None)
+        elif kind == ops.GROUP_DELETE:
+            group = op["group"]
+            state = self.groups.get(group, {})
+            for name, seen in op["seen"].items():
+                if name in state:
+                    state[name] = registers.remove(state[name], seen)
+            state = {name: entries for name, entries in state.items() if entries}
+            if state:
+                self.groups[group] = state
+            else:
+                self.groups.pop(group, None)
+            for ref, seen in op["members"].items():
+                self._remove_member(group, ref, seen)
+        elif kind == ops.MEMBER_ADD:
+            for ref in op["refs"]:
+                key = (op["group"], ref)
+                self.members[key] = registers.write(self.members.get(key, []), dot, ts, True, [])
+        elif kind == ops.MEMBER_REMOVE:
+            for ref, seen in op["seen"].items():
+                self._remove_member(op["group"], ref, seen)
+        elif kind == ops.ATTACHMENT_PUT:
+            key = (op["ref"], op["name"])
+            self.attachments[key] = registers.write(self.attachments.get(key, []), dot, ts, op["value"], op["seen"])
+        elif kind == ops.DEVICE_ADD:
+            known = self.devices.get(op["device"])
+            if known is None:
+                self.devices[op["device"]] = {
+                    "public_key": op["key"],
+                    "name": op["name"],
+                    "introducer": op["introducer"],
+                    "signature": op["signature"],
+                    "dot": [device, seq],
+                    "revoked_upto": None,
+                }
+            elif (device, seq) < (known["dot"][0], known["dot"][1]):  # the smallest dot's introduction wins
+                known.update(name=op["name"], introducer=op["introducer"], signature=op["signature"], dot=[device, seq])
+        elif kind == ops.DEVICE_REVOKE:
+            known = self.devices.get(op["device"])
+            if known is not None:  # a revocation of a device that is not a member changes nothing
+                upto = known["revoked_upto"]
+                known["revoked_upto"] = op["upto"] if upto is None else min(upto, op["upto"])
+        else:  # pragma: no cover
+            raise ValueError(kind)
+
+    def export(self) -> dict[str, Any]:
+        """The expected state, in the form the vectors and tests/test_vectors.py use."""
+        refs = {}
+        for ref, state in sorted(self.refs.items()):
+            view = merge.reference_view(state)
+            refs[ref] = {
+                "registers": {name: sorted(entries) for name, entries in sorted(state.items()) if entries},
+                "data": view.data,
+                "conflicts": view.conflicts,
+                "deleted": view.deleted,
+            }
+        groups = {}
+        for group, state in sorted(self.groups.items()):
+            resolved = registers.resolve(state.get("name", []))
+            groups[group] = {
+                "registers": {name: sorted(entries) for name, entries in sorted(state.items())},
+                "name": resolved.value,
+                "conflict": resolved.conflict,
+            }
+        members: dict[str, dict[str, Any]] = {}
+        for (group, ref), entries in sorted(self.members.items()):
+            members.setdefault(group, {})[ref] = sorted(entries)
+        attachments: dict[str, dict[str, Any]] = {}
+        for (ref, name), entries in sorted(self.attachments.items()):
+            resolved = registers.resolve(entries)
+            attachments.setdefault(ref, {})[name] = {
+                "register": sorted(entries),
+                "value": resolved.value,
+                "conflict": resolved.conflict,
+            }
+        return {
+            "refs": refs,
+            "groups": groups,
+            "memberships": members,
+            "attachments": attachments,
+            "devices": {d: dict(v) for d, v in sorted(self.devices.items())},
+        }
+
+
+# --- devices that edit, seal and exchange change sets (what store/sync.py does) ----------------
+
+
+def model_receive(replica: Replica, wires: list[bytes]) -> dict[str, Any]:
+    """store/sync.receive: parse, skip blocked authors, check, apply whole, wait on deps, retry."""
+    report: dict[str, Any] = {"applied": 0, "entries": 0, "duplicates": 0, "rejected": [], "waiting": 0}
+    waiting: list[ChangeSet] = []
+    blocked: set[str] = set()
+
+    def offer(cs: ChangeSet) -> bool:
+        try:
+            outcome = changesets.check(cs, replica.receiver(), verify)
+        except ChangeSetRejected as exc:
+            blocked.add(cs.author)
+            report["rejected"].append(exc.reason)
+            return False
+        if outcome == Outcome.DUPLICATE:
+            report["duplicates"] += 1
+            return False
+        if outcome == Outcome.WAITING:
+            waiting.append(cs)
+            return False
+        replica.apply_changeset(cs)
+        report["applied"] += 1
+        report["entries"] += len(cs.entries)
+        return True
+
+    for wire in wires:
+        try:
+            cs = changesets.parse(wire, replica.library)
+        except ChangeSetRejected as exc:
+            report["rejected"].append(exc.reason)
+            continue
+        if cs.author in blocked:
+            continue
+        offer(cs)
+        progress = True
+        while progress and waiting:
+            progress = False
+            for item in list(waiting):
+                waiting.remove(item)
+                if item.author not in blocked and offer(item):
+                    progress = True
+    report["waiting"] = len(waiting)
+    return report
+
+
+class Replica:
+    """One library on one machine: its log, its change sets and its state (no SQL)."""
+
+    def __init__(self, device: Device | None, library: str = LIB) -> None:
+        self.device = device
+        self.library = library
+        self.world = World()
+        self.own: list[changesets.Entry] = []  # this device's log entries
+        self.sealed = 0
+        self.clock = 0
+        self.held: list[ChangeSet] = []  # every change set, in the order stored (respects deps)
+        self.vv: dict[str, int] = {}
+        self.heads: dict[str, str] = {}
+
+    # local edits --------------------------------------------------------------------------
+    def log(self, wall: int, op: dict[str, Any]) -> tuple[int, int]:
+        assert self.device is not None
+        ops.check(op)
+        seq = len(self.own) + 1
+        ts = max(wall, self.clock + 1)  # engine/clock.tick
+        self.clock = ts
+        self.own.append((seq, ts, op))
+        self.world.apply(self.device.id, seq, ts, op)
+        return seq, ts
+
+    def add_ref(self, wall: int, ref: str, values: dict[str, Any]) -> None:
+        ts = max(wall, self.clock + 1)
+        self.log(wall, {"op": ops.REF_PUT, "ref": ref, "fields": {**values, "added": ts}, "seen": {}})
+
+    def edit(self, wall: int, ref: str, changes: dict[str, Any]) -> None:
+        op = ops.put_fields(ops.REF_PUT, "ref", ref, self.world.refs[ref], changes)
+        assert op is not None
+        self.log(wall, op)
+
+    def members_of(self, ref: str) -> dict[str, list[Any]]:
+        return {g: registers.dots(e) for (g, r), e in sorted(self.world.members.items()) if r == ref}
+
+    def delete_ref(self, wall: int, ref: str) -> None:
+        attachments = {n: registers.dots(e) for (r, n), e in sorted(self.world.attachments.items()) if r == ref}
+        self.log(wall, ops.delete_ref(ref, self.world.refs[ref], self.members_of(ref), attachments))
+
+    def create_group(self, wall: int, group: str, name: str) -> None:
+        self.log(wall, {"op": ops.GROUP_PUT, "group": group, "fields": {"name": name}, "seen": {}})
+
+    def rename_group(self, wall: int, group: str, name: str) -> None:
+        op = ops.put_fields(ops.GROUP_PUT, "group", group, self.world.groups[group], {"name": name})
+        assert op is not None
+        self.log(wall, op)
+
+    def delete_group(self, wall: int, group: str) -> None:
+        members = {r: registers.dots(e) for (g, r), e in sorted(self.world.members.items()) if g == group}
+        self.log(wall, ops.delete_group(group, self.world.groups[group], members))
+
+    def add_members(self, wall: int, group: str, refs: list[str]) -> None:
+        self.log(wall, {"op": ops.MEMBER_ADD, "group": group, "refs": refs})
+
+    def remove_members(self, wall: int, group: str, refs: list[str]) -> None:
+        seen = {r: registers.dots(self.world.members[(group, r)]) for r in refs}
+        self.log(wall, {"op": ops.MEMBER_REMOVE, "group": group, "seen": seen})
+
+    def attach(self, wall: int, ref: str, name: str, manifest: dict[str, Any] | None) -> None:
+        seen = registers.dots(self.world.attachments.get((ref, name), []))
+        self.log(wall, {"op": ops.ATTACHMENT_PUT, "ref": ref, "name": name, "value": manifest, "seen": seen})
+
+    def revoke(self, wall: int, device: Device) -> None:
+        self.log(wall, {"op": ops.DEVICE_REVOKE, "device": device.id, "upto": self.vv.get(device.id, 0)})
+
+    # change sets --------------------------------------------------------------------------
+    def seal(self) -> list[ChangeSet]:
+        assert self.device is not None
+        made = []
+        for piece in changesets.split(self.own[self.sealed :]):
+            head = self.heads.get(self.device.id)
+            cs = changesets.build(self.library, self.device.id, head, self.vv, piece, self.device.sign)
+            signature_input(self.library, cs.body_bytes)
+            self._store(cs)
+            self.sealed = cs.last
+            made.append(cs)
+        return made
+
+    def _store(self, cs: ChangeSet) -> None:
+        self.held.append(cs)
+        self.vv[cs.author] = cs.last
+        self.heads[cs.author] = cs.id
+
+    def apply_changeset(self, cs: ChangeSet) -> None:
+        self._store(cs)
+        for seq, ts, op in cs.entries:
+            self.world.apply(cs.author, seq, ts, op)
+            self.clock = max(self.clock, ts)
+
+    def receiver(self) -> Receiver:
+        devices = self.world.devices
+        known = {(cs.author, cs.first): cs.id for cs in self.held}
+        return Receiver(
+            version_vector=dict(self.vv),
+            chain_heads=dict(self.heads),
+            member_keys={d: base64.b64decode(v["public_key"]) for d, v in devices.items()},
+            revoked_upto={d: v["revoked_upto"] for d, v in devices.items() if v["revoked_upto"] is not None},
+            known_id=lambda author, first: known.get((author, first)),
+            founder_check=lambda key: library_id_for(key) == self.library,
+        )
+
+    def missing_for(self, other: Replica) -> list[bytes]:
+        return [cs.wire() for cs in self.held if cs.last > other.vv.get(cs.author, 0)]
+
+
+def sync(a: Replica, b: Replica) -> None:
+    """store/sync.sync_libraries: both seal, b receives what it lacks, then a does."""
+    a.seal()
+    b.seal()
+    for receiver, sender in ((b, a), (a, b)):
+        report = model_receive(receiver, sender.missing_for(receiver))
+        assert not report["rejected"] and not report["waiting"], report
+
+
+# --- (a) canonical JSON --------------------------------------------------------------------------
+
+
+def canonical_vectors() -> dict[str, Any]:
+    valid = [
+        ("null", "null"),
+        ("true", "true"),
+        ("false", "false"),
+        ("zero", "0"),
+        ("negative integer", "-42"),
+        ("integer 2^53 + 1 (exact, no exponent)", "9007199254740993"),
+        ("largest sequence number 2^63 - 1", "9223372036854775807"),
+        ("minus zero is the integer 0", "-0"),
+        ("empty string", '""'),
+        ("ASCII text", '"Neuronal plasticity"'),
+        ("non-ASCII kept as raw UTF-8 (2, 3 and 4 bytes)", '"Müller \\u2013 \\u6f22 \\ud83d\\ude00"'),
+        ("escaped input is written raw", '"\\u00e9\\u0041"'),
+        ("short escapes", '"quote \\" backslash \\\\ b\\b f\\f n\\n r\\r t\\t"'),
+        ("other control characters as \\u00XX, lowercase hex", '"\\u0000\\u0001\\u001f"'),
+        ("DEL, U+2028 and solidus are not escaped", '"\\u007f \\u2028 \\/"'),
+        ("empty array", "[ ]"),
+        ("empty object", "{ }"),
+        ("nested, white space removed", '[ 1, [ 2, { "b" : [ ], "a" : { } } ], null ]'),
+        ("keys sorted by code point: upper case before lower case", '{"b": 1, "a": 2, "B": 3, "A": 4}'),
+        ('keys: "B" < "a" < "é"', '{"\\u00e9": 1, "a": 2, "B": 3}'),
+        ("keys: a prefix sorts first", '{"ab": 1, "a\\u0000": 2, "a": 3, "": 4}'),
+        ('keys: "10" < "9" (strings, not numbers)', '{"9": 1, "10": 2, "_": 3, "Z": 4}'),
+        ("keys: code point order, not UTF-16 order (U+FB01 < U+1F600)", '{"\\ud83d\\ude00": 1, "\\ufb01": 2}'),
+        ("keys sorted at every level", '{"z": {"y": 1, "x": [{"b": 2, "a": 1}]}, "a": null}'),
+    ]
+    cases = []
+    for name, text in valid:
+        value = json.loads(text)
+        data = encode(value)
+        cases.append(
+            {"name": name, "input_json": text, "canonical_text": data.decode("utf-8"), "canonical_hex": data.hex()}
+        )
+    invalid = [
+        ("NaN has no canonical form", "NaN"),
+        ("Infinity has no canonical form", "[Infinity]"),
+        ("a lone surrogate cannot be written in UTF-8", '"\\ud800"'),
+    ]
+    for _name, text in invalid:
+        try:
+            canonical.encode(json.loads(text))
+        except ValueError:
+            continue
+        raise SystemExit(f"canonical.encode accepted {text}")
+    return {
+        "description": "canonical(value): parse input_json (a JSON text, deliberately not canonical), encode "
+        "canonically, compare with canonical_hex (the bytes) and canonical_text (the same bytes as UTF-8).",
+        "valid": cases,
+        "invalid": [{"name": n, "input_json": t} for n, t in invalid],
+    }
+
+
+# --- (b) identity, (c) introductions --------------------------------------------------------------
+
+
+def identity_vectors() -> dict[str, Any]:
+    devices = []
+    for dev in (A, B, C, D, E):
+        digest = hashlib.sha256(dev.public).digest()
+        devices.append(
+            {
+                "name": dev.name,
+                "seed_input": f"p2psync/1 test vector seed {dev.name}",
+                "seed_hex": seed(dev.name).hex(),
+                "public_key_hex": dev.public.hex(),
+                "public_key_base64": b64(dev.public),
+                "sha256_public_key_hex": digest.hex(),
+                "base32_sha256": base64.b32encode(digest).decode("ascii"),
+                "device_id": dev.id,
+                "short_id": dev.id[:7],
+            }
+        )
+    founder_input = b"p2psync/1 library\x00" + A.public
+    digest = hashlib.sha256(founder_input).digest()
+    return {
+        "description": "seed -> Ed25519 key pair (RFC 8032) -> device id; library id from the founder's public key.",
+        "devices": devices,
+        "library": {
+            "founder": "A",
+            "input_hex": founder_input.hex(),
+            "sha256_hex": digest.hex(),
+            "first_10_bytes_hex": digest[:10].hex(),
+            "library_id": LIB,
+        },
+    }
+
+
+def introduction_vectors() -> dict[str, Any]:
+    cases = []
+    for new, introducer in ((B, A), (C, A), (D, A)):
+        message = introduction_message(LIB, new.id, new.public)
+        signature = introducer.sign(message)
+        op = device_add(new, introducer)
+        cases.append(
+            {
+                "library": LIB,
+                "device": new.name,
+                "device_id": new.id,
+                "public_key_hex": new.public.hex(),
+                "introducer": introducer.name,
+                "introducer_id": introducer.id,
+                "message_hex": message.hex(),
+                "signature_hex": signature.hex(),
+                "signature_base64": b64(signature),
+                "op": op,
+                "op_canonical_text": encode(op).decode("utf-8"),
+            }
+        )
+    founder = device_add(A, None)
+    return {
+        "description": "introduction(lib, device, key) = 'p2psync/1 device introduction' 00 lib 00 device 00 key; "
+        "signed by the introducer; carried in a device.add operation.",
+        "founder_op": founder,
+        "founder_op_canonical_text": encode(founder).decode("utf-8"),
+        "introductions": cases,
+    }
+
+
+# --- (e) the scenario ------------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    replicas: dict[str, Replica]
+    sets: dict[str, ChangeSet]  # "A1" -> change set, in the order they were sealed
+    order: list[str]
+    checkpoints: list[dict[str, Any]]
+    story: list[dict[str, Any]]
+
+
+MANIFEST_1 = {
+    "size": 300_000,
+    "sha256": hashlib.sha256(b"p2psync vectors: paper.pdf version 1").hexdigest(),
+    "chunks": [
+        [hashlib.sha256(b"p2psync vectors: paper.pdf chunk 1").hexdigest(), 200_000],
+        [hashlib.sha256(b"p2psync vectors: paper.pdf chunk 2").hexdigest(), 100_000],
+    ],
+}
+MANIFEST_2 = {"size": 310_000, "sha256": hashlib.sha256(b"p2psync vectors: paper.pdf version 2").hexdigest()}
+
+
+def run_scenario() -> Scenario:
+    a, b, c = Replica(A), Replica(B), Replica(C)
+    replicas = {"A": a, "B": b, "C": c}
+    sealed: list[ChangeSet] = []
+    story: list[dict[str, Any]] = []
+    checkpoints: list[dict[str, Any]] = []
+
+    def note(text: str) -> None:
+        story.append({"step": len(story) + 1, "what": text})
+
+    def do_sync(x: Replica, y: Replica) -> None:
+        before = {(cs.author, cs.first) for r in (x, y) for cs in r.held}
+        sync(x, y)
+        for r in (x, y):
+            for cs in r.held:
+                if r.device is not None and cs.author == r.device.id and (cs.author, cs.first) not in before:
+                    sealed.append(cs)
+                    before.add((cs.author, cs.first))
+        _number_chains(sealed)
+
+    # Round 1: A founds the library and introduces B and C; B and C receive the membership.
+    a.log(T0, device_add(A, None))
+    a.log(T0 + 10, device_add(B, A))
+    a.log(T0 + 20, device_add(C, A))
+    note("A founds the library (device.add of itself, no introducer) and introduces B and C.")
+    do_sync(a, b)
+    do_sync(a, c)
+    note("sync A-B, sync A-C: A seals A1 (seq 1-3); B and C receive it.")
+
+    # Round 2: A adds references, a group with two members and an attachment.
+    w = T0 + 60_000
+    a.add_ref(
+        w,
+        RA,
+        {
+            "type": "journal_article",
+            "title": "Neuronal plasticity",
+            "authors": [{"family": "Müller", "given": "Jörg"}, {"family": "Smith", "given": "Ann"}],
+            "year": "2021",
+            "journal": "Journal of Neuroscience",
+            "doi": "10.1523/jneurosci.0001-21.2021",
+            "keywords": ["plasticity", "synapse"],
+        },
+    )
+    a.add_ref(
+        w + 1,
+        RB,
+        {
+            "type": "book",
+            "title": "Deep learning",
+            "year": "2016",
+            "publisher": "MIT Press",
+            "authors": [{"family": "Goodfellow", "given": "Ian"}],
+        },
+    )
+    a.add_ref(
+        w + 2,
+        RC,
+        {
+            "type": "report",
+            "title": "World health statistics 2020",
+            "authors": [{"literal": "World Health Organization"}],
+            "year": "2020",
+        },
+    )
+    a.add_ref(w + 3, RD, {"type": "generic", "title": "Old draft"})
+    a.create_group(w + 4, G, "Reading list")
+    a.add_members(w + 5, G, [RA, RB])
+    a.attach(w + 6, RA, "paper.pdf", MANIFEST_1)
+    note("A adds references RA, RB, RC, RD, creates group G 'Reading list' with RA and RB, attaches paper.pdf to RA.")
+    do_sync(a, b)
+    do_sync(a, c)
+    note("sync A-B, sync A-C: A seals A2 (seq 4-10, prev = id(A1)); B and C receive it.")
+
+    # Round 3: concurrent edits on all three machines (no sync in between).
+    w = T0 + 120_000
+    b.edit(w, RA, {"title": "Neuronal plasticity in vivo"})
+    b.edit(w + 1, RB, {"year": "2017"})
+    b.edit(w + 2, RC, {"notes": "Check against the 2021 edition."})
+    b.remove_members(w + 3, G, [RB])
+    b.add_members(w + 4, G, [RB])
+    b.attach(w + 5, RA, "paper.pdf", MANIFEST_2)
+    note(
+        "B: RA.title = 'Neuronal plasticity in vivo'; RB.year = '2017'; RC.notes set; removes RB from G and adds it "
+        "back; replaces RA's paper.pdf (seen A's version)."
+    )
+    c.edit(w, RA, {"title": "Neuronal Plasticity"})
+    c.edit(w + 1, RB, {"edition": "2nd"})
+    c.remove_members(w + 2, G, [RB])
+    c.rename_group(w + 3, G, "To read")
+    c.edit(w + 4, RD, {"trashed": True})
+    note(
+        "C (same moment): RA.title = 'Neuronal Plasticity' (same timestamp as B's); RB.edition = '2nd'; removes RB "
+        "from G; renames G 'To read'; moves RD to the trash."
+    )
+    a.create_group(w, H, "Temp")
+    a.add_members(w + 1, H, [RB])
+    a.edit(w + 2, RC, {"trashed": True})
+    a.delete_ref(w + 3, RC)
+    note("A: creates group H 'Temp' with RB; moves RC to the trash and empties the trash (ref.delete RC).")
+    do_sync(a, b)
+    do_sync(a, c)
+    do_sync(a, b)
+    note("sync A-B, A-C, A-B: A3, B1 and C1 reach everyone.")
+    checkpoints.append({"name": "after concurrent edits", "after": [cs_name(cs) for cs in sealed]})
+    _check_converged(replicas)
+    checkpoints[-1]["state"] = a.world.export()
+
+    # Round 4: B keeps RC (resolves the delete-vs-edit conflict) and deletes H; C empties its trash.
+    w = T0 + 180_000
+    assert merge.reference_view(b.world.refs[RC]).conflicts == [merge.DELETED]
+    keep = {
+        "op": ops.REF_PUT,
+        "ref": RC,
+        "fields": {merge.DELETED: None},
+        "seen": {merge.DELETED: registers.dots(b.world.refs[RC][merge.DELETED])},
+    }
+    b.log(w, keep)
+    b.delete_group(w + 1, H)
+    note(
+        "B resolves RC's delete-vs-edit conflict by keeping it (ref.put deleted = null over the delete) and deletes "
+        "group H."
+    )
+    c.delete_ref(w, RD)
+    note("C empties its trash: ref.delete RD.")
+    do_sync(a, b)
+    do_sync(a, c)
+    do_sync(a, b)
+    note("sync A-B, A-C, A-B: B2 and C2 reach everyone.")
+
+    # Round 5: A removes C from the library.
+    a.revoke(T0 + 240_000, C)
+    note("A revokes C: device.revoke with upto = the last sequence of C that A holds.")
+    do_sync(a, b)
+    do_sync(a, c)
+    note("sync A-B, A-C: A4 reaches everyone.")
+    _check_converged(replicas)
+    checkpoints.append({"name": "final", "after": [cs_name(cs) for cs in sealed], "state": a.world.export()})
+    sets = {cs_name(cs): cs for cs in sealed}
+    return Scenario(replicas, sets, list(sets), checkpoints, story)
+
+
+def cs_name(cs: ChangeSet) -> str:
+    """A1, A2, ... : the author's name and the change set's position in its chain."""
+    return f"{NAMES[cs.author]}{_position[cs.id]}"
+
+
+_position: dict[str, int] = {}
+
+
+def _number_chains(sets: list[ChangeSet]) -> None:
+    counts: dict[str, int] = {}
+    for cs in sets:
+        counts[cs.author] = counts.get(cs.author, 0) + 1
+        _position[cs.id] = counts[cs.author]
+
+
+def _check_converged(replicas: dict[str, Replica]) -> None:
+    states = [json.dumps(r.world.export(), sort_keys=True) for r in replicas.values()]
+    if len(set(states)) != 1:
+        raise SystemExit("the scenario's replicas did not converge")
+
+
+def changeset_record(cs: ChangeSet, detailed: bool = False) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "author": NAMES[cs.author],
+        "author_id": cs.author,
+        "first": cs.first,
+        "last": cs.last,
+        "prev": cs.prev,
+        "deps": cs.deps,
+        "id": cs.id,
+        "wire_text": cs.wire().decode("utf-8"),
+    }
+    if detailed:
+        body = json.loads(cs.body_bytes)
+        record.update(
+            {
+                "library": cs.library,
+                "entries": [list(e) for e in cs.entries],
+                "body": body,
+                "body_text": cs.body_bytes.decode("utf-8"),
+                "body_hex": cs.body_bytes.hex(),
+                "signature_input_hex": signature_input(cs.library, cs.body_bytes).hex(),
+                "signature_hex": cs.signature.hex(),
+                "signature_base64": b64(cs.signature),
+                "wire_hex": cs.wire().hex(),
+            }
+        )
+    return record
+
+
+def scenario_vectors(sc: Scenario) -> dict[str, Any]:
+    early = ["A1", "B1", "C1", *[n for n in sc.order if n not in ("A1", "B1", "C1")]]
+    replica = Replica(None)
+    report = model_receive(replica, [sc.sets[n].wire() for n in early])
+    assert report["applied"] == len(early) and report["waiting"] == 0, report
+    if json.dumps(replica.world.export(), sort_keys=True) != json.dumps(sc.checkpoints[-1]["state"], sort_keys=True):
+        raise SystemExit("another delivery order gave another state")
+    return {
+        "description": "Three devices: A founds the library and introduces B and C; concurrent edits; a "
+        "resolution; a revocation. Deliver the change sets (wire_text encoded as UTF-8) to an empty library of "
+        "library_id in one of the delivery orders (each is a single exchange); after the change sets listed in a "
+        "checkpoint the library must hold exactly that checkpoint's state.",
+        "library_id": LIB,
+        "devices": {
+            name: {"device_id": dev.id, "seed_hex": seed(name).hex()} for name, dev in (("A", A), ("B", B), ("C", C))
+        },
+        "story": sc.story,
+        "changesets": {name: changeset_record(cs) for name, cs in sc.sets.items()},
+        "delivery_orders": {"as sealed": sc.order, "B1 and C1 before A2 (they wait for it)": early},
+        "checkpoints": sc.checkpoints,
+    }
+
+
+def single_changeset_vectors(sc: Scenario) -> dict[str, Any]:
+    return {
+        "description": "Change sets taken from the scenario, with every intermediate value: body -> canonical body "
+        "bytes -> signature input -> Ed25519 signature -> id -> wire bytes. changesets.build(library, author, prev, "
+        "deps, entries, sign) must give exactly these bytes.",
+        "changesets": [changeset_record(sc.sets[name], detailed=True) | {"name": name} for name in ("A1", "C2")],
+        "split": split_vectors(),
+    }
+
+
+def split_vectors() -> list[dict[str, Any]]:
+    """changesets.split with the protocol's limits. Every entry is a ref.put whose only field is a 'notes'
+    text of `length` copies of `char`; `entries` and `entry_costs` are run-length encoded: [[value, count], ...]."""
+
+    def op_for(char: str, length: int) -> dict[str, Any]:
+        return {"op": ops.REF_PUT, "ref": RA, "fields": {"notes": char * length}, "seen": {}}
+
+    def runs(values: list[int]) -> list[list[int]]:
+        out: list[list[int]] = []
+        for v in values:
+            if out and out[-1][0] == v:
+                out[-1][1] += 1
+            else:
+                out.append([v, 1])
+        return out
+
+    exact = changesets.TARGET_BYTES // 2 - 32 - len(encode(op_for("n", 0)))
+    cases: list[tuple[str, str, list[int]]] = [
+        ("1001 small entries: at most 1000 per change set", "n", [1] * 1001),
+        ("two entries filling the target exactly stay together", "n", [exact, exact]),
+        ("one byte more starts a new change set", "n", [exact, exact + 1]),
+        ("an entry larger than the target gets a change set of its own", "\u00e9", [10, 1_000_000, 10]),
+    ]
+    out = []
+    for name, char, lengths in cases:
+        entries = [(i + 1, T0 + i, op_for(char, n)) for i, n in enumerate(lengths)]
+        for entry in entries:
+            ops.check(entry[2])
+        pieces = changesets.split(entries)
+        for piece in pieces:
+            changesets.build(LIB, A.id, None if piece[0][0] == 1 else "0" * 64, {}, piece, A.sign)
+        out.append(
+            {
+                "name": name,
+                "op_template": {
+                    "op": ops.REF_PUT,
+                    "ref": RA,
+                    "fields": {"notes": "<char repeated length times>"},
+                    "seen": {},
+                },
+                "char": char,
+                "entries": runs(lengths),
+                "entry_costs": runs([len(encode(e[2])) + 32 for e in entries]),
+                "pieces": [len(p) for p in pieces],
+            }
+        )
+    return out
+
+
+# --- (f) rejections -------------------------------------------------------------------------------
+
+
+def signed_wire(body: dict[str, Any], signer: Device, library: str = LIB) -> bytes:
+    body_bytes = encode(body)
+    return encode({"body": body, "sig": b64(signer.sign(signature_input(library, body_bytes)))})
+
+
+def body_of(cs: ChangeSet) -> dict[str, Any]:
+    return copy.deepcopy(json.loads(cs.body_bytes))
+
+
+def context(replica: Replica, name: str) -> dict[str, Any]:
+    r = replica.receiver()
+    return {
+        "name": name,
+        "library": replica.library,
+        "version_vector": dict(sorted(r.version_vector.items())),
+        "chain_heads": dict(sorted(r.chain_heads.items())),
+        "member_keys": {d: b64(k) for d, k in sorted(r.member_keys.items())},
+        "revoked_upto": dict(sorted(r.revoked_upto.items())),
+        "known_change_sets": sorted([cs.author, cs.first, cs.id] for cs in replica.held),
+    }
+
+
+def observer(sets: list[ChangeSet]) -> Replica:
+    replica = Replica(None)
+    report = model_receive(replica, [cs.wire() for cs in sets])
+    assert report["applied"] == len(sets), report
+    return replica
+
+
+def rejection_vectors(sc: Scenario) -> dict[str, Any]:
+    s = sc.sets
+    a1, a2, a3, b1, c1, c2 = s["A1"], s["A2"], s["A3"], s["B1"], s["C1"], s["C2"]
+    empty = Replica(None)
+    after_a1 = observer([a1])
+    after_a2 = observer([a1, a2])
+    final = sc.replicas["A"]
+    revoked_early = observer([a1, a2])
+    revoked_early.world.devices[C.id]["revoked_upto"] = 3
+    contexts = {
+        "empty": context(empty, "empty"),
+        "after A1": context(after_a1, "after A1"),
+        "after A1 A2": context(after_a2, "after A1 A2"),
+        "final": context(final, "final"),
+        "after A1 A2, C revoked upto 3": context(revoked_early, "after A1 A2, C revoked upto 3"),
+    }
+    replicas = {
+        "empty": empty,
+        "after A1": after_a1,
+        "after A1 A2": after_a2,
+        "final": final,
+        "after A1 A2, C revoked upto 3": revoked_early,
+    }
+    next_a = {  # a well-formed next change set of A after A1 A2 (seq 11)
+        "v": 1,
+        "lib": LIB,
+        "author": A.id,
+        "seq": [11, 11],
+        "prev": a2.id,
+        "deps": {},
+        "entries": [[11, TS, {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "A new one"}, "seen": {}}]],
+    }
+    ref_put = {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "From a newcomer"}, "seen": {}}
+
+    def tweak(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+        out = copy.deepcopy(base)
+        out.update(changes)
+        return out
+
+    def with_entries(base: dict[str, Any], entries: list[Any], first: int | None = None) -> dict[str, Any]:
+        first = entries[0][0] if first is None else first
+        return tweak(base, entries=entries, seq=[first, first + len(entries) - 1])
+
+    def newcomer(first_op: dict[str, Any], author: Device = D, deps: dict[str, int] | None = None) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "lib": LIB,
+            "author": author.id,
+            "seq": [1, 2],
+            "prev": None,
+            "deps": deps or {},
+            "entries": [[1, TS, first_op], [2, TS + 1, ref_put]],
+        }
+
+    bad_intro = device_add(D, A) | {"signature": b64(B.sign(introduction_message(LIB, D.id, D.public)))}
+    c_next = {
+        "v": 1,
+        "lib": LIB,
+        "author": C.id,
+        "seq": [c2.last + 1, c2.last + 1],
+        "prev": c2.id,
+        "deps": dict(sorted((k, v) for k, v in final.vv.items() if k != C.id)),
+        "entries": [[c2.last + 1, TS, {"op": ops.REF_PUT, "ref": RA, "fields": {"volume": "12"}, "seen": {}}]],
+    }
+    a1_body = body_of(a1)
+    a2_body = body_of(a2)
+    forked = tweak(a2_body)
+    forked["entries"][0][1] += 1  # same sequence numbers, different content
+    zero_sig = encode({"body": forked, "sig": b64(bytes(64))})
+    swapped_sig = encode({"body": body_of(a3), "sig": b64(a2.signature)})
+    too_many = tweak(a1_body, seq=[1, 1001], entries=[0] * 1001)
+    long_ts = tweak(a1_body)
+    long_ts["entries"][0][1] = changesets.MAX_TS + 1
+
+    cases: list[tuple[str, str, bytes | dict[str, Any], str]] = [
+        # parse: form checks that need no receiver state, in the order the receiver makes them
+        ("larger than MAX_BYTES", "empty", {"fill_byte_hex": "20", "length": changesets.MAX_BYTES + 1}, "oversized"),
+        ("not JSON", "empty", b'{"body": ', "malformed"),
+        ("not UTF-8", "empty", b'{"body": "\xff"}', "malformed"),
+        ("not an object", "empty", b"[]", "malformed"),
+        ("unknown top-level key", "empty", encode({"body": a1_body, "sig": b64(a1.signature), "x": 1}), "malformed"),
+        ("body without deps", "empty", signed_wire({k: v for k, v in a1_body.items() if k != "deps"}, A), "malformed"),
+        ("protocol version 2", "empty", signed_wire(tweak(a1_body, v=2), A), "version"),
+        (
+            "another library",
+            "empty",
+            signed_wire(tweak(a1_body, lib=library_id_for(E.public)), A, library_id_for(E.public)),
+            "library",
+        ),
+        ("version is checked before library", "empty", signed_wire(tweak(a1_body, v=2, lib="x"), A, "x"), "version"),
+        ("author is not 32 characters", "empty", signed_wire(tweak(a1_body, author=A.id[:31]), A), "malformed"),
+        ("sequence range starts at 0", "empty", signed_wire(tweak(a1_body, seq=[0, 2]), A), "malformed"),
+        ("sequence range reversed", "empty", signed_wire(tweak(a2_body, seq=[10, 4]), A), "malformed"),
+        ("prev in upper-case hex", "empty", signed_wire(tweak(a2_body, prev=a1.id.upper()), A), "malformed"),
+        ("prev given at sequence 1", "empty", signed_wire(tweak(a1_body, prev=a1.id), A), "chain"),
+        ("prev missing after sequence 1", "empty", signed_wire(tweak(a2_body, prev=None), A), "chain"),
+        ("deps name the author", "empty", signed_wire(tweak(a2_body, deps={A.id: 3}), A), "malformed"),
+        ("deps with sequence 0", "empty", signed_wire(tweak(a2_body, deps={B.id: 0}), A), "malformed"),
+        ("no entries", "empty", signed_wire(tweak(a1_body, entries=[]), A), "oversized"),
+        ("entries not a list", "empty", signed_wire(tweak(a1_body, entries={}), A), "oversized"),
+        ("1001 entries", "empty", signed_wire(too_many, A), "oversized"),
+        ("entries do not match the range", "empty", signed_wire(tweak(a1_body, seq=[1, 4]), A), "malformed"),
+        (
+            "entry sequence out of order",
+            "empty",
+            signed_wire(
+                tweak(a1_body, entries=[a1_body["entries"][1], a1_body["entries"][0], a1_body["entries"][2]]), A
+            ),
+            "malformed",
+        ),
+        ("timestamp above 2^53", "empty", signed_wire(long_ts, A), "malformed"),
+        (
+            "unknown operation",
+            "empty",
+            signed_wire(with_entries(next_a, [[11, TS, {"op": "ref.move", "ref": RE}]]), A),
+            "schema",
+        ),
+        (
+            "field value not in normal form",
+            "empty",
+            signed_wire(
+                with_entries(
+                    next_a,
+                    [[11, TS, {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "  Two  spaces "}, "seen": {}}]],
+                ),
+                A,
+            ),
+            "schema",
+        ),
+        (
+            "unknown field",
+            "empty",
+            signed_wire(
+                with_entries(
+                    next_a, [[11, TS, {"op": ops.REF_PUT, "ref": RE, "fields": {"colour": "red"}, "seen": {}}]]
+                ),
+                A,
+            ),
+            "schema",
+        ),
+        ("signature not base64", "empty", encode({"body": a1_body, "sig": "not base64!"}), "signature"),
+        ("signature of 32 bytes", "empty", encode({"body": a1_body, "sig": b64(bytes(32))}), "signature"),
+        ("signature missing (null)", "empty", encode({"body": a1_body, "sig": None}), "signature"),
+        # check: against the receiver's state, in order
+        ("the same change set again", "after A1 A2", a2.wire(), "duplicate"),
+        ("different change set under used sequence numbers", "after A1 A2", signed_wire(forked, A), "fork"),
+        ("fork is found before the signature is checked", "after A1 A2", zero_sig, "fork"),
+        ("sequence gap", "after A1", a3.wire(), "gap"),
+        ("prev is not the chain head", "after A1 A2", signed_wire(tweak(next_a, prev=a1.id), A), "chain"),
+        ("waits for what it depends on", "after A1", b1.wire(), "waiting"),
+        (
+            "waiting is decided before the signature",
+            "after A1",
+            encode({"body": body_of(b1), "sig": b64(bytes(64))}),
+            "waiting",
+        ),
+        ("bad signature", "after A1 A2", swapped_sig, "signature"),
+        ("signed for another library id", "after A1 A2", signed_wire(next_a, A, library_id_for(E.public)), "signature"),
+        ("founding change set", "empty", a1.wire(), "new"),
+        ("next change set of a member", "after A1 A2", signed_wire(next_a, A), "new"),
+        (
+            "newcomer introducing itself with a valid introduction",
+            "after A1 A2",
+            signed_wire(newcomer(device_add(D, A), deps={A.id: 10}), D),
+            "new",
+        ),
+        (
+            "author not a member",
+            "after A1 A2",
+            signed_wire(newcomer(ref_put | {"ref": RD}, author=E), E),
+            "unknown_author",
+        ),
+        (
+            "founding claim by a key that did not found the library",
+            "after A1 A2",
+            signed_wire(newcomer(device_add(E, None), author=E), E),
+            "unknown_author",
+        ),
+        (
+            "introduced by a device that is not a member",
+            "after A1 A2",
+            signed_wire(newcomer(device_add(D, E)), D),
+            "unknown_author",
+        ),
+        ("introduced by a revoked device", "final", signed_wire(newcomer(device_add(D, C)), D), "unknown_author"),
+        ("introduction signed by the wrong key", "after A1 A2", signed_wire(newcomer(bad_intro), D), "signature"),
+        ("past the revocation cut-off", "final", signed_wire(c_next, C), "revoked"),
+        ("straddling the cut-off: rejected whole", "after A1 A2, C revoked upto 3", c1.wire(), "revoked"),
+        (
+            "device.add with a bad introduction inside a member's change set",
+            "after A1 A2",
+            signed_wire(with_entries(next_a, [[11, TS, bad_intro]]), A),
+            "membership",
+        ),
+        (
+            "device.add introduced by a non-member inside a member's change set",
+            "after A1 A2",
+            signed_wire(with_entries(next_a, [[11, TS, device_add(D, E)]]), A),
+            "membership",
+        ),
+        (
+            "founding device.add that is not the first entry",
+            "after A1 A2",
+            signed_wire(with_entries(next_a, [next_a["entries"][0], [12, TS + 1, device_add(A, None)]]), A),
+            "membership",
+        ),
+        (
+            "founding device.add for another device",
+            "after A1 A2",
+            signed_wire(with_entries(next_a, [[11, TS, device_add(D, None)]]), A),
+            "membership",
+        ),
+    ]
+    out = []
+    for name, ctx_name, wire, expected in cases:
+        raw = b" " * wire["length"] if isinstance(wire, dict) else wire
+        replica = replicas[ctx_name]
+        got = _expected_result(raw, replica)
+        if got != expected:
+            raise SystemExit(f"rejection case {name!r}: expected {expected}, the engine says {got}")
+        record: dict[str, Any] = {"name": name, "receiver": ctx_name}
+        if isinstance(wire, dict):
+            record["wire_fill"] = wire
+        else:
+            record.update(wire_field(raw))
+        if expected in (Outcome.NEW, Outcome.DUPLICATE, Outcome.WAITING):
+            record["expected"] = {"outcome": expected}
+        else:
+            record["expected"] = {"reason": expected, "stage": _stage(raw, replica)}
+        out.append(record)
+    return {
+        "description": "Each case: the bytes that arrive, the receiver's context, and the expected result of "
+        "changesets.parse(wire, library) then changesets.check(cs, receiver): a rejection reason (stage 'parse' or "
+        "'check') or an outcome (new, duplicate, waiting). founder_check(key) is library_id_for(key) == library.",
+        "receivers": contexts,
+        "cases": out,
+        "exchanges": exchange_vectors(sc),
+    }
+
+
+def wire_field(raw: bytes) -> dict[str, str]:
+    """The bytes as text when they are UTF-8 (exact: encode it again), else as hex."""
+    try:
+        return {"wire_text": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"wire_hex": raw.hex()}
+
+
+def _expected_result(raw: bytes, replica: Replica) -> str:
+    try:
+        cs = changesets.parse(raw, replica.library)
+        return changesets.check(cs, replica.receiver(), verify)
+    except ChangeSetRejected as exc:
+        return exc.reason
+
+
+def _stage(raw: bytes, replica: Replica) -> str:
+    try:
+        changesets.parse(raw, replica.library)
+    except ChangeSetRejected:
+        return "parse"
+    return "check"
+
+
+def exchange_vectors(sc: Scenario) -> list[dict[str, Any]]:
+    """Whole exchanges (store/sync.receive) into one empty library: what is applied, skipped, waits."""
+    s = sc.sets
+    tampered = encode({"body": body_of(s["A2"]), "sig": b64(s["A1"].signature)})
+    steps = [
+        (
+            "A1 applies; A2 has a bad signature, so A is blocked for the rest of the exchange and A3 is skipped "
+            "without a report; B1 waits for A:10",
+            [
+                ("A1", s["A1"].wire()),
+                ("A2 with A1's signature", tampered),
+                ("A3", s["A3"].wire()),
+                ("B1", s["B1"].wire()),
+            ],
+        ),
+        (
+            "a parse rejection does not block anyone; A1 is a duplicate; B1 arrives before what it depends on and is "
+            "applied as soon as A2 is",
+            [
+                ("not JSON", b"{"),
+                ("A1", s["A1"].wire()),
+                ("B1", s["B1"].wire()),
+                ("A2", s["A2"].wire()),
+                ("A3", s["A3"].wire()),
+            ],
+        ),
+    ]
+    out = []
+    replica = Replica(None)
+    for what, wires in steps:
+        report = model_receive(replica, [w for _, w in wires])
+        out.append(
+            {
+                "what": what,
+                "deliver": [{"label": label, **wire_field(w)} for label, w in wires],
+                "report": report,
+                "version_vector_after": dict(sorted(replica.vv.items())),
+            }
+        )
+    exchanges = [{"name": "blocking and waiting", "library_id": LIB, "steps": out}]
+    replica = Replica(None)
+    wires = [("C1", s["C1"].wire()), ("C2", s["C2"].wire()), ("A1", s["A1"].wire()), ("A2", s["A2"].wire())]
+    report = model_receive(replica, [w for _, w in wires])
+    what = (
+        "C1 waits for A:10; C2 then fails the gap check (C1 is not applied yet), which blocks C, so C1 is dropped "
+        "when A2 arrives: a sender must send in storage order (see changesets.md)"
+    )
+    exchanges.append(
+        {
+            "name": "the successor of a waiting change set",
+            "library_id": LIB,
+            "steps": [
+                {
+                    "what": what,
+                    "deliver": [{"label": label, **wire_field(w)} for label, w in wires],
+                    "report": report,
+                    "version_vector_after": dict(sorted(replica.vv.items())),
+                }
+            ],
+        }
+    )
+    return exchanges
+
+
+# --- operations and registers -----------------------------------------------------------------------
+
+
+def op_vectors() -> dict[str, Any]:
+    dot = [A.id, 4]
+    rp = {"op": ops.REF_PUT, "ref": RA, "seen": {}}
+    digest = hashlib.sha256(b"x").hexdigest()
+    valid: list[tuple[str, dict[str, Any]]] = [
+        (
+            "ref.put: a new reference",
+            rp
+            | {
+                "fields": {
+                    "type": "journal_article",
+                    "title": "Neuronal plasticity",
+                    "short_title": "Plasticity",
+                    "authors": [{"family": "Müller", "given": "Jörg"}, {"literal": "World Health Organization"}],
+                    "editors": [{"family": "Curie"}],
+                    "year": "2021a",
+                    "date": "2021-02-30",
+                    "accessed": "2024-01-31",
+                    "doi": "10.1000/XYZ",
+                    "abstract": "First line.\n\n  Indented second paragraph.",
+                    "keywords": ["a b", "c"],
+                    "custom8": "x",
+                    "added": T0,
+                }
+            },
+        ),
+        ("ref.put: clear a field, having seen its value", rp | {"fields": {"title": None}, "seen": {"title": [dot]}}),
+        ("ref.put: trash", rp | {"fields": {"trashed": True}}),
+        ("ref.put: restore from the trash", rp | {"fields": {"trashed": None}, "seen": {"trashed": [dot]}}),
+        (
+            "ref.put: keep a deleted reference (resolution)",
+            rp | {"fields": {"deleted": None}, "seen": {"deleted": [dot]}},
+        ),
+        ("ref.put: years", rp | {"fields": {"year": "in press"}}),
+        ("ref.put: year case kept", rp | {"fields": {"year": "N.D."}}),
+        ("ref.put: date year-month", rp | {"fields": {"date": "2021-02"}}),
+        ("ref.put: long text keeps inner white space and a lone CR", rp | {"fields": {"notes": "a\r b\n\n\tc"}}),
+        (
+            "ref.put: a dot may name any device string of 1 to 128 characters",
+            rp | {"fields": {"title": "T"}, "seen": {"title": [["x", 1], ["y" * 128, 2**62]]}},
+        ),
+        (
+            "ref.delete",
+            {
+                "op": ops.REF_DELETE,
+                "ref": RA,
+                "seen": {"title": [dot], "deleted": [[B.id, 2]]},
+                "members": {G: [dot]},
+                "attachments": {"paper.pdf": [dot]},
+            },
+        ),
+        (
+            "ref.delete of an unknown reference",
+            {"op": ops.REF_DELETE, "ref": RA, "seen": {}, "members": {}, "attachments": {}},
+        ),
+        ("group.put", {"op": ops.GROUP_PUT, "group": G, "fields": {"name": "Reading list"}, "seen": {"name": [dot]}}),
+        ("group.delete", {"op": ops.GROUP_DELETE, "group": G, "seen": {"name": [dot]}, "members": {RA: [dot]}}),
+        ("member.add", {"op": ops.MEMBER_ADD, "group": G, "refs": [RA, RB]}),
+        ("member.remove", {"op": ops.MEMBER_REMOVE, "group": G, "seen": {RA: [dot]}}),
+        ("member.remove of nothing", {"op": ops.MEMBER_REMOVE, "group": G, "seen": {}}),
+        (
+            "attachment.put with chunks",
+            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "paper.pdf", "value": MANIFEST_1, "seen": []},
+        ),
+        (
+            "attachment.put of an empty file",
+            {
+                "op": ops.ATTACHMENT_PUT,
+                "ref": RA,
+                "name": "empty.txt",
+                "value": {"size": 0, "sha256": hashlib.sha256(b"").hexdigest(), "chunks": []},
+                "seen": [],
+            },
+        ),
+        (
+            "attachment.put removing",
+            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "Ünïcode name.pdf", "value": None, "seen": [dot]},
+        ),
+        ("device.add: founder", device_add(A, None)),
+        ("device.add: introduced", device_add(B, A)),
+        ("device.revoke", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": 0}),
+    ]
+    invalid: list[tuple[str, Any]] = [
+        ("not an object", ["ref.put"]),
+        ("unknown kind", {"op": "ref.move", "ref": RA}),
+        ("a missing key", {"op": ops.REF_PUT, "ref": RA, "fields": {"title": "T"}}),
+        ("an extra key", rp | {"fields": {"title": "T"}, "ts": 1}),
+        ("id with upper case", rp | {"ref": RA.upper(), "fields": {"title": "T"}}),
+        ("id of 15 characters", rp | {"ref": RA[:15], "fields": {"title": "T"}}),
+        ("id with 0, 1, 8 or 9", rp | {"ref": "refaaaaaaaaaaaa1", "fields": {"title": "T"}}),
+        ("ref.put without fields", rp | {"fields": {}}),
+        ("unknown field", rp | {"fields": {"colour": "red"}}),
+        ("text with leading space", rp | {"fields": {"title": " T"}}),
+        ("text with two spaces", rp | {"fields": {"title": "a  b"}}),
+        ("text with a tab", rp | {"fields": {"title": "a\tb"}}),
+        ("text with a no-break space", rp | {"fields": {"title": "a\u00a0b"}}),
+        ("empty text (the normal form is null)", rp | {"fields": {"title": ""}}),
+        ("text of 4001 characters", rp | {"fields": {"title": "x" * 4001}}),
+        ("integer for a text field", rp | {"fields": {"volume": 12}}),
+        ("long text with CR LF", rp | {"fields": {"abstract": "a\r\nb"}}),
+        ("long text with a trailing newline", rp | {"fields": {"abstract": "a\n"}}),
+        ("people as a string", rp | {"fields": {"authors": "Curie, Marie"}}),
+        ("person as a string", rp | {"fields": {"authors": ["Curie, Marie"]}}),
+        ("empty people list (the normal form is null)", rp | {"fields": {"authors": []}}),
+        ("person with an empty given name", rp | {"fields": {"authors": [{"family": "Curie", "given": ""}]}}),
+        ("person without a family name", rp | {"fields": {"authors": [{"given": "Marie"}]}}),
+        ("person with both literal and family", rp | {"fields": {"authors": [{"literal": "X", "family": "Y"}]}}),
+        ("keywords with a duplicate", rp | {"fields": {"keywords": ["a", "a"]}}),
+        ("keywords with an empty item", rp | {"fields": {"keywords": ["a", ""]}}),
+        ("year of five digits", rp | {"fields": {"year": "12345"}}),
+        ("year with two letters", rp | {"fields": {"year": "2021ab"}}),
+        ("date with month 13", rp | {"fields": {"date": "2021-13"}}),
+        ("date with one-digit month", rp | {"fields": {"date": "2021-1"}}),
+        ("type not in normal form", rp | {"fields": {"type": "Journal Article"}}),
+        ("type cleared", rp | {"fields": {"type": None}}),
+        ("DOI with its URL prefix", rp | {"fields": {"doi": "https://doi.org/10.1000/xyz"}}),
+        ("DOI not starting 10.", rp | {"fields": {"doi": "11.1000/xyz"}}),
+        ("added negative", rp | {"fields": {"added": -1}}),
+        ("added as text", rp | {"fields": {"added": "1"}}),
+        ("added as a boolean", rp | {"fields": {"added": True}}),
+        ("trashed false", rp | {"fields": {"trashed": False}}),
+        ("deleted set by ref.put", rp | {"fields": {"deleted": []}}),
+        ("seen names a field the op does not write", rp | {"fields": {"title": "T"}, "seen": {"year": [dot]}}),
+        ("dot with sequence 0", rp | {"fields": {"title": "T"}, "seen": {"title": [[A.id, 0]]}}),
+        ("dot with an empty device", rp | {"fields": {"title": "T"}, "seen": {"title": [["", 1]]}}),
+        ("dot with a device of 129 characters", rp | {"fields": {"title": "T"}, "seen": {"title": [["x" * 129, 1]]}}),
+        ("dot as an object", rp | {"fields": {"title": "T"}, "seen": {"title": [{"device": A.id, "seq": 1}]}}),
+        (
+            "ref.delete seen naming an unknown field",
+            {"op": ops.REF_DELETE, "ref": RA, "seen": {"colour": [dot]}, "members": {}, "attachments": {}},
+        ),
+        (
+            "ref.delete members keyed by a non-id",
+            {"op": ops.REF_DELETE, "ref": RA, "seen": {}, "members": {"Reading list": [dot]}, "attachments": {}},
+        ),
+        (
+            "group.put with another field",
+            {"op": ops.GROUP_PUT, "group": G, "fields": {"name": "X", "colour": "red"}, "seen": {}},
+        ),
+        (
+            "group name not in normal form",
+            {"op": ops.GROUP_PUT, "group": G, "fields": {"name": "To  read"}, "seen": {}},
+        ),
+        ("group name of 201 characters", {"op": ops.GROUP_PUT, "group": G, "fields": {"name": "x" * 201}, "seen": {}}),
+        ("group name null", {"op": ops.GROUP_PUT, "group": G, "fields": {"name": None}, "seen": {}}),
+        ("member.add of nothing", {"op": ops.MEMBER_ADD, "group": G, "refs": []}),
+        ("member.add naming a reference twice", {"op": ops.MEMBER_ADD, "group": G, "refs": [RA, RA]}),
+        (
+            "attachment name with a slash",
+            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "a/b.pdf", "value": None, "seen": []},
+        ),
+        ("attachment name '..'", {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "..", "value": None, "seen": []}),
+        (
+            "attachment name ending with a dot",
+            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "paper.", "value": None, "seen": []},
+        ),
+        (
+            "attachment name of 256 UTF-8 bytes",
+            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "é" * 128, "value": None, "seen": []},
+        ),
+        (
+            "manifest in upper-case hex",
+            {
+                "op": ops.ATTACHMENT_PUT,
+                "ref": RA,
+                "name": "x",
+                "seen": [],
+                "value": {"size": 1, "sha256": digest.upper()},
+            },
+        ),
+        (
+            "manifest with an unknown key",
+            {
+                "op": ops.ATTACHMENT_PUT,
+                "ref": RA,
+                "name": "x",
+                "seen": [],
+                "value": {"size": 1, "sha256": digest, "mtime": 1},
+            },
+        ),
+        (
+            "manifest larger than 1 TiB",
+            {
+                "op": ops.ATTACHMENT_PUT,
+                "ref": RA,
+                "name": "x",
+                "seen": [],
+                "value": {"size": 2**40 + 1, "sha256": digest},
+            },
+        ),
+        (
+            "chunks not adding up to the size",
+            {
+                "op": ops.ATTACHMENT_PUT,
+                "ref": RA,
+                "name": "x",
+                "seen": [],
+                "value": {"size": 2, "sha256": digest, "chunks": [[digest, 1]]},
+            },
+        ),
+        (
+            "chunk of size 0",
+            {
+                "op": ops.ATTACHMENT_PUT,
+                "ref": RA,
+                "name": "x",
+                "seen": [],
+                "value": {"size": 0, "sha256": digest, "chunks": [[digest, 0]]},
+            },
+        ),
+        ("attachment seen as a map", {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "x", "value": None, "seen": {}}),
+        ("device.add with a 31-byte key", device_add(B, A) | {"key": b64(B.public[:31])}),
+        ("device.add whose id does not match its key", device_add(B, A) | {"device": C.id}),
+        ("device.add founder with a signature", device_add(A, None) | {"signature": b64(bytes(64))}),
+        ("device.add introduced without a signature", device_add(B, A) | {"signature": None}),
+        ("device.add with an empty name", device_add(B, A) | {"name": ""}),
+        ("device.add with a name of 101 characters", device_add(B, A) | {"name": "x" * 101}),
+        ("device.revoke of a 31-character id", {"op": ops.DEVICE_REVOKE, "device": C.id[:31], "upto": 0}),
+        ("device.revoke with negative upto", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": -1}),
+        ("device.revoke with upto true", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": True}),
+    ]
+    for _name, op in valid:
+        ops.check(copy.deepcopy(op))
+    for name, op in invalid:
+        try:
+            ops.check(copy.deepcopy(op))
+        except InvalidInput:
+            continue
+        raise SystemExit(f"ops.check accepted the invalid op {name!r}")
+    return {
+        "description": "ops.check(op) accepts every op in 'valid' unchanged and raises InvalidInput for every op "
+        "in 'invalid'; inside a change set an invalid op is the rejection reason 'schema'.",
+        "valid": [{"name": n, "op": o} for n, o in valid],
+        "invalid": [{"name": n, "op": o} for n, o in invalid],
+    }
+
+
+def register_vectors() -> dict[str, Any]:
+    a, b, c = A.id, B.id, C.id
+    resolve_cases: list[tuple[str, list[registers.Entry]]] = [
+        ("empty register", []),
+        ("one entry", [[a, 1, T0, "x"]]),
+        ("one entry holding null", [[a, 1, T0, None]]),
+        ("two entries, same value: no conflict", [[a, 5, T0 + 9, "x"], [b, 2, T0, "x"]]),
+        ("largest ts wins", [[a, 5, T0 + 1, "from A"], [b, 2, T0 + 2, "from B"]]),
+        ("equal ts: larger device id wins", [[a, 5, T0, "from A"], [b, 2, T0, "from B"], [c, 9, T0, "from C"]]),
+        ("equal ts and device: larger seq wins", [[a, 5, T0, "five"], [a, 7, T0, "seven"]]),
+        ("null against a value is a conflict", [[a, 5, T0 + 1, None], [b, 2, T0, "kept"]]),
+        (
+            "objects compared by canonical form",
+            [[a, 1, T0, {"family": "Curie", "given": "Marie"}], [b, 1, T0, {"given": "Marie", "family": "Curie"}]],
+        ),
+        ("ts compared as integers, not text", [[a, 1, 999, "small"], [b, 1, 1000, "large"]]),
+    ]
+    write_cases = [
+        ("write into an empty register", [], [b, 3], T0, "new", []),
+        ("write replaces exactly the seen entries", [[a, 1, T0, "x"], [c, 4, T0, "y"]], [b, 3], T0 + 5, "z", [[a, 1]]),
+        ("unseen dots in seen are ignored", [[a, 1, T0, "x"]], [b, 3], T0 + 5, "z", [[a, 1], [c, 9]]),
+        ("writing the same dot again replaces it (idempotent)", [[a, 1, T0, "x"]], [a, 1], T0, "x", []),
+    ]
+    remove_cases = [
+        ("remove the seen entries", [[a, 1, T0, True], [b, 2, T0, True]], [[a, 1]]),
+        ("remove what is not there", [[a, 1, T0, True]], [[b, 2]]),
+    ]
+    view_cases: list[tuple[str, State]] = [
+        ("no delete", {"title": [[a, 1, T0, "T"]], "year": [[a, 1, T0, "2021"], [b, 1, T0, "2020"]]}),
+        ("delete that saw everything", {"title": [[a, 1, T0, "T"]], "deleted": [[b, 2, T0, [[a, 1]]]]}),
+        (
+            "edit the delete had not seen: conflict on deleted",
+            {"title": [[a, 1, T0, "T"]], "notes": [[c, 1, T0, "N"]], "deleted": [[b, 2, T0, [[a, 1]]]]},
+        ),
+        (
+            "two concurrent deletes cover together",
+            {
+                "title": [[a, 1, T0, "T"]],
+                "notes": [[c, 1, T0, "N"]],
+                "deleted": [[a, 2, T0, [[a, 1]]], [b, 2, T0, [[c, 1]]]],
+            },
+        ),
+        ("a kept reference (deleted = null)", {"title": [[a, 1, T0, "T"]], "deleted": [[c, 3, T0, None]]}),
+        ("a null field is not shown", {"title": [[a, 1, T0, None]], "year": [[a, 1, T0, "2021"]]}),
+        (
+            "deleted with a field conflict covered",
+            {"title": [[a, 1, T0, "T"], [b, 1, T0, "U"]], "deleted": [[c, 5, T0, [[a, 1], [b, 1]]]]},
+        ),
+    ]
+    covered_cases = [
+        ("sorted, duplicates once", {"title": [[b, 2], [a, 1]], "year": [[a, 1]], "deleted": [[c, 3]]}),
+    ]
+    return {
+        "description": "Multi-value registers (engine/registers.py) and the reference view (engine/merge.py). An "
+        "entry is [device, seq, ts, value]; a dot is [device, seq].",
+        "resolve": [
+            {"name": n, "entries": e, "value": (r := registers.resolve(e)).value, "conflict": r.conflict}
+            for n, e in resolve_cases
+        ],
+        "write": [
+            {
+                "name": n,
+                "entries": e,
+                "dot": d,
+                "ts": t,
+                "value": v,
+                "seen": s,
+                "result": registers.write(copy.deepcopy(e), (d[0], d[1]), t, v, s),
+            }
+            for n, e, d, t, v, s in write_cases
+        ],
+        "remove": [{"name": n, "entries": e, "seen": s, "result": registers.remove(e, s)} for n, e, s in remove_cases],
+        "covered_dots": [{"name": n, "seen": s, "result": merge.covered_dots(s)} for n, s in covered_cases],
+        "reference_view": [
+            {
+                "name": n,
+                "state": s,
+                "data": (v := merge.reference_view(s)).data,
+                "conflicts": v.conflicts,
+                "deleted": v.deleted,
+            }
+            for n, s in view_cases
+        ],
+    }
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def dump(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def build_all() -> dict[str, bytes]:
+    _position.clear()
+    scenario = run_scenario()
+    files: dict[str, Callable[[], Any]] = {
+        "canonical.json": canonical_vectors,
+        "identity.json": identity_vectors,
+        "introduction.json": introduction_vectors,
+        "changeset.json": lambda: single_changeset_vectors(scenario),
+        "scenario.json": lambda: scenario_vectors(scenario),
+        "rejections.json": lambda: rejection_vectors(scenario),
+        "ops.json": op_vectors,
+        "registers.json": register_vectors,
+    }
+    return {name: dump(make()) for name, make in files.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "vectors")
+    args = parser.parse_args(argv)
+    outputs = build_all()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, data in outputs.items():
+        (args.out / name).write_bytes(data)
+    total = sum(len(d) for d in outputs.values())
+    print(f"wrote {len(outputs)} vector files ({total:,} bytes) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,479 @@
+"""The code against the committed protocol vectors (protocol/vectors/, made by protocol/make_vectors.py).
+
+Every value is re-derived with the real code: keys and ids, canonical bytes, signatures, change sets;
+the scenario's change sets are replayed through the real store (sync.receive into empty libraries)
+and the tables are compared with the expected state that make_vectors.py computed with the engine's
+pure functions. The last test regenerates the vectors and requires byte-identical files.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from p2psync.crypto.identity import DeviceIdentity, introduction_message, verify
+from p2psync.engine import canonical, changesets, merge, ops, registers
+from p2psync.errors import InvalidInput
+from p2psync.model import fields
+from p2psync.model.devices import device_id_for, library_id_for, short_id
+from p2psync.store import sync
+from p2psync.store.library import Library, device_add_op
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTOCOL = ROOT / "protocol"
+VECTORS = PROTOCOL / "vectors"
+
+
+def load(name: str) -> Any:
+    return json.loads((VECTORS / name).read_text(encoding="utf-8"))
+
+
+SCENARIO = load("scenario.json")
+REJECTIONS = load("rejections.json")
+
+
+def private_key(seed_hex: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed_hex))
+
+
+def public_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def wire_bytes(item: dict[str, Any]) -> bytes:
+    if "wire_fill" in item:
+        return bytes.fromhex(item["wire_fill"]["fill_byte_hex"]) * item["wire_fill"]["length"]
+    if "wire_hex" in item:
+        return bytes.fromhex(item["wire_hex"])
+    return str(item["wire_text"]).encode("utf-8")
+
+
+def keys_by_device() -> dict[str, Ed25519PrivateKey]:
+    return {d["device_id"]: private_key(d["seed_hex"]) for d in load("identity.json")["devices"]}
+
+
+# --- canonical JSON, identities, introductions -------------------------------------------------
+
+
+def test_canonical_encoding() -> None:
+    vectors = load("canonical.json")
+    for case in vectors["valid"]:
+        value = json.loads(case["input_json"])
+        assert canonical.encode(value).hex() == case["canonical_hex"], case["name"]
+        assert canonical.dumps(value) == case["canonical_text"], case["name"]
+        assert case["canonical_text"].encode("utf-8").hex() == case["canonical_hex"]
+    for case in vectors["invalid"]:
+        with pytest.raises(ValueError):
+            canonical.encode(json.loads(case["input_json"]))
+
+
+def test_identity_derivations() -> None:
+    vectors = load("identity.json")
+    for device in vectors["devices"]:
+        assert hashlib.sha256(device["seed_input"].encode("ascii")).hexdigest() == device["seed_hex"]
+        key = private_key(device["seed_hex"])
+        public = public_bytes(key)
+        assert public.hex() == device["public_key_hex"]
+        assert base64.b64encode(public).decode("ascii") == device["public_key_base64"]
+        assert device_id_for(public) == device["device_id"] == DeviceIdentity(key).device_id
+        assert short_id(device["device_id"]) == device["short_id"]
+    founder = next(d for d in vectors["devices"] if d["name"] == vectors["library"]["founder"])
+    assert library_id_for(bytes.fromhex(founder["public_key_hex"])) == vectors["library"]["library_id"]
+
+
+def test_introductions() -> None:
+    vectors = load("introduction.json")
+    keys = keys_by_device()
+    founder = vectors["founder_op"]
+    founder_identity = DeviceIdentity(keys[founder["device"]])
+    assert device_add_op(founder_identity, founder["name"], None, None) == founder
+    assert canonical.dumps(founder) == vectors["founder_op_canonical_text"]
+    for case in vectors["introductions"]:
+        new_key, introducer_key = keys[case["device_id"]], keys[case["introducer_id"]]
+        public = public_bytes(new_key)
+        message = changesets.introduction(case["library"], case["device_id"], public)
+        assert message.hex() == case["message_hex"]
+        assert introduction_message(case["library"], case["device_id"], public) == message
+        assert introducer_key.sign(message).hex() == case["signature_hex"]  # Ed25519 is deterministic
+        assert verify(public_bytes(introducer_key), bytes.fromhex(case["signature_hex"]), message)
+        op = device_add_op(
+            DeviceIdentity.from_public(public), case["op"]["name"], DeviceIdentity(introducer_key), case["library"]
+        )
+        assert op == case["op"]
+        assert ops.check(copy.deepcopy(op)) == op
+        assert canonical.dumps(op) == case["op_canonical_text"]
+
+
+# --- change sets -------------------------------------------------------------------------------------
+
+
+def test_single_changesets_byte_for_byte() -> None:
+    keys = keys_by_device()
+    for case in load("changeset.json")["changesets"]:
+        entries = [(seq, ts, op) for seq, ts, op in case["entries"]]
+        cs = changesets.build(
+            case["library"], case["author_id"], case["prev"], case["deps"], entries, keys[case["author_id"]].sign
+        )
+        assert cs.body_bytes.hex() == case["body_hex"]
+        assert cs.body_bytes.decode("utf-8") == case["body_text"] == canonical.dumps(case["body"])
+        assert changesets.signature_input(case["library"], cs.body_bytes).hex() == case["signature_input_hex"]
+        assert cs.signature.hex() == case["signature_hex"]
+        assert base64.b64encode(cs.signature).decode("ascii") == case["signature_base64"]
+        assert cs.id == case["id"] == hashlib.sha256(bytes.fromhex(case["body_hex"])).hexdigest()
+        assert cs.wire().hex() == case["wire_hex"]
+        assert cs.wire().decode("utf-8") == case["wire_text"]
+        parsed = changesets.parse(bytes.fromhex(case["wire_hex"]), case["library"])
+        assert (parsed.id, parsed.author, parsed.first, parsed.last, parsed.prev, parsed.deps) == (
+            case["id"],
+            case["author_id"],
+            case["first"],
+            case["last"],
+            case["prev"],
+            case["deps"],
+        )
+        assert [list(e) for e in parsed.entries] == case["entries"]
+
+
+def test_split_limits() -> None:
+    for case in load("changeset.json")["split"]:
+        lengths = [length for length, count in case["entries"] for _ in range(count)]
+        entries = [
+            (
+                i + 1,
+                1,
+                {"op": "ref.put", "ref": case["op_template"]["ref"], "fields": {"notes": case["char"] * n}, "seen": {}},
+            )
+            for i, n in enumerate(lengths)
+        ]
+        costs = [cost for cost, count in case["entry_costs"] for _ in range(count)]
+        assert [len(canonical.encode(e[2])) + 32 for e in entries] == costs, case["name"]
+        assert [len(piece) for piece in changesets.split(entries)] == case["pieces"], case["name"]
+
+
+def test_scenario_changesets_parse_verify_and_rebuild() -> None:
+    vectors = SCENARIO
+    keys = keys_by_device()
+    for name, item in vectors["changesets"].items():
+        raw = wire_bytes(item)
+        cs = changesets.parse(raw, vectors["library_id"])
+        assert cs.id == item["id"], name
+        assert (cs.first, cs.last, cs.prev, cs.deps, cs.author) == (
+            item["first"],
+            item["last"],
+            item["prev"],
+            item["deps"],
+            item["author_id"],
+        )
+        assert cs.wire() == raw  # canonical on the wire
+        key = keys[cs.author]
+        assert verify(public_bytes(key), cs.signature, changesets.signature_input(cs.library, cs.body_bytes))
+        rebuilt = changesets.build(cs.library, cs.author, cs.prev, cs.deps, cs.entries, key.sign)
+        assert rebuilt.wire() == raw, name
+
+
+# --- the scenario through the real store -------------------------------------------------------------
+
+
+def store_state(library: Library) -> dict[str, Any]:
+    """The replicated tables in the vectors' form (registers unpacked; storage columns left out)."""
+    db = library.db
+    refs: dict[str, Any] = {}
+    for ref_id, data_text, state_text, deleted, conflict in db.execute(
+        "SELECT id, data, state, deleted, conflict FROM refs ORDER BY id"
+    ):
+        data = json.loads(data_text)
+        state = registers.unpack(json.loads(state_text), data)
+        refs[ref_id] = {
+            "registers": {name: sorted(entries) for name, entries in sorted(state.items())},
+            "data": {k: v for k, v in data.items() if k != merge.DELETED},
+            "deleted": bool(deleted),
+            "conflict": bool(conflict),
+            "conflicts": None if deleted else library.get_reference(ref_id).get("conflicts", []),
+        }
+    groups = {
+        g: {"name": n, "conflict": bool(c), "registers": {k: sorted(v) for k, v in sorted(json.loads(s).items())}}
+        for g, n, c, s in db.execute("SELECT id, name, conflict, state FROM groups ORDER BY id")
+    }
+    members: dict[str, dict[str, Any]] = {}
+    for g, r, dots in db.execute("SELECT group_id, ref_id, dots FROM memberships ORDER BY group_id, ref_id"):
+        members.setdefault(g, {})[r] = sorted(json.loads(dots))
+    attachments: dict[str, dict[str, Any]] = {}
+    for r, n, size, sha, c, s in db.execute(
+        "SELECT ref_id, name, size, sha256, conflict, state FROM attachments ORDER BY ref_id, name"
+    ):
+        attachments.setdefault(r, {})[n] = {
+            "size": size,
+            "sha256": sha,
+            "conflict": bool(c),
+            "register": sorted(json.loads(s)),
+        }
+    devices = {
+        d: {"public_key": k, "name": n, "introducer": i, "signature": s, "dot": [a, q], "revoked_upto": u}
+        for d, k, n, i, s, q, a, u in db.execute(
+            "SELECT id, public_key, name, introducer, signature, seq, author, revoked_upto FROM devices ORDER BY id"
+        )
+    }
+    return {"refs": refs, "groups": groups, "memberships": members, "attachments": attachments, "devices": devices}
+
+
+def assert_state(library: Library, expected: dict[str, Any], where: str) -> None:
+    got = store_state(library)
+    assert set(got["refs"]) == set(expected["refs"]), where
+    for ref_id, want in expected["refs"].items():
+        have = got["refs"][ref_id]
+        assert have["registers"] == want["registers"], (where, ref_id)
+        assert have["data"] == want["data"], (where, ref_id)
+        assert have["deleted"] == want["deleted"], (where, ref_id)
+        assert have["conflict"] == bool(want["conflicts"]), (where, ref_id)
+        if not want["deleted"]:
+            assert have["conflicts"] == want["conflicts"], (where, ref_id)
+    assert got["groups"] == {
+        g: {"name": v["name"], "conflict": v["conflict"], "registers": v["registers"]}
+        for g, v in expected["groups"].items()
+    }, where
+    assert got["memberships"] == expected["memberships"], where
+    assert got["attachments"] == {
+        r: {
+            n: {
+                "size": (v["value"] or {}).get("size"),
+                "sha256": (v["value"] or {}).get("sha256"),
+                "conflict": v["conflict"],
+                "register": v["register"],
+            }
+            for n, v in items.items()
+        }
+        for r, items in expected["attachments"].items()
+    }, where
+    assert got["devices"] == expected["devices"], where
+
+
+@pytest.mark.parametrize("order", list(SCENARIO["delivery_orders"]))
+def test_scenario_replayed_through_the_store(tmp_path: Path, order: str) -> None:
+    """Deliver the change sets in one exchange per stretch between checkpoints; compare at each."""
+    wires = {name: wire_bytes(item) for name, item in SCENARIO["changesets"].items()}
+    sequence = SCENARIO["delivery_orders"][order]
+    stops = {}
+    for checkpoint in SCENARIO["checkpoints"]:
+        for k in range(1, len(sequence) + 1):
+            if set(sequence[:k]) == set(checkpoint["after"]):
+                stops[k] = checkpoint
+    assert len(sequence) in stops
+    library = Library.create(tmp_path / "observer", "observer", found=False, library_id=SCENARIO["library_id"])
+    try:
+        start = 0
+        for stop, checkpoint in sorted(stops.items()):
+            batch = sequence[start:stop]
+            report = sync.receive(library, [wires[n] for n in batch])
+            assert (report.applied, report.rejected, report.waiting) == (len(batch), [], 0), checkpoint["name"]
+            assert_state(library, checkpoint["state"], f"{order}: {checkpoint['name']}")
+            start = stop
+        expected_vv: dict[str, int] = {}
+        for item in SCENARIO["changesets"].values():
+            expected_vv[item["author_id"]] = max(expected_vv.get(item["author_id"], 0), item["last"])
+        assert sync.version_vector(library) == expected_vv
+    finally:
+        library.close()
+
+
+# --- operations and registers ------------------------------------------------------------------------
+
+
+def test_operations() -> None:
+    vectors = load("ops.json")
+    for case in vectors["valid"]:
+        op = copy.deepcopy(case["op"])
+        assert ops.check(op) == case["op"], case["name"]
+    for case in vectors["invalid"]:
+        try:
+            ops.check(copy.deepcopy(case["op"]))
+        except InvalidInput:
+            continue
+        pytest.fail(f"ops.check accepted an invalid operation: {case['name']}")
+
+
+def test_registers_and_reference_view() -> None:
+    vectors = load("registers.json")
+    for case in vectors["resolve"]:
+        resolved = registers.resolve(case["entries"])
+        assert (resolved.value, resolved.conflict) == (case["value"], case["conflict"]), case["name"]
+    for case in vectors["write"]:
+        dot = (case["dot"][0], case["dot"][1])
+        result = registers.write(copy.deepcopy(case["entries"]), dot, case["ts"], case["value"], case["seen"])
+        assert result == case["result"], case["name"]
+    for case in vectors["remove"]:
+        assert registers.remove(case["entries"], case["seen"]) == case["result"], case["name"]
+    for case in vectors["covered_dots"]:
+        assert merge.covered_dots(case["seen"]) == case["result"], case["name"]
+    for case in vectors["reference_view"]:
+        view = merge.reference_view(case["state"])
+        assert (view.data, view.conflicts, view.deleted) == (case["data"], case["conflicts"], case["deleted"]), case[
+            "name"
+        ]
+
+
+# --- rejections ----------------------------------------------------------------------------------------
+
+
+def receiver_from(context: dict[str, Any]) -> changesets.Receiver:
+    known = {(author, first): cs_id for author, first, cs_id in context["known_change_sets"]}
+    return changesets.Receiver(
+        version_vector=context["version_vector"],
+        chain_heads=context["chain_heads"],
+        member_keys={d: base64.b64decode(k) for d, k in context["member_keys"].items()},
+        revoked_upto=context["revoked_upto"],
+        known_id=lambda author, first: known.get((author, first)),
+        founder_check=lambda key: library_id_for(key) == context["library"],
+    )
+
+
+@pytest.mark.parametrize("case", REJECTIONS["cases"], ids=[c["name"] for c in REJECTIONS["cases"]])
+def test_rejection_case(case: dict[str, Any]) -> None:
+    context = REJECTIONS["receivers"][case["receiver"]]
+    raw = wire_bytes(case)
+    expected = case["expected"]
+    if expected.get("stage") == "parse":
+        with pytest.raises(changesets.ChangeSetRejected) as caught:
+            changesets.parse(raw, context["library"])
+        assert caught.value.reason == expected["reason"]
+        return
+    cs = changesets.parse(raw, context["library"])
+    if "reason" in expected:
+        with pytest.raises(changesets.ChangeSetRejected) as caught:
+            changesets.check(cs, receiver_from(context), verify)
+        assert caught.value.reason == expected["reason"]
+    else:
+        assert changesets.check(cs, receiver_from(context), verify) == expected["outcome"]
+
+
+def test_every_reason_code_has_a_case() -> None:
+    reasons = {c["expected"].get("reason") for c in REJECTIONS["cases"]} - {None}
+    assert reasons == {
+        "malformed",
+        "oversized",
+        "version",
+        "library",
+        "chain",
+        "gap",
+        "fork",
+        "schema",
+        "signature",
+        "unknown_author",
+        "revoked",
+        "membership",
+    }
+
+
+def test_exchanges_through_the_store(tmp_path: Path) -> None:
+    for number, exchange in enumerate(REJECTIONS["exchanges"]):
+        library = Library.create(tmp_path / f"x{number}", "x", found=False, library_id=exchange["library_id"])
+        try:
+            for step in exchange["steps"]:
+                report = sync.receive(library, [wire_bytes(item) for item in step["deliver"]])
+                got = report.as_dict()
+                got["rejected"] = [r["reason"] for r in got["rejected"]]
+                assert got == step["report"], step["what"]
+                assert sync.version_vector(library) == step["version_vector_after"], step["what"]
+        finally:
+            library.close()
+
+
+# --- schemas and the generator -------------------------------------------------------------------------
+
+# Invalid operations that no JSON Schema can refuse: they need a hash, a sum, a byte count or a
+# cross-reference between keys (checked by ops.check, see protocol/merge.md).
+BEYOND_SCHEMA = {
+    "device.add whose id does not match its key",
+    "chunks not adding up to the size",
+    "attachment name of 256 UTF-8 bytes",
+    "seen names a field the op does not write",
+}
+
+
+# Parse-stage rejections that the change-set schema cannot see (a relation between two values, or the
+# receiving library's id).
+BEYOND_CHANGESET_SCHEMA = {
+    "another library",
+    "sequence range reversed",
+    "deps name the author",
+    "entries do not match the range",
+    "entry sequence out of order",
+}
+
+
+def load_schema(name: str) -> Any:
+    return json.loads((PROTOCOL / "schemas" / name).read_text(encoding="utf-8"))
+
+
+def test_op_schema_follows_the_field_catalogue() -> None:
+    op_schema = load_schema("op.schema.json")
+    defs = op_schema["$defs"]
+    assert [d["$ref"].split("/")[-1] for d in op_schema["oneOf"]] == list(ops.KINDS)
+    assert set(defs["ref.put"]["properties"]["fields"]["properties"]) == set(fields.FIELDS) | fields.SYSTEM_FIELDS
+    assert defs["type"]["enum"] == list(fields.REFERENCE_TYPES)
+    assert defs["text"]["maxLength"] == fields.MAX_TEXT and defs["long"]["maxLength"] == fields.MAX_LONG
+    assert defs["people"]["maxItems"] == fields.MAX_PEOPLE and defs["list"]["maxItems"] == fields.MAX_LIST_ITEMS
+    assert defs["dots"]["maxItems"] == ops.MAX_DOTS
+    assert defs["device.add"]["properties"]["name"]["maxLength"] == ops.MAX_DEVICE_NAME
+    cs_body = load_schema("changeset.schema.json")["properties"]["body"]["properties"]
+    assert cs_body["entries"]["maxItems"] == changesets.MAX_ENTRIES
+    assert cs_body["deps"]["maxProperties"] == changesets.MAX_DEPS
+    assert cs_body["v"]["const"] == changesets.VERSION
+
+
+def test_vectors_match_the_schemas() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    referencing = pytest.importorskip("referencing")
+    op_schema = load_schema("op.schema.json")
+    cs_schema = load_schema("changeset.schema.json")
+    registry = referencing.Registry().with_resources(
+        [(s["$id"], referencing.Resource.from_contents(s)) for s in (op_schema, cs_schema)]
+    )
+    op_validator = jsonschema.Draft202012Validator(op_schema, registry=registry)
+    cs_validator = jsonschema.Draft202012Validator(cs_schema, registry=registry)
+    jsonschema.Draft202012Validator.check_schema(op_schema)
+    jsonschema.Draft202012Validator.check_schema(cs_schema)
+    for item in load("scenario.json")["changesets"].values():
+        cs_validator.validate(json.loads(wire_bytes(item)))
+    for item in load("changeset.json")["changesets"]:
+        cs_validator.validate(json.loads(item["wire_text"]))
+    ops_vectors = load("ops.json")
+    for case in ops_vectors["valid"]:
+        op_validator.validate(case["op"])
+    for case in ops_vectors["invalid"]:
+        assert op_validator.is_valid(case["op"]) == (case["name"] in BEYOND_SCHEMA), case["name"]
+    for case in REJECTIONS["cases"]:
+        try:
+            value = json.loads(wire_bytes(case))
+        except ValueError:
+            continue  # not JSON at all
+        parse_stage = case["expected"].get("stage") == "parse"
+        if parse_stage and case["name"] not in BEYOND_CHANGESET_SCHEMA:
+            assert not cs_validator.is_valid(value), case["name"]
+        elif not parse_stage:
+            assert cs_validator.is_valid(value), case["name"]
+
+
+def test_generator_reproduces_the_committed_vectors(tmp_path: Path) -> None:
+    out = tmp_path / "vectors"
+    result = subprocess.run(
+        [sys.executable, str(PROTOCOL / "make_vectors.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert len(result.stdout.splitlines()) == 1 and not result.stderr
+    committed = sorted(p.name for p in VECTORS.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == committed
+    for name in committed:
+        assert (out / name).read_bytes() == (VECTORS / name).read_bytes(), name
