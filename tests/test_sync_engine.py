@@ -393,8 +393,9 @@ def test_peers_cli_lists_and_removes(tmp_path: Path) -> None:
     env = dict(os.environ, P2PSYNC_LIBRARY=str(tmp_path / "a"))
 
     def p2psync(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "p2psync", *args], capture_output=True, text=True, env=env,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "p2psync", *args], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
+        )
 
     listed = json.loads(p2psync("peers", "--json").stdout)
     assert [d["name"] for d in listed][1] == "work-laptop" and listed[0]["this_device"]
@@ -404,3 +405,87 @@ def test_peers_cli_lists_and_removes(tmp_path: Path) -> None:
     assert done.returncode == 0 and json.loads(done.stdout)["removed"]["device_id"] == b.device_id
     assert json.loads(p2psync("peers", "--json").stdout)[1]["revoked"] is True
     b.close()
+
+
+def test_keeping_a_deleted_reference_brings_back_its_groups_and_files(
+    pair: tuple[Library, Library], tmp_path: Path
+) -> None:
+    a, b = pair
+    ref = a.add_reference({"title": "In a group, with a PDF"})
+    a.add_to_group(a.create_group("Thesis"), [ref])
+    pdf = tmp_path / "paper.pdf"
+    pdf.write_bytes(b"%PDF-1.7")
+    a.attach(ref, pdf)
+    sync_libraries(a, b)
+    a.trash_reference(ref)
+    a.empty_trash()
+    b.edit_reference(ref, {"year": "2022"})
+    sync_libraries(a, b)
+    a.resolve_conflict(ref, keep="remote")  # keep b's: the reference stays
+    sync_libraries(a, b)
+    for lib in (a, b):
+        record = lib.get_reference(ref)
+        assert [g["name"] for g in record["groups"]] == ["Thesis"]
+        assert [x["name"] for x in record["attachments"]] == ["paper.pdf"]
+
+
+def test_a_write_may_only_replace_what_its_author_had_seen(pair: tuple[Library, Library]) -> None:
+    a, b = pair
+    ref = a.add_reference({"title": "t"})
+    sync_libraries(a, b)
+    seal(a)
+    head = sync._chain_heads(a)[a.device_id]
+    next_seq = version_vector(a)[a.device_id] + 1
+    op = {"op": "ref.put", "ref": ref, "fields": {"title": "u"}, "seen": {"title": [[b.device_id, 999]]}}
+    cs = changesets.build(a.library_id, a.device_id, head, version_vector(a), [(next_seq, 1, op)], a.identity().sign)
+    _refused(b, [cs.wire()], "schema")
+
+
+def test_change_sets_wait_for_what_they_depend_on(tmp_path: Path) -> None:
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    c = Library.create(tmp_path / "c", "C", found=False, library_id=a.library_id)
+    b.add_device(c.identity().public_bytes, "C")  # A has not heard of C yet
+    sync_libraries(b, c)
+    for i in range(3):
+        c.add_reference({"title": f"from C {i}"})
+        seal(c)
+    seal(b)
+    from_c = [w for w in changesets_since(c, version_vector(a)) if b'"author":"' + c.device_id.encode() in w]
+    from_b = list(changesets_since(b, version_vector(a)))
+    report = receive(a, [*from_c, *from_b])  # C's arrive before the introduction they depend on
+    assert report.rejected == [] and report.waiting == 0
+    assert a.info()["references"] == 3
+
+
+def test_a_revocation_that_arrives_first_is_kept(tmp_path: Path) -> None:
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    c = Library.create(tmp_path / "c", "C", found=False, library_id=a.library_id)
+    with b.writing() as writer:  # B revokes a device nobody has heard of yet
+        writer.log({"op": "device.revoke", "device": c.device_id, "upto": 0})
+    sync_libraries(a, b)
+    assert a.db.execute("SELECT upto FROM revocations WHERE device = ?", [c.device_id]).fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"body": ' + b"[" * 100_000 + b"]" * 100_000 + b', "sig": ""}',
+        b'{"body": {"v": 1, "lib": "x", "author": "\\ud800"}, "sig": ""}',
+    ],
+)
+def test_hostile_json_is_refused_cleanly(pair: tuple[Library, Library], raw: bytes) -> None:
+    _refused(pair[1], [raw], "malformed")
+
+
+def test_numbers_must_be_integers(pair: tuple[Library, Library]) -> None:
+    a, b = pair
+    a.add_reference({"title": "t"})
+    seal(a)
+    [wire] = list(changesets_since(a, version_vector(b)))
+
+    def floaty(m: dict) -> None:
+        m["body"]["v"] = 1.0
+
+    _refused(b, [_tamper(wire, floaty)], "version")

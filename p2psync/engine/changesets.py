@@ -27,7 +27,7 @@ from typing import Any
 from p2psync.engine import ops
 from p2psync.engine.canonical import encode
 from p2psync.errors import InvalidInput
-from p2psync.model.devices import DEVICE_ID_LENGTH
+from p2psync.model.devices import is_device_id
 
 VERSION = 1
 DOMAIN = b"p2psync/1 change set\x00"
@@ -143,21 +143,21 @@ def parse(raw: bytes, library: str) -> ChangeSet:
         raise ChangeSetRejected("oversized", f"A change set of {len(raw):,} bytes exceeds the limit of {MAX_BYTES:,}.")
     try:
         message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ChangeSetRejected("malformed", "A change set is not valid JSON.") from None
     if not isinstance(message, dict) or set(message) != {"body", "sig"} or not isinstance(message["body"], dict):
         raise ChangeSetRejected("malformed", "A change set must be an object with exactly 'body' and 'sig'.")
     body = message["body"]
     if set(body) != {"v", "lib", "author", "seq", "prev", "deps", "entries"}:
         raise ChangeSetRejected("malformed", "A change set body has missing or unknown keys.")
-    if body["v"] != VERSION:
+    if type(body["v"]) is not int or body["v"] != VERSION:
         raise ChangeSetRejected(
             "version", f"A change set uses protocol version {body['v']!r}; this p2psync speaks {VERSION}."
         )
     if body["lib"] != library:
         raise ChangeSetRejected("library", "A change set belongs to another library.")
     author = body["author"]
-    if not isinstance(author, str) or len(author) != DEVICE_ID_LENGTH:
+    if not is_device_id(author):
         raise ChangeSetRejected("malformed", "A change set's author is not a device id.")
     seq = body["seq"]
     if not (isinstance(seq, list) and len(seq) == 2 and all(_is_count(s) for s in seq) and 1 <= seq[0] <= seq[1]):
@@ -173,10 +173,7 @@ def parse(raw: bytes, library: str) -> ChangeSet:
     if (
         not isinstance(deps, dict)
         or len(deps) > MAX_DEPS
-        or not all(
-            isinstance(d, str) and len(d) == DEVICE_ID_LENGTH and d != author and _is_count(s) and s >= 1
-            for d, s in deps.items()
-        )
+        or not all(is_device_id(d) and d != author and _is_count(s) and s >= 1 for d, s in deps.items())
     ):
         raise ChangeSetRejected("malformed", "A change set's deps must map other device ids to sequence numbers.")
     raw_entries = body["entries"]
@@ -186,7 +183,13 @@ def parse(raw: bytes, library: str) -> ChangeSet:
         raise ChangeSetRejected("malformed", "A change set's entries do not match its sequence range.")
     entries: list[Entry] = []
     for expected, item in enumerate(raw_entries, start=seq[0]):
-        if not (isinstance(item, list) and len(item) == 3 and item[0] == expected and _is_count(item[1])):
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and type(item[0]) is int
+            and item[0] == expected
+            and _is_count(item[1])
+        ):
             raise ChangeSetRejected("malformed", f"Entry {expected} of a change set is not [seq, ts, op] in order.")
         if item[1] > MAX_TS:
             raise ChangeSetRejected("malformed", f"Entry {expected} of a change set has an impossible timestamp.")
@@ -201,9 +204,26 @@ def parse(raw: bytes, library: str) -> ChangeSet:
         signature = base64.b64decode(message["sig"], validate=True) if isinstance(message["sig"], str) else b""
     except (binascii.Error, ValueError):
         signature = b""
-    if len(signature) != 64:
+    if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != message["sig"]:
         raise ChangeSetRejected("signature", "A change set's signature is missing or not 64 bytes of base64.")
-    return ChangeSet(library, author, seq[0], seq[1], prev, deps, entries, signature, encode(body))
+    try:
+        body_bytes = encode(body)
+    except (UnicodeEncodeError, ValueError):  # e.g. an escaped lone surrogate: not text at all
+        raise ChangeSetRejected("malformed", "A change set holds text that is not valid Unicode.") from None
+    _check_causality(author, deps, entries)
+    return ChangeSet(library, author, seq[0], seq[1], prev, deps, entries, signature, body_bytes)
+
+
+def _check_causality(author: str, deps: Mapping[str, int], entries: list[Entry]) -> None:
+    """An entry may only replace what its author could have seen: its own earlier entries and
+    what the change set depends on. Anything else would let replicas diverge."""
+    for seq, _ts, op in entries:
+        for device, dot_seq in ops.seen_dots(op):
+            limit = seq - 1 if device == author else deps.get(device, 0)
+            if dot_seq > limit:
+                raise ChangeSetRejected(
+                    "schema", f"Entry {seq} of a change set replaces a change its author had not seen."
+                )
 
 
 @dataclass(frozen=True)
@@ -225,8 +245,21 @@ class Outcome:
 
 
 def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> str:
-    """Check a parsed change set against the receiver's state; return an Outcome or raise."""
+    """Check a parsed change set against the receiver's state; return an Outcome or raise.
+
+    Order matters: nothing is judged on a change set's say-so before its signature is verified,
+    except waiting for its dependencies (which records nothing and blocks no one).
+    """
     have = receiver.version_vector.get(cs.author, 0)
+    if cs.first > have:
+        for device, seq in cs.deps.items():
+            if receiver.version_vector.get(device, 0) < seq:
+                return Outcome.WAITING
+    key = receiver.member_keys.get(cs.author)
+    if key is None:
+        key = _self_introduction(cs, receiver, verify)
+    if not verify(key, cs.signature, signature_input(cs.library, cs.body_bytes)):
+        raise ChangeSetRejected("signature", f"A change set claiming to be from {cs.author[:7]} has a bad signature.")
     if cs.first <= have:
         # Authors cut their log once, so the same first sequence means the same change set.
         if receiver.known_id(cs.author, cs.first) == cs.id:
@@ -240,18 +273,10 @@ def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> str:
         )
     if cs.prev != receiver.chain_heads.get(cs.author):
         raise ChangeSetRejected("chain", f"A change set from {cs.author[:7]} does not continue that device's chain.")
-    for device, seq in cs.deps.items():
-        if receiver.version_vector.get(device, 0) < seq:
-            return Outcome.WAITING
-    key = receiver.member_keys.get(cs.author)
-    if key is None:
-        key = _self_introduction(cs, receiver, verify)
     if cs.last > receiver.revoked_upto.get(cs.author, cs.last):
         raise ChangeSetRejected(
             "revoked", f"Device {cs.author[:7]} was removed from this library; its new changes are refused."
         )
-    if not verify(key, cs.signature, signature_input(cs.library, cs.body_bytes)):
-        raise ChangeSetRejected("signature", f"A change set claiming to be from {cs.author[:7]} has a bad signature.")
     _check_introductions(cs, receiver, key, verify)
     return Outcome.NEW
 
@@ -269,6 +294,8 @@ def _check_introductions(cs: ChangeSet, receiver: Receiver, author_key: bytes, v
                 raise ChangeSetRejected("membership", f"Entry {seq} claims a device founded this library; it did not.")
         else:
             introducer_key = keys.get(op["introducer"])
+            if op["introducer"] != cs.author and op["introducer"] in receiver.revoked_upto:
+                introducer_key = None  # a removed device introduces no one (but its own past entries stand)
             message = introduction(cs.library, op["device"], new_key)
             if introducer_key is None or not verify(introducer_key, base64.b64decode(op["signature"]), message):
                 raise ChangeSetRejected("membership", f"Entry {seq} adds a device without a valid introduction.")
@@ -311,7 +338,7 @@ def introduction(library: str, device: str, public_key: bytes) -> bytes:
 
 
 def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+    return type(value) is int and 0 <= value <= MAX_TS
 
 
 def _is_hex(text: str) -> bool:

@@ -6,8 +6,8 @@ same state, gives the same state on every machine (see store/apply.py, which is 
 that writes the tables, for local edits and for replay alike).
 
     ref.put          {"ref", "fields": {name: value|null}, "seen": {name: [dot...]}}
-    ref.delete       {"ref", "seen": {name: [dot...]}, "members": {group: [dot...]},
-                      "attachments": {name: [dot...]}}              permanent delete (tombstone)
+    ref.delete       {"ref", "seen": {name: [dot...]}}      permanent delete: a mark (merge.py);
+                                                             groups and attachments stay, hidden
     group.put        {"group", "fields": {"name": str}, "seen": {"name": [dot...]}}
     group.delete     {"group", "seen": {"name": [dot...]}, "members": {ref: [dot...]}}
     member.add       {"group", "refs": [ref...]}                      add-wins set
@@ -35,7 +35,7 @@ from p2psync.engine import registers
 from p2psync.errors import InvalidValue
 from p2psync.model import fields as catalogue
 from p2psync.model.attachments import validate_manifest, validate_name
-from p2psync.model.devices import DEVICE_ID_LENGTH, device_id_for
+from p2psync.model.devices import device_id_for, is_device_id
 from p2psync.model.groups import validate_group_name
 from p2psync.model.ids import is_id
 
@@ -59,6 +59,8 @@ KINDS = (
     DEVICE_REVOKE,
 )
 MAX_DEVICE_NAME = 100
+MAX_INT = 2**53  # every integer must survive any JSON implementation exactly
+MAX_OP_BYTES = 3 * 1024 * 1024  # so that one operation always fits in a change set
 
 MAX_DOTS = 10_000
 MAX_REFS_PER_OP = 10_000
@@ -88,13 +90,11 @@ def put_fields(kind: str, key: str, obj_id: str, state: State, changes: dict[str
     return {"op": kind, key: obj_id, "fields": new_fields, "seen": seen}
 
 
-def delete_ref(ref_id: str, state: State, members: dict[str, list[Any]], attachments: dict[str, list[Any]]) -> Op:
+def delete_ref(ref_id: str, state: State) -> Op:
     return {
         "op": REF_DELETE,
         "ref": ref_id,
         "seen": {name: registers.dots(entries) for name, entries in state.items() if entries},
-        "members": members,
-        "attachments": attachments,
     }
 
 
@@ -120,7 +120,7 @@ def check(op: Any) -> Op:
     kind = op["op"]
     expected = {
         REF_PUT: {"op", "ref", "fields", "seen"},
-        REF_DELETE: {"op", "ref", "seen", "members", "attachments"},
+        REF_DELETE: {"op", "ref", "seen"},
         GROUP_PUT: {"op", "group", "fields", "seen"},
         GROUP_DELETE: {"op", "group", "seen", "members"},
         MEMBER_ADD: {"op", "group", "refs"},
@@ -145,8 +145,6 @@ def check(op: Any) -> Op:
         _check_seen_map(op["seen"], allowed={"name"})
     elif kind == REF_DELETE:
         _check_seen_map(op["seen"], allowed=set(catalogue.FIELDS) | catalogue.SYSTEM_FIELDS)
-        _check_seen_map(op["members"], id_keys=True)
-        _check_seen_map(op["attachments"], name_keys=True)
     elif kind == GROUP_DELETE:
         _check_seen_map(op["seen"], allowed={"name"})
         _check_seen_map(op["members"], id_keys=True)
@@ -169,9 +167,9 @@ def check(op: Any) -> Op:
         _check_device_add(op)
     elif kind == DEVICE_REVOKE:
         upto = op["upto"]
-        if not isinstance(op["device"], str) or len(op["device"]) != DEVICE_ID_LENGTH:
+        if not is_device_id(op["device"]):
             raise InvalidValue("A device.revoke operation names a device id.")
-        if not isinstance(upto, int) or isinstance(upto, bool) or upto < 0:
+        if type(upto) is not int or not 0 <= upto <= MAX_INT:
             raise InvalidValue("A device.revoke operation's upto is a sequence number >= 0.")
     return op
 
@@ -189,7 +187,7 @@ def _check_device_add(op: Op) -> None:
         if signature is not None:
             raise InvalidValue("A founding device.add carries no signature.")
         return
-    if not isinstance(op["introducer"], str) or len(op["introducer"]) != DEVICE_ID_LENGTH:
+    if not is_device_id(op["introducer"]):
         raise InvalidValue("A device.add introducer must be a device id.")
     if not isinstance(signature, str) or len(_b64(signature, "signature")) != 64:
         raise InvalidValue("A device.add operation needs the introducer's 64-byte signature in base64.")
@@ -197,9 +195,24 @@ def _check_device_add(op: Op) -> None:
 
 def _b64(text: str, what: str) -> bytes:
     try:
-        return base64.b64decode(text, validate=True)
+        raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidValue(f"The {what} in a device.add operation is not base64.") from None
+    if base64.b64encode(raw).decode("ascii") != text:  # one encoding per value: no stray padding bits
+        raise InvalidValue(f"The {what} in a device.add operation is not in canonical base64.")
+    return raw
+
+
+def seen_dots(op: Op) -> list[tuple[str, int]]:
+    """Every dot an (already checked) operation says it had seen."""
+    found: list[Any] = []
+    if op["op"] == ATTACHMENT_PUT:
+        found = list(op["seen"])
+    elif "seen" in op:
+        found = [d for dots in op["seen"].values() for d in dots]
+    if op["op"] == GROUP_DELETE:
+        found += [d for dots in op["members"].values() for d in dots]
+    return [(d[0], d[1]) for d in found]
 
 
 def _check_id(value: Any) -> None:
@@ -212,13 +225,13 @@ def _check_ref_fields(values: Any) -> None:
         raise InvalidValue("A ref.put operation must set at least one field.")
     for name, value in values.items():
         if name == "trashed":
-            if value not in (True, None):
+            if value is not True and value is not None:  # not 1 or 1.0: they encode differently
                 raise InvalidValue("The trashed flag is true or null.")
         elif name == "deleted":
             if value is not None:  # only a resolution writes it, to keep a deleted reference
                 raise InvalidValue("A ref.put may only clear the deleted mark (null).")
         elif name == "added":
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if type(value) is not int or not 0 <= value <= MAX_INT:
                 raise InvalidValue("The added time is a whole number of milliseconds.")
         else:
             normal = catalogue.validate(name, value)
@@ -248,10 +261,8 @@ def _check_dots(value: Any) -> None:
         if (
             not isinstance(dot, list)
             or len(dot) != 2
-            or not isinstance(dot[0], str)
-            or not 1 <= len(dot[0]) <= 128
-            or not isinstance(dot[1], int)
-            or isinstance(dot[1], bool)
-            or dot[1] < 1
+            or not is_device_id(dot[0])
+            or type(dot[1]) is not int
+            or not 1 <= dot[1] <= MAX_INT
         ):
             raise InvalidValue("A dot must be [device id, sequence number >= 1].")

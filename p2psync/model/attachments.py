@@ -15,7 +15,7 @@ from p2psync.errors import InvalidValue
 MAX_NAME_BYTES = 255
 MAX_FILE_SIZE = 1 << 40  # 1 TiB: larger is surely an error
 _FORBIDDEN = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: no trailing newline slips by
 
 
 def validate_name(name: Any) -> str:
@@ -40,7 +40,7 @@ def validate_manifest(value: Any) -> dict[str, Any]:
     size, digest = value["size"], value["sha256"]
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE_SIZE:
         raise InvalidValue("An attachment's size must be a whole number of bytes up to 1 TiB.")
-    if not isinstance(digest, str) or not _HEX64.match(digest):
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
         raise InvalidValue("An attachment's sha256 must be 64 lowercase hex digits.")
     manifest: dict[str, Any] = {"size": size, "sha256": digest}
     if "chunks" in value:
@@ -49,7 +49,7 @@ def validate_manifest(value: Any) -> dict[str, Any]:
             isinstance(c, list)
             and len(c) == 2
             and isinstance(c[0], str)
-            and _HEX64.match(c[0])
+            and _HEX64.fullmatch(c[0])
             and isinstance(c[1], int)
             and not isinstance(c[1], bool)
             and c[1] > 0

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 
 DEVICE_ID_LENGTH = 32
 SHORT_ID_LENGTH = 7
+DEVICE_ID_PATTERN = re.compile(r"[A-Z2-7]{32}")
+
+
+def is_device_id(value: object) -> bool:
+    return isinstance(value, str) and DEVICE_ID_PATTERN.fullmatch(value) is not None
 
 
 def device_id_for(public_key: bytes) -> str:

@@ -105,8 +105,9 @@ FIELDS: dict[str, Field] = {f.name: f for f in _FIELDS}
 # Fields the library keeps about a reference but that users do not set with --field.
 SYSTEM_FIELDS = frozenset({"added", "trashed", "deleted"})
 
-_YEAR = re.compile(r"^(\d{1,4}[a-z]?|in press|forthcoming|n\.d\.|submitted)$", re.IGNORECASE)
-_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+# ASCII only: \d would take any Unicode digit. Used with fullmatch (no trailing newline).
+_YEAR = re.compile(r"([0-9]{1,4}[a-z]?|in press|forthcoming|n\.d\.|submitted)", re.IGNORECASE | re.ASCII)
+_DATE = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
 _DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi:")
 
 
@@ -169,10 +170,10 @@ def validate(name: str, value: Any) -> Any:
         if key not in REFERENCE_TYPES:
             raise InvalidValue(f"Unknown reference type {text!r}; choose one of: " + ", ".join(REFERENCE_TYPES) + ".")
         return key
-    if spec.kind == YEAR and not _YEAR.match(text):
+    if spec.kind == YEAR and not _YEAR.fullmatch(text):
         raise InvalidValue(f"Year {text!r} is not a year; write e.g. 2021, 2021a or 'in press'.")
     if spec.kind == DATE:
-        match = _DATE.match(text)
+        match = _DATE.fullmatch(text)
         if not match or not _plausible_date(match):
             raise InvalidValue(f"{spec.label} {text!r} is not a date; write YYYY, YYYY-MM or YYYY-MM-DD.")
     if name == "doi":

@@ -13,8 +13,8 @@ import secrets
 
 ID_LENGTH = 16
 ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
-ID_PATTERN = re.compile(r"^[a-z2-7]{16}$")
-PREFIX_PATTERN = re.compile(r"^[a-z2-7]{1,16}$")
+ID_PATTERN = re.compile(r"[a-z2-7]{16}")  # used with fullmatch
+PREFIX_PATTERN = re.compile(r"[a-z2-7]{1,16}")
 
 
 def new_id() -> str:
@@ -23,8 +23,8 @@ def new_id() -> str:
 
 
 def is_id(text: str) -> bool:
-    return bool(ID_PATTERN.match(text))
+    return bool(ID_PATTERN.fullmatch(text))
 
 
 def is_id_prefix(text: str) -> bool:
-    return bool(PREFIX_PATTERN.match(text))
+    return bool(PREFIX_PATTERN.fullmatch(text))

@@ -42,10 +42,6 @@ def apply_entry(db: sqlite_utils.Database, device: str, seq: int, ts: int, op: d
             state.get(merge.DELETED, []), dot, ts, merge.covered_dots(op["seen"]), op["seen"].get(merge.DELETED, [])
         )
         _store_ref(db, ref, state)
-        for group_id, seen in op["members"].items():
-            _remove_member_dots(db, group_id, ref_id, seen)
-        for name, seen in op["attachments"].items():
-            _store_attachment(db, ref_id, name, registers.remove(_load_attachment_state(db, ref_id, name), seen))
         db.execute("INSERT OR IGNORE INTO tombstones (kind, id) VALUES ('ref', ?)", [ref_id])
     elif kind == ops.GROUP_PUT:
         state = _load_group_state(db, op["group"])
@@ -86,8 +82,9 @@ def apply_entry(db: sqlite_utils.Database, device: str, seq: int, ts: int, op: d
     elif kind == ops.DEVICE_REVOKE:
         # Several revocations of one device keep the smallest cut-off: the same everywhere.
         db.execute(
-            "UPDATE devices SET revoked_upto = min(coalesce(revoked_upto, ?), ?) WHERE id = ?",
-            [op["upto"], op["upto"], op["device"]],
+            "INSERT INTO revocations (device, upto) VALUES (?, ?) "
+            "ON CONFLICT (device) DO UPDATE SET upto = min(upto, excluded.upto)",
+            [op["device"], op["upto"]],
         )
     else:  # pragma: no cover - ops.check refuses unknown kinds before we get here
         raise ValueError(kind)

@@ -78,12 +78,15 @@ class Writer:
         """Append op to this device's log and apply it. `checked`: its values were just validated."""
         if not checked:
             ops.check(op)
+        text = dumps(op)
+        if len(text) > ops.MAX_OP_BYTES // 4 and len(text.encode("utf-8")) > ops.MAX_OP_BYTES:
+            raise InvalidValue("This change is too large to sync (over 3 MB of text in one reference); shorten it.")
         self.seq += 1
         self.ts = clock.tick(self.ts)
         db = self.library.db
         db.execute(
             "INSERT INTO changelog (device, seq, ts, op) VALUES (?, ?, ?, ?)",
-            [self.library.device_id, self.seq, self.ts, dumps(op)],
+            [self.library.device_id, self.seq, self.ts, text],
         )
         apply_entry(db, self.library.device_id, self.seq, self.ts, op)
 
@@ -472,15 +475,9 @@ class Library:
                 return deleted
 
     def _delete_op(self, ref_id: str) -> dict[str, Any]:
-        members = {
-            g: registers.dots(json.loads(d))
-            for g, d in self.db.execute("SELECT group_id, dots FROM memberships WHERE ref_id = ?", [ref_id])
-        }
-        attachments = {
-            n: registers.dots(json.loads(s))
-            for n, s in self.db.execute("SELECT name, state FROM attachments WHERE ref_id = ?", [ref_id])
-        }
-        return ops.delete_ref(ref_id, self._ref_state(ref_id), members, attachments)
+        # Groups and attachment manifests stay (hidden with the reference), so that keeping the
+        # reference after a delete-vs-edit conflict brings back all of it.
+        return ops.delete_ref(ref_id, self._ref_state(ref_id))
 
     def _forget_files(self, ref_id: str) -> None:
         with write_transaction(self.db):
@@ -772,8 +769,14 @@ class Library:
             "references": count("SELECT count(*) FROM refs WHERE deleted = 0 AND trashed = 0"),
             "trash": count("SELECT count(*) FROM refs WHERE deleted = 0 AND trashed = 1"),
             "groups": count("SELECT count(*) FROM groups"),
-            "attachments": count("SELECT count(*) FROM attachments WHERE sha256 IS NOT NULL"),
-            "attachment_bytes": count("SELECT coalesce(sum(size), 0) FROM attachments WHERE sha256 IS NOT NULL"),
+            "attachments": count(
+                "SELECT count(*) FROM attachments a JOIN refs r ON r.id = a.ref_id "
+                "WHERE a.sha256 IS NOT NULL AND r.deleted = 0"
+            ),
+            "attachment_bytes": count(
+                "SELECT coalesce(sum(a.size), 0) FROM attachments a JOIN refs r ON r.id = a.ref_id "
+                "WHERE a.sha256 IS NOT NULL AND r.deleted = 0"
+            ),
             "conflicts": count("SELECT count(*) FROM refs WHERE conflict = 1"),
             "changes": count("SELECT count(*) FROM changelog"),
             "schema_version": schema.SCHEMA_VERSION,
@@ -782,7 +785,8 @@ class Library:
     def devices(self) -> list[dict[str, Any]]:
         """The library's member devices, oldest introduction first."""
         rows = self.db.execute(
-            "SELECT d.id, d.name, d.introducer, d.public_key, d.revoked_upto FROM devices d "
+            "SELECT d.id, d.name, d.introducer, d.public_key, v.upto FROM devices d "
+            "LEFT JOIN revocations v ON v.device = d.id "
             "JOIN changelog c ON c.device = d.author AND c.seq = d.seq ORDER BY c.num"
         ).fetchall()
         return [

@@ -158,10 +158,25 @@ MIGRATIONS: list[str] = [
     DROP TABLE changelog;
     ALTER TABLE changelog_v5 RENAME TO changelog;
     """,
+    # 6: revocations kept on their own, so that one that arrives before its device is known
+    # is not lost (the smallest cut-off per device wins)
+    """
+    CREATE TABLE revocations (device TEXT PRIMARY KEY, upto INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO revocations (device, upto) SELECT id, revoked_upto FROM devices WHERE revoked_upto IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
-REPLICATED_TABLES = ("changelog", "refs", "groups", "memberships", "attachments", "tombstones", "devices")
+REPLICATED_TABLES = (
+    "changelog",
+    "refs",
+    "groups",
+    "memberships",
+    "attachments",
+    "tombstones",
+    "devices",
+    "revocations",
+)
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -119,7 +119,8 @@ class ReceiveReport:
 
 def receive(library: Library, wires: Iterable[bytes], peer: str = "peer") -> ReceiveReport:
     """Check and apply change sets from a peer. Each is applied whole or not at all; a rejected
-    one is recorded (for `status`) and the author's later change sets are not applied."""
+    one is recorded (for `status`) and the author's later change sets are not applied. One whose
+    dependencies have not arrived waits (with every later one of its author) until they do."""
     report = ReceiveReport()
     waiting: list[cs_engine.ChangeSet] = []
     blocked: set[str] = set()
@@ -129,52 +130,46 @@ def receive(library: Library, wires: Iterable[bytes], peer: str = "peer") -> Rec
         except cs_engine.ChangeSetRejected as exc:
             _reject(library, report, peer, exc)
             continue
-        if cs.author in blocked:
-            continue
-        _offer(library, cs, report, waiting, blocked, peer)
-        _retry_waiting(library, report, waiting, blocked, peer)
+        if cs.author not in blocked:
+            waiting.append(cs)
+            _drain(library, waiting, report, blocked, peer)
     report.waiting = len(waiting)
     return report
 
 
-def _offer(
-    library: Library,
-    cs: cs_engine.ChangeSet,
-    report: ReceiveReport,
-    waiting: list[cs_engine.ChangeSet],
-    blocked: set[str],
-    peer: str,
-) -> bool:
-    """Try to apply one change set; True if it was applied."""
-    try:
-        with write_transaction(library.db):
-            outcome = cs_engine.check(cs, _receiver(library), verify)
-            if outcome == cs_engine.Outcome.NEW:
-                _apply(library, cs)
-    except cs_engine.ChangeSetRejected as exc:
-        blocked.add(cs.author)
-        _reject(library, report, peer, exc)
-        return False
-    if outcome == cs_engine.Outcome.DUPLICATE:
-        report.duplicates += 1
-        return False
-    if outcome == cs_engine.Outcome.WAITING:
-        waiting.append(cs)
-        return False
-    report.applied += 1
-    report.entries += len(cs.entries)
-    return True
-
-
-def _retry_waiting(
-    library: Library, report: ReceiveReport, waiting: list[cs_engine.ChangeSet], blocked: set[str], peer: str
+def _drain(
+    library: Library, waiting: list[cs_engine.ChangeSet], report: ReceiveReport, blocked: set[str], peer: str
 ) -> None:
+    """Apply every waiting change set that can be applied, in arrival order per author."""
     progress = True
     while progress and waiting:
         progress = False
+        stuck: set[str] = set()  # authors whose earliest waiting change set still waits
         for cs in list(waiting):
+            if cs.author in blocked:
+                waiting.remove(cs)
+                continue
+            if cs.author in stuck:
+                continue
+            try:
+                with write_transaction(library.db):
+                    outcome = cs_engine.check(cs, _receiver(library), verify)
+                    if outcome == cs_engine.Outcome.NEW:
+                        _apply(library, cs)
+            except cs_engine.ChangeSetRejected as exc:
+                waiting.remove(cs)
+                blocked.add(cs.author)
+                _reject(library, report, peer, exc)
+                continue
+            if outcome == cs_engine.Outcome.WAITING:
+                stuck.add(cs.author)
+                continue
             waiting.remove(cs)
-            if cs.author not in blocked and _offer(library, cs, report, waiting, blocked, peer):
+            if outcome == cs_engine.Outcome.DUPLICATE:
+                report.duplicates += 1
+            else:
+                report.applied += 1
+                report.entries += len(cs.entries)
                 progress = True
 
 
@@ -197,10 +192,10 @@ def _receiver(library: Library) -> cs_engine.Receiver:
     db = library.db
     keys: dict[str, bytes] = {}
     revoked: dict[str, int] = {}
-    for device, key, upto in db.execute("SELECT id, public_key, revoked_upto FROM devices"):
+    for device, key in db.execute("SELECT id, public_key FROM devices"):
         keys[device] = base64.b64decode(key)
-        if upto is not None:
-            revoked[device] = int(upto)
+    for device, upto in db.execute("SELECT device, upto FROM revocations"):
+        revoked[device] = int(upto)
 
     def known_id(author: str, first: int) -> str | None:
         row = db.execute("SELECT id FROM changesets WHERE author = ? AND first = ?", [author, first]).fetchone()
