@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_library import record  # noqa: E402
+from bench_library import record
 
-from p2psync import formats  # noqa: E402
+from p2psync import formats
 
 
 def timed(args: list[str]) -> float:
@@ -46,15 +46,18 @@ def main() -> None:
         imports, backups, restores = [], [], []
         for run in range(args.runs):
             lib = root / f"lib{run}"
-            subprocess.run([sys.executable, "-m", "p2psync", "init", "--library", str(lib)], check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "p2psync", "init", "--library", str(lib)], check=True, stdout=subprocess.DEVNULL
+            )
             imports.append(timed(["import", str(ris), "--library", str(lib)]))
             archive = root / f"backup{run}.zip"
             backups.append(timed(["backup", "--out", str(archive), "--library", str(lib)]))
             restores.append(timed(["restore", str(archive), "--library", str(root / f"restored{run}")]))
         median = statistics.median(imports)
-        print(f"p2psync import ({args.records:,} RIS records):  {median:6.2f} s median of {args.runs} "
-              f"({args.records / median:,.0f} records/s; target < 10 s for 10,000)")
+        print(
+            f"p2psync import ({args.records:,} RIS records):  {median:6.2f} s median of {args.runs} "
+            f"({args.records / median:,.0f} records/s; target < 10 s for 10,000)"
+        )
         print(f"p2psync backup:                         {statistics.median(backups):6.2f} s")
         print(f"p2psync restore:                        {statistics.median(restores):6.2f} s")
 

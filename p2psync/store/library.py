@@ -826,17 +826,9 @@ class Library:
         """Every change-log entry in the order this library applied them (which respects causality:
         nothing is applied before what it depends on)."""
         cursor = self.db.conn.cursor()
-        cursor.execute("SELECT device, seq, ts, op, cs FROM changelog ORDER BY num")
-        cached: tuple[int, dict[int, dict[str, Any]]] | None = None
-        for device, seq, ts, op, cs in cursor:
-            if op is not None:
-                yield device, seq, ts, json.loads(op)
-                continue
-            # The operation lives in the stored change set (see schema migration 5).
-            if cached is None or cached[0] != cs:
-                row = self.db.execute("SELECT wire FROM changesets WHERE num = ?", [cs]).fetchone()
-                cached = (cs, {e[0]: e[2] for e in json.loads(row[0])["body"]["entries"]})
-            yield device, seq, ts, cached[1][seq]
+        cursor.execute("SELECT device, seq, ts, op FROM changelog ORDER BY num")
+        for device, seq, ts, op in cursor:
+            yield device, seq, ts, json.loads(op)
 
     def ingest(self, entries: Iterable[tuple[str, int, int, dict[str, Any]]], batch: int = 2000) -> int:
         """Append entries from another log (a replay, or a peer's) and apply them; return how many

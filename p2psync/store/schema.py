@@ -142,21 +142,41 @@ MIGRATIONS: list[str] = [
         message TEXT NOT NULL
     );
     """,
-    # 5: an entry that sits in a stored change set keeps its operation only there (op NULL,
-    # cs = changesets.num): the log no longer holds every operation twice
+    # 5: operations are stored once, in the log; a stored change set keeps only its header and
+    # signature, and its wire bytes are assembled from the log when sent (engine/changesets.py)
     """
     CREATE TABLE changelog_v5 (
         num INTEGER PRIMARY KEY,
         device TEXT NOT NULL,
         seq INTEGER NOT NULL,
         ts INTEGER NOT NULL,
-        op TEXT,
-        cs INTEGER,
+        op TEXT NOT NULL,                -- canonical JSON of the operation
+        cs INTEGER,                      -- changesets.num once sealed or received in one
         UNIQUE (device, seq)
     );
-    INSERT INTO changelog_v5 (num, device, seq, ts, op) SELECT num, device, seq, ts, op FROM changelog;
+    INSERT INTO changelog_v5 (num, device, seq, ts, op, cs)
+        SELECT l.num, l.device, l.seq, l.ts, l.op,
+               (SELECT c.num FROM changesets c WHERE c.author = l.device AND l.seq BETWEEN c.first AND c.last)
+        FROM changelog l;
     DROP TABLE changelog;
     ALTER TABLE changelog_v5 RENAME TO changelog;
+    CREATE TABLE changesets_v5 (
+        num INTEGER PRIMARY KEY,
+        author TEXT NOT NULL,
+        first INTEGER NOT NULL,
+        last INTEGER NOT NULL,
+        id TEXT NOT NULL UNIQUE,
+        prev TEXT,
+        deps TEXT NOT NULL,              -- canonical JSON of the deps map
+        sig TEXT NOT NULL,               -- base64 signature
+        UNIQUE (author, first)
+    );
+    INSERT INTO changesets_v5 (num, author, first, last, id, prev, deps, sig)
+        SELECT num, author, first, last, id, prev, json_extract(wire, '$.body.deps'), json_extract(wire, '$.sig')
+        FROM changesets;
+    DROP TABLE changesets;
+    ALTER TABLE changesets_v5 RENAME TO changesets;
+    CREATE INDEX changesets_by_author ON changesets (author, last);
     """,
     # 6: revocations kept on their own, so that one that arrives before its device is known
     # is not lost (the smallest cut-off per device wins)

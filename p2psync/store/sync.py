@@ -23,6 +23,7 @@ from typing import Any
 from p2psync.crypto.identity import verify
 from p2psync.engine import changesets as cs_engine
 from p2psync.engine import clock
+from p2psync.engine.canonical import dumps
 from p2psync.model.devices import library_id_for
 from p2psync.store.apply import apply_entry
 from p2psync.store.db import write_transaction
@@ -44,7 +45,11 @@ def unsealed_count(library: Library) -> int:
 
 
 def seal(library: Library) -> int:
-    """Cut this device's unsealed entries into signed change sets; return how many were made."""
+    """Cut this device's unsealed entries into signed change sets; return how many were made.
+
+    The body is put together from the operations' canonical texts as the log stores them, so
+    sealing a large import costs a signature per change set, not a re-encoding of every entry.
+    """
     identity = library.identity()
     made = 0
     with write_transaction(library.db):
@@ -53,26 +58,55 @@ def seal(library: Library) -> int:
         rows = library.db.execute(
             "SELECT seq, ts, op FROM changelog WHERE device = ? AND seq > ? ORDER BY seq",
             [library.device_id, vv.get(library.device_id, 0)],
-        )
-        entries = [(seq, ts, json.loads(op)) for seq, ts, op in rows]
-        for piece in cs_engine.split(entries):
-            cs = cs_engine.build(library.library_id, library.device_id, head, vv, piece, identity.sign)
-            num = _store_changeset(library, cs)
-            library.db.execute(  # the operations now live in the change set
-                "UPDATE changelog SET op = NULL, cs = ? WHERE device = ? AND seq BETWEEN ? AND ?",
-                [num, cs.author, cs.first, cs.last],
-            )
-            head = cs.id
+        ).fetchall()
+        for piece in _pieces(rows):
+            body = cs_engine.assemble_body(library.library_id, library.device_id, head, vv, piece)
+            signature = identity.sign(cs_engine.signature_input(library.library_id, body))
+            cs_id = cs_engine.change_set_id(body)
+            deps = {d: s for d, s in vv.items() if d != library.device_id and s > 0}
+            _store_header(library, library.device_id, piece[0][0], piece[-1][0], cs_id, head, deps, signature)
+            head = cs_id
             made += 1
     return made
 
 
-def _store_changeset(library: Library, cs: cs_engine.ChangeSet) -> int:
+def _pieces(rows: list[tuple[int, int, str]]) -> list[list[tuple[int, int, str]]]:
+    """Cut a run of (seq, ts, op text) into change-set-sized pieces (count and bytes bounded)."""
+    pieces: list[list[tuple[int, int, str]]] = []
+    current: list[tuple[int, int, str]] = []
+    size = 0
+    for row in rows:
+        row_size = len(row[2]) + 32
+        if current and (len(current) >= cs_engine.MAX_ENTRIES or size + row_size > cs_engine.TARGET_BYTES):
+            pieces.append(current)
+            current, size = [], 0
+        current.append(row)
+        size += row_size
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _store_header(
+    library: Library,
+    author: str,
+    first: int,
+    last: int,
+    cs_id: str,
+    prev: str | None,
+    deps: dict[str, int],
+    signature: bytes,
+) -> int:
+    """Record a change set (its entries are already in the log) and link its entries to it."""
     cursor = library.db.execute(
-        "INSERT INTO changesets (author, first, last, id, prev, wire) VALUES (?, ?, ?, ?, ?, ?)",
-        [cs.author, cs.first, cs.last, cs.id, cs.prev, cs.wire()],
+        "INSERT INTO changesets (author, first, last, id, prev, deps, sig) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [author, first, last, cs_id, prev, dumps(deps), base64.b64encode(signature).decode("ascii")],
     )
-    return int(cursor.lastrowid or 0)
+    num = int(cursor.lastrowid or 0)
+    library.db.execute(
+        "UPDATE changelog SET cs = ? WHERE device = ? AND seq BETWEEN ? AND ?", [num, author, first, last]
+    )
+    return num
 
 
 def _chain_heads(library: Library) -> dict[str, str]:
@@ -87,12 +121,20 @@ def _chain_heads(library: Library) -> dict[str, str]:
 
 
 def changesets_since(library: Library, theirs: dict[str, int]) -> Iterator[bytes]:
-    """The change sets a peer with version vector `theirs` lacks, in an order they can apply."""
-    cursor = library.db.conn.cursor()
-    cursor.execute("SELECT author, last, wire FROM changesets ORDER BY num")
-    for author, last, wire in cursor:
-        if last > theirs.get(author, 0):
-            yield bytes(wire)
+    """The change sets a peer with version vector `theirs` lacks, in an order they can apply,
+    as the exact bytes their authors signed (assembled from the log)."""
+    headers = library.db.execute(
+        "SELECT num, author, first, last, prev, deps, sig FROM changesets ORDER BY num"
+    ).fetchall()
+    for _num, author, first, last, prev, deps, sig in headers:
+        if last <= theirs.get(author, 0):
+            continue
+        rows = library.db.execute(
+            "SELECT seq, ts, op FROM changelog WHERE device = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            [author, first, last],
+        ).fetchall()
+        body = cs_engine.assemble_body(library.library_id, author, prev, json.loads(deps), rows)
+        yield cs_engine.wire_bytes(body, base64.b64decode(sig))
 
 
 def count_missing(library: Library, theirs: dict[str, int]) -> int:
@@ -174,13 +216,12 @@ def _drain(
 
 
 def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
-    num = _store_changeset(library, cs)
     last_ts = int(library.db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()[0])
-    # The log records each entry; its operation stays in the stored change set.
     library.db.conn.executemany(
-        "INSERT INTO changelog (device, seq, ts, op, cs) VALUES (?, ?, ?, NULL, ?)",
-        [(cs.author, seq, ts, num) for seq, ts, _ in cs.entries],
+        "INSERT INTO changelog (device, seq, ts, op) VALUES (?, ?, ?, ?)",
+        [(cs.author, seq, ts, dumps(op)) for seq, ts, op in cs.entries],
     )
+    _store_header(library, cs.author, cs.first, cs.last, cs.id, cs.prev, dict(cs.deps), cs.signature)
     for seq, ts, op in cs.entries:
         apply_entry(library.db, cs.author, seq, ts, op)
         last_ts = max(last_ts, ts)
