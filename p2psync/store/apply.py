@@ -23,12 +23,22 @@ State = dict[str, list[registers.Entry]]
 SEARCH_COLUMNS = ("title", "authors", "abstract", "keywords", "notes")
 
 
-def apply_entry(db: sqlite_utils.Database, device: str, seq: int, ts: int, op: dict[str, Any]) -> None:
-    """Apply one operation (already checked) with dot (device, seq) and timestamp ts."""
+def apply_entry(
+    db: sqlite_utils.Database, device: str, seq: int, ts: int, op: dict[str, Any], absent: set[str] | None = None
+) -> None:
+    """Apply one operation (already checked) with dot (device, seq) and timestamp ts.
+
+    absent: ids known not to be in the refs table yet (a hint from bulk work that saves a lookup
+    per new reference); an id is taken out of it once its reference exists.
+    """
     dot = (device, seq)
     kind = op["op"]
     if kind == ops.REF_PUT:
-        ref = load_ref(db, op["ref"])
+        if absent is not None and op["ref"] in absent:
+            absent.discard(op["ref"])
+            ref = StoredRef(op["ref"], None, {}, {}, False)
+        else:
+            ref = load_ref(db, op["ref"])
         state = ref.state
         for name, value in op["fields"].items():
             state[name] = registers.write(state.get(name, []), dot, ts, value, op["seen"].get(name, []))

@@ -222,11 +222,23 @@ def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
         [(cs.author, seq, ts, dumps(op)) for seq, ts, op in cs.entries],
     )
     _store_header(library, cs.author, cs.first, cs.last, cs.id, cs.prev, dict(cs.deps), cs.signature)
+    absent = _absent_refs(library, {op["ref"] for _, _, op in cs.entries if op["op"] == "ref.put"})
     for seq, ts, op in cs.entries:
-        apply_entry(library.db, cs.author, seq, ts, op)
+        apply_entry(library.db, cs.author, seq, ts, op, absent)
         last_ts = max(last_ts, ts)
     # Our next timestamps come after everything we have seen (hybrid logical clock).
     library.db.execute("UPDATE meta SET value = ? WHERE key = 'clock'", [str(last_ts)])
+
+
+def _absent_refs(library: Library, ids: set[str]) -> set[str]:
+    """Which of these reference ids the library does not hold yet (one query per 500)."""
+    found: set[str] = set()
+    pending = sorted(ids)
+    for start in range(0, len(pending), 500):
+        chunk = pending[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        found.update(r for (r,) in library.db.execute(f"SELECT id FROM refs WHERE id IN ({marks})", chunk))
+    return ids - found
 
 
 def _receiver(library: Library) -> cs_engine.Receiver:
