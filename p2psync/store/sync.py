@@ -219,7 +219,10 @@ def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     last_ts = int(library.db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()[0])
     library.db.conn.executemany(
         "INSERT INTO changelog (device, seq, ts, op) VALUES (?, ?, ?, ?)",
-        [(cs.author, seq, ts, dumps(op)) for seq, ts, op in cs.entries],
+        [
+            (cs.author, seq, ts, cs.op_texts[i] if cs.op_texts else dumps(op))
+            for i, (seq, ts, op) in enumerate(cs.entries)
+        ],
     )
     _store_header(library, cs.author, cs.first, cs.last, cs.id, cs.prev, dict(cs.deps), cs.signature)
     absent = _absent_refs(library, {op["ref"] for _, _, op in cs.entries if op["op"] == "ref.put"})
