@@ -7,6 +7,7 @@ Errors from p2psync become one sentence on stderr and the exit code the error ca
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from typing import Any
 
@@ -75,5 +76,14 @@ def main() -> None:
         where = f" ({exc.filename})" if exc.filename else ""
         reason = exc.strerror or str(exc)
         click.echo(f"Error: {reason}{where}; check the path and its permissions.", err=True)
+        sys.exit(1)
+    except sqlite3.Error as exc:
+        # The database refused something we did not foresee: say so plainly; the transaction
+        # was rolled back, so the library is as it was.
+        click.echo(
+            f"Error: the library database failed ({exc}); nothing was changed. "
+            "If this repeats, run 'p2psync backup' and report it.",
+            err=True,
+        )
         sys.exit(1)
     sys.exit(0)
