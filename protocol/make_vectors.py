@@ -42,6 +42,7 @@ State = dict[str, list[registers.Entry]]
 
 # Object ids: 16 characters of a-z2-7 (model/ids.py ID_PATTERN).
 RA, RB, RC, RD, RE = "refaaaaaaaaaaaaa", "refbbbbbbbbbbbbb", "refccccccccccccc", "refddddddddddddd", "refeeeeeeeeeeeee"
+RX = "refxxxxxxxxxxxxx"  # only in the rejection exchanges
 G, H = "grpggggggggggggg", "grphhhhhhhhhhhhh"
 
 
@@ -183,6 +184,7 @@ class World:
     members: dict[tuple[str, str], list[registers.Entry]] = field(default_factory=dict)
     attachments: dict[tuple[str, str], list[registers.Entry]] = field(default_factory=dict)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    revocations: dict[str, int] = field(default_factory=dict)
 
     def _remove_member(self, group: str, ref: str, seen: list[Any]) -> None:
         left = registers.remove(self.members.get((group, ref), []), seen)
@@ -203,17 +205,10 @@ class World:
         elif kind == ops.REF_DELETE:
             ref = op["ref"]
             state = self.refs.setdefault(ref, {})
+            # Only the mark: memberships and attachments stay (hidden while the reference is deleted).
             state[merge.DELETED] = registers.write(
                 state.get(merge.DELETED, []), dot, ts, merge.covered_dots(op["seen"]), op["seen"].get(merge.DELETED, [])
             )
-            for group, seen in op["members"].items():
-                self._remove_member(group, ref, seen)
-            for name, seen in op["attachments"].items():
-                left = registers.remove(self.attachments.get((ref, name), []), seen)
-                if left:
-                    self.attachments[(ref, name)] = left
-                else:
-                    self.attachments.pop((ref, name), None)
         elif kind == ops.GROUP_DELETE:
             group = op["group"]
             state = self.groups.get(group, {})
@@ -246,15 +241,13 @@ class World:
                     "introducer": op["introducer"],
                     "signature": op["signature"],
                     "dot": [device, seq],
-                    "revoked_upto": None,
                 }
             elif (device, seq) < (known["dot"][0], known["dot"][1]):  # the smallest dot's introduction wins
                 known.update(name=op["name"], introducer=op["introducer"], signature=op["signature"], dot=[device, seq])
         elif kind == ops.DEVICE_REVOKE:
-            known = self.devices.get(op["device"])
-            if known is not None:  # a revocation of a device that is not a member changes nothing
-                upto = known["revoked_upto"]
-                known["revoked_upto"] = op["upto"] if upto is None else min(upto, op["upto"])
+            # Kept whether or not the device is known yet; several revocations keep the smallest cut-off.
+            upto = self.revocations.get(op["device"])
+            self.revocations[op["device"]] = op["upto"] if upto is None else min(upto, op["upto"])
         else:  # pragma: no cover
             raise ValueError(kind)
 
@@ -294,6 +287,7 @@ class World:
             "memberships": members,
             "attachments": attachments,
             "devices": {d: dict(v) for d, v in sorted(self.devices.items())},
+            "revocations": dict(sorted(self.revocations.items())),
         }
 
 
@@ -301,28 +295,40 @@ class World:
 
 
 def model_receive(replica: Replica, wires: list[bytes]) -> dict[str, Any]:
-    """store/sync.receive: parse, skip blocked authors, check, apply whole, wait on deps, retry."""
+    """store/sync.receive: parse; skip blocked authors; keep a list in arrival order and drain it."""
     report: dict[str, Any] = {"applied": 0, "entries": 0, "duplicates": 0, "rejected": [], "waiting": 0}
     waiting: list[ChangeSet] = []
     blocked: set[str] = set()
 
-    def offer(cs: ChangeSet) -> bool:
-        try:
-            outcome = changesets.check(cs, replica.receiver(), verify)
-        except ChangeSetRejected as exc:
-            blocked.add(cs.author)
-            report["rejected"].append(exc.reason)
-            return False
-        if outcome == Outcome.DUPLICATE:
-            report["duplicates"] += 1
-            return False
-        if outcome == Outcome.WAITING:
-            waiting.append(cs)
-            return False
-        replica.apply_changeset(cs)
-        report["applied"] += 1
-        report["entries"] += len(cs.entries)
-        return True
+    def drain() -> None:
+        progress = True
+        while progress and waiting:
+            progress = False
+            stuck: set[str] = set()  # authors whose earliest waiting change set still waits
+            for cs in list(waiting):
+                if cs.author in blocked:
+                    waiting.remove(cs)
+                    continue
+                if cs.author in stuck:
+                    continue
+                try:
+                    outcome = changesets.check(cs, replica.receiver(), verify)
+                except ChangeSetRejected as exc:
+                    waiting.remove(cs)
+                    blocked.add(cs.author)
+                    report["rejected"].append(exc.reason)
+                    continue
+                if outcome == Outcome.WAITING:
+                    stuck.add(cs.author)
+                    continue
+                waiting.remove(cs)
+                if outcome == Outcome.DUPLICATE:
+                    report["duplicates"] += 1
+                else:
+                    replica.apply_changeset(cs)
+                    report["applied"] += 1
+                    report["entries"] += len(cs.entries)
+                    progress = True
 
     for wire in wires:
         try:
@@ -330,16 +336,9 @@ def model_receive(replica: Replica, wires: list[bytes]) -> dict[str, Any]:
         except ChangeSetRejected as exc:
             report["rejected"].append(exc.reason)
             continue
-        if cs.author in blocked:
-            continue
-        offer(cs)
-        progress = True
-        while progress and waiting:
-            progress = False
-            for item in list(waiting):
-                waiting.remove(item)
-                if item.author not in blocked and offer(item):
-                    progress = True
+        if cs.author not in blocked:
+            waiting.append(cs)
+            drain()
     report["waiting"] = len(waiting)
     return report
 
@@ -362,6 +361,8 @@ class Replica:
     def log(self, wall: int, op: dict[str, Any]) -> tuple[int, int]:
         assert self.device is not None
         ops.check(op)
+        if len(encode(op)) > ops.MAX_OP_BYTES:  # store/library.Writer.log: every entry must fit a change set
+            raise ValueError("operation too large to log")
         seq = len(self.own) + 1
         ts = max(wall, self.clock + 1)  # engine/clock.tick
         self.clock = ts
@@ -378,12 +379,8 @@ class Replica:
         assert op is not None
         self.log(wall, op)
 
-    def members_of(self, ref: str) -> dict[str, list[Any]]:
-        return {g: registers.dots(e) for (g, r), e in sorted(self.world.members.items()) if r == ref}
-
     def delete_ref(self, wall: int, ref: str) -> None:
-        attachments = {n: registers.dots(e) for (r, n), e in sorted(self.world.attachments.items()) if r == ref}
-        self.log(wall, ops.delete_ref(ref, self.world.refs[ref], self.members_of(ref), attachments))
+        self.log(wall, ops.delete_ref(ref, self.world.refs[ref]))
 
     def create_group(self, wall: int, group: str, name: str) -> None:
         self.log(wall, {"op": ops.GROUP_PUT, "group": group, "fields": {"name": name}, "seen": {}})
@@ -442,7 +439,7 @@ class Replica:
             version_vector=dict(self.vv),
             chain_heads=dict(self.heads),
             member_keys={d: base64.b64decode(v["public_key"]) for d, v in devices.items()},
-            revoked_upto={d: v["revoked_upto"] for d, v in devices.items() if v["revoked_upto"] is not None},
+            revoked_upto=dict(self.world.revocations),
             known_id=lambda author, first: known.get((author, first)),
             founder_check=lambda key: library_id_for(key) == self.library,
         )
@@ -470,8 +467,9 @@ def canonical_vectors() -> dict[str, Any]:
         ("false", "false"),
         ("zero", "0"),
         ("negative integer", "-42"),
+        ("2^53, the largest integer the protocol uses", "9007199254740992"),
         ("integer 2^53 + 1 (exact, no exponent)", "9007199254740993"),
-        ("largest sequence number 2^63 - 1", "9223372036854775807"),
+        ("2^63 - 1: outside the protocol's range, still written exactly", "9223372036854775807"),
         ("minus zero is the integer 0", "-0"),
         ("empty string", '""'),
         ("ASCII text", '"Neuronal plasticity"'),
@@ -672,9 +670,9 @@ def run_scenario() -> Scenario:
     )
     a.add_ref(w + 3, RD, {"type": "generic", "title": "Old draft"})
     a.create_group(w + 4, G, "Reading list")
-    a.add_members(w + 5, G, [RA, RB])
+    a.add_members(w + 5, G, [RA, RB, RC, RD])
     a.attach(w + 6, RA, "paper.pdf", MANIFEST_1)
-    note("A adds references RA, RB, RC, RD, creates group G 'Reading list' with RA and RB, attaches paper.pdf to RA.")
+    note("A adds references RA, RB, RC, RD, creates group G 'Reading list' with all four, attaches paper.pdf to RA.")
     do_sync(a, b)
     do_sync(a, c)
     note("sync A-B, sync A-C: A seals A2 (seq 4-10, prev = id(A1)); B and C receive it.")
@@ -704,7 +702,10 @@ def run_scenario() -> Scenario:
     a.add_members(w + 1, H, [RB])
     a.edit(w + 2, RC, {"trashed": True})
     a.delete_ref(w + 3, RC)
-    note("A: creates group H 'Temp' with RB; moves RC to the trash and empties the trash (ref.delete RC).")
+    note(
+        "A: creates group H 'Temp' with RB; moves RC to the trash and empties the trash (ref.delete RC: only a mark; "
+        "RC's membership of G stays)."
+    )
     do_sync(a, b)
     do_sync(a, c)
     do_sync(a, b)
@@ -725,11 +726,11 @@ def run_scenario() -> Scenario:
     b.log(w, keep)
     b.delete_group(w + 1, H)
     note(
-        "B resolves RC's delete-vs-edit conflict by keeping it (ref.put deleted = null over the delete) and deletes "
-        "group H."
+        "B resolves RC's delete-vs-edit conflict by keeping it (ref.put deleted = null over the delete): RC is back "
+        "with its membership of G. B deletes group H."
     )
     c.delete_ref(w, RD)
-    note("C empties its trash: ref.delete RD.")
+    note("C empties its trash: ref.delete RD. RD's membership of G stays in the state, hidden while RD is deleted.")
     do_sync(a, b)
     do_sync(a, c)
     do_sync(a, b)
@@ -742,7 +743,10 @@ def run_scenario() -> Scenario:
     do_sync(a, c)
     note("sync A-B, A-C: A4 reaches everyone.")
     _check_converged(replicas)
-    checkpoints.append({"name": "final", "after": [cs_name(cs) for cs in sealed], "state": a.world.export()})
+    final = a.world
+    assert not merge.reference_view(final.refs[RC]).deleted and (G, RC) in final.members
+    assert merge.reference_view(final.refs[RD]).deleted and (G, RD) in final.members
+    checkpoints.append({"name": "final", "after": [cs_name(cs) for cs in sealed], "state": final.export()})
     sets = {cs_name(cs): cs for cs in sealed}
     return Scenario(replicas, sets, list(sets), checkpoints, story)
 
@@ -827,6 +831,17 @@ def single_changeset_vectors(sc: Scenario) -> dict[str, Any]:
         "deps, entries, sign) must give exactly these bytes.",
         "changesets": [changeset_record(sc.sets[name], detailed=True) | {"name": name} for name in ("A1", "C2")],
         "split": split_vectors(),
+        "limits": {
+            "MAX_BYTES": changesets.MAX_BYTES,
+            "MAX_ENTRIES": changesets.MAX_ENTRIES,
+            "TARGET_BYTES": changesets.TARGET_BYTES,
+            "MAX_DEPS": changesets.MAX_DEPS,
+            "MAX_TS": changesets.MAX_TS,
+            "MAX_INT": ops.MAX_INT,
+            "MAX_OP_BYTES": ops.MAX_OP_BYTES,
+            "MAX_DOTS": ops.MAX_DOTS,
+            "MAX_REFS_PER_OP": ops.MAX_REFS_PER_OP,
+        },
     }
 
 
@@ -847,11 +862,17 @@ def split_vectors() -> list[dict[str, Any]]:
         return out
 
     exact = changesets.TARGET_BYTES // 2 - 32 - len(encode(op_for("n", 0)))
+    largest = (ops.MAX_OP_BYTES - len(encode(op_for("n", 0)))) // 4  # 4-byte characters, within MAX_OP_BYTES
     cases: list[tuple[str, str, list[int]]] = [
         ("1001 small entries: at most 1000 per change set", "n", [1] * 1001),
         ("two entries filling the target exactly stay together", "n", [exact, exact]),
         ("one byte more starts a new change set", "n", [exact, exact + 1]),
         ("an entry larger than the target gets a change set of its own", "\u00e9", [10, 1_000_000, 10]),
+        (
+            "an entry of almost MAX_OP_BYTES, the largest a writer may log, still fits a change set",
+            "\U0001f600",
+            [10, largest, 10],
+        ),
     ]
     out = []
     for name, char, lengths in cases:
@@ -861,6 +882,8 @@ def split_vectors() -> list[dict[str, Any]]:
         pieces = changesets.split(entries)
         for piece in pieces:
             changesets.build(LIB, A.id, None if piece[0][0] == 1 else "0" * 64, {}, piece, A.sign)
+        if any(len(encode(e[2])) > ops.MAX_OP_BYTES for e in entries):
+            raise SystemExit(f"split case {name!r}: an entry is larger than a writer may log")
         out.append(
             {
                 "name": name,
@@ -885,6 +908,26 @@ def split_vectors() -> list[dict[str, Any]]:
 def signed_wire(body: dict[str, Any], signer: Device, library: str = LIB) -> bytes:
     body_bytes = encode(body)
     return encode({"body": body, "sig": b64(signer.sign(signature_input(library, body_bytes)))})
+
+
+def loose_wire(body: dict[str, Any], signer: Device) -> bytes:
+    """A wire with values the protocol does not have (1.0, true for a number): JSON as Python writes it, key
+    order and separators as in canonical JSON, signed over the body text as written."""
+
+    def dumps(value: Any) -> bytes:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    sig = b64(signer.sign(signature_input(LIB, dumps(body))))
+    return b'{"body":' + dumps(body) + b',"sig":"' + sig.encode("ascii") + b'"}'
+
+
+def non_canonical_b64(text: str) -> str:
+    """The same bytes in base64 with unused bits set: the character before the padding, plus one."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    cut = len(text.rstrip("=")) - 1
+    changed = text[:cut] + alphabet[alphabet.index(text[cut]) + 1] + text[cut + 1 :]
+    assert changed != text and base64.b64decode(changed) == base64.b64decode(text)
+    return changed
 
 
 def body_of(cs: ChangeSet) -> dict[str, Any]:
@@ -913,27 +956,24 @@ def observer(sets: list[ChangeSet]) -> Replica:
 
 def rejection_vectors(sc: Scenario) -> dict[str, Any]:
     s = sc.sets
-    a1, a2, a3, b1, c1, c2 = s["A1"], s["A2"], s["A3"], s["B1"], s["C1"], s["C2"]
+    a1, a2, a3, a4, b1, c1, c2 = s["A1"], s["A2"], s["A3"], s["A4"], s["B1"], s["C1"], s["C2"]
     empty = Replica(None)
     after_a1 = observer([a1])
     after_a2 = observer([a1, a2])
     final = sc.replicas["A"]
     revoked_early = observer([a1, a2])
-    revoked_early.world.devices[C.id]["revoked_upto"] = 3
-    contexts = {
-        "empty": context(empty, "empty"),
-        "after A1": context(after_a1, "after A1"),
-        "after A1 A2": context(after_a2, "after A1 A2"),
-        "final": context(final, "final"),
-        "after A1 A2, C revoked upto 3": context(revoked_early, "after A1 A2, C revoked upto 3"),
-    }
+    revoked_early.world.revocations[C.id] = 3
+    revoked_unknown = observer([a1, a2])
+    revoked_unknown.world.revocations[D.id] = 0  # a revocation that arrived before D was known is kept
     replicas = {
         "empty": empty,
         "after A1": after_a1,
         "after A1 A2": after_a2,
         "final": final,
         "after A1 A2, C revoked upto 3": revoked_early,
+        "after A1 A2, D (not yet known) revoked upto 0": revoked_unknown,
     }
+    contexts = {name: context(replica, name) for name, replica in replicas.items()}
     next_a = {  # a well-formed next change set of A after A1 A2 (seq 11)
         "v": 1,
         "lib": LIB,
@@ -942,6 +982,15 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
         "prev": a2.id,
         "deps": {},
         "entries": [[11, TS, {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "A new one"}, "seen": {}}]],
+    }
+    final_a = {  # a well-formed next change set of A in the final state
+        "v": 1,
+        "lib": LIB,
+        "author": A.id,
+        "seq": [a4.last + 1, a4.last + 1],
+        "prev": a4.id,
+        "deps": dict(sorted((k, v) for k, v in final.vv.items() if k != A.id)),
+        "entries": [],
     }
     ref_put = {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "From a newcomer"}, "seen": {}}
 
@@ -953,6 +1002,12 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
     def with_entries(base: dict[str, Any], entries: list[Any], first: int | None = None) -> dict[str, Any]:
         first = entries[0][0] if first is None else first
         return tweak(base, entries=entries, seq=[first, first + len(entries) - 1])
+
+    def with_op(base: dict[str, Any], op: dict[str, Any]) -> dict[str, Any]:
+        return with_entries(base, [[base["seq"][0], TS, op]])
+
+    def title_seen(*dots: list[Any]) -> dict[str, Any]:
+        return {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "Replaced"}, "seen": {"title": list(dots)}}
 
     def newcomer(first_op: dict[str, Any], author: Device = D, deps: dict[str, int] | None = None) -> dict[str, Any]:
         return {
@@ -979,21 +1034,41 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
     a2_body = body_of(a2)
     forked = tweak(a2_body)
     forked["entries"][0][1] += 1  # same sequence numbers, different content
+    forked_with_deps = tweak(forked, deps={B.id: 5})
     zero_sig = encode({"body": forked, "sig": b64(bytes(64))})
     swapped_sig = encode({"body": body_of(a3), "sig": b64(a2.signature)})
     too_many = tweak(a1_body, seq=[1, 1001], entries=[0] * 1001)
     long_ts = tweak(a1_body)
     long_ts["entries"][0][1] = changesets.MAX_TS + 1
+    float_seq = tweak(a1_body)
+    float_seq["entries"][0][0] = 1.0
+    marker = "Placeholder for a lone surrogate"
+    lone_surrogate = signed_wire(
+        with_op(next_a, {"op": ops.REF_PUT, "ref": RE, "fields": {"title": marker}, "seen": {}}), A
+    ).replace(marker.encode("ascii"), b"\\ud800")
+    stranger = {
+        "v": 1,
+        "lib": LIB,
+        "author": E.id,
+        "seq": [5, 5],
+        "prev": a2.id,
+        "deps": {},
+        "entries": [[5, TS, ref_put]],
+    }
+    deep = [['{"body":', 1], ["[", 100_000], ["]", 100_000], [',"sig":""}', 1]]
 
-    cases: list[tuple[str, str, bytes | dict[str, Any], str]] = [
+    cases: list[tuple[str, str, bytes | list[list[Any]], str]] = [
         # parse: form checks that need no receiver state, in the order the receiver makes them
-        ("larger than MAX_BYTES", "empty", {"fill_byte_hex": "20", "length": changesets.MAX_BYTES + 1}, "oversized"),
+        ("larger than MAX_BYTES", "empty", [[" ", changesets.MAX_BYTES + 1]], "oversized"),
         ("not JSON", "empty", b'{"body": ', "malformed"),
         ("not UTF-8", "empty", b'{"body": "\xff"}', "malformed"),
+        ("nested 100,000 levels deep", "empty", deep, "malformed"),
         ("not an object", "empty", b"[]", "malformed"),
         ("unknown top-level key", "empty", encode({"body": a1_body, "sig": b64(a1.signature), "x": 1}), "malformed"),
         ("body without deps", "empty", signed_wire({k: v for k, v in a1_body.items() if k != "deps"}, A), "malformed"),
         ("protocol version 2", "empty", signed_wire(tweak(a1_body, v=2), A), "version"),
+        ("protocol version 1.0 (not the integer 1)", "empty", loose_wire(tweak(a1_body, v=1.0), A), "version"),
+        ("protocol version true", "empty", loose_wire(tweak(a1_body, v=True), A), "version"),
         (
             "another library",
             "empty",
@@ -1002,13 +1077,26 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
         ),
         ("version is checked before library", "empty", signed_wire(tweak(a1_body, v=2, lib="x"), A, "x"), "version"),
         ("author is not 32 characters", "empty", signed_wire(tweak(a1_body, author=A.id[:31]), A), "malformed"),
+        ("author in lower case", "empty", signed_wire(tweak(a1_body, author=A.id.lower()), A), "malformed"),
         ("sequence range starts at 0", "empty", signed_wire(tweak(a1_body, seq=[0, 2]), A), "malformed"),
         ("sequence range reversed", "empty", signed_wire(tweak(a2_body, seq=[10, 4]), A), "malformed"),
+        (
+            "sequence number above 2^53",
+            "empty",
+            signed_wire(tweak(a2_body, seq=[4, changesets.MAX_TS + 1]), A),
+            "malformed",
+        ),
         ("prev in upper-case hex", "empty", signed_wire(tweak(a2_body, prev=a1.id.upper()), A), "malformed"),
         ("prev given at sequence 1", "empty", signed_wire(tweak(a1_body, prev=a1.id), A), "chain"),
         ("prev missing after sequence 1", "empty", signed_wire(tweak(a2_body, prev=None), A), "chain"),
         ("deps name the author", "empty", signed_wire(tweak(a2_body, deps={A.id: 3}), A), "malformed"),
         ("deps with sequence 0", "empty", signed_wire(tweak(a2_body, deps={B.id: 0}), A), "malformed"),
+        (
+            "deps keyed by a non-device id",
+            "empty",
+            signed_wire(tweak(a2_body, deps={B.id[:31] + "1": 1}), A),
+            "malformed",
+        ),
         ("no entries", "empty", signed_wire(tweak(a1_body, entries=[]), A), "oversized"),
         ("entries not a list", "empty", signed_wire(tweak(a1_body, entries={}), A), "oversized"),
         ("1001 entries", "empty", signed_wire(too_many, A), "oversized"),
@@ -1021,66 +1109,99 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
             ),
             "malformed",
         ),
+        ("entry number written 1.0", "empty", loose_wire(float_seq, A), "malformed"),
         ("timestamp above 2^53", "empty", signed_wire(long_ts, A), "malformed"),
-        (
-            "unknown operation",
-            "empty",
-            signed_wire(with_entries(next_a, [[11, TS, {"op": "ref.move", "ref": RE}]]), A),
-            "schema",
-        ),
+        ("unknown operation", "empty", signed_wire(with_op(next_a, {"op": "ref.move", "ref": RE}), A), "schema"),
         (
             "field value not in normal form",
             "empty",
             signed_wire(
-                with_entries(
-                    next_a,
-                    [[11, TS, {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "  Two  spaces "}, "seen": {}}]],
-                ),
-                A,
+                with_op(next_a, {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "  Two  spaces "}, "seen": {}}), A
             ),
             "schema",
         ),
         (
             "unknown field",
             "empty",
-            signed_wire(
-                with_entries(
-                    next_a, [[11, TS, {"op": ops.REF_PUT, "ref": RE, "fields": {"colour": "red"}, "seen": {}}]]
-                ),
-                A,
-            ),
+            signed_wire(with_op(next_a, {"op": ops.REF_PUT, "ref": RE, "fields": {"colour": "red"}, "seen": {}}), A),
+            "schema",
+        ),
+        (
+            "object id with a trailing newline",
+            "empty",
+            signed_wire(with_op(next_a, ref_put | {"ref": RE + "\n"}), A),
+            "schema",
+        ),
+        (
+            "device.add key in non-canonical base64",
+            "empty",
+            signed_wire(with_op(next_a, device_add(D, A) | {"key": non_canonical_b64(b64(D.public))}), A),
             "schema",
         ),
         ("signature not base64", "empty", encode({"body": a1_body, "sig": "not base64!"}), "signature"),
         ("signature of 32 bytes", "empty", encode({"body": a1_body, "sig": b64(bytes(32))}), "signature"),
         ("signature missing (null)", "empty", encode({"body": a1_body, "sig": None}), "signature"),
+        (
+            "signature in non-canonical base64 (unused bits set)",
+            "empty",
+            encode({"body": a1_body, "sig": non_canonical_b64(b64(a1.signature))}),
+            "signature",
+        ),
+        ("text that is not Unicode (an escaped lone surrogate)", "empty", lone_surrogate, "malformed"),
+        (
+            "seen names an entry of another device that deps do not cover",
+            "empty",
+            signed_wire(with_op(next_a, title_seen([B.id, 1])), A),
+            "schema",
+        ),
+        (
+            "seen names one entry past deps",
+            "empty",
+            signed_wire(with_op(tweak(next_a, deps={B.id: 6}), title_seen([B.id, 7])), A),
+            "schema",
+        ),
+        (
+            "seen names the entry itself",
+            "empty",
+            signed_wire(with_op(next_a, title_seen([A.id, 11])), A),
+            "schema",
+        ),
+        (
+            "group.delete members name an entry that deps do not cover",
+            "empty",
+            signed_wire(
+                with_op(
+                    tweak(next_a, deps={B.id: 6}),
+                    {"op": ops.GROUP_DELETE, "group": G, "seen": {"name": [[A.id, 8]]}, "members": {RA: [[C.id, 1]]}},
+                ),
+                A,
+            ),
+            "schema",
+        ),
         # check: against the receiver's state, in order
-        ("the same change set again", "after A1 A2", a2.wire(), "duplicate"),
-        ("different change set under used sequence numbers", "after A1 A2", signed_wire(forked, A), "fork"),
-        ("fork is found before the signature is checked", "after A1 A2", zero_sig, "fork"),
-        ("sequence gap", "after A1", a3.wire(), "gap"),
-        ("prev is not the chain head", "after A1 A2", signed_wire(tweak(next_a, prev=a1.id), A), "chain"),
         ("waits for what it depends on", "after A1", b1.wire(), "waiting"),
         (
-            "waiting is decided before the signature",
+            "a member's signature is checked before waiting for its dependencies",
             "after A1",
             encode({"body": body_of(b1), "sig": b64(bytes(64))}),
-            "waiting",
+            "signature",
         ),
-        ("bad signature", "after A1 A2", swapped_sig, "signature"),
-        ("signed for another library id", "after A1 A2", signed_wire(next_a, A, library_id_for(E.public)), "signature"),
-        ("founding change set", "empty", a1.wire(), "new"),
-        ("next change set of a member", "after A1 A2", signed_wire(next_a, A), "new"),
         (
-            "newcomer introducing itself with a valid introduction",
+            "seen within deps passes the parse stage, then waits for deps",
             "after A1 A2",
-            signed_wire(newcomer(device_add(D, A), deps={A.id: 10}), D),
-            "new",
+            signed_wire(with_op(tweak(next_a, deps={B.id: 6}), title_seen([B.id, 6], [A.id, 10])), A),
+            "waiting",
         ),
         (
             "author not a member",
             "after A1 A2",
             signed_wire(newcomer(ref_put | {"ref": RD}, author=E), E),
+            "unknown_author",
+        ),
+        (
+            "a non-member is refused before the sequence is looked at",
+            "after A1 A2",
+            signed_wire(stranger, E),
             "unknown_author",
         ),
         (
@@ -1097,18 +1218,54 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
         ),
         ("introduced by a revoked device", "final", signed_wire(newcomer(device_add(D, C)), D), "unknown_author"),
         ("introduction signed by the wrong key", "after A1 A2", signed_wire(newcomer(bad_intro), D), "signature"),
+        ("bad signature", "after A1 A2", swapped_sig, "signature"),
+        ("signed for another library id", "after A1 A2", signed_wire(next_a, A, library_id_for(E.public)), "signature"),
+        (
+            "a forged change set under used sequence numbers: the signature is checked before fork",
+            "after A1 A2",
+            zero_sig,
+            "signature",
+        ),
+        (
+            "the same body with a bad signature is not a duplicate",
+            "after A1 A2",
+            encode({"body": a2_body, "sig": b64(bytes(64))}),
+            "signature",
+        ),
+        ("the same change set again", "after A1 A2", a2.wire(), "duplicate"),
+        ("different change set under used sequence numbers", "after A1 A2", signed_wire(forked, A), "fork"),
+        (
+            "deps are not waited for under used sequence numbers",
+            "after A1 A2",
+            signed_wire(forked_with_deps, A),
+            "fork",
+        ),
+        ("sequence gap", "after A1", a3.wire(), "gap"),
+        ("prev is not the chain head", "after A1 A2", signed_wire(tweak(next_a, prev=a1.id), A), "chain"),
         ("past the revocation cut-off", "final", signed_wire(c_next, C), "revoked"),
         ("straddling the cut-off: rejected whole", "after A1 A2, C revoked upto 3", c1.wire(), "revoked"),
         (
+            "revoked before it was known: its self-introduction is refused",
+            "after A1 A2, D (not yet known) revoked upto 0",
+            signed_wire(newcomer(device_add(D, A), deps={A.id: 10}), D),
+            "revoked",
+        ),
+        (
             "device.add with a bad introduction inside a member's change set",
             "after A1 A2",
-            signed_wire(with_entries(next_a, [[11, TS, bad_intro]]), A),
+            signed_wire(with_op(next_a, bad_intro), A),
             "membership",
         ),
         (
             "device.add introduced by a non-member inside a member's change set",
             "after A1 A2",
-            signed_wire(with_entries(next_a, [[11, TS, device_add(D, E)]]), A),
+            signed_wire(with_op(next_a, device_add(D, E)), A),
+            "membership",
+        ),
+        (
+            "device.add introduced by a revoked device inside another member's change set",
+            "final",
+            signed_wire(with_op(final_a, device_add(D, C)), A),
             "membership",
         ),
         (
@@ -1120,20 +1277,51 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
         (
             "founding device.add for another device",
             "after A1 A2",
-            signed_wire(with_entries(next_a, [[11, TS, device_add(D, None)]]), A),
+            signed_wire(with_op(next_a, device_add(D, None)), A),
             "membership",
+        ),
+        ("founding change set", "empty", a1.wire(), "new"),
+        ("next change set of a member", "after A1 A2", signed_wire(next_a, A), "new"),
+        (
+            "seen names the author's own earlier entry",
+            "after A1 A2",
+            signed_wire(with_op(next_a, title_seen([A.id, 10])), A),
+            "new",
+        ),
+        (
+            "newcomer introducing itself with a valid introduction",
+            "after A1 A2",
+            signed_wire(newcomer(device_add(D, A), deps={A.id: 10}), D),
+            "new",
+        ),
+        (
+            "a revoked device's own introduction of another, before its cut-off",
+            "after A1 A2, C revoked upto 3",
+            signed_wire(
+                {
+                    "v": 1,
+                    "lib": LIB,
+                    "author": C.id,
+                    "seq": [1, 1],
+                    "prev": None,
+                    "deps": {A.id: 10},
+                    "entries": [[1, TS, device_add(D, C)]],
+                },
+                C,
+            ),
+            "new",
         ),
     ]
     out = []
     for name, ctx_name, wire, expected in cases:
-        raw = b" " * wire["length"] if isinstance(wire, dict) else wire
+        raw = runs_bytes(wire) if isinstance(wire, list) else wire
         replica = replicas[ctx_name]
         got = _expected_result(raw, replica)
         if got != expected:
             raise SystemExit(f"rejection case {name!r}: expected {expected}, the engine says {got}")
         record: dict[str, Any] = {"name": name, "receiver": ctx_name}
-        if isinstance(wire, dict):
-            record["wire_fill"] = wire
+        if isinstance(wire, list):
+            record["wire_runs"] = wire
         else:
             record.update(wire_field(raw))
         if expected in (Outcome.NEW, Outcome.DUPLICATE, Outcome.WAITING):
@@ -1144,11 +1332,18 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
     return {
         "description": "Each case: the bytes that arrive, the receiver's context, and the expected result of "
         "changesets.parse(wire, library) then changesets.check(cs, receiver): a rejection reason (stage 'parse' or "
-        "'check') or an outcome (new, duplicate, waiting). founder_check(key) is library_id_for(key) == library.",
+        "'check') or an outcome (new, duplicate, waiting). founder_check(key) is library_id_for(key) == library. "
+        "The bytes are wire_text (encode as UTF-8), wire_hex, or wire_runs: [[text, count], ...], each text "
+        "repeated count times, concatenated, encoded as UTF-8. revoked_upto may name devices that are not members "
+        "(a revocation is kept even before its device is known).",
         "receivers": contexts,
         "cases": out,
         "exchanges": exchange_vectors(sc),
     }
+
+
+def runs_bytes(runs: list[list[Any]]) -> bytes:
+    return "".join(text * count for text, count in runs).encode("utf-8")
 
 
 def wire_field(raw: bytes) -> dict[str, str]:
@@ -1176,67 +1371,147 @@ def _stage(raw: bytes, replica: Replica) -> str:
 
 
 def exchange_vectors(sc: Scenario) -> list[dict[str, Any]]:
-    """Whole exchanges (store/sync.receive) into one empty library: what is applied, skipped, waits."""
+    """Whole exchanges (store/sync.receive) into empty libraries: what is applied, skipped, waits."""
     s = sc.sets
     tampered = encode({"body": body_of(s["A2"]), "sig": b64(s["A1"].signature)})
-    steps = [
-        (
-            "A1 applies; A2 has a bad signature, so A is blocked for the rest of the exchange and A3 is skipped "
-            "without a report; B1 waits for A:10",
-            [
-                ("A1", s["A1"].wire()),
-                ("A2 with A1's signature", tampered),
-                ("A3", s["A3"].wire()),
-                ("B1", s["B1"].wire()),
-            ],
-        ),
-        (
-            "a parse rejection does not block anyone; A1 is a duplicate; B1 arrives before what it depends on and is "
-            "applied as soon as A2 is",
-            [
-                ("not JSON", b"{"),
-                ("A1", s["A1"].wire()),
-                ("B1", s["B1"].wire()),
-                ("A2", s["A2"].wire()),
-                ("A3", s["A3"].wire()),
-            ],
-        ),
-    ]
-    out = []
-    replica = Replica(None)
-    for what, wires in steps:
-        report = model_receive(replica, [w for _, w in wires])
-        out.append(
-            {
-                "what": what,
-                "deliver": [{"label": label, **wire_field(w)} for label, w in wires],
-                "report": report,
-                "version_vector_after": dict(sorted(replica.vv.items())),
-            }
-        )
-    exchanges = [{"name": "blocking and waiting", "library_id": LIB, "steps": out}]
-    replica = Replica(None)
-    wires = [("C1", s["C1"].wire()), ("C2", s["C2"].wire()), ("A1", s["A1"].wire()), ("A2", s["A2"].wire())]
-    report = model_receive(replica, [w for _, w in wires])
-    what = (
-        "C1 waits for A:10; C2 then fails the gap check (C1 is not applied yet), which blocks C, so C1 is dropped "
-        "when A2 arrives: a sender must send in storage order (see changesets.md)"
-    )
-    exchanges.append(
-        {
-            "name": "the successor of a waiting change set",
-            "library_id": LIB,
-            "steps": [
+
+    def run(name: str, steps: list[tuple[str, list[tuple[str, bytes]]]]) -> dict[str, Any]:
+        replica = Replica(None)
+        out = []
+        for what, wires in steps:
+            report = model_receive(replica, [w for _, w in wires])
+            out.append(
                 {
                     "what": what,
                     "deliver": [{"label": label, **wire_field(w)} for label, w in wires],
                     "report": report,
                     "version_vector_after": dict(sorted(replica.vv.items())),
                 }
+            )
+        return {"name": name, "library_id": LIB, "steps": out}
+
+    revoke_d = {
+        "v": 1,
+        "lib": LIB,
+        "author": A.id,
+        "seq": [11, 11],
+        "prev": s["A2"].id,
+        "deps": {},
+        "entries": [[11, TS, {"op": ops.DEVICE_REVOKE, "device": D.id, "upto": 0}]],
+    }
+    d_joins = {
+        "v": 1,
+        "lib": LIB,
+        "author": D.id,
+        "seq": [1, 1],
+        "prev": None,
+        "deps": {A.id: 10},
+        "entries": [[1, TS + 1, device_add(D, A)]],
+    }
+    deleted_first = {
+        "v": 1,
+        "lib": LIB,
+        "author": A.id,
+        "seq": [11, 12],
+        "prev": s["A2"].id,
+        "deps": {},
+        "entries": [
+            [11, TS, {"op": ops.REF_DELETE, "ref": RX, "seen": {}}],
+            [12, TS + 1, {"op": ops.REF_PUT, "ref": RX, "fields": {"title": "Written after its delete"}, "seen": {}}],
+        ],
+    }
+    return [
+        run(
+            "blocking and waiting",
+            [
+                (
+                    "A1 applies; A2 has a bad signature, so A is blocked for the rest of the exchange and A3 is "
+                    "skipped without a report; B1 waits for A:10",
+                    [
+                        ("A1", s["A1"].wire()),
+                        ("A2 with A1's signature", tampered),
+                        ("A3", s["A3"].wire()),
+                        ("B1", s["B1"].wire()),
+                    ],
+                ),
+                (
+                    "a parse rejection does not block anyone; A1 is a duplicate; B1 arrives before what it depends on "
+                    "and is applied as soon as A2 is",
+                    [
+                        ("not JSON", b"{"),
+                        ("A1", s["A1"].wire()),
+                        ("B1", s["B1"].wire()),
+                        ("A2", s["A2"].wire()),
+                        ("A3", s["A3"].wire()),
+                    ],
+                ),
             ],
-        }
-    )
-    return exchanges
+        ),
+        run(
+            "the successor of a waiting change set",
+            [
+                (
+                    "C1 waits for A:10; C2, which needs A:14 and B:6, waits behind it (the deps are checked before "
+                    "the sequence, so it is not a gap); A1 and A2 apply, then C1; A3 and B1 apply, then C2",
+                    [
+                        ("C1", s["C1"].wire()),
+                        ("C2", s["C2"].wire()),
+                        ("A1", s["A1"].wire()),
+                        ("A2", s["A2"].wire()),
+                        ("A3", s["A3"].wire()),
+                        ("B1", s["B1"].wire()),
+                    ],
+                )
+            ],
+        ),
+        run(
+            "change sets of one author out of chain order",
+            [
+                (
+                    "C2 arrives before C1 and waits for A:14 and B:6; C1 waits behind it; once A3 and B1 are applied "
+                    "C2 is checked first and fails the gap check, which blocks C and drops C1: a sender must send "
+                    "each author's change sets in chain order",
+                    [
+                        ("C2", s["C2"].wire()),
+                        ("C1", s["C1"].wire()),
+                        ("A1", s["A1"].wire()),
+                        ("A2", s["A2"].wire()),
+                        ("A3", s["A3"].wire()),
+                        ("B1", s["B1"].wire()),
+                    ],
+                )
+            ],
+        ),
+        run(
+            "a revocation that arrives before its device is known",
+            [
+                (
+                    "A revokes D (upto 0) before anyone has introduced D; the revocation is kept, so D's "
+                    "self-introduction, signed by A, is refused as revoked",
+                    [
+                        ("A1", s["A1"].wire()),
+                        ("A2", s["A2"].wire()),
+                        ("A: device.revoke D upto 0", signed_wire(revoke_d, A)),
+                        ("D1: D introduces itself", signed_wire(d_joins, D)),
+                    ],
+                )
+            ],
+        ),
+        run(
+            "a reference deleted before it is first written",
+            [
+                (
+                    "A deletes a reference no one holds, then writes it, in one change set: both apply (the delete "
+                    "mark had not seen the write, so the reference is shown, in conflict on 'deleted')",
+                    [
+                        ("A1", s["A1"].wire()),
+                        ("A2", s["A2"].wire()),
+                        ("A: ref.delete then ref.put of a new reference", signed_wire(deleted_first, A)),
+                    ],
+                )
+            ],
+        ),
+    ]
 
 
 # --- operations and registers -----------------------------------------------------------------------
@@ -1280,23 +1555,14 @@ def op_vectors() -> dict[str, Any]:
         ("ref.put: date year-month", rp | {"fields": {"date": "2021-02"}}),
         ("ref.put: long text keeps inner white space and a lone CR", rp | {"fields": {"notes": "a\r b\n\n\tc"}}),
         (
-            "ref.put: a dot may name any device string of 1 to 128 characters",
-            rp | {"fields": {"title": "T"}, "seen": {"title": [["x", 1], ["y" * 128, 2**62]]}},
+            "ref.put: the largest integers, 2^53, in added and in a dot",
+            rp | {"fields": {"title": "T", "added": ops.MAX_INT}, "seen": {"title": [[B.id, ops.MAX_INT]]}},
         ),
         (
-            "ref.delete",
-            {
-                "op": ops.REF_DELETE,
-                "ref": RA,
-                "seen": {"title": [dot], "deleted": [[B.id, 2]]},
-                "members": {G: [dot]},
-                "attachments": {"paper.pdf": [dot]},
-            },
+            "ref.delete (only a mark: no members or attachments)",
+            {"op": ops.REF_DELETE, "ref": RA, "seen": {"title": [dot], "deleted": [[B.id, 2]]}},
         ),
-        (
-            "ref.delete of an unknown reference",
-            {"op": ops.REF_DELETE, "ref": RA, "seen": {}, "members": {}, "attachments": {}},
-        ),
+        ("ref.delete of an unknown reference", {"op": ops.REF_DELETE, "ref": RA, "seen": {}}),
         ("group.put", {"op": ops.GROUP_PUT, "group": G, "fields": {"name": "Reading list"}, "seen": {"name": [dot]}}),
         ("group.delete", {"op": ops.GROUP_DELETE, "group": G, "seen": {"name": [dot]}, "members": {RA: [dot]}}),
         ("member.add", {"op": ops.MEMBER_ADD, "group": G, "refs": [RA, RB]}),
@@ -1323,6 +1589,7 @@ def op_vectors() -> dict[str, Any]:
         ("device.add: founder", device_add(A, None)),
         ("device.add: introduced", device_add(B, A)),
         ("device.revoke", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": 0}),
+        ("device.revoke with upto 2^53", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": ops.MAX_INT}),
     ]
     invalid: list[tuple[str, Any]] = [
         ("not an object", ["ref.put"]),
@@ -1332,6 +1599,7 @@ def op_vectors() -> dict[str, Any]:
         ("id with upper case", rp | {"ref": RA.upper(), "fields": {"title": "T"}}),
         ("id of 15 characters", rp | {"ref": RA[:15], "fields": {"title": "T"}}),
         ("id with 0, 1, 8 or 9", rp | {"ref": "refaaaaaaaaaaaa1", "fields": {"title": "T"}}),
+        ("id with a trailing newline", rp | {"ref": RA + "\n", "fields": {"title": "T"}}),
         ("ref.put without fields", rp | {"fields": {}}),
         ("unknown field", rp | {"fields": {"colour": "red"}}),
         ("text with leading space", rp | {"fields": {"title": " T"}}),
@@ -1353,8 +1621,11 @@ def op_vectors() -> dict[str, Any]:
         ("keywords with an empty item", rp | {"fields": {"keywords": ["a", ""]}}),
         ("year of five digits", rp | {"fields": {"year": "12345"}}),
         ("year with two letters", rp | {"fields": {"year": "2021ab"}}),
+        ("year in Arabic-Indic digits", rp | {"fields": {"year": "\u0662\u0660\u0662\u0661"}}),
+        ("year with a Kelvin sign (U+212A) for a letter", rp | {"fields": {"year": "2021\u212a"}}),
         ("date with month 13", rp | {"fields": {"date": "2021-13"}}),
         ("date with one-digit month", rp | {"fields": {"date": "2021-1"}}),
+        ("date in full-width digits", rp | {"fields": {"date": "\uff12\uff10\uff12\uff11"}}),
         ("type not in normal form", rp | {"fields": {"type": "Journal Article"}}),
         ("type cleared", rp | {"fields": {"type": None}}),
         ("DOI with its URL prefix", rp | {"fields": {"doi": "https://doi.org/10.1000/xyz"}}),
@@ -1362,20 +1633,27 @@ def op_vectors() -> dict[str, Any]:
         ("added negative", rp | {"fields": {"added": -1}}),
         ("added as text", rp | {"fields": {"added": "1"}}),
         ("added as a boolean", rp | {"fields": {"added": True}}),
+        ("added written with a fraction (1.0)", rp | {"fields": {"added": 1.0}}),
+        ("added above 2^53", rp | {"fields": {"added": ops.MAX_INT + 1}}),
         ("trashed false", rp | {"fields": {"trashed": False}}),
+        ("trashed 1", rp | {"fields": {"trashed": 1}}),
         ("deleted set by ref.put", rp | {"fields": {"deleted": []}}),
         ("seen names a field the op does not write", rp | {"fields": {"title": "T"}, "seen": {"year": [dot]}}),
         ("dot with sequence 0", rp | {"fields": {"title": "T"}, "seen": {"title": [[A.id, 0]]}}),
         ("dot with an empty device", rp | {"fields": {"title": "T"}, "seen": {"title": [["", 1]]}}),
-        ("dot with a device of 129 characters", rp | {"fields": {"title": "T"}, "seen": {"title": [["x" * 129, 1]]}}),
-        ("dot as an object", rp | {"fields": {"title": "T"}, "seen": {"title": [{"device": A.id, "seq": 1}]}}),
+        ("dot with a device that is not a device id", rp | {"fields": {"title": "T"}, "seen": {"title": [["x", 1]]}}),
+        ("dot with a lower-case device id", rp | {"fields": {"title": "T"}, "seen": {"title": [[A.id.lower(), 1]]}}),
         (
-            "ref.delete seen naming an unknown field",
-            {"op": ops.REF_DELETE, "ref": RA, "seen": {"colour": [dot]}, "members": {}, "attachments": {}},
+            "dot with a device id and a trailing newline",
+            rp | {"fields": {"title": "T"}, "seen": {"title": [[A.id + "\n", 1]]}},
         ),
+        ("dot with sequence above 2^53", rp | {"fields": {"title": "T"}, "seen": {"title": [[A.id, ops.MAX_INT + 1]]}}),
+        ("dot with sequence written 1.0", rp | {"fields": {"title": "T"}, "seen": {"title": [[A.id, 1.0]]}}),
+        ("dot as an object", rp | {"fields": {"title": "T"}, "seen": {"title": [{"device": A.id, "seq": 1}]}}),
+        ("ref.delete seen naming an unknown field", {"op": ops.REF_DELETE, "ref": RA, "seen": {"colour": [dot]}}),
         (
-            "ref.delete members keyed by a non-id",
-            {"op": ops.REF_DELETE, "ref": RA, "seen": {}, "members": {"Reading list": [dot]}, "attachments": {}},
+            "ref.delete with members and attachments (an earlier draft)",
+            {"op": ops.REF_DELETE, "ref": RA, "seen": {}, "members": {G: [dot]}, "attachments": {}},
         ),
         (
             "group.put with another field",
@@ -1410,6 +1688,16 @@ def op_vectors() -> dict[str, Any]:
                 "name": "x",
                 "seen": [],
                 "value": {"size": 1, "sha256": digest.upper()},
+            },
+        ),
+        (
+            "manifest sha256 with a trailing newline",
+            {
+                "op": ops.ATTACHMENT_PUT,
+                "ref": RA,
+                "name": "x",
+                "seen": [],
+                "value": {"size": 1, "sha256": digest + "\n"},
             },
         ),
         (
@@ -1454,6 +1742,12 @@ def op_vectors() -> dict[str, Any]:
         ),
         ("attachment seen as a map", {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "x", "value": None, "seen": {}}),
         ("device.add with a 31-byte key", device_add(B, A) | {"key": b64(B.public[:31])}),
+        ("device.add key in non-canonical base64", device_add(B, A) | {"key": non_canonical_b64(b64(B.public))}),
+        (
+            "device.add signature in non-canonical base64",
+            device_add(B, A) | {"signature": non_canonical_b64(str(device_add(B, A)["signature"]))},
+        ),
+        ("device.add introducer in lower case", device_add(B, A) | {"introducer": A.id.lower()}),
         ("device.add whose id does not match its key", device_add(B, A) | {"device": C.id}),
         ("device.add founder with a signature", device_add(A, None) | {"signature": b64(bytes(64))}),
         ("device.add introduced without a signature", device_add(B, A) | {"signature": None}),
@@ -1462,6 +1756,11 @@ def op_vectors() -> dict[str, Any]:
         ("device.revoke of a 31-character id", {"op": ops.DEVICE_REVOKE, "device": C.id[:31], "upto": 0}),
         ("device.revoke with negative upto", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": -1}),
         ("device.revoke with upto true", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": True}),
+        ("device.revoke with upto above 2^53", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": ops.MAX_INT + 1}),
+        (
+            "device.revoke of a device id with a trailing newline",
+            {"op": ops.DEVICE_REVOKE, "device": C.id + "\n", "upto": 0},
+        ),
     ]
     for _name, op in valid:
         ops.check(copy.deepcopy(op))

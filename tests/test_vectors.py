@@ -12,6 +12,7 @@ import base64
 import copy
 import hashlib
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -51,8 +52,8 @@ def public_bytes(key: Ed25519PrivateKey) -> bytes:
 
 
 def wire_bytes(item: dict[str, Any]) -> bytes:
-    if "wire_fill" in item:
-        return bytes.fromhex(item["wire_fill"]["fill_byte_hex"]) * item["wire_fill"]["length"]
+    if "wire_runs" in item:
+        return "".join(text * count for text, count in item["wire_runs"]).encode("utf-8")
     if "wire_hex" in item:
         return bytes.fromhex(item["wire_hex"])
     return str(item["wire_text"]).encode("utf-8")
@@ -125,6 +126,9 @@ def test_single_changesets_byte_for_byte() -> None:
             case["library"], case["author_id"], case["prev"], case["deps"], entries, keys[case["author_id"]].sign
         )
         assert cs.body_bytes.hex() == case["body_hex"]
+        texts = [(seq, ts, canonical.dumps(op)) for seq, ts, op in entries]
+        assembled = changesets.assemble_body(case["library"], case["author_id"], case["prev"], case["deps"], texts)
+        assert assembled.hex() == case["body_hex"]  # how the store seals and sends
         assert cs.body_bytes.decode("utf-8") == case["body_text"] == canonical.dumps(case["body"])
         assert changesets.signature_input(case["library"], cs.body_bytes).hex() == case["signature_input_hex"]
         assert cs.signature.hex() == case["signature_hex"]
@@ -158,6 +162,66 @@ def test_split_limits() -> None:
         costs = [cost for cost, count in case["entry_costs"] for _ in range(count)]
         assert [len(canonical.encode(e[2])) + 32 for e in entries] == costs, case["name"]
         assert [len(piece) for piece in changesets.split(entries)] == case["pieces"], case["name"]
+
+
+def split_params() -> list[Any]:
+    params = []
+    for case in load("changeset.json")["split"]:
+        params.append(pytest.param(case, id=case["name"]))
+    return params
+
+
+@pytest.mark.parametrize("case", split_params())
+def test_the_store_seals_by_the_split_rule(tmp_path: Path, case: dict[str, Any]) -> None:
+    """What sync.seal makes of the same entries: the same pieces, each within MAX_BYTES."""
+    library = Library.create(tmp_path / "s", "s")
+    try:
+        sync.seal(library)  # the founding entry in a change set of its own
+        with library.writing() as writer:
+            for length, count in case["entries"]:
+                for _ in range(count):
+                    writer.log(
+                        {
+                            "op": "ref.put",
+                            "ref": case["op_template"]["ref"],
+                            "fields": {"notes": case["char"] * length},
+                            "seen": {},
+                        }
+                    )
+        sync.seal(library)
+        rows = library.db.execute("SELECT first, last FROM changesets WHERE first > 1 ORDER BY first").fetchall()
+        assert [last - first + 1 for first, last in rows] == case["pieces"]
+        assert all(len(wire) <= changesets.MAX_BYTES for wire in sync.changesets_since(library, {}))
+    finally:
+        library.close()
+
+
+def test_limits() -> None:
+    limits = load("changeset.json")["limits"]
+    assert limits == {
+        "MAX_BYTES": changesets.MAX_BYTES,
+        "MAX_ENTRIES": changesets.MAX_ENTRIES,
+        "TARGET_BYTES": changesets.TARGET_BYTES,
+        "MAX_DEPS": changesets.MAX_DEPS,
+        "MAX_TS": changesets.MAX_TS,
+        "MAX_INT": ops.MAX_INT,
+        "MAX_OP_BYTES": ops.MAX_OP_BYTES,
+        "MAX_DOTS": ops.MAX_DOTS,
+        "MAX_REFS_PER_OP": ops.MAX_REFS_PER_OP,
+    }
+    assert limits["MAX_TS"] == limits["MAX_INT"] == 2**53
+
+
+def test_a_writer_logs_no_operation_over_max_op_bytes(tmp_path: Path) -> None:
+    """A valid ref.put can exceed MAX_OP_BYTES (here 4 MB of 4-byte characters); it is refused locally."""
+    library = Library.create(tmp_path / "w", "w")
+    try:
+        ref = library.add_reference({"title": "T"})
+        with pytest.raises(InvalidInput):
+            library.edit_reference(ref, {"notes": "\U0001f600" * fields.MAX_LONG})
+        library.edit_reference(ref, {"notes": "\U0001f600" * (ops.MAX_OP_BYTES // 4 - 200)})
+    finally:
+        library.close()
 
 
 def test_scenario_changesets_parse_verify_and_rebuild() -> None:
@@ -218,12 +282,20 @@ def store_state(library: Library) -> dict[str, Any]:
             "register": sorted(json.loads(s)),
         }
     devices = {
-        d: {"public_key": k, "name": n, "introducer": i, "signature": s, "dot": [a, q], "revoked_upto": u}
-        for d, k, n, i, s, q, a, u in db.execute(
-            "SELECT id, public_key, name, introducer, signature, seq, author, revoked_upto FROM devices ORDER BY id"
+        d: {"public_key": k, "name": n, "introducer": i, "signature": s, "dot": [a, q]}
+        for d, k, n, i, s, q, a in db.execute(
+            "SELECT id, public_key, name, introducer, signature, seq, author FROM devices ORDER BY id"
         )
     }
-    return {"refs": refs, "groups": groups, "memberships": members, "attachments": attachments, "devices": devices}
+    revocations = dict(db.execute("SELECT device, upto FROM revocations ORDER BY device").fetchall())
+    return {
+        "refs": refs,
+        "groups": groups,
+        "memberships": members,
+        "attachments": attachments,
+        "devices": devices,
+        "revocations": revocations,
+    }
 
 
 def assert_state(library: Library, expected: dict[str, Any], where: str) -> None:
@@ -255,6 +327,7 @@ def assert_state(library: Library, expected: dict[str, Any], where: str) -> None
         for r, items in expected["attachments"].items()
     }, where
     assert got["devices"] == expected["devices"], where
+    assert got["revocations"] == expected["revocations"], where
 
 
 @pytest.mark.parametrize("order", list(SCENARIO["delivery_orders"]))
@@ -281,6 +354,15 @@ def test_scenario_replayed_through_the_store(tmp_path: Path, order: str) -> None
         for item in SCENARIO["changesets"].values():
             expected_vv[item["author_id"]] = max(expected_vv.get(item["author_id"], 0), item["last"])
         assert sync.version_vector(library) == expected_vv
+        # forwarded exactly as the authors signed them, in an order a receiver can apply (changesets.md 9)
+        sent = list(sync.changesets_since(library, {}))
+        assert sorted(sent) == sorted(wires[n] for n in sequence)
+        held: dict[str, int] = {}
+        for wire in sent:
+            cs = changesets.parse(wire, SCENARIO["library_id"])
+            assert cs.first == held.get(cs.author, 0) + 1
+            assert all(held.get(device, 0) >= seq for device, seq in cs.deps.items())
+            held[cs.author] = cs.last
     finally:
         library.close()
 
@@ -373,40 +455,64 @@ def test_every_reason_code_has_a_case() -> None:
     }
 
 
-def test_exchanges_through_the_store(tmp_path: Path) -> None:
-    for number, exchange in enumerate(REJECTIONS["exchanges"]):
-        library = Library.create(tmp_path / f"x{number}", "x", found=False, library_id=exchange["library_id"])
-        try:
-            for step in exchange["steps"]:
-                report = sync.receive(library, [wire_bytes(item) for item in step["deliver"]])
-                got = report.as_dict()
-                got["rejected"] = [r["reason"] for r in got["rejected"]]
-                assert got == step["report"], step["what"]
-                assert sync.version_vector(library) == step["version_vector_after"], step["what"]
-        finally:
-            library.close()
+# Exchanges the reference gets wrong (protocol/changesets.md, "Reference implementation notes").
+KNOWN_EXCHANGE_DEFECTS: dict[str, str] = {}
+
+
+def exchange_params() -> list[Any]:
+    params = []
+    for exchange in REJECTIONS["exchanges"]:
+        reason = KNOWN_EXCHANGE_DEFECTS.get(exchange["name"])
+        marks = [pytest.mark.xfail(reason=reason, raises=sqlite3.IntegrityError, strict=True)] if reason else []
+        params.append(pytest.param(exchange, id=exchange["name"], marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("exchange", exchange_params())
+def test_exchange_through_the_store(tmp_path: Path, exchange: dict[str, Any]) -> None:
+    library = Library.create(tmp_path / "x", "x", found=False, library_id=exchange["library_id"])
+    try:
+        for step in exchange["steps"]:
+            report = sync.receive(library, [wire_bytes(item) for item in step["deliver"]])
+            got = report.as_dict()
+            got["rejected"] = [r["reason"] for r in got["rejected"]]
+            assert got == step["report"], step["what"]
+            assert sync.version_vector(library) == step["version_vector_after"], step["what"]
+    finally:
+        library.close()
 
 
 # --- schemas and the generator -------------------------------------------------------------------------
 
 # Invalid operations that no JSON Schema can refuse: they need a hash, a sum, a byte count or a
-# cross-reference between keys (checked by ops.check, see protocol/merge.md).
+# cross-reference between keys, or they tell 1.0 from 1, which JSON Schema treats as the same integer
+# (checked by ops.check, see protocol/merge.md).
 BEYOND_SCHEMA = {
     "device.add whose id does not match its key",
     "chunks not adding up to the size",
     "attachment name of 256 UTF-8 bytes",
     "seen names a field the op does not write",
+    "added written with a fraction (1.0)",
+    "dot with sequence written 1.0",
 }
 
 
-# Parse-stage rejections that the change-set schema cannot see (a relation between two values, or the
-# receiving library's id).
+# Parse-stage rejections that the change-set schema cannot see: a relation between two values (the
+# causality rule P17 among them), the receiving library's id, 1.0 written for the integer 1, or a lone
+# surrogate (JSON Schema validates code points, which a decoded "\ud800" is).
 BEYOND_CHANGESET_SCHEMA = {
     "another library",
     "sequence range reversed",
     "deps name the author",
     "entries do not match the range",
     "entry sequence out of order",
+    "protocol version 1.0 (not the integer 1)",
+    "entry number written 1.0",
+    "text that is not Unicode (an escaped lone surrogate)",
+    "seen names an entry of another device that deps do not cover",
+    "seen names one entry past deps",
+    "seen names the entry itself",
+    "group.delete members name an entry that deps do not cover",
 }
 
 
@@ -454,8 +560,8 @@ def test_vectors_match_the_schemas() -> None:
     for case in REJECTIONS["cases"]:
         try:
             value = json.loads(wire_bytes(case))
-        except ValueError:
-            continue  # not JSON at all
+        except (ValueError, RecursionError):
+            continue  # not JSON at all, or nested deeper than Python's parser goes
         parse_stage = case["expected"].get("stage") == "parse"
         if parse_stage and case["name"] not in BEYOND_CHANGESET_SCHEMA:
             assert not cs_validator.is_valid(value), case["name"]

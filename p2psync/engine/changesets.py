@@ -284,19 +284,25 @@ class Outcome:
 def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> str:
     """Check a parsed change set against the receiver's state; return an Outcome or raise.
 
-    Order matters: nothing is judged on a change set's say-so before its signature is verified,
-    except waiting for its dependencies (which records nothing and blocks no one).
+    Order matters: nothing is judged on a change set's say-so before its signature is verified.
+    A member's signature is checked even before waiting for dependencies, so a forgery cannot
+    hold back that member's real change sets; only a device not known yet (whose introduction
+    may be among the missing dependencies) can wait unverified, and that records nothing.
     """
     have = receiver.version_vector.get(cs.author, 0)
+    key = receiver.member_keys.get(cs.author)
+    if key is not None and not verify(key, cs.signature, signature_input(cs.library, cs.body_bytes)):
+        raise ChangeSetRejected("signature", f"A change set claiming to be from {cs.author[:7]} has a bad signature.")
     if cs.first > have:
         for device, seq in cs.deps.items():
             if receiver.version_vector.get(device, 0) < seq:
                 return Outcome.WAITING
-    key = receiver.member_keys.get(cs.author)
     if key is None:
         key = _self_introduction(cs, receiver, verify)
-    if not verify(key, cs.signature, signature_input(cs.library, cs.body_bytes)):
-        raise ChangeSetRejected("signature", f"A change set claiming to be from {cs.author[:7]} has a bad signature.")
+        if not verify(key, cs.signature, signature_input(cs.library, cs.body_bytes)):
+            raise ChangeSetRejected(
+                "signature", f"A change set claiming to be from {cs.author[:7]} has a bad signature."
+            )
     if cs.first <= have:
         # Authors cut their log once, so the same first sequence means the same change set.
         if receiver.known_id(cs.author, cs.first) == cs.id:

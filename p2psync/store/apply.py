@@ -45,6 +45,8 @@ def apply_entry(
         _store_ref(db, ref, state)
     elif kind == ops.REF_DELETE:
         ref_id = op["ref"]
+        if absent is not None:
+            absent.discard(ref_id)  # the delete mark creates the row
         ref = load_ref(db, ref_id)
         state = ref.state
         # Mark, do not erase: an edit this delete had not seen must survive it (engine/merge.py).

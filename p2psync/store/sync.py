@@ -24,6 +24,7 @@ from p2psync.crypto.identity import verify
 from p2psync.engine import changesets as cs_engine
 from p2psync.engine import clock
 from p2psync.engine.canonical import dumps
+from p2psync.errors import InvalidValue
 from p2psync.model.devices import library_id_for
 from p2psync.store.apply import apply_entry
 from p2psync.store.db import write_transaction
@@ -61,6 +62,8 @@ def seal(library: Library) -> int:
         ).fetchall()
         for piece in _pieces(rows):
             body = cs_engine.assemble_body(library.library_id, library.device_id, head, vv, piece)
+            if len(body) > cs_engine.MAX_BYTES - 200:  # cannot happen within the op and deps limits
+                raise InvalidValue("A change is too large to sync; shorten the longest field and try again.")
             signature = identity.sign(cs_engine.signature_input(library.library_id, body))
             cs_id = cs_engine.change_set_id(body)
             deps = {d: s for d, s in vv.items() if d != library.device_id and s > 0}
@@ -76,7 +79,7 @@ def _pieces(rows: list[tuple[int, int, str]]) -> list[list[tuple[int, int, str]]
     current: list[tuple[int, int, str]] = []
     size = 0
     for row in rows:
-        row_size = len(row[2]) + 32
+        row_size = len(row[2].encode("utf-8")) + 32  # bytes, as engine/changesets.split counts them
         if current and (len(current) >= cs_engine.MAX_ENTRIES or size + row_size > cs_engine.TARGET_BYTES):
             pieces.append(current)
             current, size = [], 0
