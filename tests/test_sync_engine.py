@@ -505,8 +505,11 @@ def test_assembled_bodies_are_exactly_canonical() -> None:
     device = "A" * 32
 
     @settings(max_examples=200, deadline=None)
-    @given(st.lists(op, min_size=1, max_size=5), st.dictionaries(st.just("B" * 32), st.integers(1, 2**40)),
-           st.one_of(st.none(), st.just("f" * 64)))
+    @given(
+        st.lists(op, min_size=1, max_size=5),
+        st.dictionaries(st.just("B" * 32), st.integers(1, 2**40)),
+        st.one_of(st.none(), st.just("f" * 64)),
+    )
     def check(ops_: list, deps: dict, prev: str | None) -> None:
         first = 1 if prev is None else 7
         entries = [(first + i, 1_700_000_000_000 + i, o) for i, o in enumerate(ops_)]
