@@ -22,7 +22,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from p2psync.engine import ops
 from p2psync.engine.canonical import dumps, encode
@@ -87,16 +87,28 @@ def split(
     entries: Iterable[Entry], max_entries: int = MAX_ENTRIES, target_bytes: int = TARGET_BYTES
 ) -> list[list[Entry]]:
     """Cut a run of entries into change-set-sized pieces (bounded count and size)."""
-    pieces: list[list[Entry]] = []
-    current: list[Entry] = []
+    items = list(entries)
+    return split_by_cost(items, [len(encode(op)) for _, _, op in items], max_entries, target_bytes)
+
+
+T = TypeVar("T")
+
+
+def split_by_cost(
+    items: list[T], op_bytes: list[int], max_entries: int = MAX_ENTRIES, target_bytes: int = TARGET_BYTES
+) -> list[list[T]]:
+    """The splitting rule: an entry costs its operation's canonical UTF-8 length + 32 bytes; a new
+    piece starts when the current one holds max_entries or would pass target_bytes."""
+    pieces: list[list[T]] = []
+    current: list[T] = []
     size = 0
-    for entry in entries:
-        entry_size = len(encode(entry[2])) + 32
-        if current and (len(current) >= max_entries or size + entry_size > target_bytes):
+    for item, length in zip(items, op_bytes, strict=True):
+        cost = length + 32
+        if current and (len(current) >= max_entries or size + cost > target_bytes):
             pieces.append(current)
             current, size = [], 0
-        current.append(entry)
-        size += entry_size
+        current.append(item)
+        size += cost
     if current:
         pieces.append(current)
     return pieces

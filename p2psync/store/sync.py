@@ -74,20 +74,8 @@ def seal(library: Library) -> int:
 
 
 def _pieces(rows: list[tuple[int, int, str]]) -> list[list[tuple[int, int, str]]]:
-    """Cut a run of (seq, ts, op text) into change-set-sized pieces (count and bytes bounded)."""
-    pieces: list[list[tuple[int, int, str]]] = []
-    current: list[tuple[int, int, str]] = []
-    size = 0
-    for row in rows:
-        row_size = len(row[2].encode("utf-8")) + 32  # bytes, as engine/changesets.split counts them
-        if current and (len(current) >= cs_engine.MAX_ENTRIES or size + row_size > cs_engine.TARGET_BYTES):
-            pieces.append(current)
-            current, size = [], 0
-        current.append(row)
-        size += row_size
-    if current:
-        pieces.append(current)
-    return pieces
+    """Cut a run of (seq, ts, op text) by the engine's splitting rule (bytes, not characters)."""
+    return cs_engine.split_by_cost(rows, [len(text.encode("utf-8")) for _, _, text in rows])
 
 
 def _store_header(
