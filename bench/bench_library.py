@@ -100,13 +100,16 @@ def record(rng: random.Random, i: int) -> dict:
     }
 
 
-# Runs the CLI in a fresh interpreter and reports that process's own peak RSS (RUSAGE_CHILDREN
-# would also count pages inherited from this large parent at fork).
+# Runs the CLI in a fresh interpreter and reports that process's own peak RSS: VmHWM of its own
+# memory map (getrusage's ru_maxrss would also count this large parent, which Linux carries
+# across fork and exec).
 CLI_WITH_RSS = (
-    "import resource, sys\n"
+    "import sys\n"
     "from p2psync.cli import main\n"
     "try:\n    main()\n"
-    "finally:\n    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "finally:\n"
+    "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+    "    print(hwm, file=sys.stderr)\n"
 )
 
 
