@@ -70,7 +70,7 @@ class DeviceIdentity:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except FileNotFoundError:
             raise LibraryCorrupt(f"The device key {path} is missing; restore the library from a backup.") from None
-        except (ValueError, TypeError) as exc:
+        except Exception as exc:  # any failure of the foreign parser means the same to the user
             raise LibraryCorrupt(f"The device key {path} is unreadable ({exc}).") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise LibraryCorrupt(f"The device key {path} is not an Ed25519 key.")

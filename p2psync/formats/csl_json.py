@@ -83,6 +83,7 @@ PEOPLE = {"author": "authors", "editor": "editors", "translator": "translators"}
 HANDLED = frozenset({*SIMPLE, *PEOPLE, "id", "type", "title", "container-title", "page",
                      "issued", "accessed", "ISBN", "ISSN", "keyword"})  # fmt: skip
 _MARKUP = re.compile(r"</?(?:i|b|sub|sup|sc|span)(?:\s[^>]*)?>", re.IGNORECASE)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # half of a pair, or a lone one that is no character
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -93,6 +94,7 @@ def read(text: str, skip_invalid: bool = False) -> ReadResult:
     items = _items(strip_bom(text))
     records: list[ParsedRecord] = []
     invalid: list[InvalidRecord] = []
+    escapes = _SURROGATE_ESCAPE.search(text) is not None
     for position, (line, item) in enumerate(items, start=1):
         if not isinstance(item, dict):
             invalid.append(
@@ -101,8 +103,20 @@ def read(text: str, skip_invalid: bool = False) -> ReadResult:
                 )
             )
             continue
+        if escapes and not _is_unicode(item):
+            invalid.append(InvalidRecord(position, line, "it holds an escaped lone surrogate (such as \\ud800)"))
+            continue
         records.append(_convert(item, position, line))
     return finish(records, invalid, LABEL, skip_invalid)
+
+
+def _is_unicode(item: Any) -> bool:
+    """Whether every text in an item is valid Unicode (a lone surrogate cannot be stored)."""
+    try:
+        json.dumps(item, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_kind(value: Any) -> str:

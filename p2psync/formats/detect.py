@@ -38,6 +38,7 @@ _RIS_TAG = re.compile(r"^[A-Z][A-Z0-9]  - ", re.MULTILINE)
 _BIBTEX = re.compile(r"^[ \t]*@[ \t]*[A-Za-z_][\w:-]*[ \t]*[({]", re.MULTILINE)
 _WOS = re.compile(r"^(FN |PT [A-Z]\s*$)", re.MULTILINE)
 _MEDLINE = re.compile(r"^PMID- ", re.MULTILINE)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # only an odd decoding (e.g. surrogateescape) makes these
 
 
 def format_name(name: str) -> str:
@@ -117,6 +118,8 @@ def guess_format(text: str, filename: str | None = None) -> str:
 def read(text: str, fmt: str, skip_invalid: bool = False) -> ReadResult:
     """Read text in the named format (see FORMATS; aliases such as 'bib' work too)."""
     module = FORMATS[format_name(fmt)]
+    if _SURROGATE.search(text):
+        raise FormatError("The text holds lone surrogates, which are not characters; read the file as UTF-8 text.")
     result: ReadResult = module.read(text, skip_invalid=skip_invalid)
     return result
 
@@ -149,6 +152,10 @@ def read_file(path: str | Path, encoding: str | None = None) -> str:
             return strip_bom(data.decode(encoding))
         except UnicodeDecodeError as exc:
             raise _decode_error(path, data, exc, encoding) from None
+        except (LookupError, UnicodeError):  # a codec not for text ('base64') or not for files ('idna')
+            raise FormatError(
+                f"{path.name} cannot be read as {encoding!r} text; use a name such as utf-8, cp1252 or gbk."
+            ) from None
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
             return strip_bom(data.decode("utf-16"))

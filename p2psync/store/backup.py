@@ -28,6 +28,7 @@ import shutil
 import sqlite3
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,17 @@ from p2psync.store.sync import seal
 FORMAT = 1
 MANIFEST = "p2psync-backup.json"
 Progress = Callable[[int], None]
+# What zipfile raises for damaged bytes besides BadZipFile: a cut or broken deflate stream, a flipped
+# flag (encrypted, patched data, unknown method) or a member name that is not UTF-8.
+DAMAGED = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    UnicodeDecodeError,
+)
 
 
 def default_backup_name(library_name: str, now: datetime | None = None) -> str:
@@ -163,7 +175,7 @@ def _open_archive(path: Path) -> Iterator[zipfile.ZipFile]:
             yield archive
     except FileNotFoundError:
         raise FileProblem(f"The backup {path} does not exist.") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+    except DAMAGED as exc:
         raise LibraryCorrupt(
             f"The backup {path} is damaged or incomplete ({exc}); nothing was restored. Use another backup."
         ) from None
@@ -174,7 +186,7 @@ def _manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
         manifest = json.loads(archive.read(MANIFEST))
     except KeyError:
         raise LibraryCorrupt(f"{path} is not a p2psync backup (it has no {MANIFEST}).") from None
-    except (ValueError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, *DAMAGED) as exc:
         raise LibraryCorrupt(f"The backup {path} has a damaged manifest ({exc}); nothing was restored.") from None
     if (
         not isinstance(manifest, dict)
@@ -182,6 +194,11 @@ def _manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
         or not isinstance(manifest.get("files"), dict)
     ):
         raise LibraryCorrupt(f"{path} is a backup format this p2psync does not know; upgrade p2psync.")
+    if type(manifest.get("schema_version", 0)) is not int or not all(
+        isinstance(f, dict) and type(f.get("size")) is int and isinstance(f.get("sha256"), str)
+        for f in manifest["files"].values()
+    ):
+        raise LibraryCorrupt(f"The backup {path} has a damaged manifest; nothing was restored.")
     if manifest.get("schema_version", 0) > schema.SCHEMA_VERSION:
         raise LibraryCorrupt(f"The backup {path} was made by a newer p2psync; upgrade p2psync to restore it.")
     return manifest
@@ -211,7 +228,12 @@ def restore(archive_path: Path, target: Path, force: bool = False, progress: Pro
         with _open_archive(archive_path) as archive:
             manifest = _manifest(archive, archive_path)
             _extract_verified(archive, archive_path, manifest, staging, advance)
-        result = _continue_as_new_device(staging, manifest)
+        try:
+            result = _continue_as_new_device(staging, manifest)
+        except (sqlite3.DatabaseError, ValueError) as exc:  # hashes can match a forged database: bad pages, bad text
+            raise LibraryCorrupt(
+                f"The database in the backup {archive_path} is damaged ({exc}); nothing was restored."
+            ) from None
         _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -248,7 +270,7 @@ def _extract_verified(
                     advance(len(block))
                 writer.flush()
                 os.fsync(writer.fileno())
-        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        except (OSError, *DAMAGED) as exc:
             raise LibraryCorrupt(
                 f"The backup {archive_path} is damaged at {member} ({exc}); nothing was restored."
             ) from None
