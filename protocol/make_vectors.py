@@ -1147,7 +1147,7 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
             encode({"body": a1_body, "sig": non_canonical_b64(b64(a1.signature))}),
             "signature",
         ),
-        ("text that is not Unicode (an escaped lone surrogate)", "empty", lone_surrogate, "malformed"),
+        ("a field holding text that is not Unicode (an escaped lone surrogate)", "empty", lone_surrogate, "schema"),
         (
             "seen names an entry of another device that deps do not cover",
             "empty",

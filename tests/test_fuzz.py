@@ -902,6 +902,24 @@ def test_formats_on_damaged_records(
     read_everything(text, SAMPLES[fmt][0].name)
 
 
+def test_lone_surrogates_are_refused() -> None:
+    """Found by fuzzing: an escaped lone surrogate in CSL-JSON became a field SQLite cannot store."""
+    text = '[{"type": "book", "title": "Bad \\ud800"}, {"type": "book", "title": "Good \\ud83d\\ude00"}]'
+    with pytest.raises(formats.FormatError, match="Record 1"):
+        formats.read(text, "csl-json")
+    assert [r.fields["title"] for r in formats.read(text, "csl-json", skip_invalid=True)] == ["Good \U0001f600"]
+    for fmt, raw in [("ris", "TY  - JOUR\nTI  - a\udcffb\nER  - \n"), ("endnote-xml", "<records>\ud800</records>")]:
+        with pytest.raises(formats.FormatError, match="surrogate"):
+            formats.read(raw, fmt)
+
+
+@pytest.mark.parametrize("encoding", ["base64", "rot13", "zlib", "undefined"])
+def test_read_file_with_a_codec_not_for_text(tmp_path: Path, encoding: str) -> None:
+    (tmp_path / "x.ris").write_bytes(b"TY  - JOUR\nER  - \n..")
+    with pytest.raises(formats.FormatError, match="cannot be read as"):
+        formats.read_file(tmp_path / "x.ris", encoding)
+
+
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz-scratch")
@@ -1119,3 +1137,22 @@ def test_backup_with_garbled_device_key_is_refused(archive: Backup, byte: int, b
     der[byte] ^= 1 << bit
     garbled = f"-----BEGIN PRIVATE KEY-----\n{base64.b64encode(der).decode()}\n-----END PRIVATE KEY-----\n"
     restore_forged(archive, forge(archive, "device.key", [], ("reorder", 0), "", True, garbled.encode()), False)
+
+
+@pytest.mark.parametrize(
+    "case", ["broken deflate stream", "manifest entry not an object", "garbage database", "garbled text"]
+)
+def test_forged_or_damaged_backups_found_by_fuzzing(archive: Backup, case: str) -> None:
+    if case == "broken deflate stream":  # the first member's extra-field length: its data starts elsewhere
+        data = edit_bytes(archive.data, ("flip", 28, 1), [])
+    elif case == "manifest entry not an object":
+        manifest = json.loads(zipfile.ZipFile(io.BytesIO(archive.data)).read(backups.MANIFEST))
+        where = list(paths(manifest)).index(("files", "library.sqlite3"))
+        data = forge(archive, backups.MANIFEST, [], ("replace", where, None), "", False)
+    elif case == "garbage database":  # hash forged to match
+        data = forge(archive, "library.sqlite3", [("truncate", 22)], ("reorder", 0), "", True)
+    else:  # a byte of the database flipped into invalid UTF-8 text, hash forged to match
+        db = zipfile.ZipFile(io.BytesIO(archive.data)).read("library.sqlite3")
+        at = db.index(b"Thesis")
+        data = forge(archive, "library.sqlite3", [], ("reorder", 0), "", True, db[:at] + b"\xff" + db[at + 1 :])
+    restore_forged(archive, data, False)

@@ -508,7 +508,7 @@ BEYOND_CHANGESET_SCHEMA = {
     "entry sequence out of order",
     "protocol version 1.0 (not the integer 1)",
     "entry number written 1.0",
-    "text that is not Unicode (an escaped lone surrogate)",
+    "a field holding text that is not Unicode (an escaped lone surrogate)",
     "seen names an entry of another device that deps do not cover",
     "seen names one entry past deps",
     "seen names the entry itself",

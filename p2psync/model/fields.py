@@ -190,6 +190,10 @@ def validate(name: str, value: Any) -> Any:
 def _check_length(spec: Field, text: str, limit: int) -> None:
     if len(text) > limit:
         raise InvalidValue(f"{spec.label} is {len(text)} characters long; the limit is {limit}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: not text any store or peer can keep
+        raise InvalidValue(f"{spec.label} holds characters that are not valid Unicode text.") from None
 
 
 def _plausible_date(match: re.Match[str]) -> bool:
