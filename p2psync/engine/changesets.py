@@ -153,16 +153,10 @@ def build(
     if not entries:
         raise ValueError("a change set needs at least one entry")
     dep_map = {d: s for d, s in sorted(deps.items()) if d != author and s > 0}
-    body = {
-        "v": VERSION,
-        "lib": library,
-        "author": author,
-        "seq": [entries[0][0], entries[-1][0]],
-        "prev": prev,
-        "deps": dep_map,
-        "entries": [[seq, ts, op] for seq, ts, op in entries],
-    }
-    body_bytes = encode(body)
+    op_texts = tuple(dumps(op) for _, _, op in entries)
+    body_bytes = assemble_body(
+        library, author, prev, dep_map, [(s, t, text) for (s, t, _), text in zip(entries, op_texts, strict=True)]
+    )
     if len(body_bytes) > MAX_BYTES - 200:
         raise ValueError("change set too large; split the entries first")
     return ChangeSet(
@@ -175,6 +169,7 @@ def build(
         list(entries),
         sign(signature_input(library, body_bytes)),
         body_bytes,
+        op_texts,
     )
 
 
@@ -309,6 +304,7 @@ def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> str:
         for device, seq in cs.deps.items():
             if receiver.version_vector.get(device, 0) < seq:
                 return Outcome.WAITING
+    self_introduced = key is None
     if key is None:
         key = _self_introduction(cs, receiver, verify)
         if not verify(key, cs.signature, signature_input(cs.library, cs.body_bytes)):
@@ -332,16 +328,21 @@ def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> str:
         raise ChangeSetRejected(
             "revoked", f"Device {cs.author[:7]} was removed from this library; its new changes are refused."
         )
-    _check_introductions(cs, receiver, key, verify)
+    _check_introductions(cs, receiver, key, verify, skip_first=self_introduced)
     return Outcome.NEW
 
 
-def _check_introductions(cs: ChangeSet, receiver: Receiver, author_key: bytes, verify: Verifier) -> None:
-    """Every device.add inside must carry a valid signature by its introducer."""
+def _check_introductions(
+    cs: ChangeSet, receiver: Receiver, author_key: bytes, verify: Verifier, skip_first: bool
+) -> None:
+    """Every device.add inside must carry a valid signature by its introducer.
+
+    skip_first: entry 0 is the author's own introduction, already verified by _self_introduction.
+    """
     keys = dict(receiver.member_keys)
     keys[cs.author] = author_key
     for index, (seq, _ts, op) in enumerate(cs.entries):
-        if op["op"] != ops.DEVICE_ADD:
+        if op["op"] != ops.DEVICE_ADD or (skip_first and index == 0):
             continue
         new_key = base64.b64decode(op["key"])
         if op["introducer"] is None:

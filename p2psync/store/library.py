@@ -179,6 +179,10 @@ class Library:
             yield writer
             self.db.execute("UPDATE meta SET value = ? WHERE key = 'clock'", [str(writer.ts)])
 
+    def advance_clock(self, ts: int) -> None:
+        """Our next timestamps come after everything we have seen (hybrid logical clock)."""
+        self.db.execute("UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key = 'clock'", [ts])
+
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
@@ -270,9 +274,7 @@ class Library:
 
     def get_reference(self, ref: str) -> dict[str, Any]:
         ref_id = self.resolve_ref(ref)
-        row = self.db.execute("SELECT * FROM refs WHERE id = ?", [ref_id]).fetchone()
-        cursor_cols = [d[0] for d in self.db.execute("SELECT * FROM refs LIMIT 0").description]
-        record = _public(dict(zip(cursor_cols, row, strict=True)))
+        [record] = self._rows("SELECT * FROM refs WHERE id = ?", [ref_id])
         record["groups"] = [
             {"id": g, "name": n}
             for g, n in self.db.execute(
@@ -376,11 +378,11 @@ class Library:
         return max(picked, key=lambda e: (e[2], e[0], e[1]))
 
     def count_references(self, trashed: bool = False, group: str | None = None) -> int:
-        if group is not None and self.find_group(group)["id"] == SYNC_CONFLICTS_ID:
+        group_id = self.find_group(group)["id"] if group is not None else None
+        if group_id == SYNC_CONFLICTS_ID:
             sql = "SELECT count(*) FROM refs WHERE conflict = 1 AND deleted = 0 AND trashed = ?"
             return int(self.db.execute(sql, [int(trashed)]).fetchone()[0])
-        if group is not None:
-            group_id = self.find_group(group)["id"]
+        if group_id is not None:
             row = self.db.execute(
                 "SELECT count(*) FROM memberships m JOIN refs r ON r.id = m.ref_id "
                 "WHERE m.group_id = ? AND r.trashed = ? AND r.deleted = 0",
@@ -843,7 +845,6 @@ class Library:
         def flush() -> None:
             nonlocal added
             with write_transaction(self.db):
-                last_ts = int(self._meta("clock") or 0)
                 for device, seq, ts, op in pending:
                     ops.check(op)
                     cursor = self.db.execute(
@@ -852,9 +853,8 @@ class Library:
                     )
                     if cursor.rowcount:
                         apply_entry(self.db, device, seq, ts, op)
+                        self.advance_clock(ts)
                         added += 1
-                        last_ts = max(last_ts, ts)
-                self.db.execute("UPDATE meta SET value = ? WHERE key = 'clock'", [str(last_ts)])
             pending.clear()
 
         for entry in entries:

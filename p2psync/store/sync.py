@@ -207,7 +207,6 @@ def _drain(
 
 
 def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
-    last_ts = int(library.db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()[0])
     library.db.conn.executemany(
         "INSERT INTO changelog (device, seq, ts, op) VALUES (?, ?, ?, ?)",
         [
@@ -219,9 +218,7 @@ def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     absent = _absent_refs(library, {op["ref"] for _, _, op in cs.entries if op["op"] == "ref.put"})
     for seq, ts, op in cs.entries:
         apply_entry(library.db, cs.author, seq, ts, op, absent)
-        last_ts = max(last_ts, ts)
-    # Our next timestamps come after everything we have seen (hybrid logical clock).
-    library.db.execute("UPDATE meta SET value = ? WHERE key = 'clock'", [str(last_ts)])
+    library.advance_clock(max(ts for _, ts, _ in cs.entries))
 
 
 def _absent_refs(library: Library, ids: set[str]) -> set[str]:
