@@ -143,6 +143,11 @@ def _items(text: str) -> list[tuple[int, Any]]:
             item, _end = decoder.raw_decode(text, index)
         except json.JSONDecodeError as exc:
             raise _json_error(exc) from None
+        except (ValueError, RecursionError):  # a number of thousands of digits, or nesting too deep
+            raise FormatError(
+                f"The CSL-JSON file has an impossible value near line {LineCounter(text).line_at(index)}; "
+                "export it again."
+            ) from None
         return [(text.count("\n", 0, index) + 1, item)]  # one item: counting once is fine
     if text[index] != "[":
         raise FormatError(
@@ -159,6 +164,11 @@ def _items(text: str) -> list[tuple[int, Any]]:
             item, end = decoder.raw_decode(text, index)
         except json.JSONDecodeError as exc:
             raise _json_error(exc) from None
+        except (ValueError, RecursionError):  # a number of thousands of digits, or nesting too deep
+            raise FormatError(
+                f"The CSL-JSON file has an impossible value near line {LineCounter(text).line_at(index)}; "
+                "export it again."
+            ) from None
         items.append((lines.line_at(index), item))
         index = ws.match(text, end).end()  # type: ignore[union-attr]
         if text.startswith(",", index):
