@@ -75,7 +75,7 @@ def test_canonical_encoding() -> None:
         assert case["canonical_text"].encode("utf-8").hex() == case["canonical_hex"]
     for case in vectors["invalid"]:
         with pytest.raises(ValueError):
-            canonical.encode(json.loads(case["input_json"]))
+            canonical.encode(canonical.loads(case["input_json"]))
 
 
 def test_identity_derivations() -> None:

@@ -9,7 +9,7 @@ Wire form (canonical JSON, see canonical.py):
 
     {"body": {"v": 1, "lib": LIBRARY, "author": DEVICE, "seq": [FIRST, LAST], "prev": ID|null,
               "deps": {DEVICE: SEQ, ...}, "entries": [[SEQ, TS, OP], ...]},
-     "sig": BASE64(Ed25519(DOMAIN || LIB || 0x00 || canonical(body)))}
+     "sig": BASE64(Ed25519(DOMAIN || LIB || 0x00 || SHA-256(canonical(body))))}
 
     id(change set) = hex(SHA-256(canonical(body)))      prev = id of the author's previous one
 """
@@ -19,13 +19,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from p2psync.engine import ops
-from p2psync.engine.canonical import dumps, encode
+from p2psync.engine.canonical import dumps, encode, loads
 from p2psync.errors import InvalidInput
 from p2psync.model.devices import is_device_id
 
@@ -73,7 +72,10 @@ class ChangeSet:
 
 
 def signature_input(library: str, body_bytes: bytes) -> bytes:
-    return DOMAIN + library.encode("ascii") + b"\x00" + body_bytes
+    """What is signed: the domain, the library, and the SHA-256 of the body (signing a 32-byte
+    digest instead of a megabyte of body halves what a first sync spends on Ed25519, which
+    hashes its whole input twice)."""
+    return DOMAIN + library.encode("ascii") + b"\x00" + hashlib.sha256(body_bytes).digest()
 
 
 def change_set_id(body_bytes: bytes) -> str:
@@ -128,16 +130,16 @@ def assemble_body(
     dep_map = {d: s for d, s in sorted(deps.items()) if d != author and s > 0}
     return (
         '{"author":'
-        + json.dumps(author)
+        + dumps(author)
         + ',"deps":'
         + dumps(dep_map)
         + ',"entries":['
         + ",".join(items)
         + "]"
         + ',"lib":'
-        + json.dumps(library)
+        + dumps(library)
         + ',"prev":'
-        + json.dumps(prev)
+        + dumps(prev)
         + f',"seq":[{first},{last}],"v":{VERSION}}}'
     ).encode("utf-8")
 
@@ -181,7 +183,7 @@ def parse(raw: bytes, library: str) -> ChangeSet:
     if len(raw) > MAX_BYTES:
         raise ChangeSetRejected("oversized", f"A change set of {len(raw):,} bytes exceeds the limit of {MAX_BYTES:,}.")
     try:
-        message = json.loads(raw)
+        message = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ChangeSetRejected("malformed", "A change set is not valid JSON.") from None
     if not isinstance(message, dict) or set(message) != {"body", "sig"} or not isinstance(message["body"], dict):
