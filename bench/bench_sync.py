@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(42)
     records = [record(rng, i) for i in range(args.refs)]
-    seal_times, receive_times = [], []
+    seal_times, receive_times, index_times = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for run in range(args.runs):
@@ -48,6 +48,10 @@ def main() -> None:
             report = receive(b, changesets_since(a, {}))
             receive_times.append(time.perf_counter() - start)
             assert report.rejected == [] and b.info()["references"] == args.refs
+            start = time.perf_counter()
+            for _ in b.catch_up_search():  # what the first search (or the daemon, after a sync) does
+                pass
+            index_times.append(time.perf_counter() - start)
             if run == 0:
                 data = a.db.execute("SELECT sum(length(data)) FROM refs").fetchone()[0]
                 a.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -63,10 +67,12 @@ def main() -> None:
             a.close()
             b.close()
     s, r = statistics.median(seal_times), statistics.median(receive_times)
+    i = statistics.median(index_times)
     print(f"{args.refs:,} references; medians of {args.runs} runs")
     print(f"seal (build + sign {wire[1]} change sets):      {s:6.2f} s")
     print(f"receive (parse + verify + check + apply):  {r:6.2f} s")
     print(f"total first sync, in process:              {s + r:6.2f} s  (target < 5 s for 100,000)")
+    print(f"then the search index, built afterwards:   {i:6.2f} s")
     print(
         f"change log on disk (log rows + stored change sets) {log / 1e6:.0f} MB; change sets on the wire "
         f"{wire[0] / 1e6:.0f} MB; reference data {data / 1e6:.0f} MB (log/data {log / data:.2f})"

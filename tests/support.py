@@ -13,8 +13,12 @@ from p2psync.store.schema import REPLICATED_TABLES
 def snapshot(library: Library) -> dict[str, Any]:
     """Every replicated table as sorted rows, plus what the search index holds per reference.
 
-    refs.num is a local rowid (it only keys the search index), so it is left out.
+    refs.num is a local rowid (it only keys the search index), so it is left out. References a
+    sync left for later indexing are indexed first: the caught-up index must equal one kept up
+    to date write by write.
     """
+    for _ in library.catch_up_search():
+        pass
     db = library.db
     out: dict[str, Any] = {}
     # The log as entries (an operation may sit in the log row or in its stored change set).

@@ -194,7 +194,7 @@ class Replicas(RuleBasedStateMachine):
         for ref in set(self.refs):
             stored = load_ref(lib.db, ref)
             ref_writes = [w for w in self.writes if w["ref"] == ref]
-            if not stored.indexed:  # deleted for good: every write to it was seen by some delete
+            if stored.num is None or stored.deleted:  # deleted for good: every write to it was seen by some delete
                 seen_by_deletes = set().union(*(d["seen"] for d in self.deletes if d["ref"] == ref))
                 lost = [w for w in ref_writes if w["id"] not in seen_by_deletes]
                 assert not lost, f"writes {lost} vanished without a conflict"

@@ -496,7 +496,7 @@ def test_assembled_bodies_are_exactly_canonical() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from p2psync.engine.canonical import dumps, encode
+    from p2psync.engine.canonical import encode
 
     text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
     op = st.builds(
@@ -515,7 +515,7 @@ def test_assembled_bodies_are_exactly_canonical() -> None:
         entries = [(first + i, 1_700_000_000_000 + i, o) for i, o in enumerate(ops_)]
         built = changesets.build("libraryid2345abc", device, prev, deps, entries, lambda m: b"\0" * 64)
         assembled = changesets.assemble_body(
-            "libraryid2345abc", device, prev, deps, [(s, t, dumps(o)) for s, t, o in entries]
+            "libraryid2345abc", device, prev, deps, [changesets.entry_item(s, t, encode(o)) for s, t, o in entries]
         )
         assert assembled == built.body_bytes
         assert encode(json.loads(assembled)) == assembled

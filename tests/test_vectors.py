@@ -126,7 +126,7 @@ def test_single_changesets_byte_for_byte() -> None:
             case["library"], case["author_id"], case["prev"], case["deps"], entries, keys[case["author_id"]].sign
         )
         assert cs.body_bytes.hex() == case["body_hex"]
-        texts = [(seq, ts, canonical.dumps(op)) for seq, ts, op in entries]
+        texts = [changesets.entry_item(seq, ts, canonical.encode(op)) for seq, ts, op in entries]
         assembled = changesets.assemble_body(case["library"], case["author_id"], case["prev"], case["deps"], texts)
         assert assembled.hex() == case["body_hex"]  # how the store seals and sends
         assert cs.body_bytes.decode("utf-8") == case["body_text"] == canonical.dumps(case["body"])

@@ -19,12 +19,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from p2psync.engine import ops
-from p2psync.engine.canonical import dumps, encode, loads
+from p2psync.engine.canonical import encode, loads
 from p2psync.errors import InvalidInput
 from p2psync.model.devices import is_device_id
 
@@ -116,32 +116,38 @@ def split_by_cost(
     return pieces
 
 
+def entry_item(seq: int, ts: int, op_bytes: bytes) -> bytes:
+    """One element of a body's entries array: canonical [seq, ts, op] from the op's canonical bytes."""
+    return b"[%d,%d,%s]" % (seq, ts, op_bytes)
+
+
 def assemble_body(
-    library: str, author: str, prev: str | None, deps: Mapping[str, int], entries: Iterable[tuple[int, int, str]]
+    library: str, author: str, prev: str | None, deps: Mapping[str, int], items: Sequence[bytes]
 ) -> bytes:
-    """The canonical body bytes, put together from each entry's canonical operation text.
+    """The canonical body bytes, put together from entry_item()s (in order, at least one).
 
     Equal to encode(body) (keys in sorted order: author, deps, entries, lib, prev, seq, v), but
-    without decoding and re-encoding every operation: sealing and sending stay cheap.
+    without decoding and re-encoding every operation: sealing and sending stay cheap (the store
+    builds the items in SQL from the log's canonical operation texts).
     """
-    items = [f"[{seq},{ts},{op_text}]" for seq, ts, op_text in entries]
-    first = items[0][1 : items[0].index(",")]
-    last = items[-1][1 : items[-1].index(",")]
+    first = int(items[0][1 : items[0].index(b",")])
+    last = int(items[-1][1 : items[-1].index(b",")])
     dep_map = {d: s for d, s in sorted(deps.items()) if d != author and s > 0}
-    return (
-        '{"author":'
-        + dumps(author)
-        + ',"deps":'
-        + dumps(dep_map)
-        + ',"entries":['
-        + ",".join(items)
-        + "]"
-        + ',"lib":'
-        + dumps(library)
-        + ',"prev":'
-        + dumps(prev)
-        + f',"seq":[{first},{last}],"v":{VERSION}}}'
-    ).encode("utf-8")
+    return b"".join(
+        (
+            b'{"author":',
+            encode(author),
+            b',"deps":',
+            encode(dep_map),
+            b',"entries":[',
+            b",".join(items),
+            b'],"lib":',
+            encode(library),
+            b',"prev":',
+            encode(prev),
+            b',"seq":[%d,%d],"v":%d}' % (first, last, VERSION),
+        )
+    )
 
 
 def wire_bytes(body_bytes: bytes, signature: bytes) -> bytes:
@@ -155,10 +161,11 @@ def build(
     if not entries:
         raise ValueError("a change set needs at least one entry")
     dep_map = {d: s for d, s in sorted(deps.items()) if d != author and s > 0}
-    op_texts = tuple(dumps(op) for _, _, op in entries)
+    op_bytes = [encode(op) for _, _, op in entries]
     body_bytes = assemble_body(
-        library, author, prev, dep_map, [(s, t, text) for (s, t, _), text in zip(entries, op_texts, strict=True)]
+        library, author, prev, dep_map, [entry_item(s, t, b) for (s, t, _), b in zip(entries, op_bytes, strict=True)]
     )
+    op_texts = tuple(b.decode("utf-8") for b in op_bytes)
     if len(body_bytes) > MAX_BYTES - 200:
         raise ValueError("change set too large; split the entries first")
     return ChangeSet(
@@ -250,11 +257,12 @@ def parse(raw: bytes, library: str) -> ChangeSet:
     try:
         # Each operation's canonical text is what the log stores; the canonical body is put
         # together from them (equal to encode(body), at half the cost).
-        op_texts = tuple(dumps(op) for _, _, op in entries)
+        op_bytes = [encode(op) for _, _, op in entries]
         body_bytes = assemble_body(
-            library, author, prev, deps, [(s, t, text) for (s, t, _), text in zip(entries, op_texts, strict=True)]
+            library, author, prev, deps, [entry_item(s, t, b) for (s, t, _), b in zip(entries, op_bytes, strict=True)]
         )
-    except (UnicodeEncodeError, ValueError):  # e.g. an escaped lone surrogate: not text at all
+        op_texts = tuple(b.decode("utf-8") for b in op_bytes)
+    except (TypeError, ValueError):  # no canonical form (the parser already refuses lone surrogates)
         raise ChangeSetRejected("malformed", "A change set holds text that is not valid Unicode.") from None
     _check_causality(author, deps, entries)
     return ChangeSet(library, author, seq[0], seq[1], prev, deps, entries, signature, body_bytes, op_texts)

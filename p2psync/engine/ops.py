@@ -233,10 +233,9 @@ def _check_ref_fields(values: Any) -> None:
         elif name == "added":
             if type(value) is not int or not 0 <= value <= MAX_INT:
                 raise InvalidValue("The added time is a whole number of milliseconds.")
-        else:
-            normal = catalogue.validate(name, value)
-            if normal != value:
-                raise InvalidValue(f"The value of field {name!r} in an operation is not in normal form.")
+        elif not catalogue.is_normal(name, value):
+            catalogue.validate(name, value)  # raises with the precise reason, if there is one
+            raise InvalidValue(f"The value of field {name!r} in an operation is not in normal form.")
 
 
 def _check_seen_map(

@@ -8,28 +8,36 @@ themselves are the engine's (engine/registers.py); this module only reads and wr
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
 
 from p2psync.engine import merge, ops, registers
-from p2psync.engine.canonical import dumps
+from p2psync.engine.canonical import dumps, loads
 from p2psync.model.fields import FIELDS, LIST, PEOPLE
 from p2psync.model.people import display_person
+from p2psync.store.db import write_transaction
 
 State = dict[str, list[registers.Entry]]
 SEARCH_COLUMNS = ("title", "authors", "abstract", "keywords", "notes")
 
 
 def apply_entry(
-    db: sqlite_utils.Database, device: str, seq: int, ts: int, op: dict[str, Any], absent: set[str] | None = None
+    db: sqlite_utils.Database,
+    device: str,
+    seq: int,
+    ts: int,
+    op: dict[str, Any],
+    absent: set[str] | None = None,
+    defer_index: bool = False,
 ) -> None:
     """Apply one operation (already checked) with dot (device, seq) and timestamp ts.
 
     absent: ids known not to be in the refs table yet (a hint from bulk work that saves a lookup
     per new reference); an id is taken out of it once its reference exists.
+    defer_index: a new reference goes to the search backlog instead of the index (bulk receive).
     """
     dot = (device, seq)
     kind = op["op"]
@@ -42,7 +50,7 @@ def apply_entry(
         state = ref.state
         for name, value in op["fields"].items():
             state[name] = registers.write(state.get(name, []), dot, ts, value, op["seen"].get(name, []))
-        _store_ref(db, ref, state)
+        _store_ref(db, ref, state, defer_index)
     elif kind == ops.REF_DELETE:
         ref_id = op["ref"]
         if absent is not None:
@@ -53,7 +61,7 @@ def apply_entry(
         state[merge.DELETED] = registers.write(
             state.get(merge.DELETED, []), dot, ts, merge.covered_dots(op["seen"]), op["seen"].get(merge.DELETED, [])
         )
-        _store_ref(db, ref, state)
+        _store_ref(db, ref, state, defer_index)
         db.execute("INSERT OR IGNORE INTO tombstones (kind, id) VALUES ('ref', ?)", [ref_id])
     elif kind == ops.GROUP_PUT:
         state = _load_group_state(db, op["group"])
@@ -111,15 +119,26 @@ class StoredRef:
     num: int | None  # None: not in the table yet
     data: dict[str, Any]
     state: State
-    indexed: bool  # whether the search index holds it (deleted references are not indexed)
+    deleted: bool  # permanently deleted (kept as a mark; not in the search index)
+    pending: bool = False  # in the search backlog: the index will be written from its latest data
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the search index holds a row for it now."""
+        return self.num is not None and not self.deleted and not self.pending
 
 
 def load_ref(db: sqlite_utils.Database, ref_id: str) -> StoredRef:
-    row = db.execute("SELECT num, data, state, deleted FROM refs WHERE id = ?", [ref_id]).fetchone()
+    row = db.execute(
+        "SELECT r.num, r.data, r.state, r.deleted, b.id IS NOT NULL FROM refs r "
+        "LEFT JOIN search_backlog b ON b.id = r.id WHERE r.id = ?",
+        [ref_id],
+    ).fetchone()
     if row is None:
         return StoredRef(ref_id, None, {}, {}, False)
-    data = json.loads(row[1])
-    return StoredRef(ref_id, row[0], data, registers.unpack(json.loads(row[2]), data), not row[3])
+    data = loads(row[1])
+    pending = bool(row[4])
+    return StoredRef(ref_id, row[0], data, registers.unpack(loads(row[2]), data), bool(row[3]), pending)
 
 
 def materialize(state: State) -> tuple[dict[str, Any], list[str]]:
@@ -139,7 +158,72 @@ def _search_row(data: dict[str, Any]) -> list[str | None]:
     return [search_text(name, data.get(name)) for name in SEARCH_COLUMNS]
 
 
-def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State) -> None:
+REF_COLUMNS = (
+    "type",
+    "title",
+    "year",
+    "first_author",
+    "trashed",
+    "conflict",
+    "deleted",
+    "added",
+    "modified",
+    "data",
+    "state",
+)
+_INSERT_REF = f"INSERT INTO refs (id, {', '.join(REF_COLUMNS)}) VALUES (?{', ?' * len(REF_COLUMNS)})"
+
+
+def ref_columns(state: State) -> tuple[list[Any], dict[str, Any], bool]:
+    """The refs row (REF_COLUMNS, in order) for a reference's registers, the provisional values
+    (the row's data) and whether it is deleted."""
+    view = merge.reference_view(state)
+    data = view.data
+    if merge.DELETED in state:  # kept beside the data so that pack/unpack stay exact
+        data = {**data, merge.DELETED: registers.resolve(state[merge.DELETED]).value}
+    modified = max(e[2] for entries in state.values() for e in entries)
+    return _columns(data, view.conflicts, view.deleted, modified, registers.pack(state)), data, view.deleted
+
+
+def _columns(data: dict[str, Any], conflicts: list[str], deleted: bool, modified: int, packed: Any) -> list[Any]:
+    authors = data.get("authors") or data.get("editors") or []
+    return [
+        data.get("type"),
+        data.get("title"),
+        data.get("year"),
+        display_person(authors[0]) if authors else None,
+        1 if data.get("trashed") else 0,
+        1 if conflicts else 0,
+        1 if deleted else 0,
+        data.get("added"),
+        modified,
+        dumps(data),
+        dumps(packed),
+    ]
+
+
+def is_plain_new_ref(op: dict[str, Any], absent: set[str]) -> bool:
+    """A ref.put that creates a reference from nothing (the bulk of a first sync): its row can be
+    written by new_ref_row without the register machinery."""
+    return op["op"] == ops.REF_PUT and op["ref"] in absent and not op["seen"] and merge.DELETED not in op["fields"]
+
+
+def new_ref_row(device: str, seq: int, ts: int, op: dict[str, Any]) -> list[Any]:
+    """[id, *REF_COLUMNS] for a plain new reference: exactly what ref_columns gives for the state
+    that op creates (one entry per field, all with the dot (device, seq); tests hold them equal)."""
+    fields = op["fields"]
+    data = {name: value for name, value in fields.items() if value is not None}
+    packed = {"d": [[device, seq, ts]], "r": {name: [0] for name in fields}}
+    return [op["ref"], *_columns(data, [], False, ts, packed)]
+
+
+def insert_new_refs(db: sqlite_utils.Database, rows: list[list[Any]]) -> None:
+    """Write plain new references in one statement and queue them for the search index."""
+    db.conn.executemany(_INSERT_REF, rows)
+    db.conn.executemany("INSERT OR IGNORE INTO search_backlog (id) VALUES (?)", [(row[0],) for row in rows])
+
+
+def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State, defer_index: bool = False) -> None:
     state = {name: entries for name, entries in state.items() if entries}
     if ref.num is not None and ref.indexed:
         # The index is contentless: removing a row means repeating exactly what was indexed.
@@ -150,43 +234,48 @@ def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State) -> None:
         )
     if not state:
         db.execute("DELETE FROM refs WHERE id = ?", [ref.id])
+        if ref.pending:
+            db.execute("DELETE FROM search_backlog WHERE id = ?", [ref.id])
         return
-    view = merge.reference_view(state)
-    data, conflicts = view.data, view.conflicts
-    if merge.DELETED in state:  # kept beside the data so that pack/unpack stay exact
-        data = {**data, merge.DELETED: registers.resolve(state[merge.DELETED]).value}
-    authors = data.get("authors") or data.get("editors") or []
-    values = {
-        "type": data.get("type"),
-        "title": data.get("title"),
-        "year": data.get("year"),
-        "first_author": display_person(authors[0]) if authors else None,
-        "trashed": 1 if data.get("trashed") else 0,
-        "conflict": 1 if conflicts else 0,
-        "deleted": 1 if view.deleted else 0,
-        "added": data.get("added"),
-        "modified": max(e[2] for entries in state.values() for e in entries),
-        "data": dumps(data),
-        "state": dumps(registers.pack(state)),
-    }
-    columns = list(values)
+    values, data, deleted = ref_columns(state)
     if ref.num is not None:
         num = ref.num
-        db.execute(
-            "UPDATE refs SET " + ", ".join(f"{c} = ?" for c in columns) + " WHERE num = ?",
-            [*values.values(), num],
-        )
+        db.execute("UPDATE refs SET " + ", ".join(f"{c} = ?" for c in REF_COLUMNS) + " WHERE num = ?", [*values, num])
     else:
-        cursor = db.execute(
-            f"INSERT INTO refs (id, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
-            [ref.id, *values.values()],
-        )
-        num = int(cursor.lastrowid or 0)
-    if not view.deleted:
+        num = int(db.execute(_INSERT_REF, [ref.id, *values]).lastrowid or 0)
+    if ref.pending:
+        return  # the backlog indexes whatever the reference holds when it catches up
+    if ref.num is None and defer_index:
+        db.execute("INSERT OR IGNORE INTO search_backlog (id) VALUES (?)", [ref.id])
+    elif not deleted:
         db.execute(
             "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)",
             [num, *_search_row(data)],
         )
+
+
+def index_backlog(db: sqlite_utils.Database, batch: int = 2_000) -> Iterator[int]:
+    """Write the search-index rows of references in the backlog, a batch per transaction (so a
+    writer in another process waits at most one batch); yields how many each batch did."""
+    while True:
+        with write_transaction(db):
+            rows = db.execute(
+                "SELECT b.id, r.num, r.data, r.deleted FROM search_backlog b LEFT JOIN refs r ON r.id = b.id "
+                "ORDER BY b.id LIMIT ?",
+                [batch],
+            ).fetchall()
+            db.conn.executemany(
+                "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (num, *_search_row(loads(data)))
+                    for _id, num, data, deleted in rows
+                    if num is not None and not deleted
+                ],
+            )
+            db.conn.executemany("DELETE FROM search_backlog WHERE id = ?", [(row[0],) for row in rows])
+        if not rows:
+            return
+        yield len(rows)
 
 
 def search_text(name: str, value: Any) -> str | None:
@@ -208,7 +297,7 @@ def search_text(name: str, value: Any) -> str | None:
 
 def _load_group_state(db: sqlite_utils.Database, group_id: str) -> State:
     row = db.execute("SELECT state FROM groups WHERE id = ?", [group_id]).fetchone()
-    return json.loads(row[0]) if row else {}
+    return loads(row[0]) if row else {}
 
 
 def _store_group(db: sqlite_utils.Database, group_id: str, state: State) -> None:
@@ -226,7 +315,7 @@ def _store_group(db: sqlite_utils.Database, group_id: str, state: State) -> None
 
 def _load_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str) -> list[registers.Entry]:
     row = db.execute("SELECT dots FROM memberships WHERE group_id = ? AND ref_id = ?", [group_id, ref_id]).fetchone()
-    return json.loads(row[0]) if row else []
+    return loads(row[0]) if row else []
 
 
 def _store_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str, entries: list[registers.Entry]) -> None:
@@ -249,7 +338,7 @@ def _remove_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str, s
 
 def _load_attachment_state(db: sqlite_utils.Database, ref_id: str, name: str) -> list[registers.Entry]:
     row = db.execute("SELECT state FROM attachments WHERE ref_id = ? AND name = ?", [ref_id, name]).fetchone()
-    return json.loads(row[0]) if row else []
+    return loads(row[0]) if row else []
 
 
 def _store_attachment(db: sqlite_utils.Database, ref_id: str, name: str, entries: list[registers.Entry]) -> None:

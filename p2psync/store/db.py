@@ -46,28 +46,35 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 @contextlib.contextmanager
 def write_transaction(db: sqlite_utils.Database, wait: float = WRITE_WAIT_SECONDS) -> Iterator[None]:
     """One atomic write: everything inside commits together or not at all."""
+    deadline = begin_immediate(db, wait)
+    try:
+        yield
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    else:
+        commit(db, deadline)
+
+
+def begin_immediate(db: sqlite_utils.Database, wait: float = WRITE_WAIT_SECONDS) -> float:
+    """Take the write lock (waiting for another writer up to `wait` seconds); returns the deadline
+    that commit() keeps to. Prefer write_transaction; this is for work that commits in batches."""
     conn = db.conn
     deadline = time.monotonic() + wait
     while True:
         try:
             conn.execute("BEGIN IMMEDIATE")
-            break
+            return deadline
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc) or time.monotonic() >= deadline:
                 raise LibraryBusy(
                     "Another p2psync process has been writing to this library for too long; "
                     "wait for it to finish and try again."
                 ) from None
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
-        _commit(conn, deadline)
 
 
-def _commit(conn: sqlite3.Connection, deadline: float) -> None:
+def commit(db: sqlite_utils.Database, deadline: float) -> None:
+    conn = db.conn
     while True:
         try:
             conn.execute("COMMIT")

@@ -49,7 +49,7 @@ from p2psync.model.devices import library_id_for, short_id
 from p2psync.model.groups import SYNC_CONFLICTS, SYNC_CONFLICTS_ID, validate_group_name
 from p2psync.model.ids import is_id_prefix, new_id
 from p2psync.store import schema
-from p2psync.store.apply import apply_entry, load_ref
+from p2psync.store.apply import apply_entry, index_backlog, load_ref
 from p2psync.store.db import connect, write_transaction
 from p2psync.store.files import copy_atomic, fsync_dir, hash_file, remove_tree
 
@@ -252,7 +252,7 @@ class Library:
 
     def _ref_state(self, ref_id: str) -> ops.State:
         ref = load_ref(self.db, ref_id)
-        if ref.num is None or not ref.indexed:
+        if ref.num is None or ref.deleted:
             raise UnknownReference(f"No reference with id {ref_id}; list them with 'p2psync ref list'.")
         return ref.state
 
@@ -423,11 +423,25 @@ class Library:
         if not words:
             raise InvalidValue("Give some words to search for.")
         query = " ".join('"' + w.replace('"', '""') + '"*' for w in words)
+        for _ in self.catch_up_search():
+            pass
         sql = (
             "SELECT r.* FROM refs_fts f JOIN refs r ON r.num = f.rowid "
             "WHERE refs_fts MATCH ? AND r.trashed = ? ORDER BY bm25(refs_fts), r.id LIMIT ?"
         )
         yield from self._rows(sql, [query, int(trashed), -1 if limit is None else limit])
+
+    def search_backlog(self) -> int:
+        """How many references are waiting to be indexed for search (after a large sync)."""
+        return int(self.db.execute("SELECT count(*) FROM search_backlog").fetchone()[0])
+
+    def catch_up_search(self) -> Iterator[int]:
+        """Index the references a sync left for later; yields progress (references per batch).
+
+        A bulk receive writes references without their search rows (indexing is most of the cost
+        of storing a reference); searching first brings the index up to date.
+        """
+        yield from index_backlog(self.db)
 
     def _rows(self, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
         cursor = self.db.conn.cursor()

@@ -5,6 +5,9 @@ same transaction as the bump of user_version, so a killed migration leaves the o
 
 Tables marked "replicated" hold state derived only from the change log (replaying the log into
 an empty library rebuilds them exactly); "local" tables describe this machine only.
+
+Columns no longer written: changelog.cs (since 0.1: an entry's change set follows from the
+headers' ranges, and updating every log row at sealing time doubled its cost).
 """
 
 from __future__ import annotations
@@ -183,6 +186,12 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE revocations (device TEXT PRIMARY KEY, upto INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO revocations (device, upto) SELECT id, revoked_upto FROM devices WHERE revoked_upto IS NOT NULL;
+    """,
+    # 7: references received in bulk are indexed for search afterwards, not inside the sync
+    """
+    -- local: references whose search-index row has not been written yet; the index catches up
+    -- (apply.index_backlog) before any search and after a sync
+    CREATE TABLE search_backlog (id TEXT PRIMARY KEY) WITHOUT ROWID;
     """,
 ]
 
