@@ -98,3 +98,22 @@ class ConfirmationRequired(P2PSyncError):
     """The command needs a yes from the user and could not ask (no TTY and no --yes)."""
 
     exit_code = 3
+
+
+# --- talking to peers --------------------------------------------------------------------------
+
+
+class NetworkError(P2PSyncError):
+    """A peer could not be reached, or the conversation with it failed; nothing half-applied."""
+
+
+class PeerUnreachable(NetworkError):
+    pass
+
+
+class PeerRefused(NetworkError):
+    """The other side is not who we expected (key not pinned), or refused us as a non-member."""
+
+
+class ProtocolMismatch(NetworkError):
+    """The peer speaks a protocol version we do not (or sent something that breaks the protocol)."""

@@ -193,6 +193,21 @@ MIGRATIONS: list[str] = [
     -- (apply.index_backlog) before any search and after a sync
     CREATE TABLE search_backlog (id TEXT PRIMARY KEY) WITHOUT ROWID;
     """,
+    # 8: what this machine knows about syncing with each peer, for `status` and for reaching
+    # paired peers again without mDNS
+    """
+    -- local: one row per peer device this machine has talked to (or tried to)
+    CREATE TABLE peer_status (
+        device TEXT PRIMARY KEY,
+        address TEXT,                    -- host:port it was last reached at
+        last_seen INTEGER,               -- ms: last time it answered (or was announced)
+        last_sync INTEGER,               -- ms: last sync that completed
+        received INTEGER NOT NULL DEFAULT 0,   -- change sets the last sync brought in
+        sent INTEGER NOT NULL DEFAULT 0,       -- change sets it took from us
+        last_error TEXT,                 -- in words, cleared by a sync that completes
+        last_error_at INTEGER
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

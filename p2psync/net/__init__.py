@@ -1,0 +1,1 @@
+"""Networking: the peer server and client (mutual TLS, pinned keys), framing, discovery."""

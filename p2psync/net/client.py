@@ -1,0 +1,229 @@
+"""Syncing with one peer over HTTPS (the client side of protocol/transport.md).
+
+One sync: seal local changes; exchange version vectors; pull what we lack (streamed, applied in
+batches as it arrives); push what the peer lacks (streamed from the database). Each change set is
+applied whole or not at all, so a sync cut at any point loses nothing and the next one resumes
+from the version vectors. Foreign exceptions become p2psync errors here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from p2psync.engine.canonical import encode, loads
+from p2psync.errors import NetworkError, P2PSyncError, PeerRefused, PeerUnreachable, ProtocolMismatch
+from p2psync.model.devices import device_id_for
+from p2psync.net import frames, tls
+from p2psync.net.protocol import (
+    BATCH_BYTES,
+    LIBRARY_HEADER,
+    PREFIX,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    VERSION_HEADER,
+    member_keys,
+)
+from p2psync.net.worker import LibraryWorker
+from p2psync.store import peers as peer_store
+from p2psync.store.library import Library
+from p2psync.store.sync import ReceiveReport, changesets_since, receive, seal, version_vector
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 60.0  # between two pieces of a response; a stalled peer is given up after this
+
+
+@dataclass
+class PeerSync:
+    """What one sync with one peer did."""
+
+    address: str
+    device: str | None = None
+    name: str | None = None
+    received: ReceiveReport = field(default_factory=ReceiveReport)
+    sent: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "device": self.device,
+            "name": self.name,
+            "received": self.received.as_dict(),
+            "sent": self.sent,
+            "error": self.error,
+        }
+
+
+async def sync_with_peer(
+    worker: LibraryWorker, host: str, port: int, device: str | None = None, listen_port: int | None = None
+) -> PeerSync:
+    """Sync with the member device at host:port (or only with `device`, if given). Records the
+    outcome for `status`; raises a NetworkError (after recording it) if the sync failed."""
+    address = f"{host}:{port}"
+    result = PeerSync(address)
+    try:
+        await _sync(worker, host, port, device, listen_port, result)
+    except P2PSyncError as exc:
+        result.error = exc.message
+        if result.device or device:
+            await worker.call(peer_store.record_error, result.device or device, address, exc.message)
+        raise
+    await worker.call(
+        peer_store.record_success, result.device, address, result.received.applied, int(result.sent.get("applied", 0))
+    )
+    return result
+
+
+async def _sync(
+    worker: LibraryWorker, host: str, port: int, device: str | None, listen_port: int | None, result: PeerSync
+) -> None:
+    keys, library_id, cert_files = await worker.call(_identity, worker)
+
+    def accept(key: bytes) -> bool:
+        return key in keys and keys[key] != library_device and (device is None or keys[key] == device)
+
+    library_device = await worker.call(lambda library: library.device_id)
+    context = tls.client_context(cert_files[0], cert_files[1], accept)
+    headers = {VERSION_HEADER: str(PROTOCOL_VERSION), LIBRARY_HEADER: library_id}
+    base = f"https://{_host(host)}:{port}"
+    timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
+    try:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, limit=1), timeout=timeout, headers=headers
+        ) as session:
+            await _hello(session, base)
+            # The server's key is checked in the handshake; learn which member it is.
+            my_vv = await worker.call(lambda library: (seal(library), version_vector(library))[1])
+            answer = await _post_json(session, base + PREFIX + "/vv", {"vv": my_vv, "port": listen_port})
+            result.device, result.name = answer.get("device"), answer.get("name")
+            theirs = answer.get("vv")
+            if not isinstance(theirs, dict):
+                raise ProtocolMismatch(f"The peer at {result.address} answered the version exchange wrongly.")
+            await _pull(session, base, worker, my_vv, result)
+            result.sent = await _push(session, base, worker, theirs)
+    except ssl.SSLError as exc:
+        raise _tls_error(context, result.address, exc) from None
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, ssl.SSLError) or isinstance(exc, aiohttp.ClientConnectorSSLError):
+            raise _tls_error(context, result.address, exc) from None
+        reason = exc.os_error.strerror or exc
+        raise PeerUnreachable(f"Could not reach {result.address} ({reason}); is p2psync running there?") from None
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        raise PeerUnreachable(f"The connection to {result.address} broke off ({exc}); sync again to resume.") from None
+    except TimeoutError:
+        raise PeerUnreachable(f"{result.address} stopped answering; sync again to resume.") from None
+    except aiohttp.ClientError as exc:
+        raise NetworkError(f"Syncing with {result.address} failed ({exc}).") from None
+
+
+def _identity(library: Library, worker: LibraryWorker) -> tuple[dict[bytes, str], str, tuple[Any, Any]]:
+    files = tls.certificate_files(library.identity(), worker.key_file, library.path)
+    return member_keys(library), library.library_id, files
+
+
+def _tls_error(context: ssl.SSLContext, address: str, exc: Exception) -> NetworkError:
+    refused = getattr(context, "p2psync_refused", None)
+    if refused is not None:
+        return PeerRefused(
+            f"The device at {address} ({device_id_for(refused)[:7]}) is not a member of this library; "
+            "pair with it first (p2psync pair)."
+        )
+    return PeerRefused(f"The secure connection to {address} failed ({exc}); is it a p2psync device of this library?")
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def _hello(session: aiohttp.ClientSession, base: str) -> None:
+    async with session.get(base + "/p2psync/hello") as response:
+        body = await _read_json(response)
+    versions = body.get("versions") if isinstance(body, dict) else None
+    if not isinstance(versions, list) or not any(v in SUPPORTED_VERSIONS for v in versions):
+        raise ProtocolMismatch(
+            f"The peer speaks p2psync protocol {versions}, this device {list(SUPPORTED_VERSIONS)}; "
+            "update p2psync on the older machine."
+        )
+
+
+async def _read_json(response: aiohttp.ClientResponse) -> Any:
+    raw = await response.content.read(2 * 1024 * 1024 + 1)
+    try:
+        body = loads(raw)
+    except ValueError:
+        body = None
+    if response.status >= 400:
+        message = body.get("message") if isinstance(body, dict) else None
+        code = body.get("error") if isinstance(body, dict) else None
+        text = message or f"the peer answered {response.status}"
+        if code == "protocol":
+            raise ProtocolMismatch(text)
+        if code in ("not_member", "library"):
+            raise PeerRefused(text)
+        raise NetworkError(f"The peer refused: {text}")
+    if body is None:
+        raise ProtocolMismatch("The peer sent something that is not JSON.")
+    return body
+
+
+async def _post_json(session: aiohttp.ClientSession, url: str, body: Any) -> Any:
+    async with session.post(url, data=encode(body), headers={"Content-Type": "application/json"}) as response:
+        return await _read_json(response)
+
+
+async def _pull(
+    session: aiohttp.ClientSession, base: str, worker: LibraryWorker, my_vv: dict[str, int], result: PeerSync
+) -> None:
+    reader = frames.FrameReader()
+    batch: list[bytes] = []
+    size = 0
+    peer = result.device or result.address
+
+    async def apply(wires: list[bytes]) -> None:
+        report = await worker.call(receive, wires, peer)
+        total = result.received
+        total.applied += report.applied
+        total.entries += report.entries
+        total.duplicates += report.duplicates
+        total.rejected += report.rejected
+        total.waiting = report.waiting
+
+    async with session.post(
+        base + PREFIX + "/pull", data=encode({"vv": my_vv}), headers={"Content-Type": "application/json"}
+    ) as response:
+        if response.status >= 400:
+            await _read_json(response)
+        try:
+            async for chunk in response.content.iter_chunked(256 * 1024):
+                for wire in reader.feed(chunk):
+                    batch.append(wire)
+                    size += len(wire)
+                    if size >= BATCH_BYTES:
+                        await apply(batch)
+                        batch, size = [], 0
+        finally:
+            if batch:  # whatever arrived whole is kept, even if the stream broke
+                await apply(batch)
+    if not reader.ended:
+        raise PeerUnreachable(f"The stream from {result.address} was cut; sync again to resume.")
+
+
+async def _push(
+    session: aiohttp.ClientSession, base: str, worker: LibraryWorker, theirs: dict[str, int]
+) -> dict[str, Any]:
+    async def body() -> AsyncIterator[bytes]:
+        wires = await worker.call(lambda library: changesets_since(library, theirs))
+        while batch := await worker.next_batch(wires, 8):
+            yield b"".join(frames.frame(w) for w in batch)
+        yield frames.END
+
+    async with session.post(
+        base + PREFIX + "/push", data=body(), headers={"Content-Type": "application/x-p2psync-frames"}
+    ) as response:
+        answer = await _read_json(response)
+    return answer if isinstance(answer, dict) else {}

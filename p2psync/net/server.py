@@ -1,0 +1,185 @@
+"""The peer server (aiohttp): what a device answers to other devices of its library.
+
+Every endpoint but /p2psync/hello and the pairing endpoints requires a TLS client certificate
+whose key is a current member's; the protocol version travels in a header on every request.
+Bodies are bounded; change sets stream in and out one frame at a time. See protocol/transport.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from p2psync.engine.canonical import loads
+from p2psync.errors import P2PSyncError, ProtocolMismatch
+from p2psync.net import frames
+from p2psync.net.protocol import (
+    BATCH_BYTES,
+    LIBRARY_HEADER,
+    MAX_JSON_BYTES,
+    PREFIX,
+    SUPPORTED_VERSIONS,
+    VERSION_HEADER,
+    error_body,
+    member_keys,
+)
+from p2psync.net.tls import peer_key
+from p2psync.net.worker import LibraryWorker
+from p2psync.store import peers as peer_store
+from p2psync.store.library import Library
+from p2psync.store.sync import ReceiveReport, changesets_since, receive, seal, version_vector
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+WORKER: web.AppKey[LibraryWorker] = web.AppKey("worker", LibraryWorker)
+PEER: web.RequestKey[str] = web.RequestKey("peer", str)
+ON_CHANGE: web.AppKey[Callable[[], None]] = web.AppKey("on_change", Callable[[], None])  # type: ignore[arg-type]
+
+
+def refuse(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response(error_body(code, message, **extra), status=status)
+
+
+@web.middleware
+async def checks(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Version, library and membership, before any handler runs."""
+    if request.path == "/p2psync/hello":
+        return await handler(request)
+    version = request.headers.get(VERSION_HEADER, "")
+    if not version.isdigit() or int(version) not in SUPPORTED_VERSIONS:
+        return refuse(
+            400,
+            "protocol",
+            f"This device speaks p2psync protocol {', '.join(map(str, SUPPORTED_VERSIONS))}, not {version or 'none'}; "
+            "update p2psync on the older machine.",
+            supported=list(SUPPORTED_VERSIONS),
+        )
+    if request.path.startswith(PREFIX + "/pair/"):
+        return await handler(request)
+    worker = request.app[WORKER]
+    key = peer_key(request.transport.get_extra_info("ssl_object") if request.transport else None)
+    members = await worker.call(member_keys)
+    if key is None or key not in members:
+        return refuse(403, "not_member", "This device is not a member of the library here; pair it first.")
+    library_id = await worker.call(lambda library: library.library_id)
+    if request.headers.get(LIBRARY_HEADER) != library_id:
+        return refuse(409, "library", "This device syncs a different library.")
+    request[PEER] = members[key]
+    return await handler(request)
+
+
+async def hello(request: web.Request) -> web.Response:
+    """Version negotiation: which protocol versions this device speaks. Nothing else (an unpaired
+    machine learns nothing about the library)."""
+    return web.json_response({"p2psync": True, "versions": list(SUPPORTED_VERSIONS)})
+
+
+async def _json(request: web.Request) -> Any:
+    if request.content_length is None or request.content_length > MAX_JSON_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_JSON_BYTES, actual_size=request.content_length or 0)
+    try:
+        return loads(await request.read())
+    except ValueError:
+        raise web.HTTPBadRequest(text="The request body is not JSON.") from None
+
+
+def _vector(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and len(k) <= 64 and type(v) is int and 0 <= v <= 2**53 for k, v in value.items()
+    ):
+        raise web.HTTPBadRequest(text="A version vector maps device ids to sequence numbers.")
+    return value
+
+
+async def exchange_vectors(request: web.Request) -> web.Response:
+    """The first step of a sync: the peer's version vector in, ours out."""
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="Expected an object.")
+    _vector(body.get("vv"))
+    worker = request.app[WORKER]
+    port = body.get("port")
+    if type(port) is int and 0 < port < 65536 and request.remote:
+        # The peer runs a server too: remember where, so this side can sync with it later.
+        await worker.call(peer_store.record_seen, request[PEER], f"{request.remote}:{port}")
+
+    def ours(library: Library) -> dict[str, Any]:
+        seal(library)
+        return {"vv": version_vector(library), "device": library.device_id, "name": library.name}
+
+    return web.json_response(await worker.call(ours))
+
+
+async def pull(request: web.Request) -> web.StreamResponse:
+    """Stream the change sets the peer lacks, oldest first, a few at a time from the database."""
+    body = await _json(request)
+    theirs = _vector(body.get("vv") if isinstance(body, dict) else None)
+    worker = request.app[WORKER]
+    response = web.StreamResponse(headers={"Content-Type": "application/x-p2psync-frames"})
+    await response.prepare(request)
+    wires = await worker.call(lambda library: changesets_since(library, theirs))
+    while batch := await worker.next_batch(wires, 8):
+        for wire in batch:
+            await response.write(frames.frame(wire))
+    await response.write(frames.END)
+    await response.write_eof()
+    return response
+
+
+async def push(request: web.Request) -> web.Response:
+    """Receive the change sets the peer sends, applying them in batches as they arrive; a cut
+    stream keeps what was whole (each change set is applied whole or not at all)."""
+    worker = request.app[WORKER]
+    peer = request[PEER]
+    reader = frames.FrameReader()
+    total = ReceiveReport()
+    batch: list[bytes] = []
+    size = 0
+
+    async def apply(wires: list[bytes]) -> None:
+        report = await worker.call(receive, wires, peer)
+        total.applied += report.applied
+        total.entries += report.entries
+        total.duplicates += report.duplicates
+        total.rejected += report.rejected
+        total.waiting = report.waiting
+
+    try:
+        async for chunk in request.content.iter_chunked(256 * 1024):
+            for wire in reader.feed(chunk):
+                batch.append(wire)
+                size += len(wire)
+                if size >= BATCH_BYTES:
+                    await apply(batch)
+                    batch, size = [], 0
+    except ProtocolMismatch as exc:
+        if batch:
+            await apply(batch)
+        return refuse(400, "frames", exc.message)
+    if batch:
+        await apply(batch)
+    if not reader.ended:
+        return refuse(400, "frames", "The change-set stream ended before its end mark.")
+    if total.applied:
+        request.app[ON_CHANGE]()
+    return web.json_response(total.as_dict())
+
+
+async def errors_to_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except P2PSyncError as exc:
+        return refuse(500, "failed", exc.message)
+
+
+def make_app(worker: LibraryWorker, on_change: Callable[[], None] = lambda: None) -> web.Application:
+    app = web.Application(middlewares=[checks, web.middleware(errors_to_json)], client_max_size=MAX_JSON_BYTES)
+    app[WORKER] = worker
+    app[ON_CHANGE] = on_change
+    app.router.add_get("/p2psync/hello", hello)
+    app.router.add_post(PREFIX + "/vv", exchange_vectors)
+    app.router.add_post(PREFIX + "/pull", pull)
+    app.router.add_post(PREFIX + "/push", push)
+    return app
+

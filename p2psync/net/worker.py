@@ -1,0 +1,58 @@
+"""The library, used from asyncio code: one thread owns the SQLite connection and runs every
+database call, so the event loop never blocks on the disk and the connection never changes
+threads (sqlite3 forbids that)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from p2psync.store.library import KEY_FILE, Library
+
+T = TypeVar("T")
+
+
+class LibraryWorker:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2psync-library")
+        self._library: Library | None = None
+
+    def _open(self) -> Library:
+        if self._library is None:
+            self._library = Library.open(self.path)
+        return self._library
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run function(library, *args) on the library's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: function(self._open(), *args))
+
+    async def next_batch(self, items: Iterator[T], count: int) -> list[T]:
+        """Up to `count` more items of an iterator made on the library's thread."""
+
+        def take(_library: Library) -> list[T]:
+            out: list[T] = []
+            for item in items:
+                out.append(item)
+                if len(out) >= count:
+                    break
+            return out
+
+        return await self.call(take)
+
+    @property
+    def key_file(self) -> Path:
+        return self.path / KEY_FILE
+
+    async def close(self) -> None:
+        def close(library: Library) -> None:
+            library.close()
+
+        if self._library is not None:
+            await self.call(close)
+            self._library = None
+        self._pool.shutdown(wait=True)

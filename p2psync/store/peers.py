@@ -1,0 +1,78 @@
+"""What this machine remembers about each peer (local, never synced): where it was reached, when
+it last synced, what moved, and the last error in words, for `p2psync status`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from p2psync.engine import clock
+from p2psync.store.db import write_transaction
+from p2psync.store.library import Library, iso
+
+
+def record_success(library: Library, device: str, address: str | None, received: int, sent: int) -> None:
+    now = clock.now_ms()
+    with write_transaction(library.db):
+        library.db.execute(
+            "INSERT INTO peer_status (device, address, last_seen, last_sync, received, sent) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (device) DO UPDATE SET address = coalesce(excluded.address, address), "
+            "last_seen = excluded.last_seen, last_sync = excluded.last_sync, received = excluded.received, "
+            "sent = excluded.sent, last_error = NULL, last_error_at = NULL",
+            [device, address, now, now, received, sent],
+        )
+
+
+def record_error(library: Library, device: str, address: str | None, message: str) -> None:
+    now = clock.now_ms()
+    with write_transaction(library.db):
+        library.db.execute(
+            "INSERT INTO peer_status (device, address, last_error, last_error_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (device) DO UPDATE SET address = coalesce(excluded.address, address), "
+            "last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+            [device, address, message, now],
+        )
+
+
+def record_seen(library: Library, device: str, address: str) -> None:
+    with write_transaction(library.db):
+        library.db.execute(
+            "INSERT INTO peer_status (device, address, last_seen) VALUES (?, ?, ?) "
+            "ON CONFLICT (device) DO UPDATE SET address = excluded.address, last_seen = excluded.last_seen",
+            [device, address, clock.now_ms()],
+        )
+
+
+def remembered_addresses(library: Library) -> dict[str, str]:
+    """device -> the address it was last reached at."""
+    return {d: a for d, a in library.db.execute("SELECT device, address FROM peer_status WHERE address IS NOT NULL")}
+
+
+def peer_status(library: Library) -> list[dict[str, Any]]:
+    """Every other member device with what this machine knows of it."""
+    rows = {
+        r[0]: r
+        for r in library.db.execute(
+            "SELECT device, address, last_seen, last_sync, received, sent, last_error, last_error_at FROM peer_status"
+        )
+    }
+    out = []
+    for device in library.devices():
+        if device["this_device"]:
+            continue
+        row = rows.get(device["device_id"])
+        out.append(
+            {
+                "device_id": device["device_id"],
+                "short_id": device["short_id"],
+                "name": device["name"],
+                "revoked": device["revoked"],
+                "address": row[1] if row else None,
+                "last_seen": iso(row[2]) if row else None,
+                "last_sync": iso(row[3]) if row else None,
+                "received": row[4] if row else 0,
+                "sent": row[5] if row else 0,
+                "last_error": row[6] if row else None,
+                "last_error_at": iso(row[7]) if row else None,
+            }
+        )
+    return out
