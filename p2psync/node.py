@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from p2psync.errors import NetworkError, P2PSyncError
+from p2psync.errors import InvalidValue, NetworkError, P2PSyncError
 from p2psync.net import tls
 from p2psync.net.client import PeerSync, sync_with_peer
 from p2psync.net.server import make_app
@@ -40,14 +40,13 @@ class Address:
         return f"{self.host}:{self.port}"
 
 
-def parse_address(text: str, default_port: int) -> Address:
+def parse_address(text: str, default_port: int, allow_any_port: bool = False) -> Address:
+    """HOST:PORT (or HOST alone: the default port). Port 0 only where listening (any free port)."""
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = text, str(default_port)
     host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        from p2psync.errors import InvalidValue
-
+    if not host or not port.isdigit() or not (0 if allow_any_port else 1) <= int(port) < 65536:
         raise InvalidValue(f"{text!r} is not an address; write HOST:PORT, e.g. 192.168.1.20:47625.")
     return Address(host, int(port))
 

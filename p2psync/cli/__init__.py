@@ -14,7 +14,18 @@ from typing import Any
 import click
 
 from p2psync import __version__
-from p2psync.cli import attachments, conflicts, formats_cmds, groups, library_cmds, peers, refs, safety, trash
+from p2psync.cli import (
+    attachments,
+    conflicts,
+    formats_cmds,
+    groups,
+    library_cmds,
+    peers,
+    refs,
+    safety,
+    sync_cmds,
+    trash,
+)
 from p2psync.cli.common import library_option
 from p2psync.errors import P2PSyncError
 
@@ -49,7 +60,7 @@ def cli() -> None:
     """
 
 
-for module in (library_cmds, refs, trash, groups, attachments, conflicts, formats_cmds, safety, peers):
+for module in (library_cmds, refs, trash, groups, attachments, conflicts, formats_cmds, safety, peers, sync_cmds):
     module.register(cli)
 
 

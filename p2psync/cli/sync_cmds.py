@@ -1,0 +1,200 @@
+"""sync, daemon, status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import signal
+import sys
+from typing import Any
+
+import click
+
+from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json, progress
+from p2psync.errors import InvalidValue, NetworkError, P2PSyncError
+from p2psync.net.protocol import DEFAULT_PORT
+from p2psync.node import Address, Node, parse_address
+from p2psync.store import peers as peer_store
+from p2psync.store.library import Library
+from p2psync.store.sync import recent_problems, unsealed_count
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(sync)
+    cli.add_command(daemon)
+    cli.add_command(status)
+
+
+def _addresses(texts: tuple[str, ...], peer: str | None) -> list[Address]:
+    return [Address(a.host, a.port, peer) for a in (parse_address(t, DEFAULT_PORT) for t in texts)]
+
+
+def _member(library: Library, prefix: str) -> str:
+    matches = [d["device_id"] for d in library.devices() if d["device_id"].startswith(prefix.upper())]
+    if len(matches) != 1:
+        from p2psync.errors import UnknownDevice
+
+        raise UnknownDevice(f"No single member device matches {prefix!r}; see 'p2psync peers'.")
+    return matches[0]
+
+
+@click.command()
+@click.option("--peer", "peer", metavar="DEVICE", help="Sync only with this member (an id or its first letters).")
+@click.option("--address", "addresses", multiple=True, metavar="HOST:PORT", help="Where a peer listens (repeatable).")
+@click.option("--lan-only", is_flag=True, help="Sync only with peers on the network, not through the relay.")
+@click.option("--relay-only", is_flag=True, help="Sync only through the relay (online account).")
+@library_option
+@json_option
+def sync(peer: str | None, addresses: tuple[str, ...], lan_only: bool, relay_only: bool, as_json: bool) -> None:
+    """Sync now with every reachable member of this library (one shot).
+
+    Peers are reached at the addresses given with --address and at the addresses where paired
+    peers were last seen. Each change set is applied whole or not at all, so an interrupted
+    sync loses nothing: run it again and it resumes. Exit code 1 if no peer could be synced.
+    """
+    if relay_only:
+        raise InvalidValue(
+            "This library is not linked to a relay account yet; sync on the LAN, or see 'p2psync account'."
+        )
+    with open_library() as library:
+        device = _member(library, peer) if peer else None
+    path = library_path()
+
+    async def run() -> list[Any]:
+        node = Node(path)
+        try:
+            known = [a for a in await node.known_addresses() if device is None or a.device == device]
+            given = _addresses(addresses, device)
+            seen = {(a.host, a.port) for a in given}
+            targets = given + [a for a in known if (a.host, a.port) not in seen]
+            if not targets:
+                raise NetworkError(
+                    "No peer to sync with: pair a device first (p2psync pair), or give --address HOST:PORT."
+                )
+            return await node.sync(targets)
+        finally:
+            await node.close()
+
+    results = asyncio.run(run())
+    with open_library() as library:
+        backlog = library.search_backlog()
+        with progress(backlog, "Indexing for search") as advance:
+            for done in library.catch_up_search():
+                advance(done)
+    report: list[dict[str, Any]] = [
+        r.as_dict() if not isinstance(r, P2PSyncError) else {"error": r.message} for r in results
+    ]
+    if as_json:
+        print_json({"peers": report})
+    else:
+        for item in report:
+            if item.get("device"):
+                received, sent = item["received"], item["sent"]
+                click.echo(
+                    f"{item['name']} ({item['device'][:7]}) at {item['address']}: "
+                    f"{received['applied']} change sets in ({received['entries']} changes), "
+                    f"{sent.get('applied', 0)} out"
+                    + (f"; {len(received['rejected'])} refused, see 'p2psync status'" if received["rejected"] else "")
+                )
+            else:
+                click.echo(f"Not synced: {item['error']}", err=True)
+    if not any(not isinstance(r, P2PSyncError) for r in results):
+        raise NetworkError("No peer could be synced; see the reasons above and 'p2psync status'.")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise InvalidValue(f"{text!r} is not a duration; write e.g. 30s, 15m or 1h.")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+
+
+@click.command()
+@click.option(
+    "--listen",
+    default=f"0.0.0.0:{DEFAULT_PORT}",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to accept other devices (port 0: any free port).",
+)
+@click.option("--interval", default="15m", show_default=True, help="Sync with every known peer this often.")
+@click.option("--no-auto", is_flag=True, help="Do not sync on local changes; only at start, stop and the interval.")
+@click.option("--no-mdns", is_flag=True, help="Do not announce or look for peers with mDNS.")
+@click.option("--address", "addresses", multiple=True, metavar="HOST:PORT", help="A peer to sync with (repeatable).")
+@library_option
+@json_option
+def daemon(listen: str, interval: str, no_auto: bool, no_mdns: bool, addresses: tuple[str, ...], as_json: bool) -> None:
+    """Serve this library to its other devices and keep it in sync automatically.
+
+    Syncs at start, within about a second of any change to the library (made by any p2psync
+    command), on the interval, and once more on a clean stop (Ctrl-C or SIGTERM). Peers that
+    sync with this device are remembered and synced with in turn.
+    """
+    where = parse_address(listen, DEFAULT_PORT, allow_any_port=True)
+    every = parse_duration(interval)
+    static = _addresses(addresses, None)
+    path = library_path()
+    with open_library():
+        pass  # fail early, in words, if there is no library
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+
+    async def run() -> None:
+        node = Node(path)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            port = await node.serve(where.host, where.port)
+            if as_json:  # one document, at once, so that a script learns the port (with --listen ...:0)
+                device = await node.worker.call(lambda library: library.device_id)
+                click.echo(json.dumps({"listening": f"{where.host}:{port}", "device_id": device}))
+                sys.stdout.flush()
+            click.echo(f"Serving on {where.host}:{port}; stop with Ctrl-C.", err=True)
+            await node.run_daemon(stop, static, every, auto=not no_auto)
+        finally:
+            await node.close()
+        click.echo("Stopped cleanly.", err=True)
+
+    _ = no_mdns  # mDNS announcing and browsing: see docs/lan.md (not wired into the daemon yet)
+    asyncio.run(run())
+
+
+@click.command()
+@library_option
+@json_option
+def status(as_json: bool) -> None:
+    """What sync is doing: each peer (last seen, address, last sync, what moved, last error),
+    local changes not yet sent, conflicts, and recent problems with what peers sent."""
+    with open_library() as library:
+        data = {
+            "device_id": library.device_id,
+            "peers": peer_store.peer_status(library),
+            "pending_local_changes": unsealed_count(library),
+            "conflicts": library.info()["conflicts"],
+            "search_backlog": library.search_backlog(),
+            "problems": recent_problems(library, limit=5),
+        }
+    if as_json:
+        print_json(data)
+        return
+    if not data["peers"]:
+        click.echo("No other devices yet; pair one with 'p2psync pair'.")
+    for p in data["peers"]:
+        state = "removed" if p["revoked"] else (f"last sync {p['last_sync']}" if p["last_sync"] else "never synced")
+        click.echo(f"{p['short_id']}  {p['name']:<20} {state}")
+        if p["address"]:
+            click.echo(f"    at {p['address']}, last seen {p['last_seen'] or 'never'}")
+        if p["last_sync"]:
+            click.echo(f"    last sync: {p['received']} change sets in, {p['sent']} out")
+        if p["last_error"]:
+            click.echo(f"    last error ({p['last_error_at']}): {p['last_error']}")
+    click.echo(f"Local changes not yet sent: {data['pending_local_changes']}")
+    click.echo(f"Conflicts: {data['conflicts']}" + (" (see 'p2psync conflicts list')" if data["conflicts"] else ""))
+    for problem in data["problems"]:
+        click.echo(f"Problem from {problem['peer'][:7]} ({problem['reason']}): {problem['message']}")

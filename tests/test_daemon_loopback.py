@@ -1,0 +1,131 @@
+"""Daemons as real processes on 127.0.0.1: automatic sync of a change made by another process,
+in both directions, and a clean stop on SIGTERM. (mDNS is off: addresses are given.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2psync.store.library import Library
+from tests.sync_support import founded, joined
+
+P2PSYNC = [sys.executable, "-m", "p2psync"]
+
+
+def start_daemon(library: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [*P2PSYNC, "daemon", "--library", str(library), "--listen", "127.0.0.1:0", "--json", "--no-mdns", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the daemon prints where it listens first
+    if not line:
+        proc.kill()
+        raise AssertionError(f"daemon did not start: {proc.stderr.read() if proc.stderr else ''}")
+    return proc, int(json.loads(line)["listening"].rsplit(":", 1)[1])
+
+
+def titles(path: Path) -> set[str]:
+    with Library.open(path) as library:
+        return {r["title"] for r in library.list_references()}
+
+
+def wait_for(path: Path, title: str, limit: float = 15.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if title in titles(path):
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"{title!r} did not reach {path} within {limit} s")
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, err
+
+
+@pytest.fixture
+def libraries(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    a.close()
+    b.close()
+    yield tmp_path / "a", tmp_path / "b"
+
+
+def test_daemons_sync_changes_made_by_other_processes(libraries: tuple[Path, Path]) -> None:
+    pa, pb = libraries
+    daemon_a, port_a = start_daemon(pa)
+    daemon_b = None
+    try:
+        daemon_b, _port_b = start_daemon(pb, "--address", f"127.0.0.1:{port_a}")
+        env = {k: v for k, v in os.environ.items() if k != "P2PSYNC_LIBRARY"}
+        subprocess.run([*P2PSYNC, "ref", "add", "--title", "Made on B", "--library", str(pb)], check=True, env=env)
+        wait_for(pa, "Made on B")
+        # A learned where B listens when B synced with it; its own changes now go to B.
+        subprocess.run([*P2PSYNC, "ref", "add", "--title", "Made on A", "--library", str(pa)], check=True, env=env)
+        wait_for(pb, "Made on A")
+    finally:
+        code_a, err_a = stop(daemon_a)
+        if daemon_b is not None:
+            code_b, err_b = stop(daemon_b)
+            assert code_b == 0 and "Stopped cleanly" in err_b, err_b
+    assert code_a == 0 and "Stopped cleanly" in err_a, err_a
+    assert titles(pa) == titles(pb) == {"Made on A", "Made on B"}
+
+
+def test_one_shot_sync_command_and_status(libraries: tuple[Path, Path]) -> None:
+    pa, pb = libraries
+    with Library.open(pa) as a:
+        a.add_reference({"title": "Only on A"})
+    daemon_a, port_a = start_daemon(pa, "--no-auto")
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "P2PSYNC_LIBRARY"}
+        out = subprocess.run(
+            [*P2PSYNC, "sync", "--address", f"127.0.0.1:{port_a}", "--json", "--library", str(pb)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        [peer] = json.loads(out.stdout)["peers"]
+        assert peer["received"]["applied"] >= 1 and peer["error"] is None
+        status = json.loads(
+            subprocess.run(
+                [*P2PSYNC, "status", "--json", "--library", str(pb)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+            ).stdout
+        )
+        assert status["peers"][0]["last_sync"] and status["pending_local_changes"] == 0
+    finally:
+        code, err = stop(daemon_a)
+    assert code == 0, err
+    assert "Only on A" in titles(pb)
+    env = {k: v for k, v in os.environ.items() if k != "P2PSYNC_LIBRARY"}
+    # Nobody listening: exit 1 and the reason in words; status keeps it.
+    failed = subprocess.run(
+        [*P2PSYNC, "sync", "--address", "127.0.0.1:9", "--library", str(pb)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert failed.returncode == 1 and "Could not reach 127.0.0.1:9" in failed.stderr, failed.stderr
+    assert "Could not reach 127.0.0.1:" + str(port_a) in failed.stderr  # the remembered address too
