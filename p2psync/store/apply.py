@@ -130,8 +130,8 @@ class StoredRef:
 
 def load_ref(db: sqlite_utils.Database, ref_id: str) -> StoredRef:
     row = db.execute(
-        "SELECT r.num, r.data, r.state, r.deleted, b.id IS NOT NULL FROM refs r "
-        "LEFT JOIN search_backlog b ON b.id = r.id WHERE r.id = ?",
+        "SELECT r.num, r.data, r.state, r.deleted, b.num IS NOT NULL FROM refs r "
+        "LEFT JOIN search_backlog b ON b.num = r.num WHERE r.id = ?",
         [ref_id],
     ).fetchone()
     if row is None:
@@ -220,7 +220,11 @@ def new_ref_row(device: str, seq: int, ts: int, op: dict[str, Any]) -> list[Any]
 def insert_new_refs(db: sqlite_utils.Database, rows: list[list[Any]]) -> None:
     """Write plain new references in one statement and queue them for the search index."""
     db.conn.executemany(_INSERT_REF, rows)
-    db.conn.executemany("INSERT OR IGNORE INTO search_backlog (id) VALUES (?)", [(row[0],) for row in rows])
+    # New rows get max(num) + 1 each, so the batch holds the last len(rows) numbers.
+    last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+    db.conn.executemany(
+        "INSERT INTO search_backlog (num) VALUES (?)", [(n,) for n in range(last - len(rows) + 1, last + 1)]
+    )
 
 
 def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State, defer_index: bool = False) -> None:
@@ -235,7 +239,7 @@ def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State, defer_in
     if not state:
         db.execute("DELETE FROM refs WHERE id = ?", [ref.id])
         if ref.pending:
-            db.execute("DELETE FROM search_backlog WHERE id = ?", [ref.id])
+            db.execute("DELETE FROM search_backlog WHERE num = ?", [ref.num])
         return
     values, data, deleted = ref_columns(state)
     if ref.num is not None:
@@ -246,7 +250,7 @@ def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State, defer_in
     if ref.pending:
         return  # the backlog indexes whatever the reference holds when it catches up
     if ref.num is None and defer_index:
-        db.execute("INSERT OR IGNORE INTO search_backlog (id) VALUES (?)", [ref.id])
+        db.execute("INSERT OR IGNORE INTO search_backlog (num) VALUES (?)", [num])
     elif not deleted:
         db.execute(
             "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)",
@@ -260,8 +264,8 @@ def index_backlog(db: sqlite_utils.Database, batch: int = 2_000) -> Iterator[int
     while True:
         with write_transaction(db):
             rows = db.execute(
-                "SELECT b.id, r.num, r.data, r.deleted FROM search_backlog b LEFT JOIN refs r ON r.id = b.id "
-                "ORDER BY b.id LIMIT ?",
+                "SELECT b.num, r.num, r.data, r.deleted FROM search_backlog b LEFT JOIN refs r ON r.num = b.num "
+                "ORDER BY b.num LIMIT ?",
                 [batch],
             ).fetchall()
             db.conn.executemany(
@@ -272,7 +276,7 @@ def index_backlog(db: sqlite_utils.Database, batch: int = 2_000) -> Iterator[int
                     if num is not None and not deleted
                 ],
             )
-            db.conn.executemany("DELETE FROM search_backlog WHERE id = ?", [(row[0],) for row in rows])
+            db.conn.executemany("DELETE FROM search_backlog WHERE num = ?", [(row[0],) for row in rows])
         if not rows:
             return
         yield len(rows)

@@ -191,7 +191,8 @@ MIGRATIONS: list[str] = [
     """
     -- local: references whose search-index row has not been written yet; the index catches up
     -- (apply.index_backlog) before any search and after a sync
-    CREATE TABLE search_backlog (id TEXT PRIMARY KEY) WITHOUT ROWID;
+    -- (num is refs.num: the backlog is indexed in that order, so the index is appended to)
+    CREATE TABLE search_backlog (num INTEGER PRIMARY KEY);
     """,
     # 8: what this machine knows about syncing with each peer, for `status` and for reaching
     # paired peers again without mDNS
