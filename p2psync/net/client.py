@@ -20,7 +20,6 @@ from p2psync.errors import NetworkError, P2PSyncError, PeerRefused, PeerUnreacha
 from p2psync.model.devices import device_id_for
 from p2psync.net import frames, tls
 from p2psync.net.protocol import (
-    BATCH_BYTES,
     LIBRARY_HEADER,
     PREFIX,
     PROTOCOL_VERSION,
@@ -28,10 +27,10 @@ from p2psync.net.protocol import (
     VERSION_HEADER,
     member_keys,
 )
-from p2psync.net.worker import LibraryWorker
+from p2psync.net.worker import LibraryWorker, receive_stream
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
-from p2psync.store.sync import ReceiveReport, changesets_since, receive, seal, version_vector
+from p2psync.store.sync import ReceiveReport, changesets_since, seal, version_vector
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0  # between two pieces of a response; a stalled peer is given up after this
@@ -179,37 +178,14 @@ async def _post_json(session: aiohttp.ClientSession, url: str, body: Any) -> Any
 async def _pull(
     session: aiohttp.ClientSession, base: str, worker: LibraryWorker, my_vv: dict[str, int], result: PeerSync
 ) -> None:
-    reader = frames.FrameReader()
-    batch: list[bytes] = []
-    size = 0
-    peer = result.device or result.address
-
-    async def apply(wires: list[bytes]) -> None:
-        report = await worker.call(receive, wires, peer)
-        total = result.received
-        total.applied += report.applied
-        total.entries += report.entries
-        total.duplicates += report.duplicates
-        total.rejected += report.rejected
-        total.waiting = report.waiting
-
     async with session.post(
         base + PREFIX + "/pull", data=encode({"vv": my_vv}), headers={"Content-Type": "application/json"}
     ) as response:
         if response.status >= 400:
             await _read_json(response)
-        try:
-            async for chunk in response.content.iter_chunked(256 * 1024):
-                for wire in reader.feed(chunk):
-                    batch.append(wire)
-                    size += len(wire)
-                    if size >= BATCH_BYTES:
-                        await apply(batch)
-                        batch, size = [], 0
-        finally:
-            if batch:  # whatever arrived whole is kept, even if the stream broke
-                await apply(batch)
-    if not reader.ended:
+        chunks = response.content.iter_chunked(256 * 1024)
+        ended = await receive_stream(worker, chunks, result.device or result.address, result.received)
+    if not ended:
         raise PeerUnreachable(f"The stream from {result.address} was cut; sync again to resume.")
 
 

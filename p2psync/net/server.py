@@ -16,7 +16,6 @@ from p2psync.engine.canonical import loads
 from p2psync.errors import P2PSyncError, ProtocolMismatch
 from p2psync.net import frames
 from p2psync.net.protocol import (
-    BATCH_BYTES,
     LIBRARY_HEADER,
     MAX_JSON_BYTES,
     PREFIX,
@@ -26,10 +25,10 @@ from p2psync.net.protocol import (
     member_keys,
 )
 from p2psync.net.tls import peer_key
-from p2psync.net.worker import LibraryWorker
+from p2psync.net.worker import LibraryWorker, receive_stream
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
-from p2psync.store.sync import ReceiveReport, changesets_since, receive, seal, version_vector
+from p2psync.store.sync import ReceiveReport, changesets_since, seal, version_vector
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WORKER: web.AppKey[LibraryWorker] = web.AppKey("worker", LibraryWorker)
@@ -130,36 +129,14 @@ async def pull(request: web.Request) -> web.StreamResponse:
 async def push(request: web.Request) -> web.Response:
     """Receive the change sets the peer sends, applying them in batches as they arrive; a cut
     stream keeps what was whole (each change set is applied whole or not at all)."""
-    worker = request.app[WORKER]
-    peer = request[PEER]
-    reader = frames.FrameReader()
     total = ReceiveReport()
-    batch: list[bytes] = []
-    size = 0
-
-    async def apply(wires: list[bytes]) -> None:
-        report = await worker.call(receive, wires, peer)
-        total.applied += report.applied
-        total.entries += report.entries
-        total.duplicates += report.duplicates
-        total.rejected += report.rejected
-        total.waiting = report.waiting
-
     try:
-        async for chunk in request.content.iter_chunked(256 * 1024):
-            for wire in reader.feed(chunk):
-                batch.append(wire)
-                size += len(wire)
-                if size >= BATCH_BYTES:
-                    await apply(batch)
-                    batch, size = [], 0
+        ended = await receive_stream(
+            request.app[WORKER], request.content.iter_chunked(256 * 1024), request[PEER], total
+        )
     except ProtocolMismatch as exc:
-        if batch:
-            await apply(batch)
         return refuse(400, "frames", exc.message)
-    if batch:
-        await apply(batch)
-    if not reader.ended:
+    if not ended:
         return refuse(400, "frames", "The change-set stream ended before its end mark.")
     if total.applied:
         request.app[ON_CHANGE]()
@@ -182,4 +159,3 @@ def make_app(worker: LibraryWorker, on_change: Callable[[], None] = lambda: None
     app.router.add_post(PREFIX + "/pull", pull)
     app.router.add_post(PREFIX + "/push", push)
     return app
-

@@ -5,12 +5,15 @@ threads (sqlite3 forbids that)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from p2psync.net import frames
+from p2psync.net.protocol import BATCH_BYTES
 from p2psync.store.library import KEY_FILE, Library
+from p2psync.store.sync import ReceiveReport, receive
 
 T = TypeVar("T")
 
@@ -56,3 +59,34 @@ class LibraryWorker:
             await self.call(close)
             self._library = None
         self._pool.shutdown(wait=True)
+
+
+async def receive_stream(worker: LibraryWorker, chunks: AsyncIterable[bytes], peer: str, total: ReceiveReport) -> bool:
+    """Apply a framed change-set stream as it arrives, in batches of about BATCH_BYTES, adding
+    to `total`. Whatever arrived whole is applied even if the stream breaks or turns out bad
+    (the exception then propagates). Returns whether the stream ended with its end mark."""
+    reader = frames.FrameReader()
+    batch: list[bytes] = []
+    size = 0
+
+    async def apply() -> None:
+        nonlocal batch, size
+        report = await worker.call(receive, batch, peer)
+        batch, size = [], 0
+        total.applied += report.applied
+        total.entries += report.entries
+        total.duplicates += report.duplicates
+        total.rejected += report.rejected
+        total.waiting = report.waiting
+
+    try:
+        async for chunk in chunks:
+            for wire in reader.feed(chunk):
+                batch.append(wire)
+                size += len(wire)
+                if size >= BATCH_BYTES:
+                    await apply()
+    finally:
+        if batch:
+            await apply()
+    return reader.ended
