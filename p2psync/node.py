@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,12 +60,12 @@ class Node:
         self.changed = asyncio.Event()  # a peer pushed changes to us, or a local change was seen
         self._sync_lock = asyncio.Lock()
 
-    async def serve(self, host: str, port: int) -> int:
-        """Start the peer server; returns the port it listens on."""
+    async def serve(self, host: str, port: int, setup: Callable[[web.Application], None] | None = None) -> int:
+        """Start the peer server; returns the port it listens on. `setup` may add routes."""
         cert, key = await self.worker.call(
             lambda library: tls.certificate_files(library.identity(), self.worker.key_file, library.path)
         )
-        app = make_app(self.worker)
+        app = make_app(self.worker, setup=setup)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=tls.server_context(cert, key))

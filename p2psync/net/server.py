@@ -150,7 +150,12 @@ async def errors_to_json(request: web.Request, handler: Handler) -> web.StreamRe
         return refuse(500, "failed", exc.message)
 
 
-def make_app(worker: LibraryWorker, on_change: Callable[[], None] = lambda: None) -> web.Application:
+def make_app(
+    worker: LibraryWorker,
+    on_change: Callable[[], None] = lambda: None,
+    setup: Callable[[web.Application], None] | None = None,
+) -> web.Application:
+    """The peer server's application; `setup` may add routes (pairing adds its endpoints)."""
     app = web.Application(middlewares=[checks, web.middleware(errors_to_json)], client_max_size=MAX_JSON_BYTES)
     app[WORKER] = worker
     app[ON_CHANGE] = on_change
@@ -158,4 +163,6 @@ def make_app(worker: LibraryWorker, on_change: Callable[[], None] = lambda: None
     app.router.add_post(PREFIX + "/vv", exchange_vectors)
     app.router.add_post(PREFIX + "/pull", pull)
     app.router.add_post(PREFIX + "/push", push)
+    if setup is not None:
+        setup(app)
     return app

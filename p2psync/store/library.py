@@ -96,11 +96,9 @@ class Library:
         self.path = path
         self.db = db
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        try:
-            self.library_id: str = meta["library_id"]
-            self.device_id: str = meta["device_id"]
-        except KeyError:
-            raise LibraryCorrupt(f"The library at {path} is missing its identity; restore it from a backup.") from None
+        if "library_id" not in meta or "device_id" not in meta:
+            raise LibraryCorrupt(f"The library at {path} is missing its identity; restore it from a backup.")
+        self.device_id: str = meta["device_id"]
 
     # --- opening and creating -----------------------------------------------------------------
 
@@ -190,6 +188,12 @@ class Library:
     @property
     def name(self) -> str:
         return self._meta("name") or ""
+
+    @property
+    def library_id(self) -> str:
+        """Read each time: pairing can turn this library into a replica of another one while a
+        daemon holds it open (the device key, and so device_id, never changes)."""
+        return self._meta("library_id") or ""
 
     # --- references ---------------------------------------------------------------------------
 
