@@ -46,6 +46,18 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")(func)
 
 
+def mdns_options(func: F) -> F:
+    """--no-mdns and --mdns-interface, shared by the commands that use the LAN (sync, daemon, pair)."""
+    func = click.option(
+        "--mdns-interface",
+        "mdns_interfaces",
+        multiple=True,
+        metavar="IPV4",
+        help="Announce and look for peers only on the interface with this address (repeatable; default all).",
+    )(func)
+    return click.option("--no-mdns", is_flag=True, help="Do not announce or look for peers with mDNS.")(func)
+
+
 def yes_option(func: F) -> F:
     return click.option("--yes", "-y", is_flag=True, help="Answer yes to the question instead of asking.")(func)
 

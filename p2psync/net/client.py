@@ -59,14 +59,22 @@ class PeerSync:
 
 
 async def sync_with_peer(
-    worker: LibraryWorker, host: str, port: int, device: str | None = None, listen_port: int | None = None
+    worker: LibraryWorker,
+    host: str,
+    port: int,
+    device: str | None = None,
+    listen_port: int | None = None,
+    pinned_key: bytes | None = None,
 ) -> PeerSync:
     """Sync with the member device at host:port (or only with `device`, if given). Records the
-    outcome for `status`; raises a NetworkError (after recording it) if the sync failed."""
+    outcome for `status`; raises a NetworkError (after recording it) if the sync failed.
+
+    `pinned_key`: accept exactly this server key, member here or not yet (the first sync after
+    pairing, before this side has received the membership that names it)."""
     address = f"{host}:{port}"
     result = PeerSync(address)
     try:
-        await _sync(worker, host, port, device, listen_port, result)
+        await _sync(worker, host, port, device, listen_port, pinned_key, result)
     except P2PSyncError as exc:
         result.error = exc.message
         if result.device or device:
@@ -79,11 +87,19 @@ async def sync_with_peer(
 
 
 async def _sync(
-    worker: LibraryWorker, host: str, port: int, device: str | None, listen_port: int | None, result: PeerSync
+    worker: LibraryWorker,
+    host: str,
+    port: int,
+    device: str | None,
+    listen_port: int | None,
+    pinned_key: bytes | None,
+    result: PeerSync,
 ) -> None:
     keys, library_id, cert_files = await worker.call(_identity, worker)
 
     def accept(key: bytes) -> bool:
+        if pinned_key is not None:
+            return key == pinned_key
         return key in keys and keys[key] != library_device and (device is None or keys[key] == device)
 
     library_device = await worker.call(lambda library: library.device_id)
