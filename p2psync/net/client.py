@@ -8,8 +8,9 @@ from the version vectors. Foreign exceptions become p2psync errors here, at the 
 
 from __future__ import annotations
 
+import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,9 @@ from p2psync.net.protocol import (
 )
 from p2psync.net.worker import LibraryWorker, receive_stream
 from p2psync.store import peers as peer_store
+from p2psync.store import rebase
 from p2psync.store.library import Library
+from p2psync.store.rebase import MergeReport
 from p2psync.store.sync import ReceiveReport, changesets_since, seal, version_vector
 
 CONNECT_TIMEOUT = 5.0
@@ -46,6 +49,7 @@ class PeerSync:
     received: ReceiveReport = field(default_factory=ReceiveReport)
     sent: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    merge: MergeReport | None = None  # when this sync completed joining another library (store/rebase.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +59,7 @@ class PeerSync:
             "received": self.received.as_dict(),
             "sent": self.sent,
             "error": self.error,
+            **({"merge": self.merge.as_dict()} if self.merge else {}),
         }
 
 
@@ -107,11 +112,11 @@ async def _sync(
     headers = {VERSION_HEADER: str(PROTOCOL_VERSION), LIBRARY_HEADER: library_id}
     base = f"https://{_host(host)}:{port}"
     timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
-    try:
+    with network_errors(result.address, context):
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=context, limit=1), timeout=timeout, headers=headers
         ) as session:
-            await _hello(session, base)
+            await hello(session, base)
             # The server's key is checked in the handshake; learn which member it is.
             my_vv = await worker.call(lambda library: (seal(library), version_vector(library))[1])
             answer = await _post_json(session, base + PREFIX + "/vv", {"vv": my_vv, "port": listen_port})
@@ -120,20 +125,30 @@ async def _sync(
             if not isinstance(theirs, dict):
                 raise ProtocolMismatch(f"The peer at {result.address} answered the version exchange wrongly.")
             await _pull(session, base, worker, my_vv, result)
+            # Content set aside when this library joined another is written back once the
+            # other library has arrived, and so travels with this very push.
+            result.merge = await worker.call(rebase.finish_merge)
             result.sent = await _push(session, base, worker, theirs)
+
+
+@contextlib.contextmanager
+def network_errors(address: str, context: ssl.SSLContext) -> Iterator[None]:
+    """aiohttp's and ssl's exceptions, in words (a NetworkError)."""
+    try:
+        yield
     except ssl.SSLError as exc:
-        raise _tls_error(context, result.address, exc) from None
+        raise _tls_error(context, address, exc) from None
     except aiohttp.ClientConnectorError as exc:
         if isinstance(exc.os_error, ssl.SSLError) or isinstance(exc, aiohttp.ClientConnectorSSLError):
-            raise _tls_error(context, result.address, exc) from None
+            raise _tls_error(context, address, exc) from None
         reason = exc.os_error.strerror or exc
-        raise PeerUnreachable(f"Could not reach {result.address} ({reason}); is p2psync running there?") from None
+        raise PeerUnreachable(f"Could not reach {address} ({reason}); is p2psync running there?") from None
     except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        raise PeerUnreachable(f"The connection to {result.address} broke off ({exc}); sync again to resume.") from None
+        raise PeerUnreachable(f"The connection to {address} broke off ({exc}); sync again to resume.") from None
     except TimeoutError:
-        raise PeerUnreachable(f"{result.address} stopped answering; sync again to resume.") from None
+        raise PeerUnreachable(f"{address} stopped answering; sync again to resume.") from None
     except aiohttp.ClientError as exc:
-        raise NetworkError(f"Syncing with {result.address} failed ({exc}).") from None
+        raise NetworkError(f"Talking to {address} failed ({exc}).") from None
 
 
 def _identity(library: Library, worker: LibraryWorker) -> tuple[dict[bytes, str], str, tuple[Any, Any]]:
@@ -155,9 +170,9 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def _hello(session: aiohttp.ClientSession, base: str) -> None:
+async def hello(session: aiohttp.ClientSession, base: str) -> None:
     async with session.get(base + "/p2psync/hello") as response:
-        body = await _read_json(response)
+        body = await read_json(response)
     versions = body.get("versions") if isinstance(body, dict) else None
     if not isinstance(versions, list) or not any(v in SUPPORTED_VERSIONS for v in versions):
         raise ProtocolMismatch(
@@ -166,7 +181,7 @@ async def _hello(session: aiohttp.ClientSession, base: str) -> None:
         )
 
 
-async def _read_json(response: aiohttp.ClientResponse) -> Any:
+async def read_json(response: aiohttp.ClientResponse) -> Any:
     raw = await response.content.read(2 * 1024 * 1024 + 1)
     try:
         body = loads(raw)
@@ -188,7 +203,7 @@ async def _read_json(response: aiohttp.ClientResponse) -> Any:
 
 async def _post_json(session: aiohttp.ClientSession, url: str, body: Any) -> Any:
     async with session.post(url, data=encode(body), headers={"Content-Type": "application/json"}) as response:
-        return await _read_json(response)
+        return await read_json(response)
 
 
 async def _pull(
@@ -198,7 +213,7 @@ async def _pull(
         base + PREFIX + "/pull", data=encode({"vv": my_vv}), headers={"Content-Type": "application/json"}
     ) as response:
         if response.status >= 400:
-            await _read_json(response)
+            await read_json(response)
         chunks = response.content.iter_chunked(256 * 1024)
         ended = await receive_stream(worker, chunks, result.device or result.address, result.received)
     if not ended:
@@ -217,5 +232,5 @@ async def _push(
     async with session.post(
         base + PREFIX + "/push", data=body(), headers={"Content-Type": "application/x-p2psync-frames"}
     ) as response:
-        answer = await _read_json(response)
+        answer = await read_json(response)
     return answer if isinstance(answer, dict) else {}

@@ -74,7 +74,7 @@ async def hello(request: web.Request) -> web.Response:
     return web.json_response({"p2psync": True, "versions": list(SUPPORTED_VERSIONS)})
 
 
-async def _json(request: web.Request) -> Any:
+async def read_json(request: web.Request) -> Any:
     if request.content_length is None or request.content_length > MAX_JSON_BYTES:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_JSON_BYTES, actual_size=request.content_length or 0)
     try:
@@ -93,7 +93,7 @@ def _vector(value: Any) -> dict[str, int]:
 
 async def exchange_vectors(request: web.Request) -> web.Response:
     """The first step of a sync: the peer's version vector in, ours out."""
-    body = await _json(request)
+    body = await read_json(request)
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="Expected an object.")
     _vector(body.get("vv"))
@@ -112,7 +112,7 @@ async def exchange_vectors(request: web.Request) -> web.Response:
 
 async def pull(request: web.Request) -> web.StreamResponse:
     """Stream the change sets the peer lacks, oldest first, a few at a time from the database."""
-    body = await _json(request)
+    body = await read_json(request)
     theirs = _vector(body.get("vv") if isinstance(body, dict) else None)
     worker = request.app[WORKER]
     response = web.StreamResponse(headers={"Content-Type": "application/x-p2psync-frames"})

@@ -209,6 +209,14 @@ MIGRATIONS: list[str] = [
         last_error_at INTEGER
     ) WITHOUT ROWID;
     """,
+    # 9: joining another library by pairing sets this library's content aside until the other
+    # library has arrived, then writes it back into it (store/rebase.py)
+    """
+    -- local: content waiting to be merged into the library this device joined
+    -- (kind: 'ref', 'group' or 'attachment'; body: canonical JSON)
+    CREATE TABLE merge_stash (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id))
+        WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
