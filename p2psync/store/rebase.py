@@ -237,12 +237,12 @@ def finish_merge(library: Library) -> MergeReport | None:
                     "SELECT ?, ?, size, sha256, ? FROM attachment_files WHERE ref_id = ? AND name = ?",
                     [destination.parent.name, destination.name, stat.st_mtime_ns, source.parent.name, source.name],
                 )
+        for merged in report.merged:
+            db.execute("DELETE FROM attachment_files WHERE ref_id = ?", [merged["ours"]])
         db.execute("DELETE FROM merge_stash")
     # After the commit: the merged references' own folders are no longer anyone's.
-    for ours, theirs in ((m["ours"], m["theirs"]) for m in report.merged):
-        if ours != theirs:
-            db.execute("DELETE FROM attachment_files WHERE ref_id = ?", [ours])
-            shutil.rmtree(library.path / ATTACHMENTS_DIR / ours, ignore_errors=True)
+    for merged in report.merged:
+        shutil.rmtree(library.path / ATTACHMENTS_DIR / merged["ours"], ignore_errors=True)
     return report
 
 
