@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_library.py
 	$(BIN)/python bench/bench_import.py
 	$(BIN)/python bench/bench_sync.py
+	$(BIN)/python bench/bench_lan.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

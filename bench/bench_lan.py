@@ -1,0 +1,290 @@
+"""LAN sync benchmark over loopback, with real daemon processes (DESIGN.md section 8). Prints
+figures; asserts nothing.
+
+    python bench/bench_lan.py [--refs 100000] [--runs 20] [--small 1000]
+
+(a) First sync of N references to an empty peer: the founder's library (built here with the
+    reference generator of bench_library.py / bench_sync.py, fixed seed, already sealed) is served
+    by `p2psync daemon` in its own process; the empty peer syncs in this process with
+    `Node(path).sync(...)`. Reported: the sync itself, and the search indexing done afterwards
+    (what `p2psync sync` does next), separately. Target: <= 10 s for 100,000.
+(b) A no-change sync of that library: the same Node, kept open, syncs again with nothing new;
+    median and p90 of --runs. Target: <= 100 ms. For information, also the wall time of a fresh
+    `p2psync sync --address ...` process (interpreter start and indexing check included).
+(c) Edit-to-visible: two daemons pointed at each other (a library of --small references, joined
+    in process beforehand); this process edits a reference's title in library A (Library.open +
+    edit_reference) and polls B's database (read-only SQLite, every 10 ms) until the new title is
+    there; median and max of --runs. Target: <= 1 s. mDNS is off everywhere (addresses given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_sync import record  # the generator bench_sync.py uses (defined in bench_library.py)
+
+from p2psync.errors import P2PSyncError
+from p2psync.net.client import sync_with_peer
+from p2psync.node import Address, Node
+from p2psync.store import peers as peer_store
+from p2psync.store.library import DB_FILE, Library
+from p2psync.store.sync import changesets_since, seal, sync_libraries
+
+P2PSYNC = [sys.executable, "-m", "p2psync"]
+ENV = {k: v for k, v in os.environ.items() if k != "P2PSYNC_LIBRARY"}
+START_LIMIT = 60.0  # seconds a daemon may take to print where it listens
+VISIBLE_LIMIT = 10.0  # seconds an edit may take to show up on the other daemon (else: missed)
+POLL = 0.010
+
+
+class Daemon:
+    """`p2psync daemon` as a subprocess on 127.0.0.1 (stderr to a file, stopped with SIGTERM)."""
+
+    def __init__(self, library: Path, log: Path, *extra: str) -> None:
+        self.log_path = log
+        self._log: IO[bytes] = open(log, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            [*P2PSYNC, "daemon", "--library", str(library), "--listen", "127.0.0.1:0", "--json", "--no-mdns", *extra],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=ENV,
+        )
+        assert self.proc.stdout is not None
+        line = _readline(self.proc.stdout, START_LIMIT)
+        if not line:
+            self.stop()
+            raise SystemExit(f"daemon did not start: {log.read_text(errors='replace')}")
+        self.port = int(json.loads(line)["listening"].rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def _readline(stream: IO[bytes], limit: float) -> bytes:
+    """One line from a pipe, giving up after `limit` seconds (the daemon prints one line first)."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        if not selector.select(limit):
+            return b""
+    return stream.readline()
+
+
+def wait_until(condition: Callable[[], bool], limit: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return False
+
+
+def p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10, method="inclusive")[-1] if len(values) > 1 else values[0]
+
+
+def first_sync_and_no_change(root: Path, refs: int, runs: int) -> dict[str, Any]:
+    """(a) and (b)."""
+    rng = random.Random(42)
+    a_path, b_path = root / "big-a", root / "big-b"
+    start = time.perf_counter()
+    a = Library.create(a_path, "home")
+    a.add_references(record(rng, i) for i in range(refs))
+    build = time.perf_counter() - start
+    b = Library.create(b_path, "work", found=False, library_id=a.library_id)
+    a.add_device(b.identity().public_bytes, "work")  # what pairing does; B stays empty
+    b.close()
+    a_key = a.identity().public_bytes
+    start = time.perf_counter()
+    seal(a)  # a daemon that has run since the import has sealed already (sealing is per sync)
+    sealed = time.perf_counter() - start
+    count, payload = 0, 0
+    for wire in changesets_since(a, {}):
+        count += 1
+        payload += 4 + len(wire)  # a frame: length + the signed change set
+    a.close()
+    print(
+        f"  built {refs:,} references in {build:.1f} s, sealed in {sealed:.1f} s "
+        f"({count:,} change sets, {payload / 1e6:.0f} MB of frames)",
+        file=sys.stderr,
+    )
+
+    out: dict[str, Any] = {"change_sets": count, "payload": payload}
+    daemon = Daemon(a_path, root / "big-a.log", "--no-auto")
+    try:
+        address = Address("127.0.0.1", daemon.port)
+
+        async def run() -> None:
+            node = Node(b_path)
+            try:
+                # The first sync after pairing: B holds no membership yet, so it pins A's key
+                # (as `p2psync pair` does); later syncs check A against the membership received.
+                start = time.perf_counter()
+                try:
+                    result = await sync_with_peer(node.worker, address.host, address.port, pinned_key=a_key)
+                except P2PSyncError as exc:
+                    raise SystemExit(f"first sync failed: {exc.message}") from None
+                out["first"] = time.perf_counter() - start
+                out["applied"] = result.received.applied
+                start = time.perf_counter()
+                await node.worker.call(lambda library: sum(library.catch_up_search()))
+                out["index"] = time.perf_counter() - start
+                out["visible"] = await node.worker.call(lambda library: library.info()["references"])
+                times = []
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    [again] = await node.sync([address])
+                    times.append(time.perf_counter() - start)
+                    if isinstance(again, Exception) or again.received.applied or again.sent.get("applied"):
+                        raise SystemExit(f"the no-change sync moved something or failed: {again}")
+                out["no_change"] = times
+            finally:
+                await node.close()
+
+        asyncio.run(run())
+        cli = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run(
+                [*P2PSYNC, "sync", "--address", str(address), "--library", str(b_path)],
+                check=True,
+                env=ENV,
+                stdout=subprocess.DEVNULL,
+            )
+            cli.append(time.perf_counter() - start)
+        out["cli"] = statistics.median(cli)
+        start = time.perf_counter()
+        subprocess.run([*P2PSYNC, "--version"], check=True, env=ENV, stdout=subprocess.DEVNULL)
+        out["bare"] = time.perf_counter() - start
+    finally:
+        daemon.stop()
+    return out
+
+
+def edit_to_visible(root: Path, refs: int, runs: int) -> list[float]:
+    """(c): two daemons; an edit in A, timed until B's database shows it."""
+    rng = random.Random(7)
+    a_path, b_path = root / "small-a", root / "small-b"
+    a = Library.create(a_path, "home")
+    ids = a.add_references(record(rng, i) for i in range(refs))
+    b = Library.create(b_path, "work", found=False, library_id=a.library_id)
+    a.add_device(b.identity().public_bytes, "work")
+    sync_libraries(a, b)  # joined and synced once, as after pairing
+    device_b = b.device_id
+    b.close()
+    a.close()
+
+    daemon_a = Daemon(a_path, root / "small-a.log")
+    daemon_b = None
+    try:
+        daemon_b = Daemon(b_path, root / "small-b.log", "--address", f"127.0.0.1:{daemon_a.port}")
+
+        def a_knows_b() -> bool:
+            with Library.open(a_path) as library:
+                return device_b in peer_store.remembered_addresses(library)
+
+        if not wait_until(a_knows_b, 30):
+            raise SystemExit("daemon A never learned where B listens")
+        b_db = sqlite3.connect(f"file:{b_path / DB_FILE}?mode=ro", uri=True, isolation_level=None)
+        edit_rng = random.Random(3)
+        latencies: list[float] = []
+        with Library.open(a_path) as library:
+            for i in range(runs):
+                time.sleep(edit_rng.uniform(0.3, 0.6))  # let the last sync settle; vary the phase
+                ref = edit_rng.choice(ids)
+                title = f"Edited on home, run {i} {edit_rng.getrandbits(32):08x}"
+                library.edit_reference(ref, {"title": title})
+                t0 = time.perf_counter()
+                deadline = t0 + VISIBLE_LIMIT
+                seen = None
+                while time.perf_counter() < deadline:
+                    row = b_db.execute("SELECT title FROM refs WHERE id = ?", [ref]).fetchone()
+                    if row and row[0] == title:
+                        seen = time.perf_counter() - t0
+                        break
+                    time.sleep(POLL)
+                latencies.append(seen if seen is not None else float("inf"))
+        b_db.close()
+    finally:
+        if daemon_b is not None:
+            daemon_b.stop()
+        daemon_a.stop()
+    return latencies
+
+
+def verdict(value: float, target: float) -> str:
+    return "met" if value <= target else "MISSED"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--refs", type=int, default=100_000, help="library size for (a) and (b)")
+    parser.add_argument("--runs", type=int, default=20, help="repetitions for (b) and (c)")
+    parser.add_argument("--small", type=int, default=1_000, help="library size for (c)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="p2psync-bench-lan-") as tmp:
+        root = Path(tmp)
+        big = first_sync_and_no_change(root, args.refs, args.runs)
+        latencies = edit_to_visible(root, args.small, args.runs)
+    nc = big["no_change"]
+    first = big["first"]
+    finite = [x for x in latencies if x != float("inf")]
+    edit_median = statistics.median(latencies)
+    rows = [
+        ("(a) first sync, empty peer", f"{first:7.2f} s", "<= 10 s", verdict(first, 10)),
+        ("    then search indexing", f"{big['index']:7.2f} s", "", ""),
+        (
+            "(b) no-change sync, median",
+            f"{statistics.median(nc) * 1000:7.1f} ms",
+            "<= 100 ms",
+            verdict(statistics.median(nc), 0.1),
+        ),
+        ("    p90", f"{p90(nc) * 1000:7.1f} ms", "", ""),
+        ("    `p2psync sync` process", f"{big['cli']:7.2f} s", "(info)", ""),
+        ("(c) edit visible on peer, median", f"{edit_median * 1000:7.0f} ms", "<= 1 s", verdict(edit_median, 1)),
+        ("    max", f"{max(latencies) * 1000:7.0f} ms", "", ""),
+    ]
+    print(
+        f"LAN sync over loopback: {args.refs:,} references for (a) and (b), {args.small:,} for (c); "
+        f"{args.runs} runs for (b) and (c); mDNS off"
+    )
+    print(f"{'figure':<36}{'measured':>12}  {'target':<10} result")
+    for name, measured, target, result in rows:
+        print(f"{name:<36}{measured:>12}  {target:<10} {result}")
+    print(
+        f"(a) moved {big['applied']:,} change sets ({big['payload'] / 1e6:.0f} MB of framed change sets, "
+        f"before TLS); {big['visible']:,} references visible after it; "
+        f"a bare `p2psync --version` process takes {big['bare']:.2f} s"
+    )
+    if len(finite) < len(latencies):
+        print(f"(c) {len(latencies) - len(finite)} edit(s) not visible within {VISIBLE_LIMIT:.0f} s")
+    print(f"(whole bench: {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
