@@ -20,6 +20,7 @@ from p2psync.cli import (
     formats_cmds,
     groups,
     library_cmds,
+    pair,
     peers,
     refs,
     safety,
@@ -60,7 +61,7 @@ def cli() -> None:
     """
 
 
-for module in (library_cmds, refs, trash, groups, attachments, conflicts, formats_cmds, safety, peers, sync_cmds):
+for module in (library_cmds, refs, trash, groups, attachments, conflicts, formats_cmds, safety, pair, peers, sync_cmds):
     module.register(cli)
 
 

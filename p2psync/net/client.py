@@ -127,8 +127,15 @@ async def _sync(
             await _pull(session, base, worker, my_vv, result)
             # Content set aside when this library joined another is written back once the
             # other library has arrived, and so travels with this very push.
-            result.merge = await worker.call(rebase.finish_merge)
+            result.merge = await worker.call(_finish_merge)
             result.sent = await _push(session, base, worker, theirs)
+
+
+def _finish_merge(library: Library) -> MergeReport | None:
+    report = rebase.finish_merge(library)
+    if report is not None:
+        seal(library)  # so that the push right after carries it
+    return report
 
 
 @contextlib.contextmanager

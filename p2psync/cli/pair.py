@@ -1,0 +1,279 @@
+"""pair: make two devices members of one library with a one-time code."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from p2psync.cli.common import (
+    json_option,
+    library_option,
+    library_path,
+    mdns_options,
+    open_library,
+    print_json,
+    progress,
+    yes_option,
+)
+from p2psync.cli.sync_cmds import parse_duration
+from p2psync.crypto.pairing import make_code, parse_code
+from p2psync.errors import ConfirmationRequired, InvalidValue, LibraryNotFound, NetworkError
+from p2psync.net import discovery
+from p2psync.net.interfaces import local_ipv4_addresses
+from p2psync.net.pair_join import DEFAULT_PAIR_PORT, JoinResult, Offered, find_offer, join
+from p2psync.net.pair_offer import Offer, OfferOutcome
+from p2psync.net.worker import LibraryWorker
+from p2psync.node import Node, parse_address
+from p2psync.store import backup as backups
+from p2psync.store import rebase
+from p2psync.store.library import Library
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(pair)
+
+
+@click.command()
+@click.argument("code", required=False)
+@click.option(
+    "--address", metavar="HOST[:PORT]", help=f"Join: where 'p2psync pair' waits (default port {DEFAULT_PAIR_PORT})."
+)
+@click.option(
+    "--listen",
+    default=f"0.0.0.0:{DEFAULT_PAIR_PORT}",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Offer: where to wait for the other device (port 0: any free port).",
+)
+@click.option("--timeout", default="10m", show_default=True, help="Offer: how long the code stays valid.")
+@click.option(
+    "--backup/--no-backup",
+    default=None,
+    help="Back up this library before a merge changes it (default: yes when merging).",
+)
+@click.option(
+    "--backup-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where that backup goes (default: the folder that holds the library).",
+)
+@mdns_options
+@yes_option
+@library_option
+@json_option
+def pair(
+    code: str | None,
+    address: str | None,
+    listen: str,
+    timeout: str,
+    backup: bool | None,
+    backup_dir: Path | None,
+    no_mdns: bool,
+    mdns_interfaces: tuple[str, ...],
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Pair this device with another so that both hold one library.
+
+    \b
+    On the first machine (it has the library):
+      p2psync pair                 prints a code such as 4-crossover-clockwork, then waits
+    On the second machine:
+      p2psync pair 4-crossover-clockwork
+
+    The first line printed by the offering side is the code, so scripts can read it. The second
+    machine finds the offer on the LAN with mDNS, or goes to --address HOST[:PORT]. The code is
+    good for one attempt: a wrong code fails on both sides and is used up; start again.
+
+    If the joining library is empty (or absent) it becomes a copy of the other. If both hold
+    references, you are asked first (--yes to agree), a backup is made (--no-backup to skip),
+    and references that are plainly the same (same DOI, or same title, year and first author)
+    are merged instead of doubled; those whose fields differ are kept and put in the group
+    "Duplicates to review". Works with or without a daemon running on either machine.
+    """
+    interfaces = list(mdns_interfaces) or None
+    if code is None:
+        if address:
+            raise InvalidValue("--address is for joining: give the code too (p2psync pair CODE --address HOST:PORT).")
+        _offer(listen, parse_duration(timeout), backup, backup_dir, no_mdns, interfaces, as_json)
+    else:
+        parse_code(code)  # a typo is reported before anything else happens
+        _join(code, address, backup, backup_dir, no_mdns, interfaces, yes, as_json)
+
+
+# --- offering ---------------------------------------------------------------------------------
+
+
+def _offer(
+    listen: str,
+    seconds: float,
+    backup: bool | None,
+    backup_dir: Path | None,
+    no_mdns: bool,
+    interfaces: list[str] | None,
+    as_json: bool,
+) -> None:
+    where = parse_address(listen, DEFAULT_PAIR_PORT, allow_any_port=True)
+    path = library_path()
+    with open_library():
+        pass  # the offering side must have the library: fail early, in words
+    code = make_code()
+
+    async def run() -> OfferOutcome:
+        node = Node(path)
+        announcer: discovery.Announcer | None = None
+        loop = asyncio.get_running_loop()
+        make_backup = None if backup is False else (lambda library: _backup(library, backup_dir))
+        offer = Offer(node.worker, code, make_backup)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, offer.end)
+        try:
+            port = await node.serve(where.host, where.port, setup=offer.install)
+            shown = where.host if where.host not in ("0.0.0.0", "::") else local_ipv4_addresses()[0]
+            if as_json:
+                click.echo(json.dumps({"code": code, "listening": f"{shown}:{port}"}))
+            else:
+                click.echo(code)
+            sys.stdout.flush()
+            if not no_mdns:
+                announcer = await _announce(port, interfaces, parse_code(code).nameplate)
+            click.echo(
+                f"On the other device run:  p2psync pair {code}\n"
+                f"(without mDNS add --address {shown}:{port}). The code works once and expires in "
+                f"{_minutes(seconds)}; waiting...",
+                err=True,
+            )
+            expiry = loop.call_later(seconds, offer.end)
+            try:
+                return await offer.done
+            finally:
+                expiry.cancel()
+        finally:
+            if announcer is not None:
+                await announcer.stop()
+            await node.close()
+
+    outcome = asyncio.run(run())
+    if as_json:
+        print_json(outcome.as_dict())
+        return
+    how = {"replica": "received a copy of this library", "merge": "merged its library into this one"}
+    click.echo(
+        f"Paired with {outcome.name} ({outcome.device[:7]}); it {how.get(outcome.mode, 'was already a member')}."
+    )
+    if outcome.complete:
+        report = outcome.report
+        click.echo(f"First sync: {report.get('sent', 0)} change sets came in, {report.get('received', 0)} went out.")
+    else:
+        click.echo("The first sync did not finish yet; it resumes with the next sync (p2psync sync or the daemon).")
+
+
+async def _announce(port: int, interfaces: list[str] | None, nameplate: int) -> discovery.Announcer | None:
+    """Announce the offer under a random id: the daemon may be announcing this device already,
+    and a pairing offer need not say which device makes it."""
+    random_id = base64.b32encode(secrets.token_bytes(20)).decode("ascii")
+    addresses = interfaces or local_ipv4_addresses()
+    announcer = discovery.Announcer(random_id, port, addresses, interfaces)
+    await announcer.set_pairing(nameplate)
+    try:
+        await announcer.start()
+    except NetworkError as exc:
+        click.echo(f"Not announcing on the LAN ({exc.message}); the other device needs --address.", err=True)
+        return None
+    return announcer
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} minutes" if seconds >= 60 else f"{seconds:g} seconds"
+
+
+def _backup(library: Library, folder: Path | None) -> dict[str, Any]:
+    target = (folder or library.path.resolve().parent) / backups.default_backup_name(library.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    manifest = backups.backup(library, target)
+    click.echo(f"Backed up this library to {manifest['path']} before merging.", err=True)
+    return manifest
+
+
+# --- joining ----------------------------------------------------------------------------------
+
+
+def _join(
+    code: str,
+    address: str | None,
+    backup: bool | None,
+    backup_dir: Path | None,
+    no_mdns: bool,
+    interfaces: list[str] | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    path = library_path()
+    try:
+        Library.open(path).close()
+    except LibraryNotFound:
+        Library.create(path).close()  # a new, empty library: it becomes a copy of the other one
+        click.echo(f"Created an empty library at {path} to receive the other one.", err=True)
+    if address is None and no_mdns:
+        raise InvalidValue("With --no-mdns, give the other device's address with --address HOST:PORT.")
+
+    def ask_merge(ours: rebase.Content, theirs: Offered) -> bool:
+        question = (
+            f"Both libraries hold references: this one {ours.references} ({ours.groups} groups, "
+            f"{ours.attachments} attachments), '{theirs.library_name}' on {theirs.device_name} "
+            f"{theirs.references} ({theirs.groups} groups, {theirs.attachments} attachments). "
+            "Merge them into one library on both devices? Plainly identical references are merged, not doubled."
+        )
+        if yes:
+            click.echo(question + " Yes (--yes).", err=True)
+            return True
+        if not sys.stdin.isatty():
+            raise ConfirmationRequired(f"{question} Run again with --yes to confirm (no terminal to ask on).")
+        return click.confirm(question, default=False, err=True)
+
+    async def run() -> JoinResult:
+        if address is not None:
+            target = parse_address(address, DEFAULT_PAIR_PORT)
+            host, port = target.host, target.port
+        else:
+            click.echo("Looking for the offering device on the LAN...", err=True)
+            host, port = await find_offer(parse_code(code).nameplate, interfaces)
+        worker = LibraryWorker(path)
+        try:
+            make_backup = None if backup is False else (lambda library: _backup(library, backup_dir))
+            return await join(worker, code, host, port, ask_merge, make_backup, announce=_say)
+        finally:
+            await worker.close()
+
+    result = asyncio.run(run())
+    with open_library() as library, progress(library.search_backlog(), "Indexing for search") as advance:
+        for done in library.catch_up_search():
+            advance(done)
+    if as_json:
+        print_json(result.as_dict())
+        return
+    offered, sync = result.offered, result.sync
+    click.echo(
+        f"Paired with {offered.device_name} ({offered.device_id[:7]}) for library '{offered.library_name}': "
+        f"{sync.received.applied} change sets in, {sync.sent.get('applied', 0)} out."
+    )
+    if sync.merge is not None:
+        merge = sync.merge
+        click.echo(f"Merged: {merge.added} references added, {len(merge.merged)} plainly identical ones merged.")
+        if merge.to_review:
+            click.echo(
+                f"{len(merge.to_review)} look the same but differ in some field: both copies are in the group "
+                f"'{rebase.REVIEW_GROUP}'."
+            )
+    click.echo("Run 'p2psync daemon' on both devices to keep them in sync.")
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
