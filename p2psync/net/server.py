@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from p2psync.engine.canonical import loads
+from p2psync.engine.canonical import encode, loads
 from p2psync.errors import P2PSyncError, ProtocolMismatch
 from p2psync.net import frames
 from p2psync.net.protocol import (
@@ -38,6 +38,11 @@ ON_CHANGE: web.AppKey[Callable[[], None]] = web.AppKey("on_change", Callable[[],
 
 def refuse(status: int, code: str, message: str, **extra: Any) -> web.Response:
     return web.json_response(error_body(code, message, **extra), status=status)
+
+
+def _json_error(code: str, message: str) -> dict[str, str]:
+    """The keyword arguments that give an aiohttp HTTP error the protocol's JSON error body."""
+    return {"text": encode(error_body(code, message)).decode("utf-8"), "content_type": "application/json"}
 
 
 @web.middleware
@@ -76,18 +81,22 @@ async def hello(request: web.Request) -> web.Response:
 
 async def read_json(request: web.Request) -> Any:
     if request.content_length is None or request.content_length > MAX_JSON_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_JSON_BYTES, actual_size=request.content_length or 0)
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_JSON_BYTES,
+            actual_size=request.content_length or 0,
+            **_json_error("too_large", f"A request body is at most {MAX_JSON_BYTES} bytes of JSON."),
+        )
     try:
         return loads(await request.read())
     except ValueError:
-        raise web.HTTPBadRequest(text="The request body is not JSON.") from None
+        raise web.HTTPBadRequest(**_json_error("malformed", "The request body is not JSON.")) from None
 
 
 def _vector(value: Any) -> dict[str, int]:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and len(k) <= 64 and type(v) is int and 0 <= v <= 2**53 for k, v in value.items()
     ):
-        raise web.HTTPBadRequest(text="A version vector maps device ids to sequence numbers.")
+        raise web.HTTPBadRequest(**_json_error("malformed", "A version vector maps device ids to sequence numbers."))
     return value
 
 
@@ -95,7 +104,7 @@ async def exchange_vectors(request: web.Request) -> web.Response:
     """The first step of a sync: the peer's version vector in, ours out."""
     body = await read_json(request)
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="Expected an object.")
+        raise web.HTTPBadRequest(**_json_error("malformed", "Expected a JSON object."))
     _vector(body.get("vv"))
     worker = request.app[WORKER]
     port = body.get("port")
