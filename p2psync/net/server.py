@@ -40,7 +40,7 @@ def refuse(status: int, code: str, message: str, **extra: Any) -> web.Response:
     return web.json_response(error_body(code, message, **extra), status=status)
 
 
-def _json_error(code: str, message: str) -> dict[str, str]:
+def _json_error(code: str, message: str) -> dict[str, Any]:
     """The keyword arguments that give an aiohttp HTTP error the protocol's JSON error body."""
     return {"text": encode(error_body(code, message)).decode("utf-8"), "content_type": "application/json"}
 
