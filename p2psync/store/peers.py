@@ -27,7 +27,8 @@ def record_error(library: Library, device: str, address: str | None, message: st
     with write_transaction(library.db):
         library.db.execute(
             "INSERT INTO peer_status (device, address, last_error, last_error_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (device) DO UPDATE SET address = coalesce(excluded.address, address), "
+            # A failed attempt somewhere else does not replace the address that worked last.
+            "ON CONFLICT (device) DO UPDATE SET address = coalesce(address, excluded.address), "
             "last_error = excluded.last_error, last_error_at = excluded.last_error_at",
             [device, address, message, now],
         )
