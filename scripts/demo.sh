@@ -1,34 +1,103 @@
 #!/usr/bin/env bash
-# The demo: a library in a temporary folder, filled and shown. (The two-machine sync demo
-# arrives with LAN sync.) Every step is a real p2psync command you can type yourself.
+# The demo: two devices on this machine ("home" and "work", two library folders talking over
+# 127.0.0.1) pair by code, sync a library, make a conflict, resolve it, and end in sync.
+# Every step is a real p2psync command you can type yourself; mDNS is off (--no-mdns) so nothing
+# is announced on this machine's network, and addresses are given instead.
 set -euo pipefail
-export P2PSYNC_LIBRARY
-P2PSYNC_LIBRARY=$(mktemp -d)/library
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
-step p2psync init --name "Demo library"
-einstein=$(p2psync ref add --type journal_article --title "On the Electrodynamics of Moving Bodies" \
-  --author "Einstein, Albert" --year 1905 --journal "Annalen der Physik" --field volume=17 \
-  --field pages=891-921 --doi 10.1002/andp.19053221004 --field keywords="relativity; electrodynamics")
-curie=$(p2psync ref add --type thesis --title "Recherches sur les substances radioactives" \
-  --author "Curie, Marie" --year 1903 --field publisher="Faculté des sciences de Paris" --field place=Paris)
-who=$(p2psync ref add --type report --title "World report on ageing and health" \
-  --author "World Health Organization" --year 2015 --field place=Geneva --field isbn=9789241565042)
-printf '\nAdded %s, %s and %s.\n' "$einstein" "$curie" "$who"
-step p2psync ref list
-step p2psync ref search radioact
-step p2psync group create "Reading list"
-step p2psync group add "Reading list" "$einstein" "$curie"
-step p2psync group list
-pdf=$(mktemp -d)/einstein-1905.pdf
-printf '%%PDF-1.4\n%% a stand-in for the real paper\n' > "$pdf"
-step p2psync attach "$einstein" "$pdf"
-step p2psync attachment path "$einstein" einstein-1905.pdf
-step p2psync ref edit "$curie" --field notes="Doctoral thesis; Nobel Prize the same year."
-step p2psync ref show "$curie"
-step p2psync ref rm "$who"
-step p2psync trash list
-step p2psync trash restore "$who"
-step p2psync info
-printf '\nThe library is in %s; try `P2PSYNC_LIBRARY=%s p2psync ref list --json`.\n' \
-  "$P2PSYNC_LIBRARY" "$P2PSYNC_LIBRARY"
+DEMO=$(mktemp -d)
+HOME_LIB=$DEMO/home
+WORK_LIB=$DEMO/work
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+say() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
+run() { printf '\033[1m%s$ %s\033[0m\n' "$1" "${*:2}"; P2PSYNC_LIBRARY=$([ "$1" = home ] && echo "$HOME_LIB" || echo "$WORK_LIB") "${@:2}"; }
+json() { python -c "import json,sys; print(json.loads(sys.stdin.readline())$1)"; }
+
+say "1. The home laptop has a library: three references and a PDF."
+run home p2psync init --name "Demo library"
+einstein=$(P2PSYNC_LIBRARY=$HOME_LIB p2psync ref add --type journal_article \
+  --title "On the Electrodynamics of Moving Bodies" --author "Einstein, Albert" --year 1905 \
+  --journal "Annalen der Physik" --doi 10.1002/andp.19053221004)
+curie=$(P2PSYNC_LIBRARY=$HOME_LIB p2psync ref add --type thesis \
+  --title "Recherches sur les substances radioactives" --author "Curie, Marie" --year 1903)
+P2PSYNC_LIBRARY=$HOME_LIB p2psync ref add --type report --title "World report on ageing and health" \
+  --author "World Health Organization" --year 2015 >/dev/null
+printf '%%PDF-1.4\n%% a stand-in for the real paper\n' > "$DEMO/einstein-1905.pdf"
+run home p2psync attach "$einstein" "$DEMO/einstein-1905.pdf"
+run home p2psync ref list
+
+say "2. Pairing: home offers a one-time code (first line of its output) and waits; work joins with it."
+P2PSYNC_LIBRARY=$HOME_LIB p2psync pair --listen 127.0.0.1:0 --no-mdns --json >"$DEMO/offer.out" 2>"$DEMO/offer.err" &
+offer_pid=$!
+PIDS+=("$offer_pid")
+for _ in $(seq 100); do [ -s "$DEMO/offer.out" ] && break; sleep 0.1; done
+code=$(json "['code']" <"$DEMO/offer.out")
+offer_port=$(json "['listening'].rsplit(':', 1)[1]" <"$DEMO/offer.out")
+printf '\033[1mhome$ p2psync pair\033[0m\n%s\n' "$code"
+run work p2psync pair "$code" --address "127.0.0.1:$offer_port" --no-mdns
+wait "$offer_pid"
+sed -n '2,$p' "$DEMO/offer.out" | python -c "import json,sys; o=json.load(sys.stdin); print(f\"home: paired with {o['name']} ({o['device'][:7]}); it received a copy ({o['mode']}).\")"
+run work p2psync ref list
+run work p2psync peers
+
+say "3. Home runs the daemon: it serves the library and syncs by itself."
+P2PSYNC_LIBRARY=$HOME_LIB p2psync daemon --listen 127.0.0.1:0 --no-mdns --json >"$DEMO/daemon.out" 2>"$DEMO/daemon.err" &
+PIDS+=("$!")
+for _ in $(seq 100); do [ -s "$DEMO/daemon.out" ] && break; sleep 0.1; done
+home_port=$(json "['listening'].rsplit(':', 1)[1]" <"$DEMO/daemon.out")
+echo "home's daemon listens on 127.0.0.1:$home_port"
+
+say "4. Work adds a reference and syncs; home has it."
+run work p2psync ref add --title "Attention Is All You Need" --author "Vaswani, Ashish" --year 2017 >/dev/null
+run work p2psync sync --address "127.0.0.1:$home_port"
+run home p2psync ref search attention
+
+say "5. A conflict: both machines change the same title before they sync."
+run home p2psync ref edit "$curie" --title "Recherches sur les substances radioactives (thèse)"
+run work p2psync ref edit "$curie" --title "Researches on Radioactive Substances"
+run work p2psync sync --address "127.0.0.1:$home_port"
+run work p2psync conflicts list
+run work p2psync conflicts show "$curie"
+echo "Both versions are kept on both machines; every machine shows the same provisional title."
+
+say "6. Resolve it on work (keep work's title); the resolution syncs like any change."
+run work p2psync conflicts resolve "$curie" --keep local
+run work p2psync sync --address "127.0.0.1:$home_port"
+run home p2psync conflicts list
+run home p2psync ref show "$curie"
+
+say "7. Work runs its daemon too: a change on home reaches work within about a second."
+P2PSYNC_LIBRARY=$WORK_LIB p2psync daemon --listen 127.0.0.1:0 --no-mdns --address "127.0.0.1:$home_port" --json \
+  >"$DEMO/work-daemon.out" 2>"$DEMO/work-daemon.err" &
+PIDS+=("$!")
+for _ in $(seq 100); do [ -s "$DEMO/work-daemon.out" ] && break; sleep 0.1; done
+sleep 1
+run home p2psync ref edit "$einstein" --field notes="Read again for the seminar."
+for _ in $(seq 50); do
+  P2PSYNC_LIBRARY=$WORK_LIB p2psync ref show "$einstein" --json | grep -q seminar && break
+  sleep 0.1
+done
+run work p2psync ref show "$einstein"
+
+say "8. The end: both machines show the same library."
+P2PSYNC_LIBRARY=$HOME_LIB p2psync ref list --json >"$DEMO/home.json"
+P2PSYNC_LIBRARY=$WORK_LIB p2psync ref list --json >"$DEMO/work.json"
+if cmp -s "$DEMO/home.json" "$DEMO/work.json"; then
+  echo "home and work list the same $(python -c "import json; print(len(json.load(open('$DEMO/home.json'))))") references, field for field."
+else
+  echo "home and work differ:"; diff "$DEMO/home.json" "$DEMO/work.json"; exit 1
+fi
+run work p2psync status
+cat <<EOF
+
+Attachments: work knows the PDF's name, size and hash already; its bytes travel with attachment
+sync (the next piece of work), so 'p2psync attachment list' on work shows it as not present yet.
+
+The two libraries are in $HOME_LIB and $WORK_LIB; try
+  P2PSYNC_LIBRARY=$WORK_LIB p2psync ref list --json
+EOF
