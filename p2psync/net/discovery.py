@@ -101,6 +101,14 @@ def _translated(interfaces: list[str] | None, doing: str = "could not start") ->
         raise DiscoveryError(f"mDNS discovery {doing} on {_where(interfaces)} ({detail}); {_FALLBACK_HINT}") from exc
 
 
+def _check_ipv4(address: str, what: str) -> None:
+    """InvalidValue unless `address` is a dotted IPv4 address; `what` says what it was for."""
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError as exc:
+        raise InvalidValue(f"{address!r} is not an IPv4 address {what}; give one like 198.18.0.1.") from exc
+
+
 def _check_interfaces(interfaces: list[str] | None) -> list[str] | None:
     """Interfaces are IPv4 addresses to bind (None: zeroconf's default, every interface)."""
     if interfaces is None:
@@ -108,12 +116,7 @@ def _check_interfaces(interfaces: list[str] | None) -> list[str] | None:
     if not interfaces:
         raise InvalidValue("mDNS needs at least one interface address to bind; give one or leave the default.")
     for address in interfaces:
-        try:
-            ipaddress.IPv4Address(address)
-        except ValueError as exc:
-            raise InvalidValue(
-                f"{address!r} is not an IPv4 address to bind mDNS to; give one like 198.18.0.1.",
-            ) from exc
+        _check_ipv4(address, "to bind mDNS to")
     return list(interfaces)
 
 
@@ -166,10 +169,7 @@ class Announcer:
         if not addresses:
             raise InvalidValue("Give at least one IPv4 address the peer server can be reached at.")
         for address in addresses:
-            try:
-                ipaddress.IPv4Address(address)
-            except ValueError as exc:
-                raise InvalidValue(f"{address!r} is not an IPv4 address; give one like 198.18.0.1.") from exc
+            _check_ipv4(address, "to announce")
         if not 0 < protocol_version < 10**9:
             raise InvalidValue(f"Protocol version {protocol_version} cannot be announced.")
         self.short_id = device_id[:MDNS_ID_LENGTH]
