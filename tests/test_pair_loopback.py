@@ -298,3 +298,29 @@ def test_join_in_process_reports_the_mode(tmp_path: Path) -> None:
     with Library.open(tmp_path / "home") as h, Library.open(tmp_path / "work") as w:
         assert digest(h) == digest(w)
         assert not rebase.merge_pending(w)
+
+
+def test_pairing_while_daemons_run_on_both_sides(tmp_path: Path) -> None:
+    """The daemons keep their databases open while `pair` rebases one of them; afterwards they
+    sync with each other without a restart."""
+    from tests.test_daemon_loopback import start_daemon, stop, wait_for
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    with Library.create(home, "Home") as library:
+        library.add_reference({"title": "Before pairing", "year": "2000"})
+    Library.create(work, "Work").close()
+    home_daemon, home_port = start_daemon(home)
+    work_daemon, _ = start_daemon(work, "--address", f"127.0.0.1:{home_port}")
+    try:
+        offer = Offering(home)
+        joined = join_cli(work, offer.code, offer.port)
+        assert joined.returncode == 0, joined.stderr
+        assert offer.result()[0] == 0
+        with Library.open(work) as w:
+            w.add_reference({"title": "Added at work after pairing", "year": "2026"})
+        wait_for(home, "Added at work after pairing")  # work's daemon pushed it to home's
+    finally:
+        codes = [stop(home_daemon)[0], stop(work_daemon)[0]]
+    assert codes == [0, 0]
+    with Library.open(home) as h, Library.open(work) as w:
+        assert digest(h) == digest(w)
