@@ -1,14 +1,19 @@
 """One running device: the library, its peer server, and (as a daemon) the automatic syncs.
 
 The daemon syncs at start, within about a second of a change another process made to the
-library (it watches SQLite's data_version), when a peer announces itself, on an interval, and once
-more on a clean stop. Everything here is I/O wiring; the rules are in engine/ and store/.
+library (it watches SQLite's data_version), when a member appears on the LAN (mDNS), soon after a
+peer pushed changes to it (so that they travel on: A -> B -> C), on an interval, and once more on
+a clean stop. Everything here is I/O wiring; the rules are in engine/ and store/.
+
+mDNS records are untrusted: they only say where to knock. Who answers is settled by mutual TLS
+with the member's pinned key (sync_with_peer with device=...).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,9 +22,11 @@ from typing import Any
 
 from aiohttp import web
 
-from p2psync.errors import InvalidValue, NetworkError, P2PSyncError
+from p2psync.errors import InvalidValue, NetworkError, P2PSyncError, PeerUnreachable
 from p2psync.net import tls
 from p2psync.net.client import PeerSync, sync_with_peer
+from p2psync.net.discovery import MDNS_ID_LENGTH, Announcer, Browser, DiscoveryError
+from p2psync.net.interfaces import local_ipv4_addresses
 from p2psync.net.server import make_app
 from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
@@ -28,6 +35,14 @@ from p2psync.store.sync import unsealed_count
 
 log = logging.getLogger("p2psync.node")
 WATCH_SECONDS = 0.2  # how often the daemon looks for changes made by other processes
+FORWARD_DELAY = 0.25  # after changes arrived: wait this long for more before passing them on...
+FORWARD_MAX_DELAY = 2.0  # ...but never longer than this after the first (a steady stream must not starve it)
+LAN_RETRY_FIRST = 2.0  # a member seen on the LAN that could not be synced is tried again after this...
+LAN_RETRY_MAX = 60.0  # ...doubling up to this
+DISCOVER_SECONDS = 2.0  # how long a one-shot sync looks for members on the LAN
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+SyncResult = PeerSync | NetworkError
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,7 @@ class Address:
     host: str
     port: int
     device: str | None = None  # the member expected there, when known
+    also: tuple[str, ...] = ()  # other hosts of the same device (mDNS may announce several), tried in turn
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -51,21 +67,173 @@ def parse_address(text: str, default_port: int, allow_any_port: bool = False) ->
     return Address(host, int(port))
 
 
+def merge_targets(*groups: Iterable[Address]) -> list[Address]:
+    """The addresses of all groups in order, each device and each HOST:PORT once (the first wins)."""
+    out: list[Address] = []
+    devices: set[str] = set()
+    places: set[tuple[str, int]] = set()
+    for group in groups:
+        for address in group:
+            if (address.device is not None and address.device in devices) or (address.host, address.port) in places:
+                continue
+            out.append(address)
+            places.add((address.host, address.port))
+            if address.device is not None:
+                devices.add(address.device)
+    return out
+
+
+def announce_addresses(listen_host: str, interfaces: list[str] | None) -> list[str]:
+    """The IPv4 addresses to announce for a server listening on listen_host (none if it cannot be
+    told in IPv4: a host name or an IPv6 address)."""
+    if listen_host in _WILDCARDS:
+        return list(interfaces) if interfaces else local_ipv4_addresses()
+    try:
+        ipaddress.IPv4Address(listen_host)
+    except ValueError:
+        return []
+    return [listen_host]
+
+
+def _other_members(library: Library) -> list[str]:
+    return [d["device_id"] for d in library.devices() if not d["revoked"] and not d["this_device"]]
+
+
+def _members_seen(browser: Browser, members: Iterable[str], me: str) -> dict[str, Address]:
+    """Member device -> where the LAN says it is (all its announced hosts, the first tried first)."""
+    out: dict[str, Address] = {}
+    peers = browser.peers
+    for device in members:
+        peer = peers.get(device[:MDNS_ID_LENGTH])
+        if peer is None or device == me:
+            continue
+        out[device] = Address(peer.addresses[0], peer.port, device, tuple(peer.addresses[1:]))
+    return out
+
+
+@dataclass
+class _Attempt:
+    where: tuple[tuple[str, ...], int]  # the announced hosts and port it was tried at
+    ok: bool
+    retry_at: float = 0.0
+    backoff: float = LAN_RETRY_FIRST
+
+
+class LanPresence:
+    """A daemon on the LAN: announces this device and keeps track of members that appear."""
+
+    def __init__(
+        self,
+        device_id: str,
+        port: int,
+        addresses: list[str],
+        interfaces: list[str] | None,
+        wake: Callable[[], None],
+    ) -> None:
+        self.device_id = device_id
+        self.port = port
+        self.addresses = addresses
+        self.interfaces = interfaces
+        self.dirty = True  # something changed that may make a member due (seen, or newly a member)
+        self._wake = wake
+        self._announcer: Announcer | None = None
+        self._browser: Browser | None = None
+        self._attempts: dict[str, _Attempt] = {}
+
+    def _changed(self) -> None:
+        self.dirty = True
+        self._wake()
+
+    async def start(self) -> None:
+        """Announce and browse; a failure is logged in words and leaves the daemon without mDNS."""
+        problems: list[str] = []
+        if not self.addresses:
+            log.warning("Not announcing this device on the LAN: it listens on no IPv4 address peers could use.")
+        else:
+            announcer = Announcer(self.device_id, self.port, self.addresses, self.interfaces)
+            try:
+                await announcer.start()
+                self._announcer = announcer
+            except DiscoveryError as exc:
+                problems.append(exc.message)
+        browser = Browser(self.interfaces, on_change=self._changed)
+        try:
+            await browser.start()
+            self._browser = browser
+        except DiscoveryError as exc:
+            problems.append(exc.message)
+        for message in dict.fromkeys(problems):  # the same cause usually stops both: say it once
+            log.warning("%s Syncing goes on with the addresses given and those remembered.", message)
+        if self._announcer is not None:
+            where = ", ".join(f"{a}:{self.port}" for a in self.addresses)
+            log.info("Announcing this device on the LAN at %s.", where)
+        if self._browser is not None:
+            log.info("Looking for this library's other devices on the LAN.")
+
+    async def stop(self) -> None:
+        announcer, browser = self._announcer, self._browser
+        self._announcer = self._browser = None
+        if announcer is not None:
+            await announcer.stop()  # goodbyes: the others drop us at once
+        if browser is not None:
+            await browser.stop()
+
+    def seen(self, members: Iterable[str]) -> dict[str, Address]:
+        """Member device -> its address on the LAN, for the members seen now."""
+        return {} if self._browser is None else _members_seen(self._browser, members, self.device_id)
+
+    def wants_look(self, now: float) -> bool:
+        return self.dirty or any(not a.ok and now >= a.retry_at for a in self._attempts.values())
+
+    def due(self, members: Iterable[str], now: float) -> list[Address]:
+        """Members that appeared or moved since they were last tried, or whose retry time came."""
+        self.dirty = False
+        seen = self.seen(members)
+        for device in [d for d in self._attempts if d not in seen]:
+            del self._attempts[device]  # gone (or no longer a member): when it is back, it is new again
+        due = []
+        for device, address in seen.items():
+            attempt = self._attempts.get(device)
+            if attempt is None or attempt.where != _where(address) or (not attempt.ok and now >= attempt.retry_at):
+                due.append(address)
+        return due
+
+    def record(self, address: Address, ok: bool, now: float) -> None:
+        """What came of syncing with a member at its LAN address (failures are retried, backing off)."""
+        if address.device is None:
+            return
+        previous = self._attempts.get(address.device)
+        backoff = LAN_RETRY_FIRST
+        if not ok and previous is not None and not previous.ok and previous.where == _where(address):
+            backoff = min(previous.backoff * 2, LAN_RETRY_MAX)
+        self._attempts[address.device] = _Attempt(_where(address), ok, now + backoff, backoff)
+
+
+def _where(address: Address) -> tuple[tuple[str, ...], int]:
+    return (address.host, *address.also), address.port
+
+
 class Node:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.worker = LibraryWorker(self.path)
         self._runner: web.AppRunner | None = None
+        self.host: str | None = None
         self.port: int | None = None
         self.changed = asyncio.Event()  # a peer pushed changes to us, or a local change was seen
         self._sync_lock = asyncio.Lock()
+        self._wake = asyncio.Event()  # the daemon loop looks at once (a member appeared)
+        self._forwarding = False  # the daemon passes on changes that arrive (not a one-shot node)
+        self._forward_at: float | None = None
+        self._forward_first = 0.0
+        self._lan: LanPresence | None = None
 
     async def serve(self, host: str, port: int, setup: Callable[[web.Application], None] | None = None) -> int:
         """Start the peer server; returns the port it listens on. `setup` may add routes."""
         cert, key = await self.worker.call(
             lambda library: tls.certificate_files(library.identity(), self.worker.key_file, library.path)
         )
-        app = make_app(self.worker, setup=setup)
+        app = make_app(self.worker, on_change=self._changes_arrived, setup=setup)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=tls.server_context(cert, key))
@@ -77,28 +245,50 @@ class Node:
             ) from None
         server = site._server
         sockets = getattr(server, "sockets", None) or []
+        self.host = host
         self.port = sockets[0].getsockname()[1] if sockets else port
         return self.port
 
-    async def sync(self, addresses: Iterable[Address]) -> list[PeerSync | NetworkError]:
+    def _changes_arrived(self) -> None:
+        """Change sets from a peer were applied (pushed to our server, or pulled by us): pass them on
+        to the other peers soon, once a short burst is over. Only real news calls this, and news
+        runs out, so two daemons never sync back and forth for ever."""
+        self.changed.set()
+        if self._lan is not None:
+            self._lan.dirty = True  # the news may be a new member that is already on the LAN
+        if not self._forwarding:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._forward_at is None:
+            self._forward_first = now
+        self._forward_at = min(now + FORWARD_DELAY, self._forward_first + FORWARD_MAX_DELAY)
+
+    async def sync(self, addresses: Iterable[Address]) -> list[SyncResult]:
         """Sync with each address in turn (one sync at a time per node); failures are returned,
-        already recorded for `status`, and do not stop the others."""
-        results: list[PeerSync | NetworkError] = []
+        already recorded for `status`, and do not stop the others. An address's `also` hosts are
+        tried, in order, while the previous one is unreachable."""
+        results: list[SyncResult] = []
         async with self._sync_lock:
             for address in addresses:
-                try:
-                    results.append(
-                        await sync_with_peer(self.worker, address.host, address.port, address.device, self.port)
-                    )
-                except NetworkError as exc:
-                    results.append(exc)
+                result: SyncResult | None = None
+                for host in (address.host, *address.also):
+                    try:
+                        result = await sync_with_peer(self.worker, host, address.port, address.device, self.port)
+                    except PeerUnreachable as exc:
+                        result = exc
+                        continue
+                    except NetworkError as exc:
+                        result = exc
+                    break
+                assert result is not None  # (address.host is always tried)
+                results.append(result)
         return results
 
     async def known_addresses(self) -> list[Address]:
         """Remembered addresses of current members (other than this device)."""
 
         def collect(library: Library) -> list[Address]:
-            members = {d["device_id"] for d in library.devices() if not d["revoked"] and not d["this_device"]}
+            members = set(_other_members(library))
             out = []
             for device, text in peer_store.remembered_addresses(library).items():
                 if device in members:
@@ -108,46 +298,143 @@ class Node:
 
         return await self.worker.call(collect)
 
+    async def find_members(
+        self, interfaces: list[str] | None, timeout: float = DISCOVER_SECONDS, device: str | None = None
+    ) -> list[Address]:
+        """Look on the LAN (mDNS) for the other members (or only `device`) for at most `timeout`
+        seconds, less once all of them were seen. Raises DiscoveryError where mDNS cannot work."""
+        members = await self.worker.call(_other_members)
+        wanted = [m for m in members if device is None or m == device]
+        me = await self.worker.call(lambda library: library.device_id)
+        if not wanted:
+            return []
+        everyone = asyncio.Event()
+        browser: Browser
+
+        def check() -> None:
+            if len(_members_seen(browser, wanted, me)) == len(wanted):
+                everyone.set()
+
+        browser = Browser(interfaces, on_change=check)
+        await browser.start()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(everyone.wait(), timeout)
+            return list(_members_seen(browser, wanted, me).values())
+        finally:
+            await browser.stop()
+
+    async def _targets(self, static: list[Address]) -> tuple[list[Address], list[Address]]:
+        """Everyone to sync with in a full round: members seen on the LAN now (their freshest
+        address, so tried first), the addresses given, then remembered addresses. Also returns
+        the LAN ones."""
+        lan: list[Address] = []
+        if self._lan is not None:
+            lan = list(self._lan.seen(await self.worker.call(_other_members)).values())
+        return merge_targets(lan, static, await self.known_addresses()), lan
+
     async def run_daemon(
-        self, stop: asyncio.Event, static: list[Address], interval: float, auto: bool = True
+        self,
+        stop: asyncio.Event,
+        static: list[Address],
+        interval: float,
+        auto: bool = True,
+        mdns: bool = False,
+        mdns_interfaces: list[str] | None = None,
     ) -> None:
-        """Sync on start, on local changes (auto), on the interval, and on stop."""
+        """Sync on start, on the interval and on stop; with `auto` also on local changes, when a
+        member appears on the LAN and after changes arrived from a peer. With `mdns`, announce this
+        device and look for the others (call serve() first)."""
+        loop = asyncio.get_running_loop()
+        self._forwarding = auto
+        if mdns:
+            if self.port is None or self.host is None:
+                raise RuntimeError("serve() before run_daemon(mdns=True): the announcement needs the port")
+            me = await self.worker.call(lambda library: library.device_id)
+            self._lan = LanPresence(
+                me, self.port, announce_addresses(self.host, mdns_interfaces), mdns_interfaces, self._wake.set
+            )
+            await self._lan.start()
+        try:
+            await self._round(static)
+            version = await self.worker.call(_data_version)
+            next_interval = loop.time() + interval
+            while not stop.is_set():
+                await self._pause(stop)
+                if stop.is_set():
+                    break
+                now = loop.time()
+                current = await self.worker.call(_data_version)
+                local_change = current != version
+                version = current
+                forward = self._forward_at is not None and now >= self._forward_at
+                if (
+                    now >= next_interval
+                    or forward
+                    or (auto and local_change and await self.worker.call(unsealed_count) > 0)
+                ):
+                    self._forward_at = None  # what arrives during this round schedules another
+                    await self._round(static)
+                    if now >= next_interval:
+                        next_interval = now + interval
+                elif auto and self._lan is not None and self._lan.wants_look(now):
+                    await self._meet(self._lan)
+            await self._round(static)  # a clean stop leaves nothing unsent
+        finally:
+            self._forwarding = False
+            if self._lan is not None:
+                lan, self._lan = self._lan, None
+                await lan.stop()
 
-        async def targets() -> list[Address]:
-            known = await self.known_addresses()
-            seen = {(a.host, a.port) for a in known}
-            return known + [a for a in static if (a.host, a.port) not in seen]
+    async def _pause(self, stop: asyncio.Event) -> None:
+        """Wait WATCH_SECONDS, less if a forward is due sooner; at once on stop or a wake-up."""
+        loop = asyncio.get_running_loop()
+        timeout = WATCH_SECONDS
+        if self._forward_at is not None:
+            timeout = max(0.0, min(timeout, self._forward_at - loop.time()))
+        waiters = [loop.create_task(stop.wait()), loop.create_task(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            self._wake.clear()
 
-        await self._sync_and_log(await targets())
-        version = await self.worker.call(_data_version)
-        next_interval = asyncio.get_running_loop().time() + interval
-        while not stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), WATCH_SECONDS)
-            if stop.is_set():
-                break
-            now = asyncio.get_running_loop().time()
-            current = await self.worker.call(_data_version)
-            local_change = current != version
-            version = current
-            if (auto and local_change and await self.worker.call(unsealed_count) > 0) or now >= next_interval:
-                await self._sync_and_log(await targets())
-            if now >= next_interval:
-                next_interval = now + interval
-        await self._sync_and_log(await targets())  # a clean stop leaves nothing unsent
+    async def _meet(self, lan: LanPresence) -> None:
+        """Sync with each member that appeared (or moved) on the LAN, at the address it announced."""
+        due = lan.due(await self.worker.call(_other_members), asyncio.get_running_loop().time())
+        for address in due:
+            log.info("Device %s is on the LAN at %s.", (address.device or "")[:7], address)
+            [result] = await self.sync([address])
+            self._log(result)
+            lan.record(address, not isinstance(result, NetworkError), asyncio.get_running_loop().time())
+            if isinstance(result, PeerSync) and result.received.applied:
+                self._changes_arrived()
 
-    async def _sync_and_log(self, addresses: list[Address]) -> None:
-        for result in await self.sync(addresses):
-            if isinstance(result, NetworkError):
-                log.warning("%s", result.message)
-            else:
-                log.info(
-                    "synced with %s at %s: %d change sets in, %s out",
-                    result.name,
-                    result.address,
-                    result.received.applied,
-                    result.sent.get("applied", 0),
-                )
+    async def _round(self, static: list[Address]) -> None:
+        """Sync with every target; news pulled from one is passed on to the others soon after."""
+        targets, lan = await self._targets(static)
+        results = await self.sync(targets)
+        now = asyncio.get_running_loop().time()
+        for address, result in zip(targets, results, strict=True):
+            self._log(result)
+            if self._lan is not None and address in lan:
+                self._lan.record(address, not isinstance(result, NetworkError), now)
+        # News from the second target on may be missing at those synced before it.
+        if any(isinstance(r, PeerSync) and r.received.applied for r in results[1:]):
+            self._changes_arrived()
+
+    def _log(self, result: SyncResult) -> None:
+        if isinstance(result, NetworkError):
+            log.warning("%s", result.message)
+        else:
+            log.info(
+                "synced with %s at %s: %d change sets in, %s out",
+                result.name,
+                result.address,
+                result.received.applied,
+                result.sent.get("applied", 0),
+            )
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -12,10 +12,19 @@ from typing import Any
 
 import click
 
-from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json, progress
+from p2psync.cli.common import (
+    json_option,
+    library_option,
+    library_path,
+    mdns_options,
+    open_library,
+    print_json,
+    progress,
+)
 from p2psync.errors import InvalidValue, NetworkError, P2PSyncError
+from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
-from p2psync.node import Address, Node, parse_address
+from p2psync.node import DISCOVER_SECONDS, Address, Node, merge_targets, parse_address
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
 from p2psync.store.sync import recent_problems, unsealed_count
@@ -45,39 +54,62 @@ def _member(library: Library, prefix: str) -> str:
 @click.option("--address", "addresses", multiple=True, metavar="HOST:PORT", help="Where a peer listens (repeatable).")
 @click.option("--lan-only", is_flag=True, help="Sync only with peers on the network, not through the relay.")
 @click.option("--relay-only", is_flag=True, help="Sync only through the relay (online account).")
+@mdns_options
 @library_option
 @json_option
-def sync(peer: str | None, addresses: tuple[str, ...], lan_only: bool, relay_only: bool, as_json: bool) -> None:
+def sync(
+    peer: str | None,
+    addresses: tuple[str, ...],
+    lan_only: bool,
+    relay_only: bool,
+    no_mdns: bool,
+    mdns_interfaces: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Sync now with every reachable member of this library (one shot).
 
-    Peers are reached at the addresses given with --address and at the addresses where paired
-    peers were last seen. Each change set is applied whole or not at all, so an interrupted
-    sync loses nothing: run it again and it resumes. Exit code 1 if no peer could be synced.
+    Peers are reached at the addresses given with --address and where members were last reached;
+    without --address (and unless --no-mdns) members are also looked for on the LAN, for about two
+    seconds at most. Each change set is applied whole or not at all, so an interrupted sync loses
+    nothing: run it again and it resumes. Exit code 1 if no peer could be synced.
     """
     if relay_only:
         raise InvalidValue(
             "This library is not linked to a relay account yet; sync on the LAN, or see 'p2psync account'."
         )
+    interfaces = check_interfaces(list(mdns_interfaces)) if mdns_interfaces else None
     with open_library() as library:
         device = _member(library, peer) if peer else None
     path = library_path()
+    look = not no_mdns and not addresses
 
     async def run() -> list[Any]:
         node = Node(path)
         try:
+            found: list[Address] = []
+            if look:
+                try:
+                    found = await node.find_members(interfaces, DISCOVER_SECONDS, device)
+                except DiscoveryError as exc:
+                    click.echo(f"Not looking on the LAN: {exc.message}", err=True)
             known = [a for a in await node.known_addresses() if device is None or a.device == device]
-            given = _addresses(addresses, device)
-            seen = {(a.host, a.port) for a in given}
-            targets = given + [a for a in known if (a.host, a.port) not in seen]
+            # Given addresses first; then the LAN's (fresher than what was remembered).
+            targets = merge_targets(_addresses(addresses, device), found, known)
             if not targets:
                 raise NetworkError(
-                    "No peer to sync with: pair a device first (p2psync pair), or give --address HOST:PORT."
+                    "No peer to sync with: no member was found on the LAN or reached before; pair a device "
+                    "first (p2psync pair), or give --address HOST:PORT."
                 )
             return await node.sync(targets)
         finally:
             await node.close()
 
-    results = asyncio.run(run())
+    try:
+        results = asyncio.run(run())
+    except KeyboardInterrupt:
+        raise NetworkError(
+            "The sync was interrupted; every change set that arrived whole is kept, so sync again to resume."
+        ) from None
     with open_library() as library:
         backlog = library.search_backlog()
         with progress(backlog, "Indexing for search") as advance:
@@ -123,25 +155,40 @@ def parse_duration(text: str) -> float:
     help="Where to accept other devices (port 0: any free port).",
 )
 @click.option("--interval", default="15m", show_default=True, help="Sync with every known peer this often.")
-@click.option("--no-auto", is_flag=True, help="Do not sync on local changes; only at start, stop and the interval.")
-@click.option("--no-mdns", is_flag=True, help="Do not announce or look for peers with mDNS.")
+@click.option(
+    "--no-auto",
+    is_flag=True,
+    help="Sync only at start, stop and the interval (not on local changes, arriving peers or forwarded changes).",
+)
 @click.option("--address", "addresses", multiple=True, metavar="HOST:PORT", help="A peer to sync with (repeatable).")
+@mdns_options
 @library_option
 @json_option
-def daemon(listen: str, interval: str, no_auto: bool, no_mdns: bool, addresses: tuple[str, ...], as_json: bool) -> None:
+def daemon(
+    listen: str,
+    interval: str,
+    no_auto: bool,
+    addresses: tuple[str, ...],
+    no_mdns: bool,
+    mdns_interfaces: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Serve this library to its other devices and keep it in sync automatically.
 
     Syncs at start, within about a second of any change to the library (made by any p2psync
-    command), on the interval, and once more on a clean stop (Ctrl-C or SIGTERM). Peers that
-    sync with this device are remembered and synced with in turn.
+    command), when another device of the library appears on the LAN (mDNS), soon after a peer
+    sent changes (so they travel on to the others), on the interval, and once more on a clean stop
+    (Ctrl-C or SIGTERM). Peers that sync with this device are remembered and synced with in turn.
     """
     where = parse_address(listen, DEFAULT_PORT, allow_any_port=True)
     every = parse_duration(interval)
     static = _addresses(addresses, None)
+    interfaces = check_interfaces(list(mdns_interfaces)) if mdns_interfaces else None
     path = library_path()
     with open_library():
         pass  # fail early, in words, if there is no library
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("zeroconf").setLevel(logging.WARNING)  # its INFO lines are about packets, not peers
 
     async def run() -> None:
         node = Node(path)
@@ -156,12 +203,11 @@ def daemon(listen: str, interval: str, no_auto: bool, no_mdns: bool, addresses: 
                 click.echo(json.dumps({"listening": f"{where.host}:{port}", "device_id": device}))
                 sys.stdout.flush()
             click.echo(f"Serving on {where.host}:{port}; stop with Ctrl-C.", err=True)
-            await node.run_daemon(stop, static, every, auto=not no_auto)
+            await node.run_daemon(stop, static, every, auto=not no_auto, mdns=not no_mdns, mdns_interfaces=interfaces)
         finally:
             await node.close()
         click.echo("Stopped cleanly.", err=True)
 
-    _ = no_mdns  # mDNS announcing and browsing: see docs/lan.md (not wired into the daemon yet)
     asyncio.run(run())
 
 

@@ -109,7 +109,7 @@ def _check_ipv4(address: str, what: str) -> None:
         raise InvalidValue(f"{address!r} is not an IPv4 address {what}; give one like 198.18.0.1.") from exc
 
 
-def _check_interfaces(interfaces: list[str] | None) -> list[str] | None:
+def check_interfaces(interfaces: list[str] | None) -> list[str] | None:
     """Interfaces are IPv4 addresses to bind (None: zeroconf's default, every interface)."""
     if interfaces is None:
         return None
@@ -175,7 +175,7 @@ class Announcer:
         self.short_id = device_id[:MDNS_ID_LENGTH]
         self.port = port
         self.addresses = list(addresses)
-        self.interfaces = _check_interfaces(interfaces)
+        self.interfaces = check_interfaces(interfaces)
         self.protocol_version = protocol_version
         self._pairing: int | None = None
         self._zc: AsyncZeroconf | None = None
@@ -324,7 +324,7 @@ class Browser:
     """Keeps `peers` up to date with the p2psync services on the LAN; `on_change` fires on every change."""
 
     def __init__(self, interfaces: list[str] | None, on_change: Callable[[], None] | None = None) -> None:
-        self.interfaces = _check_interfaces(interfaces)
+        self.interfaces = check_interfaces(interfaces)
         self.on_change = on_change
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
