@@ -324,3 +324,35 @@ def test_pairing_while_daemons_run_on_both_sides(tmp_path: Path) -> None:
     assert codes == [0, 0]
     with Library.open(home) as h, Library.open(work) as w:
         assert digest(h) == digest(w)
+
+
+def test_odd_requests_get_json_refusals(tmp_path: Path) -> None:
+    """No offer running, a version header that is a digit only in Unicode, an unknown path and a
+    wrong method: each a JSON refusal with a code, never a crash or a plain-text page."""
+    Library.create(tmp_path / "home", "Home").close()
+    Library.create(tmp_path / "mallory", "M").close()
+
+    async def scenario() -> list[tuple[int, Any]]:
+        node = Node(tmp_path / "home")
+        await node.serve("127.0.0.1", 0)  # serving, but not offering pairing
+        out = []
+        try:
+            context = _client_context(tmp_path / "mallory")
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+                out.append(await _post(session, node.port or 0, "start", {"nameplate": 7, "message": _b64(b"x")}))
+                for headers, method, path in (
+                    ({VERSION_HEADER: "\u00b2"}, "POST", f"{PREFIX}/vv"),
+                    ({VERSION_HEADER: "1"}, "POST", "/p2psync/hello"),
+                ):
+                    async with session.request(
+                        method, f"https://127.0.0.1:{node.port}{path}", headers=headers
+                    ) as response:
+                        out.append((response.status, await response.json(content_type=None)))
+        finally:
+            await node.close()
+        return out
+
+    no_offer, odd_version, wrong_method = asyncio.run(scenario())
+    assert no_offer[0] == 404 and no_offer[1]["error"] == "no_offer"
+    assert odd_version[0] == 400 and odd_version[1]["error"] == "protocol"
+    assert wrong_method[0] == 405 and wrong_method[1]["error"] == "method"

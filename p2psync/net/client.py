@@ -22,6 +22,7 @@ from p2psync.model.devices import device_id_for
 from p2psync.net import frames, tls
 from p2psync.net.protocol import (
     LIBRARY_HEADER,
+    MAX_JSON_BYTES,
     PREFIX,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -101,8 +102,10 @@ async def _sync(
     result: PeerSync,
 ) -> None:
     keys, library_id, cert_files = await worker.call(_identity, worker)
+    shown: list[bytes] = []  # the server keys seen in handshakes (accepted or not)
 
     def accept(key: bytes) -> bool:
+        shown.append(key)
         if pinned_key is not None:
             return key == pinned_key
         return key in keys and keys[key] != library_device and (device is None or keys[key] == device)
@@ -120,7 +123,10 @@ async def _sync(
             # The server's key is checked in the handshake; learn which member it is.
             my_vv = await worker.call(lambda library: (seal(library), version_vector(library))[1])
             answer = await _post_json(session, base + PREFIX + "/vv", {"vv": my_vv, "port": listen_port})
-            result.device, result.name = answer.get("device"), answer.get("name")
+            # Who the server is follows from the key it proved, not from what it says.
+            result.device, result.name = device_id_for(shown[-1]), answer.get("name")
+            if answer.get("device") != result.device:
+                raise ProtocolMismatch(f"The peer at {result.address} claims another device id than its key's.")
             theirs = answer.get("vv")
             if not isinstance(theirs, dict):
                 raise ProtocolMismatch(f"The peer at {result.address} answered the version exchange wrongly.")
@@ -189,7 +195,11 @@ async def hello(session: aiohttp.ClientSession, base: str) -> None:
 
 
 async def read_json(response: aiohttp.ClientResponse) -> Any:
-    raw = await response.content.read(2 * 1024 * 1024 + 1)
+    raw = b""
+    while chunk := await response.content.read(64 * 1024):  # read() gives what has arrived so far
+        raw += chunk
+        if len(raw) > MAX_JSON_BYTES:
+            raise ProtocolMismatch(f"The peer sent more than {MAX_JSON_BYTES} bytes of JSON; refused.")
     try:
         body = loads(raw)
     except ValueError:

@@ -19,6 +19,7 @@ import aiohttp
 from p2psync.crypto.pairing import Pairing, PairingFailed, parse_code
 from p2psync.engine.canonical import encode
 from p2psync.errors import NetworkError, PeerRefused, ProtocolMismatch
+from p2psync.model.devices import device_id_for
 from p2psync.net import discovery, tls
 from p2psync.net.client import CONNECT_TIMEOUT, PeerSync, hello, network_errors, read_json, sync_with_peer
 from p2psync.net.pair_offer import PairingDeclined
@@ -99,10 +100,11 @@ async def join(
         )
     )
     seen: list[bytes] = []
+    confirmed: list[bytes] = []  # once the proofs have checked: the only key accepted from then on
 
     def observe(key: bytes) -> bool:
         seen.append(key)  # not trusted yet: the key confirmation proves the other side saw ours
-        return key != own_key
+        return key != own_key and (not confirmed or key == confirmed[0])
 
     context = tls.client_context(cert_files[0], cert_files[1], observe)
     base = f"https://{'[' + host + ']' if ':' in host else host}:{port}"
@@ -121,8 +123,11 @@ async def join(
             answer = await _post(session, base, "confirm", {"confirmation": confirmation})
             pairing.confirm(_field(answer, "confirmation"))
             offered = _offered(pairing.open(_field(answer, "payload")))
+            confirmed.append(offer_key)
             if any(key != offer_key for key in seen):  # a new connection to another key midway: not the same device
                 raise PairingFailed("The other device changed in the middle of pairing; start again with a new code.")
+            if offered.device_id != device_id_for(offer_key):
+                raise PairingFailed("The other device's id does not match its key; start again with a new code.")
 
             mode, ours = await worker.call(_mode, offered)
             try:

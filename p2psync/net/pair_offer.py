@@ -33,7 +33,8 @@ from p2psync.store import peers as peer_store
 from p2psync.store import rebase
 from p2psync.store.library import Library, device_name
 
-ATTEMPT_SECONDS = 60.0  # from start to join; a device that goes quiet in between burns the code
+ATTEMPT_SECONDS = 60.0  # from start to confirm; a device that goes quiet in between burns the code
+QUESTION_SECONDS = 600.0  # from confirm to join: the joining user may be asked whether to merge
 STARTS_PER_MINUTE = 10  # per remote address
 OFFER: web.AppKey[Offer] = web.AppKey("offer")
 
@@ -101,7 +102,8 @@ class Offer:
             return refuse(429, "rate_limited", "Too many pairing attempts; wait a minute and start again.")
         body = await read_json(request)
         message = _bytes(body, "message")
-        if not isinstance(body, dict) or body.get("nameplate") != self.code.nameplate or message is None:
+        nameplate = body.get("nameplate") if isinstance(body, dict) else None
+        if type(nameplate) is not int or nameplate != self.code.nameplate or message is None:
             return refuse(404, "no_offer", "No pairing offer with that code number here; check the code.")
         if self._state != "waiting":
             return refuse(409, "busy", "Another device is pairing with this code; start again with a new code.")
@@ -112,7 +114,7 @@ class Offer:
         self._pairing = Pairing(self.code, "offer", own)
         self._joiner = key
         self._state = "started"
-        self._watchdog = asyncio.get_running_loop().call_later(ATTEMPT_SECONDS, self._went_quiet)
+        self._arm(ATTEMPT_SECONDS)
         try:
             ours = self._pairing.start()
             self._confirmation = self._pairing.finish(message, key)
@@ -125,7 +127,7 @@ class Offer:
         if check is not None:
             return check
         assert self._pairing is not None
-        confirmation = _bytes(await read_json(request), "confirmation")
+        confirmation = _bytes(await _body(request), "confirmation")
         try:
             self._pairing.confirm(confirmation if confirmation is not None else b"")
         except PairingFailed as exc:
@@ -133,6 +135,7 @@ class Offer:
         info = await self.worker.call(_offer_payload)
         payload = self._pairing.seal(info)
         self._state = "confirmed"
+        self._arm(QUESTION_SECONDS)
         return web.json_response({"confirmation": _text(self._confirmation), "payload": _text(payload)})
 
     async def _join(self, request: web.Request) -> web.Response:
@@ -140,7 +143,7 @@ class Offer:
         if check is not None:
             return check
         assert self._pairing is not None and self._joiner is not None
-        blob = _bytes(await read_json(request), "payload")
+        blob = _bytes(await _body(request), "payload")
         try:
             info = self._pairing.open(blob if blob is not None else b"")
             name, mode = info.get("device_name"), info.get("mode")
@@ -155,6 +158,9 @@ class Offer:
             if mode == "merge" and self.backup is not None:
                 await self.worker.call(self.backup)
             device = await self.worker.call(_admit, joiner, name, request.remote or "")
+        except PeerRefused as exc:
+            self._finish(exc)
+            return refuse(403, "refused", exc.message)
         except P2PSyncError as exc:
             self._finish(exc)
             return refuse(500, "failed", exc.message)
@@ -190,12 +196,19 @@ class Offer:
         if self._state not in states or _key(request) != self._joiner:
             if self._state in ("started", "confirmed"):
                 return self._burn(PairingFailed(FAILED))
+            if self._state == "over":
+                return refuse(410, "used", "This pairing code is used up or expired; start again with a new code.")
             return refuse(409, "out_of_order", "This pairing step is out of order; start again with a new code.")
         return None
 
     def _burn(self, exc: PairingFailed) -> web.Response:
         self._finish(exc)
         return refuse(403, "pairing_failed", FAILED)
+
+    def _arm(self, seconds: float) -> None:
+        if self._watchdog:
+            self._watchdog.cancel()
+        self._watchdog = asyncio.get_running_loop().call_later(seconds, self._went_quiet)
 
     def _went_quiet(self) -> None:
         if self._state in ("started", "confirmed"):
@@ -247,6 +260,15 @@ def _admit(library: Library, key: bytes, name: str, remote: str) -> str:
         # Where its daemon will most likely listen; mDNS or its own syncs correct this.
         peer_store.record_seen(library, device, f"{remote}:{DEFAULT_PORT}")
     return device
+
+
+async def _body(request: web.Request) -> Any:
+    """The JSON body of a step, or None when it is not JSON (which then fails the step and burns
+    the code, like any other bad message in the middle of an attempt)."""
+    try:
+        return await read_json(request)
+    except web.HTTPException:
+        return None
 
 
 def _key(request: web.Request) -> bytes | None:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from p2psync.engine.canonical import encode, loads
 from p2psync.errors import P2PSyncError, ProtocolMismatch
+from p2psync.model.devices import is_device_id
 from p2psync.net import frames
 from p2psync.net.protocol import (
     LIBRARY_HEADER,
@@ -40,6 +41,12 @@ def refuse(status: int, code: str, message: str, **extra: Any) -> web.Response:
     return web.json_response(error_body(code, message, **extra), status=status)
 
 
+def this_device_name(library: Library) -> str:
+    """The name this device has in the library's membership (what other devices call it)."""
+    row = library.db.execute("SELECT name FROM devices WHERE id = ?", [library.device_id]).fetchone()
+    return str(row[0]) if row else library.name
+
+
 def _json_error(code: str, message: str) -> dict[str, Any]:
     """The keyword arguments that give an aiohttp HTTP error the protocol's JSON error body."""
     return {"text": encode(error_body(code, message)).decode("utf-8"), "content_type": "application/json"}
@@ -51,7 +58,7 @@ async def checks(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == "/p2psync/hello":
         return await handler(request)
     version = request.headers.get(VERSION_HEADER, "")
-    if not version.isdigit() or int(version) not in SUPPORTED_VERSIONS:
+    if not (version.isascii() and version.isdigit()) or int(version) not in SUPPORTED_VERSIONS:
         return refuse(
             400,
             "protocol",
@@ -63,8 +70,8 @@ async def checks(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     worker = request.app[WORKER]
     key = peer_key(request.transport.get_extra_info("ssl_object") if request.transport else None)
-    members = await worker.call(member_keys)
-    if key is None or key not in members:
+    members, own = await worker.call(lambda library: (member_keys(library), library.device_id))
+    if key is None or key not in members or members[key] == own:
         return refuse(403, "not_member", "This device is not a member of the library here; pair it first.")
     library_id = await worker.call(lambda library: library.library_id)
     if request.headers.get(LIBRARY_HEADER) != library_id:
@@ -94,7 +101,7 @@ async def read_json(request: web.Request) -> Any:
 
 def _vector(value: Any) -> dict[str, int]:
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and len(k) <= 64 and type(v) is int and 0 <= v <= 2**53 for k, v in value.items()
+        is_device_id(k) and type(v) is int and 0 <= v <= 2**53 for k, v in value.items()
     ):
         raise web.HTTPBadRequest(**_json_error("malformed", "A version vector maps device ids to sequence numbers."))
     return value
@@ -114,7 +121,7 @@ async def exchange_vectors(request: web.Request) -> web.Response:
 
     def ours(library: Library) -> dict[str, Any]:
         seal(library)
-        return {"vv": version_vector(library), "device": library.device_id, "name": library.name}
+        return {"vv": version_vector(library), "device": library.device_id, "name": this_device_name(library)}
 
     return web.json_response(await worker.call(ours))
 
@@ -153,10 +160,17 @@ async def push(request: web.Request) -> web.Response:
 
 
 async def errors_to_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is a JSON body, aiohttp's own 404 and 405 included."""
     try:
         return await handler(request)
     except P2PSyncError as exc:
         return refuse(500, "failed", exc.message)
+    except web.HTTPNotFound:
+        if request.path.startswith(PREFIX + "/pair/"):
+            return refuse(404, "no_offer", "This device is not offering pairing now; run 'p2psync pair' there first.")
+        return refuse(404, "not_found", f"There is no {request.path} here.")
+    except web.HTTPMethodNotAllowed:
+        return refuse(405, "method", f"{request.method} is not allowed on {request.path}.")
 
 
 def make_app(
@@ -165,7 +179,7 @@ def make_app(
     setup: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
     """The peer server's application; `setup` may add routes (pairing adds its endpoints)."""
-    app = web.Application(middlewares=[checks, web.middleware(errors_to_json)], client_max_size=MAX_JSON_BYTES)
+    app = web.Application(middlewares=[web.middleware(errors_to_json), checks], client_max_size=MAX_JSON_BYTES)
     app[WORKER] = worker
     app[ON_CHANGE] = on_change
     app.router.add_get("/p2psync/hello", hello)
