@@ -1,5 +1,6 @@
 """Daemons as real processes on 127.0.0.1: automatic sync of a change made by another process,
-in both directions, and a clean stop on SIGTERM. (mDNS is off: addresses are given.)"""
+in both directions, and a clean stop on SIGTERM; a removed device refused by every member. (mDNS
+is off: addresses are given.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from p2psync.store.library import Library
-from tests.sync_support import founded, joined
+from p2psync.store.sync import sync_libraries
+from tests.sync_support import founded, joined, sync_all
 
 P2PSYNC = [sys.executable, "-m", "p2psync"]
 
@@ -129,3 +131,43 @@ def test_one_shot_sync_command_and_status(libraries: tuple[Path, Path]) -> None:
     )
     assert failed.returncode == 1 and "Could not reach 127.0.0.1:9" in failed.stderr, failed.stderr
     assert "Could not reach 127.0.0.1:" + str(port_a) in failed.stderr  # the remembered address too
+
+
+def test_a_removed_device_is_refused_by_every_member_both_ways(tmp_path: Path) -> None:
+    """After `peers remove C` on A (and one sync that carries the removal to B), C can sync with
+    nobody: A's and B's servers refuse its key, and their clients refuse C's server."""
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    c = joined(a, tmp_path / "c", "C")
+    sync_all([a, b, c])  # everyone knows everyone
+    a_id, b_id, c_id = a.device_id, b.device_id, c.device_id
+    for library in (a, b, c):
+        library.close()
+    pa, pb, pc = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    env = {k: v for k, v in os.environ.items() if k != "P2PSYNC_LIBRARY"}
+    subprocess.run([*P2PSYNC, "peers", "remove", c_id[:7], "--yes", "--library", str(pa)], check=True, env=env)
+    with Library.open(pa) as la, Library.open(pb) as lb:
+        sync_libraries(la, lb)  # the removal reaches B
+        assert [d["revoked"] for d in lb.devices() if d["device_id"] == c_id] == [True]
+    with Library.open(pc) as lc:
+        lc.add_reference({"title": "Made on C after its removal"})
+
+    def sync_to(library: Path, port: int, peer: str) -> subprocess.CompletedProcess[str]:
+        argv = ["sync", "--peer", peer, "--address", f"127.0.0.1:{port}", "--library", str(library)]
+        return subprocess.run([*P2PSYNC, *argv], capture_output=True, text=True, env=env)
+
+    started = [start_daemon(pa), start_daemon(pb), start_daemon(pc, "--no-auto")]
+    (_, port_a), (_, port_b), (_, port_c) = started
+    try:
+        for port, member in ((port_a, a_id), (port_b, b_id)):
+            refused = sync_to(pc, port, member)
+            assert refused.returncode == 1, refused.stderr
+            assert "not a member of the library here" in refused.stderr, refused.stderr
+        for path in (pa, pb):
+            refusing = sync_to(path, port_c, c_id)
+            assert refusing.returncode == 1, refusing.stderr
+            assert f"({c_id[:7]}) is not a member of this library" in refusing.stderr, refusing.stderr
+    finally:
+        codes = [stop(proc)[0] for proc, _ in started]
+    assert codes == [0, 0, 0]
+    assert "Made on C after its removal" not in titles(pa) | titles(pb)
