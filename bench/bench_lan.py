@@ -122,10 +122,12 @@ def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[-1] if len(values) > 1 else values[0]
 
 
-def first_sync_and_no_change(root: Path, refs: int, runs: int) -> dict[str, Any]:
-    """(a) and (b)."""
+def build_pair(root: str, refs: int) -> None:
+    """Run in a child process (`--build-pair`): the founder's library of `refs` references, sealed,
+    and an empty member library for the peer; prints what the parent needs as one JSON line.
+    (A separate process, so the measuring process is as fresh as the peer's would be.)"""
     rng = FastRandom(42)
-    a_path, b_path = root / "big-a", root / "big-b"
+    a_path, b_path = Path(root) / "big-a", Path(root) / "big-b"
     start = time.perf_counter()
     a = Library.create(a_path, "home")
     a.add_references(record(rng, i) for i in range(refs))
@@ -133,7 +135,6 @@ def first_sync_and_no_change(root: Path, refs: int, runs: int) -> dict[str, Any]
     b = Library.create(b_path, "work", found=False, library_id=a.library_id)
     a.add_device(b.identity().public_bytes, "work")  # what pairing does; B stays empty
     b.close()
-    a_key = a.identity().public_bytes
     start = time.perf_counter()
     seal(a)  # a daemon that has run since the import has sealed already (sealing is per sync)
     sealed = time.perf_counter() - start
@@ -141,9 +142,25 @@ def first_sync_and_no_change(root: Path, refs: int, runs: int) -> dict[str, Any]
     for wire in changesets_since(a, {}):
         count += 1
         payload += 4 + len(wire)  # a frame: length + the signed change set
+    key = a.identity().public_bytes.hex()
     a.close()
+    print(json.dumps({"build": build, "seal": sealed, "change_sets": count, "payload": payload, "key": key}))
+
+
+def first_sync_and_no_change(root: Path, refs: int, runs: int) -> dict[str, Any]:
+    """(a) and (b)."""
+    a_path, b_path = root / "big-a", root / "big-b"
+    built = json.loads(
+        subprocess.run(
+            [sys.executable, __file__, "--build-pair", str(root), "--refs", str(refs)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    count, payload, a_key = built["change_sets"], built["payload"], bytes.fromhex(built["key"])
     print(
-        f"  built {refs:,} references in {build:.1f} s, sealed in {sealed:.1f} s "
+        f"  built {refs:,} references in {built['build']:.1f} s, sealed in {built['seal']:.1f} s "
         f"({count:,} change sets, {payload / 1e6:.0f} MB of frames)",
         file=sys.stderr,
     )
@@ -260,7 +277,11 @@ def main() -> None:
     parser.add_argument("--refs", type=int, default=100_000, help="library size for (a) and (b)")
     parser.add_argument("--runs", type=int, default=20, help="repetitions for (b) and (c)")
     parser.add_argument("--small", type=int, default=1_000, help="library size for (c)")
+    parser.add_argument("--build-pair", metavar="DIR", help=argparse.SUPPRESS)  # the child's job
     args = parser.parse_args()
+    if args.build_pair:
+        build_pair(args.build_pair, args.refs)
+        return
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="p2psync-bench-lan-") as tmp:
         root = Path(tmp)
