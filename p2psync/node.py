@@ -84,13 +84,16 @@ def merge_targets(*groups: Iterable[Address]) -> list[Address]:
 
 
 def announce_addresses(listen_host: str, interfaces: list[str] | None) -> list[str]:
-    """The IPv4 addresses to announce for a server listening on listen_host (none if it cannot be
-    told in IPv4: a host name or an IPv6 address)."""
+    """The IPv4 addresses to announce for a server listening on listen_host: none if it cannot be
+    told in IPv4 (a host name, an IPv6 address), or if it is loopback and the announcement would
+    go out on other interfaces (no other machine could reach it there)."""
     if listen_host in _WILDCARDS:
         return list(interfaces) if interfaces else local_ipv4_addresses()
     try:
-        ipaddress.IPv4Address(listen_host)
+        address = ipaddress.IPv4Address(listen_host)
     except ValueError:
+        return []
+    if address.is_loopback and not (interfaces and all(ipaddress.IPv4Address(i).is_loopback for i in interfaces)):
         return []
     return [listen_host]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from p2psync.node import Address, announce_addresses, merge_targets
 from p2psync.store.library import Library
 from p2psync.store.sync import sync_libraries
 from tests.sync_support import founded, joined, sync_all
@@ -171,3 +172,15 @@ def test_a_removed_device_is_refused_by_every_member_both_ways(tmp_path: Path) -
         codes = [stop(proc)[0] for proc, _ in started]
     assert codes == [0, 0, 0]
     assert "Made on C after its removal" not in titles(pa) | titles(pb)
+
+
+def test_targets_are_merged_once_per_device_and_address_and_loopback_is_not_announced_abroad() -> None:
+    lan = [Address("198.18.0.2", 47625, "B" * 32)]
+    given = [Address("10.0.0.9", 47625), Address("198.18.0.2", 47625)]
+    remembered = [Address("10.1.1.1", 47625, "B" * 32), Address("10.1.1.3", 47625, "C" * 32)]
+    assert merge_targets(lan, given, remembered) == [lan[0], given[0], remembered[1]]
+    assert announce_addresses("198.18.0.1", None) == ["198.18.0.1"]
+    assert announce_addresses("0.0.0.0", ["198.18.0.1"]) == ["198.18.0.1"]
+    assert announce_addresses("127.0.0.1", None) == []  # on the real interfaces nobody could reach it
+    assert announce_addresses("127.0.0.1", ["127.0.0.1"]) == ["127.0.0.1"]
+    assert announce_addresses("localhost", None) == announce_addresses("::1", None) == []
