@@ -109,6 +109,15 @@ def _readline(stream: IO[bytes], limit: float) -> bytes:
     return stream.readline()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(condition: Callable[[], bool], limit: float, step: float = 0.05) -> bool:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -175,12 +184,14 @@ def first_sync_and_no_change(root: Path, refs: int, runs: int) -> dict[str, Any]
             try:
                 # The first sync after pairing: B holds no membership yet, so it pins A's key
                 # (as `p2psync pair` does); later syncs check A against the membership received.
-                start = time.perf_counter()
+                start, cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(daemon.proc.pid)
                 try:
                     result = await sync_with_peer(node.worker, address.host, address.port, pinned_key=a_key)
                 except P2PSyncError as exc:
                     raise SystemExit(f"first sync failed: {exc.message}") from None
                 out["first"] = time.perf_counter() - start
+                out["first_cpu"] = time.process_time() - cpu
+                out["first_server_cpu"] = cpu_seconds(daemon.proc.pid) - server_cpu
                 out["applied"] = result.received.applied
                 start = time.perf_counter()
                 await node.worker.call(lambda library: sum(library.catch_up_search()))
@@ -314,9 +325,13 @@ def main() -> None:
         print(f"{name:<36}{measured:>12}  {target:<10} {result}")
     print(
         f"(a) moved {big['applied']:,} change sets ({big['payload'] / 1e6:.0f} MB of framed change sets, "
-        f"before TLS); {big['visible']:,} references visible after it; "
-        f"a bare `p2psync --version` process takes {big['bare']:.2f} s"
+        f"before TLS); {big['visible']:,} references visible after it"
     )
+    print(
+        f"(a) CPU during it: {big['first_cpu']:.2f} s in the receiving process, "
+        f"{big['first_server_cpu']:.2f} s in the serving daemon"
+    )
+    print(f"(b) a bare `p2psync --version` process takes {big['bare']:.2f} s of that `p2psync sync` time")
     if len(finite) < len(latencies):
         print(f"(c) {len(latencies) - len(finite)} edit(s) not visible within {VISIBLE_LIMIT:.0f} s")
     print(f"(whole bench: {time.perf_counter() - started:.0f} s)")
