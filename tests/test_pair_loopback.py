@@ -356,3 +356,40 @@ def test_odd_requests_get_json_refusals(tmp_path: Path) -> None:
     assert no_offer[0] == 404 and no_offer[1]["error"] == "no_offer"
     assert odd_version[0] == 400 and odd_version[1]["error"] == "protocol"
     assert wrong_method[0] == 405 and wrong_method[1]["error"] == "method"
+
+
+def test_a_failed_backup_stops_the_merge_before_anything_changes(tmp_path: Path) -> None:
+    with Library.create(tmp_path / "home", "Home") as library:
+        library.add_reference({"title": "A", "year": "2000"})
+    with Library.create(tmp_path / "work", "Work") as library:
+        library.add_reference({"title": "B", "year": "2001"})
+    before = library_state(tmp_path / "home"), library_state(tmp_path / "work")
+
+    def broken_backup(library: Library) -> None:
+        raise PermissionError(13, "Permission denied", "/backups")
+
+    async def scenario() -> tuple[BaseException | None, BaseException | None]:
+        node = Node(tmp_path / "home")
+        offer = Offer(node.worker, "7-acorn-zebra", broken_backup)
+        await node.serve("127.0.0.1", 0, setup=offer.install)
+        worker = LibraryWorker(tmp_path / "work")
+        try:
+            try:
+                await join(worker, "7-acorn-zebra", "127.0.0.1", node.port or 0, lambda ours, theirs: True)
+                joined = None
+            except Exception as exc:
+                joined = exc
+            try:
+                await asyncio.wait_for(offer.done, 10)
+                offered = None
+            except Exception as exc:
+                offered = exc
+            return joined, offered
+        finally:
+            await worker.close()
+            await node.close()
+
+    joined, offered = asyncio.run(scenario())
+    assert joined is not None and "Pairing stopped before anything changed here" in str(joined)
+    assert offered is not None and "Permission denied" in str(offered)
+    assert (library_state(tmp_path / "home"), library_state(tmp_path / "work")) == before

@@ -18,7 +18,7 @@ import aiohttp
 
 from p2psync.engine.canonical import encode, loads
 from p2psync.errors import NetworkError, P2PSyncError, PeerRefused, PeerUnreachable, ProtocolMismatch
-from p2psync.model.devices import device_id_for
+from p2psync.model.devices import device_id_for, is_device_id
 from p2psync.net import frames, tls
 from p2psync.net.protocol import (
     LIBRARY_HEADER,
@@ -123,6 +123,10 @@ async def _sync(
             # The server's key is checked in the handshake; learn which member it is.
             my_vv = await worker.call(lambda library: (seal(library), version_vector(library))[1])
             answer = await _post_json(session, base + PREFIX + "/vv", {"vv": my_vv, "port": listen_port})
+            if not isinstance(answer, dict) or not _is_vector(answer.get("vv")) or not isinstance(
+                answer.get("name", ""), str
+            ):
+                raise ProtocolMismatch(f"The peer at {result.address} answered the version exchange wrongly.")
             # Who the server is follows from the key it proved, not from what it says.
             result.device, result.name = device_id_for(shown[-1]), answer.get("name")
             if answer.get("device") != result.device:
@@ -135,6 +139,12 @@ async def _sync(
             # other library has arrived, and so travels with this very push.
             result.merge = await worker.call(_finish_merge)
             result.sent = await _push(session, base, worker, theirs)
+
+
+def _is_vector(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        is_device_id(k) and type(v) is int and 0 <= v <= 2**53 for k, v in value.items()
+    )
 
 
 def _finish_merge(library: Library) -> MergeReport | None:

@@ -97,7 +97,7 @@ class Offer:
 
     async def _start(self, request: web.Request) -> web.Response:
         if self._state == "over":
-            return refuse(410, "used", "This pairing code is used up or expired; start again with a new code.")
+            return _used()
         if not self._allow_start(request.remote or "?"):
             return refuse(429, "rate_limited", "Too many pairing attempts; wait a minute and start again.")
         body = await read_json(request)
@@ -126,14 +126,20 @@ class Offer:
         check = self._expect(request, "started")
         if check is not None:
             return check
-        assert self._pairing is not None
+        pairing = self._pairing
+        assert pairing is not None
+        self._state = "confirming"  # other requests meanwhile are out of order, and burn nothing
         confirmation = _bytes(await _body(request), "confirmation")
+        if self._state != "confirming":
+            return _used()  # the offer ended while the body arrived
         try:
-            self._pairing.confirm(confirmation if confirmation is not None else b"")
+            pairing.confirm(confirmation if confirmation is not None else b"")
         except PairingFailed as exc:
             return self._burn(exc)
         info = await self.worker.call(_offer_payload)
-        payload = self._pairing.seal(info)
+        if self._state != "confirming":
+            return _used()
+        payload = pairing.seal(info)
         self._state = "confirmed"
         self._arm(QUESTION_SECONDS)
         return web.json_response({"confirmation": _text(self._confirmation), "payload": _text(payload)})
@@ -142,10 +148,14 @@ class Offer:
         check = self._expect(request, "confirmed")
         if check is not None:
             return check
-        assert self._pairing is not None and self._joiner is not None
+        pairing, joiner = self._pairing, self._joiner
+        assert pairing is not None and joiner is not None
+        self._state = "joining"
         blob = _bytes(await _body(request), "payload")
+        if self._state != "joining":
+            return _used()
         try:
-            info = self._pairing.open(blob if blob is not None else b"")
+            info = pairing.open(blob if blob is not None else b"")
             name, mode = info.get("device_name"), info.get("mode")
             if not isinstance(name, str) or mode not in ("replica", "merge", "member"):
                 raise PairingFailed("The other device sent a pairing payload this version cannot read; update p2psync.")
@@ -153,17 +163,21 @@ class Offer:
             return self._burn(exc)
         if self._watchdog:
             self._watchdog.cancel()
-        joiner = self._joiner
         try:
             if mode == "merge" and self.backup is not None:
                 await self.worker.call(self.backup)
+            if self._state != "joining":
+                return _used()  # the offer ended during the backup: admit nobody
             device = await self.worker.call(_admit, joiner, name, request.remote or "")
         except PeerRefused as exc:
             self._finish(exc)
             return refuse(403, "refused", exc.message)
-        except P2PSyncError as exc:
-            self._finish(exc)
-            return refuse(500, "failed", exc.message)
+        except (P2PSyncError, OSError) as exc:
+            failure = P2PSyncError(
+                f"Pairing stopped before anything changed here: {getattr(exc, 'message', None) or exc}."
+            )
+            self._finish(failure)
+            return refuse(500, "failed", failure.message)
         self._state = "joined"
         self.joined = OfferOutcome(device, name, str(mode), request.remote or "")
         return web.json_response({"device": device})
@@ -197,7 +211,7 @@ class Offer:
             if self._state in ("started", "confirmed"):
                 return self._burn(PairingFailed(FAILED))
             if self._state == "over":
-                return refuse(410, "used", "This pairing code is used up or expired; start again with a new code.")
+                return _used()
             return refuse(409, "out_of_order", "This pairing step is out of order; start again with a new code.")
         return None
 
@@ -229,6 +243,10 @@ class Offer:
             recent.popleft()
         recent.append(now)
         return len(recent) <= STARTS_PER_MINUTE
+
+
+def _used() -> web.Response:
+    return refuse(410, "used", "This pairing code is used up or expired; start again with a new code.")
 
 
 def _offer_payload(library: Library) -> dict[str, Any]:

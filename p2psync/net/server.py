@@ -7,6 +7,7 @@ Bodies are bounded; change sets stream in and out one frame at a time. See proto
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
 from p2psync.store.sync import ReceiveReport, changesets_since, seal, version_vector
 
+log = logging.getLogger("p2psync.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WORKER: web.AppKey[LibraryWorker] = web.AppKey("worker", LibraryWorker)
 PEER: web.RequestKey[str] = web.RequestKey("peer", str)
@@ -58,7 +60,7 @@ async def checks(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == "/p2psync/hello":
         return await handler(request)
     version = request.headers.get(VERSION_HEADER, "")
-    if not (version.isascii() and version.isdigit()) or int(version) not in SUPPORTED_VERSIONS:
+    if not (version.isascii() and version.isdigit() and len(version) <= 9) or int(version) not in SUPPORTED_VERSIONS:
         return refuse(
             400,
             "protocol",
@@ -171,6 +173,11 @@ async def errors_to_json(request: web.Request, handler: Handler) -> web.StreamRe
         return refuse(404, "not_found", f"There is no {request.path} here.")
     except web.HTTPMethodNotAllowed:
         return refuse(405, "method", f"{request.method} is not allowed on {request.path}.")
+    except web.HTTPException:
+        raise  # already an answer (with a JSON body where p2psync raised it)
+    except Exception:
+        log.exception("unexpected error answering %s", request.path)
+        return refuse(500, "internal", "This device failed to answer (an internal error, logged there); try again.")
 
 
 def make_app(
