@@ -37,7 +37,7 @@ from p2psync.store.rebase import MergeReport
 from p2psync.store.sync import ReceiveReport, changesets_since, seal, version_vector
 
 CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 60.0  # between two pieces of a response; a stalled peer is given up after this
+READ_TIMEOUT = 20.0  # between two pieces of a response; a stalled peer (a cut cable) is given up after this
 
 
 @dataclass
