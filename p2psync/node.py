@@ -31,7 +31,7 @@ from p2psync.net.server import make_app
 from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
-from p2psync.store.sync import unsealed_count
+from p2psync.store.sync import unsealed_count, version_vector
 
 log = logging.getLogger("p2psync.node")
 WATCH_SECONDS = 0.2  # how often the daemon looks for changes made by other processes
@@ -271,8 +271,12 @@ class Node:
         already recorded for `status`, and do not stop the others. An address's `also` hosts are
         tried, in order, while the previous one is unreachable."""
         results: list[SyncResult] = []
+        synced: dict[str, PeerSync] = {}  # a device reached once this call is not synced again
         async with self._sync_lock:
             for address in addresses:
+                if address.device is not None and address.device in synced:
+                    results.append(synced[address.device])  # the same object: callers can tell
+                    continue
                 result: SyncResult | None = None
                 for host in (address.host, *address.also):
                     try:
@@ -284,6 +288,8 @@ class Node:
                         result = exc
                     break
                 assert result is not None  # (address.host is always tried)
+                if isinstance(result, PeerSync) and result.device:
+                    synced[result.device] = result
                 results.append(result)
         return results
 
@@ -361,6 +367,7 @@ class Node:
         try:
             await self._round(static)
             version = await self.worker.call(_data_version)
+            known_foreign = await self.worker.call(_foreign_vector)
             next_interval = loop.time() + interval
             while not stop.is_set():
                 await self._pause(stop)
@@ -370,6 +377,11 @@ class Node:
                 current = await self.worker.call(_data_version)
                 local_change = current != version
                 version = current
+                if local_change and auto:
+                    foreign = await self.worker.call(_foreign_vector)
+                    if foreign != known_foreign:  # another process (a one-shot sync, pair) brought news
+                        known_foreign = foreign
+                        self._changes_arrived()
                 forward = self._forward_at is not None and now >= self._forward_at
                 if (
                     now >= next_interval
@@ -449,6 +461,13 @@ class Node:
 def _split(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def _foreign_vector(library: Library) -> dict[str, int]:
+    """The version vector without this device: it changes when change sets from others arrive."""
+    vector = version_vector(library)
+    vector.pop(library.device_id, None)
+    return vector
 
 
 def _data_version(library: Library) -> Any:

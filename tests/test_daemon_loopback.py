@@ -184,3 +184,35 @@ def test_targets_are_merged_once_per_device_and_address_and_loopback_is_not_anno
     assert announce_addresses("127.0.0.1", None) == []  # on the real interfaces nobody could reach it
     assert announce_addresses("127.0.0.1", ["127.0.0.1"]) == ["127.0.0.1"]
     assert announce_addresses("localhost", None) == announce_addresses("::1", None) == []
+
+
+def test_a_daemon_passes_on_what_a_one_shot_sync_brought_in(tmp_path: Path) -> None:
+    """A one-shot `p2psync sync` on B (another process than B's daemon) brings C's change into B's
+    library; B's daemon notices foreign change sets arriving and passes them on to A at once,
+    without waiting for its interval."""
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    c = joined(a, tmp_path / "c", "C")
+    c_device = c.device_id
+    for library in (a, b, c):
+        library.close()
+    env = {k: v for k, v in os.environ.items() if k != "P2PSYNC_LIBRARY"}
+    daemon_a, port_a = start_daemon(tmp_path / "a", "--interval", "1h")
+    daemon_b, _ = start_daemon(tmp_path / "b", "--interval", "1h", "--address", f"127.0.0.1:{port_a}")
+    bd = str(tmp_path / "b")
+    daemon_c, port_c = start_daemon(tmp_path / "c", "--no-auto", "--interval", "1h")
+    try:
+        with Library.open(tmp_path / "c") as library:
+            library.add_reference({"title": "Made on C"})
+        # A one-shot sync in another process writes C's change into B's library (with C only).
+        subprocess.run(
+            [*P2PSYNC, "sync", "--no-mdns", "--peer", c_device, "--address", f"127.0.0.1:{port_c}", "--library", bd],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        elapsed = wait_for(tmp_path / "a", "Made on C", limit=10)
+    finally:
+        codes = [stop(d)[0] for d in (daemon_a, daemon_b, daemon_c)]
+    assert codes == [0, 0, 0]
+    assert elapsed < 10

@@ -115,8 +115,9 @@ def sync(
         with progress(backlog, "Indexing for search") as advance:
             for done in library.catch_up_search():
                 advance(done)
+    unique = list({id(r): r for r in results}.values())  # a device reached at two addresses once
     report: list[dict[str, Any]] = [
-        r.as_dict() if not isinstance(r, P2PSyncError) else {"error": r.message} for r in results
+        r.as_dict() if not isinstance(r, P2PSyncError) else {"error": r.message} for r in unique
     ]
     if as_json:
         print_json({"peers": report})
