@@ -64,8 +64,8 @@ async def checks(request: web.Request, handler: Handler) -> web.StreamResponse:
         return refuse(
             400,
             "protocol",
-            f"This device speaks p2psync protocol {', '.join(map(str, SUPPORTED_VERSIONS))}, not {version or 'none'}; "
-            "update p2psync on the older machine.",
+            f"The device you reached speaks p2psync protocol {', '.join(map(str, SUPPORTED_VERSIONS))}; "
+            f"the request used {version or 'none'}. Update p2psync on the older machine.",
             supported=list(SUPPORTED_VERSIONS),
         )
     if request.path.startswith(PREFIX + "/pair/"):
