@@ -101,3 +101,7 @@ sync (the next piece of work), so 'p2psync attachment list' on work shows it as 
 The two libraries are in $HOME_LIB and $WORK_LIB; try
   P2PSYNC_LIBRARY=$WORK_LIB p2psync ref list --json
 EOF
+
+# Where network namespaces can be made (root on Linux), the same pairing between two "machines"
+# on a private bridge, found by mDNS alone.
+python "$(dirname "$0")/demo_lan.py"
