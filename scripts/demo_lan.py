@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.netns import JsonLines, Lab, netns_available  # noqa: E402 (after the path is set)
+from tests.netns import JsonLines, Lab, netns_available  # (after the path is set)
 
 P2PSYNC = [sys.executable, "-m", "p2psync"]
 
