@@ -28,6 +28,7 @@ from p2psync.engine import ops, registers
 from p2psync.engine.canonical import dumps
 from p2psync.model import duplicates
 from p2psync.model.ids import new_id
+from p2psync.store import schema
 from p2psync.store.apply import load_ref
 from p2psync.store.db import write_transaction
 from p2psync.store.files import fsync_dir
@@ -35,20 +36,7 @@ from p2psync.store.library import ATTACHMENTS_DIR, Library
 
 # Tables emptied when a library joins another: the replicated ones, and the local ones that
 # describe syncing the old library (its change sets, peers and problems).
-_EMPTIED = (
-    "changelog",
-    "refs",
-    "groups",
-    "memberships",
-    "attachments",
-    "tombstones",
-    "devices",
-    "revocations",
-    "changesets",
-    "search_backlog",
-    "peer_status",
-    "sync_problems",
-)
+_EMPTIED = (*schema.REPLICATED_TABLES, "changesets", "search_backlog", "peer_status", "sync_problems")
 REVIEW_GROUP = "Duplicates to review"
 _SKIPPED_FIELDS = {"added", "trashed"}  # not compared when deciding whether two references are the same
 
