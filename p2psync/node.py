@@ -25,7 +25,7 @@ from aiohttp import web
 from p2psync.errors import InvalidValue, NetworkError, P2PSyncError, PeerUnreachable
 from p2psync.net import tls
 from p2psync.net.client import PeerSync, sync_with_peer
-from p2psync.net.discovery import MDNS_ID_LENGTH, Announcer, Browser, DiscoveryError
+from p2psync.net.discovery import MDNS_ID_LENGTH, Announcer, Browser, DiscoveryError, Peer, browse_until
 from p2psync.net.interfaces import local_ipv4_addresses
 from p2psync.net.server import make_app
 from p2psync.net.worker import LibraryWorker
@@ -102,10 +102,9 @@ def _other_members(library: Library) -> list[str]:
     return [d["device_id"] for d in library.devices() if not d["revoked"] and not d["this_device"]]
 
 
-def _members_seen(browser: Browser, members: Iterable[str], me: str) -> dict[str, Address]:
+def _members_seen(peers: dict[str, Peer], members: Iterable[str], me: str) -> dict[str, Address]:
     """Member device -> where the LAN says it is (all its announced hosts, the first tried first)."""
     out: dict[str, Address] = {}
-    peers = browser.peers
     for device in members:
         peer = peers.get(device[:MDNS_ID_LENGTH])
         if peer is None or device == me:
@@ -183,7 +182,7 @@ class LanPresence:
 
     def seen(self, members: Iterable[str]) -> dict[str, Address]:
         """Member device -> its address on the LAN, for the members seen now."""
-        return {} if self._browser is None else _members_seen(self._browser, members, self.device_id)
+        return {} if self._browser is None else _members_seen(self._browser.peers, members, self.device_id)
 
     def wants_look(self, now: float) -> bool:
         return self.dirty or any(not a.ok and now >= a.retry_at for a in self._attempts.values())
@@ -223,7 +222,6 @@ class Node:
         self._runner: web.AppRunner | None = None
         self.host: str | None = None
         self.port: int | None = None
-        self.changed = asyncio.Event()  # a peer pushed changes to us, or a local change was seen
         self._sync_lock = asyncio.Lock()
         self._wake = asyncio.Event()  # the daemon loop looks at once (a member appeared)
         self._forwarding = False  # the daemon passes on changes that arrive (not a one-shot node)
@@ -256,7 +254,6 @@ class Node:
         """Change sets from a peer were applied (pushed to our server, or pulled by us): pass them on
         to the other peers soon, once a short burst is over. Only real news calls this, and news
         runs out, so two daemons never sync back and forth for ever."""
-        self.changed.set()
         if self._lan is not None:
             self._lan.dirty = True  # the news may be a new member that is already on the LAN
         if not self._forwarding:
@@ -317,21 +314,10 @@ class Node:
         me = await self.worker.call(lambda library: library.device_id)
         if not wanted:
             return []
-        everyone = asyncio.Event()
-        browser: Browser
-
-        def check() -> None:
-            if len(_members_seen(browser, wanted, me)) == len(wanted):
-                everyone.set()
-
-        browser = Browser(interfaces, on_change=check)
-        await browser.start()
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(everyone.wait(), timeout)
-            return list(_members_seen(browser, wanted, me).values())
-        finally:
-            await browser.stop()
+        peers = await browse_until(
+            interfaces, lambda peers: len(_members_seen(peers, wanted, me)) == len(wanted), timeout
+        )
+        return list(_members_seen(peers, wanted, me).values())
 
     async def _targets(self, static: list[Address]) -> tuple[list[Address], list[Address]]:
         """Everyone to sync with in a full round: members seen on the LAN now (their freshest

@@ -113,7 +113,7 @@ async def _sync(
     library_device = await worker.call(lambda library: library.device_id)
     context = tls.client_context(cert_files[0], cert_files[1], accept)
     headers = {VERSION_HEADER: str(PROTOCOL_VERSION), LIBRARY_HEADER: library_id}
-    base = f"https://{_host(host)}:{port}"
+    base = f"https://{url_host(host)}:{port}"
     timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
     with network_errors(result.address, context):
         async with aiohttp.ClientSession(
@@ -189,7 +189,8 @@ def _tls_error(context: ssl.SSLContext, address: str, exc: Exception) -> Network
     return PeerRefused(f"The secure connection to {address} failed ({exc}); is it a p2psync device of this library?")
 
 
-def _host(host: str) -> str:
+def url_host(host: str) -> str:
+    """A host as it stands in a URL (an IPv6 address in brackets)."""
     return f"[{host}]" if ":" in host else host
 
 

@@ -445,13 +445,15 @@ class Browser:
             log.exception("mDNS on_change callback failed")
 
 
-async def find_pairing_offer(nameplate: int, interfaces: list[str] | None, timeout: float) -> Peer | None:
-    """Browse until a peer offers pairing under `nameplate`, or `timeout` seconds pass (then None)."""
+async def browse_until(
+    interfaces: list[str] | None, enough: Callable[[dict[str, Peer]], bool], timeout: float
+) -> dict[str, Peer]:
+    """Browse until `enough(peers)` holds or `timeout` seconds pass; return the peers seen then."""
     found = asyncio.Event()
     browser: Browser
 
     def check() -> None:
-        if any(peer.pairing == nameplate for peer in browser.peers.values()):
+        if enough(browser.peers):
             found.set()
 
     browser = Browser(interfaces, on_change=check)
@@ -459,9 +461,15 @@ async def find_pairing_offer(nameplate: int, interfaces: list[str] | None, timeo
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(found.wait(), timeout)
-        for peer in browser.peers.values():
-            if peer.pairing == nameplate:
-                return peer
-        return None
+        return browser.peers
     finally:
         await browser.stop()
+
+
+async def find_pairing_offer(nameplate: int, interfaces: list[str] | None, timeout: float) -> Peer | None:
+    """Browse until a peer offers pairing under `nameplate`, or `timeout` seconds pass (then None)."""
+
+    def offer(peers: dict[str, Peer]) -> Peer | None:
+        return next((peer for peer in peers.values() if peer.pairing == nameplate), None)
+
+    return offer(await browse_until(interfaces, lambda peers: offer(peers) is not None, timeout))

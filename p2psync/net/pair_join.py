@@ -21,7 +21,15 @@ from p2psync.engine.canonical import encode
 from p2psync.errors import NetworkError, PeerRefused, ProtocolMismatch
 from p2psync.model.devices import device_id_for
 from p2psync.net import discovery, tls
-from p2psync.net.client import CONNECT_TIMEOUT, PeerSync, hello, network_errors, read_json, sync_with_peer
+from p2psync.net.client import (
+    CONNECT_TIMEOUT,
+    PeerSync,
+    hello,
+    network_errors,
+    read_json,
+    sync_with_peer,
+    url_host,
+)
 from p2psync.net.pair_offer import PairingDeclined
 from p2psync.net.protocol import DEFAULT_PORT, PREFIX, PROTOCOL_VERSION, VERSION_HEADER
 from p2psync.net.worker import LibraryWorker
@@ -107,7 +115,7 @@ async def join(
         return key != own_key and (not confirmed or key == confirmed[0])
 
     context = tls.client_context(cert_files[0], cert_files[1], observe)
-    base = f"https://{'[' + host + ']' if ':' in host else host}:{port}"
+    base = f"https://{url_host(host)}:{port}"
     timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=STEP_TIMEOUT)
     pairing = Pairing(code, "join", own_key)
     with network_errors(address, context):
