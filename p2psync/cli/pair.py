@@ -31,7 +31,7 @@ from p2psync.net.interfaces import local_ipv4_addresses
 from p2psync.net.pair_join import DEFAULT_PAIR_PORT, JoinResult, Offered, find_offer, join
 from p2psync.net.pair_offer import Offer, OfferOutcome
 from p2psync.net.worker import LibraryWorker
-from p2psync.node import Node, parse_address
+from p2psync.node import Node, announce_addresses, parse_address
 from p2psync.store import backup as backups
 from p2psync.store import rebase
 from p2psync.store.library import Library
@@ -143,7 +143,7 @@ def _offer(
                 click.echo(code)
             sys.stdout.flush()
             if not no_mdns:
-                announcer = await _announce(port, interfaces, parse_code(code).nameplate)
+                announcer = await _announce(where.host, port, interfaces, parse_code(code).nameplate)
             click.echo(
                 f"On the other device run:  p2psync pair {code}\n"
                 f"(without mDNS add --address {shown}:{port}). The code works once and expires in "
@@ -175,11 +175,16 @@ def _offer(
         click.echo("The first sync did not finish yet; it resumes with the next sync (p2psync sync or the daemon).")
 
 
-async def _announce(port: int, interfaces: list[str] | None, nameplate: int) -> discovery.Announcer | None:
+async def _announce(
+    host: str, port: int, interfaces: list[str] | None, nameplate: int
+) -> discovery.Announcer | None:
     """Announce the offer under a random id: the daemon may be announcing this device already,
     and a pairing offer need not say which device makes it."""
     random_id = base64.b32encode(secrets.token_bytes(20)).decode("ascii")
-    addresses = interfaces or local_ipv4_addresses()
+    addresses = announce_addresses(host, interfaces)  # the daemon's rule: never loopback to the LAN
+    if not addresses:
+        click.echo(f"Not announcing on the LAN (listening on {host} only); the other device needs --address.", err=True)
+        return None
     announcer = discovery.Announcer(random_id, port, addresses, interfaces)
     await announcer.set_pairing(nameplate)
     try:
