@@ -24,6 +24,7 @@ from aiohttp import web
 
 from p2psync.errors import InvalidValue, NetworkError, P2PSyncError, PeerUnreachable
 from p2psync.net import tls
+from p2psync.net.chunks import FetchReport, Link, fetch_attachments
 from p2psync.net.client import PeerSync, sync_with_peer
 from p2psync.net.discovery import MDNS_ID_LENGTH, Announcer, Browser, DiscoveryError, Peer, browse_until
 from p2psync.net.interfaces import local_ipv4_addresses
@@ -40,6 +41,7 @@ FORWARD_MAX_DELAY = 2.0  # ...but never longer than this after the first (a stea
 LAN_RETRY_FIRST = 2.0  # a member seen on the LAN that could not be synced is tried again after this...
 LAN_RETRY_MAX = 60.0  # ...doubling up to this
 DISCOVER_SECONDS = 2.0  # how long a one-shot sync looks for members on the LAN
+SCAN_SECONDS = 2.0  # how often the daemon looks for attachment files edited in place
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 SyncResult = PeerSync | NetworkError
@@ -228,6 +230,7 @@ class Node:
         self._forward_at: float | None = None
         self._forward_first = 0.0
         self._lan: LanPresence | None = None
+        self.last_fetch: FetchReport | None = None
 
     async def serve(self, host: str, port: int, setup: Callable[[web.Application], None] | None = None) -> int:
         """Start the peer server; returns the port it listens on. `setup` may add routes."""
@@ -289,6 +292,31 @@ class Node:
                     synced[result.device] = result
                 results.append(result)
         return results
+
+    async def fetch(
+        self,
+        results: Iterable[SyncResult],
+        on_plan: Callable[[int, int], None] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> FetchReport:
+        """Bring the attachment versions this device lacks from the peers just synced with."""
+        links: dict[str, Link] = {}
+        for result in results:
+            if isinstance(result, PeerSync) and result.device and result.device not in links:
+                host, port = _split(result.address)
+                links[result.device] = Link(host, port, result.device)
+        async with self._sync_lock:
+            report = await fetch_attachments(self.worker, list(links.values()), on_plan, on_bytes)
+        self.last_fetch = report
+        if report.files or report.missing:
+            log.info(
+                "attachments: %d files in (%.1f MB fetched, %.1f MB from this disk), %d still missing",
+                report.files,
+                report.bytes_fetched / 1e6,
+                report.bytes_local / 1e6,
+                len(report.missing),
+            )
+        return report
 
     async def known_addresses(self) -> list[Address]:
         """Remembered addresses of current members (other than this device)."""
@@ -355,13 +383,18 @@ class Node:
             version = await self.worker.call(_data_version)
             known_foreign = await self.worker.call(_foreign_vector)
             next_interval = loop.time() + interval
+            next_scan = loop.time() + SCAN_SECONDS
             while not stop.is_set():
                 await self._pause(stop)
                 if stop.is_set():
                     break
                 now = loop.time()
+                edited = False
+                if now >= next_scan:  # PDFs annotated in place become new versions (store/library.py)
+                    next_scan = now + SCAN_SECONDS
+                    edited = bool(await self.worker.call(_scan_edits))
                 current = await self.worker.call(_data_version)
-                local_change = current != version
+                local_change = current != version or edited
                 version = current
                 if local_change and auto:
                     foreign = await self.worker.call(_foreign_vector)
@@ -408,6 +441,7 @@ class Node:
             log.info("Device %s is on the LAN at %s.", (address.device or "")[:7], address)
             [result] = await self.sync([address])
             self._log(result)
+            await self.fetch([result])
             lan.record(address, not isinstance(result, NetworkError), asyncio.get_running_loop().time())
             if isinstance(result, PeerSync) and result.received.applied:
                 self._changes_arrived()
@@ -416,6 +450,7 @@ class Node:
         """Sync with every target; news pulled from one is passed on to the others soon after."""
         targets, lan = await self._targets(static)
         results = await self.sync(targets)
+        await self.fetch(results)
         now = asyncio.get_running_loop().time()
         for address, result in zip(targets, results, strict=True):
             self._log(result)
@@ -447,6 +482,11 @@ class Node:
 def _split(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def _scan_edits(library: Library) -> int:
+    """Attachment files changed in place since last looked at, now recorded as new versions."""
+    return sum(1 for change in library.scan_attachments() if change["change"] == "modified")
 
 
 def _foreign_vector(library: Library) -> dict[str, int]:

@@ -126,6 +126,50 @@ def progress(total: int | None, label: str) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
+class TransferProgress:
+    """Bytes, rate and files of an attachment fetch on a terminal (stderr); silent otherwise.
+    Starts when the fetch knows how much it will move (plan), so nothing shows when nothing moves."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar: Any = None
+        self._task: Any = None
+        self._files = 0
+
+    def plan(self, total_bytes: int, files: int) -> None:
+        if not sys.stderr.isatty() or not files:
+            return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._files = files
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(f"{self.label} ({files} files)", total=total_bytes)
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
 def truncate(text: str | None, width: int) -> str:
     text = text or ""
     return text if len(text) <= width else text[: width - 1] + "…"

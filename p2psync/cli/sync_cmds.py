@@ -20,12 +20,14 @@ from p2psync.cli.common import (
     open_library,
     print_json,
     progress,
+    TransferProgress,
 )
 from p2psync.errors import InvalidValue, NetworkError, P2PSyncError
 from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
 from p2psync.node import DISCOVER_SECONDS, Address, Node, merge_targets, parse_address
 from p2psync.store import peers as peer_store
+from p2psync.store import transfers
 from p2psync.store.library import Library
 from p2psync.store.sync import recent_problems, unsealed_count
 
@@ -100,12 +102,18 @@ def sync(
                     "No peer to sync with: no member was found on the LAN or reached before; pair a device "
                     "first (p2psync pair), or give --address HOST:PORT."
                 )
-            return await node.sync(targets)
+            results = await node.sync(targets)
+            bar = TransferProgress("Fetching attachments")
+            try:
+                fetched = await node.fetch(results, bar.plan, bar.advance)
+            finally:
+                bar.close()
+            return results, fetched
         finally:
             await node.close()
 
     try:
-        results = asyncio.run(run())
+        results, fetched = asyncio.run(run())
     except KeyboardInterrupt:
         raise NetworkError(
             "The sync was interrupted; every change set that arrived whole is kept, so sync again to resume."
@@ -119,8 +127,9 @@ def sync(
     report: list[dict[str, Any]] = [
         r.as_dict() if not isinstance(r, P2PSyncError) else {"error": r.message} for r in unique
     ]
+    attachments = fetched.as_dict()
     if as_json:
-        print_json({"peers": report})
+        print_json({"peers": report, "attachments": attachments})
     else:
         for item in report:
             if item.get("device"):
@@ -133,6 +142,14 @@ def sync(
                 )
             else:
                 click.echo(f"Not synced: {item['error']}", err=True)
+        if attachments["files"] or attachments["wanted_files"]:
+            click.echo(
+                f"Attachments: {attachments['files']} of {attachments['wanted_files']} files in "
+                f"({attachments['bytes_fetched'] / 1e6:.1f} MB fetched, "
+                f"{(attachments['bytes_local'] + attachments['bytes_resumed']) / 1e6:.1f} MB already on this disk)"
+            )
+        for item in attachments["missing"]:
+            click.echo(f"Still missing: {item['name']} of {item['ref']}: {item['detail']}", err=True)
     if not any(not isinstance(r, P2PSyncError) for r in results):
         raise NetworkError("No peer could be synced; see the reasons above and 'p2psync status'.")
 
@@ -226,6 +243,7 @@ def status(as_json: bool) -> None:
             "conflicts": library.info()["conflicts"],
             "search_backlog": library.search_backlog(),
             "problems": recent_problems(library, limit=5),
+            "missing_attachments": transfers.missing(library),
         }
     if as_json:
         print_json(data)
@@ -243,5 +261,12 @@ def status(as_json: bool) -> None:
             click.echo(f"    last error ({p['last_error_at']}): {p['last_error']}")
     click.echo(f"Local changes not yet sent: {data['pending_local_changes']}")
     click.echo(f"Conflicts: {data['conflicts']}" + (" (see 'p2psync conflicts list')" if data["conflicts"] else ""))
+    missing = data["missing_attachments"]
+    if missing:
+        click.echo(f"Attachments not on this machine yet: {len(missing)}")
+        for item in missing[:20]:
+            click.echo(f"    {item['ref']}  {item['name']} ({item['size'] / 1e6:.1f} MB): {item['detail']}")
+        if len(missing) > 20:
+            click.echo(f"    ... and {len(missing) - 20} more (status --json lists all)")
     for problem in data["problems"]:
         click.echo(f"Problem from {problem['peer'][:7]} ({problem['reason']}): {problem['message']}")

@@ -17,6 +17,7 @@ from p2psync.engine.canonical import encode, loads
 from p2psync.errors import P2PSyncError, ProtocolMismatch
 from p2psync.model.devices import is_device_id
 from p2psync.net import frames
+from p2psync.net.chunks import serve_chunks
 from p2psync.net.protocol import (
     LIBRARY_HEADER,
     MAX_JSON_BYTES,
@@ -161,6 +162,11 @@ async def push(request: web.Request) -> web.Response:
     return web.json_response(total.as_dict())
 
 
+async def chunks(request: web.Request) -> web.StreamResponse:
+    """Attachment chunks by name (protocol/attachments.md section 4)."""
+    return await serve_chunks(request, request.app[WORKER], await read_json(request))
+
+
 async def errors_to_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error answer is a JSON body, aiohttp's own 404 and 405 included."""
     try:
@@ -193,6 +199,7 @@ def make_app(
     app.router.add_post(PREFIX + "/vv", exchange_vectors)
     app.router.add_post(PREFIX + "/pull", pull)
     app.router.add_post(PREFIX + "/push", push)
+    app.router.add_post(PREFIX + "/chunks", chunks)
     if setup is not None:
         setup(app)
     return app

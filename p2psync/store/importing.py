@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 from p2psync.engine import clock, ops
 from p2psync.errors import InvalidInput
 from p2psync.model.attachments import validate_name
+from p2psync.model.chunking import manifest_of
 from p2psync.model.duplicates import duplicate_keys, identical_key
 from p2psync.model.ids import new_id
 from p2psync.store.files import copy_atomic
@@ -110,18 +111,11 @@ def import_records(
                 for source in files:
                     name = _unique_name(source.name, used)
                     target = library.attachment_file(ref_id, name)
-                    size, digest = copy_atomic(source, target)
+                    copy_atomic(source, target)
                     placed.append(target)
-                    writer.log(
-                        {
-                            "op": ops.ATTACHMENT_PUT,
-                            "ref": ref_id,
-                            "name": name,
-                            "value": {"size": size, "sha256": digest},
-                            "seen": [],
-                        }
-                    )
-                    library._record_file(ref_id, name, target, size, digest)
+                    manifest = manifest_of(target)
+                    writer.log({"op": ops.ATTACHMENT_PUT, "ref": ref_id, "name": name, "value": manifest, "seen": []})
+                    library._record_file(ref_id, name, target, manifest)
                     report.attached.append({"position": record.position, "ref": ref_id, "name": name})
                 if progress:
                     progress(1)

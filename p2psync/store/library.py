@@ -45,13 +45,14 @@ from p2psync.errors import (
 )
 from p2psync.model import fields as catalogue
 from p2psync.model.attachments import validate_name
+from p2psync.model.chunking import manifest_of
 from p2psync.model.devices import library_id_for, short_id
 from p2psync.model.groups import SYNC_CONFLICTS, SYNC_CONFLICTS_ID, validate_group_name
 from p2psync.model.ids import is_id_prefix, new_id
-from p2psync.store import schema
+from p2psync.store import schema, transfers
 from p2psync.store.apply import apply_entry, index_backlog, load_ref
 from p2psync.store.db import connect, write_transaction
-from p2psync.store.files import copy_atomic, fsync_dir, hash_file, remove_tree
+from p2psync.store.files import copy_atomic, fsync_dir, remove_tree
 
 DB_FILE = "library.sqlite3"
 KEY_FILE = "device.key"
@@ -501,7 +502,7 @@ class Library:
 
     def _forget_files(self, ref_id: str) -> None:
         with write_transaction(self.db):
-            self.db.execute("DELETE FROM attachment_files WHERE ref_id = ?", [ref_id])
+            transfers.forget_ref(self.db, ref_id)
         remove_tree(self.path / ATTACHMENTS_DIR / ref_id)
 
     # --- groups -------------------------------------------------------------------------------
@@ -635,12 +636,13 @@ class Library:
         # The copy lands in a temporary file beside the target; it is renamed into place inside
         # the transaction that records it, so a crash leaves either the old or the new version.
         staging = target.with_name(f".p2psync-incoming-{name}")
-        size, digest = copy_atomic(source, staging, progress)
+        copy_atomic(source, staging, progress)
         try:
+            manifest = manifest_of(staging)  # what other devices fetch it by (model/chunking.py)
+            size, digest = manifest["size"], manifest["sha256"]
             with self.writing() as writer:
                 self._ref_state(ref_id)  # the reference must still exist
                 entries = self._attachment_entries(ref_id, name)
-                manifest = {"size": size, "sha256": digest}
                 if registers.changed(entries, manifest):
                     writer.log(
                         {
@@ -652,7 +654,7 @@ class Library:
                         }
                     )
                 os.replace(staging, target)
-                self._record_file(ref_id, name, target, size, digest)
+                self._record_file(ref_id, name, target, manifest)
         finally:
             staging.unlink(missing_ok=True)
         fsync_dir(target.parent)
@@ -663,13 +665,20 @@ class Library:
         entries: list[registers.Entry] = json.loads(row[0]) if row else []
         return entries
 
-    def _record_file(self, ref_id: str, name: str, path: Path, size: int, digest: str) -> None:
+    def _record_file(self, ref_id: str, name: str, path: Path, manifest: dict[str, Any]) -> None:
+        """Note a file on disk as holding `manifest` (inside a write transaction)."""
+        previous = self.db.execute(
+            "SELECT sha256 FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name]
+        ).fetchone()
         self.db.execute(
             "INSERT INTO attachment_files (ref_id, name, size, sha256, mtime_ns) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (ref_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
             "mtime_ns = excluded.mtime_ns",
-            [ref_id, name, size, digest, path.stat().st_mtime_ns],
+            [ref_id, name, manifest["size"], manifest["sha256"], path.stat().st_mtime_ns],
         )
+        transfers.index_chunks(self.db, manifest)
+        if previous and previous[0] != manifest["sha256"]:
+            transfers.forget_unused(self.db, previous[0])
 
     def list_attachments(self, ref: str, scan: bool = True) -> list[dict[str, Any]]:
         """A reference's attachments, with whether each file is here and current."""
@@ -733,7 +742,12 @@ class Library:
             writer.log(
                 {"op": ops.ATTACHMENT_PUT, "ref": ref_id, "name": name, "value": None, "seen": registers.dots(entries)}
             )
+            row = self.db.execute(
+                "SELECT sha256 FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name]
+            ).fetchone()
             self.db.execute("DELETE FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name])
+            if row:
+                transfers.forget_unused(self.db, row[0])
         self.attachment_file(ref_id, name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.attachment_file(ref_id, name).parent.rmdir()  # only if now empty
@@ -756,11 +770,15 @@ class Library:
                 continue
             if stat.st_size == size and stat.st_mtime_ns == mtime_ns:
                 continue
-            new_size, new_digest = hash_file(path)
+            try:
+                manifest = manifest_of(path)
+            except FileNotFoundError:
+                found.append({"ref": r_id, "name": name, "change": "missing"})
+                continue
+            new_size, new_digest = manifest["size"], manifest["sha256"]
             with self.writing() as writer:
                 if new_digest != digest:
                     entries = self._attachment_entries(r_id, name)
-                    manifest = {"size": new_size, "sha256": new_digest}
                     if registers.changed(entries, manifest):
                         writer.log(
                             {
@@ -772,7 +790,7 @@ class Library:
                             }
                         )
                     found.append({"ref": r_id, "name": name, "change": "modified", "size": new_size})
-                self._record_file(r_id, name, path, new_size, new_digest)
+                self._record_file(r_id, name, path, manifest)
         return found
 
     # --- the library as a whole ---------------------------------------------------------------

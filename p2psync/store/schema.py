@@ -217,6 +217,43 @@ MIGRATIONS: list[str] = [
     CREATE TABLE merge_stash (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id))
         WITHOUT ROWID;
     """,
+    # 10: attachment sync (store/transfers.py): where each chunk of the files on this disk is,
+    # the versions of a conflicted attachment kept beside the one shown, and why a file is missing
+    """
+    -- local: the chunks of every attachment file on this disk, by the file's SHA-256
+    CREATE TABLE chunk_index (
+        chunk TEXT NOT NULL,             -- the chunk's SHA-256
+        file TEXT NOT NULL,              -- the SHA-256 of a whole file that holds it
+        offset INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (chunk, file, offset)
+    ) WITHOUT ROWID;
+    CREATE INDEX chunk_index_file ON chunk_index (file);
+    CREATE INDEX attachment_files_sha ON attachment_files (sha256);
+
+    -- local: versions of a conflicted attachment kept until the conflict is resolved
+    -- (attachments/REF/.p2psync-versions/SHA256)
+    CREATE TABLE attachment_versions (
+        ref_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        PRIMARY KEY (ref_id, name, sha256)
+    ) WITHOUT ROWID;
+    CREATE INDEX attachment_versions_sha ON attachment_versions (sha256);
+
+    -- local: attachments that a sync could not bring, and why (for status)
+    CREATE TABLE attachment_missing (
+        ref_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        reason TEXT NOT NULL,            -- no_peer | unreachable | verification
+        detail TEXT NOT NULL,            -- in words
+        at INTEGER NOT NULL,
+        PRIMARY KEY (ref_id, name, sha256)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

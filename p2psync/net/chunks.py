@@ -1,0 +1,466 @@
+"""Moving attachment bytes (protocol/attachments.md section 4): the /chunks endpoint and the fetcher.
+
+The fetcher brings every version this machine lacks (store/transfers.py says which) from any
+member that has the chunks, several requests in flight per peer and the work spread over all
+peers reached. Each chunk is verified by its SHA-256, named in the signed manifest, before it is
+written; one that fails is refused, counted against the peer that sent it and asked of another.
+A chunk that is already in any file on this disk is copied from there, not fetched. A partial
+file survives an interruption: the next fetch re-checks what it holds and asks only for the rest.
+Memory stays flat: at most a few requests' worth of chunks is held at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from p2psync.engine.canonical import encode
+from p2psync.errors import NetworkError, P2PSyncError, ProtocolMismatch
+from p2psync.model.chunking import MAX_SIZE, offsets
+from p2psync.net import tls
+from p2psync.net.protocol import LIBRARY_HEADER, PREFIX, PROTOCOL_VERSION, VERSION_HEADER
+from p2psync.net.worker import LibraryWorker
+from p2psync.store import transfers
+from p2psync.store.transfers import Need
+
+MAX_CHUNKS_PER_REQUEST = 512
+SEGMENT_BYTES = 8 * 1024 * 1024  # one request asks for about this much of one file
+PARALLEL_PER_PEER = 4  # requests in flight to one peer
+WRITE_BATCH = 1024 * 1024  # chunks received are verified and written in batches of about this
+_LENGTH = struct.Struct(">I")
+
+
+# --- the server side ---------------------------------------------------------------------------
+
+
+async def serve_chunks(request: web.Request, worker: LibraryWorker, body: Any) -> web.StreamResponse:
+    """Answer a list of chunk names with, for each in order, its length and bytes (length 0:
+    not here). Files are read off the event loop, about WRITE_BATCH at a time."""
+    wanted = body.get("chunks") if isinstance(body, dict) else None
+    if (
+        not isinstance(wanted, list)
+        or not 1 <= len(wanted) <= MAX_CHUNKS_PER_REQUEST
+        or not all(isinstance(c, str) and len(c) == 64 and _is_hex(c) for c in wanted)
+    ):
+        raise web.HTTPBadRequest(
+            text=encode(
+                {"error": "malformed", "message": f"Ask for 1 to {MAX_CHUNKS_PER_REQUEST} chunks by SHA-256 (hex)."}
+            ).decode(),
+            content_type="application/json",
+        )
+    locations = await worker.call(transfers.locate, wanted)
+    response = web.StreamResponse(headers={"Content-Type": "application/x-p2psync-chunks"})
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    start = 0
+    while start < len(locations):
+        end, size = start, 0
+        while end < len(locations) and (size < WRITE_BATCH or end == start):
+            size += locations[end].size if locations[end] is not None else 0  # type: ignore[union-attr]
+            end += 1
+        group = locations[start:end]
+        datas = await loop.run_in_executor(None, lambda g=group: [transfers.read_chunk(x) if x else None for x in g])
+        await response.write(b"".join(_LENGTH.pack(len(d)) + d if d else _LENGTH.pack(0) for d in datas))
+        start = end
+    await response.write_eof()
+    return response
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+# --- the client side ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Link:
+    """A member reached in this sync round, to fetch chunks from."""
+
+    host: str
+    port: int
+    device: str
+
+    @property
+    def base(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+
+@dataclass
+class FetchReport:
+    """What one fetch moved, for `sync --json` and the daemon's log."""
+
+    wanted_files: int = 0
+    wanted_bytes: int = 0
+    files: int = 0  # versions completed and put in place
+    bytes_fetched: int = 0
+    bytes_local: int = 0  # copied from files already on this disk
+    bytes_resumed: int = 0  # already in partial files from an interrupted fetch
+    chunks_refused: int = 0  # failed verification
+    by_peer: dict[str, int] = field(default_factory=dict)  # device -> bytes it sent
+    refused_by_peer: dict[str, int] = field(default_factory=dict)
+    missing: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "wanted_files": self.wanted_files,
+            "wanted_bytes": self.wanted_bytes,
+            "files": self.files,
+            "bytes_fetched": self.bytes_fetched,
+            "bytes_local": self.bytes_local,
+            "bytes_resumed": self.bytes_resumed,
+            "chunks_refused": self.chunks_refused,
+            "by_peer": self.by_peer,
+            "refused_by_peer": self.refused_by_peer,
+            "missing": self.missing,
+        }
+
+
+@dataclass
+class _File:
+    need: Need
+    starts: list[int]
+    remaining: set[int]
+    refused_at: dict[int, set[str]] = field(default_factory=dict)  # chunk index -> peers whose copy failed
+    failed: str | None = None  # reason code once given up
+    finished: bool = False
+
+
+@dataclass
+class _Segment:
+    file: _File
+    indexes: list[int]
+    excluded: set[str] = field(default_factory=set)  # peers that lack these chunks or sent bad ones
+
+
+class _Peer:
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.alive = True
+        self.error: str | None = None
+
+
+Progress = Callable[[int], None]
+
+
+async def fetch_attachments(
+    worker: LibraryWorker,
+    links: list[Link],
+    on_plan: Callable[[int, int], None] | None = None,
+    on_bytes: Progress | None = None,
+    parallel: int = PARALLEL_PER_PEER,
+) -> FetchReport:
+    """Bring every attachment version this machine lacks from the peers in `links`."""
+    report = FetchReport()
+    needs: list[Need] = await worker.call(transfers.needs)
+    report.wanted_files = len(needs)
+    report.wanted_bytes = sum(n.size for n in needs)
+    if on_plan is not None:
+        on_plan(report.wanted_bytes, len(needs))
+    advance = on_bytes or (lambda n: None)
+    if not needs:
+        return report
+    loop = asyncio.get_running_loop()
+    files: list[_File] = []
+    for need in needs:
+        starts = offsets(need.chunks)
+        done = await loop.run_in_executor(None, _resume, need, starts)
+        report.bytes_resumed += sum(need.chunks[i][1] for i in done)
+        advance(sum(need.chunks[i][1] for i in done))
+        files.append(_File(need, starts, set(range(len(need.chunks))) - done))
+    # Chunks already on this disk (an older version of the same file, the same PDF elsewhere).
+    for file in files:
+        if file.remaining:
+            copied = await _copy_local(worker, file)
+            report.bytes_local += copied
+            advance(copied)
+    for file in list(files):
+        if not file.remaining:
+            await _finish(worker, file, report)
+    pending = [f for f in files if f.remaining]
+    if pending:
+        await _fetch_remote(worker, pending, links, report, advance, parallel)
+    for file in pending:
+        if not file.remaining and file.failed is None:
+            continue
+        reason = file.failed or "no_peer"
+        detail = _detail(reason, file, links)
+        await worker.call(transfers.record_missing, file.need.ref_id, file.need.name, file.need.sha256, reason, detail)
+        report.missing.append({**file.need.as_dict(), "reason": reason, "detail": detail})
+    return report
+
+
+def _detail(reason: str, file: _File, links: list[Link]) -> str:
+    if not links:
+        return "no device of this library was reached"
+    if reason == "verification":
+        return (
+            "what "
+            + ", ".join(sorted({p[:7] for s in file.refused_at.values() for p in s}))
+            + " sent failed verification"
+        )
+    return transfers.REASONS.get(reason, reason)
+
+
+def _resume(need: Need, starts: list[int]) -> set[int]:
+    """Chunk indexes a partial file already holds, each re-verified (a crash may have lost
+    writes that were not yet on disk)."""
+    path = Path(need.partial)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return set()
+    done: set[int] = set()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        length = os.fstat(fd).st_size
+        for index, (digest, size) in enumerate(need.chunks):
+            if starts[index] + size > length:
+                break
+            data = os.pread(fd, size, starts[index])
+            if hashlib.sha256(data).hexdigest() == digest:
+                done.add(index)
+    finally:
+        os.close(fd)
+    return done
+
+
+async def _copy_local(worker: LibraryWorker, file: _File) -> int:
+    indexes = sorted(file.remaining)
+    names = [file.need.chunks[i][0] for i in indexes]
+    copied = 0
+    for start in range(0, len(indexes), MAX_CHUNKS_PER_REQUEST):
+        batch = indexes[start : start + MAX_CHUNKS_PER_REQUEST]
+        locations = await worker.call(transfers.locate, names[start : start + MAX_CHUNKS_PER_REQUEST])
+        found = [(i, loc) for i, loc in zip(batch, locations, strict=True) if loc is not None]
+        if not found:
+            continue
+
+        def copy(found: list[tuple[int, Any]] = found) -> list[int]:
+            items = [(i, transfers.read_chunk(loc)) for i, loc in found]
+            return _verify_and_write(file, [(i, d) for i, d in items if d is not None])[0]
+
+        good = await asyncio.get_running_loop().run_in_executor(None, copy)
+        for i in good:
+            file.remaining.discard(i)
+            copied += file.need.chunks[i][1]
+    return copied
+
+
+def _verify_and_write(file: _File, items: list[tuple[int, bytes]]) -> tuple[list[int], list[int]]:
+    """Write the chunks whose bytes match their names; return (good, bad) indexes."""
+    good, bad = [], []
+    fd = os.open(file.need.partial, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for index, data in items:
+            if hashlib.sha256(data).hexdigest() == file.need.chunks[index][0]:
+                os.pwrite(fd, data, file.starts[index])
+                good.append(index)
+            else:
+                bad.append(index)
+    finally:
+        os.close(fd)
+    return good, bad
+
+
+async def _finish(worker: LibraryWorker, file: _File, report: FetchReport) -> None:
+    if file.finished:
+        return
+    file.finished = True
+
+    def flush() -> None:
+        path = Path(file.need.partial)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, file.need.size)  # (a no-op unless the file is empty or was longer)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    await asyncio.get_running_loop().run_in_executor(None, flush)
+    where = await worker.call(transfers.finish, file.need)
+    if where != "dropped":
+        report.files += 1
+
+
+def _segments(file: _File) -> list[_Segment]:
+    out: list[_Segment] = []
+    current: list[int] = []
+    size = 0
+    for index in sorted(file.remaining):
+        current.append(index)
+        size += file.need.chunks[index][1]
+        if size >= SEGMENT_BYTES or len(current) >= MAX_CHUNKS_PER_REQUEST:
+            out.append(_Segment(file, current))
+            current, size = [], 0
+    if current:
+        out.append(_Segment(file, current))
+    return out
+
+
+async def _fetch_remote(
+    worker: LibraryWorker,
+    files: list[_File],
+    links: list[Link],
+    report: FetchReport,
+    advance: Progress,
+    parallel: int,
+) -> None:
+    if not links:
+        for file in files:
+            file.failed = "no_peer"
+        return
+    queue: list[_Segment] = [s for f in files for s in _segments(f)]
+    peers = [_Peer(link) for link in links]
+    cond = asyncio.Condition()
+    busy = 0
+    identity = await worker.call(_identity, worker)
+
+    def take(peer: _Peer) -> _Segment | None:
+        live = {p.link.device for p in peers if p.alive}
+        for segment in list(queue):
+            if live <= segment.excluded:  # nobody left to ask
+                queue.remove(segment)
+                _give_up(segment, peers)
+                continue
+            if peer.link.device not in segment.excluded:
+                queue.remove(segment)
+                return segment
+        return None
+
+    async def run(peer: _Peer, session: aiohttp.ClientSession) -> None:
+        nonlocal busy
+        while True:
+            async with cond:
+                while True:
+                    segment = take(peer) if peer.alive else None
+                    if segment is not None:
+                        busy += 1
+                        break
+                    if busy == 0 or not peer.alive:
+                        cond.notify_all()
+                        return
+                    await cond.wait()
+            try:
+                await _fetch_segment(worker, session, peer, segment, report, advance, queue)
+            except (P2PSyncError, aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+                peer.alive = False
+                peer.error = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                queue.append(segment)  # another peer takes it, or nobody is left and it is given up
+            finally:
+                async with cond:
+                    busy -= 1
+                    cond.notify_all()
+
+    sessions = [_session(identity, peer.link) for peer in peers]
+    try:
+        await asyncio.gather(
+            *(run(peer, session) for peer, session in zip(peers, sessions, strict=True) for _ in range(parallel))
+        )
+    finally:
+        for session in sessions:
+            await session.close()
+    for segment in queue:  # left when every peer died
+        _give_up(segment, peers)
+
+
+def _give_up(segment: _Segment, peers: list[_Peer]) -> None:
+    file = segment.file
+    if file.failed is not None:
+        return
+    if any(i in file.refused_at for i in segment.indexes):
+        file.failed = "verification"
+    elif any(not p.alive for p in peers) and all(not p.alive or p.link.device in segment.excluded for p in peers):
+        file.failed = "unreachable" if not any(p.alive for p in peers) else "no_peer"
+    else:
+        file.failed = "no_peer"
+
+
+def _identity(library: Any, worker: LibraryWorker) -> tuple[dict[str, bytes], str, tuple[Any, Any], str]:
+    import base64
+
+    keys = {d["device_id"]: base64.b64decode(d["public_key"]) for d in library.devices() if not d["revoked"]}
+    files = tls.certificate_files(library.identity(), worker.key_file, library.path)
+    return keys, library.library_id, files, library.device_id
+
+
+def _session(identity: tuple[dict[str, bytes], str, tuple[Any, Any], str], link: Link) -> aiohttp.ClientSession:
+    keys, library_id, (cert, key), _me = identity
+    expected = keys.get(link.device)
+    context = tls.client_context(cert, key, lambda shown: shown == expected)
+    timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=20.0)
+    headers = {VERSION_HEADER: str(PROTOCOL_VERSION), LIBRARY_HEADER: library_id}
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=context, limit=PARALLEL_PER_PEER), timeout=timeout, headers=headers
+    )
+
+
+async def _fetch_segment(
+    worker: LibraryWorker,
+    session: aiohttp.ClientSession,
+    peer: _Peer,
+    segment: _Segment,
+    report: FetchReport,
+    advance: Progress,
+    queue: list[_Segment],
+) -> None:
+    file = segment.file
+    device = peer.link.device
+    names = [file.need.chunks[i][0] for i in segment.indexes]
+    loop = asyncio.get_running_loop()
+    lacking: list[int] = []
+    refused: list[int] = []
+    async with session.post(
+        peer.link.base + PREFIX + "/chunks",
+        data=encode({"chunks": names}),
+        headers={"Content-Type": "application/json"},
+    ) as response:
+        if response.status >= 400:
+            raise NetworkError(f"The device {device[:7]} refused to send chunks ({response.status}).")
+        batch: list[tuple[int, bytes]] = []
+        batch_bytes = 0
+
+        async def flush() -> None:
+            nonlocal batch, batch_bytes
+            items, batch, batch_bytes = batch, [], 0
+            good, bad = await loop.run_in_executor(None, _verify_and_write, file, items)
+            for i in good:
+                file.remaining.discard(i)
+            moved = sum(file.need.chunks[i][1] for i in good)
+            report.bytes_fetched += moved
+            report.by_peer[device] = report.by_peer.get(device, 0) + moved
+            advance(moved)
+            if bad:
+                report.chunks_refused += len(bad)
+                report.refused_by_peer[device] = report.refused_by_peer.get(device, 0) + len(bad)
+                refused.extend(bad)
+
+        for index in segment.indexes:
+            (length,) = _LENGTH.unpack(await response.content.readexactly(4))
+            if length == 0:
+                lacking.append(index)
+                continue
+            if length != file.need.chunks[index][1] or length > MAX_SIZE:
+                raise ProtocolMismatch(f"The device {device[:7]} sent a chunk of the wrong length; refused.")
+            batch.append((index, await response.content.readexactly(length)))
+            batch_bytes += length
+            if batch_bytes >= WRITE_BATCH:
+                await flush()
+        if batch:
+            await flush()
+    for index in refused:
+        file.refused_at.setdefault(index, set()).add(device)
+    retry = sorted(set(lacking) | set(refused))
+    if retry:
+        queue.append(_Segment(file, retry, segment.excluded | {device}))
+    elif not file.remaining and file.failed is None:
+        await _finish(worker, file, report)

@@ -1,0 +1,423 @@
+"""Attachment files on this disk against the manifests the library holds (protocol/attachments.md).
+
+The attachment files themselves are the chunk store: a chunk is found by its SHA-256 in
+`chunk_index`, which says which whole file holds it and where, so no second copy of anything is
+kept. A version that is not here yet is fetched into a partial file beside its final place
+(`attachments/REF/.p2psync-partial-SHA256`) and renamed into place, inside the transaction that
+records it, only when every chunk was verified. A conflicted attachment keeps its other versions
+in `attachments/REF/.p2psync-versions/SHA256` until the conflict is resolved.
+
+Everything here runs on the library's thread; the bytes are moved by net/chunks.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from p2psync.engine import clock, registers
+from p2psync.store.db import write_transaction
+from p2psync.store.files import fsync_dir
+
+PARTIAL_PREFIX = ".p2psync-partial-"
+VERSIONS_DIR = ".p2psync-versions"
+REASONS = {
+    "no_peer": "no device reached has it",
+    "unreachable": "the devices that have it could not be reached",
+    "verification": "what a device sent failed verification",
+    "no_chunks": "it was attached by an older p2psync; it arrives once that device syncs again",
+}
+
+
+# --- the chunk index ----------------------------------------------------------------------------
+
+
+def index_chunks(db: sqlite_utils.Database, manifest: dict[str, Any]) -> None:
+    """Note where the chunks of a file now on disk are (inside a write transaction)."""
+    chunks = manifest.get("chunks")
+    if not chunks:
+        return
+    if db.execute("SELECT 1 FROM chunk_index WHERE file = ? LIMIT 1", [manifest["sha256"]]).fetchone():
+        return
+    rows, at = [], 0
+    for digest, size in chunks:
+        rows.append((digest, manifest["sha256"], at, size))
+        at += size
+    db.conn.executemany("INSERT OR IGNORE INTO chunk_index (chunk, file, offset, size) VALUES (?, ?, ?, ?)", rows)
+
+
+def forget_unused(db: sqlite_utils.Database, file_sha: str) -> None:
+    """Drop a file's chunks from the index once no file on this disk has that content."""
+    if not _file_here(db, file_sha):
+        db.execute("DELETE FROM chunk_index WHERE file = ?", [file_sha])
+
+
+def forget_ref(db: sqlite_utils.Database, ref_id: str) -> None:
+    """A reference's files are about to be removed from disk (inside a write transaction)."""
+    shas = {r[0] for r in db.execute("SELECT sha256 FROM attachment_files WHERE ref_id = ?", [ref_id])}
+    shas |= {r[0] for r in db.execute("SELECT sha256 FROM attachment_versions WHERE ref_id = ?", [ref_id])}
+    db.execute("DELETE FROM attachment_files WHERE ref_id = ?", [ref_id])
+    db.execute("DELETE FROM attachment_versions WHERE ref_id = ?", [ref_id])
+    db.execute("DELETE FROM attachment_missing WHERE ref_id = ?", [ref_id])
+    for sha in shas:
+        forget_unused(db, sha)
+
+
+def _file_here(db: sqlite_utils.Database, file_sha: str) -> bool:
+    return bool(
+        db.execute("SELECT 1 FROM attachment_files WHERE sha256 = ? LIMIT 1", [file_sha]).fetchone()
+        or db.execute("SELECT 1 FROM attachment_versions WHERE sha256 = ? LIMIT 1", [file_sha]).fetchone()
+    )
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where the bytes of one chunk are on this disk, and what the file looked like when indexed."""
+
+    path: str
+    offset: int
+    size: int
+    file_size: int
+    mtime_ns: int
+
+
+def locate(library: Any, chunk_shas: list[str]) -> list[Location | None]:
+    """For each chunk, a file on this disk that holds it (None if none does)."""
+    out: list[Location | None] = []
+    cache: dict[str, Location | None] = {}
+    for chunk in chunk_shas:
+        if chunk not in cache:
+            cache[chunk] = _locate_one(library, chunk)
+        out.append(cache[chunk])
+    return out
+
+
+def _locate_one(library: Any, chunk: str) -> Location | None:
+    for file_sha, offset, size in library.db.execute(
+        "SELECT file, offset, size FROM chunk_index WHERE chunk = ? LIMIT 4", [chunk]
+    ).fetchall():
+        row = library.db.execute(
+            "SELECT ref_id, name, size, mtime_ns FROM attachment_files WHERE sha256 = ? LIMIT 1", [file_sha]
+        ).fetchone()
+        if row:
+            path = library.attachment_file(row[0], row[1])
+            return Location(str(path), offset, size, row[2], row[3])
+        row = library.db.execute(
+            "SELECT ref_id, sha256, size, mtime_ns FROM attachment_versions WHERE sha256 = ? LIMIT 1", [file_sha]
+        ).fetchone()
+        if row:
+            return Location(str(version_path(library, row[0], row[1])), offset, size, row[2], row[3])
+    return None
+
+
+def read_chunk(location: Location) -> bytes | None:
+    """The chunk's bytes, or None if the file is gone or changed since it was indexed (an edit in
+    place not yet scanned: its chunks are not what the index says)."""
+    try:
+        fd = os.open(location.path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        stat = os.fstat(fd)
+        if stat.st_size != location.file_size or stat.st_mtime_ns != location.mtime_ns:
+            return None
+        data = os.pread(fd, location.size, location.offset)
+    finally:
+        os.close(fd)
+    return data if len(data) == location.size else None
+
+
+# --- what this machine lacks ------------------------------------------------------------------
+
+
+def version_path(library: Any, ref_id: str, sha: str) -> Path:
+    return Path(library.attachment_file(ref_id, VERSIONS_DIR)) / sha
+
+
+def partial_path(library: Any, ref_id: str, sha: str) -> Path:
+    return Path(library.attachment_file(ref_id, PARTIAL_PREFIX + sha))
+
+
+@dataclass
+class Need:
+    """One version of an attachment that is not on this disk yet."""
+
+    ref_id: str
+    name: str
+    sha256: str
+    size: int
+    chunks: list[list[Any]]
+    partial: str  # where it is assembled
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref_id, "name": self.name, "sha256": self.sha256, "size": self.size}
+
+
+def _registers(library: Any) -> list[tuple[str, str, str | None, list[registers.Entry]]]:
+    rows = library.db.execute(
+        "SELECT a.ref_id, a.name, a.sha256, a.state FROM attachments a JOIN refs r ON r.id = a.ref_id "
+        "WHERE r.deleted = 0 ORDER BY a.ref_id, a.name"
+    ).fetchall()
+    return [(ref_id, name, sha, json.loads(state)) for ref_id, name, sha, state in rows]
+
+
+def _wanted(entries: list[registers.Entry]) -> dict[str, dict[str, Any]]:
+    """sha256 -> manifest, for every version a register holds (all of them while in conflict)."""
+    return {e[3]["sha256"]: e[3] for e in entries if isinstance(e[3], dict)}
+
+
+def needs(library: Any) -> list[Need]:
+    """Every version this machine should hold and does not, after tidying what it holds."""
+    library.scan_attachments()  # edits made in place become versions before anything is replaced
+    reconcile(library)
+    out: list[Need] = []
+    missing_chunks: list[tuple[str, str, str, str]] = []
+    for ref_id, name, _shown, entries in _registers(library):
+        for sha, manifest in _wanted(entries).items():
+            if _have_version(library, ref_id, name, sha):
+                continue
+            if not manifest.get("chunks") and manifest["size"] > 0:
+                missing_chunks.append((ref_id, name, sha, "no_chunks"))
+                continue
+            out.append(
+                Need(
+                    ref_id,
+                    name,
+                    sha,
+                    manifest["size"],
+                    manifest.get("chunks", []),
+                    str(partial_path(library, ref_id, sha)),
+                )
+            )
+    for ref_id, name, sha, reason in missing_chunks:
+        record_missing(library, ref_id, name, sha, reason, REASONS[reason])
+    return out
+
+
+def _have_version(library: Any, ref_id: str, name: str, sha: str) -> bool:
+    if library.db.execute(
+        "SELECT 1 FROM attachment_files WHERE ref_id = ? AND name = ? AND sha256 = ?", [ref_id, name, sha]
+    ).fetchone():
+        return True
+    return bool(
+        library.db.execute(
+            "SELECT 1 FROM attachment_versions WHERE ref_id = ? AND name = ? AND sha256 = ?", [ref_id, name, sha]
+        ).fetchone()
+    )
+
+
+def reconcile(library: Any) -> dict[str, int]:
+    """Make the files on disk follow the registers: the version shown at the attachment's path,
+    the other versions of a conflict beside it, nothing that no register holds any more (space is
+    freed at once: the files are the only copy). Files of permanently deleted references go too."""
+    removed = moved = 0
+    db = library.db
+    for (ref_id,) in db.execute(
+        "SELECT DISTINCT f.ref_id FROM (SELECT ref_id FROM attachment_files UNION SELECT ref_id FROM "
+        "attachment_versions) f LEFT JOIN refs r ON r.id = f.ref_id WHERE r.id IS NULL OR r.deleted = 1"
+    ).fetchall():
+        with write_transaction(db):
+            forget_ref(db, ref_id)
+        _remove_tree(Path(library.attachment_file(ref_id, "x")).parent)
+        removed += 1
+    registers_now = {(ref_id, name): (shown, entries) for ref_id, name, shown, entries in _registers(library)}
+    # Files whose attachment no longer exists (deleted, here or elsewhere).
+    for ref_id, name, sha in db.execute("SELECT ref_id, name, sha256 FROM attachment_files").fetchall():
+        if (ref_id, name) not in registers_now or not _wanted(registers_now[(ref_id, name)][1]):
+            with write_transaction(db):
+                db.execute("DELETE FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name])
+                forget_unused(db, sha)
+            Path(library.attachment_file(ref_id, name)).unlink(missing_ok=True)
+            removed += 1
+    for ref_id, name, sha in db.execute("SELECT ref_id, name, sha256 FROM attachment_versions").fetchall():
+        shown, entries = registers_now.get((ref_id, name), (None, []))
+        wanted = _wanted(entries)
+        if sha not in wanted:
+            _drop_version(library, ref_id, name, sha)
+            removed += 1
+        elif sha == shown:
+            _promote(library, ref_id, name, sha, wanted)
+            moved += 1
+    # Partial files of versions nobody wants any more.
+    for folder in Path(library.attachment_file("x", "x")).parent.parent.glob(f"*/{PARTIAL_PREFIX}*"):
+        ref_id, sha = folder.parent.name, folder.name[len(PARTIAL_PREFIX) :]
+        shown, entries = registers_now.get((ref_id, _name_of(registers_now, ref_id, sha)), (None, []))
+        if sha not in _wanted(entries) or _have_any(library, ref_id, sha):
+            folder.unlink(missing_ok=True)
+    with write_transaction(db):
+        for ref_id, name, sha in db.execute("SELECT ref_id, name, sha256 FROM attachment_missing").fetchall():
+            shown, entries = registers_now.get((ref_id, name), (None, []))
+            if sha not in _wanted(entries) or _have_version(library, ref_id, name, sha):
+                db.execute(
+                    "DELETE FROM attachment_missing WHERE ref_id = ? AND name = ? AND sha256 = ?", [ref_id, name, sha]
+                )
+    return {"removed": removed, "moved": moved}
+
+
+def _name_of(registers_now: dict[tuple[str, str], Any], ref_id: str, sha: str) -> str:
+    for (r, name), (_shown, entries) in registers_now.items():
+        if r == ref_id and sha in _wanted(entries):
+            return name
+    return ""
+
+
+def _have_any(library: Any, ref_id: str, sha: str) -> bool:
+    return bool(
+        library.db.execute(
+            "SELECT 1 FROM attachment_files WHERE ref_id = ? AND sha256 = ? UNION ALL "
+            "SELECT 1 FROM attachment_versions WHERE ref_id = ? AND sha256 = ?",
+            [ref_id, sha, ref_id, sha],
+        ).fetchone()
+    )
+
+
+def _drop_version(library: Any, ref_id: str, name: str, sha: str) -> None:
+    with write_transaction(library.db):
+        library.db.execute(
+            "DELETE FROM attachment_versions WHERE ref_id = ? AND name = ? AND sha256 = ?", [ref_id, name, sha]
+        )
+        forget_unused(library.db, sha)
+    version_path(library, ref_id, sha).unlink(missing_ok=True)
+
+
+def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: dict[str, dict[str, Any]]) -> None:
+    """The version kept aside is now the one shown: it takes the attachment's path; the file
+    there, if another version still wanted, goes aside in its place."""
+    main = Path(library.attachment_file(ref_id, name))
+    source = version_path(library, ref_id, sha)
+    db = library.db
+    with write_transaction(db):
+        current = db.execute(
+            "SELECT sha256, size FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name]
+        ).fetchone()
+        if current and current[0] in wanted and main.exists():
+            aside = version_path(library, ref_id, current[0])
+            os.replace(main, aside)
+            db.execute(
+                "INSERT OR REPLACE INTO attachment_versions (ref_id, name, sha256, size, mtime_ns) VALUES (?, ?, ?, ?, ?)",
+                [ref_id, name, current[0], current[1], aside.stat().st_mtime_ns],
+            )
+        os.replace(source, main)
+        db.execute("DELETE FROM attachment_versions WHERE ref_id = ? AND name = ? AND sha256 = ?", [ref_id, name, sha])
+        db.execute(
+            "INSERT INTO attachment_files (ref_id, name, size, sha256, mtime_ns) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (ref_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
+            "mtime_ns = excluded.mtime_ns",
+            [ref_id, name, wanted[sha]["size"], sha, main.stat().st_mtime_ns],
+        )
+        if current and current[0] not in wanted:
+            forget_unused(db, current[0])
+    fsync_dir(main.parent)
+
+
+def finish(library: Any, need: Need) -> str:
+    """A partial file is whole and verified (and fsynced): put it in place and record it, in one
+    transaction. Returns where it went ('shown', 'kept' for a conflict's other version, or
+    'dropped' if no register wants it any more)."""
+    partial = Path(need.partial)
+    library.scan_attachments(need.ref_id)  # an edit in place made meanwhile is kept as a version first
+    db = library.db
+    row = db.execute(
+        "SELECT a.sha256, a.state FROM attachments a JOIN refs r ON r.id = a.ref_id "
+        "WHERE a.ref_id = ? AND a.name = ? AND r.deleted = 0",
+        [need.ref_id, need.name],
+    ).fetchone()
+    wanted = _wanted(json.loads(row[1])) if row else {}
+    if need.sha256 not in wanted:
+        partial.unlink(missing_ok=True)
+        return "dropped"
+    manifest = wanted[need.sha256]
+    main = Path(library.attachment_file(need.ref_id, need.name))
+    with write_transaction(db):
+        current = db.execute(
+            "SELECT sha256, size FROM attachment_files WHERE ref_id = ? AND name = ?", [need.ref_id, need.name]
+        ).fetchone()
+        if row[0] == need.sha256 or current is None:
+            if current and current[0] in wanted and current[0] != need.sha256 and main.exists():
+                aside = version_path(library, need.ref_id, current[0])  # a conflict's other side stays
+                aside.parent.mkdir(exist_ok=True)
+                os.replace(main, aside)
+                db.execute(
+                    "INSERT OR REPLACE INTO attachment_versions (ref_id, name, sha256, size, mtime_ns) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [need.ref_id, need.name, current[0], current[1], aside.stat().st_mtime_ns],
+                )
+            os.replace(partial, main)
+            db.execute(
+                "INSERT INTO attachment_files (ref_id, name, size, sha256, mtime_ns) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (ref_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
+                "mtime_ns = excluded.mtime_ns",
+                [need.ref_id, need.name, need.size, need.sha256, main.stat().st_mtime_ns],
+            )
+            if current and current[0] not in wanted:
+                forget_unused(db, current[0])
+            where = "shown"
+        else:
+            target = version_path(library, need.ref_id, need.sha256)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(partial, target)
+            db.execute(
+                "INSERT OR REPLACE INTO attachment_versions (ref_id, name, sha256, size, mtime_ns) VALUES (?, ?, ?, ?, ?)",
+                [need.ref_id, need.name, need.sha256, need.size, target.stat().st_mtime_ns],
+            )
+            where = "kept"
+        index_chunks(db, manifest)
+        db.execute(
+            "DELETE FROM attachment_missing WHERE ref_id = ? AND name = ? AND sha256 = ?",
+            [need.ref_id, need.name, need.sha256],
+        )
+    fsync_dir(main.parent)
+    return where
+
+
+def record_missing(library: Any, ref_id: str, name: str, sha: str, reason: str, detail: str) -> None:
+    with write_transaction(library.db):
+        library.db.execute(
+            "INSERT OR REPLACE INTO attachment_missing (ref_id, name, sha256, reason, detail, at) VALUES (?, ?, ?, ?, ?, ?)",
+            [ref_id, name, sha, reason, detail, clock.now_ms()],
+        )
+
+
+def missing(library: Any) -> list[dict[str, Any]]:
+    """Attachments this machine should hold and does not, with the reason a sync last gave."""
+    reasons = {
+        (r, n, s): (reason, detail, at)
+        for r, n, s, reason, detail, at in library.db.execute(
+            "SELECT ref_id, name, sha256, reason, detail, at FROM attachment_missing"
+        ).fetchall()
+    }
+    out = []
+    for ref_id, name, _shown, entries in _registers(library):
+        for sha, manifest in _wanted(entries).items():
+            if _have_version(library, ref_id, name, sha):
+                continue
+            reason, detail, at = reasons.get(
+                (ref_id, name, sha), ("not_synced", "not fetched yet; sync to fetch it", None)
+            )
+            partial = partial_path(library, ref_id, sha)
+            out.append(
+                {
+                    "ref": ref_id,
+                    "name": name,
+                    "sha256": sha,
+                    "size": manifest["size"],
+                    "reason": reason,
+                    "detail": detail,
+                    "since": at,
+                    "partial_bytes": partial.stat().st_size if partial.exists() else 0,
+                }
+            )
+    return out
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    with contextlib.suppress(OSError):
+        shutil.rmtree(path)
