@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from p2psync.cli.common import (
+    TransferProgress,
     json_option,
     library_option,
     library_path,
@@ -20,7 +21,6 @@ from p2psync.cli.common import (
     open_library,
     print_json,
     progress,
-    TransferProgress,
 )
 from p2psync.errors import InvalidValue, NetworkError, P2PSyncError
 from p2psync.net.discovery import DiscoveryError, check_interfaces

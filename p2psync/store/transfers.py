@@ -299,10 +299,7 @@ def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: dict[str, d
         if current and current[0] in wanted and main.exists():
             aside = version_path(library, ref_id, current[0])
             os.replace(main, aside)
-            db.execute(
-                "INSERT OR REPLACE INTO attachment_versions (ref_id, name, sha256, size, mtime_ns) VALUES (?, ?, ?, ?, ?)",
-                [ref_id, name, current[0], current[1], aside.stat().st_mtime_ns],
-            )
+            _keep_version(db, ref_id, name, current[0], current[1], aside)
         os.replace(source, main)
         db.execute("DELETE FROM attachment_versions WHERE ref_id = ? AND name = ? AND sha256 = ?", [ref_id, name, sha])
         db.execute(
@@ -314,6 +311,13 @@ def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: dict[str, d
         if current and current[0] not in wanted:
             forget_unused(db, current[0])
     fsync_dir(main.parent)
+
+
+def _keep_version(db: sqlite_utils.Database, ref_id: str, name: str, sha: str, size: int, path: Path) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO attachment_versions (ref_id, name, sha256, size, mtime_ns) VALUES (?, ?, ?, ?, ?)",
+        [ref_id, name, sha, size, path.stat().st_mtime_ns],
+    )
 
 
 def finish(library: Any, need: Need) -> str:
@@ -343,11 +347,7 @@ def finish(library: Any, need: Need) -> str:
                 aside = version_path(library, need.ref_id, current[0])  # a conflict's other side stays
                 aside.parent.mkdir(exist_ok=True)
                 os.replace(main, aside)
-                db.execute(
-                    "INSERT OR REPLACE INTO attachment_versions (ref_id, name, sha256, size, mtime_ns) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [need.ref_id, need.name, current[0], current[1], aside.stat().st_mtime_ns],
-                )
+                _keep_version(db, need.ref_id, need.name, current[0], current[1], aside)
             os.replace(partial, main)
             db.execute(
                 "INSERT INTO attachment_files (ref_id, name, size, sha256, mtime_ns) VALUES (?, ?, ?, ?, ?) "
@@ -362,10 +362,7 @@ def finish(library: Any, need: Need) -> str:
             target = version_path(library, need.ref_id, need.sha256)
             target.parent.mkdir(exist_ok=True)
             os.replace(partial, target)
-            db.execute(
-                "INSERT OR REPLACE INTO attachment_versions (ref_id, name, sha256, size, mtime_ns) VALUES (?, ?, ?, ?, ?)",
-                [need.ref_id, need.name, need.sha256, need.size, target.stat().st_mtime_ns],
-            )
+            _keep_version(db, need.ref_id, need.name, need.sha256, need.size, target)
             where = "kept"
         index_chunks(db, manifest)
         db.execute(
@@ -379,7 +376,8 @@ def finish(library: Any, need: Need) -> str:
 def record_missing(library: Any, ref_id: str, name: str, sha: str, reason: str, detail: str) -> None:
     with write_transaction(library.db):
         library.db.execute(
-            "INSERT OR REPLACE INTO attachment_missing (ref_id, name, sha256, reason, detail, at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO attachment_missing (ref_id, name, sha256, reason, detail, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             [ref_id, name, sha, reason, detail, clock.now_ms()],
         )
 
