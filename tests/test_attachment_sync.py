@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import shutil
 import random
 from pathlib import Path
 from typing import Any
@@ -87,3 +89,126 @@ def test_attachments_arrive_whole_and_edits_move_only_changed_chunks(pair: tuple
     # Nothing new: nothing moves.
     _, fetched = run(sync_once(pb, pa))
     assert fetched.wanted_files == 0 and fetched.bytes_fetched == 0
+
+
+def test_attachment_replaced_on_both_machines_is_a_conflict_with_both_files_kept(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pa, pb = pair
+    rng = random.Random(11)
+    original, mine, theirs = (tmp_path / n for n in ("v0", "v1", "v2"))
+    for path in (original, mine, theirs):
+        path.write_bytes(pdf_like(rng, 400_000))
+    with Library.open(pa) as a:
+        ref = a.add_reference({"title": "Contested"})
+        a.attach(ref, original, name="paper.pdf")
+    run(sync_once(pb, pa))
+    with Library.open(pa) as a:
+        a.attach(ref, mine, name="paper.pdf")
+    with Library.open(pb) as b:
+        b.attach(ref, theirs, name="paper.pdf")
+    run(sync_once(pb, pa))  # B pulls A's version and pushes its own
+    run(sync_once(pa, pb))  # A fetches B's file
+    for path in (pa, pb):
+        with Library.open(path) as lib:
+            [item] = lib.list_attachments(ref)
+            assert item["conflict"] and item["present"]
+            kept = {v["sha256"]: v for v in item["versions"]}
+            assert set(kept) == {sha(mine), sha(theirs)}
+            assert all(v["present"] and sha(Path(v["path"])) == digest for digest, v in kept.items())
+            assert [c["id"] for c in lib.list_conflicts()] == [ref]
+            assert lib.list_conflicts()[0]["fields"] == ["attachment:paper.pdf"]
+            assert lib.count_references(group="Sync Conflicts") == 1
+    with Library.open(pb) as b:
+        assert b.resolve_conflict(ref, fields={"attachment:paper.pdf": "local"}) == ["attachment:paper.pdf"]
+        [item] = b.list_attachments(ref)
+        assert not item["conflict"] and sha(Path(item["path"])) == sha(theirs)
+        assert not (pb / "attachments" / ref / ".p2psync-versions" / sha(mine)).exists()  # space freed
+    run(sync_once(pa, pb))
+    with Library.open(pa) as a:
+        [item] = a.list_attachments(ref)
+        assert not item["conflict"] and sha(Path(item["path"])) == sha(theirs)
+        assert list((pa / "attachments" / ref).rglob("*")) == [pa / "attachments" / ref / "paper.pdf"]
+        assert a.list_conflicts() == []
+
+
+def test_deleting_frees_space_on_every_machine(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    pa, pb = pair
+    rng = random.Random(3)
+    with Library.open(pa) as a:
+        kept, gone, trashed = (a.add_reference({"title": t}) for t in ("kept", "gone", "trashed"))
+        for ref, name in ((kept, "k.pdf"), (gone, "g.pdf"), (trashed, "t.pdf")):
+            source = tmp_path / name
+            source.write_bytes(pdf_like(rng, 300_000))
+            a.attach(ref, source)
+    run(sync_once(pb, pa))
+    assert {p.name for p in (pb / "attachments").rglob("*.pdf")} == {"k.pdf", "g.pdf", "t.pdf"}
+    with Library.open(pa) as a:
+        a.remove_attachment(gone, "g.pdf")
+        a.trash_reference(trashed)
+        assert a.empty_trash() == 1
+    run(sync_once(pb, pa))
+    assert {p.name for p in (pb / "attachments").rglob("*") if p.is_file()} == {"k.pdf"}
+    assert {p.name for p in (pa / "attachments").rglob("*") if p.is_file()} == {"k.pdf"}
+    with Library.open(pb) as b:
+        indexed = {r[0] for r in b.db.execute("SELECT DISTINCT file FROM chunk_index")}
+        assert indexed == {sha(pb / "attachments" / kept / "k.pdf")}  # nothing points at removed files
+
+
+def test_a_bad_chunk_is_refused_counted_and_fetched_from_another_peer(tmp_path: Path) -> None:
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    c = joined(a, tmp_path / "c", "C")
+    source = tmp_path / "big.pdf"
+    source.write_bytes(pdf_like(random.Random(5), 2_000_000))
+    ref = a.add_reference({"title": "Shared"})
+    a.attach(ref, source)
+    for lib in (a, b, c):
+        lib.close()
+    run(sync_once(pc := tmp_path / "c", tmp_path / "a"))  # C has the file too now
+    with Library.open(tmp_path / "a") as a:
+        device_a = a.device_id
+        path = a.attachment_path(ref, "big.pdf")
+    # Damage A's copy without changing its size or time: A now serves bad bytes.
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    for at in range(0, len(data), 50_000):
+        data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    _, fetched = run(sync_once(tmp_path / "b", tmp_path / "a", pc))
+    assert fetched.files == 1 and fetched.missing == []
+    assert fetched.chunks_refused > 0 and fetched.refused_by_peer == {device_a: fetched.chunks_refused}
+    with Library.open(tmp_path / "b") as b:
+        assert sha(b.attachment_path(ref, "big.pdf")) == sha(source)
+
+
+def test_chunks_are_fetched_from_several_peers_and_status_says_why_a_file_is_missing(tmp_path: Path) -> None:
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    c = joined(a, tmp_path / "c", "C")
+    rng = random.Random(9)
+    ref = a.add_reference({"title": "Many"})
+    for i in range(6):
+        source = tmp_path / f"f{i}.pdf"
+        source.write_bytes(pdf_like(rng, 9_000_000 if i == 0 else 1_000_000))
+        a.attach(ref, source)
+    for lib in (a, b, c):
+        lib.close()
+    run(sync_once(tmp_path / "c", tmp_path / "a"))
+    _, fetched = run(sync_once(tmp_path / "b", tmp_path / "a", tmp_path / "c"))
+    assert fetched.files == 6
+    assert len(fetched.by_peer) == 2 and all(n > 0 for n in fetched.by_peer.values()), fetched.by_peer
+    # A file no peer reached has: status says so.
+    with Library.open(tmp_path / "a") as a:
+        extra = tmp_path / "extra.pdf"
+        extra.write_bytes(pdf_like(rng, 100_000))
+        a.attach(ref, extra)
+    with Library.open(tmp_path / "a") as a:
+        a.attachment_path(ref, "extra.pdf").unlink()  # A lost its copy before anyone fetched it
+    _, fetched = run(sync_once(tmp_path / "b", tmp_path / "a"))
+    [missing] = fetched.missing
+    assert missing["name"] == "extra.pdf" and missing["reason"] == "no_peer"
+    with Library.open(tmp_path / "b") as b:
+        [status] = transfers.missing(b)
+        assert status["name"] == "extra.pdf" and status["reason"] == "no_peer" and status["detail"]

@@ -9,6 +9,7 @@ import click
 from p2psync.cli.common import json_option, library_option, open_library, print_json, truncate
 from p2psync.errors import InvalidValue
 from p2psync.model import fields as catalogue
+from p2psync.store.library import ATTACHMENT_FIELD
 
 
 def register(cli: click.Group) -> None:
@@ -56,7 +57,10 @@ def show(ref_id: str, as_json: bool) -> None:
     if not versions:
         click.echo("No sync conflict.")
     for name, items in versions.items():
-        label = "Deleted / changed" if name == "deleted" else catalogue.FIELDS[name].label
+        if name.startswith(ATTACHMENT_FIELD):
+            label = f"Attachment {name[len(ATTACHMENT_FIELD) :]}"
+        else:
+            label = "Deleted / changed" if name == "deleted" else catalogue.FIELDS[name].label
         click.echo(f"\n{label} ({name}):")
         for item in items:
             who = f"{item['device_name']} ({item['device'][:7]}{', this device' if item['this_device'] else ''})"
@@ -64,6 +68,11 @@ def show(ref_id: str, as_json: bool) -> None:
 
 
 def _value(name: str, value: Any) -> str:
+    if name.startswith(ATTACHMENT_FIELD):
+        if value is None:
+            return "removed the attachment"
+        where = value["path"] if value["present"] else "not on this machine yet"
+        return f"{value['size']:,} bytes, sha256:{value['sha256'][:12]}, {where}"
     if name == "deleted":
         return "deleted the reference" if value else "changed it meanwhile"
     return catalogue.format_value(name, value) or "(empty)"
@@ -88,6 +97,7 @@ def resolve(ref_id: str, keep: str | None, field_choices: tuple[str, ...], as_js
     Examples:
       p2psync conflicts resolve k3x9 --keep local
       p2psync conflicts resolve k3x9 --field title=remote --field year=GNLJEFF
+      p2psync conflicts resolve k3x9 --field attachment:paper.pdf=local
     Editing a conflicted field with 'p2psync ref edit' also resolves it.
     """
     choices: dict[str, str] = {}

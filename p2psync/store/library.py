@@ -57,6 +57,9 @@ from p2psync.store.files import copy_atomic, fsync_dir, remove_tree
 DB_FILE = "library.sqlite3"
 KEY_FILE = "device.key"
 ATTACHMENTS_DIR = "attachments"
+ATTACHMENT_FIELD = "attachment:"  # how a conflicted attachment is named among a reference's conflicts
+# A reference is in conflict when a field or one of its attachments is (the "Sync Conflicts" group).
+IN_CONFLICT = "(conflict = 1 OR id IN (SELECT ref_id FROM attachments WHERE conflict = 1))"
 BATCH = 500  # references per transaction in bulk work, so other writers wait well under a second
 
 
@@ -288,7 +291,8 @@ class Library:
                 [ref_id],
             )
         ]
-        if record.get("conflicts"):
+        record["conflicts"] = [*record.get("conflicts", []), *self._attachment_conflicts(ref_id)]
+        if record["conflicts"]:
             record["groups"].insert(0, {"id": SYNC_CONFLICTS_ID, "name": SYNC_CONFLICTS})
         record["attachments"] = self.list_attachments(ref_id, scan=False)
         return record
@@ -322,24 +326,66 @@ class Library:
             else:
                 entries = sorted(state[name], key=lambda e: (e[2], e[0], e[1]))
                 out[name] = [version(e[0], e[1], e[2], e[3]) for e in entries]
+        for name, entries in self._attachment_conflicts(ref_id).items():
+            shown = registers.resolve(entries).value
+            out[name] = [
+                version(e[0], e[1], e[2], self._version_file(ref_id, name, e[3], shown))
+                for e in sorted(entries, key=lambda e: (e[2], e[0], e[1]))
+            ]
         return out
 
+    def _version_file(self, ref_id: str, field: str, manifest: Any, shown: Any) -> dict[str, Any] | None:
+        """One version of a conflicted attachment: its size, hash and where its file is (if here)."""
+        if not isinstance(manifest, dict):
+            return None  # this version removed the attachment
+        name = field[len(ATTACHMENT_FIELD) :]
+        if isinstance(shown, dict) and shown["sha256"] == manifest["sha256"]:
+            path = self.attachment_file(ref_id, name)
+            here = bool(
+                self.db.execute(
+                    "SELECT 1 FROM attachment_files WHERE ref_id = ? AND name = ? AND sha256 = ?",
+                    [ref_id, name, manifest["sha256"]],
+                ).fetchone()
+            )
+        else:
+            path = transfers.version_path(self, ref_id, manifest["sha256"])
+            here = path.is_file()
+        return {"size": manifest["size"], "sha256": manifest["sha256"], "path": str(path), "present": here}
+
     def list_conflicts(self) -> list[dict[str, Any]]:
-        rows = self._rows("SELECT * FROM refs WHERE conflict = 1 AND deleted = 0 ORDER BY added, id", [])
-        return [{"id": r["id"], "title": r.get("title"), "fields": r["conflicts"]} for r in rows]
+        rows = self._rows(f"SELECT * FROM refs WHERE {IN_CONFLICT} AND deleted = 0 ORDER BY added, id", [])
+        return [
+            {"id": r["id"], "title": r.get("title"), "fields": [*r.get("conflicts", []), *self._attachment_conflicts(r["id"])]}
+            for r in rows
+        ]
+
+    def _attachment_conflicts(self, ref_id: str) -> dict[str, list[registers.Entry]]:
+        """'attachment:NAME' -> the register's entries, for each attachment of ref_id in conflict."""
+        rows = self.db.execute(
+            "SELECT name, state FROM attachments WHERE ref_id = ? AND conflict = 1 ORDER BY name", [ref_id]
+        ).fetchall()
+        return {ATTACHMENT_FIELD + name: json.loads(state) for name, state in rows}
 
     def resolve_conflict(self, ref: str, keep: str | None = None, fields: dict[str, str] | None = None) -> list[str]:
         """Resolve a reference's conflicts by choosing versions; return the fields resolved.
 
         keep: "local" (this device's version), "remote" (the newest version from another device)
         or a device id (or its start) for every conflicted field; fields: the same choice per
-        field, which wins over keep. The resolution is an ordinary write that has seen every
-        version, so every machine that receives it shows the same, conflict-free reference.
+        field, which wins over keep. A conflicted attachment is the field "attachment:NAME"; the
+        versions not kept are deleted from disk. The resolution is an ordinary write that has
+        seen every version, so every machine that receives it shows the same, conflict-free reference.
         """
+        resolved = self._resolve_conflict(ref, keep, fields)
+        if any(name.startswith(ATTACHMENT_FIELD) for name in resolved):
+            transfers.reconcile(self)  # the kept version takes the attachment's path; the others go
+        return resolved
+
+    def _resolve_conflict(self, ref: str, keep: str | None, fields: dict[str, str] | None) -> list[str]:
         with self.writing() as writer:
             ref_id = self.resolve_ref(ref)
             state = self._ref_state(ref_id)
-            conflicted = merge.reference_view(state).conflicts
+            files = self._attachment_conflicts(ref_id)
+            conflicted = [*merge.reference_view(state).conflicts, *files]
             if not conflicted:
                 raise Conflict(f"Reference {ref_id} has no sync conflict.")
             choices = {name: keep for name in conflicted} if keep else {}
@@ -352,6 +398,20 @@ class Library:
             missing = [n for n in conflicted if n not in choices]
             if missing:
                 raise InvalidValue(f"Say which version to keep for: {', '.join(missing)} (--keep or --field NAME=WHO).")
+            done_files = sorted(n for n in choices if n in files)
+            for field_name in done_files:
+                chosen = self._choose(files[field_name], choices.pop(field_name), field_name)
+                writer.log(
+                    {
+                        "op": ops.ATTACHMENT_PUT,
+                        "ref": ref_id,
+                        "name": field_name[len(ATTACHMENT_FIELD) :],
+                        "value": chosen[3],
+                        "seen": registers.dots(files[field_name]),
+                    }
+                )
+            if not choices:  # only attachments were in conflict
+                return done_files
             delete_choice = choices.pop(merge.DELETED, None)
             values = {name: self._choose(state[name], choice, name)[3] for name, choice in choices.items()}
             if delete_choice is not None:
@@ -359,7 +419,7 @@ class Library:
                 editors = [[*dot, None] for dot in _uncovered_dots(state)]
                 if self._choose(deleters + editors, delete_choice, merge.DELETED)[3] is not None:
                     writer.log(self._delete_op(ref_id))  # the deleting side wins: delete, having seen all
-                    return [*choices, merge.DELETED]
+                    return [*choices, merge.DELETED, *done_files]
                 values[merge.DELETED] = None  # keep the reference: lift the deletes
             op = {
                 "op": ops.REF_PUT,
@@ -368,7 +428,7 @@ class Library:
                 "seen": {name: registers.dots(state[name]) for name in values},
             }
             writer.log(op)
-        return sorted([*values])
+        return sorted([*values, *done_files])
 
     def _choose(self, entries: list[registers.Entry], choice: str, name: str) -> registers.Entry:
         if choice == "local":
@@ -385,7 +445,7 @@ class Library:
     def count_references(self, trashed: bool = False, group: str | None = None) -> int:
         group_id = self.find_group(group)["id"] if group is not None else None
         if group_id == SYNC_CONFLICTS_ID:
-            sql = "SELECT count(*) FROM refs WHERE conflict = 1 AND deleted = 0 AND trashed = ?"
+            sql = f"SELECT count(*) FROM refs WHERE {IN_CONFLICT} AND deleted = 0 AND trashed = ?"
             return int(self.db.execute(sql, [int(trashed)]).fetchone()[0])
         if group_id is not None:
             row = self.db.execute(
@@ -406,7 +466,7 @@ class Library:
         params: list[Any] = [int(trashed)]
         group_id = self.find_group(group)["id"] if group is not None else None
         if group_id == SYNC_CONFLICTS_ID:
-            sql = "SELECT * FROM refs WHERE deleted = 0 AND trashed = ? AND conflict = 1 ORDER BY added, id"
+            sql = f"SELECT * FROM refs WHERE deleted = 0 AND trashed = ? AND {IN_CONFLICT} ORDER BY added, id"
         elif group_id is not None:
             sql = (
                 "SELECT r.* FROM memberships m JOIN refs r ON r.id = m.ref_id "
@@ -692,19 +752,30 @@ class Library:
             [ref_id],
         ).fetchall()
         out = []
+        versions = self._attachment_conflicts(ref_id)
         for name, size, digest, conflict, local_digest in rows:
             here = self.attachment_file(ref_id, name).is_file()
             present = local_digest is not None and local_digest == digest and here
-            out.append(
-                {
-                    "name": name,
-                    "size": size,
-                    "sha256": digest,
-                    "conflict": bool(conflict),
-                    "present": present,
-                    "path": str(self.attachment_file(ref_id, name)),
-                }
-            )
+            item = {
+                "name": name,
+                "size": size,
+                "sha256": digest,
+                "conflict": bool(conflict),
+                "present": present,
+                "path": str(self.attachment_file(ref_id, name)),
+            }
+            if conflict:  # every version, and where its file is until the conflict is resolved
+                entries = versions.get(ATTACHMENT_FIELD + name, [])
+                shown = registers.resolve(entries).value
+                item["versions"] = [
+                    {
+                        "device": e[0],
+                        "time": iso(e[2]),
+                        **(self._version_file(ref_id, ATTACHMENT_FIELD + name, e[3], shown) or {"removed": True}),
+                    }
+                    for e in entries
+                ]
+            out.append(item)
         return out
 
     def _attachment_row(self, ref: str, name: str) -> tuple[str, dict[str, Any]]:
@@ -749,6 +820,7 @@ class Library:
             if row:
                 transfers.forget_unused(self.db, row[0])
         self.attachment_file(ref_id, name).unlink(missing_ok=True)
+        transfers.reconcile(self)  # other versions of a conflict, partial files: their space is freed too
         with contextlib.suppress(OSError):
             self.attachment_file(ref_id, name).parent.rmdir()  # only if now empty
 
@@ -815,7 +887,7 @@ class Library:
                 "SELECT coalesce(sum(a.size), 0) FROM attachments a JOIN refs r ON r.id = a.ref_id "
                 "WHERE a.sha256 IS NOT NULL AND r.deleted = 0"
             ),
-            "conflicts": count("SELECT count(*) FROM refs WHERE conflict = 1"),
+            "conflicts": count(f"SELECT count(*) FROM refs WHERE {IN_CONFLICT}"),
             "changes": count("SELECT count(*) FROM changelog"),
             "schema_version": schema.SCHEMA_VERSION,
         }

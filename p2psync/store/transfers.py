@@ -284,6 +284,12 @@ def _drop_version(library: Any, ref_id: str, name: str, sha: str) -> None:
         )
         forget_unused(library.db, sha)
     version_path(library, ref_id, sha).unlink(missing_ok=True)
+    _remove_if_empty(version_path(library, ref_id, sha).parent)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: dict[str, dict[str, Any]]) -> None:
@@ -310,6 +316,7 @@ def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: dict[str, d
         )
         if current and current[0] not in wanted:
             forget_unused(db, current[0])
+    _remove_if_empty(source.parent)
     fsync_dir(main.parent)
 
 
