@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
 import random
 from pathlib import Path
 from typing import Any

@@ -355,7 +355,11 @@ class Library:
     def list_conflicts(self) -> list[dict[str, Any]]:
         rows = self._rows(f"SELECT * FROM refs WHERE {IN_CONFLICT} AND deleted = 0 ORDER BY added, id", [])
         return [
-            {"id": r["id"], "title": r.get("title"), "fields": [*r.get("conflicts", []), *self._attachment_conflicts(r["id"])]}
+            {
+                "id": r["id"],
+                "title": r.get("title"),
+                "fields": [*r.get("conflicts", []), *self._attachment_conflicts(r["id"])],
+            }
             for r in rows
         ]
 
