@@ -301,12 +301,16 @@ class Node:
     ) -> FetchReport:
         """Bring the attachment versions this device lacks from the peers just synced with."""
         links: dict[str, Link] = {}
+        results = list(results)
+        failed = sum(1 for r in results if isinstance(r, NetworkError))
         for result in results:
             if isinstance(result, PeerSync) and result.device and result.device not in links:
                 host, port = _split(result.address)
                 links[result.device] = Link(host, port, result.device)
         async with self._sync_lock:
-            report = await fetch_attachments(self.worker, list(links.values()), on_plan, on_bytes)
+            report = await fetch_attachments(
+                self.worker, list(links.values()), on_plan, on_bytes, unreachable=failed if not links else 0
+            )
         self.last_fetch = report
         if report.files or report.missing:
             log.info(

@@ -159,8 +159,10 @@ async def fetch_attachments(
     on_plan: Callable[[int, int], None] | None = None,
     on_bytes: Progress | None = None,
     parallel: int = PARALLEL_PER_PEER,
+    unreachable: int = 0,
 ) -> FetchReport:
-    """Bring every attachment version this machine lacks from the peers in `links`."""
+    """Bring every attachment version this machine lacks from the peers in `links`
+    (`unreachable`: how many other members were tried in this round and could not be reached)."""
     report = FetchReport()
     needs: list[Need] = await worker.call(transfers.needs)
     report.wanted_files = len(needs)
@@ -194,14 +196,18 @@ async def fetch_attachments(
         if not file.remaining and file.failed is None:
             continue
         reason = file.failed or "no_peer"
-        detail = _detail(reason, file, links)
+        if not links and unreachable:
+            reason = "unreachable"
+        detail = _detail(reason, file, links, unreachable)
         await worker.call(transfers.record_missing, file.need.ref_id, file.need.name, file.need.sha256, reason, detail)
         report.missing.append({**file.need.as_dict(), "reason": reason, "detail": detail})
     return report
 
 
-def _detail(reason: str, file: _File, links: list[Link]) -> str:
+def _detail(reason: str, file: _File, links: list[Link], unreachable: int) -> str:
     if not links:
+        if unreachable:
+            return f"no device of this library could be reached ({unreachable} tried)"
         return "no device of this library was reached"
     if reason == "verification":
         return (
