@@ -23,6 +23,7 @@ from p2psync.cli.common import (
     progress,
 )
 from p2psync.errors import InvalidValue, NetworkError, P2PSyncError
+from p2psync.net.chunks import FetchReport
 from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
 from p2psync.node import DISCOVER_SECONDS, Address, Node, merge_targets, parse_address
@@ -85,7 +86,7 @@ def sync(
     path = library_path()
     look = not no_mdns and not addresses
 
-    async def run() -> list[Any]:
+    async def run() -> tuple[list[Any], FetchReport]:
         node = Node(path)
         try:
             found: list[Address] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pyfastcdc import FastCDC
 
@@ -20,7 +20,7 @@ from p2psync.errors import InvalidValue
 AVG_SIZE = 32 * 1024  # FastCDC's "avg_size"; chunks come out about AVG_SIZE + MIN_SIZE long
 MIN_SIZE = 8 * 1024
 MAX_SIZE = 128 * 1024
-NORMALIZATION = 1  # FastCDC's normalized-chunking level (the paper's NC)
+NORMALIZATION: Literal[1] = 1  # FastCDC's normalized-chunking level (the paper's NC)
 SEED = 0  # the reference gear table
 # One manifest must fit in one operation (engine/ops.py MAX_OP_BYTES, 3 MiB): a chunk costs about
 # 80 bytes there, so this is a file of about 1.5 GB at the average chunk size.

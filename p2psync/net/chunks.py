@@ -67,12 +67,15 @@ async def serve_chunks(request: web.Request, worker: LibraryWorker, body: Any) -
         while end < len(locations) and (size < WRITE_BATCH or end == start):
             size += locations[end].size if locations[end] is not None else 0  # type: ignore[union-attr]
             end += 1
-        group = locations[start:end]
-        datas = await loop.run_in_executor(None, lambda g=group: [transfers.read_chunk(x) if x else None for x in g])
+        datas = await loop.run_in_executor(None, _read_all, locations[start:end])
         await response.write(b"".join(_LENGTH.pack(len(d)) + d if d else _LENGTH.pack(0) for d in datas))
         start = end
     await response.write_eof()
     return response
+
+
+def _read_all(locations: list[transfers.Location | None]) -> list[bytes | None]:
+    return [transfers.read_chunk(x) if x else None for x in locations]
 
 
 def _is_hex(text: str) -> bool:
