@@ -211,3 +211,19 @@ def test_chunks_are_fetched_from_several_peers_and_status_says_why_a_file_is_mis
     with Library.open(tmp_path / "b") as b:
         [status] = transfers.missing(b)
         assert status["name"] == "extra.pdf" and status["reason"] == "no_peer" and status["detail"]
+
+
+def test_a_file_deleted_from_disk_by_hand_is_fetched_again(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    pa, pb = pair
+    source = tmp_path / "lost.pdf"
+    source.write_bytes(pdf_like(random.Random(4), 500_000))
+    with Library.open(pa) as a:
+        ref = a.add_reference({"title": "Lost and found"})
+        a.attach(ref, source)
+    run(sync_once(pb, pa))
+    (pb / "attachments" / ref / "lost.pdf").unlink()
+    _, fetched = run(sync_once(pb, pa))
+    assert fetched.files == 1 and fetched.bytes_fetched == 500_000
+    with Library.open(pb) as b, Library.open(pa) as a:
+        assert sha(b.attachment_path(ref, "lost.pdf")) == sha(source)
+        assert a.list_attachments(ref)[0]["present"]  # the attachment itself was never deleted

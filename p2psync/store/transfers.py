@@ -174,7 +174,14 @@ def _wanted(entries: list[registers.Entry]) -> dict[str, dict[str, Any]]:
 
 def needs(library: Any) -> list[Need]:
     """Every version this machine should hold and does not, after tidying what it holds."""
-    library.scan_attachments()  # edits made in place become versions before anything is replaced
+    # Edits made in place become versions before anything is replaced; a file deleted from this
+    # disk by hand is fetched again (its attachment stays: the deletion was not a decision).
+    for change in library.scan_attachments():
+        if change["change"] == "missing":
+            _forget_file(library, change["ref"], change["name"])
+    for ref_id, name, sha in library.db.execute("SELECT ref_id, name, sha256 FROM attachment_versions").fetchall():
+        if not version_path(library, ref_id, sha).is_file():
+            _drop_version(library, ref_id, name, sha)
     reconcile(library)
     out: list[Need] = []
     missing_chunks: list[tuple[str, str, str, str]] = []
@@ -198,6 +205,16 @@ def needs(library: Any) -> list[Need]:
     for ref_id, name, sha, reason in missing_chunks:
         record_missing(library, ref_id, name, sha, reason, REASONS[reason])
     return out
+
+
+def _forget_file(library: Any, ref_id: str, name: str) -> None:
+    with write_transaction(library.db):
+        row = library.db.execute(
+            "SELECT sha256 FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name]
+        ).fetchone()
+        library.db.execute("DELETE FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name])
+        if row:
+            forget_unused(library.db, row[0])
 
 
 def _have_version(library: Any, ref_id: str, name: str, sha: str) -> bool:
