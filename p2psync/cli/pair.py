@@ -175,9 +175,7 @@ def _offer(
         click.echo("The first sync did not finish yet; it resumes with the next sync (p2psync sync or the daemon).")
 
 
-async def _announce(
-    host: str, port: int, interfaces: list[str] | None, nameplate: int
-) -> discovery.Announcer | None:
+async def _announce(host: str, port: int, interfaces: list[str] | None, nameplate: int) -> discovery.Announcer | None:
     """Announce the offer under a random id: the daemon may be announcing this device already,
     and a pairing offer need not say which device makes it."""
     random_id = base64.b32encode(secrets.token_bytes(20)).decode("ascii")

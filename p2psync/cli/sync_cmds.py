@@ -74,7 +74,9 @@ def sync(
     Peers are reached at the addresses given with --address and where members were last reached;
     without --address (and unless --no-mdns) members are also looked for on the LAN, for about two
     seconds at most. Each change set is applied whole or not at all, so an interrupted sync loses
-    nothing: run it again and it resumes. Exit code 1 if no peer could be synced.
+    nothing: run it again and it resumes. Attachments the change sets name are fetched next, from
+    every peer reached (only what this machine lacks; an interrupted file resumes). Exit code 1 if
+    no peer could be synced, or if an attachment was cut off or came damaged (sync again).
     """
     if relay_only:
         raise InvalidValue(
@@ -153,6 +155,8 @@ def sync(
             click.echo(f"Still missing: {item['name']} of {item['ref']}: {item['detail']}", err=True)
     if not any(not isinstance(r, P2PSyncError) for r in results):
         raise NetworkError("No peer could be synced; see the reasons above and 'p2psync status'.")
+    if fetched.interrupted:
+        raise NetworkError("Some attachments did not arrive whole (see above); sync again to resume where it stopped.")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")

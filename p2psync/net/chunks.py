@@ -29,6 +29,7 @@ from p2psync.model.chunking import MAX_SIZE, offsets
 from p2psync.net import tls
 from p2psync.net.protocol import LIBRARY_HEADER, PREFIX, PROTOCOL_VERSION, VERSION_HEADER
 from p2psync.net.worker import LibraryWorker
+from p2psync.store import peers as peer_store
 from p2psync.store import transfers
 from p2psync.store.transfers import Need
 
@@ -113,6 +114,7 @@ class FetchReport:
     by_peer: dict[str, int] = field(default_factory=dict)  # device -> bytes it sent
     refused_by_peer: dict[str, int] = field(default_factory=dict)
     missing: list[dict[str, Any]] = field(default_factory=list)
+    peer_errors: dict[str, str] = field(default_factory=dict)  # device -> why fetching from it stopped
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -126,7 +128,13 @@ class FetchReport:
             "by_peer": self.by_peer,
             "refused_by_peer": self.refused_by_peer,
             "missing": self.missing,
+            "peer_errors": self.peer_errors,
         }
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a file is missing for a reason the next sync may cure (a cut, a bad copy)."""
+        return any(m["reason"] in ("unreachable", "verification") for m in self.missing)
 
 
 @dataclass
@@ -201,17 +209,20 @@ async def fetch_attachments(
         reason = file.failed or "no_peer"
         if not links and unreachable:
             reason = "unreachable"
-        detail = _detail(reason, file, links, unreachable)
+        detail = _detail(reason, file, links, unreachable, report.peer_errors)
         await worker.call(transfers.record_missing, file.need.ref_id, file.need.name, file.need.sha256, reason, detail)
         report.missing.append({**file.need.as_dict(), "reason": reason, "detail": detail})
     return report
 
 
-def _detail(reason: str, file: _File, links: list[Link], unreachable: int) -> str:
+def _detail(reason: str, file: _File, links: list[Link], unreachable: int, errors: dict[str, str]) -> str:
     if not links:
         if unreachable:
             return f"no device of this library could be reached ({unreachable} tried)"
         return "no device of this library was reached"
+    if reason == "unreachable" and errors:
+        why = "; ".join(f"{device[:7]}: {error}" for device, error in sorted(errors.items()))
+        return f"{transfers.REASONS[reason]} ({why})"
     if reason == "verification":
         return (
             "what "
@@ -363,7 +374,7 @@ async def _fetch_remote(
                 await _fetch_segment(worker, session, peer, segment, report, advance, queue)
             except (P2PSyncError, aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
                 peer.alive = False
-                peer.error = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                peer.error = _in_words(exc)
                 queue.append(segment)  # another peer takes it, or nobody is left and it is given up
             finally:
                 async with cond:
@@ -380,6 +391,21 @@ async def _fetch_remote(
             await session.close()
     for segment in queue:  # left when every peer died
         _give_up(segment, peers)
+    for peer in peers:
+        if peer.error is not None:
+            report.peer_errors[peer.link.device] = peer.error
+            address = f"{peer.link.host}:{peer.link.port}"
+            await worker.call(peer_store.record_error, peer.link.device, address, f"Fetching attachments: {peer.error}")
+
+
+def _in_words(exc: BaseException) -> str:
+    if isinstance(exc, P2PSyncError):
+        return exc.message
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"could not be reached ({exc.os_error.strerror or exc.os_error})"
+    if isinstance(exc, TimeoutError):
+        return "stopped answering"
+    return "the connection broke off"
 
 
 def _give_up(segment: _Segment, peers: list[_Peer]) -> None:

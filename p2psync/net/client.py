@@ -123,8 +123,10 @@ async def _sync(
             # The server's key is checked in the handshake; learn which member it is.
             my_vv = await worker.call(lambda library: (seal(library), version_vector(library))[1])
             answer = await _post_json(session, base + PREFIX + "/vv", {"vv": my_vv, "port": listen_port})
-            if not isinstance(answer, dict) or not _is_vector(answer.get("vv")) or not isinstance(
-                answer.get("name", ""), str
+            if (
+                not isinstance(answer, dict)
+                or not _is_vector(answer.get("vv"))
+                or not isinstance(answer.get("name", ""), str)
             ):
                 raise ProtocolMismatch(f"The peer at {result.address} answered the version exchange wrongly.")
             # Who the server is follows from the key it proved, not from what it says.

@@ -131,10 +131,7 @@ def rebase(library: Library, library_id: str, name: str) -> Content:
         db.execute("UPDATE meta SET value = ? WHERE key = 'library_id'", [library_id])
         db.execute("UPDATE meta SET value = ? WHERE key = 'name'", [name])
         # Attachment files of references that are no longer anywhere (permanently deleted) go.
-        db.execute(
-            "DELETE FROM attachment_files WHERE ref_id NOT IN "
-            "(SELECT id FROM merge_stash WHERE kind = 'ref')"
-        )
+        db.execute("DELETE FROM attachment_files WHERE ref_id NOT IN (SELECT id FROM merge_stash WHERE kind = 'ref')")
     return stashed
 
 
