@@ -291,8 +291,9 @@ class Library:
                 [ref_id],
             )
         ]
-        record["conflicts"] = [*record.get("conflicts", []), *self._attachment_conflicts(ref_id)]
-        if record["conflicts"]:
+        conflicts = [*record.get("conflicts", []), *self._attachment_conflicts(ref_id)]
+        if conflicts:
+            record["conflicts"] = conflicts
             record["groups"].insert(0, {"id": SYNC_CONFLICTS_ID, "name": SYNC_CONFLICTS})
         record["attachments"] = self.list_attachments(ref_id, scan=False)
         return record
