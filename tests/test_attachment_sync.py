@@ -227,3 +227,66 @@ def test_a_file_deleted_from_disk_by_hand_is_fetched_again(pair: tuple[Path, Pat
     with Library.open(pb) as b, Library.open(pa) as a:
         assert sha(b.attachment_path(ref, "lost.pdf")) == sha(source)
         assert a.list_attachments(ref)[0]["present"]  # the attachment itself was never deleted
+
+
+def test_a_chunk_of_the_wrong_length_is_refused_and_fetched_from_another_peer(tmp_path: Path) -> None:
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    c = joined(a, tmp_path / "c", "C")
+    source = tmp_path / "paper.pdf"
+    source.write_bytes(pdf_like(random.Random(6), 1_500_000))
+    ref = a.add_reference({"title": "Shared"})
+    a.attach(ref, source)
+    for lib in (a, b, c):
+        lib.close()
+    run(sync_once(tmp_path / "c", tmp_path / "a"))  # C has the file too now
+    with Library.open(tmp_path / "a") as a:
+        device_a = a.device_id
+        # A's index says its first chunk is one byte shorter than it is: A sends it short, as a faulty peer would.
+        with a.db.conn:
+            a.db.execute("UPDATE chunk_index SET size = size - 1 WHERE offset = 0")
+    _, fetched = run(sync_once(tmp_path / "b", tmp_path / "a"))
+    assert fetched.files == 0 and fetched.refused_by_peer == {device_a: 1} and fetched.chunks_refused == 1
+    [missing] = fetched.missing
+    assert missing["reason"] == "verification" and device_a[:7] in missing["detail"]
+    first = None
+    with Library.open(tmp_path / "a") as a:
+        first = a.list_attachments(ref, scan=False)[0]
+    # C sends the one chunk A could not; what A sent is kept, not fetched again.
+    _, fetched = run(sync_once(tmp_path / "b", tmp_path / "c"))
+    assert fetched.files == 1 and fetched.missing == [] and fetched.chunks_refused == 0
+    assert fetched.bytes_fetched <= 131_072 and fetched.bytes_resumed >= first["size"] - 131_072
+    with Library.open(tmp_path / "b") as b:
+        assert sha(b.attachment_path(ref, "paper.pdf")) == sha(source)
+        assert transfers.missing(b) == []
+
+
+def test_chunks_that_do_not_make_up_the_named_file_are_not_put_in_place(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from p2psync.engine import ops
+    from p2psync.model.chunking import manifest_of
+
+    pa, pb = pair
+    source = tmp_path / "real.pdf"
+    source.write_bytes(pdf_like(random.Random(8), 600_000))
+    with Library.open(pa) as a:
+        ref = a.add_reference({"title": "Forged"})
+        a.attach(ref, source)
+        # A faulty member names real chunks under a file hash they do not make up.
+        lie = {**manifest_of(source), "sha256": hashlib.sha256(b"something else").hexdigest()}
+        with a.writing() as writer:
+            writer.log({"op": ops.ATTACHMENT_PUT, "ref": ref, "name": "lie.pdf", "value": lie, "seen": []})
+    _, fetched = run(sync_once(pb, pa))
+    assert fetched.files == 1  # real.pdf
+    [missing] = fetched.missing
+    assert missing["name"] == "lie.pdf" and missing["reason"] == "manifest", missing
+    assert "do not make up the file" in missing["detail"]
+    with Library.open(pb) as b:
+        folder = pb / "attachments" / ref
+        assert sorted(p.name for p in folder.iterdir()) == ["real.pdf"]  # no partial, no lie.pdf
+        [status] = transfers.missing(b)
+        assert status["reason"] == "manifest"
+    # It is not fetched again: the same chunks would make the same wrong file.
+    _, fetched = run(sync_once(pb, pa))
+    assert fetched.wanted_files == 0 and fetched.bytes_fetched == 0

@@ -8,6 +8,7 @@ pure functions. The last test regenerates the vectors and requires byte-identica
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import hashlib
@@ -15,9 +16,11 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,10 +28,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from p2psync.crypto.identity import DeviceIdentity, introduction_message, verify
 from p2psync.engine import canonical, changesets, merge, ops, registers
 from p2psync.errors import InvalidInput
-from p2psync.model import fields
+from p2psync.model import attachments, chunking, fields
 from p2psync.model.devices import device_id_for, library_id_for, short_id
+from p2psync.net import chunks as net_chunks
+from p2psync.net import tls
+from p2psync.net.protocol import LIBRARY_HEADER, PREFIX, VERSION_HEADER
+from p2psync.node import Node
 from p2psync.store import sync
 from p2psync.store.library import Library, device_add_op
+from tests.sync_support import founded, joined
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = ROOT / "protocol"
@@ -41,6 +49,7 @@ def load(name: str) -> Any:
 
 SCENARIO = load("scenario.json")
 REJECTIONS = load("rejections.json")
+CHUNKING = load("chunking.json")
 
 
 def private_key(seed_hex: str) -> Ed25519PrivateKey:
@@ -480,6 +489,222 @@ def test_exchange_through_the_store(tmp_path: Path, exchange: dict[str, Any]) ->
             assert sync.version_vector(library) == step["version_vector_after"], step["what"]
     finally:
         library.close()
+
+
+# --- attachments: chunking and the /chunks endpoint (protocol/attachments.md) -----------------------
+
+_U64 = (1 << 64) - 1
+# attachments.md §2.2: SHA-256 of the 256 gear values, 8 bytes big-endian each, in order.
+GEAR_TABLE_SHA256 = "9df0a720752a7d211fdebaf39bed01610983756fc340a1cfef41052b7356ae73"
+
+
+def built_input(pieces: list[dict[str, Any]]) -> bytes:
+    """A chunking input from its recipe (chunking.json 'description'), written here from the text."""
+    out = bytearray()
+    for piece in pieces:
+        if "zeros" in piece:
+            out += b"\x00" * piece["zeros"]
+        elif "hex" in piece:
+            out += bytes.fromhex(piece["hex"])
+        elif "text" in piece:
+            out += piece["text"].encode("utf-8") * piece.get("repeat", 1)
+        else:
+            label, size, counter = piece["stream"].encode("ascii"), piece["bytes"], 0
+            run = bytearray()
+            while len(run) < size:
+                run += hashlib.sha256(label + counter.to_bytes(4, "big")).digest()
+                counter += 1
+            out += run[:size]
+    return bytes(out)
+
+
+def gear_by_recipe() -> list[int]:
+    return [int.from_bytes(hashlib.md5(bytes([b]) * 64).digest()[:8], "big") for b in range(256)]
+
+
+def cut_by_the_text(data: bytes, start: int, gear: list[int], mask_s: int, mask_l: int) -> int:
+    """attachments.md §2.3, transcribed from the pseudocode."""
+    minimum, average, maximum = chunking.MIN_SIZE, chunking.AVG_SIZE, chunking.MAX_SIZE
+    n = len(data) - start
+    if n <= minimum:
+        return n
+    center = average
+    if n > maximum:
+        n = maximum
+    elif n < center:
+        center = n
+    middle, end = center - center % 2, n - n % 2
+    h = 0
+    for i in range(minimum, end):
+        h = (2 * h + gear[data[start + i]]) & _U64
+        if h & (mask_s if i < middle else mask_l) == 0:
+            return i
+    return n
+
+
+def test_chunking_parameters_are_the_codes() -> None:
+    params = CHUNKING["parameters"]
+    assert (params["min_size"], params["avg_size"], params["max_size"]) == (
+        chunking.MIN_SIZE,
+        chunking.AVG_SIZE,
+        chunking.MAX_SIZE,
+    )
+    assert params["normalization_level"] == chunking.NORMALIZATION and chunking.SEED == 0
+    assert params["max_chunks"] == chunking.MAX_CHUNKS
+    assert params["max_chunks_per_request"] == net_chunks.MAX_CHUNKS_PER_REQUEST
+    gear = gear_by_recipe()
+    assert params["gear_hex"] == [f"{g:016x}" for g in gear]
+    assert hashlib.sha256(b"".join(g.to_bytes(8, "big") for g in gear)).hexdigest() == GEAR_TABLE_SHA256
+    mask_s, mask_l = int(params["mask_s_hex"], 16), int(params["mask_l_hex"], 16)
+    assert (bin(mask_s).count("1"), bin(mask_l).count("1")) == (16, 14)
+    # The reference's chunker (pyfastcdc) derives the same table and masks from the module's parameters.
+    from pyfastcdc.py import FastCDC as PurePythonFastCDC
+
+    config = PurePythonFastCDC(
+        chunking.AVG_SIZE,
+        min_size=chunking.MIN_SIZE,
+        max_size=chunking.MAX_SIZE,
+        normalized_chunking=chunking.NORMALIZATION,
+        seed=chunking.SEED,
+    ).config
+    assert (config.mask_s, config.mask_l, list(config.gear)) == (mask_s, mask_l, gear)
+
+
+def test_a_manifest_of_max_chunks_fits_one_operation() -> None:
+    """attachments.md §1.2: the largest attachment.put a writer can make is under MAX_OP_BYTES."""
+    biggest = {
+        "op": ops.ATTACHMENT_PUT,
+        "ref": "refaaaaaaaaaaaaa",
+        "name": "x" * attachments.MAX_NAME_BYTES,
+        "value": {
+            "size": chunking.MAX_CHUNKS * chunking.MAX_SIZE,
+            "sha256": "0" * 64,
+            "chunks": [["0" * 64, chunking.MAX_SIZE]] * chunking.MAX_CHUNKS,
+        },
+        "seen": [],
+    }
+    assert ops.check(copy.deepcopy(biggest)) == biggest
+    assert len(canonical.encode(biggest)) == 2_736_438 <= ops.MAX_OP_BYTES
+
+
+@pytest.mark.parametrize("case", CHUNKING["inputs"], ids=[c["name"] for c in CHUNKING["inputs"]])
+def test_chunking_input(tmp_path: Path, case: dict[str, Any]) -> None:
+    data = built_input(case["pieces"])
+    manifest = case["manifest"]
+    assert len(data) == manifest["size"] and hashlib.sha256(data).hexdigest() == manifest["sha256"]
+    assert chunking.chunk_bytes(data) == manifest["chunks"]
+    path = tmp_path / "input.bin"
+    path.write_bytes(data)
+    assert chunking.manifest_of(path) == manifest
+    assert attachments.validate_manifest(copy.deepcopy(manifest)) == manifest
+    # The algorithm as the text of attachments.md §2.3 states it gives the same list.
+    params = CHUNKING["parameters"]
+    gear = [int(g, 16) for g in params["gear_hex"]]
+    mask_s, mask_l = int(params["mask_s_hex"], 16), int(params["mask_l_hex"], 16)
+    spec, at = [], 0
+    while at < len(data):
+        length = cut_by_the_text(data, at, gear, mask_s, mask_l)
+        spec.append([hashlib.sha256(data[at : at + length]).hexdigest(), length])
+        at += length
+    assert spec == manifest["chunks"]
+    lengths = [length for _, length in manifest["chunks"]]
+    assert all(chunking.MIN_SIZE <= n <= chunking.MAX_SIZE for n in lengths[:-1])
+    assert all(1 <= n <= chunking.MAX_SIZE for n in lengths[-1:])
+    if "shared_with" in case:
+        shared = case["shared_with"]
+        base = next(c for c in CHUNKING["inputs"] if c["name"] == shared["input"])
+        known = {name for name, _ in base["manifest"]["chunks"]}
+        common = [c for c in manifest["chunks"] if c[0] in known]
+        assert shared == {
+            "input": base["name"],
+            "chunks": len(common),
+            "bytes": sum(n for _, n in common),
+            "new_chunks": len(manifest["chunks"]) - len(common),
+            "new_bytes": manifest["size"] - sum(n for _, n in common),
+        }
+
+
+def request_body(case: dict[str, Any]) -> bytes:
+    if "body_runs" in case:
+        return "".join(text * count for text, count in case["body_runs"]).encode("utf-8")
+    return str(case["body_text"]).encode("utf-8")
+
+
+def expected_response(case: dict[str, Any]) -> bytes:
+    if "response_hex_runs" in case:
+        return bytes.fromhex("".join(text * count for text, count in case["response_hex_runs"]))
+    return bytes.fromhex(case["response_hex"])
+
+
+def records(body: bytes) -> list[bytes | None]:
+    """attachments.md §4.2: u32be(length) || bytes per name; length 0: not held."""
+    out: list[bytes | None] = []
+    at = 0
+    while at < len(body):
+        length = int.from_bytes(body[at : at + 4], "big")
+        out.append(body[at + 4 : at + 4 + length] if length else None)
+        at += 4 + length
+    assert at == len(body)
+    return out
+
+
+def test_chunks_endpoint_answers_every_request_case(tmp_path: Path) -> None:
+    """A real peer server (mutual TLS on 127.0.0.1) holding exactly server_chunks, asked by a member."""
+    held = {name: bytes.fromhex(data) for name, data in CHUNKING["server_chunks"].items()}
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    ref = a.add_reference({"title": "Holds the vector chunks"})
+    for name, data in held.items():
+        source = tmp_path / f"{name[:8]}.bin"
+        source.write_bytes(data)  # shorter than MIN_SIZE: one chunk, of that name
+        a.attach(ref, source)
+    assert {r[0] for r in a.db.execute("SELECT chunk FROM chunk_index")} == set(held)
+    server_key, library_id = a.identity().public_bytes, a.library_id
+    cert, key = tls.certificate_files(b.identity(), tmp_path / "b" / "device.key", tmp_path / "b")
+    a.close()
+    b.close()
+
+    async def ask() -> dict[str, Any]:
+        server = Node(tmp_path / "a")
+        port = await server.serve("127.0.0.1", 0)
+        url = f"https://127.0.0.1:{port}{PREFIX}/chunks"
+        context = tls.client_context(cert, key, lambda shown: shown == server_key)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
+        headers = {VERSION_HEADER: "1", LIBRARY_HEADER: library_id, "Content-Type": "application/json"}
+        out: dict[str, Any] = {}
+        try:
+            for case in CHUNKING["requests"]:
+                async with session.post(url, data=request_body(case), headers=headers) as r:
+                    out[case["name"]] = (r.status, r.headers.get("Content-Type", ""), await r.read())
+            async with session.get(url, headers=headers) as r:
+                out["GET"] = (r.status, r.headers.get("Content-Type", ""), await r.read())
+
+            async def chunked() -> AsyncIterator[bytes]:
+                yield request_body(CHUNKING["requests"][0])
+
+            async with session.post(url, data=chunked(), headers=headers) as r:
+                out["no Content-Length"] = (r.status, r.headers.get("Content-Type", ""), await r.read())
+        finally:
+            await session.close()
+            await server.close()
+        return out
+
+    answers = asyncio.run(ask())
+    for case in CHUNKING["requests"]:
+        status, content_type, body = answers[case["name"]]
+        assert status == case["status"], case["name"]
+        if status == 200:
+            assert content_type == "application/x-p2psync-chunks", case["name"]
+            assert body == expected_response(case), case["name"]
+            names = json.loads(request_body(case))["chunks"]
+            assert request_body(case) == canonical.encode({"chunks": names})  # what the reference client sends
+            assert records(body) == [held.get(name) for name in names], case["name"]
+        else:
+            assert content_type.startswith("application/json"), case["name"]
+            assert json.loads(body)["error"] == case["error"], case["name"]
+    assert (answers["GET"][0], json.loads(answers["GET"][2])["error"]) == (405, "method")
+    too_large = answers["no Content-Length"]
+    assert (too_large[0], json.loads(too_large[2])["error"]) == (413, "too_large")
 
 
 # --- schemas and the generator -------------------------------------------------------------------------

@@ -54,7 +54,8 @@ def list_(ref_id: str, as_json: bool) -> None:
     for item in items:
         state = "" if item["present"] else "  (not on this machine yet)"
         conflict = "  (sync conflict)" if item["conflict"] else ""
-        click.echo(f"{item['name']}  {item['size']} bytes  sha256:{item['sha256'][:12]}{state}{conflict}")
+        problem = f"  ({item['problem']})" if "problem" in item else ""
+        click.echo(f"{item['name']}  {item['size']} bytes  sha256:{item['sha256'][:12]}{state}{conflict}{problem}")
 
 
 @attachment.command("path")

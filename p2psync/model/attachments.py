@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from p2psync.errors import InvalidValue
+from p2psync.model.chunking import MAX_CHUNKS, MAX_SIZE
 
 MAX_NAME_BYTES = 255
 MAX_FILE_SIZE = 1 << 40  # 1 TiB: larger is surely an error
@@ -34,7 +35,7 @@ def validate_name(name: Any) -> str:
 
 
 def validate_manifest(value: Any) -> dict[str, Any]:
-    """A manifest says what the file is: its size and SHA-256 (chunk list added by sync)."""
+    """A manifest says what the file is: its size, SHA-256 and chunk list (attachments.md §1)."""
     if not isinstance(value, dict) or not {"size", "sha256"} <= set(value) <= {"size", "sha256", "chunks"}:
         raise InvalidValue("An attachment manifest must have exactly 'size', 'sha256' and optionally 'chunks'.")
     size, digest = value["size"], value["sha256"]
@@ -52,10 +53,14 @@ def validate_manifest(value: Any) -> dict[str, Any]:
             and _HEX64.fullmatch(c[0])
             and isinstance(c[1], int)
             and not isinstance(c[1], bool)
-            and c[1] > 0
+            and 0 < c[1] <= MAX_SIZE
             for c in chunks
         ):
-            raise InvalidValue("An attachment's chunk list must be [[sha256, size], ...].")
+            raise InvalidValue(
+                f"An attachment's chunk list must be [[sha256, size], ...], each size 1 to {MAX_SIZE} bytes."
+            )
+        if len(chunks) > MAX_CHUNKS:
+            raise InvalidValue(f"An attachment's chunk list may hold at most {MAX_CHUNKS} chunks.")
         if sum(c[1] for c in chunks) != size:
             raise InvalidValue("An attachment's chunk sizes do not add up to its size.")
         manifest["chunks"] = chunks

@@ -9,6 +9,7 @@ same bytes the same way, or a chunk one has would never be found under the name 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -46,10 +47,11 @@ def manifest_of(path: Path, progress: Callable[[int], None] | None = None) -> di
             size += chunk.length
             if progress is not None:
                 progress(chunk.length)
-    if len(chunks) > MAX_CHUNKS:
-        raise InvalidValue(
-            f"{Path(path).name} is {size / 1e9:.1f} GB; p2psync syncs attachments of up to about 1.5 GB."
-        )
+            if len(chunks) > MAX_CHUNKS:  # stop reading: the manifest could not travel
+                total = os.fstat(stream.fileno()).st_size
+                raise InvalidValue(
+                    f"{Path(path).name} is {total / 1e9:.1f} GB; p2psync syncs attachments of up to about 1.5 GB."
+                )
     return {"size": size, "sha256": whole.hexdigest(), "chunks": chunks}
 
 

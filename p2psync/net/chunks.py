@@ -34,6 +34,7 @@ from p2psync.store import transfers
 from p2psync.store.transfers import Need
 
 MAX_CHUNKS_PER_REQUEST = 512
+HASH_BLOCK = 1 << 20  # bytes read at a time to hash a whole file
 SEGMENT_BYTES = 8 * 1024 * 1024  # one request asks for about this much of one file
 PARALLEL_PER_PEER = 4  # requests in flight to one peer
 WRITE_BATCH = 1024 * 1024  # chunks received are verified and written in batches of about this
@@ -203,11 +204,14 @@ async def fetch_attachments(
     pending = [f for f in files if f.remaining]
     if pending:
         await _fetch_remote(worker, pending, links, report, advance, parallel)
-    for file in pending:
+    for file in pending:  # whole, but the connection broke after its last chunk was written
+        if not file.remaining and file.failed is None:
+            await _finish(worker, file, report)
+    for file in files:
         if not file.remaining and file.failed is None:
             continue
         reason = file.failed or "no_peer"
-        if not links and unreachable:
+        if not links and unreachable and reason != "manifest":
             reason = "unreachable"
         detail = _detail(reason, file, links, unreachable, report.peer_errors)
         await worker.call(transfers.record_missing, file.need.ref_id, file.need.name, file.need.sha256, reason, detail)
@@ -223,6 +227,8 @@ def _detail(reason: str, file: _File, links: list[Link], unreachable: int, error
     if reason == "unreachable" and errors:
         why = "; ".join(f"{device[:7]}: {error}" for device, error in sorted(errors.items()))
         return f"{transfers.REASONS[reason]} ({why})"
+    if reason == "manifest":  # every chunk matched its name, but not the file's SHA-256
+        return "its chunks do not make up the file its manifest names (a fault of the device that attached it)"
     if reason == "verification":
         return (
             "what "
@@ -297,16 +303,27 @@ async def _finish(worker: LibraryWorker, file: _File, report: FetchReport) -> No
         return
     file.finished = True
 
-    def flush() -> None:
+    def flush() -> bool:
+        """fsync the partial file; whether it is, as a whole, the file the manifest names."""
         path = Path(file.need.partial)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             os.ftruncate(fd, file.need.size)  # (a no-op unless the file is empty or was longer)
+            whole = hashlib.sha256()
+            with open(fd, "rb", buffering=0, closefd=False) as stream:
+                while block := stream.read(HASH_BLOCK):
+                    whole.update(block)
             os.fsync(fd)
         finally:
             os.close(fd)
+        if whole.hexdigest() != file.need.sha256:
+            path.unlink(missing_ok=True)  # fetching it again would give the same bytes
+            return False
+        return True
 
-    await asyncio.get_running_loop().run_in_executor(None, flush)
+    if not await asyncio.get_running_loop().run_in_executor(None, flush):
+        file.failed = "manifest"
+        return
     where = await worker.call(transfers.finish, file.need)
     if where != "dropped":
         report.files += 1
@@ -375,7 +392,9 @@ async def _fetch_remote(
             except (P2PSyncError, aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
                 peer.alive = False
                 peer.error = _in_words(exc)
-                queue.append(segment)  # another peer takes it, or nobody is left and it is given up
+                rest = [i for i in segment.indexes if i in segment.file.remaining]  # not what was written
+                if rest:  # another peer takes it, or nobody is left and it is given up
+                    queue.append(_Segment(segment.file, rest, segment.excluded))
             finally:
                 async with cond:
                     busy -= 1
@@ -484,9 +503,15 @@ async def _fetch_segment(
             if length == 0:
                 lacking.append(index)
                 continue
-            if length != file.need.chunks[index][1] or length > MAX_SIZE:
-                raise ProtocolMismatch(f"The device {device[:7]} sent a chunk of the wrong length; refused.")
-            batch.append((index, await response.content.readexactly(length)))
+            if length > MAX_SIZE:  # no chunk is that long: the stream cannot be trusted further
+                raise ProtocolMismatch(f"The device {device[:7]} sent a chunk longer than any chunk can be.")
+            data = await response.content.readexactly(length)
+            if length != file.need.chunks[index][1]:  # the wrong bytes, like a failed hash
+                report.chunks_refused += 1
+                report.refused_by_peer[device] = report.refused_by_peer.get(device, 0) + 1
+                refused.append(index)
+                continue
+            batch.append((index, data))
             batch_bytes += length
             if batch_bytes >= WRITE_BATCH:
                 await flush()

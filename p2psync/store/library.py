@@ -103,6 +103,8 @@ class Library:
         if "library_id" not in meta or "device_id" not in meta:
             raise LibraryCorrupt(f"The library at {path} is missing its identity; restore it from a backup.")
         self.device_id: str = meta["device_id"]
+        # Files edited in place past MAX_CHUNKS (size, mtime when seen), so a scan skips them until they change.
+        self._unsyncable: dict[tuple[str, str], tuple[int, int]] = {}
 
     # --- opening and creating -----------------------------------------------------------------
 
@@ -769,6 +771,8 @@ class Library:
                 "present": present,
                 "path": str(self.attachment_file(ref_id, name)),
             }
+            if (ref_id, name) in self._unsyncable:
+                item["problem"] = "edited past about 1.5 GB: the other devices keep the last version that fitted"
             if conflict:  # every version, and where its file is until the conflict is resolved
                 entries = versions.get(ATTACHMENT_FIELD + name, [])
                 shown = registers.resolve(entries).value
@@ -847,10 +851,16 @@ class Library:
                 continue
             if stat.st_size == size and stat.st_mtime_ns == mtime_ns:
                 continue
+            if self._unsyncable.get((r_id, name)) == (stat.st_size, stat.st_mtime_ns):
+                continue
             try:
                 manifest = manifest_of(path)
             except FileNotFoundError:
                 found.append({"ref": r_id, "name": name, "change": "missing"})
+                continue
+            except InvalidValue as exc:  # grown past what a manifest can describe: keep the last version
+                self._unsyncable[(r_id, name)] = (stat.st_size, stat.st_mtime_ns)
+                found.append({"ref": r_id, "name": name, "change": "too_large", "error": exc.message})
                 continue
             new_size, new_digest = manifest["size"], manifest["sha256"]
             with self.writing() as writer:

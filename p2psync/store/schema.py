@@ -248,7 +248,7 @@ MIGRATIONS: list[str] = [
         ref_id TEXT NOT NULL,
         name TEXT NOT NULL,
         sha256 TEXT NOT NULL,
-        reason TEXT NOT NULL,            -- no_peer | unreachable | verification
+        reason TEXT NOT NULL,            -- no_peer | unreachable | verification | manifest | no_chunks
         detail TEXT NOT NULL,            -- in words
         at INTEGER NOT NULL,
         PRIMARY KEY (ref_id, name, sha256)

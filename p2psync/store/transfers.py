@@ -31,7 +31,10 @@ REASONS = {
     "no_peer": "no device reached has it",
     "unreachable": "the devices that have it could not be reached",
     "verification": "what a device sent failed verification",
-    "no_chunks": "it was attached by an older p2psync; it arrives once that device syncs again",
+    "manifest": "its chunks do not make up the file its manifest names (a fault of the device that attached it)",
+    "no_chunks": (
+        "it was attached by a p2psync older than attachment sync; attach the file again on the device that has it"
+    ),
 }
 
 
@@ -185,9 +188,11 @@ def needs(library: Any) -> list[Need]:
     reconcile(library)
     out: list[Need] = []
     missing_chunks: list[tuple[str, str, str, str]] = []
+    # A version whose chunks, all verified, did not make up its file would only come out the same again.
+    broken = set(library.db.execute("SELECT ref_id, name, sha256 FROM attachment_missing WHERE reason = 'manifest'"))
     for ref_id, name, _shown, entries in _registers(library):
         for sha, manifest in _wanted(entries).items():
-            if _have_version(library, ref_id, name, sha):
+            if _have_version(library, ref_id, name, sha) or (ref_id, name, sha) in broken:
                 continue
             if not manifest.get("chunks") and manifest["size"] > 0:
                 missing_chunks.append((ref_id, name, sha, "no_chunks"))
