@@ -77,7 +77,7 @@ async def serve_chunks(request: web.Request, worker: LibraryWorker, body: Any) -
 
 
 def _read_all(locations: list[transfers.Location | None]) -> list[bytes | None]:
-    return [transfers.read_chunk(x) if x else None for x in locations]
+    return transfers.read_chunks(locations)
 
 
 def _is_hex(text: str) -> bool:

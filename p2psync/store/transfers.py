@@ -94,46 +94,78 @@ def locate(library: Any, chunk_shas: list[str]) -> list[Location | None]:
     """For each chunk, a file on this disk that holds it (None if none does)."""
     out: list[Location | None] = []
     cache: dict[str, Location | None] = {}
+    files: dict[str, tuple[str, int, int] | None] = {}  # file sha -> (path, size, mtime), per call
     for chunk in chunk_shas:
         if chunk not in cache:
-            cache[chunk] = _locate_one(library, chunk)
+            cache[chunk] = _locate_one(library, chunk, files)
         out.append(cache[chunk])
     return out
 
 
-def _locate_one(library: Any, chunk: str) -> Location | None:
-    for file_sha, offset, size in library.db.execute(
+def _locate_one(library: Any, chunk: str, files: dict[str, tuple[str, int, int] | None]) -> Location | None:
+    conn = library.db.conn
+    for file_sha, offset, size in conn.execute(
         "SELECT file, offset, size FROM chunk_index WHERE chunk = ? LIMIT 4", [chunk]
     ).fetchall():
-        row = library.db.execute(
-            "SELECT ref_id, name, size, mtime_ns FROM attachment_files WHERE sha256 = ? LIMIT 1", [file_sha]
-        ).fetchone()
-        if row:
-            path = library.attachment_file(row[0], row[1])
-            return Location(str(path), offset, size, row[2], row[3])
-        row = library.db.execute(
-            "SELECT ref_id, sha256, size, mtime_ns FROM attachment_versions WHERE sha256 = ? LIMIT 1", [file_sha]
-        ).fetchone()
-        if row:
-            return Location(str(version_path(library, row[0], row[1])), offset, size, row[2], row[3])
+        if file_sha not in files:
+            files[file_sha] = _where_file(library, file_sha)
+        found = files[file_sha]
+        if found is not None:
+            return Location(found[0], offset, size, found[1], found[2])
+    return None
+
+
+def _where_file(library: Any, file_sha: str) -> tuple[str, int, int] | None:
+    conn = library.db.conn
+    row = conn.execute(
+        "SELECT ref_id, name, size, mtime_ns FROM attachment_files WHERE sha256 = ? LIMIT 1", [file_sha]
+    ).fetchone()
+    if row:
+        return str(library.attachment_file(row[0], row[1])), row[2], row[3]
+    row = conn.execute(
+        "SELECT ref_id, sha256, size, mtime_ns FROM attachment_versions WHERE sha256 = ? LIMIT 1", [file_sha]
+    ).fetchone()
+    if row:
+        return str(version_path(library, row[0], row[1])), row[2], row[3]
     return None
 
 
 def read_chunk(location: Location) -> bytes | None:
     """The chunk's bytes, or None if the file is gone or changed since it was indexed (an edit in
     place not yet scanned: its chunks are not what the index says)."""
+    return read_chunks([location])[0]
+
+
+def read_chunks(locations: list[Location | None]) -> list[bytes | None]:
+    """read_chunk for each, opening each file once for a run of chunks from it."""
+    out: list[bytes | None] = []
+    fd, path, seen = -1, "", (-1, -1)  # the open file, and its (size, mtime) when opened
     try:
-        fd = os.open(location.path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        stat = os.fstat(fd)
-        if stat.st_size != location.file_size or stat.st_mtime_ns != location.mtime_ns:
-            return None
-        data = os.pread(fd, location.size, location.offset)
+        for location in locations:
+            if location is None:
+                out.append(None)
+                continue
+            if location.path != path:
+                if fd >= 0:
+                    os.close(fd)
+                    fd = -1
+                path = location.path
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError:
+                    seen = (-1, -1)
+                else:
+                    stat = os.fstat(fd)
+                    seen = (stat.st_size, stat.st_mtime_ns)
+            if fd < 0 or seen != (location.file_size, location.mtime_ns):
+                out.append(None)
+                continue
+            data = os.pread(fd, location.size, location.offset)
+            out.append(data if len(data) == location.size else None)
     finally:
-        os.close(fd)
-    return data if len(data) == location.size else None
+        if fd >= 0:
+            os.close(fd)
+    return out
 
 
 # --- what this machine lacks ------------------------------------------------------------------
