@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2psync.engine import registers
+from p2psync.engine.canonical import encode
 from p2psync.store import sync
 from p2psync.store.apply import new_ref_row, ref_columns
 from p2psync.store.library import Library
@@ -43,6 +44,8 @@ def test_plain_new_reference_row_equals_the_register_path(fields: dict[str, Any]
     values, _data, deleted = ref_columns(state)
     assert not deleted
     assert new_ref_row(DEVICE, seq, ts, op) == ["aaaaaaaaaaaaaaaa", *values]
+    # Cutting the data out of the op's canonical text, as a receive does, gives the same row.
+    assert new_ref_row(DEVICE, seq, ts, op, encode(op).decode()) == ["aaaaaaaaaaaaaaaa", *values]
 
 
 def test_search_backlog_catches_up_with_the_latest_data(tmp_path: Path) -> None:

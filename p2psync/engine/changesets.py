@@ -61,10 +61,15 @@ class ChangeSet:
     signature: bytes
     body_bytes: bytes  # canonical(body): what was signed, stored and forwarded unchanged
     op_texts: tuple[str, ...] = ()  # canonical text of each entry's operation, when parsed
+    body_digest: bytes = b""  # SHA-256 of body_bytes: hashed once, for the id and the signature
+
+    def __post_init__(self) -> None:
+        if not self.body_digest:
+            object.__setattr__(self, "body_digest", hashlib.sha256(self.body_bytes).digest())
 
     @property
     def id(self) -> str:
-        return hashlib.sha256(self.body_bytes).hexdigest()
+        return self.body_digest.hex()
 
     def wire(self) -> bytes:
         """The bytes that travel: canonical JSON of {"body", "sig"}."""
@@ -75,7 +80,12 @@ def signature_input(library: str, body_bytes: bytes) -> bytes:
     """What is signed: the domain, the library, and the SHA-256 of the body (signing a 32-byte
     digest instead of a megabyte of body halves what a first sync spends on Ed25519, which
     hashes its whole input twice)."""
-    return DOMAIN + library.encode("ascii") + b"\x00" + hashlib.sha256(body_bytes).digest()
+    return digest_input(library, hashlib.sha256(body_bytes).digest())
+
+
+def digest_input(library: str, body_digest: bytes) -> bytes:
+    """signature_input, given the body's SHA-256."""
+    return DOMAIN + library.encode("ascii") + b"\x00" + body_digest
 
 
 def change_set_id(body_bytes: bytes) -> str:
@@ -168,6 +178,7 @@ def build(
     op_texts = tuple(b.decode("utf-8") for b in op_bytes)
     if len(body_bytes) > MAX_BYTES - 200:
         raise ValueError("change set too large; split the entries first")
+    body_digest = hashlib.sha256(body_bytes).digest()
     return ChangeSet(
         library,
         author,
@@ -176,9 +187,10 @@ def build(
         prev,
         dep_map,
         list(entries),
-        sign(signature_input(library, body_bytes)),
+        sign(digest_input(library, body_digest)),
         body_bytes,
         op_texts,
+        body_digest,
     )
 
 
@@ -308,7 +320,7 @@ def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> str:
     """
     have = receiver.version_vector.get(cs.author, 0)
     key = receiver.member_keys.get(cs.author)
-    if key is not None and not verify(key, cs.signature, signature_input(cs.library, cs.body_bytes)):
+    if key is not None and not verify(key, cs.signature, digest_input(cs.library, cs.body_digest)):
         raise ChangeSetRejected("signature", f"A change set claiming to be from {cs.author[:7]} has a bad signature.")
     if cs.first > have:
         for device, seq in cs.deps.items():
@@ -317,7 +329,7 @@ def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> str:
     self_introduced = key is None
     if key is None:
         key = _self_introduction(cs, receiver, verify)
-        if not verify(key, cs.signature, signature_input(cs.library, cs.body_bytes)):
+        if not verify(key, cs.signature, digest_input(cs.library, cs.body_digest)):
             raise ChangeSetRejected(
                 "signature", f"A change set claiming to be from {cs.author[:7]} has a bad signature."
             )

@@ -185,7 +185,9 @@ def ref_columns(state: State) -> tuple[list[Any], dict[str, Any], bool]:
     return _columns(data, view.conflicts, view.deleted, modified, registers.pack(state)), data, view.deleted
 
 
-def _columns(data: dict[str, Any], conflicts: list[str], deleted: bool, modified: int, packed: Any) -> list[Any]:
+def _columns(
+    data: dict[str, Any], conflicts: list[str], deleted: bool, modified: int, packed: Any, data_text: str | None = None
+) -> list[Any]:
     authors = data.get("authors") or data.get("editors") or []
     return [
         data.get("type"),
@@ -197,7 +199,7 @@ def _columns(data: dict[str, Any], conflicts: list[str], deleted: bool, modified
         1 if deleted else 0,
         data.get("added"),
         modified,
-        dumps(data),
+        dumps(data) if data_text is None else data_text,
         dumps(packed),
     ]
 
@@ -208,13 +210,25 @@ def is_plain_new_ref(op: dict[str, Any], absent: set[str]) -> bool:
     return op["op"] == ops.REF_PUT and op["ref"] in absent and not op["seen"] and merge.DELETED not in op["fields"]
 
 
-def new_ref_row(device: str, seq: int, ts: int, op: dict[str, Any]) -> list[Any]:
+def new_ref_row(device: str, seq: int, ts: int, op: dict[str, Any], op_text: str | None = None) -> list[Any]:
     """[id, *REF_COLUMNS] for a plain new reference: exactly what ref_columns gives for the state
-    that op creates (one entry per field, all with the dot (device, seq); tests hold them equal)."""
+    that op creates (one entry per field, all with the dot (device, seq); tests hold them equal).
+    op_text, the op's canonical text, saves encoding the data again: it holds it verbatim."""
     fields = op["fields"]
     data = {name: value for name, value in fields.items() if value is not None}
     packed = {"d": [[device, seq, ts]], "r": {name: [0] for name in fields}}
-    return [op["ref"], *_columns(data, [], False, ts, packed)]
+    return [op["ref"], *_columns(data, [], False, ts, packed, _fields_text(op, op_text, len(data) == len(fields)))]
+
+
+def _fields_text(op: dict[str, Any], op_text: str | None, no_nulls: bool) -> str | None:
+    """canonical(op["fields"]) cut out of canonical(op) = {"fields":{...},"op":"ref.put","ref":ID,"seen":{}}
+    (keys sort in that order), or None when it cannot be (fields cleared to null, or no text)."""
+    if op_text is None or not no_nulls:
+        return None
+    head, tail = '{"fields":', f',"op":"ref.put","ref":"{op["ref"]}","seen":{{}}}}'
+    if not (op_text.startswith(head) and op_text.endswith(tail)):
+        return None
+    return op_text[len(head) : len(op_text) - len(tail)]
 
 
 def insert_new_refs(db: sqlite_utils.Database, rows: list[list[Any]]) -> None:

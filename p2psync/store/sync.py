@@ -17,7 +17,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import gc
+import hashlib
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,8 +72,9 @@ def seal(library: Library) -> int:
             body = cs_engine.assemble_body(library.library_id, library.device_id, head, vv, items)
             if len(body) > cs_engine.MAX_BYTES - 200:  # cannot happen within the op and deps limits
                 raise InvalidValue("A change is too large to sync; shorten the longest field and try again.")
-            signature = identity.sign(cs_engine.signature_input(library.library_id, body))
-            cs_id = cs_engine.change_set_id(body)
+            digest = hashlib.sha256(body).digest()  # hashed once: the signature's input and the id
+            signature = identity.sign(cs_engine.digest_input(library.library_id, digest))
+            cs_id = digest.hex()
             deps = {d: s for d, s in vv.items() if d != library.device_id and s > 0}
             _store_header(library, library.device_id, first, last, cs_id, head, deps, signature)
             head = cs_id
@@ -168,11 +172,14 @@ class _Batch:
     one is rolled back alone: every change set is still applied whole or not at all. A received
     change set lost to a crash before the commit is simply fetched again by the next sync."""
 
-    def __init__(self, library: Library) -> None:
+    def __init__(self, library: Library, meanwhile: _ReadAhead | None = None) -> None:
         self.db = library.db
         self.deadline: float | None = None
         self.started = 0.0
         self.entries = 0
+        # Work that needs no database, done on another thread while a COMMIT runs: the commit
+        # (writing and syncing the WAL, checkpointing) releases the GIL for its whole length.
+        self.meanwhile = meanwhile
 
     def begin(self) -> None:
         if self.deadline is None:
@@ -188,7 +195,18 @@ class _Batch:
     def commit(self) -> None:
         if self.deadline is not None:
             deadline, self.deadline = self.deadline, None
-            commit(self.db, deadline)
+            if self.meanwhile is None:
+                commit(self.db, deadline)
+                return
+            self.meanwhile.prefetch()
+            stop = threading.Event()
+            helper = threading.Thread(target=self.meanwhile.parse_ahead, args=(stop,), daemon=True)
+            helper.start()
+            try:
+                commit(self.db, deadline)
+            finally:
+                stop.set()  # the helper stops after the item in hand: a few ms
+                helper.join()
 
     def rollback(self) -> None:
         if self.deadline is not None:
@@ -208,10 +226,11 @@ def receive(library: Library, wires: Iterable[bytes], peer: str = "peer") -> Rec
     report = ReceiveReport()
     waiting: list[cs_engine.ChangeSet] = []
     blocked: set[str] = set()
-    batch = _Batch(library)
+    incoming = _ReadAhead(wires, library.library_id)
+    batch = _Batch(library, incoming)
     try:
         with _gc_paused():
-            for parsed in (_parse(wire, library.library_id) for wire in wires):
+            for parsed in incoming:
                 if isinstance(parsed, cs_engine.ChangeSetRejected):
                     _reject(library, report, peer, parsed)
                     continue
@@ -226,9 +245,52 @@ def receive(library: Library, wires: Iterable[bytes], peer: str = "peer") -> Rec
     return report
 
 
+class _ReadAhead:
+    """Parsed change sets, in order. Before each commit, prefetch() takes the next few wires
+    from their source (on this thread: a source may read a database); parse_ahead, run on
+    another thread while the commit holds no GIL, parses them. Parsing touches no database."""
+
+    LIMIT = 24  # wires taken ahead at most (each at most MAX_BYTES)
+
+    def __init__(self, wires: Iterable[bytes], library_id: str) -> None:
+        self.wires = iter(wires)
+        self.library_id = library_id
+        self.raw: deque[bytes] = deque()  # taken, not parsed yet
+        self.ahead: deque[cs_engine.ChangeSet | cs_engine.ChangeSetRejected] = deque()  # parsed, in order
+
+    def prefetch(self) -> None:
+        while len(self.raw) + len(self.ahead) < self.LIMIT:
+            wire = next(self.wires, None)
+            if wire is None:
+                return
+            self.raw.append(wire)
+
+    def parse_ahead(self, stop: threading.Event) -> None:
+        while not stop.is_set() and self.raw:
+            try:
+                parsed = _parse(self.raw[0], self.library_id)
+            except BaseException:  # left in raw: the receiving thread parses it again and raises, in order
+                return
+            self.ahead.append(parsed)
+            self.raw.popleft()
+
+    def __iter__(self) -> Iterator[cs_engine.ChangeSet | cs_engine.ChangeSetRejected]:
+        while True:
+            if self.ahead:
+                yield self.ahead.popleft()
+            elif self.raw:
+                yield _parse(self.raw.popleft(), self.library_id)
+            else:
+                wire = next(self.wires, None)
+                if wire is None:
+                    return
+                yield _parse(wire, self.library_id)
+
+
 def _parse(wire: bytes, library_id: str) -> cs_engine.ChangeSet | cs_engine.ChangeSetRejected:
     # (Parsing on a second thread while this one writes was tried: the GIL hand-offs around
-    # every SQLite call cost more than the overlap gained.)
+    # every SQLite call cost more than the overlap gained. Only a COMMIT, one long call without
+    # the GIL, is overlapped: _ReadAhead.)
     try:
         return cs_engine.parse(wire, library_id)
     except cs_engine.ChangeSetRejected as exc:
@@ -309,10 +371,11 @@ def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     # References created from nothing (most of a first sync) are written together; any other
     # entry first flushes them, so entries still apply strictly in order.
     new_rows: list[list[Any]] = []
-    for seq, ts, op in cs.entries:
+    texts = cs.op_texts or (None,) * len(cs.entries)
+    for (seq, ts, op), text in zip(cs.entries, texts, strict=True):
         if is_plain_new_ref(op, absent):
             absent.discard(op["ref"])
-            new_rows.append(new_ref_row(cs.author, seq, ts, op))
+            new_rows.append(new_ref_row(cs.author, seq, ts, op, text))
             continue
         if new_rows:
             insert_new_refs(db, new_rows)
