@@ -290,3 +290,47 @@ def test_chunks_that_do_not_make_up_the_named_file_are_not_put_in_place(
     # It is not fetched again: the same chunks would make the same wrong file.
     _, fetched = run(sync_once(pb, pa))
     assert fetched.wanted_files == 0 and fetched.bytes_fetched == 0
+
+
+def test_a_backup_keeps_both_versions_of_a_conflicted_attachment(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    from p2psync.store.backup import backup, restore
+
+    pa, pb = pair
+    rng = random.Random(12)
+    original, mine, theirs = (tmp_path / n for n in ("v0", "v1", "v2"))
+    for path in (original, mine, theirs):
+        path.write_bytes(pdf_like(rng, 300_000))
+    with Library.open(pa) as a:
+        ref = a.add_reference({"title": "Contested"})
+        a.attach(ref, original, name="paper.pdf")
+    run(sync_once(pb, pa))
+    with Library.open(pa) as a:
+        a.attach(ref, mine, name="paper.pdf")
+    with Library.open(pb) as b:
+        b.attach(ref, theirs, name="paper.pdf")
+    run(sync_once(pb, pa))
+    with Library.open(pb) as b:
+        backup(b, tmp_path / "b.zip")
+    restore(tmp_path / "b.zip", tmp_path / "restored")
+    with Library.open(tmp_path / "restored") as r:
+        [item] = r.list_attachments(ref)
+        kept = {v["sha256"]: v for v in item["versions"]}
+        assert set(kept) == {sha(mine), sha(theirs)}
+        assert all(v["present"] and sha(Path(v["path"])) == digest for digest, v in kept.items())
+        assert transfers.needs(r) == []  # nothing to fetch: both versions came back from the backup
+
+
+def test_one_pdf_attached_to_two_references_travels_once(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    pa, pb = pair
+    source = tmp_path / "shared.pdf"
+    source.write_bytes(pdf_like(random.Random(13), 700_000))
+    with Library.open(pa) as a:
+        refs = [a.add_reference({"title": t}) for t in ("Preprint", "Published")]
+        for ref in refs:
+            a.attach(ref, source)
+    _, fetched = run(sync_once(pb, pa))
+    assert fetched.files == 2 and fetched.missing == []
+    assert fetched.bytes_fetched == 700_000 and fetched.bytes_local == 700_000, fetched.as_dict()
+    with Library.open(pb) as b:
+        for ref in refs:
+            assert sha(b.attachment_path(ref, "shared.pdf")) == sha(source)

@@ -202,8 +202,22 @@ async def fetch_attachments(
         if not file.remaining:
             await _finish(worker, file, report)
     pending = [f for f in files if f.remaining]
-    if pending:
-        await _fetch_remote(worker, pending, links, report, advance, parallel)
+    # The same version wanted twice (one PDF attached to two references) travels once: the
+    # second copy is taken from the first once that is in place.
+    firsts: dict[str, _File] = {}
+    for file in pending:
+        firsts.setdefault(file.need.sha256, file)
+    followers = [f for f in pending if firsts[f.need.sha256] is not f]
+    if firsts:
+        await _fetch_remote(worker, list(firsts.values()), links, report, advance, parallel)
+    for file in followers:
+        copied = await _copy_local(worker, file)
+        report.bytes_local += copied
+        advance(copied)
+        if not file.remaining:
+            await _finish(worker, file, report)
+    if rest := [f for f in followers if f.remaining]:
+        await _fetch_remote(worker, rest, links, report, advance, parallel)
     for file in pending:  # whole, but the connection broke after its last chunk was written
         if not file.remaining and file.failed is None:
             await _finish(worker, file, report)

@@ -7,6 +7,8 @@ The archive is a ZIP file (ZIP64 for large libraries):
     device.key               the backed-up device's private key (the archive is written 0600)
     attachments/REF/NAME     every attachment file present, stored as is (PDFs are already
                              compressed; deflating them again costs time and saves nothing)
+    attachments/REF/.p2psync-versions/SHA256
+                             the other versions of conflicted attachments, kept until resolved
     p2psync-backup.json      the manifest, written last: counts, and size + SHA-256 of every file
 
 ZIP was chosen over tar.gz because each member can be compressed or not, its central directory
@@ -23,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -41,6 +44,7 @@ from p2psync.store.db import write_transaction
 from p2psync.store.files import CHUNK, atomic_writer, fsync_dir
 from p2psync.store.library import ATTACHMENTS_DIR, DB_FILE, KEY_FILE, Library, device_add_op, device_name
 from p2psync.store.sync import seal
+from p2psync.store.transfers import VERSIONS_DIR, version_path
 
 FORMAT = 1
 MANIFEST = "p2psync-backup.json"
@@ -68,7 +72,10 @@ def default_backup_name(library_name: str, now: datetime | None = None) -> str:
 def backup_size(library: Library) -> int:
     """Bytes a backup will read (database + attachments), for a progress bar."""
     db_bytes = sum(p.stat().st_size for p in library.path.glob(DB_FILE + "*"))
-    row = library.db.execute("SELECT coalesce(sum(size), 0) FROM attachment_files").fetchone()
+    row = library.db.execute(
+        "SELECT (SELECT coalesce(sum(size), 0) FROM attachment_files) "
+        "+ (SELECT coalesce(sum(size), 0) FROM attachment_versions)"
+    ).fetchone()
     return int(db_bytes + row[0])
 
 
@@ -136,10 +143,12 @@ def _read_snapshot(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
             "changes": count("SELECT count(*) FROM changelog"),
         }
         files = conn.execute("SELECT ref_id, name FROM attachment_files ORDER BY ref_id, name").fetchall()
+        versions = conn.execute("SELECT ref_id, sha256 FROM attachment_versions ORDER BY ref_id, sha256").fetchall()
     finally:
         conn.close()
     counts["attachments"] = len(files)
-    return counts, [(r, n) for r, n in files]
+    # A conflict's other versions live at attachments/REF/.p2psync-versions/SHA256.
+    return counts, [(r, n) for r, n in files] + [(r, f"{VERSIONS_DIR}/{sha}") for r, sha in versions]
 
 
 def _add_file(
@@ -253,8 +262,9 @@ def _extract_verified(
         )
     for member, want in expected.items():
         parts = member.split("/")
+        version = len(parts) == 4 and parts[2] == VERSIONS_DIR and re.fullmatch("[0-9a-f]{64}", parts[3]) is not None
         if any(p in ("", ".", "..") for p in parts) or (
-            len(parts) > 1 and (parts[0] != ATTACHMENTS_DIR or len(parts) != 3)
+            len(parts) > 1 and (parts[0] != ATTACHMENTS_DIR or not (len(parts) == 3 or version))
         ):
             raise LibraryCorrupt(f"The backup {archive_path} names an unsafe path {member!r}; nothing was restored.")
         path = staging.joinpath(*parts)
@@ -311,6 +321,20 @@ def _continue_as_new_device(staging: Path, manifest: dict[str, Any]) -> dict[str
                     )
                 else:
                     library.db.execute("DELETE FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name])
+            for ref_id, name, sha in library.db.execute(
+                "SELECT ref_id, name, sha256 FROM attachment_versions"
+            ).fetchall():
+                path = version_path(library, ref_id, sha)
+                if path.is_file():
+                    library.db.execute(
+                        "UPDATE attachment_versions SET mtime_ns = ? WHERE ref_id = ? AND name = ? AND sha256 = ?",
+                        [path.stat().st_mtime_ns, ref_id, name, sha],
+                    )
+                else:
+                    library.db.execute(
+                        "DELETE FROM attachment_versions WHERE ref_id = ? AND name = ? AND sha256 = ?",
+                        [ref_id, name, sha],
+                    )
         new.save(staging / KEY_FILE)
         library.device_id = new.device_id
         with library.writing() as writer:
