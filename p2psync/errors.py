@@ -117,3 +117,59 @@ class PeerRefused(NetworkError):
 
 class ProtocolMismatch(NetworkError):
     """The peer speaks a protocol version we do not (or sent something that breaks the protocol)."""
+
+
+# --- the relay (online account) ------------------------------------------------------------------
+
+
+class RelayError(NetworkError):
+    """The relay (online account) refused or failed a request; nothing was half-applied."""
+
+
+class RelayAuthFailed(RelayError):
+    """Wrong e-mail or password, or this device's login on the relay is no longer valid."""
+
+
+class RelayRateLimited(RelayAuthFailed):
+    """Too many failed logins for this e-mail address or from this address."""
+
+
+class RelayAccountExists(RelayError):
+    """Sign-up with an e-mail address that already has an account on that relay."""
+
+
+class RelayQuotaExceeded(RelayError):
+    """The account's storage limit on the relay is reached; what was stored stays."""
+
+
+class RelayUnreachable(RelayError):
+    """The relay could not be reached, or stopped answering."""
+
+
+class RelayBoundElsewhere(RelayError):
+    """The account holds another library than this one."""
+
+    def __init__(self, message: str, library_id: str | None = None) -> None:
+        super().__init__(message)
+        self.library_id = library_id
+
+
+class RelayTampered(RelayError):
+    """Something the relay sent fails its check (does not decrypt, or does not match its headers)."""
+
+
+class RelayNotLinked(RelayError):
+    """The library is not linked to an account, or this device is logged out of it."""
+
+
+class RelayLinkedElsewhere(ConfirmationRequired):
+    """The library is linked to another account; going on would break that link."""
+
+
+class RelayMergeNeedsConfirmation(ConfirmationRequired):
+    """Logging in would merge this non-empty library with the other library the account holds."""
+
+    def __init__(self, message: str, ours: dict[str, int], theirs: dict[str, int]) -> None:
+        super().__init__(message)
+        self.ours = ours
+        self.theirs = theirs

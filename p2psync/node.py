@@ -384,6 +384,7 @@ class Node:
             await self._lan.start()
         try:
             await self._round(static)
+            await self._relay_round()
             version = await self.worker.call(_data_version)
             known_foreign = await self.worker.call(_foreign_vector)
             next_interval = loop.time() + interval
@@ -414,15 +415,33 @@ class Node:
                     self._forward_at = None  # what arrives during this round schedules another
                     await self._round(static)
                     if now >= next_interval:
+                        await self._relay_round()  # the relay only on the interval, not on every edit
                         next_interval = now + interval
                 elif auto and self._lan is not None and self._lan.wants_look(now):
                     await self._meet(self._lan)
             await self._round(static)  # a clean stop leaves nothing unsent
+            await self._relay_round()
         finally:
             self._forwarding = False
             if self._lan is not None:
                 lan, self._lan = self._lan, None
                 await lan.stop()
+
+    async def _relay_round(self) -> None:
+        """Sync with the relay account, if this library is linked to one (protocol/relay.md).
+        Errors are logged and recorded for `status`; they never stop the daemon."""
+        report = await self.worker.call(_sync_relay)
+        if report is None:
+            return
+        if isinstance(report, P2PSyncError):
+            log.warning("Relay: %s", report.message)
+            return
+        moved = report.moved()
+        log.info("synced with the relay %s: %s", report.relay, moved)
+        for error in report.errors:
+            log.warning("Relay: %s", error)
+        if report.received.applied:
+            self._changes_arrived()  # pass what came through the relay on to the LAN peers
 
     async def _pause(self, stop: asyncio.Event) -> None:
         """Wait WATCH_SECONDS, less if a forward is due sooner; at once on stop or a wake-up."""
@@ -486,6 +505,18 @@ class Node:
 def _split(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def _sync_relay(library: Library) -> Any:
+    """The relay round on the library's thread: None if not linked, the report, or the error."""
+    from p2psync.relay import link  # only a linked library needs the relay client
+
+    if not link.is_linked(library):
+        return None
+    try:
+        return link.sync_with_relay(library)
+    except P2PSyncError as exc:
+        return exc
 
 
 def _scan_edits(library: Library) -> int:

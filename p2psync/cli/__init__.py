@@ -27,7 +27,9 @@ from p2psync.cli import (
     sync_cmds,
     trash,
 )
+from p2psync.cli.account_cmds import account
 from p2psync.cli.common import library_option
+from p2psync.cli.relay_cmds import relay
 from p2psync.errors import P2PSyncError
 
 
@@ -63,6 +65,8 @@ def cli() -> None:
 
 for module in (library_cmds, refs, trash, groups, attachments, conflicts, formats_cmds, safety, pair, peers, sync_cmds):
     module.register(cli)
+cli.add_command(relay)
+cli.add_command(account)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from p2psync.cli.account_cmds import echo_sync
 from p2psync.cli.common import (
     TransferProgress,
     json_option,
@@ -22,11 +23,12 @@ from p2psync.cli.common import (
     print_json,
     progress,
 )
-from p2psync.errors import InvalidValue, NetworkError, P2PSyncError
+from p2psync.errors import InvalidValue, NetworkError, P2PSyncError, RelayError, RelayNotLinked
 from p2psync.net.chunks import FetchReport
 from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
 from p2psync.node import DISCOVER_SECONDS, Address, Node, merge_targets, parse_address
+from p2psync.relay import link as relay_link
 from p2psync.store import peers as peer_store
 from p2psync.store import transfers
 from p2psync.store.library import Library
@@ -75,52 +77,39 @@ def sync(
     without --address (and unless --no-mdns) members are also looked for on the LAN, for about two
     seconds at most. Each change set is applied whole or not at all, so an interrupted sync loses
     nothing: run it again and it resumes. Attachments the change sets name are fetched next, from
-    every peer reached (only what this machine lacks; an interrupted file resumes). Exit code 1 if
-    no peer could be synced, or if an attachment was cut off or came damaged (sync again).
+    every peer reached (only what this machine lacks; an interrupted file resumes). A library
+    linked to an online account (p2psync account) then syncs through the relay too, change sets
+    and attachments both ways; --lan-only skips that, --relay-only skips the LAN. Exit code 1 if
+    neither a peer nor the relay could be synced (with --relay-only: if the relay sync had an
+    error), or if an attachment was cut off or came damaged (sync again).
     """
-    if relay_only:
-        raise InvalidValue(
-            "This library is not linked to a relay account yet; sync on the LAN, or see 'p2psync account'."
-        )
-    interfaces = check_interfaces(list(mdns_interfaces)) if mdns_interfaces else None
     with open_library() as library:
         device = _member(library, peer) if peer else None
-    path = library_path()
-    look = not no_mdns and not addresses
-
-    async def run() -> tuple[list[Any], FetchReport]:
-        node = Node(path)
-        try:
-            found: list[Address] = []
-            if look:
-                try:
-                    found = await node.find_members(interfaces, DISCOVER_SECONDS, device)
-                except DiscoveryError as exc:
-                    click.echo(f"Not looking on the LAN: {exc.message}", err=True)
-            known = [a for a in await node.known_addresses() if device is None or a.device == device]
-            # Given addresses first; then the LAN's (fresher than what was remembered).
-            targets = merge_targets(_addresses(addresses, device), found, known)
-            if not targets:
-                raise NetworkError(
-                    "No peer to sync with: no member was found on the LAN or reached before; pair a device "
-                    "first (p2psync pair), or give --address HOST:PORT."
-                )
-            results = await node.sync(targets)
-            bar = TransferProgress("Fetching attachments")
+        linked = relay_link.is_linked(library)
+    if relay_only:
+        if lan_only:
+            raise InvalidValue("--lan-only and --relay-only exclude each other; give one of them.")
+        if not linked:
+            raise RelayNotLinked(
+                "This library is not linked to a relay account; sign up or log in with 'p2psync account signup' "
+                "or 'p2psync account login'."
+            )
+        results: list[Any] = []
+        fetched = FetchReport()
+    else:
+        results, fetched = _sync_lan(device, addresses, no_mdns, mdns_interfaces, relay_next=linked and not lan_only)
+    relay_report: dict[str, Any] | None = None
+    relay_error: str | None = None
+    if linked and not lan_only:
+        with open_library() as library:
             try:
-                fetched = await node.fetch(results, bar.plan, bar.advance)
-            finally:
-                bar.close()
-            return results, fetched
-        finally:
-            await node.close()
-
-    try:
-        results, fetched = asyncio.run(run())
-    except KeyboardInterrupt:
-        raise NetworkError(
-            "The sync was interrupted; every change set that arrived whole is kept, so sync again to resume."
-        ) from None
+                relay_report = relay_link.sync_with_relay(library).as_dict()
+                relay_error = relay_report["error"]
+            except P2PSyncError as exc:
+                if relay_only:
+                    raise  # nothing moved: the reason alone
+                relay_error = exc.message
+                relay_report = {"relay": relay_link.read_link(library).url, "error": relay_error}
     with open_library() as library:
         backlog = library.search_backlog()
         with progress(backlog, "Indexing for search") as advance:
@@ -132,7 +121,7 @@ def sync(
     ]
     attachments = fetched.as_dict()
     if as_json:
-        print_json({"peers": report, "attachments": attachments})
+        print_json({"peers": report, "attachments": attachments, "relay": relay_report})
     else:
         for item in report:
             if item.get("device"):
@@ -153,10 +142,70 @@ def sync(
             )
         for item in attachments["missing"]:
             click.echo(f"Still missing: {item['name']} of {item['ref']}: {item['detail']}", err=True)
-    if not any(not isinstance(r, P2PSyncError) for r in results):
+        if relay_report is not None and "received" in relay_report:
+            echo_sync(relay_report, show_error=not relay_only)  # with --relay-only it is the error raised below
+        elif relay_error:
+            click.echo(f"Relay: {relay_error}", err=True)
+    lan_ok = any(not isinstance(r, P2PSyncError) for r in results)
+    relay_ok = relay_report is not None and relay_error is None
+    if relay_only and relay_error:
+        raise RelayError(relay_error)
+    if not lan_ok and not relay_ok:
+        if relay_error and not results:
+            raise RelayError(relay_error)
         raise NetworkError("No peer could be synced; see the reasons above and 'p2psync status'.")
     if fetched.interrupted:
         raise NetworkError("Some attachments did not arrive whole (see above); sync again to resume where it stopped.")
+
+
+def _sync_lan(
+    device: str | None,
+    addresses: tuple[str, ...],
+    no_mdns: bool,
+    mdns_interfaces: tuple[str, ...],
+    relay_next: bool,
+) -> tuple[list[Any], FetchReport]:
+    """The LAN part of a sync: every reachable member, then their attachments. With relay_next
+    (the library is linked to an account), finding no peer is not an error: the relay follows."""
+    interfaces = check_interfaces(list(mdns_interfaces)) if mdns_interfaces else None
+    path = library_path()
+    look = not no_mdns and not addresses
+
+    async def run() -> tuple[list[Any], FetchReport]:
+        node = Node(path)
+        try:
+            found: list[Address] = []
+            if look:
+                try:
+                    found = await node.find_members(interfaces, DISCOVER_SECONDS, device)
+                except DiscoveryError as exc:
+                    click.echo(f"Not looking on the LAN: {exc.message}", err=True)
+            known = [a for a in await node.known_addresses() if device is None or a.device == device]
+            # Given addresses first; then the LAN's (fresher than what was remembered).
+            targets = merge_targets(_addresses(addresses, device), found, known)
+            if not targets:
+                if relay_next:
+                    return [], FetchReport()
+                raise NetworkError(
+                    "No peer to sync with: no member was found on the LAN or reached before; pair a device "
+                    "first (p2psync pair), or give --address HOST:PORT."
+                )
+            results = await node.sync(targets)
+            bar = TransferProgress("Fetching attachments")
+            try:
+                fetched = await node.fetch(results, bar.plan, bar.advance)
+            finally:
+                bar.close()
+            return results, fetched
+        finally:
+            await node.close()
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        raise NetworkError(
+            "The sync was interrupted; every change set that arrived whole is kept, so sync again to resume."
+        ) from None
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
@@ -177,7 +226,12 @@ def parse_duration(text: str) -> float:
     metavar="HOST:PORT",
     help="Where to accept other devices (port 0: any free port).",
 )
-@click.option("--interval", default="15m", show_default=True, help="Sync with every known peer this often.")
+@click.option(
+    "--interval",
+    default="15m",
+    show_default=True,
+    help="Sync with every known peer (and the relay, if linked) this often.",
+)
 @click.option(
     "--no-auto",
     is_flag=True,
@@ -202,6 +256,8 @@ def daemon(
     command), when another device of the library appears on the LAN (mDNS), soon after a peer
     sent changes (so they travel on to the others), on the interval, and once more on a clean stop
     (Ctrl-C or SIGTERM). Peers that sync with this device are remembered and synced with in turn.
+    A library linked to a relay account (p2psync account login) syncs with it at start, on the
+    interval and on a clean stop.
     """
     where = parse_address(listen, DEFAULT_PORT, allow_any_port=True)
     every = parse_duration(interval)
@@ -238,8 +294,9 @@ def daemon(
 @library_option
 @json_option
 def status(as_json: bool) -> None:
-    """What sync is doing: each peer (last seen, address, last sync, what moved, last error),
-    local changes not yet sent, conflicts, and recent problems with what peers sent."""
+    """What sync is doing: each peer (last seen, address, last sync, what moved, last error), the
+    relay if the library is linked to an account (last sync, what moved, last error), local
+    changes not yet sent, conflicts, and recent problems with what peers (or the relay) sent."""
     with open_library() as library:
         data = {
             "device_id": library.device_id,
@@ -249,13 +306,17 @@ def status(as_json: bool) -> None:
             "search_backlog": library.search_backlog(),
             "problems": recent_problems(library, limit=5),
             "missing_attachments": transfers.missing(library),
+            "relay": relay_link.summary(library),
         }
     if as_json:
         print_json(data)
         return
-    if not data["peers"]:
+    relay = data["relay"]
+    account_device = relay.get("account_device") if relay else None
+    peers = [p for p in data["peers"] if p["device_id"] != account_device]  # the account's key: the relay line
+    if not peers and not relay:
         click.echo("No other devices yet; pair one with 'p2psync pair'.")
-    for p in data["peers"]:
+    for p in peers:
         state = "removed" if p["revoked"] else (f"last sync {p['last_sync']}" if p["last_sync"] else "never synced")
         click.echo(f"{p['short_id']}  {p['name']:<20} {state}")
         if p["address"]:
@@ -264,6 +325,17 @@ def status(as_json: bool) -> None:
             click.echo(f"    last sync: {p['received']} change sets in, {p['sent']} out")
         if p["last_error"]:
             click.echo(f"    last error ({p['last_error_at']}): {p['last_error']}")
+    if relay:
+        state = f"last sync {relay['last_sync']}" if relay["last_sync"] else "never synced"
+        click.echo(f"Relay {relay['relay']} ({relay['email']}{'' if relay['logged_in'] else ', logged out'}): {state}")
+        moved = relay["moved"]
+        if relay["last_sync"] and moved:
+            click.echo(
+                f"    last sync: {moved.get('received', 0)} change sets in, {moved.get('sent', 0)} out, "
+                f"{moved.get('files_in', 0)} attachment files in, {moved.get('chunks_out', 0)} chunks out"
+            )
+        if relay["last_error"]:
+            click.echo(f"    last error ({relay['last_error_at']}): {relay['last_error']}")
     click.echo(f"Local changes not yet sent: {data['pending_local_changes']}")
     click.echo(f"Conflicts: {data['conflicts']}" + (" (see 'p2psync conflicts list')" if data["conflicts"] else ""))
     missing = data["missing_attachments"]

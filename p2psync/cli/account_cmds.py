@@ -1,0 +1,355 @@
+"""account: the library's link to an online account on a relay (protocol/relay.md section 4).
+
+Passwords come from a hidden prompt or, with --password-stdin, from the first line(s) of stdin;
+never from the command line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json, yes_option
+from p2psync.errors import ConfirmationRequired, InvalidValue, LibraryNotFound, RelayLinkedElsewhere
+from p2psync.relay import link
+from p2psync.relay.client import normalize_url
+from p2psync.relay.crypto import check_email
+from p2psync.store import backup as backups
+from p2psync.store.library import Library
+
+MIN_PASSWORD = 8
+
+
+@click.group()
+def account() -> None:
+    """The online account: sync this library through a relay when devices never meet on a LAN.
+
+    \b
+    p2psync account signup --relay https://relay.example.org --email ada@example.org
+    p2psync account login  --relay https://relay.example.org --email ada@example.org
+
+    The relay stores only ciphertext: everything is encrypted on this device with a library key
+    that is wrapped with a key derived from your password. One account holds one library.
+    Type the e-mail with the suffix #!resetLocalSync to reset this library's sync state.
+    """
+
+
+def _read_password(password_stdin: bool, confirm: bool, prompt: str = "Password") -> str:
+    if password_stdin:
+        first = sys.stdin.readline().rstrip("\r\n")
+        if confirm:
+            second = sys.stdin.readline().rstrip("\r\n")
+            if second != first:
+                raise InvalidValue("The two passwords read from stdin differ; give the same one twice.")
+        return first
+    if not sys.stdin.isatty():
+        raise click.UsageError("No terminal to ask for the password on; give it on stdin with --password-stdin.")
+    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True))
+
+
+def _check_new_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidValue(f"Choose a password of at least {MIN_PASSWORD} characters.")
+    return password
+
+
+def _ask(yes: bool) -> link.Ask:
+    def ask(question: link.Question) -> bool:
+        if yes:
+            click.echo(f"{question.text} Yes (--yes).", err=True)
+            return True
+        if not sys.stdin.isatty():
+            raise question.error
+        if not click.confirm(f"{question.text} Proceed?", default=False, err=True):
+            raise click.Abort()
+        return True
+
+    return ask
+
+
+def _backup(choice: bool | None, folder: Path | None) -> Any:
+    if choice is False:
+        return None
+
+    def make(library: Library) -> dict[str, Any]:
+        target = (folder or library.path.resolve().parent) / backups.default_backup_name(library.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        manifest = backups.backup(library, target)
+        click.echo(f"Backed up this library to {manifest['path']} before merging.", err=True)
+        return manifest
+
+    return make
+
+
+def _open_or_create() -> Library:
+    path = library_path()
+    try:
+        return Library.open(path)
+    except LibraryNotFound:
+        library = Library.create(path)  # an empty library: it receives the account's library
+        click.echo(f"Created an empty library at {path} to receive the account's library.", err=True)
+        return library
+
+
+def _login_options(func: Any) -> Any:
+    for decorator in reversed(
+        [
+            click.option("--relay", "url", required=True, metavar="URL", help="The relay's address (https://...)."),
+            click.option("--email", required=True, metavar="E", help="The account's e-mail address."),
+            click.option("--password-stdin", is_flag=True, help="Read the password from stdin (first line)."),
+            click.option(
+                "--backup/--no-backup",
+                default=None,
+                help="Back up this library before a merge changes it (default: yes when merging).",
+            ),
+            click.option(
+                "--backup-dir",
+                type=click.Path(path_type=Path, file_okay=False),
+                help="Where that backup goes (default: the folder that holds the library).",
+            ),
+            yes_option,
+            library_option,
+            json_option,
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def _run_login(
+    signup: bool,
+    url: str,
+    email: str,
+    password_stdin: bool,
+    backup: bool | None,
+    backup_dir: Path | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    if link.is_reset_request(email):
+        with open_library() as library:
+            message = link.reset(library)
+        _print_reset(message, as_json)
+        return
+    normalize_url(url)
+    check_email(email)  # typos are reported before the password is asked
+    with _open_or_create() as library:
+        if not yes:
+            _check_link_first(library, url, email)
+        password = _read_password(password_stdin, confirm=signup and not password_stdin)
+        if signup:
+            _check_new_password(password)
+        elif not password:
+            raise InvalidValue("The password is empty; type the account's password.")
+        report = link.login(library, url, email, password, signup, _ask(yes), _backup(backup, backup_dir))
+        backlog = library.search_backlog()
+        if backlog:
+            for _ in library.catch_up_search():
+                pass
+    if as_json:
+        print_json(report.as_dict())
+        return
+    how = {
+        "bound": "this library is now the account's library",
+        "same": "the account holds this library",
+        "joined": "this library received the account's library",
+        "merged": "this library was merged with the account's library",
+    }
+    click.echo(f"{'Signed up' if signup else 'Logged in'} as {report.email} on {report.relay}: {how[report.mode]}.")
+    if report.sync is not None:
+        echo_sync(report.sync.as_dict())
+
+
+def _check_link_first(library: Library, url: str, email: str) -> None:
+    """The one-account rule, asked before the password (a TTY) or refused at once (no TTY)."""
+    state = link.read_link(library)
+    elsewhere = state.linked and (state.url != normalize_url(url) or state.email != check_email(email))
+    if elsewhere and not sys.stdin.isatty():
+        raise RelayLinkedElsewhere(link.LINKED_ELSEWHERE)
+
+
+def _print_reset(message: str, as_json: bool) -> None:
+    if as_json:
+        print_json({"reset": True, "message": message})
+    else:
+        click.echo(message)
+
+
+def echo_sync(sync: dict[str, Any], show_error: bool = True) -> None:
+    """The text lines of a relay sync (the error on stderr unless the caller raises it)."""
+    received, sent, files = sync["received"], sync["sent"], sync["attachments"]
+    moved_files = files["files"] or files["chunks_sent"]
+    click.echo(
+        f"Relay: {received['applied']} change sets in ({received['entries']} changes), {sent['stored']} out"
+        + (f"; attachments: {files['files']} files in, {files['chunks_sent']} chunks out" if moved_files else "")
+        + (f"; {len(sync['refused'])} refused, see 'p2psync status'" if sync["refused"] else "")
+    )
+    if sync.get("merge"):
+        merge = sync["merge"]
+        click.echo(f"Merged: {merge['added']} references added, {len(merge['merged'])} plainly identical ones merged.")
+    for item in files.get("missing", []):
+        click.echo(f"Still missing: {item['name']} of {item['ref']}: {item['detail']}", err=True)
+    if sync.get("error") and show_error:
+        click.echo(f"Relay: {sync['error']}", err=True)
+
+
+@account.command()
+@_login_options
+def signup(
+    url: str,
+    email: str,
+    password_stdin: bool,
+    backup: bool | None,
+    backup_dir: Path | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Create an account on a relay and link this library to it (then sync once).
+
+    The password is asked twice (hidden), or read from stdin with --password-stdin. The first
+    library that syncs binds the account: it holds that library alone.
+    """
+    _run_login(True, url, email, password_stdin, backup, backup_dir, yes, as_json)
+
+
+@account.command()
+@_login_options
+def login(
+    url: str,
+    email: str,
+    password_stdin: bool,
+    backup: bool | None,
+    backup_dir: Path | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Log in to an account and link this library to it (then sync once).
+
+    An empty library receives the account's library. A library with references of its own that
+    is not the account's is merged with it, after a question (--yes to agree) and a backup
+    (--no-backup to skip). A library linked to another account asks first, and breaking that
+    link resets its sync state. The e-mail typed with the suffix #!resetLocalSync resets this
+    library's sync state instead of logging in.
+    """
+    _run_login(False, url, email, password_stdin, backup, backup_dir, yes, as_json)
+
+
+@account.command()
+@library_option
+@json_option
+def status(as_json: bool) -> None:
+    """The account this library is linked to: relay, e-mail, the library it holds, storage used
+    against the limit, the last sync, what moved and the last error."""
+    with open_library() as library:
+        data = link.status(library)
+    if as_json:
+        print_json(data)
+        return
+    if not data["linked"]:
+        click.echo("Not linked to an online account; see 'p2psync account signup' or 'p2psync account login'.")
+        return
+    click.echo(f"Relay:       {data['relay']}")
+    click.echo(f"E-mail:      {data['email']}" + ("" if data["logged_in"] else " (logged out)"))
+    if data.get("bound_library") is not None or data.get("usage") is not None:
+        bound = data["bound_library"]
+        where = "this library" if data.get("bound_here") else (bound or "no library (unbound)")
+        click.echo(f"Holds:       {where}")
+    usage = data.get("usage")
+    if usage:
+        quota = usage["quota_bytes"]
+        limit = f"{quota / 1e6:.1f} MB" if quota is not None else "no limit"
+        click.echo(
+            f"Storage:     {usage['used_bytes'] / 1e6:.1f} MB of {limit} "
+            f"({usage['change_sets']} change sets, {usage['chunks']} chunks)"
+        )
+    moved = data.get("moved") or {}
+    last = f"{data['last_sync']}" if data["last_sync"] else "never"
+    click.echo(f"Last sync:   {last}" + (_moved_text(moved) if data["last_sync"] else ""))
+    if data["last_error"]:
+        click.echo(f"Last error:  ({data['last_error_at']}) {data['last_error']}")
+    if data.get("online_error"):
+        click.echo(f"Now:         {data['online_error']}")
+
+
+def _moved_text(moved: dict[str, Any]) -> str:
+    if not moved:
+        return ""
+    return (
+        f": {moved.get('received', 0)} change sets in, {moved.get('sent', 0)} out, "
+        f"{moved.get('files_in', 0)} files in, {moved.get('chunks_out', 0)} chunks out"
+    )
+
+
+@account.command()
+@library_option
+@json_option
+def logout(as_json: bool) -> None:
+    """Log this device out of the account (the library stays linked to it; log in again to sync)."""
+    with open_library() as library:
+        data = link.logout(library)
+    if as_json:
+        print_json(data)
+        return
+    click.echo(f"Logged out of {data['email']} on {data['relay']}.")
+    if not data["relay_told"]:
+        click.echo("The relay could not be told; this device forgot its login all the same.", err=True)
+
+
+@account.command()
+@library_option
+@json_option
+def reset(as_json: bool) -> None:
+    """Forget this library's link to its account (the login, the library key, the sync cursor);
+    keep every reference. The next login and sync are complete ones."""
+    with open_library() as library:
+        message = link.reset(library)
+    _print_reset(message, as_json)
+
+
+@account.command()
+@yes_option
+@library_option
+@json_option
+def purge(yes: bool, as_json: bool) -> None:
+    """Delete everything the account stores on the relay (change sets and attachments, all
+    encrypted) and unbind it, so that another library can be bound. Your devices keep every
+    reference. Asks first (--yes to agree)."""
+    with open_library() as library:
+        info = link.account_info(library)
+        question = (
+            f"Delete everything the account {info.email} stores on the relay ({info.change_sets} change sets, "
+            f"{info.chunks} attachment chunks, {info.used_bytes / 1e6:.1f} MB)? The references on your devices stay."
+        )
+        if yes:
+            click.echo(f"{question} Yes (--yes).", err=True)
+        elif not sys.stdin.isatty():
+            raise ConfirmationRequired(f"{question} Run again with --yes to confirm (no terminal to ask on).")
+        elif not click.confirm(question, default=False, err=True):
+            raise click.Abort()
+        data = link.purge(library)
+    if as_json:
+        print_json(data)
+        return
+    click.echo(
+        f"The account {data['email']} on {data['relay']} is empty and holds no library now; "
+        "log in from the library it should hold to bind it again."
+    )
+
+
+@account.command()
+@click.option("--password-stdin", is_flag=True, help="Read the new password from stdin (two lines, the same).")
+@library_option
+@json_option
+def password(password_stdin: bool, as_json: bool) -> None:
+    """Change the account's password (asked twice). The library key is wrapped again with the new
+    one; the other devices log in again with it."""
+    with open_library() as library:
+        new = _check_new_password(_read_password(password_stdin, confirm=True, prompt="New password"))
+        data = link.change_password(library, new)
+    if as_json:
+        print_json(data)
+        return
+    click.echo(f"The password of {data['email']} on {data['relay']} is changed; log in with it on your other devices.")

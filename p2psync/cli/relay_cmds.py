@@ -1,0 +1,137 @@
+"""relay serve: run a relay (the online account) that stores and forwards only ciphertext."""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import sys
+from pathlib import Path
+
+import click
+import platformdirs
+
+from p2psync.cli.common import json_option
+from p2psync.errors import FileProblem, InvalidValue, NetworkError
+
+DEFAULT_PORT = 8740
+DEFAULT_QUOTA = "1GB"
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def default_data_dir() -> Path:
+    return platformdirs.user_data_path("p2psync-relay", appauthor=False)
+
+
+def parse_size(text: str) -> int | None:
+    """Bytes in '500MB', '2GiB', '1.5 GB', '1000000' (KB, MB... are powers of 1000, KiB, MiB...
+    of 1024); 'unlimited' is None."""
+    if text.strip().lower() in ("unlimited", "none"):
+        return None
+    match = _SIZE.match(text)
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a size; write e.g. 500MB, 2GiB or unlimited.")
+    unit = (match.group(2) or "").lower()
+    scale = 1024 ** ("kmgt".index(unit[0]) + 1) if "i" in unit else _UNITS[unit[:1]]
+    size = int(float(match.group(1)) * scale)
+    if size < 1:
+        raise click.BadParameter(f"{text!r} is no storage at all; give at least 1 byte, or unlimited.")
+    return size
+
+
+def _quota(_ctx: click.Context, _param: click.Parameter, value: str) -> int | None:
+    return parse_size(value)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(relay)
+
+
+@click.group()
+def relay() -> None:
+    """Run a relay: the online account that carries a library between machines that are never on
+    one network at the same time. It stores and forwards only ciphertext (see docs/relay-operations.md)."""
+
+
+@relay.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on (0.0.0.0: all).")
+@click.option(
+    "--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535), help="0: any free port."
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help=f"Where the relay keeps its database and blobs (default: {default_data_dir()}).",
+)
+@click.option(
+    "--quota",
+    default=DEFAULT_QUOTA,
+    show_default=True,
+    callback=_quota,
+    metavar="SIZE",
+    help="Storage per account (e.g. 500MB, 2GiB, unlimited).",
+)
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Serve HTTPS: PEM.")
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="The key of --tls-cert.")
+@click.option(
+    "--trust-proxy",
+    is_flag=True,
+    help="Take the client address from X-Forwarded-For (only behind a reverse proxy that sets it).",
+)
+@json_option
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    quota: int | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    trust_proxy: bool,
+    as_json: bool,
+) -> None:
+    """Serve the relay until Ctrl-C or SIGTERM (then it finishes the requests in flight and exits 0).
+
+    Prints one line when it listens (with --json: {"listening": URL}); logs one JSON line per
+    request on stderr.
+    """
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("Give both --tls-cert and --tls-key, or neither.")
+    from p2psync.relay import passwords, server  # aiohttp only for this command, not every p2psync call
+
+    try:
+        token_seconds = passwords.token_seconds()
+    except ValueError as exc:
+        raise InvalidValue(str(exc)) from None
+    folder = data_dir if data_dir is not None else default_data_dir()
+
+    def listening(url: str) -> None:
+        line = json.dumps({"listening": url}) if as_json else f"Relay listening on {url} (data in {folder})"
+        click.echo(line)
+        sys.stdout.flush()
+
+    server.setup_logging()
+    try:
+        server.run(
+            host,
+            port,
+            folder,
+            quota,
+            tls_cert,
+            tls_key,
+            listening,
+            trust_proxy=trust_proxy,
+            token_seconds=token_seconds,
+        )
+    except ssl.SSLError as exc:
+        raise FileProblem(
+            f"The TLS certificate or key cannot be used ({exc.reason or exc}); check both files."
+        ) from None
+    except OSError as exc:
+        if exc.filename:
+            raise  # a file problem (the data folder): main() says which file
+        raise NetworkError(
+            f"Cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --host or --port."
+        ) from None

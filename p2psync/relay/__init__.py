@@ -1,0 +1,1 @@
+"""The relay ("online account"): a store of ciphertext that carries a library between devices (protocol/relay.md)."""

@@ -1,0 +1,683 @@
+"""The relay's HTTP service (aiohttp): every endpoint of protocol/relay.md §3.
+
+The relay stores and forwards ciphertext; all it checks is the shape of what it is given, who
+is asking (a token) and the order of each device's change sets. Storage calls run one at a time
+on a dedicated thread and scrypt on a small pool, so the event loop never blocks on a disk or a
+hash. Every error answer is `{"error": CODE, "message": TEXT}`; each request is one JSON line on
+stderr (time, method, path, status, ms, account), never a token, an e-mail or a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import re
+import signal
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+
+from p2psync.model.devices import is_device_id
+from p2psync.model.ids import ID_PATTERN
+from p2psync.relay import passwords
+from p2psync.relay.storage import (
+    AlreadyBound,
+    ChangeSetIn,
+    EmailTaken,
+    Gap,
+    QuotaExceeded,
+    RelayStorage,
+    SqliteStorage,
+)
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AuthedHandler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+
+PREFIX = "/relay/v1"
+HEALTH = PREFIX + "/health"
+VERSION_HEADER = "P2PSync-Protocol"
+SUPPORTED_VERSIONS = (1,)
+MAX_JSON_BYTES = 16 * 1024 * 1024
+MAX_CHUNK_BYTES = 1024 * 1024
+PAGE_ITEMS = 256
+PAGE_BYTES = 8 * 1024 * 1024
+MAX_HAVE_IDS = 1024
+MAX_WRAPPED_KEY = 1024  # 60 bytes in protocol 1 (nonce, key, tag); room for more, never unbounded
+MAX_SEQUENCE = 2**53  # sequence numbers and cursors stay exact in every JSON reader
+CHUNK_ID = re.compile(r"[0-9a-f]{64}")
+SHUTDOWN_SECONDS = 30.0  # how long a stop waits for requests in flight
+
+log = logging.getLogger("p2psync.relay")
+
+
+class Refusal(Exception):
+    """An answer of error: raised anywhere in a handler, turned into the JSON error body."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def malformed(message: str) -> Refusal:
+    return Refusal(400, "malformed", message)
+
+
+def answer(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def error_answer(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
+    return answer({"error": code, "message": message, **extra}, status, headers)
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def log_line(**fields: Any) -> None:
+    """One JSON line on the relay's log (stderr under `relay serve`), with the time first."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    log.info(json.dumps({"time": now, **fields}))
+
+
+# --- the relay's state -------------------------------------------------------------------------
+
+
+class KeyedLocks:
+    """An asyncio lock per key (an e-mail, a client address), kept only while someone uses it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class Relay:
+    """What the handlers share: the storage (on its own thread), the hashing pool and settings."""
+
+    def __init__(
+        self,
+        storage: RelayStorage,
+        quota_bytes: int | None,
+        token_seconds: float,
+        trust_proxy: bool,
+        clock: Callable[[], float],
+    ) -> None:
+        self.storage = storage
+        self.quota_bytes = quota_bytes
+        self.token_seconds = token_seconds
+        self.trust_proxy = trust_proxy
+        self.clock = clock
+        self.login_locks = KeyedLocks()
+        self.in_flight = 0  # requests being answered, for a graceful stop
+        self.draining = False
+        self._storage_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-storage")
+        self._hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="relay-scrypt")  # 16 MiB each
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a storage call on the storage thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._storage_thread, function, *args)
+
+    async def hash(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._hashing, function, *args)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until every request being answered is answered (or timeout); the answers given
+        meanwhile close their connections, so keep-alive clients go away."""
+        self.draining = True
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._hashing.shutdown, True)
+        await loop.run_in_executor(None, self._storage_thread.shutdown, True)  # lets queued calls finish
+        await loop.run_in_executor(None, self.storage.close)
+
+
+RELAY: web.AppKey[Relay] = web.AppKey("relay", Relay)
+ACCOUNT: web.RequestKey[str] = web.RequestKey("account", str)
+TOKEN: web.RequestKey[bytes] = web.RequestKey("token", bytes)
+
+
+# --- middlewares -------------------------------------------------------------------------------
+
+
+@web.middleware
+async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One JSON line per request, whatever became of it; and the count of requests in flight."""
+    relay = request.app[RELAY]
+    start = time.perf_counter()
+    status = 499  # nginx's "client closed the request": the connection went away mid-answer
+    relay.in_flight += 1
+    try:
+        response = await handler(request)
+        status = response.status
+        if relay.draining:
+            response.force_close()
+        return response
+    finally:
+        relay.in_flight -= 1
+        log_line(
+            method=request.method,
+            path=request.path[:200],
+            status=status,
+            ms=round((time.perf_counter() - start) * 1000, 1),
+            account=request.get(ACCOUNT),
+        )
+
+
+@web.middleware
+async def errors_to_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is a JSON body, aiohttp's own 404, 405 and 413 included."""
+    try:
+        return await handler(request)
+    except Refusal as exc:
+        return error_answer(exc.status, exc.code, exc.message, **exc.extra)
+    except Gap as exc:
+        return error_answer(409, "gap", exc.message, device=exc.device, head=exc.head)
+    except QuotaExceeded as exc:
+        return error_answer(
+            507, "quota_exceeded", exc.message, used_bytes=exc.used, quota_bytes=exc.quota, needed_bytes=exc.needed
+        )
+    except AlreadyBound as exc:
+        return error_answer(409, "bound", exc.message, library_id=exc.library_id)
+    except EmailTaken as exc:
+        return error_answer(409, "email_taken", exc.message)
+    except web.HTTPNotFound:
+        return error_answer(404, "not_found", f"There is no {request.path[:200]} on this relay.")
+    except web.HTTPMethodNotAllowed:
+        return error_answer(405, "method", f"{request.method} is not allowed on {request.path[:200]}.")
+    except web.HTTPRequestEntityTooLarge:
+        return error_answer(413, "too_large", f"A request body is at most {MAX_JSON_BYTES} bytes.")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = "malformed" if exc.status < 500 else "internal"
+        return error_answer(exc.status, code, exc.reason or "The request was refused.")
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path[:200])
+        return error_answer(500, "internal", "The relay failed to answer (an internal error, logged there); try again.")
+
+
+@web.middleware
+async def protocol_version(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == HEALTH:
+        return await handler(request)
+    version = request.headers.get(VERSION_HEADER, "").strip()
+    if not (version.isascii() and version.isdigit() and len(version) <= 9) or int(version) not in SUPPORTED_VERSIONS:
+        raise Refusal(
+            400,
+            "protocol",
+            f"This relay speaks p2psync protocol {', '.join(map(str, SUPPORTED_VERSIONS))}; the request used "
+            f"{version[:20] or 'none'} (header {VERSION_HEADER}). Update p2psync.",
+            supported=list(SUPPORTED_VERSIONS),
+        )
+    return await handler(request)
+
+
+def authed(handler: AuthedHandler) -> Handler:
+    """The handler runs only with a valid token, and learns its account (and nothing else)."""
+
+    async def check(request: web.Request) -> web.StreamResponse:
+        relay = request.app[RELAY]
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not passwords.is_token(token):
+            raise Refusal(401, "auth_failed", "This request needs a valid token (Authorization: Bearer TOKEN).")
+        digest = passwords.token_hash(token)
+        found = await relay.call(relay.storage.token_account, digest)
+        if found is None:
+            raise Refusal(401, "auth_failed", "This token is not valid (logged out, or the password changed).")
+        account, expires = found
+        if relay.clock() >= expires:
+            raise Refusal(401, "token_expired", "This token has expired; log in again.")
+        request[ACCOUNT] = account
+        request[TOKEN] = digest
+        return await handler(request, account)
+
+    return check
+
+
+# --- reading requests --------------------------------------------------------------------------
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to be longer than limit."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Refusal(413, "too_large", f"This request's body is at most {limit} bytes.")
+    parts: list[bytes] = []
+    size = 0
+    async for piece in request.content.iter_any():
+        size += len(piece)
+        if size > limit:
+            raise Refusal(413, "too_large", f"This request's body is at most {limit} bytes.")
+        parts.append(piece)
+    return b"".join(parts)
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    raw = await read_body(request, MAX_JSON_BYTES)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise malformed("The request body is not JSON (UTF-8).") from None
+    if not isinstance(body, dict):
+        raise malformed("The request body must be a JSON object.")
+    return body
+
+
+def b64_field(body: dict[str, Any], name: str, min_size: int, max_size: int) -> bytes:
+    """A field of standard base64 with padding (relay.md §3), decoded, of min_size..max_size bytes."""
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise malformed(f"'{name}' must be a base64 string.")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise malformed(f"'{name}' is not standard base64 with padding.") from None
+    if not (min_size <= len(data) <= max_size):
+        size = f"{min_size} bytes" if min_size == max_size else f"{min_size} to {max_size} bytes"
+        raise malformed(f"'{name}' must decode to {size}.")
+    return data
+
+
+def login_fields(body: dict[str, Any]) -> tuple[str, bytes]:
+    email = body.get("email")
+    if not isinstance(email, str):
+        raise malformed("'email' must be a string.")
+    # relay.md §1: the device sends the address trimmed and lower-cased; doing it again here is
+    # harmless and keeps one account per address whatever a client does.
+    email = email.strip().lower()
+    if not (3 <= len(email) <= 254) or "@" not in email or any(c.isspace() or not c.isprintable() for c in email):
+        raise malformed("'email' must be an e-mail address (at most 254 characters, no spaces).")
+    key = b64_field(body, "login_key", passwords.LOGIN_KEY_BYTES, passwords.LOGIN_KEY_BYTES)
+    return email, key
+
+
+def sequence(value: Any) -> bool:
+    return type(value) is int and 1 <= value <= MAX_SEQUENCE
+
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 16) or not (low <= int(text)):
+        raise malformed(f"'{name}' must be a whole number of at least {low}.")
+    return min(int(text), high)
+
+
+def chunk_id(request: web.Request) -> str:
+    value = request.match_info["id"]
+    if CHUNK_ID.fullmatch(value) is None:
+        raise malformed("A chunk id is 64 lower-case hexadecimal characters.")
+    return value
+
+
+def client_address(request: web.Request, trust_proxy: bool) -> str:
+    """Who is logging in, for the failed-login limit. Behind a proxy (--trust-proxy) the last
+    X-Forwarded-For entry is the address the proxy saw; earlier entries are the client's say-so."""
+    if trust_proxy:
+        forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",")]
+        if forwarded[-1]:
+            return forwarded[-1][:64]
+    return (request.remote or "unknown")[:64]
+
+
+# --- endpoints ---------------------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    relay = request.app[RELAY]
+    await relay.call(relay.storage.ping)
+    return answer({"ok": True, "protocol": list(SUPPORTED_VERSIONS)})
+
+
+async def _issue_token(relay: Relay, account: str) -> dict[str, Any]:
+    token, digest = passwords.new_token()
+    now = relay.clock()
+    expires = now + relay.token_seconds
+    await relay.call(relay.storage.add_token, account, digest, expires, now)
+    return {"account": account, "token": token, "expires": iso(expires)}
+
+
+async def signup(request: web.Request) -> web.Response:
+    relay = request.app[RELAY]
+    email, key = login_fields(await read_object(request))
+    salt, digest = await relay.hash(passwords.new_login_hash, key)
+    account = await relay.call(relay.storage.create_account, email, salt, digest, relay.clock())
+    request[ACCOUNT] = account
+    return answer(await _issue_token(relay, account), 201)
+
+
+async def login(request: web.Request) -> web.Response:
+    relay = request.app[RELAY]
+    email, key = login_fields(await read_object(request))
+    client = client_address(request, relay.trust_proxy)
+    # One attempt at a time per e-mail and per client address, each checked against the failures
+    # of those before it: concurrent guesses cannot slip past the limit while hashes are computed.
+    async with relay.login_locks.hold("email " + email), relay.login_locks.hold("client " + client):
+        wait = await relay.call(relay.storage.login_wait, email, client, relay.clock())
+        if wait is not None:
+            raise Refusal(
+                429,
+                "rate_limited",
+                f"Too many failed logins for this e-mail address or from this address; try again in {wait} seconds.",
+                retry_after=wait,
+            )
+        record = await relay.call(relay.storage.login_record, email)
+        ok = await relay.hash(
+            passwords.verify_login_key, key, record.salt if record else None, record.login_hash if record else None
+        )
+        if not ok or record is None:
+            await relay.call(relay.storage.record_failed_login, email, client, relay.clock())
+            raise Refusal(401, "auth_failed", "The e-mail address or the password is wrong.")
+    request[ACCOUNT] = record.account
+    return answer(await _issue_token(relay, record.account))
+
+
+@authed
+async def logout(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    await relay.call(relay.storage.delete_token, request[TOKEN])
+    return web.Response(status=204)
+
+
+@authed
+async def account_info(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    info = await relay.call(relay.storage.account_info, account)
+    return answer(
+        {
+            "account": info.account,
+            "email": info.email,
+            "library_id": info.library_id,
+            "wrapped_key": base64.b64encode(info.wrapped_key).decode("ascii") if info.wrapped_key is not None else None,
+            "used_bytes": info.used_bytes,
+            "quota_bytes": relay.quota_bytes,
+            "change_sets": info.change_sets,
+            "chunks": info.chunks,
+        }
+    )
+
+
+@authed
+async def password(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    body = await read_object(request)
+    key = b64_field(body, "login_key", passwords.LOGIN_KEY_BYTES, passwords.LOGIN_KEY_BYTES)
+    # null is accepted for an account that has no library yet (it has no wrapped key to replace)
+    wrapped = None if body.get("wrapped_key") is None else b64_field(body, "wrapped_key", 1, MAX_WRAPPED_KEY)
+    info = await relay.call(relay.storage.account_info, account)
+    if wrapped is None and info.library_id is not None:
+        raise malformed("'wrapped_key' must be the library key wrapped with the new password's key.")
+    salt, digest = await relay.hash(passwords.new_login_hash, key)
+    await relay.call(relay.storage.change_password, account, salt, digest, wrapped, request[TOKEN])
+    return answer({})
+
+
+@authed
+async def bind(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    body = await read_object(request)
+    library_id = body.get("library_id")
+    if not isinstance(library_id, str) or ID_PATTERN.fullmatch(library_id) is None:
+        raise malformed("'library_id' must be a library id (16 characters a-z and 2-7).")
+    wrapped = b64_field(body, "wrapped_key", 1, MAX_WRAPPED_KEY)
+    return answer({"bound": await relay.call(relay.storage.bind, account, library_id, wrapped)})
+
+
+@authed
+async def purge(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    done = await relay.call(relay.storage.purge, account)
+    return answer({"change_sets": done.change_sets, "chunks": done.chunks, "bytes": done.bytes})
+
+
+@authed
+async def state(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    heads, last_num = await relay.call(relay.storage.state, account)
+    return answer({"heads": heads, "last_num": last_num})
+
+
+@authed
+async def pull(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    after = int_param(request, "after", 0, 0, MAX_SEQUENCE)
+    limit = int_param(request, "limit", PAGE_ITEMS, 1, PAGE_ITEMS)
+
+    def page() -> bytes:  # on the storage thread: reading and encoding 8 MiB is no work for the loop
+        items, more = relay.storage.pull(account, after, limit, PAGE_BYTES)
+        return orjson.dumps(
+            {
+                "items": [
+                    {
+                        "num": i.num,
+                        "device": i.device,
+                        "first": i.first,
+                        "last": i.last,
+                        "blob": base64.b64encode(i.blob).decode("ascii"),
+                    }
+                    for i in items
+                ],
+                "more": more,
+            }
+        )
+
+    return web.Response(body=await relay.call(page), content_type="application/json")
+
+
+def _change_sets(body: dict[str, Any]) -> list[ChangeSetIn]:
+    items = body.get("items")
+    if not isinstance(items, list):
+        raise malformed("'items' must be a list of change sets.")
+    out: list[ChangeSetIn] = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise malformed(f"Item {n} must be an object with device, first, last and blob.")
+        device: Any = item.get("device")
+        first: Any = item.get("first")
+        last: Any = item.get("last")
+        if not is_device_id(device):
+            raise malformed(f"Item {n}: 'device' must be a device id.")
+        if not (sequence(first) and sequence(last) and first <= last):
+            raise malformed(f"Item {n}: 'first' and 'last' must be whole numbers with 1 <= first <= last.")
+        out.append(ChangeSetIn(device, first, last, b64_field(item, "blob", 1, MAX_JSON_BYTES)))
+    return out
+
+
+@authed
+async def push(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    items = _change_sets(await read_object(request))
+    done = await relay.call(relay.storage.push, account, items, relay.quota_bytes)
+    return answer({"stored": done.stored, "duplicates": done.duplicates})
+
+
+@authed
+async def have(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    ids = (await read_object(request)).get("ids")
+    if not isinstance(ids, list) or not (1 <= len(ids) <= MAX_HAVE_IDS):
+        raise malformed(f"'ids' must be a list of 1 to {MAX_HAVE_IDS} chunk ids.")
+    if not all(isinstance(i, str) and CHUNK_ID.fullmatch(i) for i in ids):
+        raise malformed("A chunk id is 64 lower-case hexadecimal characters.")
+    return answer({"have": await relay.call(relay.storage.have_chunks, account, ids)})
+
+
+@authed
+async def put_chunk(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    cid = chunk_id(request)
+    blob = await read_body(request, MAX_CHUNK_BYTES)
+    if not blob:
+        raise malformed("A chunk's body is its blob, at least 1 byte.")
+    stored = await relay.call(relay.storage.put_chunk, account, cid, blob, relay.quota_bytes)
+    return web.Response(status=201 if stored else 200)
+
+
+@authed
+async def get_chunk(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    blob = await relay.call(relay.storage.get_chunk, account, chunk_id(request))
+    if blob is None:
+        raise Refusal(404, "not_found", "This account has no chunk with this id.")
+    return web.Response(body=blob, content_type="application/octet-stream")
+
+
+# --- the application and the process -----------------------------------------------------------
+
+
+def make_app(
+    storage: RelayStorage,
+    quota_bytes: int | None,
+    *,
+    token_seconds: float = passwords.TOKEN_SECONDS,
+    trust_proxy: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """The relay's application. It owns `storage` from now on: the app's cleanup closes it."""
+    app = web.Application(
+        middlewares=[access_log, errors_to_json, protocol_version],
+        client_max_size=MAX_JSON_BYTES,
+    )
+    relay = Relay(storage, quota_bytes, token_seconds, trust_proxy, clock)
+    app[RELAY] = relay
+
+    async def close(_app: web.Application) -> None:
+        await relay.close()
+
+    app.on_cleanup.append(close)
+    routes = [
+        ("GET", "/health", health),
+        ("POST", "/signup", signup),
+        ("POST", "/login", login),
+        ("POST", "/logout", logout),
+        ("GET", "/account", account_info),
+        ("POST", "/password", password),
+        ("POST", "/bind", bind),
+        ("POST", "/purge", purge),
+        ("GET", "/state", state),
+        ("GET", "/changesets", pull),
+        ("POST", "/changesets", push),
+        ("POST", "/chunks/have", have),
+        ("PUT", "/chunks/{id}", put_chunk),
+        ("GET", "/chunks/{id}", get_chunk),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, PREFIX + path, handler)
+    return app
+
+
+class _JsonLines(logging.Formatter):
+    """Access lines are JSON already; anything else (errors, aiohttp's own) becomes a JSON line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name == "p2psync.relay" and message.startswith("{") and not record.exc_info:
+            return message
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": message,
+        }
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler()  # stderr
+    handler.setFormatter(_JsonLines())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    log.setLevel(logging.INFO)
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def url_for(host: str, port: int, tls: bool) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
+
+
+def run(
+    host: str,
+    port: int,
+    data_dir: Path,
+    quota: int | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    on_listening: Callable[[str], None],
+    *,
+    trust_proxy: bool = False,
+    token_seconds: float = passwords.TOKEN_SECONDS,
+) -> None:
+    """Serve until SIGTERM or SIGINT; then finish the requests in flight, close the storage, return."""
+    context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
+
+    async def serve() -> None:
+        storage = SqliteStorage(data_dir)
+        app = make_app(storage, quota, token_seconds=token_seconds, trust_proxy=trust_proxy)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, ssl_context=context)
+            await site.start()
+            bound_port = runner.addresses[0][1]
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            url = url_for(host, bound_port, context is not None)
+            log_line(event="listening", url=url, quota_bytes=quota)
+            on_listening(url)
+            await stop.wait()
+            log_line(event="stopping")
+            # aiohttp's own shutdown drops what a request still uploads; so first stop listening and
+            # let every request in flight finish (its body arrive, its answer go out).
+            for active in list(runner.sites):
+                await active.stop()
+            await app[RELAY].drain(SHUTDOWN_SECONDS)
+        finally:
+            await runner.cleanup()  # stops listening, waits for requests in flight, closes storage
+        log_line(event="stopped")
+
+    asyncio.run(serve())

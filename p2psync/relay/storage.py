@@ -1,0 +1,658 @@
+"""What the relay keeps, behind one interface: `RelayStorage`.
+
+`SqliteStorage` is the embedded backend that `p2psync relay serve` uses: one SQLite database
+(accounts, tokens, login attempts, the index of change sets and chunks) and the blobs themselves
+as files, named by their SHA-256 so a file is either whole at its name or absent. A deployment
+for many users implements the same Protocol on PostgreSQL (the tables below map one to one) and
+an object store (a blob's key is `ACCOUNT/EPOCH/SHA256`), and runs several relay processes on it.
+
+Every method is synchronous and does one whole operation: a request the relay refuses (a gap, a
+quota) leaves nothing behind, and a crash at any point leaves either the operation done or not
+at all (at worst an unreferenced blob file, which is harmless). The server calls the methods from
+one dedicated thread; `SqliteStorage` also serialises them itself, so any thread may call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import sqlite3
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from threading import RLock
+from typing import IO, Any, Protocol
+
+from p2psync.errors import Conflict, P2PSyncError
+from p2psync.relay.passwords import FAILED_LOGIN_WINDOW, MAX_FAILED_LOGINS, retry_after
+
+SCHEMA_VERSION = 1
+TOKEN_GRACE = 30 * 86400  # expired tokens are kept this long so they answer "expired", not "unknown"
+
+# --- what the storage refuses ------------------------------------------------------------------
+
+
+class EmailTaken(Conflict):
+    pass
+
+
+class AlreadyBound(Conflict):
+    def __init__(self, library_id: str) -> None:
+        super().__init__("This account is already bound to another library.")
+        self.library_id = library_id
+
+
+class Gap(Conflict):
+    """A change set that does not follow its device's head: nothing of the request is stored.
+    `head` is what the relay holds of that device (before the request)."""
+
+    def __init__(self, device: str, head: int, first: int) -> None:
+        super().__init__(
+            f"The change set of device {device} starting at {first} does not follow the one before it "
+            f"(the relay holds that device's change sets up to {head}); nothing of this request was stored."
+        )
+        self.device, self.head, self.first = device, head, first
+
+
+class QuotaExceeded(P2PSyncError):
+    def __init__(self, used: int, quota: int, needed: int) -> None:
+        super().__init__(
+            f"Storing {needed} more bytes would take the account over its quota of {quota} bytes "
+            f"({used} used); nothing of this request was stored."
+        )
+        self.used, self.quota, self.needed = used, quota, needed
+
+
+class StorageLocked(P2PSyncError):
+    """Another relay process uses the same data folder."""
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    account: str
+    email: str
+    library_id: str | None
+    wrapped_key: bytes | None
+    used_bytes: int
+    change_sets: int
+    chunks: int
+
+
+@dataclass(frozen=True)
+class LoginRecord:
+    account: str
+    salt: bytes
+    login_hash: bytes
+
+
+@dataclass(frozen=True)
+class ChangeSetIn:
+    device: str
+    first: int
+    last: int
+    blob: bytes
+
+
+@dataclass(frozen=True)
+class StoredChangeSet:
+    num: int
+    device: str
+    first: int
+    last: int
+    blob: bytes
+
+
+@dataclass(frozen=True)
+class PushResult:
+    stored: int
+    duplicates: int
+    last_num: int
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    change_sets: int
+    chunks: int
+    bytes: int
+
+
+class RelayStorage(Protocol):
+    """The relay's storage. Times are Unix seconds given by the caller (the server's clock)."""
+
+    # accounts and tokens
+    def create_account(self, email: str, salt: bytes, login_hash: bytes, now: float) -> str:
+        """A new account's id; EmailTaken if the address has one."""
+        ...
+
+    def login_record(self, email: str) -> LoginRecord | None: ...
+
+    def login_wait(self, email: str, client: str, now: float, limit: int = ..., window: float = ...) -> int | None:
+        """Seconds until a login for this e-mail from this client may be tried, None if now."""
+        ...
+
+    def record_failed_login(self, email: str, client: str, now: float) -> None: ...
+
+    def add_token(self, account: str, token_hash: bytes, expires: float, now: float) -> None: ...
+
+    def token_account(self, token_hash: bytes) -> tuple[str, float] | None:
+        """(account, expires) of a token, or None if the relay does not know it."""
+        ...
+
+    def delete_token(self, token_hash: bytes) -> None: ...
+
+    def account_info(self, account: str) -> AccountInfo: ...
+
+    def change_password(
+        self, account: str, salt: bytes, login_hash: bytes, wrapped_key: bytes | None, keep_token: bytes
+    ) -> None:
+        """Replace the login hash and the wrapped key; every token but keep_token stops working."""
+        ...
+
+    def bind(self, account: str, library_id: str, wrapped_key: bytes) -> str:
+        """ "new" or "same"; AlreadyBound if bound to another library."""
+        ...
+
+    def purge(self, account: str) -> PurgeResult: ...
+
+    # change sets
+    def state(self, account: str) -> tuple[dict[str, int], int]:
+        """({device: last}, the highest num given out)."""
+        ...
+
+    def push(self, account: str, items: Sequence[ChangeSetIn], quota: int | None) -> PushResult:
+        """Store items in order, whole or not at all: Gap, QuotaExceeded."""
+        ...
+
+    def pull(self, account: str, after: int, limit: int, max_bytes: int) -> tuple[list[StoredChangeSet], bool]:
+        """Change sets with num > after in num order (at least one if any), and whether more follow."""
+        ...
+
+    # chunks
+    def have_chunks(self, account: str, ids: Sequence[str]) -> list[bool]: ...
+
+    def put_chunk(self, account: str, chunk_id: str, blob: bytes, quota: int | None) -> bool:
+        """True if stored, False if it was there already; QuotaExceeded."""
+        ...
+
+    def get_chunk(self, account: str, chunk_id: str) -> bytes | None: ...
+
+    def ping(self) -> None:
+        """Raise if the storage cannot answer (the health check)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --- SQLite and files --------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
+    salt BLOB NOT NULL,
+    login_hash BLOB NOT NULL,
+    library_id TEXT,
+    wrapped_key BLOB,
+    used_bytes INTEGER NOT NULL DEFAULT 0,
+    next_num INTEGER NOT NULL DEFAULT 1,  -- never reset, not even by purge: a num is never reused
+    epoch INTEGER NOT NULL DEFAULT 0,  -- the blob folder in use; a purge moves on to the next one
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash BLOB PRIMARY KEY,
+    account TEXT NOT NULL REFERENCES accounts(id),
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tokens_account ON tokens(account);
+CREATE INDEX IF NOT EXISTS tokens_expires ON tokens(expires);
+CREATE TABLE IF NOT EXISTS login_attempts (
+    id INTEGER PRIMARY KEY,
+    email TEXT NOT NULL,
+    client TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_email ON login_attempts(email, at);
+CREATE INDEX IF NOT EXISTS attempts_client ON login_attempts(client, at);
+CREATE INDEX IF NOT EXISTS attempts_at ON login_attempts(at);
+CREATE TABLE IF NOT EXISTS heads (
+    account TEXT NOT NULL,
+    device TEXT NOT NULL,
+    last INTEGER NOT NULL,
+    PRIMARY KEY (account, device)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changesets (
+    account TEXT NOT NULL,
+    num INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    blob TEXT NOT NULL,  -- the file, under blobs/ACCOUNT/: EPOCH/HH/SHA256 (hex SHA-256 of the blob)
+    PRIMARY KEY (account, num)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunks (
+    account TEXT NOT NULL,
+    id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    blob TEXT NOT NULL,
+    PRIMARY KEY (account, id)
+) WITHOUT ROWID;
+-- blob folders of purged accounts, deleted after the purge committed (again at start after a crash)
+CREATE TABLE IF NOT EXISTS doomed (
+    account TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    PRIMARY KEY (account, epoch)
+) WITHOUT ROWID;
+"""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SqliteStorage:
+    """RelayStorage on SQLite (WAL, synchronous=FULL) plus blob files under data_dir:
+
+    data_dir/relay.sqlite3   accounts, tokens, attempts, the index of change sets and chunks
+    data_dir/blobs/ACCOUNT/EPOCH/HH/SHA256   each blob, written to tmp/, fsynced, renamed into place
+    data_dir/tmp/, trash/    emptied at every start
+    data_dir/lock            held while a relay uses the folder (one process per folder)
+    """
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir)
+        self.blobs = self.data_dir / "blobs"
+        self.tmp = self.data_dir / "tmp"
+        self.trash = self.data_dir / "trash"
+        self._lock = RLock()
+        self._reaper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-reaper")
+        for folder in (self.data_dir, self.blobs, self.tmp, self.trash):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._lock_file = self._take_folder_lock()
+        self.db = sqlite3.connect(self.data_dir / "relay.sqlite3", isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = FULL")  # an answered write survives a power cut
+        self.db.execute("PRAGMA busy_timeout = 10000")
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.executescript(_SCHEMA)
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", [str(SCHEMA_VERSION)])
+        elif row[0] != str(SCHEMA_VERSION):
+            raise P2PSyncError(
+                f"The relay data in {self.data_dir} has schema {row[0]}; this p2psync reads {SCHEMA_VERSION}."
+            )
+        self._clean_at_start()
+
+    def _take_folder_lock(self) -> IO[bytes] | None:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, one relay per folder is then the operator's care
+            return None
+        handle = open(self.data_dir / "lock", "ab")  # noqa: SIM115 (held open for the storage's life)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise StorageLocked(
+                f"Another relay is using {self.data_dir}; stop it or give this one another --data folder."
+            ) from None
+        return handle
+
+    def _clean_at_start(self) -> None:
+        for folder in (self.tmp, self.trash):
+            for entry in folder.iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        for account, epoch in self.db.execute("SELECT account, epoch FROM doomed").fetchall():
+            self._discard_folder(account, epoch, wait=True)
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; IMMEDIATE so that it never fails half-way on a lock upgrade."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:  # an I/O error may have rolled it back already
+                self.db.execute("ROLLBACK")
+            raise
+
+    # --- blob files ----------------------------------------------------------------------------
+
+    def _blob_path(self, account: str, relative: str) -> Path:
+        return self.blobs / account / relative
+
+    def _make_dirs(self, folder: Path) -> None:
+        """Create folder (and parents under blobs/) durably: each new entry's parent is fsynced."""
+        if folder.is_dir():
+            return
+        self._make_dirs(folder.parent)
+        folder.mkdir(exist_ok=True)
+        _fsync_dir(folder.parent)
+
+    def _write_blob(self, account: str, epoch: int, data: bytes, created: list[Path]) -> str:
+        """Write data under its SHA-256 (temp file, fsync, rename) and return its path under the
+        account's folder; appends the path to `created` if this call made it, so that a rollback
+        can take it back. The caller fsyncs the folders."""
+        name = hashlib.sha256(data).hexdigest()
+        relative = f"{epoch}/{name[:2]}/{name}"
+        path = self._blob_path(account, relative)
+        if path.exists():  # content-named: a file at its name is whole (renamed in only after fsync)
+            return relative
+        self._make_dirs(path.parent)
+        tmp = self.tmp / f"{name}.{secrets.token_hex(6)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        created.append(path)
+        return relative
+
+    def _store_blobs(self, account: str, epoch: int, blobs: Sequence[bytes], created: list[Path]) -> list[str]:
+        names = [self._write_blob(account, epoch, data, created) for data in blobs]
+        for folder in {p.parent for p in created}:
+            _fsync_dir(folder)  # the renames are durable before the database points at them
+        return names
+
+    @staticmethod
+    def _take_back(created: list[Path]) -> None:
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def _read_blob(self, account: str, relative: str) -> bytes:
+        return self._blob_path(account, relative).read_bytes()
+
+    def _discard_folder(self, account: str, epoch: int, wait: bool = False) -> None:
+        """Move a purged epoch's blob folder out of the way, delete it in the background. New blobs
+        go to the next epoch's folder, so this can never take a blob stored after the purge."""
+        folder = self.blobs / account / str(epoch)
+        if folder.exists():
+            target = self.trash / f"{account}.{epoch}.{secrets.token_hex(6)}"
+            os.replace(folder, target)
+            _fsync_dir(folder.parent)
+            future = self._reaper.submit(shutil.rmtree, target, True)
+            if wait:
+                future.result()
+        self.db.execute("DELETE FROM doomed WHERE account = ? AND epoch = ?", [account, epoch])
+
+    # --- accounts and tokens -------------------------------------------------------------------
+
+    def create_account(self, email: str, salt: bytes, login_hash: bytes, now: float) -> str:
+        account = secrets.token_hex(16)
+        with self._lock:
+            try:
+                with self._tx() as db:
+                    db.execute(
+                        "INSERT INTO accounts (id, email, salt, login_hash, created) VALUES (?, ?, ?, ?, ?)",
+                        [account, email, salt, login_hash, now],
+                    )
+            except sqlite3.IntegrityError:
+                raise EmailTaken("An account with this e-mail address exists already; log in instead.") from None
+        return account
+
+    def login_record(self, email: str) -> LoginRecord | None:
+        with self._lock:
+            row = self.db.execute("SELECT id, salt, login_hash FROM accounts WHERE email = ?", [email]).fetchone()
+        return LoginRecord(row[0], row[1], row[2]) if row else None
+
+    def login_wait(
+        self,
+        email: str,
+        client: str,
+        now: float,
+        limit: int = MAX_FAILED_LOGINS,
+        window: float = FAILED_LOGIN_WINDOW,
+    ) -> int | None:
+        with self._lock:
+            by_email = self.db.execute(
+                "SELECT at FROM login_attempts WHERE email = ? AND at > ?", [email, now - window]
+            )
+            by_client = self.db.execute(
+                "SELECT at FROM login_attempts WHERE client = ? AND at > ?", [client, now - window]
+            )
+            waits = [retry_after([r[0] for r in rows], now, limit, window) for rows in (by_email.fetchall(), by_client)]
+        return max((w for w in waits if w is not None), default=None)
+
+    def record_failed_login(self, email: str, client: str, now: float) -> None:
+        with self._lock, self._tx() as db:
+            db.execute("DELETE FROM login_attempts WHERE at <= ?", [now - FAILED_LOGIN_WINDOW])
+            db.execute("INSERT INTO login_attempts (email, client, at) VALUES (?, ?, ?)", [email, client, now])
+
+    def add_token(self, account: str, token_hash: bytes, expires: float, now: float) -> None:
+        with self._lock, self._tx() as db:
+            db.execute("DELETE FROM tokens WHERE expires < ?", [now - TOKEN_GRACE])
+            db.execute("INSERT INTO tokens (hash, account, expires) VALUES (?, ?, ?)", [token_hash, account, expires])
+
+    def token_account(self, token_hash: bytes) -> tuple[str, float] | None:
+        with self._lock:
+            row = self.db.execute("SELECT account, expires FROM tokens WHERE hash = ?", [token_hash]).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def delete_token(self, token_hash: bytes) -> None:
+        with self._lock:
+            self.db.execute("DELETE FROM tokens WHERE hash = ?", [token_hash])
+
+    def account_info(self, account: str) -> AccountInfo:
+        with self._lock:
+            row = self.db.execute(
+                "SELECT email, library_id, wrapped_key, used_bytes FROM accounts WHERE id = ?", [account]
+            ).fetchone()
+            if row is None:
+                raise KeyError(account)
+            change_sets = self.db.execute("SELECT count(*) FROM changesets WHERE account = ?", [account]).fetchone()[0]
+            chunks = self.db.execute("SELECT count(*) FROM chunks WHERE account = ?", [account]).fetchone()[0]
+        return AccountInfo(account, row[0], row[1], row[2], row[3], change_sets, chunks)
+
+    def change_password(
+        self, account: str, salt: bytes, login_hash: bytes, wrapped_key: bytes | None, keep_token: bytes
+    ) -> None:
+        with self._lock, self._tx() as db:
+            # An unbound account has no wrapped key to replace: it stays null (relay.md §3, /account).
+            db.execute(
+                "UPDATE accounts SET salt = ?, login_hash = ?, "
+                "wrapped_key = CASE WHEN library_id IS NULL THEN NULL ELSE ? END WHERE id = ?",
+                [salt, login_hash, wrapped_key, account],
+            )
+            db.execute("DELETE FROM tokens WHERE account = ? AND hash != ?", [account, keep_token])
+
+    def bind(self, account: str, library_id: str, wrapped_key: bytes) -> str:
+        with self._lock, self._tx() as db:
+            row = db.execute("SELECT library_id FROM accounts WHERE id = ?", [account]).fetchone()
+            if row[0] is None:
+                db.execute(
+                    "UPDATE accounts SET library_id = ?, wrapped_key = ? WHERE id = ?",
+                    [library_id, wrapped_key, account],
+                )
+                return "new"
+            if row[0] == library_id:
+                return "same"
+            raise AlreadyBound(row[0])
+
+    def purge(self, account: str) -> PurgeResult:
+        with self._lock:
+            with self._tx() as db:
+                change_sets = db.execute("SELECT count(*) FROM changesets WHERE account = ?", [account]).fetchone()[0]
+                chunks = db.execute("SELECT count(*) FROM chunks WHERE account = ?", [account]).fetchone()[0]
+                used, epoch = db.execute("SELECT used_bytes, epoch FROM accounts WHERE id = ?", [account]).fetchone()
+                for table in ("changesets", "chunks", "heads"):
+                    db.execute(f"DELETE FROM {table} WHERE account = ?", [account])
+                db.execute(
+                    "UPDATE accounts SET library_id = NULL, wrapped_key = NULL, used_bytes = 0, epoch = epoch + 1 "
+                    "WHERE id = ?",
+                    [account],
+                )
+                db.execute("INSERT OR IGNORE INTO doomed (account, epoch) VALUES (?, ?)", [account, epoch])
+            self._discard_folder(account, epoch)
+        return PurgeResult(change_sets, chunks, used)
+
+    # --- change sets ---------------------------------------------------------------------------
+
+    def state(self, account: str) -> tuple[dict[str, int], int]:
+        with self._lock:
+            heads = dict(self.db.execute("SELECT device, last FROM heads WHERE account = ?", [account]).fetchall())
+            next_num = self.db.execute("SELECT next_num FROM accounts WHERE id = ?", [account]).fetchone()[0]
+        return heads, next_num - 1
+
+    def push(self, account: str, items: Sequence[ChangeSetIn], quota: int | None) -> PushResult:
+        with self._lock:
+            created: list[Path] = []
+            try:
+                with self._tx() as db:
+                    result = self._push(db, account, items, quota, created)
+            except BaseException:
+                self._take_back(created)
+                raise
+        return result
+
+    def _push(
+        self, db: sqlite3.Connection, account: str, items: Sequence[ChangeSetIn], quota: int | None, created: list[Path]
+    ) -> PushResult:
+        devices = sorted({item.device for item in items})
+        heads: dict[str, int] = {}
+        for device in devices:
+            row = db.execute("SELECT last FROM heads WHERE account = ? AND device = ?", [account, device]).fetchone()
+            heads[device] = row[0] if row else 0
+        stored = dict(heads)
+        fresh: list[ChangeSetIn] = []
+        duplicates = 0
+        for item in items:
+            head = heads[item.device]
+            if item.last <= head:
+                duplicates += 1
+            elif item.first == head + 1:
+                heads[item.device] = item.last
+                fresh.append(item)
+            else:
+                raise Gap(item.device, stored[item.device], item.first)
+        used, next_num, epoch = db.execute(
+            "SELECT used_bytes, next_num, epoch FROM accounts WHERE id = ?", [account]
+        ).fetchone()
+        needed = sum(len(item.blob) for item in fresh)
+        if quota is not None and used + needed > quota:
+            raise QuotaExceeded(used, quota, needed)
+        if not fresh:
+            return PushResult(0, duplicates, next_num - 1)
+        names = self._store_blobs(account, epoch, [item.blob for item in fresh], created)
+        db.executemany(
+            "INSERT INTO changesets (account, num, device, first, last, size, blob) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (account, next_num + i, item.device, item.first, item.last, len(item.blob), name)
+                for i, (item, name) in enumerate(zip(fresh, names, strict=True))
+            ],
+        )
+        db.executemany(
+            "INSERT INTO heads (account, device, last) VALUES (?, ?, ?) "
+            "ON CONFLICT (account, device) DO UPDATE SET last = excluded.last",
+            [(account, device, heads[device]) for device in devices],
+        )
+        last_num = next_num + len(fresh) - 1
+        db.execute(
+            "UPDATE accounts SET used_bytes = used_bytes + ?, next_num = ? WHERE id = ?",
+            [needed, last_num + 1, account],
+        )
+        return PushResult(len(fresh), duplicates, last_num)
+
+    def pull(self, account: str, after: int, limit: int, max_bytes: int) -> tuple[list[StoredChangeSet], bool]:
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT num, device, first, last, size, blob FROM changesets WHERE account = ? AND num > ? "
+                "ORDER BY num LIMIT ?",
+                [account, after, limit + 1],
+            ).fetchall()
+            items: list[StoredChangeSet] = []
+            total = 0
+            for num, device, first, last, size, name in rows[:limit]:
+                if items and total + size > max_bytes:
+                    break
+                items.append(StoredChangeSet(num, device, first, last, self._read_blob(account, name)))
+                total += size
+        return items, len(rows) > len(items)
+
+    # --- chunks --------------------------------------------------------------------------------
+
+    def have_chunks(self, account: str, ids: Sequence[str]) -> list[bool]:
+        with self._lock:
+            present: set[str] = set()
+            unique = sorted(set(ids))
+            for start in range(0, len(unique), 500):  # within SQLite's limit on bound parameters
+                part = unique[start : start + 500]
+                marks = ",".join("?" * len(part))
+                present.update(
+                    r[0]
+                    for r in self.db.execute(
+                        f"SELECT id FROM chunks WHERE account = ? AND id IN ({marks})", [account, *part]
+                    )
+                )
+        return [i in present for i in ids]
+
+    def put_chunk(self, account: str, chunk_id: str, blob: bytes, quota: int | None) -> bool:
+        with self._lock:
+            created: list[Path] = []
+            try:
+                with self._tx() as db:
+                    if db.execute("SELECT 1 FROM chunks WHERE account = ? AND id = ?", [account, chunk_id]).fetchone():
+                        return False
+                    used, epoch = db.execute(
+                        "SELECT used_bytes, epoch FROM accounts WHERE id = ?", [account]
+                    ).fetchone()
+                    if quota is not None and used + len(blob) > quota:
+                        raise QuotaExceeded(used, quota, len(blob))
+                    (name,) = self._store_blobs(account, epoch, [blob], created)
+                    db.execute(
+                        "INSERT INTO chunks (account, id, size, blob) VALUES (?, ?, ?, ?)",
+                        [account, chunk_id, len(blob), name],
+                    )
+                    db.execute("UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?", [len(blob), account])
+            except BaseException:
+                self._take_back(created)
+                raise
+        return True
+
+    def get_chunk(self, account: str, chunk_id: str) -> bytes | None:
+        with self._lock:
+            row = self.db.execute(
+                "SELECT blob FROM chunks WHERE account = ? AND id = ?", [account, chunk_id]
+            ).fetchone()
+            return self._read_blob(account, row[0]) if row else None
+
+    # --- the rest ------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        with self._lock:
+            self.db.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            self._reaper.shutdown(wait=True)
+            self.db.close()
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
+
+    def __enter__(self) -> SqliteStorage:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
