@@ -436,6 +436,26 @@ def test_tampering_on_the_relay_is_detected_and_nothing_wrong_is_applied(relay: 
     assert status["last_error"] and relay_problems(gap)
 
 
+def test_a_blob_file_lost_on_the_relay_is_withheld_not_a_failure(relay: Relay, tmp_path: Path) -> None:
+    email = "lostblob@example.org"
+    origin = new_library(tmp_path / "origin", "Edit 0")
+    login_api(origin, relay, email, signup=True)
+    ref = next(iter(origin.list_references()))["id"]
+    for n in range(1, 4):
+        origin.edit_reference(ref, {"title": f"Edit {n}"})
+        sync(origin)
+    items = [i for i in relay.items(email) if i[1] == origin.device_id]
+    lost_file = relay.blob_file(email, items[-2][4])  # the change set of "Edit 2"
+    saved = lost_file.read_bytes()
+    lost_file.unlink()
+    later = Library.create(tmp_path / "later", found=False)
+    report = login_api(later, relay, email)  # the relay answers; what depends on the lost one waits
+    assert report.sync is not None and report.sync.error is not None, report.sync
+    assert titles(later) == ["Edit 1"] and relay_problems(later)
+    lost_file.write_bytes(saved)  # the operator restores the file: the next sync completes
+    assert sync(later).error is None and titles(later) == ["Edit 3"]
+
+
 # --- the storage limit, wrong passwords, an unreachable relay -------------------------------------
 
 

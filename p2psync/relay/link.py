@@ -861,6 +861,7 @@ async def _pull(
     read_from = cursor
     outstanding: set[int] = set()  # nums of items not applied (yet): the cursor stays below them
     listed: dict[str, int] = {}  # device -> last of its latest item in this pull
+    listed_num: dict[str, int] = {}  # device -> num of that item
     carried: list[tuple[Item, bytes]] = []  # waiting for what they depend on, from earlier pages
     safe = cursor
     more = True
@@ -880,9 +881,13 @@ async def _pull(
                 order = "twice" if twice else "out of order"
                 _refuse(library, report, f"it listed the change set {item.device[:7]} {item.first}-{item.last} {order}")
                 if not twice:
+                    # What is missing was stored after that device's previous item: keep the
+                    # cursor there, so that it is listed again once the relay has it back.
+                    outstanding.add(listed_num[item.device] + 1)
                     continue  # never applied out of order: it stays outstanding
             else:
                 listed[item.device] = item.last
+                listed_num[item.device] = item.num
             try:
                 wire = crypto.decrypt_changeset(key, library_id, item.device, item.first, item.last, item.blob)
                 _check_header(wire, item)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import secrets
 import shutil
@@ -29,6 +30,8 @@ from typing import IO, Any, Protocol
 
 from p2psync.errors import Conflict, P2PSyncError
 from p2psync.relay.passwords import FAILED_LOGIN_WINDOW, MAX_FAILED_LOGINS, retry_after
+
+log = logging.getLogger("p2psync.relay")
 
 SCHEMA_VERSION = 1
 TOKEN_GRACE = 30 * 86400  # expired tokens are kept this long so they answer "expired", not "unknown"
@@ -381,8 +384,14 @@ class SqliteStorage:
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def _read_blob(self, account: str, relative: str) -> bytes:
-        return self._blob_path(account, relative).read_bytes()
+    def _read_blob(self, account: str, relative: str) -> bytes | None:
+        """The blob, or None if its file is gone (a damaged data folder): the item is then left
+        out, which the devices see and report as withheld, rather than failing every request."""
+        try:
+            return self._blob_path(account, relative).read_bytes()
+        except FileNotFoundError:
+            log.error("blob file %s of account %s is missing from the data folder", relative, account)
+            return None
 
     def _discard_folder(self, account: str, epoch: int, wait: bool = False) -> None:
         """Move a purged epoch's blob folder out of the way, delete it in the background. New blobs
@@ -582,13 +591,20 @@ class SqliteStorage:
                 [account, after, limit + 1],
             ).fetchall()
             items: list[StoredChangeSet] = []
-            total = 0
+            total = consumed = 0
             for num, device, first, last, size, name in rows[:limit]:
                 if items and total + size > max_bytes:
                     break
-                items.append(StoredChangeSet(num, device, first, last, self._read_blob(account, name)))
+                consumed += 1
+                blob = self._read_blob(account, name)
+                if blob is None:
+                    continue
+                items.append(StoredChangeSet(num, device, first, last, blob))
                 total += size
-        return items, len(rows) > len(items)
+        more = len(rows) > consumed
+        if not items and more:  # every blob of this page is gone: go on past them, never answer an empty page
+            return self.pull(account, rows[consumed - 1][0], limit, max_bytes)
+        return items, more
 
     # --- chunks --------------------------------------------------------------------------------
 
