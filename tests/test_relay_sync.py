@@ -636,3 +636,29 @@ def test_nonsense_from_a_relay_changes_nothing_and_is_one_sentence(tmp_path: Pat
         with pytest.raises(ProtocolMismatch, match="malformed answer"):
             link.sync_with_relay(library)
         assert digest(library) == before and "malformed" in (link.read_link(library).last_error or "")
+
+
+def test_a_backup_holds_no_relay_session_and_the_restored_library_logs_in_again(
+    relay: Relay, tmp_path: Path
+) -> None:
+    import zipfile
+
+    from p2psync.store.backup import backup, restore
+
+    email = "backup@example.org"
+    home = new_library(tmp_path / "home", "Backed up")
+    login_api(home, relay, email, signup=True)
+    backup(home, tmp_path / "home.zip")
+    with zipfile.ZipFile(tmp_path / "home.zip") as archive:
+        (tmp_path / "snapshot.sqlite3").write_bytes(archive.read("library.sqlite3"))
+    with closing(sqlite3.connect(tmp_path / "snapshot.sqlite3")) as conn:
+        keys = {k for (k,) in conn.execute("SELECT key FROM meta WHERE key LIKE 'relay_%'")}
+    assert "relay_url" in keys and not keys & {"relay_token", "relay_key"}
+    restore(tmp_path / "home.zip", tmp_path / "restored")
+    with Library.open(tmp_path / "restored") as restored:
+        state = link.read_link(restored)
+        assert state.url == relay.url and not state.logged_in
+        login_api(restored, relay, email)  # the same account: no question, and it syncs
+        restored.add_reference({"title": "After the restore"})
+        assert sync(restored).error is None
+    assert sync(home).error is None and "After the restore" in titles(home)

@@ -5,6 +5,7 @@ The archive is a ZIP file (ZIP64 for large libraries):
     library.sqlite3          snapshot taken with SQLite's backup API (safe while others write),
                              deflate-compressed
     device.key               the backed-up device's private key (the archive is written 0600)
+                             (the relay token and library key are left out of the snapshot)
     attachments/REF/NAME     every attachment file present, stored as is (PDFs are already
                              compressed; deflating them again costs time and saves nothing)
     attachments/REF/.p2psync-versions/SHA256
@@ -123,6 +124,10 @@ def _snapshot_database(library: Library, target: Path) -> None:
     try:
         library.db.conn.backup(dest)  # one step: a consistent read of the whole database
         dest.execute("PRAGMA journal_mode = DELETE")  # a single self-contained file
+        # A backup holds no relay session: no token, no library key (a restored library logs in
+        # again, with the password). The link itself stays, so the one-account rule still holds.
+        with dest:
+            dest.execute("DELETE FROM meta WHERE key IN ('relay_token', 'relay_key')")
     finally:
         dest.close()
 
