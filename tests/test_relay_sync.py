@@ -662,3 +662,43 @@ def test_a_backup_holds_no_relay_session_and_the_restored_library_logs_in_again(
         restored.add_reference({"title": "After the restore"})
         assert sync(restored).error is None
     assert sync(home).error is None and "After the restore" in titles(home)
+
+
+def test_the_password_is_asked_on_a_terminal_without_echo(relay: Relay, env: dict[str, str], tmp_path: Path) -> None:
+    """Signup on a real pseudo-terminal: a hidden prompt, asked twice, never shown."""
+    import pty
+    import select
+    import time
+
+    library = tmp_path / "tty"
+    new_library(library, "Typed at a terminal").close()
+    secret = "a secret typed at the keyboard"
+    argv = [sys.executable, "-m", "p2psync", "--library", str(library), "account", "signup"]
+    argv += ["--relay", relay.url, "--email", "tty@example.org", "--yes"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: p2psync itself, on the terminal
+        os.execve(sys.executable, argv, env)
+    seen = b""
+    answered = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        seen += data
+        prompts = seen.lower().count(b"password") + seen.lower().count(b"repeat")
+        if answered < 2 and prompts > answered:
+            os.write(fd, secret.encode() + b"\r")
+            answered += 1
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
+    assert answered == 2 and secret.encode() not in seen, seen.decode(errors="replace")
+    with Library.open(library) as lib:
+        assert link.read_link(lib).logged_in
