@@ -52,10 +52,20 @@ for _ in $(seq 100); do [ -s "$DEMO/daemon.out" ] && break; sleep 0.1; done
 home_port=$(json "['listening'].rsplit(':', 1)[1]" <"$DEMO/daemon.out")
 echo "home's daemon listens on 127.0.0.1:$home_port"
 
-say "4. Work adds a reference and syncs; home has it."
+say "4. Work adds a reference and syncs; home has it, and work now has the PDF, byte for byte."
 run work p2psync ref add --title "Attention Is All You Need" --author "Vaswani, Ashish" --year 2017 >/dev/null
 run work p2psync sync --address "127.0.0.1:$home_port"
 run home p2psync ref search attention
+run work p2psync attachment list "$einstein"
+work_pdf=$(P2PSYNC_LIBRARY=$WORK_LIB p2psync attachment path "$einstein" einstein-1905.pdf)
+cmp "$DEMO/einstein-1905.pdf" "$work_pdf" && echo "work's copy is the same file as home's."
+
+say "4b. Home annotates the PDF in place (as a viewer saving an annotation would); work syncs again."
+home_pdf=$(P2PSYNC_LIBRARY=$HOME_LIB p2psync attachment path "$einstein" einstein-1905.pdf)
+printf '%% an annotation, appended by a PDF viewer\n' >>"$home_pdf"
+run home p2psync attachment list "$einstein"
+run work p2psync sync --address "127.0.0.1:$home_port"
+cmp "$home_pdf" "$work_pdf" && echo "work has the annotated version: only its changed chunk travelled."
 
 say "5. A conflict: both machines change the same title before they sync."
 run home p2psync ref edit "$curie" --title "Recherches sur les substances radioactives (thèse)"
@@ -93,10 +103,24 @@ else
   echo "home and work differ:"; diff "$DEMO/home.json" "$DEMO/work.json"; exit 1
 fi
 run work p2psync status
-cat <<EOF
 
-Attachments: work knows the PDF's name, size and hash already; its bytes travel with attachment
-sync (the next piece of work), so 'p2psync attachment list' on work shows it as not present yet.
+say "9. Apart: a relay (online account) on this machine; both laptops sync through it alone."
+p2psync relay serve --host 127.0.0.1 --port 0 --data "$DEMO/relay" --json >"$DEMO/relay.out" 2>"$DEMO/relay.err" &
+PIDS+=("$!")
+for _ in $(seq 100); do [ -s "$DEMO/relay.out" ] && break; sleep 0.1; done
+relay_url=$(json "['listening']" <"$DEMO/relay.out")
+echo "a relay listens at $relay_url (it will hold only ciphertext)"
+printf 'correct horse battery staple\n' | run home p2psync account signup --relay "$relay_url" --email me@example.org --password-stdin
+printf 'correct horse battery staple\n' | run work p2psync account login --relay "$relay_url" --email me@example.org --password-stdin
+run work p2psync ref add --title "Written on the train" --author "Lovelace, Ada" --year 1843 >/dev/null
+run work p2psync sync --relay-only
+run home p2psync sync --relay-only
+run home p2psync ref search train
+run home p2psync account status
+if grep -rqa "Written on the train" "$DEMO/relay"; then echo "the relay holds plaintext!"; exit 1; fi
+echo "The relay's files hold no title in the clear."
+
+cat <<EOF
 
 The two libraries are in $HOME_LIB and $WORK_LIB; try
   P2PSYNC_LIBRARY=$WORK_LIB p2psync ref list --json

@@ -38,6 +38,9 @@ def view(library: Library) -> dict[str, Any]:
             for item in record["versions"].values():
                 for version in item:
                     version.pop("this_device")
+                    if isinstance(version.get("value"), dict):  # an attachment version: where its file
+                        version["value"].pop("path", None)  # is, and whether it is here yet, are this
+                        version["value"].pop("present", None)  # machine's own business, not replicated
             refs.append(record)
     groups = [(g["id"], g["name"], g["references"], g["conflict"]) for g in library.list_groups()]
     devices = [(d["device_id"], d["name"], d["introducer"], d["revoked"]) for d in library.devices()]
