@@ -47,7 +47,8 @@ run work p2psync peers
 
 say "3. Home runs the daemon: it serves the library and syncs by itself."
 P2PSYNC_LIBRARY=$HOME_LIB p2psync daemon --listen 127.0.0.1:0 --no-mdns --json >"$DEMO/daemon.out" 2>"$DEMO/daemon.err" &
-PIDS+=("$!")
+home_daemon=$!
+PIDS+=("$home_daemon")
 for _ in $(seq 100); do [ -s "$DEMO/daemon.out" ] && break; sleep 0.1; done
 home_port=$(json "['listening'].rsplit(':', 1)[1]" <"$DEMO/daemon.out")
 echo "home's daemon listens on 127.0.0.1:$home_port"
@@ -84,7 +85,8 @@ run home p2psync ref show "$curie"
 say "7. Work runs its daemon too: a change on home reaches work within about a second."
 P2PSYNC_LIBRARY=$WORK_LIB p2psync daemon --listen 127.0.0.1:0 --no-mdns --address "127.0.0.1:$home_port" --json \
   >"$DEMO/work-daemon.out" 2>"$DEMO/work-daemon.err" &
-PIDS+=("$!")
+work_daemon=$!
+PIDS+=("$work_daemon")
 for _ in $(seq 100); do [ -s "$DEMO/work-daemon.out" ] && break; sleep 0.1; done
 sleep 1
 run home p2psync ref edit "$einstein" --field notes="Read again for the seminar."
@@ -104,7 +106,8 @@ else
 fi
 run work p2psync status
 
-say "9. Apart: a relay (online account) on this machine; both laptops sync through it alone."
+say "9. Apart: the daemons stop (the laptops are on different networks now); a relay (online account) on this machine carries their changes."
+kill "$home_daemon" "$work_daemon" && wait "$home_daemon" "$work_daemon" 2>/dev/null || true
 p2psync relay serve --host 127.0.0.1 --port 0 --data "$DEMO/relay" --json >"$DEMO/relay.out" 2>"$DEMO/relay.err" &
 PIDS+=("$!")
 for _ in $(seq 100); do [ -s "$DEMO/relay.out" ] && break; sleep 0.1; done
@@ -115,7 +118,7 @@ printf 'correct horse battery staple\n' | run work p2psync account login --relay
 run work p2psync ref add --title "Written on the train" --author "Lovelace, Ada" --year 1843 >/dev/null
 run work p2psync sync --relay-only
 run home p2psync sync --relay-only
-run home p2psync ref search train
+run home p2psync ref search train   # it came through the relay: no LAN sync ran since
 run home p2psync account status
 if grep -rqa "Written on the train" "$DEMO/relay"; then echo "the relay holds plaintext!"; exit 1; fi
 echo "The relay's files hold no title in the clear."

@@ -30,7 +30,7 @@ def main() -> int:
         return 0
     folder = Path(tempfile.mkdtemp(prefix="p2psync-demo-lan-"))
     home, work = folder / "home", folder / "work"
-    print("\n\033[1;34m== 9. On a LAN: two machines (network namespaces) pair by mDNS, no address given.\033[0m")
+    print("\n\033[1;34m== 10. On a LAN: two machines (network namespaces) pair by mDNS, no address given.\033[0m")
     with Lab(2) as lab:
         print(f"home is {lab.address(1)}, work is {lab.address(2)}, on a private bridge.")
 
