@@ -702,3 +702,30 @@ def test_the_password_is_asked_on_a_terminal_without_echo(relay: Relay, env: dic
     assert answered == 2 and secret.encode() not in seen, seen.decode(errors="replace")
     with Library.open(library) as lib:
         assert link.read_link(lib).logged_in
+
+
+def test_an_attachment_fetch_through_the_relay_resumes_from_its_partial_file(relay: Relay, tmp_path: Path) -> None:
+    import random
+
+    from p2psync.store import transfers
+
+    email = "resume@example.org"
+    home = new_library(tmp_path / "home", "With a scan")
+    ref = next(iter(home.list_references()))["id"]
+    pdf = tmp_path / "scan.pdf"
+    pdf.write_bytes(b"%PDF-1.7\n" + random.Random(3).randbytes(2_000_000))
+    home.attach(ref, pdf)
+    login_api(home, relay, email, signup=True)  # pushes the chunks
+    work = Library.create(tmp_path / "work", found=False)
+    login_api(work, relay, email)
+    arrived = work.attachment_path(ref, "scan.pdf")
+    assert arrived.read_bytes() == pdf.read_bytes()
+    # As a fetch cut off halfway would leave it: the file not in place, half of it in the partial file.
+    sha = home.list_attachments(ref)[0]["sha256"]
+    partial = transfers.partial_path(work, ref, sha)
+    partial.write_bytes(pdf.read_bytes()[:1_000_000])
+    arrived.unlink()
+    report = sync(work)
+    assert report.error is None and report.files == 1, report
+    assert report.bytes_resumed >= 1_000_000 - 131_072 and report.bytes_fetched <= 1_000_009 + 131_072, report
+    assert arrived.read_bytes() == pdf.read_bytes() and not partial.exists()
