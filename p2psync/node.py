@@ -429,8 +429,9 @@ class Node:
 
     async def _relay_round(self) -> None:
         """Sync with the relay account, if this library is linked to one (protocol/relay.md).
-        Errors are logged and recorded for `status`; they never stop the daemon."""
-        report = await self.worker.call(_sync_relay)
+        Errors are logged and recorded for `status`; they never stop the daemon. It runs on a
+        connection of its own, on another thread, so the LAN peers are served meanwhile."""
+        report = await asyncio.get_running_loop().run_in_executor(None, _sync_relay_at, self.path)
         if report is None:
             return
         if isinstance(report, P2PSyncError):
@@ -507,14 +508,15 @@ def _split(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _sync_relay(library: Library) -> Any:
-    """The relay round on the library's thread: None if not linked, the report, or the error."""
+def _sync_relay_at(path: Path) -> Any:
+    """The relay round: None if the library is not linked, else the report or the error."""
     from p2psync.relay import link  # only a linked library needs the relay client
 
-    if not link.is_linked(library):
-        return None
     try:
-        return link.sync_with_relay(library)
+        with Library.open(path) as library:
+            if not link.is_linked(library):
+                return None
+            return link.sync_with_relay(library)
     except P2PSyncError as exc:
         return exc
 
