@@ -34,7 +34,6 @@ from p2psync.store import transfers
 from p2psync.store.transfers import Need
 
 MAX_CHUNKS_PER_REQUEST = 512
-HASH_BLOCK = 1 << 20  # bytes read at a time to hash a whole file
 SEGMENT_BYTES = 8 * 1024 * 1024  # one request asks for about this much of one file
 PARALLEL_PER_PEER = 4  # requests in flight to one peer
 WRITE_BATCH = 1024 * 1024  # chunks received are verified and written in batches of about this
@@ -139,7 +138,10 @@ class FetchReport:
 
 
 @dataclass
-class _File:
+class PartialFile:
+    """One version being assembled in its partial file (store/transfers.py): what is still to
+    fetch, and what went wrong; shared by the LAN fetch here and the relay's (relay/link.py)."""
+
     need: Need
     starts: list[int]
     remaining: set[int]
@@ -150,7 +152,7 @@ class _File:
 
 @dataclass
 class _Segment:
-    file: _File
+    file: PartialFile
     indexes: list[int]
     excluded: set[str] = field(default_factory=set)  # peers that lack these chunks or sent bad ones
 
@@ -185,13 +187,13 @@ async def fetch_attachments(
     if not needs:
         return report
     loop = asyncio.get_running_loop()
-    files: list[_File] = []
+    files: list[PartialFile] = []
     for need in needs:
         starts = offsets(need.chunks)
-        done = await loop.run_in_executor(None, _resume, need, starts)
+        done = await loop.run_in_executor(None, resume_partial, need, starts)
         report.bytes_resumed += sum(need.chunks[i][1] for i in done)
         advance(sum(need.chunks[i][1] for i in done))
-        files.append(_File(need, starts, set(range(len(need.chunks))) - done))
+        files.append(PartialFile(need, starts, set(range(len(need.chunks))) - done))
     # Chunks already on this disk (an older version of the same file, the same PDF elsewhere).
     for file in files:
         if file.remaining:
@@ -204,7 +206,7 @@ async def fetch_attachments(
     pending = [f for f in files if f.remaining]
     # The same version wanted twice (one PDF attached to two references) travels once: the
     # second copy is taken from the first once that is in place.
-    firsts: dict[str, _File] = {}
+    firsts: dict[str, PartialFile] = {}
     for file in pending:
         firsts.setdefault(file.need.sha256, file)
     followers = [f for f in pending if firsts[f.need.sha256] is not f]
@@ -233,7 +235,7 @@ async def fetch_attachments(
     return report
 
 
-def _detail(reason: str, file: _File, links: list[Link], unreachable: int, errors: dict[str, str]) -> str:
+def _detail(reason: str, file: PartialFile, links: list[Link], unreachable: int, errors: dict[str, str]) -> str:
     if not links:
         if unreachable:
             return f"no device of this library could be reached ({unreachable} tried)"
@@ -252,7 +254,7 @@ def _detail(reason: str, file: _File, links: list[Link], unreachable: int, error
     return transfers.REASONS.get(reason, reason)
 
 
-def _resume(need: Need, starts: list[int]) -> set[int]:
+def resume_partial(need: Need, starts: list[int]) -> set[int]:
     """Chunk indexes a partial file already holds, each re-verified (a crash may have lost
     writes that were not yet on disk)."""
     path = Path(need.partial)
@@ -274,7 +276,7 @@ def _resume(need: Need, starts: list[int]) -> set[int]:
     return done
 
 
-async def _copy_local(worker: LibraryWorker, file: _File) -> int:
+async def _copy_local(worker: LibraryWorker, file: PartialFile) -> int:
     indexes = sorted(file.remaining)
     names = [file.need.chunks[i][0] for i in indexes]
     copied = 0
@@ -286,8 +288,8 @@ async def _copy_local(worker: LibraryWorker, file: _File) -> int:
             continue
 
         def copy(found: list[tuple[int, Any]] = found) -> list[int]:
-            items = [(i, transfers.read_chunk(loc)) for i, loc in found]
-            return _verify_and_write(file, [(i, d) for i, d in items if d is not None])[0]
+            datas = transfers.read_chunks([loc for _, loc in found])  # one open per run of chunks
+            return verify_and_write(file, [(i, d) for (i, _), d in zip(found, datas, strict=True) if d is not None])[0]
 
         good = await asyncio.get_running_loop().run_in_executor(None, copy)
         for i in good:
@@ -296,7 +298,7 @@ async def _copy_local(worker: LibraryWorker, file: _File) -> int:
     return copied
 
 
-def _verify_and_write(file: _File, items: list[tuple[int, bytes]]) -> tuple[list[int], list[int]]:
+def verify_and_write(file: PartialFile, items: list[tuple[int, bytes]]) -> tuple[list[int], list[int]]:
     """Write the chunks whose bytes match their names; return (good, bad) indexes."""
     good, bad = [], []
     fd = os.open(file.need.partial, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -312,30 +314,12 @@ def _verify_and_write(file: _File, items: list[tuple[int, bytes]]) -> tuple[list
     return good, bad
 
 
-async def _finish(worker: LibraryWorker, file: _File, report: FetchReport) -> None:
+async def _finish(worker: LibraryWorker, file: PartialFile, report: FetchReport) -> None:
     if file.finished:
         return
     file.finished = True
 
-    def flush() -> bool:
-        """fsync the partial file; whether it is, as a whole, the file the manifest names."""
-        path = Path(file.need.partial)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            os.ftruncate(fd, file.need.size)  # (a no-op unless the file is empty or was longer)
-            whole = hashlib.sha256()
-            with open(fd, "rb", buffering=0, closefd=False) as stream:
-                while block := stream.read(HASH_BLOCK):
-                    whole.update(block)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if whole.hexdigest() != file.need.sha256:
-            path.unlink(missing_ok=True)  # fetching it again would give the same bytes
-            return False
-        return True
-
-    if not await asyncio.get_running_loop().run_in_executor(None, flush):
+    if not await asyncio.get_running_loop().run_in_executor(None, transfers.seal_partial, file.need):
         file.failed = "manifest"
         return
     where = await worker.call(transfers.finish, file.need)
@@ -343,7 +327,7 @@ async def _finish(worker: LibraryWorker, file: _File, report: FetchReport) -> No
         report.files += 1
 
 
-def _segments(file: _File) -> list[_Segment]:
+def _segments(file: PartialFile) -> list[_Segment]:
     out: list[_Segment] = []
     current: list[int] = []
     size = 0
@@ -360,7 +344,7 @@ def _segments(file: _File) -> list[_Segment]:
 
 async def _fetch_remote(
     worker: LibraryWorker,
-    files: list[_File],
+    files: list[PartialFile],
     links: list[Link],
     report: FetchReport,
     advance: Progress,
@@ -500,7 +484,7 @@ async def _fetch_segment(
         async def flush() -> None:
             nonlocal batch, batch_bytes
             items, batch, batch_bytes = batch, [], 0
-            good, bad = await loop.run_in_executor(None, _verify_and_write, file, items)
+            good, bad = await loop.run_in_executor(None, verify_and_write, file, items)
             for i in good:
                 file.remaining.discard(i)
             moved = sum(file.need.chunks[i][1] for i in good)

@@ -35,11 +35,9 @@ import base64
 import binascii
 import contextlib
 import hashlib
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -60,7 +58,7 @@ from p2psync.errors import (
     RelayTampered,
 )
 from p2psync.model.chunking import offsets
-from p2psync.net.chunks import HASH_BLOCK, _File, _resume, _verify_and_write
+from p2psync.net.chunks import PartialFile, resume_partial, verify_and_write
 from p2psync.relay import crypto
 from p2psync.relay.client import HAVE_LIMIT, Account, GapError, Item, RelayClient, normalize_url
 from p2psync.store import rebase, transfers
@@ -1029,14 +1027,14 @@ async def _fetch_attachments(library: Library, client: RelayClient, key: bytes, 
         firsts.setdefault(need.sha256, need)
     followers = [n for n in needs if firsts[n.sha256] is not n]
     for need in [*firsts.values(), *followers]:
-        file = _File(need, offsets(need.chunks), set())
-        done = _resume(need, file.starts)
+        file = PartialFile(need, offsets(need.chunks), set())
+        done = resume_partial(need, file.starts)
         report.bytes_resumed += sum(need.chunks[i][1] for i in done)
         file.remaining = set(range(len(need.chunks))) - done
         report.bytes_local += _copy_local(library, file)
         refused = await _fetch_remote(client, key, file, report) if file.remaining else 0
         if not file.remaining:
-            if _whole(need):
+            if transfers.seal_partial(need):
                 if transfers.finish(library, need) != "dropped":
                     report.files += 1
                 continue
@@ -1050,21 +1048,21 @@ async def _fetch_attachments(library: Library, client: RelayClient, key: bytes, 
         report.missing.append({**need.as_dict(), "reason": reason, "detail": detail})
 
 
-def _copy_local(library: Library, file: _File) -> int:
+def _copy_local(library: Library, file: PartialFile) -> int:
     indexes = sorted(file.remaining)
     copied = 0
     for start in range(0, len(indexes), CHUNK_BATCH):
         part = indexes[start : start + CHUNK_BATCH]
         locations = transfers.locate(library, [file.need.chunks[i][0] for i in part])
         datas = transfers.read_chunks(locations)
-        good, _ = _verify_and_write(file, [(i, d) for i, d in zip(part, datas, strict=True) if d is not None])
+        good, _ = verify_and_write(file, [(i, d) for i, d in zip(part, datas, strict=True) if d is not None])
         for i in good:
             file.remaining.discard(i)
             copied += file.need.chunks[i][1]
     return copied
 
 
-async def _fetch_remote(client: RelayClient, key: bytes, file: _File, report: RelaySyncReport) -> int:
+async def _fetch_remote(client: RelayClient, key: bytes, file: PartialFile, report: RelaySyncReport) -> int:
     """Fetch the file's remaining chunks from the relay; returns how many were refused."""
     refused = 0
     indexes = sorted(file.remaining)
@@ -1085,7 +1083,7 @@ async def _fetch_remote(client: RelayClient, key: bytes, file: _File, report: Re
                 refused += 1
                 continue
             items.append((i, data))
-        good, bad = _verify_and_write(file, items)
+        good, bad = verify_and_write(file, items)
         refused += len(bad)
         for i in good:
             file.remaining.discard(i)
@@ -1093,21 +1091,3 @@ async def _fetch_remote(client: RelayClient, key: bytes, file: _File, report: Re
     report.chunks_refused += refused
     return refused
 
-
-def _whole(need: transfers.Need) -> bool:
-    """fsync the partial file; whether, as a whole, it is the file the manifest names."""
-    path = Path(need.partial)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        os.ftruncate(fd, need.size)
-        whole = hashlib.sha256()
-        with open(fd, "rb", buffering=0, closefd=False) as stream:
-            while block := stream.read(HASH_BLOCK):
-                whole.update(block)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if whole.hexdigest() != need.sha256:
-        path.unlink(missing_ok=True)
-        return False
-    return True

@@ -13,6 +13,7 @@ Everything here runs on the library's thread; the bytes are moved by net/chunks.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -130,14 +131,10 @@ def _where_file(library: Any, file_sha: str) -> tuple[str, int, int] | None:
     return None
 
 
-def read_chunk(location: Location) -> bytes | None:
-    """The chunk's bytes, or None if the file is gone or changed since it was indexed (an edit in
-    place not yet scanned: its chunks are not what the index says)."""
-    return read_chunks([location])[0]
-
-
 def read_chunks(locations: list[Location | None]) -> list[bytes | None]:
-    """read_chunk for each, opening each file once for a run of chunks from it."""
+    """Each chunk's bytes, or None if its file is gone or changed since it was indexed (an edit
+    in place not yet scanned: its chunks are not what the index says). Each file is opened once
+    for a run of chunks from it."""
     out: list[bytes | None] = []
     fd, path, seen = -1, "", (-1, -1)  # the open file, and its (size, mtime) when opened
     try:
@@ -379,6 +376,31 @@ def _keep_version(db: sqlite_utils.Database, ref_id: str, name: str, sha: str, s
         "INSERT OR REPLACE INTO attachment_versions (ref_id, name, sha256, size, mtime_ns) VALUES (?, ?, ?, ?, ?)",
         [ref_id, name, sha, size, path.stat().st_mtime_ns],
     )
+
+
+HASH_BLOCK = 1 << 20  # bytes read at a time to hash a whole file
+
+
+def seal_partial(need: Need) -> bool:
+    """Give a partial file whose every chunk is written its length and fsync it; whether it is,
+    as a whole, the file the manifest names. If not it is removed: the same chunks would only
+    make the same wrong file again (reason 'manifest')."""
+    path = Path(need.partial)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, need.size)  # (a no-op unless the file is empty or was longer)
+        whole = hashlib.sha256()
+        at = 0
+        while block := os.pread(fd, HASH_BLOCK, at):
+            whole.update(block)
+            at += len(block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if whole.hexdigest() != need.sha256:
+        path.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def finish(library: Any, need: Need) -> str:
