@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from p2psync.store.library import Library
-from p2psync.store.schema import REPLICATED_TABLES
+from p2psync.store.schema import LOCAL_COLUMNS, REPLICATED_TABLES
 
 
 def snapshot(library: Library) -> dict[str, Any]:
     """Every replicated table as sorted rows, plus what the search index holds per reference.
 
-    refs.num is a local rowid (it only keys the search index), so it is left out. References a
+    refs.num is a local rowid (it only keys the search index), so it is left out, as is refs.origin
+    (where this machine keeps a log entry's text). References a
     sync left for later indexing are indexed first: the caught-up index must equal one kept up
     to date write by write.
     """
@@ -27,7 +28,7 @@ def snapshot(library: Library) -> dict[str, Any]:
         if table == "changelog":
             continue
         columns = [d[0] for d in db.execute(f"SELECT * FROM {table} LIMIT 0").description]
-        keep = [c for c in columns if c != "num"]
+        keep = [c for c in columns if c not in LOCAL_COLUMNS]
         rows = db.execute(f"SELECT {', '.join(keep)} FROM {table}").fetchall()
         out[table] = sorted(rows)
     # The search index is contentless; fts5vocab lists every (term, document, column, offset).

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from p2psync.engine import registers
 from p2psync.engine.canonical import encode
-from p2psync.store import sync
+from p2psync.store import logtext, sync
 from p2psync.store.apply import new_ref_row, ref_columns
 from p2psync.store.library import Library
 from p2psync.store.sync import changesets_since, receive, seal, version_vector
@@ -43,9 +43,16 @@ def test_plain_new_reference_row_equals_the_register_path(fields: dict[str, Any]
     state = {name: registers.write([], (DEVICE, seq), ts, value, []) for name, value in fields.items()}
     values, _data, deleted = ref_columns(state)
     assert not deleted
-    assert new_ref_row(DEVICE, seq, ts, op) == ["aaaaaaaaaaaaaaaa", *values]
-    # Cutting the data out of the op's canonical text, as a receive does, gives the same row.
-    assert new_ref_row(DEVICE, seq, ts, op, encode(op).decode()) == ["aaaaaaaaaaaaaaaa", *values]
+    assert new_ref_row(DEVICE, seq, ts, op) == ["aaaaaaaaaaaaaaaa", *values, None]
+    # Cutting the data out of the op's canonical text, as a receive does, gives the same row
+    # (or no text at all, when a field is cleared to null: then the data is encoded afresh).
+    text = logtext.fields_text(encode(op).decode(), op["ref"])
+    assert text is not None
+    assert new_ref_row(DEVICE, seq, ts, op, text, 7) == ["aaaaaaaaaaaaaaaa", *values, 7]
+    # ...and the log entry put back together from the row is the op's canonical text.
+    if None not in fields.values():
+        rebuilt = logtext.HEAD + values[-2] + logtext.TAIL_BEFORE_ID + op["ref"] + logtext.TAIL_AFTER_ID
+        assert rebuilt == encode(op).decode()
 
 
 def test_search_backlog_catches_up_with_the_latest_data(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import pytest
 
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
-from p2psync.store.schema import REPLICATED_TABLES
+from p2psync.store.schema import LOCAL_COLUMNS, REPLICATED_TABLES
 from tests import netns
 from tests.netns import JsonLines, Lab
 from tests.sync_support import digest, founded, joined
@@ -238,14 +238,14 @@ def big_records(count: int) -> Iterator[dict[str, Any]]:
 
 
 def table_digest(path: Path) -> tuple[str, int]:
-    """SHA-256 over every replicated table (refs.num, a local rowid, left out) and the log, plus the
+    """SHA-256 over every replicated table (local columns left out) and the log, plus the
     number of references: sync_support.digest's content in SQL (that one takes minutes here)."""
     h = hashlib.sha256()
     with Library.open(path) as library:
         h.update(json.dumps(sorted(library.log_entries(), key=lambda e: (e[0], e[1])), sort_keys=True).encode())
         for table in REPLICATED_TABLES[1:]:
             columns = [d[0] for d in library.db.execute(f"SELECT * FROM {table} LIMIT 0").description]
-            keep = ", ".join(c for c in columns if c != "num")
+            keep = ", ".join(c for c in columns if c not in LOCAL_COLUMNS)
             h.update(repr(sorted(library.db.execute(f"SELECT {keep} FROM {table}").fetchall())).encode())
         count = library.db.execute("SELECT count(*) FROM refs").fetchone()[0]
     return h.hexdigest(), count

@@ -282,7 +282,10 @@ def test_join_in_process_reports_the_mode(tmp_path: Path) -> None:
         worker = LibraryWorker(tmp_path / "work")
         try:
             result = await join(
-                worker, "7-acorn-zebra", "127.0.0.1", node.port or 0,
+                worker,
+                "7-acorn-zebra",
+                "127.0.0.1",
+                node.port or 0,
                 lambda ours, theirs: asked.append((ours.references, theirs.references)) is None,
             )
             outcome = await asyncio.wait_for(offer.done, 10)

@@ -638,9 +638,7 @@ def test_nonsense_from_a_relay_changes_nothing_and_is_one_sentence(tmp_path: Pat
         assert digest(library) == before and "malformed" in (link.read_link(library).last_error or "")
 
 
-def test_a_backup_holds_no_relay_session_and_the_restored_library_logs_in_again(
-    relay: Relay, tmp_path: Path
-) -> None:
+def test_a_backup_holds_no_relay_session_and_the_restored_library_logs_in_again(relay: Relay, tmp_path: Path) -> None:
     import zipfile
 
     from p2psync.store.backup import backup, restore

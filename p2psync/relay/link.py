@@ -1090,4 +1090,3 @@ async def _fetch_remote(client: RelayClient, key: bytes, file: PartialFile, repo
             report.bytes_fetched += file.need.chunks[i][1]
     report.chunks_refused += refused
     return refused
-

@@ -18,6 +18,7 @@ from p2psync.engine import merge, ops, registers
 from p2psync.engine.canonical import dumps, loads
 from p2psync.model.fields import FIELDS, LIST, PEOPLE
 from p2psync.model.people import display_person
+from p2psync.store import logtext
 from p2psync.store.db import write_transaction
 
 State = dict[str, list[registers.Entry]]
@@ -121,6 +122,7 @@ class StoredRef:
     state: State
     deleted: bool  # permanently deleted (kept as a mark; not in the search index)
     pending: bool = False  # in the search backlog: the index will be written from its latest data
+    origin: int | None = None  # the log row whose fields this row's data still is (store/logtext.py)
 
     @property
     def indexed(self) -> bool:
@@ -130,15 +132,15 @@ class StoredRef:
 
 def load_ref(db: sqlite_utils.Database, ref_id: str) -> StoredRef:
     row = db.execute(
-        "SELECT r.num, r.data, r.state, r.deleted, b.num IS NOT NULL FROM refs r "
+        "SELECT r.num, r.data, r.state, r.deleted, b.num IS NOT NULL, r.origin FROM refs r "
         "LEFT JOIN search_backlog b ON b.num = r.num WHERE r.id = ?",
         [ref_id],
     ).fetchone()
     if row is None:
         return StoredRef(ref_id, None, {}, {}, False)
     data = loads(row[1])
-    pending = bool(row[4])
-    return StoredRef(ref_id, row[0], data, registers.unpack(loads(row[2]), data), bool(row[3]), pending)
+    state = registers.unpack(loads(row[2]), data)
+    return StoredRef(ref_id, row[0], data, state, bool(row[3]), bool(row[4]), row[5])
 
 
 def materialize(state: State) -> tuple[dict[str, Any], list[str]]:
@@ -210,30 +212,27 @@ def is_plain_new_ref(op: dict[str, Any], absent: set[str]) -> bool:
     return op["op"] == ops.REF_PUT and op["ref"] in absent and not op["seen"] and merge.DELETED not in op["fields"]
 
 
-def new_ref_row(device: str, seq: int, ts: int, op: dict[str, Any], op_text: str | None = None) -> list[Any]:
-    """[id, *REF_COLUMNS] for a plain new reference: exactly what ref_columns gives for the state
-    that op creates (one entry per field, all with the dot (device, seq); tests hold them equal).
-    op_text, the op's canonical text, saves encoding the data again: it holds it verbatim."""
+def new_ref_row(
+    device: str, seq: int, ts: int, op: dict[str, Any], data_text: str | None = None, origin: int | None = None
+) -> list[Any]:
+    """[id, *REF_COLUMNS, origin] for a plain new reference: exactly what ref_columns gives for the
+    state that op creates (one entry per field, all with the dot (device, seq); tests hold them
+    equal). data_text, canonical(op["fields"]) when no field is null, saves encoding the data
+    again; origin: the log row that keeps its text only here (store/logtext.py)."""
     fields = op["fields"]
     data = {name: value for name, value in fields.items() if value is not None}
     packed = {"d": [[device, seq, ts]], "r": {name: [0] for name in fields}}
-    return [op["ref"], *_columns(data, [], False, ts, packed, _fields_text(op, op_text, len(data) == len(fields)))]
+    if len(data) != len(fields):
+        data_text = None  # a field cleared to null is not in the data
+    return [op["ref"], *_columns(data, [], False, ts, packed, data_text), origin]
 
 
-def _fields_text(op: dict[str, Any], op_text: str | None, no_nulls: bool) -> str | None:
-    """canonical(op["fields"]) cut out of canonical(op) = {"fields":{...},"op":"ref.put","ref":ID,"seen":{}}
-    (keys sort in that order), or None when it cannot be (fields cleared to null, or no text)."""
-    if op_text is None or not no_nulls:
-        return None
-    head, tail = '{"fields":', f',"op":"ref.put","ref":"{op["ref"]}","seen":{{}}}}'
-    if not (op_text.startswith(head) and op_text.endswith(tail)):
-        return None
-    return op_text[len(head) : len(op_text) - len(tail)]
+_INSERT_NEW_REF = f"INSERT INTO refs (id, {', '.join(REF_COLUMNS)}, origin) VALUES (?{', ?' * (len(REF_COLUMNS) + 1)})"
 
 
 def insert_new_refs(db: sqlite_utils.Database, rows: list[list[Any]]) -> None:
-    """Write plain new references in one statement and queue them for the search index."""
-    db.conn.executemany(_INSERT_REF, rows)
+    """Write plain new references (new_ref_row) in one statement and queue them for the search index."""
+    db.conn.executemany(_INSERT_NEW_REF, rows)
     # New rows get max(num) + 1 each, so the batch holds the last len(rows) numbers.
     last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
     db.conn.executemany(
@@ -243,6 +242,8 @@ def insert_new_refs(db: sqlite_utils.Database, rows: list[list[Any]]) -> None:
 
 def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State, defer_index: bool = False) -> None:
     state = {name: entries for name, entries in state.items() if entries}
+    if ref.origin is not None:  # the row is about to change: its log entry goes back into the log
+        logtext.restore(db, ref.origin)
     if ref.num is not None and ref.indexed:
         # The index is contentless: removing a row means repeating exactly what was indexed.
         db.execute(
@@ -258,7 +259,10 @@ def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State, defer_in
     values, data, deleted = ref_columns(state)
     if ref.num is not None:
         num = ref.num
-        db.execute("UPDATE refs SET " + ", ".join(f"{c} = ?" for c in REF_COLUMNS) + " WHERE num = ?", [*values, num])
+        db.execute(
+            "UPDATE refs SET " + ", ".join(f"{c} = ?" for c in REF_COLUMNS) + ", origin = NULL WHERE num = ?",
+            [*values, num],
+        )
     else:
         num = int(db.execute(_INSERT_REF, [ref.id, *values]).lastrowid or 0)
     if ref.pending:

@@ -49,7 +49,7 @@ from p2psync.model.chunking import manifest_of
 from p2psync.model.devices import library_id_for, short_id
 from p2psync.model.groups import SYNC_CONFLICTS, SYNC_CONFLICTS_ID, validate_group_name
 from p2psync.model.ids import is_id_prefix, new_id
-from p2psync.store import schema, transfers
+from p2psync.store import logtext, schema, transfers
 from p2psync.store.apply import apply_entry, index_backlog, load_ref
 from p2psync.store.db import connect, write_transaction
 from p2psync.store.files import copy_atomic, fsync_dir, remove_tree
@@ -951,7 +951,7 @@ class Library:
         """Every change-log entry in the order this library applied them (which respects causality:
         nothing is applied before what it depends on)."""
         cursor = self.db.conn.cursor()
-        cursor.execute("SELECT device, seq, ts, op FROM changelog ORDER BY num")
+        cursor.execute(f"SELECT c.device, c.seq, c.ts, {logtext.OP_TEXT} FROM {logtext.LOG_ROWS} ORDER BY c.num")
         for device, seq, ts, op in cursor:
             yield device, seq, ts, json.loads(op)
 

@@ -254,9 +254,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (ref_id, name, sha256)
     ) WITHOUT ROWID;
     """,
+    # 11: a received ref.put that created a reference keeps its fields once, in refs.data
+    # (store/logtext.py): the log row holds op = '' and the reference's id
+    """
+    -- replicated, stored locally: the reference whose data holds this entry's fields (op is '')
+    ALTER TABLE changelog ADD COLUMN ref TEXT;
+    -- local: the log row whose fields this reference's data still is; cleared (the entry written
+    -- back into the log) before the reference changes
+    ALTER TABLE refs ADD COLUMN origin INTEGER;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+# Columns of replicated tables that describe this machine only: refs.num keys the search index;
+# refs.origin says where a log entry's text is kept (store/logtext.py).
+LOCAL_COLUMNS = ("num", "origin")
 REPLICATED_TABLES = (
     "changelog",
     "refs",

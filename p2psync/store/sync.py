@@ -31,6 +31,7 @@ from p2psync.engine import clock
 from p2psync.engine.canonical import dumps, loads
 from p2psync.errors import InvalidValue, LibraryCorrupt
 from p2psync.model.devices import library_id_for
+from p2psync.store import logtext
 from p2psync.store.apply import apply_entry, insert_new_refs, is_plain_new_ref, new_ref_row
 from p2psync.store.db import begin_immediate, commit, write_transaction
 from p2psync.store.library import Library
@@ -63,7 +64,8 @@ def seal(library: Library) -> int:
         vv = version_vector(library)
         head = _chain_heads(library).get(library.device_id)
         sizes = library.db.execute(
-            "SELECT seq, length(CAST(op AS BLOB)) FROM changelog WHERE device = ? AND seq > ? ORDER BY seq",
+            f"SELECT c.seq, length(CAST({logtext.OP_TEXT} AS BLOB)) FROM {logtext.LOG_ROWS} "
+            "WHERE c.device = ? AND c.seq > ? ORDER BY c.seq",
             [library.device_id, vv.get(library.device_id, 0)],
         ).fetchall()
         for piece in cs_engine.split_by_cost(sizes, [size for _, size in sizes]):
@@ -85,11 +87,11 @@ def seal(library: Library) -> int:
 def _entry_items(library: Library, author: str, first: int, last: int) -> list[bytes]:
     """The entries [seq, ts, op] of a change set as canonical bytes, made by SQLite from the log."""
     rows = library.db.execute(
-        "SELECT CAST('[' || seq || ',' || ts || ',' || op || ']' AS BLOB) FROM changelog "
-        "WHERE device = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+        f"SELECT CAST('[' || c.seq || ',' || c.ts || ',' || {logtext.OP_TEXT} || ']' AS BLOB) FROM {logtext.LOG_ROWS} "
+        "WHERE c.device = ? AND c.seq BETWEEN ? AND ? ORDER BY c.seq",
         [author, first, last],
     ).fetchall()
-    if len(rows) != last - first + 1:
+    if len(rows) != last - first + 1 or None in (row[0] for row in rows):
         raise LibraryCorrupt(f"The change log of device {author[:7]} is missing entries; restore from a backup.")
     return [row[0] for row in rows]
 
@@ -359,23 +361,26 @@ def _drain(
 
 def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     db = library.db
+    texts = cs.op_texts or tuple(dumps(op) for _, _, op in cs.entries)
+    absent = _absent_refs(library, {op["ref"] for _, _, op in cs.entries if op["op"] == "ref.put"})
+    kept = _kept_in_refs(cs.entries, texts, absent)
+    base = int(db.execute("SELECT coalesce(max(num), 0) + 1 FROM changelog").fetchone()[0])
     db.conn.executemany(
-        "INSERT INTO changelog (device, seq, ts, op) VALUES (?, ?, ?, ?)",
+        "INSERT INTO changelog (num, device, seq, ts, op, ref) VALUES (?, ?, ?, ?, ?, ?)",
         [
-            (cs.author, seq, ts, cs.op_texts[i] if cs.op_texts else dumps(op))
-            for i, (seq, ts, op) in enumerate(cs.entries)
+            (base + i, cs.author, seq, ts, *(("", op["ref"]) if kept[i] is not None else (text, None)))
+            for i, ((seq, ts, op), text) in enumerate(zip(cs.entries, texts, strict=True))
         ],
     )
     _store_header(library, cs.author, cs.first, cs.last, cs.id, cs.prev, dict(cs.deps), cs.signature)
-    absent = _absent_refs(library, {op["ref"] for _, _, op in cs.entries if op["op"] == "ref.put"})
     # References created from nothing (most of a first sync) are written together; any other
     # entry first flushes them, so entries still apply strictly in order.
     new_rows: list[list[Any]] = []
-    texts = cs.op_texts or (None,) * len(cs.entries)
-    for (seq, ts, op), text in zip(cs.entries, texts, strict=True):
+    for i, (seq, ts, op) in enumerate(cs.entries):
         if is_plain_new_ref(op, absent):
             absent.discard(op["ref"])
-            new_rows.append(new_ref_row(cs.author, seq, ts, op, text))
+            data_text = kept[i]
+            new_rows.append(new_ref_row(cs.author, seq, ts, op, data_text, None if data_text is None else base + i))
             continue
         if new_rows:
             insert_new_refs(db, new_rows)
@@ -384,6 +389,22 @@ def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     if new_rows:
         insert_new_refs(db, new_rows)
     library.advance_clock(max(ts for _, ts, _ in cs.entries))
+
+
+def _kept_in_refs(entries: list[cs_engine.Entry], texts: tuple[str, ...], absent: set[str]) -> list[str | None]:
+    """For each entry, its fields' text if it creates a reference from nothing and that text can
+    be kept in the reference's row alone (store/logtext.py), else None. Follows _apply's walk:
+    only the first ref.put or ref.delete of an absent reference finds it absent."""
+    fresh = set(absent)
+    kept: list[str | None] = []
+    for (_seq, _ts, op), text in zip(entries, texts, strict=True):
+        fields = None
+        if is_plain_new_ref(op, fresh) and None not in op["fields"].values():
+            fields = logtext.fields_text(text, op["ref"])
+        if op["op"] in ("ref.put", "ref.delete"):
+            fresh.discard(op["ref"])
+        kept.append(fields)
+    return kept
 
 
 def _absent_refs(library: Library, ids: set[str]) -> set[str]:
