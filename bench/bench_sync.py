@@ -54,12 +54,11 @@ def main() -> None:
             index_times.append(time.perf_counter() - start)
             if run == 0:
                 data = a.db.execute("SELECT sum(length(data)) FROM refs").fetchone()[0]
-                a.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                # On disk: the log (which holds every operation once) plus the change-set headers.
-                log = a.db.execute(
-                    "SELECT sum(pgsize) FROM dbstat WHERE name IN ('changelog', 'changesets') "
-                    "OR name LIKE 'sqlite_autoindex_change%'"
-                ).fetchone()[0]
+                # On disk: the log plus the change-set headers. The sender wrote its references
+                # itself, so its log holds every operation whole; the receiver keeps a received
+                # new reference's fields once, in its row (store/logtext.py).
+                log, received_log = (_log_bytes(lib) for lib in (a, b))
+                files = tuple((lib.path / "library.sqlite3").stat().st_size for lib in (a, b))
                 wire = (
                     sum(len(w) for w in changesets_since(a, {})),
                     a.db.execute("SELECT count(*) FROM changesets").fetchone()[0],
@@ -73,9 +72,21 @@ def main() -> None:
     print(f"receive (parse + verify + check + apply):  {r:6.2f} s")
     print(f"total first sync, in process:              {s + r:6.2f} s  (target < 5 s for 100,000)")
     print(f"then the search index, built afterwards:   {i:6.2f} s")
+    print(f"reference data {data / 1e6:.0f} MB; change sets on the wire {wire[0] / 1e6:.0f} MB")
     print(
-        f"change log on disk (log rows + stored change sets) {log / 1e6:.0f} MB; change sets on the wire "
-        f"{wire[0] / 1e6:.0f} MB; reference data {data / 1e6:.0f} MB (log/data {log / data:.2f})"
+        f"change log on disk (log rows + stored change sets): sender {log / 1e6:.0f} MB (log/data "
+        f"{log / data:.2f}), receiver {received_log / 1e6:.0f} MB (log/data {received_log / data:.2f})"
+    )
+    print(f"whole library file: sender {files[0] / 1e6:.0f} MB, receiver {files[1] / 1e6:.0f} MB")
+
+
+def _log_bytes(library: Library) -> int:
+    library.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return int(
+        library.db.execute(
+            "SELECT sum(pgsize) FROM dbstat WHERE name IN ('changelog', 'changesets') "
+            "OR name LIKE 'sqlite_autoindex_change%'"
+        ).fetchone()[0]
     )
 
 

@@ -110,6 +110,20 @@ def delete_group(group_id: str, state: State, members: dict[str, list[Any]]) -> 
 # --- checking operations (from the log, a file, or a peer) ------------------------------------
 
 
+# The keys each kind of operation has, exactly.
+_KEYS = {
+    REF_PUT: frozenset({"op", "ref", "fields", "seen"}),
+    REF_DELETE: frozenset({"op", "ref", "seen"}),
+    GROUP_PUT: frozenset({"op", "group", "fields", "seen"}),
+    GROUP_DELETE: frozenset({"op", "group", "seen", "members"}),
+    MEMBER_ADD: frozenset({"op", "group", "refs"}),
+    MEMBER_REMOVE: frozenset({"op", "group", "seen"}),
+    ATTACHMENT_PUT: frozenset({"op", "ref", "name", "value", "seen"}),
+    DEVICE_ADD: frozenset({"op", "device", "key", "name", "introducer", "signature"}),
+    DEVICE_REVOKE: frozenset({"op", "device", "upto"}),
+}
+
+
 def check(op: Any) -> Op:
     """Validate an operation's shape and every value in it; return it unchanged or raise.
 
@@ -118,18 +132,8 @@ def check(op: Any) -> Op:
     if not isinstance(op, dict) or op.get("op") not in KINDS:
         raise InvalidValue(f"Unknown operation {op.get('op') if isinstance(op, dict) else op!r}.")
     kind = op["op"]
-    expected = {
-        REF_PUT: {"op", "ref", "fields", "seen"},
-        REF_DELETE: {"op", "ref", "seen"},
-        GROUP_PUT: {"op", "group", "fields", "seen"},
-        GROUP_DELETE: {"op", "group", "seen", "members"},
-        MEMBER_ADD: {"op", "group", "refs"},
-        MEMBER_REMOVE: {"op", "group", "seen"},
-        ATTACHMENT_PUT: {"op", "ref", "name", "value", "seen"},
-        DEVICE_ADD: {"op", "device", "key", "name", "introducer", "signature"},
-        DEVICE_REVOKE: {"op", "device", "upto"},
-    }[kind]
-    if set(op) != expected:
+    expected = _KEYS[kind]
+    if op.keys() != expected:
         raise InvalidValue(f"Operation {kind} must have exactly the keys {sorted(expected)}.")
     for key in ("ref", "group"):
         if key in op:
@@ -223,7 +227,11 @@ def _check_id(value: Any) -> None:
 def _check_ref_fields(values: Any) -> None:
     if not isinstance(values, dict) or not values:
         raise InvalidValue("A ref.put operation must set at least one field.")
+    normal = catalogue.NORMAL_CHECKS
     for name, value in values.items():
+        checker = normal.get(name)  # the common case first: a catalogue field in normal form
+        if checker is not None and value is not None and checker(value):
+            continue
         if name == "trashed":
             if value is not True and value is not None:  # not 1 or 1.0: they encode differently
                 raise InvalidValue("The trashed flag is true or null.")

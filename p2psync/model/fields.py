@@ -11,6 +11,7 @@ objects (see people.py), keyword lists are lists of str.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,6 +283,9 @@ _NORMAL_CHECKS = {
     for f in _FIELDS
 }
 _NORMAL_CHECKS["doi"] = _normal_doi
+# field name -> whether a (non-null) value is in normal form: is_normal without its cases, for
+# the loop that checks every field of every incoming operation.
+NORMAL_CHECKS: Mapping[str, Callable[[Any], bool]] = _NORMAL_CHECKS
 
 
 def _check_length(spec: Field, text: str, limit: int) -> None:
