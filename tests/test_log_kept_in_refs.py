@@ -4,8 +4,12 @@ it arrived, and the change sets this library sends on must be the bytes their au
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import pytest
+
+from p2psync.store import logtext
 from p2psync.store.library import Library
 from p2psync.store.sync import changesets_since, receive, seal, sync_libraries, version_vector
 from tests.support import replay, snapshot
@@ -90,3 +94,22 @@ def test_a_new_reference_with_a_field_cleared_to_null_is_kept_whole(tmp_path: Pa
     assert _kept(b) == 1 and _origins(b) == 1  # the data {"type": "book"} is not the entry's fields
     assert list(changesets_since(b, {})) == list(changesets_since(a, {}))
     assert digest(a) == digest(b)
+
+
+def test_the_database_refuses_to_change_a_row_that_holds_a_log_entry(tmp_path: Path) -> None:
+    _a, b, ids = _received(tmp_path, refs=2)
+    db = b.db.conn
+    with pytest.raises(sqlite3.IntegrityError, match="log entry"):
+        db.execute("UPDATE refs SET data = '{}' WHERE id = ?", [ids[0]])
+    with pytest.raises(sqlite3.IntegrityError, match="log entry"):
+        db.execute("DELETE FROM refs WHERE id = ?", [ids[0]])
+    before = list(b.log_entries())
+    (origin,) = db.execute("SELECT origin FROM refs WHERE id = ?", [ids[0]]).fetchone()
+    logtext.restore(b.db, origin)  # what apply does first; then the row may change
+    db.execute("UPDATE refs SET data = '{}' WHERE id = ?", [ids[0]])
+    assert list(b.log_entries()) == before
+    # Emptying the log before the references (a rebase) is allowed.
+    db.execute("BEGIN")
+    db.execute("DELETE FROM changelog")
+    db.execute("DELETE FROM refs")
+    db.execute("ROLLBACK")

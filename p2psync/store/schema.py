@@ -12,6 +12,8 @@ headers' ranges, and updating every log row at sealing time doubled its cost).
 
 from __future__ import annotations
 
+import sqlite3
+
 import sqlite_utils
 
 from p2psync.errors import LibraryCorrupt
@@ -262,6 +264,14 @@ MIGRATIONS: list[str] = [
     -- local: the log row whose fields this reference's data still is; cleared (the entry written
     -- back into the log) before the reference changes
     ALTER TABLE refs ADD COLUMN origin INTEGER;
+    -- the log must never lose an entry's text: a row holding one changes only after
+    -- logtext.restore has put it back (deleting the log row first, as a rebase does, is fine)
+    CREATE TRIGGER refs_hold_log_text_update BEFORE UPDATE OF data ON refs
+    WHEN old.origin IS NOT NULL AND EXISTS (SELECT 1 FROM changelog WHERE num = old.origin AND op = '')
+    BEGIN SELECT RAISE(ABORT, 'a reference holding a log entry changed before the entry was restored'); END;
+    CREATE TRIGGER refs_hold_log_text_delete BEFORE DELETE ON refs
+    WHEN old.origin IS NOT NULL AND EXISTS (SELECT 1 FROM changelog WHERE num = old.origin AND op = '')
+    BEGIN SELECT RAISE(ABORT, 'a reference holding a log entry changed before the entry was restored'); END;
     """,
 ]
 
@@ -302,6 +312,17 @@ def migrate(db: sqlite_utils.Database) -> int:
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration into statements (executescript would commit our transaction)."""
+    """Split a migration into statements (executescript would commit our transaction); a
+    trigger's body holds semicolons of its own, so pieces join until SQLite calls them complete."""
     lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    statements: list[str] = []
+    pending = ""
+    for piece in "\n".join(lines).split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        statements.append(pending.strip())
+    return statements
