@@ -60,7 +60,6 @@ class ChangeSet:
     entries: list[Entry]
     signature: bytes
     body_bytes: bytes  # canonical(body): what was signed, stored and forwarded unchanged
-    op_texts: tuple[str, ...] = ()  # canonical text of each entry's operation, when parsed
     body_digest: bytes = b""  # SHA-256 of body_bytes: hashed once, for the id and the signature
 
     def __post_init__(self) -> None:
@@ -171,11 +170,7 @@ def build(
     if not entries:
         raise ValueError("a change set needs at least one entry")
     dep_map = {d: s for d, s in sorted(deps.items()) if d != author and s > 0}
-    op_bytes = [encode(op) for _, _, op in entries]
-    body_bytes = assemble_body(
-        library, author, prev, dep_map, [entry_item(s, t, b) for (s, t, _), b in zip(entries, op_bytes, strict=True)]
-    )
-    op_texts = tuple(b.decode("utf-8") for b in op_bytes)
+    body_bytes = assemble_body(library, author, prev, dep_map, [entry_item(s, t, encode(op)) for s, t, op in entries])
     if len(body_bytes) > MAX_BYTES - 200:
         raise ValueError("change set too large; split the entries first")
     body_digest = hashlib.sha256(body_bytes).digest()
@@ -189,7 +184,6 @@ def build(
         list(entries),
         sign(digest_input(library, body_digest)),
         body_bytes,
-        op_texts,
         body_digest,
     )
 
@@ -267,17 +261,13 @@ def parse(raw: bytes, library: str) -> ChangeSet:
     if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != message["sig"]:
         raise ChangeSetRejected("signature", "A change set's signature is missing or not 64 bytes of base64.")
     try:
-        # Each operation's canonical text is what the log stores; the canonical body is put
-        # together from them (equal to encode(body), at half the cost).
-        op_bytes = [encode(op) for _, _, op in entries]
-        body_bytes = assemble_body(
-            library, author, prev, deps, [entry_item(s, t, b) for (s, t, _), b in zip(entries, op_bytes, strict=True)]
-        )
-        op_texts = tuple(b.decode("utf-8") for b in op_bytes)
+        # The body's keys, deps and entries were all checked above, so encoding the decoded body
+        # gives its canonical bytes (what was signed) in one call.
+        body_bytes = encode(body)
     except (TypeError, ValueError):  # no canonical form (the parser already refuses lone surrogates)
         raise ChangeSetRejected("malformed", "A change set holds text that is not valid Unicode.") from None
     _check_causality(author, deps, entries)
-    return ChangeSet(library, author, seq[0], seq[1], prev, deps, entries, signature, body_bytes, op_texts)
+    return ChangeSet(library, author, seq[0], seq[1], prev, deps, entries, signature, body_bytes)
 
 
 def _check_causality(author: str, deps: Mapping[str, int], entries: list[Entry]) -> None:

@@ -29,15 +29,6 @@ LOG_ROWS = "changelog c LEFT JOIN refs r ON c.op = '' AND r.id = c.ref"
 OP_TEXT = f"CASE WHEN c.op = '' THEN {_REBUILT} ELSE c.op END"
 
 
-def fields_text(op_text: str, ref_id: str) -> str | None:
-    """canonical(op["fields"]) cut out of a plain ref.put's canonical text, or None if that text
-    is not of the form HEAD + fields + TAIL (then the entry is kept whole in the log)."""
-    tail = TAIL_BEFORE_ID + ref_id + TAIL_AFTER_ID
-    if not (op_text.startswith(HEAD) and op_text.endswith(tail)):
-        return None
-    return op_text[len(HEAD) : len(op_text) - len(tail)]
-
-
 def restore(db: sqlite_utils.Database, log_num: int) -> None:
     """Write a log entry kept in its reference's row back into the log row (call it before that
     row changes, inside the same transaction)."""

@@ -361,15 +361,14 @@ def _drain(
 
 def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     db = library.db
-    texts = cs.op_texts or tuple(dumps(op) for _, _, op in cs.entries)
     absent = _absent_refs(library, {op["ref"] for _, _, op in cs.entries if op["op"] == "ref.put"})
-    kept = _kept_in_refs(cs.entries, texts, absent)
+    kept = _kept_in_refs(cs.entries, absent)
     base = int(db.execute("SELECT coalesce(max(num), 0) + 1 FROM changelog").fetchone()[0])
     db.conn.executemany(
         "INSERT INTO changelog (num, device, seq, ts, op, ref) VALUES (?, ?, ?, ?, ?, ?)",
         [
-            (base + i, cs.author, seq, ts, *(("", op["ref"]) if kept[i] is not None else (text, None)))
-            for i, ((seq, ts, op), text) in enumerate(zip(cs.entries, texts, strict=True))
+            (base + i, cs.author, seq, ts, *(("", op["ref"]) if kept[i] is not None else (dumps(op), None)))
+            for i, (seq, ts, op) in enumerate(cs.entries)
         ],
     )
     _store_header(library, cs.author, cs.first, cs.last, cs.id, cs.prev, dict(cs.deps), cs.signature)
@@ -391,16 +390,18 @@ def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     library.advance_clock(max(ts for _, ts, _ in cs.entries))
 
 
-def _kept_in_refs(entries: list[cs_engine.Entry], texts: tuple[str, ...], absent: set[str]) -> list[str | None]:
-    """For each entry, its fields' text if it creates a reference from nothing and that text can
-    be kept in the reference's row alone (store/logtext.py), else None. Follows _apply's walk:
-    only the first ref.put or ref.delete of an absent reference finds it absent."""
+def _kept_in_refs(entries: list[cs_engine.Entry], absent: set[str]) -> list[str | None]:
+    """For each entry, canonical(op["fields"]) if it creates a reference from nothing and so can be
+    kept in the reference's row alone (store/logtext.py: the entry's canonical text is then
+    HEAD + that + TAIL), else None. Follows _apply's walk: only the first ref.put or ref.delete of
+    an absent reference finds it absent. A field cleared to null keeps the entry whole (the
+    reference's data leaves it out)."""
     fresh = set(absent)
     kept: list[str | None] = []
-    for (_seq, _ts, op), text in zip(entries, texts, strict=True):
+    for _seq, _ts, op in entries:
         fields = None
         if is_plain_new_ref(op, fresh) and None not in op["fields"].values():
-            fields = logtext.fields_text(text, op["ref"])
+            fields = dumps(op["fields"])
         if op["op"] in ("ref.put", "ref.delete"):
             fresh.discard(op["ref"])
         kept.append(fields)
