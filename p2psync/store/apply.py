@@ -220,10 +220,11 @@ def new_ref_row(
     equal). data_text, canonical(op["fields"]) when no field is null, saves encoding the data
     again; origin: the log row that keeps its text only here (store/logtext.py)."""
     fields = op["fields"]
-    data = {name: value for name, value in fields.items() if value is not None}
-    packed = {"d": [[device, seq, ts]], "r": {name: [0] for name in fields}}
-    if len(data) != len(fields):
+    data = fields  # read only
+    if None in fields.values():
+        data = {name: value for name, value in fields.items() if value is not None}
         data_text = None  # a field cleared to null is not in the data
+    packed = {"d": [[device, seq, ts]], "r": {name: [0] for name in fields}}
     return [op["ref"], *_columns(data, [], False, ts, packed, data_text), origin]
 
 
