@@ -204,14 +204,9 @@ async def fetch_attachments(
         if not file.remaining:
             await _finish(worker, file, report)
     pending = [f for f in files if f.remaining]
-    # The same version wanted twice (one PDF attached to two references) travels once: the
-    # second copy is taken from the first once that is in place.
-    firsts: dict[str, PartialFile] = {}
-    for file in pending:
-        firsts.setdefault(file.need.sha256, file)
-    followers = [f for f in pending if firsts[f.need.sha256] is not f]
+    firsts, followers = transfers.travel_once(pending, lambda f: f.need.sha256)
     if firsts:
-        await _fetch_remote(worker, list(firsts.values()), links, report, advance, parallel)
+        await _fetch_remote(worker, firsts, links, report, advance, parallel)
     for file in followers:
         copied = await _copy_local(worker, file)
         report.bytes_local += copied
@@ -278,24 +273,27 @@ def resume_partial(need: Need, starts: list[int]) -> set[int]:
 
 async def _copy_local(worker: LibraryWorker, file: PartialFile) -> int:
     indexes = sorted(file.remaining)
-    names = [file.need.chunks[i][0] for i in indexes]
+    loop = asyncio.get_running_loop()
     copied = 0
     for start in range(0, len(indexes), MAX_CHUNKS_PER_REQUEST):
         batch = indexes[start : start + MAX_CHUNKS_PER_REQUEST]
-        locations = await worker.call(transfers.locate, names[start : start + MAX_CHUNKS_PER_REQUEST])
-        found = [(i, loc) for i, loc in zip(batch, locations, strict=True) if loc is not None]
-        if not found:
-            continue
-
-        def copy(found: list[tuple[int, Any]] = found) -> list[int]:
-            datas = transfers.read_chunks([loc for _, loc in found])  # one open per run of chunks
-            return verify_and_write(file, [(i, d) for (i, _), d in zip(found, datas, strict=True) if d is not None])[0]
-
-        good = await asyncio.get_running_loop().run_in_executor(None, copy)
-        for i in good:
-            file.remaining.discard(i)
-            copied += file.need.chunks[i][1]
+        locations = await worker.call(transfers.locate, [file.need.chunks[i][0] for i in batch])
+        copied += await loop.run_in_executor(None, copy_located, file, batch, locations)
     return copied
+
+
+def copy_located(file: PartialFile, batch: list[int], locations: list[transfers.Location | None]) -> int:
+    """Write into the partial file the chunks of `batch` that this disk holds (where
+    transfers.locate found them; None: nowhere), each verified; they leave file.remaining.
+    Returns the bytes copied. Reads and writes files only, so it may run off the event loop."""
+    found = [(i, loc) for i, loc in zip(batch, locations, strict=True) if loc is not None]
+    if not found:
+        return 0
+    datas = transfers.read_chunks([loc for _, loc in found])  # one open per run of chunks
+    good, _ = verify_and_write(file, [(i, d) for (i, _), d in zip(found, datas, strict=True) if d is not None])
+    for i in good:
+        file.remaining.discard(i)
+    return sum(file.need.chunks[i][1] for i in good)
 
 
 def verify_and_write(file: PartialFile, items: list[tuple[int, bytes]]) -> tuple[list[int], list[int]]:

@@ -58,7 +58,7 @@ from p2psync.errors import (
     RelayTampered,
 )
 from p2psync.model.chunking import offsets
-from p2psync.net.chunks import PartialFile, resume_partial, verify_and_write
+from p2psync.net.chunks import PartialFile, copy_located, resume_partial, verify_and_write
 from p2psync.relay import crypto
 from p2psync.relay.client import HAVE_LIMIT, Account, GapError, Item, RelayClient, normalize_url
 from p2psync.store import rebase, transfers
@@ -1020,13 +1020,8 @@ async def _fetch_attachments(library: Library, client: RelayClient, key: bytes, 
     in place (store/transfers.py finish)."""
     needs = transfers.needs(library)
     report.files_wanted = len(needs)
-    # One file wanted twice (a PDF attached to two references) travels once: the second copy is
-    # taken from the first, once that is in place.
-    firsts: dict[str, transfers.Need] = {}
-    for need in needs:
-        firsts.setdefault(need.sha256, need)
-    followers = [n for n in needs if firsts[n.sha256] is not n]
-    for need in [*firsts.values(), *followers]:
+    firsts, followers = transfers.travel_once(needs, lambda n: n.sha256)
+    for need in [*firsts, *followers]:  # a follower is copied from its first, already in place
         file = PartialFile(need, offsets(need.chunks), set())
         done = resume_partial(need, file.starts)
         report.bytes_resumed += sum(need.chunks[i][1] for i in done)
@@ -1052,13 +1047,8 @@ def _copy_local(library: Library, file: PartialFile) -> int:
     indexes = sorted(file.remaining)
     copied = 0
     for start in range(0, len(indexes), CHUNK_BATCH):
-        part = indexes[start : start + CHUNK_BATCH]
-        locations = transfers.locate(library, [file.need.chunks[i][0] for i in part])
-        datas = transfers.read_chunks(locations)
-        good, _ = verify_and_write(file, [(i, d) for i, d in zip(part, datas, strict=True) if d is not None])
-        for i in good:
-            file.remaining.discard(i)
-            copied += file.need.chunks[i][1]
+        batch = indexes[start : start + CHUNK_BATCH]
+        copied += copy_located(file, batch, transfers.locate(library, [file.need.chunks[i][0] for i in batch]))
     return copied
 
 

@@ -173,7 +173,8 @@ REF_COLUMNS = (
     "data",
     "state",
 )
-_INSERT_REF = f"INSERT INTO refs (id, {', '.join(REF_COLUMNS)}) VALUES (?{', ?' * len(REF_COLUMNS)})"
+# [id, *REF_COLUMNS, origin]: origin is the log row kept only in this row (store/logtext.py), or None.
+_INSERT_REF = f"INSERT INTO refs (id, {', '.join(REF_COLUMNS)}, origin) VALUES (?{', ?' * (len(REF_COLUMNS) + 1)})"
 
 
 def ref_columns(state: State) -> tuple[list[Any], dict[str, Any], bool]:
@@ -228,12 +229,9 @@ def new_ref_row(
     return [op["ref"], *_columns(data, [], False, ts, packed, data_text), origin]
 
 
-_INSERT_NEW_REF = f"INSERT INTO refs (id, {', '.join(REF_COLUMNS)}, origin) VALUES (?{', ?' * (len(REF_COLUMNS) + 1)})"
-
-
 def insert_new_refs(db: sqlite_utils.Database, rows: list[list[Any]]) -> None:
     """Write plain new references (new_ref_row) in one statement and queue them for the search index."""
-    db.conn.executemany(_INSERT_NEW_REF, rows)
+    db.conn.executemany(_INSERT_REF, rows)
     # New rows get max(num) + 1 each, so the batch holds the last len(rows) numbers.
     last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
     db.conn.executemany(
@@ -265,7 +263,7 @@ def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State, defer_in
             [*values, num],
         )
     else:
-        num = int(db.execute(_INSERT_REF, [ref.id, *values]).lastrowid or 0)
+        num = int(db.execute(_INSERT_REF, [ref.id, *values, None]).lastrowid or 0)
     if ref.pending:
         return  # the backlog indexes whatever the reference holds when it catches up
     if ref.num is None and defer_index:

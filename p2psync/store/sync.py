@@ -362,12 +362,12 @@ def _drain(
 def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     db = library.db
     absent = _absent_refs(library, {op["ref"] for _, _, op in cs.entries if op["op"] == "ref.put"})
-    kept = _kept_in_refs(cs.entries, absent)
+    plan = _plan(cs.entries, absent)
     base = int(db.execute("SELECT coalesce(max(num), 0) + 1 FROM changelog").fetchone()[0])
     db.conn.executemany(
         "INSERT INTO changelog (num, device, seq, ts, op, ref) VALUES (?, ?, ?, ?, ?, ?)",
         [
-            (base + i, cs.author, seq, ts, *(("", op["ref"]) if kept[i] is not None else (dumps(op), None)))
+            (base + i, cs.author, seq, ts, *(("", op["ref"]) if plan[i] else (dumps(op), None)))
             for i, (seq, ts, op) in enumerate(cs.entries)
         ],
     )
@@ -376,9 +376,9 @@ def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     # entry first flushes them, so entries still apply strictly in order.
     new_rows: list[list[Any]] = []
     for i, (seq, ts, op) in enumerate(cs.entries):
-        if is_plain_new_ref(op, absent):
+        if plan[i] is not None:
             absent.discard(op["ref"])
-            data_text = kept[i]
+            data_text = plan[i] or None
             new_rows.append(new_ref_row(cs.author, seq, ts, op, data_text, None if data_text is None else base + i))
             continue
         if new_rows:
@@ -390,22 +390,22 @@ def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     library.advance_clock(max(ts for _, ts, _ in cs.entries))
 
 
-def _kept_in_refs(entries: list[cs_engine.Entry], absent: set[str]) -> list[str | None]:
-    """For each entry, canonical(op["fields"]) if it creates a reference from nothing and so can be
-    kept in the reference's row alone (store/logtext.py: the entry's canonical text is then
-    HEAD + that + TAIL), else None. Follows _apply's walk: only the first ref.put or ref.delete of
-    an absent reference finds it absent. A field cleared to null keeps the entry whole (the
-    reference's data leaves it out)."""
+def _plan(entries: list[cs_engine.Entry], absent: set[str]) -> list[str | None]:
+    """For each entry: None if it goes through apply_entry; otherwise it creates a reference from
+    nothing (written by new_ref_row), and the value is canonical(op["fields"]), to be kept in that
+    row alone (store/logtext.py: the entry's text is then HEAD + that + TAIL), or "" when a field
+    is cleared to null (the row's data leaves it out, so the log keeps the entry whole). Only the
+    first ref.put or ref.delete of an absent reference finds it absent, as in _apply's walk."""
     fresh = set(absent)
-    kept: list[str | None] = []
+    plan: list[str | None] = []
     for _seq, _ts, op in entries:
-        fields = None
-        if is_plain_new_ref(op, fresh) and None not in op["fields"].values():
-            fields = dumps(op["fields"])
+        step = None
+        if is_plain_new_ref(op, fresh):
+            step = "" if None in op["fields"].values() else dumps(op["fields"])
         if op["op"] in ("ref.put", "ref.delete"):
             fresh.discard(op["ref"])
-        kept.append(fields)
-    return kept
+        plan.append(step)
+    return plan
 
 
 def _absent_refs(library: Library, ids: set[str]) -> set[str]:

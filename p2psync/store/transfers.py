@@ -16,9 +16,10 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -202,6 +203,18 @@ def _registers(library: Any) -> list[tuple[str, str, str | None, list[registers.
 def _wanted(entries: list[registers.Entry]) -> dict[str, dict[str, Any]]:
     """sha256 -> manifest, for every version a register holds (all of them while in conflict)."""
     return {e[3]["sha256"]: e[3] for e in entries if isinstance(e[3], dict)}
+
+
+T = TypeVar("T")
+
+
+def travel_once(wanted: list[T], sha256: Callable[[T], str]) -> tuple[list[T], list[T]]:
+    """The same version wanted twice (one PDF attached to two references) travels once: the first
+    of each version, to fetch, and the others, to copy from it once it is in place."""
+    firsts: dict[str, T] = {}
+    for item in wanted:
+        firsts.setdefault(sha256(item), item)
+    return list(firsts.values()), [item for item in wanted if firsts[sha256(item)] is not item]
 
 
 def needs(library: Any) -> list[Need]:
