@@ -36,7 +36,6 @@ import contextlib
 import hashlib
 import json
 import os
-import selectors
 import shutil
 import signal
 import statistics
@@ -49,6 +48,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_lan import _readline, cpu_seconds  # the same pipe and /proc helpers
 
 from p2psync.model.chunking import MAX_SIZE
 from p2psync.store.library import Library
@@ -144,22 +147,6 @@ def proc_status_kb(pid: int, key: str) -> int:
     except OSError:
         pass
     return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _readline(stream: IO[bytes], limit: float) -> bytes:
-    with selectors.DefaultSelector() as selector:
-        selector.register(stream, selectors.EVENT_READ)
-        if not selector.select(limit):
-            return b""
-    return stream.readline()
 
 
 def tail(path: Path, lines: int = 15) -> str:
