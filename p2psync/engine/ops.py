@@ -39,6 +39,11 @@ from p2psync.model.devices import device_id_for, is_device_id
 from p2psync.model.groups import validate_group_name
 from p2psync.model.ids import is_id
 
+try:  # the C proof of normal form (p2psync/_speedups.c); optional, for machines with a compiler
+    from p2psync import _speedups
+except ImportError:
+    _speedups = None  # type: ignore[assignment]
+
 Op = dict[str, Any]
 State = dict[str, list[registers.Entry]]  # register name -> entries
 
@@ -64,6 +69,28 @@ MAX_OP_BYTES = 3 * 1024 * 1024  # so that one operation always fits in a change 
 
 MAX_DOTS = 10_000
 MAX_REFS_PER_OP = 10_000
+
+# The kind codes of p2psync/_speedups.c (enum kind), and the catalogue given to it once.
+_C_KINDS = {
+    catalogue.TEXT: 1,
+    catalogue.LONG: 2,
+    catalogue.PEOPLE: 3,
+    catalogue.LIST: 4,
+    catalogue.TYPE: 5,
+    catalogue.YEAR: 6,
+    catalogue.DATE: 8,
+}
+_C_DOI, _C_ADDED = 7, 9
+if _speedups is not None:
+    _speedups.configure(
+        {**{f.name: _C_KINDS[f.kind] for f in catalogue.FIELDS.values()}, "doi": _C_DOI, "added": _C_ADDED},
+        dict(catalogue.REFERENCE_TYPES),
+        catalogue.MAX_TEXT,
+        catalogue.MAX_LONG,
+        catalogue.MAX_PEOPLE,
+        catalogue.MAX_LIST_ITEMS,
+        MAX_INT,
+    )
 
 
 # --- building operations from the current state (local edits) ----------------------------------
@@ -227,8 +254,14 @@ def _check_id(value: Any) -> None:
 def _check_ref_fields(values: Any) -> None:
     if not isinstance(values, dict) or not values:
         raise InvalidValue("A ref.put operation must set at least one field.")
+    names: Any = values
+    if _speedups is not None and type(values) is dict:
+        names = _speedups.unproven_fields(values)  # None: every field proven normal, in C
+        if names is None:
+            return
     normal = catalogue.NORMAL_CHECKS
-    for name, value in values.items():
+    for name in names:
+        value = values[name]
         checker = normal.get(name)  # the common case first: a catalogue field in normal form
         if checker is not None and value is not None and checker(value):
             continue
