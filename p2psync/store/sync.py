@@ -21,7 +21,7 @@ import hashlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from p2psync.errors import InvalidValue, LibraryCorrupt
 from p2psync.model.devices import library_id_for
 from p2psync.store import logtext
 from p2psync.store.apply import apply_entry, insert_new_refs, is_plain_new_ref, new_ref_row
-from p2psync.store.db import begin_immediate, commit, write_transaction
+from p2psync.store.db import begin_immediate, bulk_journal, commit, write_transaction
 from p2psync.store.library import Library
 
 
@@ -174,8 +174,11 @@ class _Batch:
     one is rolled back alone: every change set is still applied whole or not at all. A received
     change set lost to a crash before the commit is simply fetched again by the next sync."""
 
-    def __init__(self, library: Library, meanwhile: _ReadAhead | None = None) -> None:
+    def __init__(
+        self, library: Library, meanwhile: _ReadAhead | None = None, bulk: Callable[[], bool] | None = None
+    ) -> None:
         self.db = library.db
+        self.bulk = bulk  # db.bulk_journal's switch, for a receive big enough to commit in batches
         self.deadline: float | None = None
         self.started = 0.0
         self.entries = 0
@@ -193,6 +196,8 @@ class _Batch:
         self.entries += entries
         if self.entries >= COMMIT_ENTRIES or time.monotonic() - self.started >= COMMIT_SECONDS:
             self.commit()
+            if self.bulk is not None:  # a big receive: the rest is written faster with a rollback journal
+                self.bulk()
 
     def commit(self) -> None:
         if self.deadline is not None:
@@ -226,10 +231,18 @@ def receive(library: Library, wires: Iterable[bytes], peer: str = "peer") -> Rec
     generator that waits on the network, since a batch holds the library's write lock.
     """
     report = ReceiveReport()
+    incoming = _ReadAhead(wires, library.library_id)
+    with bulk_journal(library.db) as use_rollback_journal:
+        batch = _Batch(library, incoming, use_rollback_journal)
+        _receive_all(library, incoming, batch, report, peer)
+    return report
+
+
+def _receive_all(
+    library: Library, incoming: _ReadAhead, batch: _Batch, report: ReceiveReport, peer: str
+) -> None:
     waiting: list[cs_engine.ChangeSet] = []
     blocked: set[str] = set()
-    incoming = _ReadAhead(wires, library.library_id)
-    batch = _Batch(library, incoming)
     try:
         with _gc_paused():
             for parsed in incoming:
@@ -244,7 +257,6 @@ def receive(library: Library, wires: Iterable[bytes], peer: str = "peer") -> Rec
         batch.rollback()
         raise
     report.waiting = len(waiting)
-    return report
 
 
 class _ReadAhead:
