@@ -120,3 +120,47 @@ def test_commits_in_batches(tmp_path: Path, monkeypatch: Any) -> None:
     report = receive(b, changesets_since(a, {}))
     assert report.rejected == [] and b.info()["references"] == 2500
     assert len(commits) >= 2  # the batch commits as it fills, not only at the end
+
+
+TRICKY = st.sampled_from(
+    ['","op":"ref.put","ref":"', '[1,2,{"fields":', '"seen":{}}]', "\\", '"', "é", "x"]
+)
+TRICKY_TEXT = st.lists(TRICKY, min_size=1, max_size=4).map("".join)
+OTHER_OP = st.sampled_from(
+    [
+        {"op": "group.put", "group": "gggggggggggggggg", "fields": {"name": "G"}, "seen": {}},
+        {"op": "member.add", "group": "gggggggggggggggg", "refs": ["aaaaaaaaaaaaaaaa"]},
+    ]
+)
+
+
+@settings(max_examples=200, derandomize=True)
+@given(
+    st.lists(
+        st.one_of(
+            OTHER_OP,
+            st.builds(
+                lambda n, title, people: {
+                    "op": "ref.put",
+                    "ref": f"{n:016d}".replace("0", "a").replace("1", "b")[:16],
+                    "fields": {"title": title, "authors": [{"family": people}], "abstract": title},
+                    "seen": {},
+                },
+                st.integers(0, 10**6),
+                TRICKY_TEXT,
+                TRICKY_TEXT,
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_fields_texts_cut_from_the_body_equal_their_encoding(ops: list[dict[str, Any]]) -> None:
+    from p2psync.engine import changesets as cs_engine
+
+    entries = [(seq, 1000 + seq, op) for seq, op in enumerate(ops, start=1)]
+    cs = cs_engine.build("L" * 32, DEVICE, None, {}, entries, lambda _: b"\0" * 64)
+    texts = sync._FieldsTexts(cs.body_bytes)
+    for seq, ts, op in entries:
+        if op["op"] == "ref.put":
+            assert texts.find(seq, ts, op["ref"]) == encode(op["fields"]).decode()

@@ -374,7 +374,7 @@ def _drain(
 def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     db = library.db
     absent = _absent_refs(library, {op["ref"] for _, _, op in cs.entries if op["op"] == "ref.put"})
-    plan = _plan(cs.entries, absent)
+    plan = _plan(cs, absent)
     base = int(db.execute("SELECT coalesce(max(num), 0) + 1 FROM changelog").fetchone()[0])
     db.conn.executemany(
         "INSERT INTO changelog (num, device, seq, ts, op, ref) VALUES (?, ?, ?, ?, ?, ?)",
@@ -402,7 +402,7 @@ def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     library.advance_clock(max(ts for _, ts, _ in cs.entries))
 
 
-def _plan(entries: list[cs_engine.Entry], absent: set[str]) -> list[str | None]:
+def _plan(cs: cs_engine.ChangeSet, absent: set[str]) -> list[str | None]:
     """For each entry: None if it goes through apply_entry; otherwise it creates a reference from
     nothing (written by new_ref_row), and the value is canonical(op["fields"]), to be kept in that
     row alone (store/logtext.py: the entry's text is then HEAD + that + TAIL), or "" when a field
@@ -410,14 +410,40 @@ def _plan(entries: list[cs_engine.Entry], absent: set[str]) -> list[str | None]:
     first ref.put or ref.delete of an absent reference finds it absent, as in _apply's walk."""
     fresh = set(absent)
     plan: list[str | None] = []
-    for _seq, _ts, op in entries:
+    texts = _FieldsTexts(cs.body_bytes)
+    for seq, ts, op in cs.entries:
         step = None
         if is_plain_new_ref(op, fresh):
-            step = "" if None in op["fields"].values() else dumps(op["fields"])
+            step = "" if None in op["fields"].values() else texts.find(seq, ts, op["ref"])
         if op["op"] in ("ref.put", "ref.delete"):
             fresh.discard(op["ref"])
         plan.append(step)
     return plan
+
+
+_TAIL_BEFORE_ID = logtext.TAIL_BEFORE_ID.encode()
+_TAIL_AFTER_ID = logtext.TAIL_AFTER_ID.encode() + b"]"
+
+
+class _FieldsTexts:
+    """canonical(op["fields"]) of a plain new reference's entry, cut out of the change set's
+    canonical body instead of encoding the fields again (a fifth of a megabyte per 100 entries).
+
+    In the body, that entry is exactly [seq,ts,{"fields":F,"op":"ref.put","ref":"ID","seen":{}}]
+    (keys in sorted order), entries in order. Neither marker can occur inside F: quotes inside
+    strings are escaped, and the checked fields hold no object with an "op" key and no list of
+    numbers. The search only moves forward, so a change set is read once."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.at = 0
+
+    def find(self, seq: int, ts: int, ref: str) -> str:
+        head = b'[%d,%d,{"fields":' % (seq, ts)
+        start = self.body.index(head, self.at) + len(head)
+        end = self.body.index(_TAIL_BEFORE_ID + ref.encode() + _TAIL_AFTER_ID, start)
+        self.at = end
+        return self.body[start:end].decode("utf-8")
 
 
 def _absent_refs(library: Library, ids: set[str]) -> set[str]:
