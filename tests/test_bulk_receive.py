@@ -164,3 +164,17 @@ def test_fields_texts_cut_from_the_body_equal_their_encoding(ops: list[dict[str,
     for seq, ts, op in entries:
         if op["op"] == "ref.put":
             assert texts.find(seq, ts, op["ref"]) == encode(op["fields"]).decode()
+
+
+def test_seal_refuses_a_log_with_a_gap_and_seals_nothing(tmp_path: Path) -> None:
+    import pytest
+
+    from p2psync.errors import LibraryCorrupt
+
+    a = founded(tmp_path / "a")
+    a.add_references([{"title": f"r{i}"} for i in range(30)])
+    before = a.db.execute("SELECT count(*) FROM changesets").fetchone()[0]
+    a.db.execute("DELETE FROM changelog WHERE device = ? AND seq = 10", [a.device_id])
+    with pytest.raises(LibraryCorrupt, match="missing entries"):
+        seal(a)
+    assert a.db.execute("SELECT count(*) FROM changesets").fetchone()[0] == before

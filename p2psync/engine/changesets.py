@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -110,19 +110,26 @@ def split_by_cost(
 ) -> list[list[T]]:
     """The splitting rule: an entry costs its operation's canonical UTF-8 length + 32 bytes; a new
     piece starts when the current one holds max_entries or would pass target_bytes."""
-    pieces: list[list[T]] = []
+    pieces = split_stream(zip(items, op_bytes, strict=True), lambda pair: pair[1], max_entries, target_bytes)
+    return [[item for item, _ in piece] for piece in pieces]
+
+
+def split_stream(
+    items: Iterable[T], op_bytes: Callable[[T], int], max_entries: int = MAX_ENTRIES, target_bytes: int = TARGET_BYTES
+) -> Iterator[list[T]]:
+    """split_by_cost as it reads: each piece is yielded once the next item does not fit, so a
+    sealer holds one piece in memory, not the whole backlog."""
     current: list[T] = []
     size = 0
-    for item, length in zip(items, op_bytes, strict=True):
-        cost = length + 32
+    for item in items:
+        cost = op_bytes(item) + 32
         if current and (len(current) >= max_entries or size + cost > target_bytes):
-            pieces.append(current)
+            yield current
             current, size = [], 0
         current.append(item)
         size += cost
     if current:
-        pieces.append(current)
-    return pieces
+        yield current
 
 
 def entry_item(seq: int, ts: int, op_bytes: bytes) -> bytes:

@@ -54,23 +54,29 @@ def unsealed_count(library: Library) -> int:
 def seal(library: Library) -> int:
     """Cut this device's unsealed entries into signed change sets; return how many were made.
 
-    The body is put together from the operations' canonical texts as the log stores them (the
-    entries are concatenated by SQLite), so sealing a large import costs a signature per change
-    set, not a re-encoding of every entry.
+    The body is put together from the operations' canonical texts as the log stores them, read
+    in one pass, so sealing a large import costs a signature per change set, not a re-encoding
+    of every entry.
     """
     identity = library.identity()
     made = 0
     with write_transaction(library.db):
         vv = version_vector(library)
         head = _chain_heads(library).get(library.device_id)
-        sizes = library.db.execute(
-            f"SELECT c.seq, length(CAST({logtext.OP_TEXT} AS BLOB)) FROM {logtext.LOG_ROWS} "
+        sealed = vv.get(library.device_id, 0)
+        rows = library.db.execute(
+            f"SELECT c.seq, c.ts, CAST({logtext.OP_TEXT} AS BLOB) FROM {logtext.LOG_ROWS} "
             "WHERE c.device = ? AND c.seq > ? ORDER BY c.seq",
-            [library.device_id, vv.get(library.device_id, 0)],
-        ).fetchall()
-        for piece in cs_engine.split_by_cost(sizes, [size for _, size in sizes]):
+            [library.device_id, sealed],
+        )  # read once, as the pieces are cut: one piece in memory at a time
+        for piece in cs_engine.split_stream(rows, lambda row: len(row[2] or b"")):
             first, last = piece[0][0], piece[-1][0]
-            items = _entry_items(library, library.device_id, first, last)
+            if first != sealed + 1 or last - first + 1 != len(piece) or any(op is None for _, _, op in piece):
+                raise LibraryCorrupt(
+                    f"The change log of device {library.device_id[:7]} is missing entries; restore from a backup."
+                )
+            sealed = last
+            items = [cs_engine.entry_item(seq, ts, op) for seq, ts, op in piece]
             body = cs_engine.assemble_body(library.library_id, library.device_id, head, vv, items)
             if len(body) > cs_engine.MAX_BYTES - 200:  # cannot happen within the op and deps limits
                 raise InvalidValue("A change is too large to sync; shorten the longest field and try again.")
