@@ -14,6 +14,13 @@
    only has to be sound: it may never prove a value that Python would refuse.
    tests/test_speedups.py holds it to exact agreement with the Python checks.
 
+       proven_ref_puts(entries, first) -> int
+
+   How many leading entries of a change set body are [seq, ts, op] with seq = first, first + 1,
+   ..., a timestamp in range, and op a ref.put with a valid id, fields proven as above and an
+   empty "seen" (a reference created from nothing: nearly every entry of a first sync). Python
+   checks the rest of the entries in full (engine/changesets.parse).
+
    configure() is called once, by model/fields.py, with the catalogue (field name -> kind code)
    and the limits, so that the catalogue is written down once, in Python.
 
@@ -29,7 +36,8 @@ static PyObject *kinds = NULL;      /* dict: field name -> kind code */
 static PyObject *types = NULL;      /* dict: reference type key -> label */
 static PyObject *key_family = NULL, *key_given = NULL, *key_literal = NULL;
 static Py_ssize_t max_text, max_long, max_people, max_list;
-static long long max_int;
+static long long max_int, max_ts;
+static PyObject *key_op = NULL, *key_ref = NULL, *key_fields = NULL, *key_seen = NULL, *ref_put = NULL;
 
 /* ASCII white space: \t \n \v \f \r, the separators \x1c-\x1f, and the space. */
 static int ascii_white(unsigned char c) { return (unsigned)(c - 9) < 5u || (unsigned)(c - 28) < 5u; }
@@ -325,13 +333,95 @@ error:
     return NULL;
 }
 
+/* An exact int in 0..limit (changesets._is_count, with MAX_TS as the limit). */
+static int count_upto(PyObject *v, long long limit, long long *out)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    *out = x;
+    return !overflow && x >= 0 && x <= limit;
+}
+
+/* An object id: exactly 16 characters of [a-z2-7] (model/ids.ID_PATTERN). */
+static int is_object_id(PyObject *v)
+{
+    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v) || PyUnicode_GET_LENGTH(v) != 16)
+        return 0;
+    const unsigned char *p = PyUnicode_1BYTE_DATA(v);
+    for (int i = 0; i < 16; i++) {
+        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '2' && p[i] <= '7')))
+            return 0;
+    }
+    return 1;
+}
+
+/* 1 if item is [expected, ts, {"fields", "op": "ref.put", "ref", "seen": {}}], all proven. */
+static int proven_ref_put(PyObject *item, long long expected)
+{
+    long long number;
+    if (!PyList_CheckExact(item) || PyList_GET_SIZE(item) != 3)
+        return 0;
+    int ok = count_upto(PyList_GET_ITEM(item, 0), max_ts, &number);
+    if (ok <= 0 || number != expected)
+        return ok < 0 ? -1 : 0;
+    ok = count_upto(PyList_GET_ITEM(item, 1), max_ts, &number);
+    if (ok <= 0)
+        return ok;
+    PyObject *op = PyList_GET_ITEM(item, 2);
+    if (!PyDict_CheckExact(op) || PyDict_GET_SIZE(op) != 4)
+        return 0;
+    PyObject *kind = PyDict_GetItemWithError(op, key_op);
+    PyObject *ref = kind ? PyDict_GetItemWithError(op, key_ref) : NULL;
+    PyObject *fields = ref ? PyDict_GetItemWithError(op, key_fields) : NULL;
+    PyObject *seen = fields ? PyDict_GetItemWithError(op, key_seen) : NULL;
+    if (seen == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyUnicode_CheckExact(kind) || PyUnicode_Compare(kind, ref_put) != 0)
+        return 0;
+    if (!is_object_id(ref) || !PyDict_CheckExact(seen) || PyDict_GET_SIZE(seen) != 0)
+        return 0;
+    if (!PyDict_CheckExact(fields) || PyDict_GET_SIZE(fields) == 0)
+        return 0;
+    PyObject *unproven = unproven_fields(NULL, fields);
+    if (unproven == NULL)
+        return -1;
+    ok = unproven == Py_None;
+    Py_DECREF(unproven);
+    return ok;
+}
+
+static PyObject *proven_ref_puts(PyObject *module, PyObject *args)
+{
+    PyObject *entries;
+    long long first;
+    if (!PyArg_ParseTuple(args, "O!L", &PyList_Type, &entries, &first))
+        return NULL;
+    if (kinds == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "p2psync._speedups.configure() was not called");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(entries), i = 0;
+    for (; i < n; i++) {
+        int ok = proven_ref_put(PyList_GET_ITEM(entries, i), first + i);
+        if (ok < 0)
+            return NULL;
+        if (!ok)
+            break;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyObject *configure(PyObject *module, PyObject *args)
 {
     PyObject *new_kinds, *new_types;
     Py_ssize_t text, long_, people, list;
-    long long integer;
-    if (!PyArg_ParseTuple(args, "O!O!nnnnL", &PyDict_Type, &new_kinds, &PyDict_Type, &new_types, &text, &long_,
-                          &people, &list, &integer))
+    long long integer, ts;
+    if (!PyArg_ParseTuple(args, "O!O!nnnnLL", &PyDict_Type, &new_kinds, &PyDict_Type, &new_types, &text, &long_,
+                          &people, &list, &integer, &ts))
         return NULL;
     Py_INCREF(new_kinds);
     Py_INCREF(new_types);
@@ -342,6 +432,7 @@ static PyObject *configure(PyObject *module, PyObject *args)
     max_people = people;
     max_list = list;
     max_int = integer;
+    max_ts = ts;
     Py_RETURN_NONE;
 }
 
@@ -349,7 +440,9 @@ static PyMethodDef methods[] = {
     {"unproven_fields", unproven_fields, METH_O,
      "unproven_fields(fields) -> None if every field is proven in normal form, else the names not proven."},
     {"configure", configure, METH_VARARGS,
-     "configure(kinds, types, max_text, max_long, max_people, max_list, max_int): the catalogue and limits."},
+     "configure(kinds, types, max_text, max_long, max_people, max_list, max_int, max_ts): catalogue, limits."},
+    {"proven_ref_puts", proven_ref_puts, METH_VARARGS,
+     "proven_ref_puts(entries, first) -> how many leading entries are proven ref.puts of new references."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -362,7 +455,13 @@ PyMODINIT_FUNC PyInit__speedups(void)
     key_family = PyUnicode_InternFromString("family");
     key_given = PyUnicode_InternFromString("given");
     key_literal = PyUnicode_InternFromString("literal");
-    if (key_family == NULL || key_given == NULL || key_literal == NULL)
+    key_op = PyUnicode_InternFromString("op");
+    key_ref = PyUnicode_InternFromString("ref");
+    key_fields = PyUnicode_InternFromString("fields");
+    key_seen = PyUnicode_InternFromString("seen");
+    ref_put = PyUnicode_InternFromString("ref.put");
+    if (key_family == NULL || key_given == NULL || key_literal == NULL || key_op == NULL || key_ref == NULL ||
+        key_fields == NULL || key_seen == NULL || ref_put == NULL)
         return NULL;
     return PyModule_Create(&module_def);
 }

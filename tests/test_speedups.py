@@ -107,3 +107,114 @@ def test_ops_check_gives_the_same_verdict_without_it(values: dict[str, Any]) -> 
 def test_refuses_what_is_not_a_dict() -> None:
     with pytest.raises(TypeError):
         speedups.unproven_fields([("title", "x")])  # type: ignore[arg-type]
+
+
+# --- whole entries: changesets.parse with and without the C proof of leading ref.puts ----------
+
+DEVICE = "D" * 32
+REF = st.sampled_from(["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbb27", "aaaaaaaaaaaaaaa8", "AAAAAAAAAAAAAAAA", "short", 7])
+GOOD_FIELDS = st.fixed_dictionaries(
+    {"type": st.just("book"), "title": st.sampled_from(["A title", "Zoë"])},
+    optional={"added": st.integers(0, 2**53), "year": st.just("2020")},
+)
+REF_PUT = st.fixed_dictionaries(
+    {
+        "op": st.sampled_from(["ref.put", "ref.put", "ref.delete", "group.put", 5]),
+        "ref": REF,
+        "fields": GOOD_FIELDS | st.dictionaries(NAMES, VALUE | st.none(), max_size=2),
+        "seen": st.just({}) | st.just({"title": [[DEVICE, 1]]}) | st.just([]),
+    },
+    optional={"extra": st.just(1)},
+)
+
+
+VALID_REF_PUT = st.builds(
+    lambda ref, fields: {"op": "ref.put", "ref": ref, "fields": fields, "seen": {}},
+    st.sampled_from(["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbb27"]),
+    GOOD_FIELDS,
+)
+
+
+@st.composite
+def entry_lists(draw: Any) -> list[Any]:
+    # Mostly valid ref.puts, so that runs of proven entries end at every kind of flaw.
+    op_strategy = st.sampled_from(["valid"] * 6 + ["any", "value"])
+    kinds = draw(st.lists(op_strategy, min_size=1, max_size=6))
+    ops_ = [draw(VALID_REF_PUT if k == "valid" else REF_PUT if k == "any" else VALUE) for k in kinds]
+    entries: list[Any] = []
+    for seq, op in enumerate(ops_, start=1):
+        shape = draw(st.sampled_from(["good"] * 8 + ["seq", "ts", "bool", "short", "tuple", "big"]))
+        ts = 1000 + seq
+        item: Any = [seq, ts, op]
+        if shape == "seq":
+            item = [seq + 1, ts, op]
+        elif shape == "ts":
+            item = [seq, -1, op]
+        elif shape == "bool":
+            item = [True if seq == 1 else seq, ts, op]
+        elif shape == "short":
+            item = [seq, ts]
+        elif shape == "tuple":
+            item = {"seq": seq}
+        elif shape == "big":
+            item = [seq, 2**53 + 1, op]
+        entries.append(item)
+    return entries
+
+
+@settings(max_examples=1500, derandomize=True)
+@given(entry_lists())
+def test_parse_gives_the_same_result_without_it(entries: list[Any]) -> None:
+    import base64
+
+    from p2psync.engine import changesets
+    from p2psync.engine.canonical import encode
+
+    body = {"v": changesets.VERSION, "lib": "L" * 32, "author": DEVICE, "seq": [1, len(entries)], "prev": None}
+    body |= {"deps": {}, "entries": entries}
+    try:
+        wire = encode({"body": body, "sig": base64.b64encode(b"\0" * 64).decode()})
+    except TypeError:  # a value JSON cannot hold (a tuple key, say): nothing to parse
+        return
+
+    def outcome() -> Any:
+        try:
+            cs = changesets.parse(wire, "L" * 32)
+        except changesets.ChangeSetRejected as exc:
+            return (exc.reason, exc.message)
+        return (cs.entries, cs.body_bytes)
+
+    with_c = outcome()
+    saved = ops._speedups
+    ops._speedups = None
+    try:
+        assert outcome() == with_c
+    finally:
+        ops._speedups = saved
+
+
+def test_a_run_of_proven_entries_ends_at_the_first_flaw() -> None:
+    good = {"op": "ref.put", "ref": "a" * 16, "fields": {"type": "book", "title": "T"}, "seen": {}}
+    flawed = [
+        {**good, "seen": {"title": [["D" * 32, 1]]}},  # has seen something: Python checks causality
+        {**good, "ref": "A" * 16},
+        {**good, "fields": {"type": "book", "date": "2020-13-01"}},
+        {**good, "fields": {"type": "book", "title": " T"}},
+        {**good, "extra": 1},
+        {**good, "op": "ref.delete"},
+    ]
+    for flaw in flawed:
+        entries = [[1, 5, good], [2, 5, good], [3, 5, flaw], [4, 5, good]]
+        assert speedups.proven_ref_puts(entries, 1) == 2, flaw
+    assert speedups.proven_ref_puts([[1, 5, good], [2, 5, good]], 1) == 2
+    assert speedups.proven_ref_puts([[1, 5, good]], 2) == 0  # the body says it starts at 2
+
+
+def test_max_ts_given_to_c_is_the_engine_limit() -> None:
+    from p2psync.engine import changesets
+
+    ok = [[1, changesets.MAX_TS, {"op": "ref.put", "ref": "a" * 16, "fields": {"type": "book"}, "seen": {}}]]
+    over = [[1, changesets.MAX_TS + 1, ok[0][2]]]
+    assert speedups.proven_ref_puts(ok, 1) == 1
+    assert speedups.proven_ref_puts(over, 1) == 0
+    assert speedups.proven_ref_puts(ok * 2, 1) == 1  # the second one's seq is not 2

@@ -90,6 +90,7 @@ if _speedups is not None:
         catalogue.MAX_PEOPLE,
         catalogue.MAX_LIST_ITEMS,
         MAX_INT,
+        2**53,  # changesets.MAX_TS (tests/test_speedups.py holds them equal)
     )
 
 

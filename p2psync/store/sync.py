@@ -91,15 +91,15 @@ def seal(library: Library) -> int:
 
 
 def _entry_items(library: Library, author: str, first: int, last: int) -> list[bytes]:
-    """The entries [seq, ts, op] of a change set as canonical bytes, made by SQLite from the log."""
+    """The entries [seq, ts, op] of a change set as canonical bytes, from the log's texts."""
     rows = library.db.execute(
-        f"SELECT CAST('[' || c.seq || ',' || c.ts || ',' || {logtext.OP_TEXT} || ']' AS BLOB) FROM {logtext.LOG_ROWS} "
+        f"SELECT c.seq, c.ts, CAST({logtext.OP_TEXT} AS BLOB) FROM {logtext.LOG_ROWS} "
         "WHERE c.device = ? AND c.seq BETWEEN ? AND ? ORDER BY c.seq",
         [author, first, last],
     ).fetchall()
-    if len(rows) != last - first + 1 or None in (row[0] for row in rows):
+    if len(rows) != last - first + 1 or any(op is None for _, _, op in rows):
         raise LibraryCorrupt(f"The change log of device {author[:7]} is missing entries; restore from a backup.")
-    return [row[0] for row in rows]
+    return [cs_engine.entry_item(seq, ts, op) for seq, ts, op in rows]
 
 
 def _store_header(
