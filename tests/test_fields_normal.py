@@ -44,3 +44,11 @@ def reference(name: str, value: Any) -> bool:
 @given(st.sampled_from(sorted(FIELDS)), VALUE)
 def test_is_normal_agrees_with_validate(name: str, value: Any) -> None:
     assert is_normal(name, value) == reference(name, value), (name, value)
+
+
+def test_the_c_speedups_are_built_here() -> None:
+    # tests/test_speedups.py skips without the extension; the first-sync figures count on it, so a
+    # failed build (no C compiler, a compile error) must fail the suite here.
+    from p2psync.engine import ops
+
+    assert ops._speedups is not None, "p2psync/_speedups.c was not built: is a C compiler installed?"
