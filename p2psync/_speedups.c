@@ -152,32 +152,30 @@ static int normal_person(PyObject *p)
     return normal_part(given);
 }
 
-static int normal_people(PyObject *v)
+/* A list of 1..limit items that each pass check: 1, or the first 0 (or -1, an error) it gives. */
+static int list_of(PyObject *v, Py_ssize_t limit, int (*check)(PyObject *))
 {
     if (!PyList_CheckExact(v))
         return 0;
     Py_ssize_t n = PyList_GET_SIZE(v);
-    if (n == 0 || n > max_people)
+    if (n == 0 || n > limit)
         return 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        int ok = normal_person(PyList_GET_ITEM(v, i));
+        int ok = check(PyList_GET_ITEM(v, i));
         if (ok <= 0)
             return ok;
     }
     return 1;
 }
 
+static int normal_people(PyObject *v) { return list_of(v, max_people, normal_person); }
+
 static int normal_list(PyObject *v)
 {
-    if (!PyList_CheckExact(v))
-        return 0;
+    int ok = list_of(v, max_list, normal_text);
+    if (ok <= 0)
+        return ok;
     Py_ssize_t n = PyList_GET_SIZE(v);
-    if (n == 0 || n > max_list)
-        return 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!normal_text(PyList_GET_ITEM(v, i)))
-            return 0;
-    }
     if (n == 1)
         return 1;
     PyObject *unique = PySet_New(v); /* no item twice */
