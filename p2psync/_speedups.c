@@ -36,7 +36,7 @@ static PyObject *kinds = NULL;      /* dict: field name -> kind code */
 static PyObject *types = NULL;      /* dict: reference type key -> label */
 static PyObject *key_family = NULL, *key_given = NULL, *key_literal = NULL;
 static Py_ssize_t max_text, max_long, max_people, max_list;
-static long long max_int, max_ts;
+static long long max_int; /* ops.MAX_INT, also the limit of sequence numbers and times */
 static PyObject *key_op = NULL, *key_ref = NULL, *key_fields = NULL, *key_seen = NULL, *ref_put = NULL;
 
 /* ASCII white space: \t \n \v \f \r, the separators \x1c-\x1f, and the space. */
@@ -264,8 +264,8 @@ static int normal_date(PyObject *v)
     return 1;
 }
 
-/* The added time: an exact int (not a bool) in 0..max_int. */
-static int normal_added(PyObject *v)
+/* An exact int (not a bool) in 0..limit, stored in *out: 1, 0 if not, -1 on error. */
+static int count_upto(PyObject *v, long long limit, long long *out)
 {
     if (!PyLong_CheckExact(v))
         return 0;
@@ -273,7 +273,15 @@ static int normal_added(PyObject *v)
     long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
     if (x == -1 && PyErr_Occurred())
         return -1;
-    return !overflow && x >= 0 && x <= max_int;
+    *out = x;
+    return !overflow && x >= 0 && x <= limit;
+}
+
+/* The added time: a count of milliseconds (ops._check_ref_fields). */
+static int normal_added(PyObject *v)
+{
+    long long x;
+    return count_upto(v, max_int, &x);
 }
 
 /* 1 if value is proven normal for a field of this kind, 0 if not proven, -1 on error. */
@@ -331,19 +339,6 @@ error:
     return NULL;
 }
 
-/* An exact int in 0..limit (changesets._is_count, with MAX_TS as the limit). */
-static int count_upto(PyObject *v, long long limit, long long *out)
-{
-    if (!PyLong_CheckExact(v))
-        return 0;
-    int overflow = 0;
-    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-    if (x == -1 && PyErr_Occurred())
-        return -1;
-    *out = x;
-    return !overflow && x >= 0 && x <= limit;
-}
-
 /* An object id: exactly 16 characters of [a-z2-7] (model/ids.ID_PATTERN). */
 static int is_object_id(PyObject *v)
 {
@@ -363,10 +358,10 @@ static int proven_ref_put(PyObject *item, long long expected)
     long long number;
     if (!PyList_CheckExact(item) || PyList_GET_SIZE(item) != 3)
         return 0;
-    int ok = count_upto(PyList_GET_ITEM(item, 0), max_ts, &number);
+    int ok = count_upto(PyList_GET_ITEM(item, 0), max_int, &number);
     if (ok <= 0 || number != expected)
         return ok < 0 ? -1 : 0;
-    ok = count_upto(PyList_GET_ITEM(item, 1), max_ts, &number);
+    ok = count_upto(PyList_GET_ITEM(item, 1), max_int, &number);
     if (ok <= 0)
         return ok;
     PyObject *op = PyList_GET_ITEM(item, 2);
@@ -417,9 +412,9 @@ static PyObject *configure(PyObject *module, PyObject *args)
 {
     PyObject *new_kinds, *new_types;
     Py_ssize_t text, long_, people, list;
-    long long integer, ts;
-    if (!PyArg_ParseTuple(args, "O!O!nnnnLL", &PyDict_Type, &new_kinds, &PyDict_Type, &new_types, &text, &long_,
-                          &people, &list, &integer, &ts))
+    long long integer;
+    if (!PyArg_ParseTuple(args, "O!O!nnnnL", &PyDict_Type, &new_kinds, &PyDict_Type, &new_types, &text, &long_,
+                          &people, &list, &integer))
         return NULL;
     Py_INCREF(new_kinds);
     Py_INCREF(new_types);
@@ -430,7 +425,6 @@ static PyObject *configure(PyObject *module, PyObject *args)
     max_people = people;
     max_list = list;
     max_int = integer;
-    max_ts = ts;
     Py_RETURN_NONE;
 }
 
@@ -438,7 +432,7 @@ static PyMethodDef methods[] = {
     {"unproven_fields", unproven_fields, METH_O,
      "unproven_fields(fields) -> None if every field is proven in normal form, else the names not proven."},
     {"configure", configure, METH_VARARGS,
-     "configure(kinds, types, max_text, max_long, max_people, max_list, max_int, max_ts): catalogue, limits."},
+     "configure(kinds, types, max_text, max_long, max_people, max_list, max_int): the catalogue and limits."},
     {"proven_ref_puts", proven_ref_puts, METH_VARARGS,
      "proven_ref_puts(entries, first) -> how many leading entries are proven ref.puts of new references."},
     {NULL, NULL, 0, NULL},

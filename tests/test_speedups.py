@@ -4,13 +4,16 @@ agree exactly with the Python checks it stands in for (fields.NORMAL_CHECKS and 
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2psync.engine import ops
+from p2psync.engine import changesets, ops
+from p2psync.engine.canonical import encode
 from p2psync.errors import InvalidInput
 from p2psync.model.fields import FIELDS, MAX_LONG, MAX_TEXT, NORMAL_CHECKS
 
@@ -65,6 +68,17 @@ def python_proves(name: str, value: Any) -> bool:
     return checker is not None and checker(value)
 
 
+def assert_same_without_c(outcome: Callable[[], Any]) -> None:
+    """outcome() gives the same with the C proof as with the Python checks alone."""
+    with_c = outcome()
+    saved = ops._speedups
+    ops._speedups = None
+    try:
+        assert outcome() == with_c
+    finally:
+        ops._speedups = saved
+
+
 @settings(max_examples=6000, derandomize=True)
 @given(NAMES, VALUE | st.none())
 def test_proves_exactly_what_python_accepts(name: str, value: Any) -> None:
@@ -92,13 +106,7 @@ def test_ops_check_gives_the_same_verdict_without_it(values: dict[str, Any]) -> 
             return str(exc)
         return "ok"
 
-    with_c = verdict()
-    saved = ops._speedups
-    ops._speedups = None
-    try:
-        assert verdict() == with_c
-    finally:
-        ops._speedups = saved
+    assert_same_without_c(verdict)
 
 
 def test_refuses_what_is_not_a_dict() -> None:
@@ -162,11 +170,6 @@ def entry_lists(draw: Any) -> list[Any]:
 @settings(max_examples=1500, derandomize=True)
 @given(entry_lists())
 def test_parse_gives_the_same_result_without_it(entries: list[Any]) -> None:
-    import base64
-
-    from p2psync.engine import changesets
-    from p2psync.engine.canonical import encode
-
     body = {"v": changesets.VERSION, "lib": "L" * 32, "author": DEVICE, "seq": [1, len(entries)], "prev": None}
     body |= {"deps": {}, "entries": entries}
     try:
@@ -181,13 +184,7 @@ def test_parse_gives_the_same_result_without_it(entries: list[Any]) -> None:
             return (exc.reason, exc.message)
         return (cs.entries, cs.body_bytes)
 
-    with_c = outcome()
-    saved = ops._speedups
-    ops._speedups = None
-    try:
-        assert outcome() == with_c
-    finally:
-        ops._speedups = saved
+    assert_same_without_c(outcome)
 
 
 def test_a_run_of_proven_entries_ends_at_the_first_flaw() -> None:
@@ -208,8 +205,6 @@ def test_a_run_of_proven_entries_ends_at_the_first_flaw() -> None:
 
 
 def test_max_ts_given_to_c_is_the_engine_limit() -> None:
-    from p2psync.engine import changesets
-
     ok = [[1, changesets.MAX_TS, {"op": "ref.put", "ref": "a" * 16, "fields": {"type": "book"}, "seen": {}}]]
     over = [[1, changesets.MAX_TS + 1, ok[0][2]]]
     assert speedups.proven_ref_puts(ok, 1) == 1

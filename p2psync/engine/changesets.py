@@ -34,7 +34,7 @@ MAX_ENTRIES = 1_000  # per change set
 MAX_BYTES = 4 * 1024 * 1024  # one change set on the wire
 TARGET_BYTES = 1024 * 1024  # what a sealer aims for; MAX_BYTES leaves room for one huge entry
 MAX_DEPS = 10_000
-MAX_TS = 2**53  # timestamps are integers JSON can carry exactly
+MAX_TS = ops.MAX_INT  # timestamps are integers JSON can carry exactly
 
 Entry = tuple[int, int, dict[str, Any]]  # seq, ts, op
 Signer = Callable[[bytes], bytes]

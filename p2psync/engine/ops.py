@@ -89,8 +89,7 @@ if _speedups is not None:
         catalogue.MAX_LONG,
         catalogue.MAX_PEOPLE,
         catalogue.MAX_LIST_ITEMS,
-        MAX_INT,
-        2**53,  # changesets.MAX_TS (tests/test_speedups.py holds them equal)
+        MAX_INT,  # also changesets.MAX_TS, the limit of sequence numbers and times
     )
 
 

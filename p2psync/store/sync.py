@@ -63,20 +63,12 @@ def seal(library: Library) -> int:
     with write_transaction(library.db):
         vv = version_vector(library)
         head = _chain_heads(library).get(library.device_id)
-        sealed = vv.get(library.device_id, 0)
-        rows = library.db.execute(
-            f"SELECT c.seq, c.ts, CAST({logtext.OP_TEXT} AS BLOB) FROM {logtext.LOG_ROWS} "
-            "WHERE c.device = ? AND c.seq > ? ORDER BY c.seq",
-            [library.device_id, sealed],
-        )  # read once, as the pieces are cut: one piece in memory at a time
+        first = vv.get(library.device_id, 0) + 1
+        # Read once, as the pieces are cut: one piece in memory at a time.
+        rows = library.db.execute(_LOG_ENTRIES, [library.device_id, first, cs_engine.MAX_TS])
         for piece in cs_engine.split_stream(rows, lambda row: len(row[2] or b"")):
-            first, last = piece[0][0], piece[-1][0]
-            if first != sealed + 1 or last - first + 1 != len(piece) or any(op is None for _, _, op in piece):
-                raise LibraryCorrupt(
-                    f"The change log of device {library.device_id[:7]} is missing entries; restore from a backup."
-                )
-            sealed = last
-            items = [cs_engine.entry_item(seq, ts, op) for seq, ts, op in piece]
+            last = piece[-1][0]
+            items = _items(library.device_id, first, last, piece)
             body = cs_engine.assemble_body(library.library_id, library.device_id, head, vv, items)
             if len(body) > cs_engine.MAX_BYTES - 200:  # cannot happen within the op and deps limits
                 raise InvalidValue("A change is too large to sync; shorten the longest field and try again.")
@@ -86,17 +78,26 @@ def seal(library: Library) -> int:
             deps = {d: s for d, s in vv.items() if d != library.device_id and s > 0}
             _store_header(library, library.device_id, first, last, cs_id, head, deps, signature)
             head = cs_id
+            first = last + 1
             made += 1
     return made
 
 
+# A device's log entries [first, last] as (seq, ts, canonical op bytes), in order.
+_LOG_ENTRIES = (
+    f"SELECT c.seq, c.ts, CAST({logtext.OP_TEXT} AS BLOB) FROM {logtext.LOG_ROWS} "
+    "WHERE c.device = ? AND c.seq BETWEEN ? AND ? ORDER BY c.seq"
+)
+
+
 def _entry_items(library: Library, author: str, first: int, last: int) -> list[bytes]:
     """The entries [seq, ts, op] of a change set as canonical bytes, from the log's texts."""
-    rows = library.db.execute(
-        f"SELECT c.seq, c.ts, CAST({logtext.OP_TEXT} AS BLOB) FROM {logtext.LOG_ROWS} "
-        "WHERE c.device = ? AND c.seq BETWEEN ? AND ? ORDER BY c.seq",
-        [author, first, last],
-    ).fetchall()
+    return _items(author, first, last, library.db.execute(_LOG_ENTRIES, [author, first, last]).fetchall())
+
+
+def _items(author: str, first: int, last: int, rows: list[Any]) -> list[bytes]:
+    """Entry items from _LOG_ENTRIES rows that must be exactly seq first..last (sequence numbers
+    are unique per device, so the count says none is missing)."""
     if len(rows) != last - first + 1 or any(op is None for _, _, op in rows):
         raise LibraryCorrupt(f"The change log of device {author[:7]} is missing entries; restore from a backup.")
     return [cs_engine.entry_item(seq, ts, op) for seq, ts, op in rows]
