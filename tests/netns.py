@@ -291,6 +291,14 @@ class Lab:
             if done.returncode != 0:
                 raise LabError(f"tc netem {spec!r} on machine {i}: {done.stderr.strip()}")
 
+    def limit_rate(self, i: int, rate: str | None) -> bool:
+        """Limit what machine i sends to `rate` (e.g. "30mbit") with a token bucket; None lifts the
+        limit. False where the kernel has no tbf qdisc (then nothing is limited)."""
+        tc = ["tc", "qdisc", "del" if rate is None else "add", "dev", "eth0", "root"]
+        if rate is not None:
+            tc += ["tbf", "rate", rate, "burst", "256kb", "latency", "100ms"]
+        return self.run(i, tc, timeout=10).returncode == 0
+
     def close(self) -> None:
         """End the processes this lab started and delete its namespaces (idempotent)."""
         self._finalizer()

@@ -359,22 +359,13 @@ class LabDaemon:
         return self.out.stderr_text(60)
 
 
-def shape(net: Lab, machine: int, rate: str | None) -> bool:
-    """Limit what a machine sends to `rate` with a token bucket (None: no limit again). False where
-    the kernel has no tbf qdisc: the transfer is then merely fast, and the 2 ms polling still works."""
-    tc = ["tc", "qdisc", "del" if rate is None else "add", "dev", "eth0", "root"]
-    if rate is not None:
-        tc += ["tbf", "rate", rate, "burst", "256kb", "latency", "100ms"]
-    return net.run(machine, tc, timeout=10).returncode == 0
-
-
 @pytest.mark.slow
 def test_cable_cut_mid_file_fails_in_words_then_resumes_after_healing(
     lab: Callable[[int], Lab], tmp_path: Path
 ) -> None:
     net = lab(2)
     s = Setup(tmp_path, 64 * 1000 * 1000)
-    shaped = shape(net, 1, "200mbit")  # ~2.5 s for the file on the lab's LAN: the cut lands well inside it
+    shaped = net.limit_rate(1, "200mbit")  # ~2.5 s for the file on the lab's LAN: the cut lands well inside it
     a = LabDaemon(net, 1, s.pa)
 
     def on_machine_2(argv: list[str], **options: Any) -> subprocess.Popen[Any]:
@@ -405,7 +396,7 @@ def test_cable_cut_mid_file_fails_in_words_then_resumes_after_healing(
     assert listed["partial_bytes"] > 0, listed
     net.heal(1)
     if shaped:
-        shape(net, 1, None)
+        net.limit_rate(1, None)
     code2, report2, err2 = SyncRun(s, a.address, on_machine_2).finish(limit=30)
     assert code2 == 0, err2
     check_resumed(s, report2, held)

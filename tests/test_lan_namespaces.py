@@ -278,6 +278,9 @@ def test_cable_cut_during_a_large_first_sync_then_sync_again(lab: Callable[[int]
         assert not peer_store.remembered_addresses(lb)  # B has never reached A anywhere
     small_socket_buffers(net, 1)
     small_socket_buffers(net, 2)
+    # A sends at 30 Mbit/s (~3.7 MB/s), so the transfer takes ~6 s whatever the CPUs' speed: a
+    # receiver that applies fast cannot have taken in the rest before the cut below.
+    assert net.limit_rate(1, "30mbit"), "this test needs the kernel's tbf qdisc (tc)"
     a = Daemon(net, 1, pa)
     # No --address: B finds A on the LAN (the one-shot sync looks there for up to ~2 s).
     first = JsonLines(net.popen(2, [*P2PSYNC, "sync", "--json", "--library", str(pb)], cwd=REPO))
@@ -296,6 +299,7 @@ def test_cable_cut_during_a_large_first_sync_then_sync_again(lab: Callable[[int]
     with Library.open(pb) as lb:
         held = lb.db.execute("SELECT count(*) FROM changesets").fetchone()[0]
     net.heal(2)
+    net.limit_rate(1, None)
     again = json.loads(cli(net, 2, "sync", "--json", "--library", pb))
     [result] = again["peers"]
     a.stop()
