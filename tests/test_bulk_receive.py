@@ -122,9 +122,7 @@ def test_commits_in_batches(tmp_path: Path, monkeypatch: Any) -> None:
     assert len(commits) >= 2  # the batch commits as it fills, not only at the end
 
 
-TRICKY = st.sampled_from(
-    ['","op":"ref.put","ref":"', '[1,2,{"fields":', '"seen":{}}]', "\\", '"', "é", "x"]
-)
+TRICKY = st.sampled_from(['","op":"ref.put","ref":"', '[1,2,{"fields":', '"seen":{}}]', "\\", '"', "é", "x"])
 TRICKY_TEXT = st.lists(TRICKY, min_size=1, max_size=4).map("".join)
 OTHER_OP = st.sampled_from(
     [
@@ -160,7 +158,7 @@ def test_fields_texts_cut_from_the_body_equal_their_encoding(ops: list[dict[str,
 
     entries = [(seq, 1000 + seq, op) for seq, op in enumerate(ops, start=1)]
     cs = cs_engine.build("L" * 32, DEVICE, None, {}, entries, lambda _: b"\0" * 64)
-    texts = sync._FieldsTexts(cs.body_bytes)
+    texts = logtext.FieldsTexts(cs.body_bytes)
     for seq, ts, op in entries:
         if op["op"] == "ref.put":
             assert texts.find(seq, ts, op["ref"]) == encode(op["fields"]).decode()

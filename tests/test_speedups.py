@@ -28,9 +28,35 @@ class Text(str):
 
 WHITE = ["\t", "\n", "\r\n", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\xa0", "\u1680", "\u2000", "\u2028", "\u3000"]
 PIECES = st.sampled_from(
-    ["a", "Zoë", " ", "  ", "x y", "\ud800", "\udfff", "\x00", "\x7f", "10.", "10.1000/x", "2021", "2021-02", "-0",
-     "1a", "A", "in press", "IN PRESS", "n.d.", "N.D.", "Submitted", "forthcoming", "\u0130", "\u212a", "\uff12",
-     "𝒳", *WHITE]
+    [
+        "a",
+        "Zoë",
+        " ",
+        "  ",
+        "x y",
+        "\ud800",
+        "\udfff",
+        "\x00",
+        "\x7f",
+        "10.",
+        "10.1000/x",
+        "2021",
+        "2021-02",
+        "-0",
+        "1a",
+        "A",
+        "in press",
+        "IN PRESS",
+        "n.d.",
+        "N.D.",
+        "Submitted",
+        "forthcoming",
+        "\u0130",
+        "\u212a",
+        "\uff12",
+        "𝒳",
+        *WHITE,
+    ]
 )
 TEXT = st.lists(PIECES, max_size=6).map("".join) | st.text(max_size=8)
 PART = TEXT | st.none() | st.integers(-1, 1)

@@ -71,7 +71,7 @@ async def receive_stream(worker: LibraryWorker, chunks: AsyncIterable[bytes], pe
 
     async def apply() -> None:
         nonlocal batch, size
-        report = await worker.call(receive, batch, peer)
+        report = await worker.call(receive, batch, peer, False)  # batches: no child per batch
         batch, size = [], 0
         total.applied += report.applied
         total.entries += report.entries

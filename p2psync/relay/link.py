@@ -894,7 +894,7 @@ async def _pull(
                 continue
             batch.append((item, wire))
         if batch:
-            _add(report.received, receive(library, [wire for _, wire in batch], peer=PEER))
+            _add(report.received, receive(library, [wire for _, wire in batch], peer=PEER, parallel=False))
         vv = version_vector(library)
         carried, carried_bytes = [], 0
         for item, wire in batch:

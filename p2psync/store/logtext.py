@@ -37,3 +37,33 @@ def restore(db: sqlite_utils.Database, log_num: int) -> None:
         "WHERE num = ? AND op = ''",
         [log_num],
     )
+
+
+_TAIL_BEFORE_ID = TAIL_BEFORE_ID.encode()
+_TAIL_AFTER_ID = TAIL_AFTER_ID.encode() + b"]"
+
+
+class FieldsTexts:
+    """canonical(op["fields"]) of a plain new reference's entry, cut out of the change set's
+    canonical body instead of encoding the fields again (a fifth of a megabyte per 100 entries).
+
+    In the body, that entry is exactly [seq,ts,{"fields":F,"op":"ref.put","ref":"ID","seen":{}}]
+    (keys in sorted order), entries in order. Neither marker can occur inside F: quotes inside
+    strings are escaped, and the checked fields hold no object with an "op" key and no list of
+    numbers. The search only moves forward, so a change set is read once."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.at = 0
+
+    def find(self, seq: int, ts: int, ref: str) -> str:
+        start, end = self.span(seq, ts, ref)
+        return self.body[start:end].decode("utf-8")
+
+    def span(self, seq: int, ts: int, ref: str) -> tuple[int, int]:
+        """Where the text is in the body: body[start:end]."""
+        head = b'[%d,%d,{"fields":' % (seq, ts)
+        start = self.body.index(head, self.at) + len(head)
+        end = self.body.index(_TAIL_BEFORE_ID + ref.encode() + _TAIL_AFTER_ID, start)
+        self.at = end
+        return start, end

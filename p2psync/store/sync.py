@@ -35,6 +35,7 @@ from p2psync.store import logtext
 from p2psync.store.apply import apply_entry, insert_new_refs, is_plain_new_ref, new_ref_row
 from p2psync.store.db import begin_immediate, bulk_journal, commit, write_transaction
 from p2psync.store.library import Library
+from p2psync.store.prepare import PreparedChangeSet, Preparer
 
 
 def version_vector(library: Library) -> dict[str, int]:
@@ -228,7 +229,7 @@ class _Batch:
             self.db.conn.execute("ROLLBACK")
 
 
-def receive(library: Library, wires: Iterable[bytes], peer: str = "peer") -> ReceiveReport:
+def receive(library: Library, wires: Iterable[bytes], peer: str = "peer", parallel: bool = True) -> ReceiveReport:
     """Check and apply change sets from a peer. Each is applied whole or not at all; a rejected
     one is recorded (for `status`) and the author's later change sets are not applied. One whose
     dependencies have not arrived waits (with every later one of its author) until they do.
@@ -236,18 +237,25 @@ def receive(library: Library, wires: Iterable[bytes], peer: str = "peer") -> Rec
     New references are written without their search-index rows (Library.catch_up_search does
     those afterwards). Callers that read wires from a network should pass what has arrived, not a
     generator that waits on the network, since a batch holds the library's write lock.
+    parallel: past PARALLEL_AFTER_BYTES, parse in a second process (store/prepare.py); callers
+    that pass one small batch after another say False, since each would start its own.
     """
     report = ReceiveReport()
-    incoming = _ReadAhead(wires, library.library_id)
-    with bulk_journal(library.db) as use_rollback_journal:
-        batch = _Batch(library, incoming, use_rollback_journal)
-        _receive_all(library, incoming, batch, report, peer)
+    incoming = _ReadAhead(wires, library.library_id, PARALLEL_AFTER_BYTES if parallel else None)
+    try:
+        with bulk_journal(library.db) as use_rollback_journal:
+            batch = _Batch(library, incoming, use_rollback_journal)
+            _receive_all(library, incoming, batch, report, peer)
+    finally:
+        incoming.close()
     return report
 
 
-def _receive_all(
-    library: Library, incoming: _ReadAhead, batch: _Batch, report: ReceiveReport, peer: str
-) -> None:
+# Past this much in one receive, a child process parses ahead (it takes ~0.2 s to start).
+PARALLEL_AFTER_BYTES = 8 * 1024 * 1024
+
+
+def _receive_all(library: Library, incoming: _ReadAhead, batch: _Batch, report: ReceiveReport, peer: str) -> None:
     waiting: list[cs_engine.ChangeSet] = []
     blocked: set[str] = set()
     try:
@@ -267,21 +275,31 @@ def _receive_all(
 
 
 class _ReadAhead:
-    """Parsed change sets, in order. Before each commit, prefetch() takes the next few wires
-    from their source (on this thread: a source may read a database); parse_ahead, run on
-    another thread while the commit holds no GIL, parses them. Parsing touches no database."""
+    """Parsed change sets, in order, from one of two places.
+
+    Past `parallel_after` bytes a Preparer (store/prepare.py) is started; once it is ready the
+    wires go to it, up to LIMIT ahead, and its answers are taken in order. Until then (and if it
+    fails, from the wire it failed on) they are parsed here: before each commit, prefetch() takes
+    the next few wires from their source (on this thread: a source may read a database), and
+    parse_ahead, run on another thread while the commit holds no GIL, parses them."""
 
     LIMIT = 24  # wires taken ahead at most (each at most MAX_BYTES)
 
-    def __init__(self, wires: Iterable[bytes], library_id: str) -> None:
+    def __init__(self, wires: Iterable[bytes], library_id: str, parallel_after: int | None = None) -> None:
         self.wires = iter(wires)
         self.library_id = library_id
         self.raw: deque[bytes] = deque()  # taken, not parsed yet
         self.ahead: deque[cs_engine.ChangeSet | cs_engine.ChangeSetRejected] = deque()  # parsed, in order
+        self.parallel_after = parallel_after
+        self.taken_bytes = 0
+        self.preparer: Preparer | None = None
+        self.submitted: deque[bytes] = deque()  # given to the preparer, not answered yet
 
     def prefetch(self) -> None:
+        if self._preparing():
+            return  # the child parses ahead already
         while len(self.raw) + len(self.ahead) < self.LIMIT:
-            wire = next(self.wires, None)
+            wire = self._take()
             if wire is None:
                 return
             self.raw.append(wire)
@@ -299,13 +317,53 @@ class _ReadAhead:
         while True:
             if self.ahead:
                 yield self.ahead.popleft()
-            elif self.raw:
-                yield _parse(self.raw.popleft(), self.library_id)
+            elif self._preparing():
+                self._submit_ahead()
+                if not self.submitted:
+                    return
+                sent = self.submitted.popleft()
+                answer = self.preparer.answer(sent) if self.preparer is not None else None
+                if answer is None:  # the child failed: this wire and the rest are parsed here
+                    self.raw.extendleft(reversed([sent, *self.submitted]))
+                    self.submitted.clear()
+                    self.close()
+                    continue
+                yield answer
             else:
-                wire = next(self.wires, None)
+                wire = self.raw.popleft() if self.raw else self._take()
                 if wire is None:
                     return
                 yield _parse(wire, self.library_id)
+
+    def close(self) -> None:
+        if self.preparer is not None:
+            self.preparer.close()
+            self.preparer = None
+            self.parallel_after = None  # not twice
+
+    def _preparing(self) -> bool:
+        return self.preparer is not None and self.preparer.ready()
+
+    def _submit_ahead(self) -> None:
+        assert self.preparer is not None
+        while len(self.submitted) < self.LIMIT:
+            wire = self.raw.popleft() if self.raw else self._take()
+            if wire is None:
+                return
+            self.preparer.submit(wire)
+            self.submitted.append(wire)
+
+    def _take(self) -> bytes | None:
+        """The next wire from the source, starting the preparer once enough has come."""
+        wire = next(self.wires, None)
+        if wire is None:
+            return None
+        self.taken_bytes += len(wire)
+        if self.preparer is None and self.parallel_after is not None and self.taken_bytes > self.parallel_after:
+            self.parallel_after = None  # once
+            with contextlib.suppress(OSError):  # no interpreter to start (an embedded Python): parse here
+                self.preparer = Preparer(self.library_id)
+        return wire
 
 
 def _parse(wire: bytes, library_id: str) -> cs_engine.ChangeSet | cs_engine.ChangeSetRejected:
@@ -382,23 +440,35 @@ def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     db = library.db
     absent = _absent_refs(library, {op["ref"] for _, _, op in cs.entries if op["op"] == "ref.put"})
     plan = _plan(cs, absent)
+    entries = cs.entries
+    if isinstance(cs, PreparedChangeSet) and any(plan[i] is None for i in cs.new_refs):
+        # A stub whose reference is not new after all goes through apply_entry whole.
+        entries = [
+            (s, t, cs.whole_op(i) if i in cs.new_refs and plan[i] is None else op)
+            for i, (s, t, op) in enumerate(entries)
+        ]
     base = int(db.execute("SELECT coalesce(max(num), 0) + 1 FROM changelog").fetchone()[0])
     db.conn.executemany(
         "INSERT INTO changelog (num, device, seq, ts, op, ref) VALUES (?, ?, ?, ?, ?, ?)",
         [
             (base + i, cs.author, seq, ts, *(("", op["ref"]) if plan[i] else (dumps(op), None)))
-            for i, (seq, ts, op) in enumerate(cs.entries)
+            for i, (seq, ts, op) in enumerate(entries)
         ],
     )
     _store_header(library, cs.author, cs.first, cs.last, cs.id, cs.prev, dict(cs.deps), cs.signature)
     # References created from nothing (most of a first sync) are written together; any other
     # entry first flushes them, so entries still apply strictly in order.
+    prepared = cs.new_refs if isinstance(cs, PreparedChangeSet) else {}
     new_rows: list[list[Any]] = []
-    for i, (seq, ts, op) in enumerate(cs.entries):
+    for i, (seq, ts, op) in enumerate(entries):
         if plan[i] is not None:
             absent.discard(op["ref"])
             data_text = plan[i] or None
-            new_rows.append(new_ref_row(cs.author, seq, ts, op, data_text, None if data_text is None else base + i))
+            origin = None if data_text is None else base + i
+            if i in prepared:
+                new_rows.append(cs.row(i, plan[i], origin))  # type: ignore[attr-defined]
+            else:
+                new_rows.append(new_ref_row(cs.author, seq, ts, op, data_text, origin))
             continue
         if new_rows:
             insert_new_refs(db, new_rows)
@@ -414,43 +484,23 @@ def _plan(cs: cs_engine.ChangeSet, absent: set[str]) -> list[str | None]:
     nothing (written by new_ref_row), and the value is canonical(op["fields"]), to be kept in that
     row alone (store/logtext.py: the entry's text is then HEAD + that + TAIL), or "" when a field
     is cleared to null (the row's data leaves it out, so the log keeps the entry whole). Only the
-    first ref.put or ref.delete of an absent reference finds it absent, as in _apply's walk."""
+    first ref.put or ref.delete of an absent reference finds it absent, as in _apply's walk.
+    A prepared change set's stubs (store/prepare.py) passed every test but absence already."""
     fresh = set(absent)
     plan: list[str | None] = []
-    texts = _FieldsTexts(cs.body_bytes)
-    for seq, ts, op in cs.entries:
+    texts = logtext.FieldsTexts(cs.body_bytes)
+    prepared = cs.new_refs if isinstance(cs, PreparedChangeSet) else {}
+    for index, (seq, ts, op) in enumerate(cs.entries):
         step = None
-        if is_plain_new_ref(op, fresh):
+        if index in prepared:
+            if op["ref"] in fresh:
+                step = cs.data_text(index)  # type: ignore[attr-defined]
+        elif is_plain_new_ref(op, fresh):
             step = "" if None in op["fields"].values() else texts.find(seq, ts, op["ref"])
         if op["op"] in ("ref.put", "ref.delete"):
             fresh.discard(op["ref"])
         plan.append(step)
     return plan
-
-
-_TAIL_BEFORE_ID = logtext.TAIL_BEFORE_ID.encode()
-_TAIL_AFTER_ID = logtext.TAIL_AFTER_ID.encode() + b"]"
-
-
-class _FieldsTexts:
-    """canonical(op["fields"]) of a plain new reference's entry, cut out of the change set's
-    canonical body instead of encoding the fields again (a fifth of a megabyte per 100 entries).
-
-    In the body, that entry is exactly [seq,ts,{"fields":F,"op":"ref.put","ref":"ID","seen":{}}]
-    (keys in sorted order), entries in order. Neither marker can occur inside F: quotes inside
-    strings are escaped, and the checked fields hold no object with an "op" key and no list of
-    numbers. The search only moves forward, so a change set is read once."""
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.at = 0
-
-    def find(self, seq: int, ts: int, ref: str) -> str:
-        head = b'[%d,%d,{"fields":' % (seq, ts)
-        start = self.body.index(head, self.at) + len(head)
-        end = self.body.index(_TAIL_BEFORE_ID + ref.encode() + _TAIL_AFTER_ID, start)
-        self.at = end
-        return self.body[start:end].decode("utf-8")
 
 
 def _absent_refs(library: Library, ids: set[str]) -> set[str]:
