@@ -47,8 +47,9 @@ def test_plain_new_reference_row_equals_the_register_path(fields: dict[str, Any]
     # With the fields' canonical text given, as a receive does, the row is the same, and the log
     # entry put back together from it is the op's canonical text (store/logtext.py).
     if None not in fields.values():
-        text = encode(fields).decode()
-        assert new_ref_row(DEVICE, seq, ts, op, text, 7) == ["aaaaaaaaaaaaaaaa", *values, 7]
+        text = encode(fields)
+        assert new_ref_row(DEVICE, seq, ts, op, text, 7) == ["aaaaaaaaaaaaaaaa", *values[:-2], text, values[-1], 7]
+        assert text.decode() == values[-2]  # written as this text (apply.insert_new_refs)
         rebuilt = logtext.HEAD + values[-2] + logtext.TAIL_BEFORE_ID + op["ref"] + logtext.TAIL_AFTER_ID
         assert rebuilt == encode(op).decode()
 
@@ -161,7 +162,7 @@ def test_fields_texts_cut_from_the_body_equal_their_encoding(ops: list[dict[str,
     texts = logtext.FieldsTexts(cs.body_bytes)
     for seq, ts, op in entries:
         if op["op"] == "ref.put":
-            assert texts.find(seq, ts, op["ref"]) == encode(op["fields"]).decode()
+            assert texts.find(seq, ts, op["ref"]) == encode(op["fields"])
 
 
 def test_seal_refuses_a_log_with_a_gap_and_seals_nothing(tmp_path: Path) -> None:

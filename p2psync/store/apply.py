@@ -175,6 +175,11 @@ REF_COLUMNS = (
 )
 # [id, *REF_COLUMNS, origin]: origin is the log row kept only in this row (store/logtext.py), or None.
 _INSERT_REF = f"INSERT INTO refs (id, {', '.join(REF_COLUMNS)}, origin) VALUES (?{', ?' * (len(REF_COLUMNS) + 1)})"
+# The same, with the data given as UTF-8 bytes (a new reference's fields text, cut out of its
+# change set's canonical body): SQLite takes them as the text they are, with no decoding into a
+# Python str and encoding back (most library text is not ASCII).
+_INSERT_NEW_REF = _INSERT_REF.replace(", ?, ?, ?)", ", CAST(? AS TEXT), ?, ?)")
+assert REF_COLUMNS[-2:] == ("data", "state") and _INSERT_NEW_REF.count("CAST") == 1
 
 
 def ref_columns(state: State) -> tuple[list[Any], dict[str, Any], bool]:
@@ -189,7 +194,12 @@ def ref_columns(state: State) -> tuple[list[Any], dict[str, Any], bool]:
 
 
 def _columns(
-    data: dict[str, Any], conflicts: list[str], deleted: bool, modified: int, packed: Any, data_text: str | None = None
+    data: dict[str, Any],
+    conflicts: list[str],
+    deleted: bool,
+    modified: int,
+    packed: Any,
+    data_text: str | bytes | None = None,
 ) -> list[Any]:
     authors = data.get("authors") or data.get("editors") or []
     return [
@@ -214,12 +224,18 @@ def is_plain_new_ref(op: dict[str, Any], absent: set[str]) -> bool:
 
 
 def new_ref_row(
-    device: str, seq: int, ts: int, op: dict[str, Any], data_text: str | None = None, origin: int | None = None
+    device: str,
+    seq: int,
+    ts: int,
+    op: dict[str, Any],
+    data_text: bytes | None = None,
+    origin: int | None = None,
 ) -> list[Any]:
     """[id, *REF_COLUMNS, origin] for a plain new reference: exactly what ref_columns gives for the
     state that op creates (one entry per field, all with the dot (device, seq); tests hold them
-    equal). data_text, canonical(op["fields"]) when no field is null, saves encoding the data
-    again; origin: the log row that keeps its text only here (store/logtext.py)."""
+    equal). data_text, canonical(op["fields"]) in UTF-8 when no field is null, saves encoding the
+    data again (insert_new_refs writes it as text); origin: the log row that keeps its text only
+    here (store/logtext.py)."""
     fields = op["fields"]
     data = fields  # read only
     if None in fields.values():
@@ -231,7 +247,7 @@ def new_ref_row(
 
 def insert_new_refs(db: sqlite_utils.Database, rows: list[list[Any]]) -> None:
     """Write plain new references (new_ref_row) in one statement and queue them for the search index."""
-    db.conn.executemany(_INSERT_REF, rows)
+    db.conn.executemany(_INSERT_NEW_REF, rows)
     # New rows get max(num) + 1 each, so the batch holds the last len(rows) numbers.
     last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
     db.conn.executemany(

@@ -56,9 +56,9 @@ class FieldsTexts:
         self.body = body
         self.at = 0
 
-    def find(self, seq: int, ts: int, ref: str) -> str:
+    def find(self, seq: int, ts: int, ref: str) -> bytes:
         start, end = self.span(seq, ts, ref)
-        return self.body[start:end].decode("utf-8")
+        return self.body[start:end]
 
     def span(self, seq: int, ts: int, ref: str) -> tuple[int, int]:
         """Where the text is in the body: body[start:end]."""

@@ -41,7 +41,7 @@ from p2psync.store.apply import is_plain_new_ref, new_ref_row
 ANSWER_SECONDS = 60.0  # a child that answers nothing for this long is given up (parsing takes ms)
 DATA, ORIGIN = 10, 12  # where new_ref_row puts the data text and the origin
 
-# A candidate: (row from new_ref_row with "" for its data and None for its origin, start and end
+# A candidate: (row from new_ref_row with b"" for its data and None for its origin, start and end
 # of canonical(op["fields"]) in the body).
 NewRef = tuple[tuple[Any, ...], int, int]
 
@@ -52,12 +52,13 @@ class PreparedChangeSet(cs_engine.ChangeSet):
 
     new_refs: dict[int, NewRef] = field(default_factory=dict)
 
-    def data_text(self, index: int) -> str:
+    def fields_text(self, index: int) -> bytes:
+        """canonical(op["fields"]) of candidate `index`, cut out of the body."""
         _row, start, end = self.new_refs[index]
-        return self.body_bytes[start:end].decode("utf-8")
+        return self.body_bytes[start:end]
 
-    def row(self, index: int, data_text: str, origin: int | None) -> list[Any]:
-        """The refs row of candidate `index`, as new_ref_row gives it (data_text: data_text(index))."""
+    def row(self, index: int, data_text: bytes, origin: int | None) -> list[Any]:
+        """The refs row of candidate `index`, as new_ref_row gives it (data_text: fields_text(index))."""
         row = list(self.new_refs[index][0])
         row[DATA] = data_text
         row[ORIGIN] = origin
@@ -66,7 +67,7 @@ class PreparedChangeSet(cs_engine.ChangeSet):
     def whole_op(self, index: int) -> dict[str, Any]:
         """The op of candidate `index` as it was signed (its reference turned out not to be new)."""
         stub = self.entries[index][2]
-        return {"fields": loads(self.data_text(index)), "op": ops.REF_PUT, "ref": stub["ref"], "seen": {}}
+        return {"fields": loads(self.fields_text(index)), "op": ops.REF_PUT, "ref": stub["ref"], "seen": {}}
 
 
 # --- the child's side -----------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def prepare(wire: bytes, library_id: str) -> tuple[Any, ...]:
     for index, (seq, ts, op) in enumerate(cs.entries):
         if is_plain_new_ref(op, fresh) and None not in op["fields"].values():
             start, end = texts.span(seq, ts, op["ref"])
-            new_refs[index] = (tuple(new_ref_row(cs.author, seq, ts, op, "", None)), start, end)
+            new_refs[index] = (tuple(new_ref_row(cs.author, seq, ts, op, b"", None)), start, end)
             op = {"op": ops.REF_PUT, "ref": op["ref"]}
         if op["op"] in (ops.REF_PUT, ops.REF_DELETE):
             fresh.discard(op["ref"])

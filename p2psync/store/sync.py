@@ -479,24 +479,24 @@ def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
     library.advance_clock(max(ts for _, ts, _ in cs.entries))
 
 
-def _plan(cs: cs_engine.ChangeSet, absent: set[str]) -> list[str | None]:
+def _plan(cs: cs_engine.ChangeSet, absent: set[str]) -> list[bytes | None]:
     """For each entry: None if it goes through apply_entry; otherwise it creates a reference from
-    nothing (written by new_ref_row), and the value is canonical(op["fields"]), to be kept in that
-    row alone (store/logtext.py: the entry's text is then HEAD + that + TAIL), or "" when a field
+    nothing (written by new_ref_row), and the value is canonical(op["fields"]) (UTF-8), kept in that
+    row alone (store/logtext.py: the entry's text is then HEAD + that + TAIL), or b"" when a field
     is cleared to null (the row's data leaves it out, so the log keeps the entry whole). Only the
     first ref.put or ref.delete of an absent reference finds it absent, as in _apply's walk.
     A prepared change set's stubs (store/prepare.py) passed every test but absence already."""
     fresh = set(absent)
-    plan: list[str | None] = []
+    plan: list[bytes | None] = []
     texts = logtext.FieldsTexts(cs.body_bytes)
     prepared = cs.new_refs if isinstance(cs, PreparedChangeSet) else {}
     for index, (seq, ts, op) in enumerate(cs.entries):
         step = None
         if index in prepared:
             if op["ref"] in fresh:
-                step = cs.data_text(index)  # type: ignore[attr-defined]
+                step = cs.fields_text(index)  # type: ignore[attr-defined]
         elif is_plain_new_ref(op, fresh):
-            step = "" if None in op["fields"].values() else texts.find(seq, ts, op["ref"])
+            step = b"" if None in op["fields"].values() else texts.find(seq, ts, op["ref"])
         if op["op"] in ("ref.put", "ref.delete"):
             fresh.discard(op["ref"])
         plan.append(step)
