@@ -7,6 +7,9 @@ from __future__ import annotations
 import base64
 import json
 import marshal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +269,54 @@ def test_small_receives_and_batched_ones_start_no_child(tmp_path: Path, monkeypa
     receive(d, changesets_since(a, {}), parallel=False)  # one batch of many (the network's way)
     assert made == []
     assert snapshot(b) == snapshot(d) == snapshot(a)
+
+
+_KILLED_MIDWAY = """
+import sys, time
+from pathlib import Path
+from p2psync.store import prepare, sync
+from p2psync.store.library import Library
+from p2psync.store.sync import changesets_since, receive
+sync.PARALLEL_AFTER_BYTES = 0
+prepare.Preparer.ready = lambda self: self._ready.wait(30)
+def answer(self, wire):
+    print(self.process.pid, flush=True)
+    time.sleep(60)  # killed here, with the child alive and waiting for more
+prepare.Preparer.answer = answer
+a = Library.open(Path(sys.argv[1]))
+b = Library.create(Path(sys.argv[2]), found=False, library_id=a.library_id)
+receive(b, changesets_since(a, {}))
+"""
+
+
+def test_the_child_ends_when_the_receiver_is_killed(tmp_path: Path) -> None:
+    a, _c = _varied_history(tmp_path)
+    a.close()
+    receiver = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MIDWAY, str(tmp_path / "a"), str(tmp_path / "b")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert receiver.stdout is not None
+        child = int(receiver.stdout.readline())
+    finally:
+        receiver.kill()  # SIGKILL: no finally, no close(); only the pipes end
+        receiver.wait()
+    # With its pipes closed the child reads the end of its input and exits (it may stay a zombie
+    # until whoever inherits it reaps it).
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.05)
+    assert not _alive(child)
+    # And the library it was receiving into opens and takes the sync again.
+    a = Library.open(tmp_path / "a")
+    b = Library.open(tmp_path / "b")
+    receive(b, changesets_since(a, version_vector(b)), parallel=False)
+    assert snapshot(b) == snapshot(a)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
