@@ -45,3 +45,12 @@ def replay(library: Library, target: Path) -> Library:
     replica = Library.create(target, "replica", found=False)
     replica.ingest(library.log_entries())
     return replica
+
+
+def process_alive(pid: int) -> bool:
+    """Whether pid runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"

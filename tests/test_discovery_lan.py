@@ -20,6 +20,7 @@ from zeroconf import ServiceInfo
 from p2psync.net.discovery import SERVICE_TYPE, Announcer, Browser, Peer, peer_from_info
 from tests import netns
 from tests.netns import JsonLines, Lab, netns_available
+from tests.support import process_alive
 
 lab = netns.lab  # the fixture: `lab(n)` makes a Lab that is closed after the test
 
@@ -366,23 +367,14 @@ def test_lab_connects_cuts_heals_and_cleans_up(lab: Callable[[int], Lab]) -> Non
     assert ask() == "timeout"
     net.heal(1)
     assert ask() == "hi"
-    assert _alive(escaped)
+    assert process_alive(escaped)
 
     namespaces = [net.bridge_namespace, net.namespace(1), net.namespace(2)]
     net.close()
     net.close()  # idempotent
     assert echo.wait(WAIT) != 0
-    assert not _alive(escaped)
+    assert not process_alive(escaped)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=WAIT, check=True).stdout
     assert not any(ns in listed.split() for ns in namespaces), listed
     with pytest.raises(RuntimeError, match="closed"):
         net.popen(1, ["true"])
-
-
-def _alive(pid: int) -> bool:
-    """Whether pid runs (a zombie waiting for its reaper counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"

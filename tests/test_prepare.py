@@ -23,7 +23,7 @@ from p2psync.store import prepare, sync
 from p2psync.store.apply import is_plain_new_ref, new_ref_row
 from p2psync.store.library import Library
 from p2psync.store.sync import changesets_since, receive, seal, version_vector
-from tests.support import snapshot
+from tests.support import process_alive, snapshot
 from tests.sync_support import founded, joined
 from tests.test_speedups import DEVICE, entry_lists
 
@@ -292,9 +292,8 @@ receive(b, changesets_since(a, {}))
 def test_the_child_ends_when_the_receiver_is_killed(tmp_path: Path) -> None:
     a, _c = _varied_history(tmp_path)
     a.close()
-    receiver = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_MIDWAY, str(tmp_path / "a"), str(tmp_path / "b")], stdout=subprocess.PIPE, text=True
-    )
+    command = [sys.executable, "-c", _KILLED_MIDWAY, str(tmp_path / "a"), str(tmp_path / "b")]
+    receiver = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert receiver.stdout is not None
         child = int(receiver.stdout.readline())
@@ -304,19 +303,11 @@ def test_the_child_ends_when_the_receiver_is_killed(tmp_path: Path) -> None:
     # With its pipes closed the child reads the end of its input and exits (it may stay a zombie
     # until whoever inherits it reaps it).
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _alive(child):
+    while time.monotonic() < deadline and process_alive(child):
         time.sleep(0.05)
-    assert not _alive(child)
+    assert not process_alive(child)
     # And the library it was receiving into opens and takes the sync again.
     a = Library.open(tmp_path / "a")
     b = Library.open(tmp_path / "b")
     receive(b, changesets_since(a, version_vector(b)), parallel=False)
     assert snapshot(b) == snapshot(a)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
