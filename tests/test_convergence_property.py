@@ -207,6 +207,4 @@ class Replicas(RuleBasedStateMachine):
 
 
 TestConvergence = Replicas.TestCase
-TestConvergence.settings = settings(
-    max_examples=40, stateful_step_count=40, deadline=None, suppress_health_check=list(HealthCheck)
-)
+TestConvergence.settings = settings(max_examples=40, stateful_step_count=40, suppress_health_check=list(HealthCheck))

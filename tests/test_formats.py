@@ -745,7 +745,7 @@ def _validated(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 @given(_record, st.sampled_from(ALL_FORMATS), st.sampled_from(ALL_FORMATS))
 def test_generated_records_survive_any_two_formats(record: dict[str, Any], first: str, second: str) -> None:
     original = _validated(record)

@@ -58,7 +58,6 @@ FUZZ = settings(
     # The default run (make test, CI) sees the same examples every time, so it cannot fail at
     # random on a fresh clone; P2PSYNC_FUZZ_SCALE > 1 explores new ones (run it by hand).
     derandomize=SCALE == 1,
-    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 REASONS = {

@@ -373,7 +373,7 @@ JSON = st.recursive(
 )
 
 
-@settings(max_examples=20, deadline=None, derandomize=True)
+@settings(max_examples=20, derandomize=True)
 @given(st.dictionaries(st.text(max_size=10), JSON, max_size=6), st.dictionaries(st.text(max_size=10), JSON, max_size=6))
 def test_any_json_object_crosses_both_ways(a: dict[str, Any], b: dict[str, Any]) -> None:
     offer, join = paired()

@@ -656,7 +656,7 @@ def _items(device: str) -> st.SearchStrategy[Any]:
     return st.one_of(json_values, st.fixed_dictionaries({"items": st.one_of(st.lists(item, max_size=3), json_values)}))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_json_at_changesets_is_a_4xx_and_changes_nothing(target: tuple[User, str, str], data: Any) -> None:
     user, _, device = target
@@ -671,7 +671,7 @@ def test_random_json_at_changesets_is_a_4xx_and_changes_nothing(target: tuple[Us
         assert status == 200 and set(answer) == {"stored", "duplicates"}  # a body that was valid after all
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 @given(
     body=st.one_of(
         json_values,

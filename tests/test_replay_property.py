@@ -83,7 +83,7 @@ def run(library: Library, scratch: Path, step: tuple) -> None:
         library.remove_attachment(pick(refs, step[1]), step[2])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(action, min_size=1, max_size=25))
 def test_replayed_log_rebuilds_identical_tables(steps: list[tuple]) -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -504,7 +504,7 @@ def test_assembled_bodies_are_exactly_canonical() -> None:
     )
     device = "A" * 32
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=200)
     @given(
         st.lists(op, min_size=1, max_size=5),
         st.dictionaries(st.just("B" * 32), st.integers(1, 2**40)),
