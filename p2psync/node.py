@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,9 @@ FORWARD_MAX_DELAY = 2.0  # ...but never longer than this after the first (a stea
 LAN_RETRY_FIRST = 2.0  # a member seen on the LAN that could not be synced is tried again after this...
 LAN_RETRY_MAX = 60.0  # ...doubling up to this
 DISCOVER_SECONDS = 2.0  # how long a one-shot sync looks for members on the LAN
-SCAN_SECONDS = 2.0  # how often the daemon looks for attachment files edited in place
+# How often the daemon looks for attachment files edited in place. P2PSYNC_SCAN_SECONDS changes
+# it (tests make it long, to show that a receive records local edits by itself).
+SCAN_SECONDS = float(os.environ.get("P2PSYNC_SCAN_SECONDS") or 2.0)
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 SyncResult = PeerSync | NetworkError

@@ -744,9 +744,7 @@ async def _sync(library: Library, client: RelayClient, key: bytes, report: Relay
         if account.chunks < _int(row[0] if row else None):
             _forget_pushed(library)  # the relay holds fewer chunks than it did (a purge): ask it again
         _write_in(library, {"relay_chunks": account.chunks})
-    if not rebase.merge_pending(library):
-        library.scan_attachments()  # files edited in place become versions before sealing
-    seal(library)
+    seal(library)  # (files edited in place are recorded first: store/sync.py)
     heads, last_num = await client.state()
     quota = await _push(library, client, key, heads, report)
     cursor = read_link(library).cursor

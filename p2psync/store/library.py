@@ -833,6 +833,15 @@ class Library:
         with contextlib.suppress(OSError):
             self.attachment_file(ref_id, name).parent.rmdir()  # only if now empty
 
+    def record_local_edits(self) -> list[dict[str, Any]]:
+        """Record attachment files edited in place as new versions. Every path that seals this
+        device's changes or applies a peer's calls this first (store/sync.py, store/rebase.py), so
+        that an annotation made here and one made elsewhere meet as a conflict. While a merge
+        waits (store/rebase.py) the attachments are set aside: nothing is recorded until then."""
+        if self.db.execute("SELECT 1 FROM merge_stash LIMIT 1").fetchone() is not None:
+            return []
+        return self.scan_attachments()
+
     def scan_attachments(self, ref_id: str | None = None) -> list[dict[str, Any]]:
         """Notice attachment files changed in place (size and mtime first, then the hash).
 
@@ -866,6 +875,10 @@ class Library:
             with self.writing() as writer:
                 if new_digest != digest:
                     entries = self._attachment_entries(r_id, name)
+                    # The edit was made to the version this file held (`digest`) and replaces
+                    # only that one. If a peer's version replaced it in the register meanwhile,
+                    # the two edits are concurrent: a conflict with both kept, never a loss.
+                    base = [e for e in entries if isinstance(e[3], dict) and e[3]["sha256"] == digest]
                     if registers.changed(entries, manifest):
                         writer.log(
                             {
@@ -873,7 +886,7 @@ class Library:
                                 "ref": r_id,
                                 "name": name,
                                 "value": manifest,
-                                "seen": registers.dots(entries),
+                                "seen": registers.dots(base),
                             }
                         )
                     found.append({"ref": r_id, "name": name, "change": "modified", "size": new_size})

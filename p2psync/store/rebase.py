@@ -99,6 +99,7 @@ def merge_pending(library: Library) -> bool:
 def rebase(library: Library, library_id: str, name: str) -> Content:
     """Set this library's content aside and make it an empty member of library `library_id`
     (named `name`), all in one transaction. Returns what was set aside."""
+    library.record_local_edits()  # what is set aside is the files as they are now, annotations too
     db = library.db
     with write_transaction(db):
         stashed = content(library)

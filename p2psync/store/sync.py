@@ -59,6 +59,7 @@ def seal(library: Library) -> int:
     in one pass, so sealing a large import costs a signature per change set, not a re-encoding
     of every entry.
     """
+    library.record_local_edits()  # everything this device changed goes out, files edited in place too
     identity = library.identity()
     made = 0
     with write_transaction(library.db):
@@ -240,6 +241,9 @@ def receive(library: Library, wires: Iterable[bytes], peer: str = "peer", parall
     parallel: past PARALLEL_AFTER_BYTES, parse in a second process (store/prepare.py); callers
     that pass one small batch after another say False, since each would start its own.
     """
+    # A file edited in place here is recorded before a peer's version of it can land, so the
+    # two edits are concurrent (a Sync Conflict with both files kept), never one on the other.
+    library.record_local_edits()
     report = ReceiveReport()
     incoming = _ReadAhead(wires, library.library_id, PARALLEL_AFTER_BYTES if parallel else None)
     try:
