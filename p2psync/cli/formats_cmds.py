@@ -27,25 +27,36 @@ def register(cli: click.Group) -> None:
 @click.option("--encoding", help="The file's text encoding if not UTF-8 (e.g. cp1252, latin-1).")
 @click.option("--skip-invalid", is_flag=True, help="Import the good records and list the bad ones.")
 @click.option("--allow-duplicates", is_flag=True, help="Import records even if the library already has them.")
+@click.option(
+    "--files-from",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="The folder the files that records name are attached from (default: the imported file's folder).",
+)
 @library_option
 @json_option
 def import_(
-    file: Path, fmt: str | None, encoding: str | None, skip_invalid: bool, allow_duplicates: bool, as_json: bool
+    file: Path,
+    fmt: str | None,
+    encoding: str | None,
+    skip_invalid: bool,
+    allow_duplicates: bool,
+    files_from: Path | None,
+    as_json: bool,
 ) -> None:
     """Import references from a RIS, BibTeX, EndNote XML or CSL-JSON file.
 
     All or nothing: a malformed record stops the import with its number and line, and nothing is
     imported (unless --skip-invalid). References the library already has (same DOI, or same
     title, year and first author) are skipped and listed. Files the records name (PDF paths)
-    are attached when they exist.
+    are attached when they are regular files inside the imported file's folder (or --files-from);
+    any other is skipped and listed with the reason.
     """
     text = formats.read_file(file, encoding=encoding)
     fmt = formats.format_name(fmt) if fmt else formats.guess_format(text, file.name)
     result = formats.read(text, fmt, skip_invalid=skip_invalid)
+    folder = files_from.resolve() if files_from else file.resolve().parent
     with open_library() as library, progress(len(result.records), f"Importing {file.name}") as advance:
-        report = import_records(
-            library, result.records, file.resolve().parent, allow_duplicates=allow_duplicates, progress=advance
-        )
+        report = import_records(library, result.records, folder, allow_duplicates=allow_duplicates, progress=advance)
     out: dict[str, Any] = {
         "format": fmt,
         **report.as_dict(),
@@ -62,8 +73,10 @@ def import_(
             click.echo(f"  record {d['position']}: {d['title']!r} is {d['existing']}")
     if report.attached:
         click.echo(f"Attached {len(report.attached)} file(s).")
-    for m in out["missing_attachments"][:20]:
-        click.echo(f"  record {m['position']}: file not found: {m['path']}")
+    if out["skipped_attachments"]:
+        click.echo(f"Skipped {len(out['skipped_attachments'])} file(s) that the records name:")
+        for m in out["skipped_attachments"][:20]:
+            click.echo(f"  record {m['position']}: {m['path']}: {m['reason']}")
     if out["invalid"]:
         click.echo(f"Skipped {len(out['invalid'])} invalid record(s):")
         for i in out["invalid"][:20]:

@@ -289,7 +289,9 @@ def _convert(item: dict[str, Any], position: int, line: int) -> ParsedRecord:
     for key, name in SIMPLE.items():
         if key in item:
             text = _scalar(item[key], key, b)
-            if text:
+            if text and key == "URL":
+                b.link(text, key, is_file_field=False)  # a file:// URL names a file to attach
+            elif text:
                 b.set(name, _MARKUP.sub("", text) if name == "short_title" else text, key)
     page = _scalar(item.get("page"), "page", b)
     if page:

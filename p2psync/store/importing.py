@@ -3,19 +3,32 @@
 One write transaction holds the whole import, so a failure part-way leaves the library as it
 was. Records that are plainly the same as a reference already in the library, or as an earlier
 record of the same file (model/duplicates.py), are reported and skipped unless the caller allows
-duplicates. Files that a record names (RIS L1/L4, EndNote pdf-urls, BibTeX file) are attached when
-they exist, relative paths being taken from the imported file's folder; missing ones are listed.
+duplicates.
+
+Files that a record names (RIS L1/L4, BibTeX file/pdf, EndNote pdf-urls and internal-pdf://,
+a CSL-JSON file:// URL) come from an imported file that may be hostile, so one function,
+open_named_file, decides for every format whether a named file may be attached. It is attached
+only from one folder (the imported file's, or the one the user names): never through a link
+out of it, never from /proc, /sys, /dev or the library's own folder (nor a hard link to one of
+the library's files), never a hidden file, and only a regular file. The path is resolved and
+checked, then opened one component at a time below the folder without following links, and the
+opened descriptor (not the path again) is checked and copied, so a folder swapped for a link
+meanwhile is caught. Every name not attached is reported with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import shutil
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
 from p2psync.engine import clock, ops
@@ -24,8 +37,18 @@ from p2psync.model.attachments import validate_name
 from p2psync.model.chunking import manifest_of
 from p2psync.model.duplicates import duplicate_keys, identical_key
 from p2psync.model.ids import new_id
-from p2psync.store.files import copy_atomic
+from p2psync.store.files import CHUNK, atomic_writer
 from p2psync.store.library import Library
+
+# Kernel and device trees: no document lives there, and reading some of them leaks secrets
+# (/proc/self/environ) or never ends (/dev/zero).
+SYSTEM_ROOTS = ("/proc", "/sys", "/dev")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in must not block the open
+_O_NOCTTY = getattr(os, "O_NOCTTY", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 class Record(Protocol):
@@ -41,7 +64,14 @@ class ImportReport:
     imported: list[str] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)  # position, title, existing
     attached: list[dict[str, Any]] = field(default_factory=list)  # position, ref, name
-    missing_attachments: list[dict[str, Any]] = field(default_factory=list)  # position, path
+    skipped_attachments: list[dict[str, Any]] = field(default_factory=list)  # position, path, reason
+    missing_attachments: list[dict[str, Any]] = field(default_factory=list)  # those of them not found
+
+    def skip(self, position: int, named: str, refused: Refused) -> None:
+        entry = {"position": position, "path": named, "reason": refused.reason}
+        self.skipped_attachments.append(entry)
+        if refused.missing:
+            self.missing_attachments.append(entry)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,8 +79,39 @@ class ImportReport:
             "ids": self.imported,
             "duplicates": self.duplicates,
             "attached": self.attached,
+            "skipped_attachments": self.skipped_attachments,
             "missing_attachments": self.missing_attachments,
         }
+
+
+class Refused(Exception):
+    """A named file that is not attached, and why (a phrase: "it is outside ...")."""
+
+    def __init__(self, reason: str, missing: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.missing = missing
+
+
+@dataclass(frozen=True)
+class FileRules:
+    """Where named files may come from: below `folder`, never the library's own files."""
+
+    folder: str  # real path, no links
+    library: str  # real path of the library folder
+    library_files: frozenset[tuple[int, int]]  # (device, inode) of the files at its top
+
+    @classmethod
+    def make(cls, folder: Path, library_dir: Path) -> FileRules:
+        library = os.path.realpath(library_dir)
+        inodes: set[tuple[int, int]] = set()
+        with contextlib.suppress(OSError), os.scandir(library) as entries:
+            for entry in entries:  # device.key, library.sqlite3 and its -wal/-shm, backups
+                with contextlib.suppress(OSError):
+                    if entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        inodes.add((st.st_dev, st.st_ino))
+        return cls(os.path.realpath(folder), library, frozenset(inodes))
 
 
 def existing_keys(library: Library) -> dict[str, str]:
@@ -72,9 +133,11 @@ def import_records(
     allow_duplicates: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
+    """Import records; files they name are attached from base_dir only (see open_named_file)."""
     report = ImportReport()
     index = existing_keys(library)
-    prepared: list[tuple[Record, dict[str, Any], list[Path]]] = []
+    rules = FileRules.make(base_dir, library.path)
+    prepared: list[tuple[Record, dict[str, Any]]] = []
     for record in records:
         try:
             values = Library._new_reference_values(record.fields)
@@ -85,14 +148,7 @@ def import_records(
         if same is not None and not allow_duplicates:
             report.duplicates.append({"position": record.position, "title": values.get("title"), "existing": same})
             continue
-        files: list[Path] = []
-        for named in record.attachments:
-            path = _local_path(named, base_dir)
-            if path is not None and path.is_file():
-                files.append(path)
-            else:
-                report.missing_attachments.append({"position": record.position, "path": named})
-        prepared.append((record, values, files))
+        prepared.append((record, values))
         ref_placeholder = f"record {record.position} of this file"
         for key in keys:
             index.setdefault(key, ref_placeholder)  # a later record of this file is a duplicate too
@@ -100,7 +156,7 @@ def import_records(
     placed: list[Path] = []
     try:
         with library.writing() as writer:
-            for record, values, files in prepared:
+            for record, values in prepared:
                 ref_id = new_id()
                 added = clock.tick(writer.ts)
                 writer.log(
@@ -108,11 +164,17 @@ def import_records(
                 )
                 report.imported.append(ref_id)
                 used: set[str] = set()
-                for source in files:
-                    name = _unique_name(source.name, used)
-                    target = library.attachment_file(ref_id, name)
-                    copy_atomic(source, target)
-                    placed.append(target)
+                for named in record.attachments:
+                    try:
+                        source, name = open_named_file(named, rules)
+                        with source:
+                            name = _unique_name(name, used)
+                            target = library.attachment_file(ref_id, name)
+                            placed.append(target)
+                            copy_atomic(source, target)
+                    except Refused as refused:
+                        report.skip(record.position, named, refused)
+                        continue
                     manifest = manifest_of(target)
                     writer.log({"op": ops.ATTACHMENT_PUT, "ref": ref_id, "name": name, "value": manifest, "seen": []})
                     library._record_file(ref_id, name, target, manifest)
@@ -128,24 +190,149 @@ def import_records(
     return report
 
 
-def _local_path(named: str, base_dir: Path) -> Path | None:
-    """A local file a record names: a path (absolute or relative to the file) or a file:// URI."""
+def copy_atomic(source: BinaryIO, target: Path) -> None:
+    """Copy an opened file to target whole (temporary file, fsync, rename).
+
+    It reads the descriptor that passed open_named_file's checks, never the path again.
+    """
+    with atomic_writer(target) as writer:
+        shutil.copyfileobj(source, writer, CHUNK)
+
+
+def open_named_file(named: str, rules: FileRules) -> tuple[BinaryIO, str]:
+    """The opened file a record names and its name, if it may be attached; else raise Refused.
+
+    The one place that decides, for every format. Order: what the name means (a path, a
+    file:// URI, EndNote's internal-pdf:// taken from the folder), the system trees, the
+    library, the folder (a link out of it is named as such), hidden names, then the file itself.
+    """
+    written = _path_written(named)
+    candidate = os.path.join(rules.folder, written)  # an absolute path replaces the folder
+    lexical = os.path.normpath(candidate)
+    try:
+        real = os.path.realpath(candidate)
+    except OSError:  # a link in the path changed while it was being resolved
+        raise Refused("it changed while it was being imported; import again") from None
+    for root in SYSTEM_ROOTS:
+        if _inside(lexical, root) or _inside(real, root):
+            raise Refused(f"it is in {root}, which holds no documents")
+    if _inside(real, rules.library) or _inside(lexical, rules.library):
+        raise Refused("it is inside the p2psync library's own folder")
+    if not _inside(real, rules.folder):
+        if _inside(lexical, rules.folder):
+            raise Refused(f"it is a link to {real}, outside {rules.folder}")
+        raise Refused(f"it is outside {rules.folder}, the folder files are attached from (--files-from names another)")
+    parts = [p for p in os.path.relpath(real, rules.folder).split(os.sep) if p not in ("", ".")]
+    if not parts:
+        raise Refused("it is a folder, not a file")
+    if any(p.startswith(".") for p in parts):
+        raise Refused("it is a hidden file or in a hidden folder")
+    fd = _open_below(rules.folder, parts)
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) in rules.library_files:
+        os.close(fd)
+        raise Refused("it is one of the p2psync library's own files (a hard link to it)")
+    return os.fdopen(fd, "rb"), os.path.basename(lexical)
+
+
+def _path_written(named: str) -> str:
+    """The path a name means: a plain path, a file:// URI, or internal-pdf:// (relative)."""
     text = named.strip()
-    if text.lower().startswith("file:"):
+    lower = text.lower()
+    if lower.startswith("internal-pdf://"):
+        # EndNote's PDF folder (NAME.Data/PDF): relative to the folder, which --files-from can name.
+        text = unquote(text[len("internal-pdf://") :]).lstrip("/")
+    elif lower.startswith("file:"):
         parsed = urlparse(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise Refused(f"it is on another machine ({parsed.netloc})")
         text = unquote(parsed.path)
-        if os.name == "nt" and text.startswith("/") and len(text) > 2 and text[2] == ":":
-            text = text[1:]
-    elif "://" in text:
-        return None  # a web link, or EndNote's internal-pdf:// (the PDF is not in the export)
+    elif _SCHEME.match(text):
+        raise Refused("it is a link, not a local file")
     if not text:
-        return None
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else base_dir / path
+        raise Refused("it names no file")
+    if "\x00" in text:
+        raise Refused("its name holds a NUL character")
+    return os.path.expanduser(text)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _open_below(folder: str, parts: list[str]) -> int:
+    """Open folder/parts for reading, refusing a link or a non-regular file at every step."""
+    if not (_O_NOFOLLOW and os.open in os.supports_dir_fd):  # no openat: check the opened file instead
+        return _open_checked(os.path.join(folder, *parts))
+    step = ""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+        try:
+            for step in parts[:-1]:
+                inner = os.open(step, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dir_fd)
+                os.close(dir_fd)
+                dir_fd = inner
+            step = parts[-1]
+            before = os.stat(step, dir_fd=dir_fd, follow_symlinks=False)
+            _must_be_regular(before.st_mode)
+            fd = os.open(step, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_NOCTTY | _O_CLOEXEC, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise _refusal(exc) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+        os.close(fd)
+        raise Refused("it changed while it was being imported; import again")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _open_checked(path: str) -> int:
+    try:
+        before = os.stat(path, follow_symlinks=False)
+        _must_be_regular(before.st_mode)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise _refusal(exc) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+        os.close(fd)
+        raise Refused("it changed while it was being imported; import again")
+    return fd
+
+
+def _must_be_regular(mode: int) -> None:
+    kinds = {
+        stat.S_ISDIR: "a folder",
+        stat.S_ISFIFO: "a named pipe (FIFO)",
+        stat.S_ISCHR: "a device",
+        stat.S_ISBLK: "a device",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISLNK: "a link that leads nowhere or in a loop",
+    }
+    for test, kind in kinds.items():
+        if test(mode):
+            raise Refused(f"it is {kind}, not a file")
+    if not stat.S_ISREG(mode):
+        raise Refused("it is not a regular file")
+
+
+def _refusal(exc: OSError) -> Refused:
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return Refused("not found", missing=True)
+    if exc.errno == errno.ELOOP:  # a link where the resolved path had a folder or the file
+        return Refused("it changed while it was being imported (a link appeared in its path); import again")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return Refused("it cannot be read (permission denied)")
+    return Refused(f"it cannot be read ({exc.strerror or exc})")
 
 
 def _unique_name(name: str, used: set[str]) -> str:
-    validate_name(name)
+    try:
+        validate_name(name)
+    except InvalidInput as exc:
+        raise Refused(f"its name cannot be an attachment name: {exc.message}") from None
     candidate, n = name, 1
     stem, dot, ext = name.rpartition(".")
     while candidate in used:
