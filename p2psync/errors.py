@@ -44,6 +44,16 @@ class LibraryBusy(LibraryError):
     """Another process held the library's write lock for longer than we are willing to wait."""
 
 
+class DiskFull(LibraryError):
+    """The disk holding the library has no room for what was being written; nothing was changed."""
+
+    def __init__(self, where: object, need_bytes: int | None = None) -> None:
+        need = f" (need about {max(1, -(-need_bytes // 1_000_000))} MB more)" if need_bytes else ""
+        super().__init__(f"No space left on the disk holding {where}{need}; free some space and try again.")
+        self.where = str(where)
+        self.need_bytes = need_bytes
+
+
 # --- things the user named that do not exist ---------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from p2psync.errors import InvalidValue, NetworkError, P2PSyncError, PeerUnreachable
+from p2psync.errors import DiskFull, InvalidValue, NetworkError, P2PSyncError, PeerUnreachable
 from p2psync.net import tls
 from p2psync.net.chunks import FetchReport, Link, fetch_attachments
 from p2psync.net.client import PeerSync, sync_with_peer
@@ -311,10 +311,15 @@ class Node:
                 host, port = _split(result.address)
                 links[result.device] = Link(host, port, result.device)
         async with self._sync_lock:
-            report = await fetch_attachments(
-                self.worker, list(links.values()), on_plan, on_bytes, unreachable=failed if not links else 0
-            )
+            try:
+                report = await fetch_attachments(
+                    self.worker, list(links.values()), on_plan, on_bytes, unreachable=failed if not links else 0
+                )
+            except DiskFull as exc:  # filled up meanwhile (by something else): what arrived whole is kept
+                report = FetchReport(disk_full=exc.message)
         self.last_fetch = report
+        if report.disk_full:
+            log.warning("Attachments: %s", report.disk_full)
         if report.files or report.missing:
             log.info(
                 "attachments: %d files in (%.1f MB fetched, %.1f MB from this disk), %d still missing",

@@ -10,7 +10,7 @@ item 3), with the real `p2psync` command in separate processes:
     appears at the attachment's final path unless whole, and the next sync completes.
 
 The kill or cut lands mid-transfer because the test watches B's partial file
-(attachments/REF/.p2psync-partial-SHA256) grow and acts once 10-80 % of the file is written into
+(attachments/.p2psync/partial/REF-SHA256) grow and acts once 10-80 % of the file is written into
 it (counted by its allocated blocks: its length runs ahead, as segments are written in parallel).
 What the partial held is measured by the test itself (chunk by chunk, against the source's
 manifest), independently of the fetcher's own `bytes_resumed`. Every wait is bounded.
@@ -79,7 +79,7 @@ class Setup:
         self.size = size
         self.manifest = manifest_of(self.source)
         self.sha = self.manifest["sha256"]
-        self.partial = self.pb / "attachments" / self.ref / (transfers.PARTIAL_PREFIX + self.sha)
+        self.partial = self.pb / "attachments" / ".p2psync" / "partial" / f"{self.ref}-{self.sha}"
         self.final = self.pb / "attachments" / self.ref / self.source.name
 
     def held(self) -> int:

@@ -122,7 +122,7 @@ def test_attachment_replaced_on_both_machines_is_a_conflict_with_both_files_kept
         assert b.resolve_conflict(ref, fields={"attachment:paper.pdf": "local"}) == ["attachment:paper.pdf"]
         [item] = b.list_attachments(ref)
         assert not item["conflict"] and sha(Path(item["path"])) == sha(theirs)
-        assert not (pb / "attachments" / ref / ".p2psync-versions" / sha(mine)).exists()  # space freed
+        assert not transfers.version_path(b, ref, sha(mine)).exists()  # space freed
     run(sync_once(pa, pb))
     with Library.open(pa) as a:
         [item] = a.list_attachments(ref)

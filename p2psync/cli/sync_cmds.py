@@ -23,7 +23,7 @@ from p2psync.cli.common import (
     print_json,
     progress,
 )
-from p2psync.errors import InvalidValue, NetworkError, P2PSyncError, RelayError, RelayNotLinked
+from p2psync.errors import InvalidValue, LibraryError, NetworkError, P2PSyncError, RelayError, RelayNotLinked
 from p2psync.net.chunks import FetchReport
 from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
@@ -141,7 +141,8 @@ def sync(
                 f"{(attachments['bytes_local'] + attachments['bytes_resumed']) / 1e6:.1f} MB already on this disk)"
             )
         for item in attachments["missing"]:
-            click.echo(f"Still missing: {item['name']} of {item['ref']}: {item['detail']}", err=True)
+            if item["reason"] != "disk_full":  # (that one is said once, as the error below)
+                click.echo(f"Still missing: {item['name']} of {item['ref']}: {item['detail']}", err=True)
         if relay_report is not None and "received" in relay_report:
             echo_sync(relay_report, show_error=not relay_only)  # with --relay-only it is the error raised below
         elif relay_error:
@@ -154,6 +155,8 @@ def sync(
         if relay_error and not results:
             raise RelayError(relay_error)
         raise NetworkError("No peer could be synced; see the reasons above and 'p2psync status'.")
+    if fetched.disk_full:
+        raise LibraryError(fetched.disk_full)
     if fetched.interrupted:
         raise NetworkError("Some attachments did not arrive whole (see above); sync again to resume where it stopped.")
 

@@ -2,7 +2,10 @@
 
 An attachment is named within its reference by its original file name, so the file in the library
 folder keeps that name and a person can open it. Names must be one safe path component on every
-platform we run on.
+platform we run on, and never one that p2psync keeps for its own files: a name starting with
+`.p2psync`, compared after Unicode case folding since some file systems fold case (protocol/merge.md
+§2.4). Those files live outside every reference's folder (store/transfers.py); the rule keeps the
+two apart for good, on this disk and on every other, whatever a member's change set says.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ MAX_NAME_BYTES = 255
 MAX_FILE_SIZE = 1 << 40  # 1 TiB: larger is surely an error
 _FORBIDDEN = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 _HEX64 = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: no trailing newline slips by
+RESERVED_PREFIX = ".p2psync"
 
 
 def validate_name(name: Any) -> str:
@@ -31,6 +35,11 @@ def validate_name(name: Any) -> str:
         raise InvalidValue(f"The attachment name {name!r} starts or ends with a space or ends with a dot.")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise InvalidValue(f"The attachment name {name[:40]!r}... is longer than {MAX_NAME_BYTES} bytes.")
+    if name.casefold().startswith(RESERVED_PREFIX):
+        raise InvalidValue(
+            f"The attachment name {name!r} starts with '{RESERVED_PREFIX}', which p2psync keeps for its own "
+            "files; choose another name (attach --name)."
+        )
     return name
 
 

@@ -12,8 +12,10 @@ Memory stays flat: at most a few requests' worth of chunks is held at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import shutil
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,13 +26,14 @@ import aiohttp
 from aiohttp import web
 
 from p2psync.engine.canonical import encode
-from p2psync.errors import NetworkError, P2PSyncError, ProtocolMismatch
+from p2psync.errors import DiskFull, NetworkError, P2PSyncError, ProtocolMismatch
 from p2psync.model.chunking import MAX_SIZE, offsets
 from p2psync.net import tls
 from p2psync.net.protocol import LIBRARY_HEADER, PREFIX, PROTOCOL_VERSION, VERSION_HEADER
 from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
 from p2psync.store import transfers
+from p2psync.store.db import is_disk_full
 from p2psync.store.transfers import Need
 
 MAX_CHUNKS_PER_REQUEST = 512
@@ -115,6 +118,7 @@ class FetchReport:
     refused_by_peer: dict[str, int] = field(default_factory=dict)
     missing: list[dict[str, Any]] = field(default_factory=list)
     peer_errors: dict[str, str] = field(default_factory=dict)  # device -> why fetching from it stopped
+    disk_full: str | None = None  # the sentence, when this disk had no room for what was left
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +133,7 @@ class FetchReport:
             "refused_by_peer": self.refused_by_peer,
             "missing": self.missing,
             "peer_errors": self.peer_errors,
+            "disk_full": self.disk_full,
         }
 
     @property
@@ -194,6 +199,8 @@ async def fetch_attachments(
         report.bytes_resumed += sum(need.chunks[i][1] for i in done)
         advance(sum(need.chunks[i][1] for i in done))
         files.append(PartialFile(need, starts, set(range(len(need.chunks))) - done))
+    if not _room_for(worker.path, files, report):
+        return await _report_missing(worker, files, links, unreachable, report)
     # Chunks already on this disk (an older version of the same file, the same PDF elsewhere).
     for file in files:
         if file.remaining:
@@ -218,16 +225,41 @@ async def fetch_attachments(
     for file in pending:  # whole, but the connection broke after its last chunk was written
         if not file.remaining and file.failed is None:
             await _finish(worker, file, report)
+    return await _report_missing(worker, files, links, unreachable, report)
+
+
+async def _report_missing(
+    worker: LibraryWorker, files: list[PartialFile], links: list[Link], unreachable: int, report: FetchReport
+) -> FetchReport:
+    """Record why each file that did not arrive is missing (for `status`), in the report too."""
     for file in files:
         if not file.remaining and file.failed is None:
             continue
-        reason = file.failed or "no_peer"
-        if not links and unreachable and reason != "manifest":
+        reason = "disk_full" if report.disk_full else file.failed or "no_peer"
+        if not links and unreachable and reason not in ("manifest", "disk_full"):
             reason = "unreachable"
-        detail = _detail(reason, file, links, unreachable, report.peer_errors)
-        await worker.call(transfers.record_missing, file.need.ref_id, file.need.name, file.need.sha256, reason, detail)
+        detail = report.disk_full or _detail(reason, file, links, unreachable, report.peer_errors)
+        with contextlib.suppress(DiskFull):  # (a full disk may have no room to say so either)
+            await worker.call(
+                transfers.record_missing, file.need.ref_id, file.need.name, file.need.sha256, reason, detail
+            )
         report.missing.append({**file.need.as_dict(), "reason": reason, "detail": detail})
     return report
+
+
+# Room kept free beyond the chunks themselves: the database records what arrived.
+DISK_MARGIN = 16 * 1024 * 1024
+
+
+def _room_for(library: Path, files: list[PartialFile], report: FetchReport) -> bool:
+    """Whether this disk can take the chunks still to fetch; if not, say so in the report (and
+    fetch nothing: a file that cannot be completed would only fill the disk to no use)."""
+    need = sum(file.need.chunks[i][1] for file in files for i in file.remaining) + DISK_MARGIN
+    free = shutil.disk_usage(library).free
+    if free >= need:
+        return True
+    report.disk_full = DiskFull(library, need - free).message
+    return False
 
 
 def _detail(reason: str, file: PartialFile, links: list[Link], unreachable: int, errors: dict[str, str]) -> str:
@@ -386,6 +418,13 @@ async def _fetch_remote(
             try:
                 await _fetch_segment(worker, session, peer, segment, report, advance, queue)
             except (P2PSyncError, aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+                if is_disk_full(exc) or isinstance(exc, DiskFull):  # our disk, not the peer's fault: stop all
+                    rest = sum(segment.file.need.chunks[i][1] for i in segment.indexes if i in segment.file.remaining)
+                    report.disk_full = report.disk_full or DiskFull(worker.path, rest).message
+                    for other in peers:
+                        other.alive = False
+                    queue.clear()
+                    continue
                 peer.alive = False
                 peer.error = _in_words(exc)
                 rest = [i for i in segment.indexes if i in segment.file.remaining]  # not what was written

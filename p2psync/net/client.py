@@ -178,7 +178,8 @@ def network_errors(address: str, context: ssl.SSLContext) -> Iterator[None]:
 
 def _identity(library: Library, worker: LibraryWorker) -> tuple[dict[bytes, str], str, tuple[Any, Any]]:
     files = tls.certificate_files(library.identity(), worker.key_file, library.path)
-    return member_keys(library), library.library_id, files
+    members = member_keys(library)
+    return members | peer_store.join_pins(library, members), library.library_id, files
 
 
 def _tls_error(context: ssl.SSLContext, address: str, exc: Exception) -> NetworkError:

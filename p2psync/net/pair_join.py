@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ import aiohttp
 
 from p2psync.crypto.pairing import Pairing, PairingFailed, parse_code
 from p2psync.engine.canonical import encode
-from p2psync.errors import NetworkError, PeerRefused, ProtocolMismatch
+from p2psync.errors import DiskFull, NetworkError, PeerRefused, ProtocolMismatch
 from p2psync.model.devices import device_id_for
 from p2psync.net import discovery, tls
 from p2psync.net.client import (
@@ -146,11 +147,17 @@ async def join(
             if not agreed:
                 await _post(session, base, "cancel", {})
                 raise PairingDeclined("You declined the merge; nothing changed on either device.")
+            try:
+                await worker.call(_check_room, offered, ours)
+            except DiskFull:
+                await _post(session, base, "cancel", {})  # nothing changed here, nor there
+                raise
             payload = {"device_name": device_name(), "mode": mode, "references": ours.references}
             await _post(session, base, "join", {"payload": pairing.seal(payload)})
             if mode == "merge" and before_merge is not None:
                 await worker.call(before_merge)
             if mode != "member":
+                await worker.call(peer_store.pin_join, offered.device_id, offer_key)
                 await worker.call(rebase.rebase, offered.library_id, offered.library_name)
             if announce:
                 await _maybe(announce("Paired; receiving the library..." if mode != "member" else "Paired; syncing..."))
@@ -166,6 +173,21 @@ async def join(
                 | ({"merge": result.merge.as_dict()} if result.merge else {}),
             )
     return JoinResult(mode, offered, address, result)
+
+
+# What a received reference takes on disk, generously (about 2.8 KB measured for a 100,000-
+# reference library, docs/performance.md), and room kept beyond it for the log and indexes.
+BYTES_PER_REFERENCE = 4096
+ROOM_MARGIN = 16 * 1024 * 1024
+
+
+def _check_room(library: Library, offered: Offered, ours: rebase.Content) -> None:
+    """Refuse, before anything changes, to join a library this disk has no room for (its
+    references, and ours set aside for the merge). Attachments come later, checked as they come."""
+    need = (offered.references + ours.references) * BYTES_PER_REFERENCE + ROOM_MARGIN
+    free = shutil.disk_usage(library.path).free
+    if free < need:
+        raise DiskFull(library.path, need - free)
 
 
 def _mode(library: Library, offered: Offered) -> tuple[str, rebase.Content]:

@@ -10,6 +10,8 @@ The archive is a ZIP file (ZIP64 for large libraries):
                              compressed; deflating them again costs time and saves nothing)
     attachments/REF/.p2psync-versions/SHA256
                              the other versions of conflicted attachments, kept until resolved
+                             (in the library: attachments/.p2psync/versions/REF/SHA256; the
+                             archive keeps the member names of its format)
     p2psync-backup.json      the manifest, written last: counts, and size + SHA-256 of every file
 
 ZIP was chosen over tar.gz because each member can be compressed or not, its central directory
@@ -45,9 +47,10 @@ from p2psync.store.db import write_transaction
 from p2psync.store.files import CHUNK, atomic_writer, fsync_dir
 from p2psync.store.library import ATTACHMENTS_DIR, DB_FILE, KEY_FILE, Library, device_add_op, device_name
 from p2psync.store.sync import seal
-from p2psync.store.transfers import VERSIONS_DIR, version_path
+from p2psync.store.transfers import version_file, version_path
 
 FORMAT = 1
+VERSIONS_DIR = ".p2psync-versions"  # the archive's folder of a reference's kept versions (format 1)
 MANIFEST = "p2psync-backup.json"
 Progress = Callable[[int], None]
 # What zipfile raises for damaged bytes besides BadZipFile: a cut or broken deflate stream, a flipped
@@ -107,6 +110,8 @@ def backup(library: Library, out: Path, progress: Progress | None = None) -> dic
                 for ref_id, name in files:
                     member = f"{ATTACHMENTS_DIR}/{ref_id}/{name}"
                     path = library.attachment_file(ref_id, name)
+                    if name.startswith(VERSIONS_DIR + "/"):  # a kept version (no attachment name has a "/")
+                        path = version_path(library, ref_id, name[len(VERSIONS_DIR) + 1 :])
                     if path.is_file():  # a file deleted by hand is reported by scan, not backed up
                         manifest["files"][member] = _add_file(archive, path, member, zipfile.ZIP_STORED, advance)
                 archive.writestr(MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
@@ -152,7 +157,7 @@ def _read_snapshot(path: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     finally:
         conn.close()
     counts["attachments"] = len(files)
-    # A conflict's other versions live at attachments/REF/.p2psync-versions/SHA256.
+    # A conflict's other versions are archived as attachments/REF/.p2psync-versions/SHA256.
     return counts, [(r, n) for r, n in files] + [(r, f"{VERSIONS_DIR}/{sha}") for r, sha in versions]
 
 
@@ -237,7 +242,7 @@ def restore(archive_path: Path, target: Path, force: bool = False, progress: Pro
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".p2psync-restore-{secrets.token_hex(4)}"
-    staging.mkdir()
+    staging.mkdir(mode=0o700)  # the library's folder once in place: the key is in it from the start
     try:
         with _open_archive(archive_path) as archive:
             manifest = _manifest(archive, archive_path)
@@ -272,7 +277,7 @@ def _extract_verified(
             len(parts) > 1 and (parts[0] != ATTACHMENTS_DIR or not (len(parts) == 3 or version))
         ):
             raise LibraryCorrupt(f"The backup {archive_path} names an unsafe path {member!r}; nothing was restored.")
-        path = staging.joinpath(*parts)
+        path = version_file(staging, parts[1], parts[3]) if version else staging.joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0

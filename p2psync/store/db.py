@@ -4,11 +4,17 @@ WAL mode lets readers run while one process writes. Writers take the write lock 
 (BEGIN IMMEDIATE) so two processes never deadlock upgrading a read to a write, and a writer that
 finds the lock taken waits (busy timeout, then retries) instead of telling the user "database is
 locked". synchronous=FULL: a committed change survives a power cut, not only a killed process.
+
+The database holds the relay token and the library key, so it is 0600: created so here before
+SQLite opens it, and tightened if an earlier version left it 0644. SQLite creates the -wal, -shm
+and -journal files with the database's own mode; those already there are tightened too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -16,13 +22,21 @@ from pathlib import Path
 
 import sqlite_utils
 
-from p2psync.errors import LibraryBusy, LibraryCorrupt
+from p2psync.errors import DiskFull, LibraryBusy, LibraryCorrupt
+from p2psync.store.files import create_private, keep_private
 
 BUSY_TIMEOUT_MS = 10_000
 WRITE_WAIT_SECONDS = 600.0  # give up only after ten minutes of someone else holding the lock
 
 
+COMPANIONS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside the database
+
+
 def connect(path: Path) -> sqlite_utils.Database:
+    with contextlib.suppress(OSError):  # (SQLite then says why it cannot open the file)
+        create_private(path)
+    for suffix in COMPANIONS:
+        keep_private(path.with_name(path.name + suffix))
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         # Takes effect only on a new, empty file: 16 KB pages hold several 2-3 KB reference rows
@@ -34,6 +48,8 @@ def connect(path: Path) -> sqlite_utils.Database:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA cache_size = -32000")  # 32 MB: bulk inserts into big indexes
     except sqlite3.DatabaseError as exc:
+        if is_disk_full(exc, path.parent):  # WAL needs room for its shared-memory file to open
+            raise DiskFull(path.parent) from None
         raise LibraryCorrupt(f"The library database {path} cannot be opened ({exc}).") from None
     return sqlite_utils.Database(conn)
 
@@ -82,8 +98,8 @@ def bulk_journal(db: sqlite_utils.Database) -> Iterator[Callable[[], bool]]:
         if switched and not conn.in_transaction:
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
-            except sqlite3.OperationalError as exc:  # busy for ten seconds: the next open puts it back
-                if not _is_busy(exc):
+            except sqlite3.OperationalError as exc:  # busy, or no room: the next open puts it back
+                if not (_is_busy(exc) or is_disk_full(exc)):
                     raise
 
 
@@ -92,14 +108,54 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+def is_disk_full(exc: BaseException, folder: Path | None = None) -> bool:
+    """SQLite's "database or disk is full", or the operating system's ENOSPC/EDQUOT. With the
+    folder, also an I/O error while that disk has (almost) no room: SQLite reports a failed
+    write to its shared-memory or journal file as "disk I/O error"."""
+    if isinstance(exc, sqlite3.Error):
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+            return True
+        io_error = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_IOERR
+        return io_error and folder is not None and _nearly_full(folder)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL
+    except OSError:
+        return False
+
+
+NEARLY_FULL = 1024 * 1024  # below this much free space, an I/O error is taken for a full disk
+
+
+def folder_of(db: sqlite_utils.Database) -> Path | None:
+    row = db.conn.execute("PRAGMA database_list").fetchone()
+    return Path(row[2]).parent if row and row[2] else None
+
+
+def disk_full(db: sqlite_utils.Database, need_bytes: int | None = None) -> DiskFull:
+    """The error for a full disk under this database: it names the library folder."""
+    return DiskFull(folder_of(db) or "the library", need_bytes)
+
+
+def rollback(db: sqlite_utils.Database) -> None:
+    """Undo the open transaction, if SQLite has not undone it already (it does, on a full disk)."""
+    if db.conn.in_transaction:
+        db.conn.execute("ROLLBACK")
+
+
 @contextlib.contextmanager
 def write_transaction(db: sqlite_utils.Database, wait: float = WRITE_WAIT_SECONDS) -> Iterator[None]:
     """One atomic write: everything inside commits together or not at all."""
     deadline = begin_immediate(db, wait)
     try:
         yield
-    except BaseException:
-        db.conn.execute("ROLLBACK")
+    except BaseException as exc:
+        rollback(db)
+        if is_disk_full(exc, folder_of(db)):
+            raise disk_full(db) from None
         raise
     else:
         commit(db, deadline)
@@ -129,6 +185,9 @@ def commit(db: sqlite_utils.Database, deadline: float) -> None:
             conn.execute("COMMIT")
             return
         except sqlite3.OperationalError as exc:
+            if is_disk_full(exc, folder_of(db)):
+                rollback(db)
+                raise disk_full(db) from None
             if not _is_busy(exc) or time.monotonic() >= deadline:
-                conn.execute("ROLLBACK")
+                rollback(db)
                 raise LibraryBusy("The library stayed busy; your change was not saved. Try again.") from None

@@ -1,6 +1,7 @@
 """Files that land whole: temporary file in the same folder, fsync, rename, fsync the folder.
 
 A process killed at any moment leaves either the old file or the new one, never half of one.
+A file's mode is set on its descriptor (fchmod), so the umask neither loosens nor tightens it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,6 +83,29 @@ def hash_file(path: Path) -> tuple[int, str]:
             digest.update(block)
             size += len(block)
     return size, digest.hexdigest()
+
+
+def keep_private(path: Path) -> None:
+    """Take every permission of group and others away from `path` (a folder becomes 0700, a
+    file 0600), keeping the owner's. Nothing happens to a path that is not there, or one this
+    user may not change (the error to act on comes when it is used)."""
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+
+
+def create_private(path: Path) -> None:
+    """Create `path` as an empty file of mode 0600 unless it exists; else keep_private it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        keep_private(path)
+        return
+    try:
+        os.fchmod(fd, 0o600)  # exactly, whatever the umask
+    finally:
+        os.close(fd)
 
 
 def remove_tree(path: Path) -> None:

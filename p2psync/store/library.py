@@ -5,10 +5,12 @@ write transaction that reads the current state, asks the engine for the operatio
 this device's change log and applies it (store/apply.py): nothing changes without being logged,
 nothing is logged without being applied.
 
-Folder layout:
+Folder layout (the folder 0700, its files 0600: they hold the keys; fixed when opened):
     library.sqlite3          the database (WAL mode: also -wal and -shm files beside it)
-    device.key               this device's Ed25519 private key (mode 0600)
+    device.key               this device's Ed25519 private key
     attachments/REF/NAME     attachment files, under their original names
+    attachments/.p2psync/    p2psync's own files: partial fetches, files being attached and a
+                             conflict's other versions (store/transfers.py)
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from p2psync.model.ids import is_id_prefix, new_id
 from p2psync.store import logtext, schema, transfers
 from p2psync.store.apply import apply_entry, index_backlog, load_ref
 from p2psync.store.db import connect, write_transaction
-from p2psync.store.files import copy_atomic, fsync_dir, remove_tree
+from p2psync.store.files import copy_atomic, fsync_dir, keep_private
 
 DB_FILE = "library.sqlite3"
 KEY_FILE = "device.key"
@@ -105,6 +107,7 @@ class Library:
         self.device_id: str = meta["device_id"]
         # Files edited in place past MAX_CHUNKS (size, mtime when seen), so a scan skips them until they change.
         self._unsyncable: dict[tuple[str, str], tuple[int, int]] = {}
+        transfers.upgrade_layout(self)
 
     # --- opening and creating -----------------------------------------------------------------
 
@@ -122,6 +125,7 @@ class Library:
         if path.exists() and not path.is_dir():
             raise FileProblem(f"{path} is a file; give --library a folder.")
         path.mkdir(parents=True, exist_ok=True)
+        keep_private(path)
         identity = DeviceIdentity.generate()
         identity.save(path / KEY_FILE)
         (path / ATTACHMENTS_DIR).mkdir(exist_ok=True)
@@ -154,6 +158,8 @@ class Library:
             raise LibraryNotFound(
                 f"No library at {path}; create one with 'p2psync init' or point --library at an existing one."
             )
+        keep_private(path)  # earlier versions made it 0755, its files 0644
+        keep_private(path / KEY_FILE)
         db = connect(path / DB_FILE)
         schema.migrate(db)
         return cls(path, db)
@@ -570,7 +576,7 @@ class Library:
     def _forget_files(self, ref_id: str) -> None:
         with write_transaction(self.db):
             transfers.forget_ref(self.db, ref_id)
-        remove_tree(self.path / ATTACHMENTS_DIR / ref_id)
+        transfers.remove_ref_files(self, ref_id)
 
     # --- groups -------------------------------------------------------------------------------
 
@@ -700,10 +706,11 @@ class Library:
         if not source.is_file():
             raise FileProblem(f"The file {source} does not exist or is not a regular file.")
         target = self.attachment_file(ref_id, name)
-        # The copy lands in a temporary file beside the target; it is renamed into place inside
-        # the transaction that records it, so a crash leaves either the old or the new version.
-        staging = target.with_name(f".p2psync-incoming-{name}")
+        # The copy lands in a file of p2psync's own; it is renamed into place inside the
+        # transaction that records it, so a crash leaves either the old or the new version.
+        staging = transfers.incoming_path(self, name)
         copy_atomic(source, staging, progress)
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
             manifest = manifest_of(staging)  # what other devices fetch it by (model/chunking.py)
             size, digest = manifest["size"], manifest["sha256"]
@@ -723,7 +730,7 @@ class Library:
                 os.replace(staging, target)
                 self._record_file(ref_id, name, target, manifest)
         finally:
-            staging.unlink(missing_ok=True)
+            transfers.remove_incoming(staging)
         fsync_dir(target.parent)
         return {"ref": ref_id, "name": name, "size": size, "sha256": digest, "path": str(target)}
 

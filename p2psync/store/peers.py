@@ -3,6 +3,7 @@ it last synced, what moved, and the last error in words, for `p2psync status`.""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from p2psync.engine import clock
@@ -77,3 +78,33 @@ def peer_status(library: Library) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# --- a pairing whose first sync has not finished ---------------------------------------------------
+
+_JOIN_PIN = "join_pin"
+
+
+def pin_join(library: Library, device: str, public_key: bytes) -> None:
+    """Remember the key a pairing code confirmed, before this library joins that device's library:
+    if the first sync fails (a full disk, a cut cable), a later `sync` can still finish it, since
+    until the membership arrives nothing else says that key belongs to the library."""
+    with write_transaction(library.db):
+        library.db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [_JOIN_PIN, json.dumps({"device": device, "key": public_key.hex()})],
+        )
+
+
+def join_pins(library: Library, members: dict[bytes, str]) -> dict[bytes, str]:
+    """The pinned key (key -> device) while its device is not yet a member here; forgotten once
+    the membership has arrived, so it never outlives the first sync."""
+    row = library.db.execute("SELECT value FROM meta WHERE key = ?", [_JOIN_PIN]).fetchone()
+    if row is None:
+        return {}
+    pin = json.loads(row[0])
+    if pin["device"] in members.values():
+        with write_transaction(library.db):
+            library.db.execute("DELETE FROM meta WHERE key = ?", [_JOIN_PIN])
+        return {}
+    return {bytes.fromhex(pin["key"]): pin["device"]}

@@ -28,7 +28,7 @@ from p2psync.engine import ops, registers
 from p2psync.engine.canonical import dumps
 from p2psync.model import duplicates
 from p2psync.model.ids import new_id
-from p2psync.store import schema
+from p2psync.store import schema, transfers
 from p2psync.store.apply import load_ref
 from p2psync.store.db import write_transaction
 from p2psync.store.files import fsync_dir
@@ -216,7 +216,7 @@ def finish_merge(library: Library) -> MergeReport | None:
                 }
             )
         for source, destination in links:
-            if _link(source, destination):
+            if _link(source, destination, transfers.incoming_path(library, destination.name)):
                 stat = destination.stat()
                 db.execute(
                     "INSERT OR REPLACE INTO attachment_files (ref_id, name, size, sha256, mtime_ns) "
@@ -284,14 +284,14 @@ def _free_name(db: Any, ref_id: str, name: str) -> str:
     return f"{stem} ({new_id()[:8]}){dot}{ext}"
 
 
-def _link(source: Path, destination: Path) -> bool:
+def _link(source: Path, destination: Path, staging: Path) -> bool:
     """Make `destination` the same file as `source` (a hard link; a whole copy where links are
-    not possible). A file that is missing here is simply fetched later, like any other."""
+    not possible), through `staging`, a new name of p2psync's own. A file that is missing here
+    is simply fetched later, like any other."""
     if not source.is_file():
         return False
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = destination.with_name(f".p2psync-incoming-{destination.name}")
-    staging.unlink(missing_ok=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, staging)
     except OSError:
@@ -299,6 +299,7 @@ def _link(source: Path, destination: Path) -> bool:
         with open(staging, "rb") as handle:
             os.fsync(handle.fileno())
     os.replace(staging, destination)
+    transfers.remove_incoming(staging)  # (its folder)
     with contextlib.suppress(OSError):
         fsync_dir(destination.parent)
     return True

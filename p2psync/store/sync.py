@@ -33,7 +33,15 @@ from p2psync.errors import InvalidValue, LibraryCorrupt
 from p2psync.model.devices import library_id_for
 from p2psync.store import logtext
 from p2psync.store.apply import apply_entry, insert_new_refs, is_plain_new_ref, new_ref_row
-from p2psync.store.db import begin_immediate, bulk_journal, commit, write_transaction
+from p2psync.store.db import (
+    begin_immediate,
+    bulk_journal,
+    commit,
+    disk_full,
+    is_disk_full,
+    rollback,
+    write_transaction,
+)
 from p2psync.store.library import Library
 from p2psync.store.prepare import PreparedChangeSet, Preparer
 
@@ -227,7 +235,7 @@ class _Batch:
     def rollback(self) -> None:
         if self.deadline is not None:
             self.deadline = None
-            self.db.conn.execute("ROLLBACK")
+            rollback(self.db)
 
 
 def receive(library: Library, wires: Iterable[bytes], peer: str = "peer", parallel: bool = True) -> ReceiveReport:
@@ -272,8 +280,10 @@ def _receive_all(library: Library, incoming: _ReadAhead, batch: _Batch, report: 
                     waiting.append(parsed)
                     _drain(library, batch, waiting, report, blocked, peer)
         batch.commit()
-    except BaseException:
+    except BaseException as exc:
         batch.rollback()
+        if is_disk_full(exc, library.path):  # what was committed before stays: each change set is whole or absent
+            raise disk_full(library.db) from None
         raise
     report.waiting = len(waiting)
 
