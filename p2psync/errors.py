@@ -121,6 +121,10 @@ class PeerUnreachable(NetworkError):
     pass
 
 
+class SelfConnection(NetworkError):
+    """The address leads back to this very device (one remembered from before, or given)."""
+
+
 class PeerRefused(NetworkError):
     """The other side is not who we expected (key not pinned), or refused us as a non-member."""
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from p2psync.errors import DiskFull, InvalidValue, NetworkError, P2PSyncError, PeerUnreachable
+from p2psync.errors import DiskFull, InvalidValue, NetworkError, P2PSyncError, PeerUnreachable, SelfConnection
 from p2psync.net import tls
 from p2psync.net.chunks import FetchReport, Link, fetch_attachments
 from p2psync.net.client import PeerSync, sync_with_peer
@@ -493,7 +493,9 @@ class Node:
             self._changes_arrived()
 
     def _log(self, result: SyncResult) -> None:
-        if isinstance(result, NetworkError):
+        if isinstance(result, SelfConnection):
+            log.debug("%s", result.message)  # an address of our own: skipped, not a problem
+        elif isinstance(result, NetworkError):
             log.warning("%s", result.message)
         else:
             log.info(

@@ -96,8 +96,11 @@ def sync(
             )
         results: list[Any] = []
         fetched = FetchReport()
+        named_failed: list[str] = []
     else:
-        results, fetched = _sync_lan(device, addresses, no_mdns, mdns_interfaces, relay_next=linked and not lan_only)
+        results, fetched, named_failed = _sync_lan(
+            device, addresses, no_mdns, mdns_interfaces, relay_next=linked and not lan_only
+        )
     relay_report: dict[str, Any] | None = None
     relay_error: str | None = None
     if linked and not lan_only:
@@ -155,6 +158,8 @@ def sync(
         if relay_error and not results:
             raise RelayError(relay_error)
         raise NetworkError("No peer could be synced; see the reasons above and 'p2psync status'.")
+    if named_failed:  # an address the user gave failed: that is what was asked, whatever else worked
+        raise NetworkError(f"Could not sync with {', '.join(named_failed)}; see the reason above.")
     if fetched.disk_full:
         raise LibraryError(fetched.disk_full)
     if fetched.interrupted:
@@ -167,14 +172,15 @@ def _sync_lan(
     no_mdns: bool,
     mdns_interfaces: tuple[str, ...],
     relay_next: bool,
-) -> tuple[list[Any], FetchReport]:
-    """The LAN part of a sync: every reachable member, then their attachments. With relay_next
-    (the library is linked to an account), finding no peer is not an error: the relay follows."""
+) -> tuple[list[Any], FetchReport, list[str]]:
+    """The LAN part of a sync: every reachable member, then their attachments, and which of the
+    addresses given failed. With relay_next (the library is linked to an account), finding no
+    peer is not an error: the relay follows."""
     interfaces = check_interfaces(list(mdns_interfaces)) if mdns_interfaces else None
     path = library_path()
     look = not no_mdns and not addresses
 
-    async def run() -> tuple[list[Any], FetchReport]:
+    async def run() -> tuple[list[Any], FetchReport, list[str]]:
         node = Node(path)
         try:
             found: list[Address] = []
@@ -185,21 +191,28 @@ def _sync_lan(
                     click.echo(f"Not looking on the LAN: {exc.message}", err=True)
             known = [a for a in await node.known_addresses() if device is None or a.device == device]
             # Given addresses first; then the LAN's (fresher than what was remembered).
-            targets = merge_targets(_addresses(addresses, device), found, known)
+            given = _addresses(addresses, device)
+            targets = merge_targets(given, found, known)
             if not targets:
                 if relay_next:
-                    return [], FetchReport()
+                    return [], FetchReport(), []
                 raise NetworkError(
                     "No peer to sync with: no member was found on the LAN or reached before; pair a device "
                     "first (p2psync pair), or give --address HOST:PORT."
                 )
             results = await node.sync(targets)
+            places = {(g.host, g.port) for g in given}
+            failed = [
+                str(target)
+                for target, result in zip(targets, results, strict=True)
+                if isinstance(result, NetworkError) and (target.host, target.port) in places
+            ]
             bar = TransferProgress("Fetching attachments")
             try:
                 fetched = await node.fetch(results, bar.plan, bar.advance)
             finally:
                 bar.close()
-            return results, fetched
+            return results, fetched, failed
         finally:
             await node.close()
 

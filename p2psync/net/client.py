@@ -17,7 +17,14 @@ from typing import Any
 import aiohttp
 
 from p2psync.engine.canonical import encode, loads
-from p2psync.errors import NetworkError, P2PSyncError, PeerRefused, PeerUnreachable, ProtocolMismatch
+from p2psync.errors import (
+    NetworkError,
+    P2PSyncError,
+    PeerRefused,
+    PeerUnreachable,
+    ProtocolMismatch,
+    SelfConnection,
+)
 from p2psync.model.devices import device_id_for, is_device_id
 from p2psync.net import frames, tls
 from p2psync.net.protocol import (
@@ -81,6 +88,10 @@ async def sync_with_peer(
     result = PeerSync(address)
     try:
         await _sync(worker, host, port, device, listen_port, pinned_key, result)
+    except SelfConnection:
+        if device is not None:  # an address remembered for another member now leads here: forget it
+            await worker.call(peer_store.forget_address, device, address)
+        raise
     except P2PSyncError as exc:
         result.error = exc.message
         if result.device or device:
@@ -112,6 +123,7 @@ async def _sync(
 
     library_device = await worker.call(lambda library: library.device_id)
     context = tls.client_context(cert_files[0], cert_files[1], accept)
+    context.p2psync_own = next((k for k, d in keys.items() if d == library_device), None)  # type: ignore[attr-defined]
     headers = {VERSION_HEADER: str(PROTOCOL_VERSION), LIBRARY_HEADER: library_id}
     base = f"https://{url_host(host)}:{port}"
     timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
@@ -184,6 +196,8 @@ def _identity(library: Library, worker: LibraryWorker) -> tuple[dict[bytes, str]
 
 def _tls_error(context: ssl.SSLContext, address: str, exc: Exception) -> NetworkError:
     refused = getattr(context, "p2psync_refused", None)
+    if refused is not None and refused == getattr(context, "p2psync_own", None):
+        return SelfConnection(f"{address} is this device itself, not another member; nothing to sync there.")
     if refused is not None:
         return PeerRefused(
             f"The device at {address} ({device_id_for(refused)[:7]}) is not a member of this library; "

@@ -137,11 +137,14 @@ async def pull(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-p2psync-frames"})
     await response.prepare(request)
     wires = await worker.call(lambda library: changesets_since(library, theirs))
+    sent = 0
     while batch := await worker.next_batch(wires, 8):
         for wire in batch:
             await response.write(frames.frame(wire))
+        sent += len(batch)
     await response.write(frames.END)
     await response.write_eof()
+    await worker.call(peer_store.record_inbound, request[PEER], None, sent)  # for `status`, on this side too
     return response
 
 
@@ -157,6 +160,7 @@ async def push(request: web.Request) -> web.Response:
         return refuse(400, "frames", exc.message)
     if not ended:
         return refuse(400, "frames", "The change-set stream ended before its end mark.")
+    await request.app[WORKER].call(peer_store.record_inbound, request[PEER], total.applied, None)
     if total.applied:
         request.app[ON_CHANGE]()
     return web.json_response(total.as_dict())

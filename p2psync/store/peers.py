@@ -23,6 +23,19 @@ def record_success(library: Library, device: str, address: str | None, received:
         )
 
 
+def record_inbound(library: Library, device: str, received: int | None, sent: int | None) -> None:
+    """A member synced with us (its pull, or its push): what moved counts as this side's last sync
+    with it too, so `status` here says what came in by a push."""
+    now = clock.now_ms()
+    with write_transaction(library.db):
+        library.db.execute(
+            "INSERT INTO peer_status (device, last_seen, last_sync, received, sent) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (device) DO UPDATE SET last_seen = excluded.last_seen, last_sync = excluded.last_sync, "
+            "received = coalesce(?, received), sent = coalesce(?, sent), last_error = NULL, last_error_at = NULL",
+            [device, now, now, received or 0, sent or 0, received, sent],
+        )
+
+
 def record_error(library: Library, device: str, address: str | None, message: str) -> None:
     now = clock.now_ms()
     with write_transaction(library.db):
@@ -42,6 +55,12 @@ def record_seen(library: Library, device: str, address: str) -> None:
             "ON CONFLICT (device) DO UPDATE SET address = excluded.address, last_seen = excluded.last_seen",
             [device, address, clock.now_ms()],
         )
+
+
+def forget_address(library: Library, device: str, address: str) -> None:
+    """The address remembered for `device` turned out to be another (this device, say)."""
+    with write_transaction(library.db):
+        library.db.execute("UPDATE peer_status SET address = NULL WHERE device = ? AND address = ?", [device, address])
 
 
 def remembered_addresses(library: Library) -> dict[str, str]:
