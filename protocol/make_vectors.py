@@ -1142,6 +1142,31 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
             signed_wire(with_op(next_a, device_add(D, A) | {"key": non_canonical_b64(b64(D.public))}), A),
             "schema",
         ),
+        (
+            "attachment name with the reserved prefix .p2psync, after a valid entry",
+            "empty",
+            signed_wire(
+                with_entries(
+                    next_a,
+                    [
+                        next_a["entries"][0],
+                        [
+                            12,
+                            TS + 1,
+                            {
+                                "op": ops.ATTACHMENT_PUT,
+                                "ref": RE,
+                                "name": ".p2psync-versions",
+                                "value": None,
+                                "seen": [],
+                            },
+                        ],
+                    ],
+                ),
+                A,
+            ),
+            "schema",
+        ),
         ("signature not base64", "empty", encode({"body": a1_body, "sig": "not base64!"}), "signature"),
         ("signature of 32 bytes", "empty", encode({"body": a1_body, "sig": b64(bytes(32))}), "signature"),
         ("signature missing (null)", "empty", encode({"body": a1_body, "sig": None}), "signature"),
@@ -1590,6 +1615,10 @@ def op_vectors() -> dict[str, Any]:
             "attachment.put removing",
             {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "Ünïcode name.pdf", "value": None, "seen": [dot]},
         ),
+        (
+            "attachment.put whose name holds .p2psync, not at its start",
+            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "notes.p2psync-versions", "value": None, "seen": []},
+        ),
         ("device.add: founder", device_add(A, None)),
         ("device.add: introduced", device_add(B, A)),
         ("device.revoke", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": 0}),
@@ -1683,6 +1712,18 @@ def op_vectors() -> dict[str, Any]:
         (
             "attachment name of 256 UTF-8 bytes",
             {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "é" * 128, "value": None, "seen": []},
+        ),
+        (
+            "attachment name with the reserved prefix .p2psync",
+            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": ".p2psync-versions", "value": None, "seen": []},
+        ),
+        (
+            "attachment name with the reserved prefix in another case",
+            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": ".P2PSync-partial-x.pdf", "value": None, "seen": []},
+        ),
+        (
+            "attachment name with the reserved prefix after case folding (U+017F LONG S)",
+            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": ".p2p\u017fync", "value": None, "seen": []},
         ),
         (
             "manifest in upper-case hex",
