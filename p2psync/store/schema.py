@@ -234,7 +234,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX attachment_files_sha ON attachment_files (sha256);
 
     -- local: versions of a conflicted attachment kept until the conflict is resolved
-    -- (attachments/REF/.p2psync-versions/SHA256)
+    -- (attachments/.p2psync/versions/REF/SHA256; attachments/REF/.p2psync-versions/ before files_layout 2)
     CREATE TABLE attachment_versions (
         ref_id TEXT NOT NULL,
         name TEXT NOT NULL,
