@@ -176,6 +176,11 @@ class RelayNotLinked(RelayError):
     """The library is not linked to an account, or this device is logged out of it."""
 
 
+class RelayInsecure(RelayError):
+    """Refused before anything was sent: plain http:// to another machine, or password key
+    derivation parameters out of bounds (what a hostile relay would ask for)."""
+
+
 class RelayLinkedElsewhere(ConfirmationRequired):
     """The library is linked to another account; going on would break that link."""
 
