@@ -176,6 +176,19 @@ class RelayNotLinked(RelayError):
     """The library is not linked to an account, or this device is logged out of it."""
 
 
+class DeviceRemoved(RelayError):
+    """Another device removed this one from the library; the relay serves it nothing any more."""
+
+    reason = "device_removed"  # stable: status and sync_problems show it
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message
+            or "This device was removed from the library by another of its devices, so the online account no "
+            "longer serves it; to use this library here again, pair this machine with a member as a new device."
+        )
+
+
 class RelayInsecure(RelayError):
     """Refused before anything was sent: plain http:// to another machine, or password key
     derivation parameters out of bounds (what a hostile relay would ask for)."""
