@@ -445,8 +445,7 @@ class Node:
         if isinstance(report, P2PSyncError):
             log.warning("Relay: %s", report.message)
             return
-        moved = report.moved()
-        log.info("synced with the relay %s: %s", report.relay, moved)
+        log.info("synced with the relay %s: %s.", report.relay, report.sentence())
         for error in report.errors:
             log.warning("Relay: %s", error)
         if report.received.applied:

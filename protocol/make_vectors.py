@@ -38,6 +38,9 @@ from p2psync.errors import InvalidInput
 from p2psync.model import attachments, chunking
 from p2psync.net import chunks as net_chunks
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # relay_vectors.py, beside this file
+import relay_vectors
+
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z, in milliseconds
 TS = T0 + 300_000  # the timestamp of the entries made up for the rejection cases
 Json = Any
@@ -2246,6 +2249,7 @@ def build_all() -> dict[str, bytes]:
         "ops.json": op_vectors,
         "registers.json": register_vectors,
         "chunking.json": chunking_vectors,
+        "relay_kdf.json": relay_vectors.kdf_vectors,  # protocol/relay_vectors.py: written apart from p2psync
     }
     return {name: dump(make()) for name, make in files.items()}
 

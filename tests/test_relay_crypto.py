@@ -13,6 +13,7 @@ from p2psync.crypto.identity import verify
 from p2psync.errors import InvalidValue, RelayTampered
 from p2psync.model.devices import device_id_for
 from p2psync.relay import crypto
+from p2psync.relay.kdf import LEGACY, TEST_PARAMS
 
 LIBRARY = "LIBRARYIDLIBRARYIDLIBRARYIDLIBRA"
 DEVICE = "KOPFBJO5ZT3WQ7J2CDMRL4XYNAV6HEUS"
@@ -24,7 +25,7 @@ def _hkdf(secret: bytes, info: bytes) -> bytes:
 
 
 def test_keys_follow_the_spec_and_depend_on_the_normalized_email_and_the_password() -> None:
-    login_key, wrap_key = crypto.derive_keys("  Ada@Example.ORG ", "correct horse")
+    login_key, wrap_key = crypto.derive_keys("  Ada@Example.ORG ", "correct horse", LEGACY)
     master = hashlib.scrypt(
         b"correct horse",
         salt=b"p2psync/1 account\x00ada@example.org",
@@ -37,9 +38,9 @@ def test_keys_follow_the_spec_and_depend_on_the_normalized_email_and_the_passwor
     assert login_key == _hkdf(master, b"p2psync/1 login")
     assert wrap_key == _hkdf(master, b"p2psync/1 wrap")
     assert login_key != wrap_key and len(login_key) == len(wrap_key) == 32
-    assert crypto.derive_keys("ada@example.org", "correct horse") == (login_key, wrap_key)  # deterministic
-    assert crypto.derive_keys("ada@example.org", "correct horsf")[0] != login_key
-    assert crypto.derive_keys("bob@example.org", "correct horse")[0] != login_key
+    assert crypto.derive_keys("ada@example.org", "correct horse", LEGACY) == (login_key, wrap_key)  # deterministic
+    assert crypto.derive_keys("ada@example.org", "correct horsf", LEGACY)[0] != login_key
+    assert crypto.derive_keys("bob@example.org", "correct horse", LEGACY)[0] != login_key
 
 
 def test_email_is_checked_and_normalized() -> None:
@@ -50,8 +51,8 @@ def test_email_is_checked_and_normalized() -> None:
 
 
 def test_library_key_wraps_and_unwraps_only_with_the_same_password_and_library() -> None:
-    _, wrap_key = crypto.derive_keys("ada@example.org", "pw one")
-    _, other_wrap = crypto.derive_keys("ada@example.org", "pw two")
+    _, wrap_key = crypto.derive_keys("ada@example.org", "pw one", TEST_PARAMS)
+    _, other_wrap = crypto.derive_keys("ada@example.org", "pw two", TEST_PARAMS)
     key = crypto.new_library_key()
     wrapped = crypto.wrap_library_key(wrap_key, key, LIBRARY)
     assert len(wrapped) == 12 + 32 + 16
@@ -123,3 +124,25 @@ def test_chunk_ids_are_keyed_and_chunk_blobs_open_only_under_their_id() -> None:
     altered[40] ^= 1
     with pytest.raises(RelayTampered):
         crypto.decrypt_chunk(key, cid, bytes(altered))
+
+
+def test_keys_match_the_relay_kdf_vectors_and_the_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """protocol/vectors/relay_kdf.json, made by a pure-Python Argon2id and the standard library's
+    scrypt (protocol/relay_vectors.py), against the real derivation and bounds."""
+    import json
+    from pathlib import Path
+
+    from p2psync.relay import kdf
+
+    vectors = json.loads((Path(__file__).resolve().parent.parent / "protocol/vectors/relay_kdf.json").read_text())
+    assert vectors["production"] == kdf.PRODUCTION.as_wire()
+    for case in vectors["cases"]:
+        params = kdf.KdfParams.from_wire(case["kdf"])
+        assert kdf.KdfParams.from_wire(params.as_wire()) == params
+        login_key, wrap_key = crypto.derive_keys(case["email typed"], case["password"], params)
+        assert (login_key.hex(), wrap_key.hex()) == (case["login_key (hex)"], case["wrap_key (hex)"]), case["name"]
+    monkeypatch.delenv(kdf.TEST_ENV, raising=False)
+    for wire in vectors["bounds"]["accepted"]:
+        assert kdf.problem(kdf.KdfParams.from_wire(wire)) is None, wire
+    for wire in vectors["bounds"]["refused"]:
+        assert kdf.problem(kdf.KdfParams.from_wire(wire)) is not None, wire

@@ -29,7 +29,7 @@ import pytest
 from aiohttp import web
 
 from p2psync.errors import ProtocolMismatch, RelayAuthFailed, RelayBoundElsewhere, RelayTampered
-from p2psync.relay import crypto, link
+from p2psync.relay import crypto, kdf, link
 from p2psync.relay.client import RelayClient
 from p2psync.store.library import Library
 from p2psync.store.sync import recent_problems, sync_libraries, version_vector
@@ -90,7 +90,7 @@ def stop_relay(relay: Relay) -> None:
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    server = start_relay(tmp_path_factory.mktemp("relay-data"))
+    server = start_relay(tmp_path_factory.mktemp("relay-data"), "--signups-per-hour", "1000")  # all from 127.0.0.1
     yield server
     stop_relay(server)
 
@@ -559,6 +559,7 @@ class HostileRelay:
 
             return handler
 
+        app.router.add_post("/relay/v1/prelogin", answer(lambda: {"kdf": kdf.default_params().as_wire()}))
         app.router.add_post("/relay/v1/login", answer(lambda: self.login_answer, lambda: self.login_status))
         app.router.add_get("/relay/v1/account", self.account)
         app.router.add_get("/relay/v1/state", answer(lambda: {"heads": {}, "last_num": 99}))
@@ -618,7 +619,7 @@ def test_nonsense_from_a_relay_changes_nothing_and_is_one_sentence(tmp_path: Pat
 
         # Linked (as if it had logged in), the relay sends change sets it forged or mangled.
         key = os.urandom(32)
-        _, wrap_key = crypto.derive_keys("e@example.org", PASSWORD)
+        _, wrap_key = crypto.derive_keys("e@example.org", PASSWORD, kdf.default_params())
         hostile.wrapped = base64.b64encode(crypto.wrap_library_key(wrap_key, key, library.library_id)).decode()
         device = library.device_id
         forged = crypto.encrypt_changeset(os.urandom(32), library.library_id, device, 1, 1, b"{}")

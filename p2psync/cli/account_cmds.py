@@ -6,21 +6,23 @@ never from the command line.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json, yes_option
-from p2psync.errors import ConfirmationRequired, InvalidValue, LibraryNotFound, RelayLinkedElsewhere
+from p2psync.errors import ConfirmationRequired, InvalidValue, LibraryNotFound, RelayError, RelayLinkedElsewhere
 from p2psync.relay import link
 from p2psync.relay.client import normalize_url
 from p2psync.relay.crypto import check_email
 from p2psync.store import backup as backups
 from p2psync.store.library import Library
-
-MIN_PASSWORD = 8
 
 
 @click.group()
@@ -48,12 +50,6 @@ def _read_password(password_stdin: bool, confirm: bool, prompt: str = "Password"
     if not sys.stdin.isatty():
         raise click.UsageError("No terminal to ask for the password on; give it on stdin with --password-stdin.")
     return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True))
-
-
-def _check_new_password(password: str) -> str:
-    if len(password) < MIN_PASSWORD:
-        raise InvalidValue(f"Choose a password of at least {MIN_PASSWORD} characters.")
-    return password
 
 
 def _ask(yes: bool) -> link.Ask:
@@ -84,14 +80,47 @@ def _backup(choice: bool | None, folder: Path | None) -> Any:
     return make
 
 
-def _open_or_create() -> Library:
-    path = library_path()
+@contextlib.contextmanager
+def _open_or_create() -> Iterator[tuple[Library, bool]]:
+    """The library, or an empty one made to receive the account's library (and whether it was made
+    now). If the command fails before the library is linked, what it made is removed again: a
+    failed sign-up or login leaves no folder behind."""
+    path = library_path().absolute()
+    top: Path | None = None  # the outermost folder this command makes
+    before: set[str] = set()
     try:
-        return Library.open(path)
+        library, made = Library.open(path), False
     except LibraryNotFound:
-        library = Library.create(path)  # an empty library: it receives the account's library
-        click.echo(f"Created an empty library at {path} to receive the account's library.", err=True)
-        return library
+        for folder in [path, *path.parents]:
+            if folder.exists():
+                break
+            top = folder
+        before = set(os.listdir(path)) if path.is_dir() else set()
+        library, made = Library.create(path), True
+    keep = not made
+    try:
+        with library:
+            try:
+                yield library, made
+            except BaseException:
+                keep = not made or link.is_linked(library)
+                raise
+    except BaseException:
+        if not keep:
+            _remove_made(path, top, before)
+        raise
+
+
+def _remove_made(path: Path, top: Path | None, before: set[str]) -> None:
+    if top is not None:
+        shutil.rmtree(top, ignore_errors=True)
+        return
+    for name in set(os.listdir(path)) - before:  # the folder was there (empty or not): only what was added
+        target = path / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def _login_options(func: Any) -> Any:
@@ -134,23 +163,27 @@ def _run_login(
             message = link.reset(library)
         _print_reset(message, as_json)
         return
-    normalize_url(url)
+    normalize_url(url)  # plain http:// to another machine is refused before anything else
     check_email(email)  # typos are reported before the password is asked
-    with _open_or_create() as library:
+    with _open_or_create() as (library, made):
         if not yes:
             _check_link_first(library, url, email)
         password = _read_password(password_stdin, confirm=signup and not password_stdin)
-        if signup:
-            _check_new_password(password)
-        elif not password:
+        if not signup and not password:
             raise InvalidValue("The password is empty; type the account's password.")
+        # a new password's strength is judged in link.login, before anything is sent
         report = link.login(library, url, email, password, signup, _ask(yes), _backup(backup, backup_dir))
         backlog = library.search_backlog()
         if backlog:
             for _ in library.catch_up_search():
                 pass
+    if made:
+        click.echo(f"Created a library at {library.path} to receive the account's library.", err=True)
+    failed = report.sync.error if report.sync is not None else None
     if as_json:
         print_json(report.as_dict())
+        if failed:
+            raise RelayError(failed)  # logged in, but the first sync stopped short (e.g. the storage limit)
         return
     how = {
         "bound": "this library is now the account's library",
@@ -160,7 +193,9 @@ def _run_login(
     }
     click.echo(f"{'Signed up' if signup else 'Logged in'} as {report.email} on {report.relay}: {how[report.mode]}.")
     if report.sync is not None:
-        echo_sync(report.sync.as_dict())
+        echo_sync(report.sync.as_dict(), show_error=False)
+    if failed:
+        raise RelayError(failed)
 
 
 def _check_link_first(library: Library, url: str, email: str) -> None:
@@ -347,8 +382,8 @@ def password(password_stdin: bool, as_json: bool) -> None:
     """Change the account's password (asked twice). The library key is wrapped again with the new
     one; the other devices log in again with it."""
     with open_library() as library:
-        new = _check_new_password(_read_password(password_stdin, confirm=True, prompt="New password"))
-        data = link.change_password(library, new)
+        new = _read_password(password_stdin, confirm=True, prompt="New password")
+        data = link.change_password(library, new)  # refuses a weak one before anything is sent
     if as_json:
         print_json(data)
         return

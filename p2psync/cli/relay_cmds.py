@@ -81,6 +81,13 @@ def relay() -> None:
     is_flag=True,
     help="Take the client address from X-Forwarded-For (only behind a reverse proxy that sets it).",
 )
+@click.option(
+    "--signups-per-hour",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Accounts that one client address may make in an hour.",
+)
 @json_option
 def serve(
     host: str,
@@ -90,6 +97,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     trust_proxy: bool,
+    signups_per_hour: int,
     as_json: bool,
 ) -> None:
     """Serve the relay until Ctrl-C or SIGTERM (then it finishes the requests in flight and exits 0).
@@ -124,6 +132,7 @@ def serve(
             listening,
             trust_proxy=trust_proxy,
             token_seconds=token_seconds,
+            signups_per_hour=signups_per_hour,
         )
     except ssl.SSLError as exc:
         raise FileProblem(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,11 +25,13 @@ from p2psync.errors import (
     RelayAuthFailed,
     RelayBoundElsewhere,
     RelayError,
+    RelayInsecure,
     RelayQuotaExceeded,
     RelayRateLimited,
     RelayUnreachable,
 )
 from p2psync.model.devices import is_device_id
+from p2psync.relay.kdf import TEST_ENV, KdfParams
 
 PREFIX = "/relay/v1"
 VERSION_HEADER = "P2PSync-Protocol"
@@ -41,6 +44,10 @@ PAGE_LIMIT = 256  # change sets per page (the relay's maximum)
 HAVE_LIMIT = 1024  # chunk ids per /chunks/have
 
 AUTH_MESSAGE = "The relay refused the e-mail or password."
+# A sign-up to a taken address with another password is answered like a wrong password (relay.md §3).
+SIGNUP_AUTH_MESSAGE = (
+    "The relay refused the e-mail or password (if this address has an account there, log in with its password)."
+)
 TOKEN_MESSAGE = "The relay no longer accepts this device's login (it expired, or the password was changed); " + (
     "log in again with 'p2psync account login'."
 )
@@ -56,12 +63,31 @@ class GapError(RelayError):
 
 
 def normalize_url(url: str) -> str:
-    """The relay's base address as stored: scheme, host, port and path, without a trailing slash."""
+    """The relay's base address as stored: scheme, host, port and path, without a trailing slash.
+    Plain http:// only to this machine (RelayInsecure otherwise): the login key, the token and the
+    account's traffic must never cross a network unprotected. Every RelayClient checks it, so a
+    relay address stored before this rule is refused too, before any connection."""
     text = url.strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise InvalidValue(f"{url!r} is not a relay address; give it like https://relay.example.org.")
-    return text.rstrip("/")
+    text = text.rstrip("/")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise RelayInsecure(
+            f"The relay address {text} uses plain http:// to another machine, which would send the login and "
+            "everything else unprotected over the network; use its https:// address (plain http:// is only for "
+            "a relay on this machine, such as http://127.0.0.1:8740)."
+        )
+    return text
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def b64(data: bytes) -> str:
@@ -92,6 +118,7 @@ class Session:
     account: str
     token: str
     expires: Any
+    created: bool = True  # False: a sign-up to an address that has an account, with its password (a login)
 
 
 @dataclass(frozen=True)
@@ -170,6 +197,7 @@ class RelayClient:
         limit: int = MAX_JSON_ANSWER,
         binary: bool = False,
         login: bool = False,
+        signup: bool = False,
     ) -> tuple[int, Any]:
         """(status, decoded JSON, or bytes with binary=True) of a successful answer; errors raise."""
         headers: dict[str, str] = {}
@@ -206,7 +234,7 @@ class RelayClient:
         except aiohttp.ClientError as exc:
             raise RelayUnreachable(f"The relay at {self.url} could not be reached ({exc}); sync again later.") from None
         if status >= 400:
-            raise _error(status, raw, self.url, login)
+            raise _error(status, raw, self.url, login, signup)
         if binary:
             return status, raw
         if not raw:
@@ -227,11 +255,36 @@ class RelayClient:
             raise ProtocolMismatch(PROTOCOL_MESSAGE)
         return body
 
-    async def signup(self, email: str, login_key: bytes) -> Session:
-        _, body = await self._request(
-            "POST", "/signup", {"email": email, "login_key": b64(login_key)}, auth=False, login=True
+    async def prelogin(self, email: str) -> KdfParams:
+        """The account's key derivation as the relay tells it (for an unknown address, the same answer
+        as for a new account): the caller checks it before deriving anything (kdf.check)."""
+        try:
+            _, body = await self._request("POST", "/prelogin", {"email": email}, auth=False)
+        except _NotFound:
+            raise ProtocolMismatch(
+                f"The relay at {self.url} does not tell how to derive the password's keys (it is older than this "
+                "p2psync); ask its operator to update it."
+            ) from None
+        if not isinstance(body, dict):
+            raise _malformed("prelogin")
+        try:
+            return KdfParams.from_wire(body.get("kdf"))
+        except ValueError as exc:
+            raise RelayInsecure(
+                f"Refused to derive the password's keys as the relay asks: {exc}; update p2psync if the relay is newer."
+            ) from None
+
+    async def signup(self, email: str, login_key: bytes, kdf: KdfParams) -> Session:
+        """A new account; for an address that has one, a login if login_key is its key (created False)."""
+        status, body = await self._request(
+            "POST",
+            "/signup",
+            {"email": email, "login_key": b64(login_key), "kdf": kdf.as_wire()},
+            auth=False,
+            login=True,
+            signup=True,
         )
-        return self._session_from(body)
+        return self._session_from(body, created=status == 201)
 
     async def login(self, email: str, login_key: bytes) -> Session:
         _, body = await self._request(
@@ -239,14 +292,14 @@ class RelayClient:
         )
         return self._session_from(body)
 
-    def _session_from(self, body: Any) -> Session:
+    def _session_from(self, body: Any, created: bool = False) -> Session:
         if not isinstance(body, dict) or not isinstance(body.get("account"), str) or not body["account"]:
             raise _malformed("login")
         token = body.get("token")
         if not isinstance(token, str) or not token or len(token) > 512 or not token.isascii():
             raise _malformed("login token")
         self.token = token
-        return Session(body["account"], token, body.get("expires"))
+        return Session(body["account"], token, body.get("expires"), created)
 
     async def logout(self) -> None:
         await self._request("POST", "/logout")
@@ -277,8 +330,14 @@ class RelayClient:
             chunks=body["chunks"],
         )
 
-    async def change_password(self, login_key: bytes, wrapped_key: bytes) -> None:
-        await self._request("POST", "/password", {"login_key": b64(login_key), "wrapped_key": b64(wrapped_key)})
+    async def change_password(self, login_key: bytes, wrapped_key: bytes, kdf: KdfParams) -> None:
+        body = {"login_key": b64(login_key), "wrapped_key": b64(wrapped_key), "kdf": kdf.as_wire()}
+        await self._request("POST", "/password", body)
+
+    async def upgrade_kdf(self, login_key: bytes, wrapped_key: bytes | None, kdf: KdfParams) -> None:
+        """The same password's keys derived with new parameters; the other devices stay logged in."""
+        body = {"login_key": b64(login_key), "wrapped_key": b64(wrapped_key) if wrapped_key else None}
+        await self._request("POST", "/kdf", {**body, "kdf": kdf.as_wire()})
 
     async def bind(self, library_id: str, wrapped_key: bytes) -> str:
         """'new' or 'same'; RelayBoundElsewhere (with the other library's id) if bound to another."""
@@ -384,7 +443,7 @@ async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _error(status: int, raw: bytes, url: str, login: bool) -> RelayError | ProtocolMismatch:
+def _error(status: int, raw: bytes, url: str, login: bool, signup: bool = False) -> RelayError | ProtocolMismatch:
     try:
         body = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):
@@ -394,11 +453,17 @@ def _error(status: int, raw: bytes, url: str, login: bool) -> RelayError | Proto
     if code == "protocol":
         return ProtocolMismatch(PROTOCOL_MESSAGE)
     if status == 401:
-        return RelayAuthFailed(AUTH_MESSAGE if login else TOKEN_MESSAGE)
+        return RelayAuthFailed((SIGNUP_AUTH_MESSAGE if signup else AUTH_MESSAGE) if login else TOKEN_MESSAGE)
     if status == 429:
         wait = body.get("retry_after") if isinstance(body, dict) else None
         after = f" in {max(1, round(wait / 60))} minutes" if isinstance(wait, int) and _count(wait) else " later"
-        return RelayRateLimited(f"Too many failed logins for this account; try again{after}.")
+        what = "sign-ups or failed logins from this address" if signup else "failed logins for this account"
+        return RelayRateLimited(f"Too many {what}; try again{after}.")
+    if status == 400 and code == "weak_kdf":
+        return RelayInsecure(
+            "The relay refuses the password key derivation of this p2psync as weaker than it accepts; update "
+            f"p2psync (and leave ${TEST_ENV} unset: it is for tests only)."
+        )
     if status == 507 or code == "quota_exceeded":
         return RelayQuotaExceeded(QUOTA_MESSAGE)
     if status == 409 and code == "email_taken":

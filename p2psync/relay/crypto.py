@@ -19,17 +19,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from p2psync.crypto.identity import DeviceIdentity
 from p2psync.errors import InvalidValue, RelayTampered
+from p2psync.relay import kdf
+from p2psync.relay.kdf import KdfParams
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
-SCRYPT_N = 2**15
-SCRYPT_R = 8
-SCRYPT_P = 1
 ACCOUNT_SALT = b"p2psync/1 account\x00"
 LOGIN_INFO = b"p2psync/1 login"
 WRAP_INFO = b"p2psync/1 wrap"
@@ -60,10 +58,11 @@ def _hkdf(secret: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(secret)
 
 
-def derive_keys(email: str, password: str) -> tuple[bytes, bytes]:
-    """(login_key, wrap_key) for this e-mail address and password (section 1)."""
+def derive_keys(email: str, password: str, params: KdfParams) -> tuple[bytes, bytes]:
+    """(login_key, wrap_key) for this e-mail address and password, derived with `params` (section 1:
+    the account's key derivation, as the relay tells it; checked against kdf.py's bounds first)."""
     salt = ACCOUNT_SALT + normalize_email(email).encode("utf-8")
-    master = Scrypt(salt=salt, length=KEY_BYTES, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(password.encode("utf-8"))
+    master = kdf.derive(params, password.encode("utf-8"), salt)
     return _hkdf(master, LOGIN_INFO), _hkdf(master, WRAP_INFO)
 
 

@@ -59,7 +59,7 @@ from p2psync.errors import (
 )
 from p2psync.model.chunking import offsets
 from p2psync.net.chunks import PartialFile, copy_located, resume_partial, verify_and_write
-from p2psync.relay import crypto
+from p2psync.relay import account_keys, crypto, kdf, strength
 from p2psync.relay.client import HAVE_LIMIT, Account, GapError, Item, RelayClient, normalize_url
 from p2psync.store import rebase, transfers
 from p2psync.store.db import write_transaction
@@ -149,6 +149,11 @@ def read_link(library: Library) -> LinkState:
         last_error=rows.get("relay_last_error"),
         last_error_at=_int(rows.get("relay_last_error_at")) or None,
     )
+
+
+def _meta(library: Library, key: str) -> str | None:
+    row = library.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    return str(row[0]) if row else None
 
 
 def _int(text: str | None) -> int:
@@ -299,6 +304,8 @@ def login(
         return LoginReport(relay=url, email=email, mode="reset", message=reset(library))
     url = normalize_url(url)
     address = crypto.check_email(email)
+    if signup:
+        strength.check_new_password(password, address)  # before anything is sent
     return asyncio.run(_login(library, url, address, password, signup, ask, backup, run_sync))
 
 
@@ -333,9 +340,13 @@ async def _login(
     break_link = link.linked and (link.url != url or link.email != email)
     if break_link:
         _confirm(ask, _linked_question())
-    login_key, wrap_key = crypto.derive_keys(email, password)
+    remembered = account_keys.recall(_meta(library, "relay_kdf")) if link.linked and not break_link else None
     async with RelayClient(url) as client:
-        session = await (client.signup(email, login_key) if signup else client.login(email, login_key))
+        if signup:
+            keys = await account_keys.sign_up(client, email, password)
+        else:
+            keys = await account_keys.log_in(client, email, password, remembered)
+        session, wrap_key = keys.session, keys.wrap_key
         report.account = session.account
         try:
             if not break_link and link.linked and link.account and link.account != session.account:
@@ -349,6 +360,7 @@ async def _login(
             same_account = link.linked and link.account == session.account
             account = await client.account()
             key = await _bind_or_join(library, client, account, wrap_key, link, same_account, ask, backup, report)
+            _write(library, {"relay_kdf": keys.params.as_text()})  # no relay may talk this device down later
         except BaseException:
             with contextlib.suppress(P2PSyncError, TimeoutError):
                 await client.logout()
@@ -555,7 +567,9 @@ def change_password(library: Library, new_password: str) -> dict[str, Any]:
     other device's login stops working (they log in again with the new password)."""
     link = _logged_in(library)
     assert link.key is not None and link.email is not None
-    login_key, wrap_key = crypto.derive_keys(link.email, new_password)
+    strength.check_new_password(new_password, link.email)
+    params = kdf.default_params()
+    login_key, wrap_key = crypto.derive_keys(link.email, new_password, params)
 
     async def run() -> None:
         async with RelayClient(link.url or "", link.token) as client:
@@ -566,9 +580,11 @@ def change_password(library: Library, new_password: str) -> dict[str, Any]:
                     "The account now holds another library; log in again before changing its password.",
                     account.library_id,
                 )
-            await client.change_password(login_key, crypto.wrap_library_key(wrap_key, link.key or b"", library_id))
+            wrapped = crypto.wrap_library_key(wrap_key, link.key or b"", library_id)
+            await client.change_password(login_key, wrapped, params)
 
     asyncio.run(run())
+    _write(library, {"relay_kdf": params.as_text()})
     return {"relay": link.url, "email": link.email, "password_changed": True}
 
 
@@ -652,6 +668,15 @@ class RelaySyncReport:
             "files_in": self.files,
             "chunks_out": self.chunks_pushed,
         }
+
+    def sentence(self) -> str:
+        """What moved, in words, as `account login` prints it (the daemon's log line)."""
+        text = f"{self.received.applied} change sets in ({self.received.entries} changes), {self.pushed} out"
+        if self.files or self.chunks_pushed:
+            text += f"; attachments: {self.files} files in, {self.chunks_pushed} chunks out"
+        if self.refused:
+            text += f"; {len(self.refused)} refused, see 'p2psync status'"
+        return text
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -1008,6 +1033,8 @@ async def _gather_limited(coroutines: list[Any]) -> list[Any]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for coroutine in coroutines:
+            coroutine.close()  # those cancelled before they started were never awaited (a warning each)
         raise
 
 

@@ -28,9 +28,10 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
+from p2psync.errors import RelayInsecure
 from p2psync.model.devices import is_device_id
 from p2psync.model.ids import ID_PATTERN
-from p2psync.relay import passwords
+from p2psync.relay import kdf, passwords
 from p2psync.relay.storage import (
     AlreadyBound,
     ChangeSetIn,
@@ -58,6 +59,8 @@ MAX_WRAPPED_KEY = 1024  # 60 bytes in protocol 1 (nonce, key, tag); room for mor
 MAX_SEQUENCE = 2**53  # sequence numbers and cursors stay exact in every JSON reader
 CHUNK_ID = re.compile(r"[0-9a-f]{64}")
 SHUTDOWN_SECONDS = 30.0  # how long a stop waits for requests in flight
+SIGNUPS_PER_HOUR = 10  # accounts made from one client address in an hour (relay serve --signups-per-hour)
+WRONG_LOGIN = "The e-mail address or the password is wrong."  # /login and a /signup to a taken address
 
 log = logging.getLogger("p2psync.relay")
 
@@ -127,7 +130,9 @@ class Relay:
         token_seconds: float,
         trust_proxy: bool,
         clock: Callable[[], float],
+        signups_per_hour: int = SIGNUPS_PER_HOUR,
     ) -> None:
+        self.signups_per_hour = signups_per_hour
         self.storage = storage
         self.quota_bytes = quota_bytes
         self.token_seconds = token_seconds
@@ -309,6 +314,12 @@ def b64_field(body: dict[str, Any], name: str, min_size: int, max_size: int) -> 
 
 
 def login_fields(body: dict[str, Any]) -> tuple[str, bytes]:
+    email = email_field(body)
+    key = b64_field(body, "login_key", passwords.LOGIN_KEY_BYTES, passwords.LOGIN_KEY_BYTES)
+    return email, key
+
+
+def email_field(body: dict[str, Any]) -> str:
     email = body.get("email")
     if not isinstance(email, str):
         raise malformed("'email' must be a string.")
@@ -317,8 +328,18 @@ def login_fields(body: dict[str, Any]) -> tuple[str, bytes]:
     email = email.strip().lower()
     if not (3 <= len(email) <= 254) or "@" not in email or any(c.isspace() or not c.isprintable() for c in email):
         raise malformed("'email' must be an e-mail address (at most 254 characters, no spaces).")
-    key = b64_field(body, "login_key", passwords.LOGIN_KEY_BYTES, passwords.LOGIN_KEY_BYTES)
-    return email, key
+    return email
+
+
+def kdf_field(body: dict[str, Any]) -> kdf.KdfParams | None:
+    """The key derivation a request names (relay.md §1); None if absent (a device of the first
+    release: scrypt). Refused with 400 weak_kdf if out of kdf.py's bounds."""
+    try:
+        return kdf.from_request(body.get("kdf"))
+    except ValueError as exc:
+        raise malformed(f"'kdf': {exc}.") from None
+    except RelayInsecure as exc:
+        raise Refusal(400, "weak_kdf", exc.message) from None
 
 
 def sequence(value: Any) -> bool:
@@ -368,15 +389,6 @@ async def _issue_token(relay: Relay, account: str) -> dict[str, Any]:
     return {"account": account, "token": token, "expires": iso(expires)}
 
 
-async def signup(request: web.Request) -> web.Response:
-    relay = request.app[RELAY]
-    email, key = login_fields(await read_object(request))
-    salt, digest = await relay.hash(passwords.new_login_hash, key)
-    account = await relay.call(relay.storage.create_account, email, salt, digest, relay.clock())
-    request[ACCOUNT] = account
-    return answer(await _issue_token(relay, account), 201)
-
-
 async def login(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     email, key = login_fields(await read_object(request))
@@ -398,7 +410,7 @@ async def login(request: web.Request) -> web.Response:
         )
         if not ok or record is None:
             await relay.call(relay.storage.record_failed_login, email, client, relay.clock())
-            raise Refusal(401, "auth_failed", "The e-mail address or the password is wrong.")
+            raise Refusal(401, "auth_failed", WRONG_LOGIN)
     request[ACCOUNT] = record.account
     return answer(await _issue_token(relay, record.account))
 
@@ -435,11 +447,13 @@ async def password(request: web.Request, account: str) -> web.Response:
     key = b64_field(body, "login_key", passwords.LOGIN_KEY_BYTES, passwords.LOGIN_KEY_BYTES)
     # null is accepted for an account that has no library yet (it has no wrapped key to replace)
     wrapped = None if body.get("wrapped_key") is None else b64_field(body, "wrapped_key", 1, MAX_WRAPPED_KEY)
+    params = kdf_field(body)
     info = await relay.call(relay.storage.account_info, account)
     if wrapped is None and info.library_id is not None:
         raise malformed("'wrapped_key' must be the library key wrapped with the new password's key.")
     salt, digest = await relay.hash(passwords.new_login_hash, key)
-    await relay.call(relay.storage.change_password, account, salt, digest, wrapped, request[TOKEN])
+    text = params.as_text() if params else None
+    await relay.call(relay.storage.change_password, account, salt, digest, wrapped, request[TOKEN], text)
     return answer({})
 
 
@@ -563,13 +577,16 @@ def make_app(
     token_seconds: float = passwords.TOKEN_SECONDS,
     trust_proxy: bool = False,
     clock: Callable[[], float] = time.time,
+    signups_per_hour: int = SIGNUPS_PER_HOUR,
 ) -> web.Application:
     """The relay's application. It owns `storage` from now on: the app's cleanup closes it."""
+    from p2psync.relay import account_api  # it builds on this module's helpers
+
     app = web.Application(
         middlewares=[access_log, errors_to_json, protocol_version],
         client_max_size=MAX_JSON_BYTES,
     )
-    relay = Relay(storage, quota_bytes, token_seconds, trust_proxy, clock)
+    relay = Relay(storage, quota_bytes, token_seconds, trust_proxy, clock, signups_per_hour)
     app[RELAY] = relay
 
     async def close(_app: web.Application) -> None:
@@ -578,11 +595,13 @@ def make_app(
     app.on_cleanup.append(close)
     routes = [
         ("GET", "/health", health),
-        ("POST", "/signup", signup),
+        ("POST", "/prelogin", account_api.prelogin),
+        ("POST", "/signup", account_api.signup),
         ("POST", "/login", login),
         ("POST", "/logout", logout),
         ("GET", "/account", account_info),
         ("POST", "/password", password),
+        ("POST", "/kdf", account_api.upgrade_kdf),
         ("POST", "/bind", bind),
         ("POST", "/purge", purge),
         ("GET", "/state", state),
@@ -649,13 +668,16 @@ def run(
     *,
     trust_proxy: bool = False,
     token_seconds: float = passwords.TOKEN_SECONDS,
+    signups_per_hour: int = SIGNUPS_PER_HOUR,
 ) -> None:
     """Serve until SIGTERM or SIGINT; then finish the requests in flight, close the storage, return."""
     context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
 
     async def serve() -> None:
         storage = SqliteStorage(data_dir)
-        app = make_app(storage, quota, token_seconds=token_seconds, trust_proxy=trust_proxy)
+        app = make_app(
+            storage, quota, token_seconds=token_seconds, trust_proxy=trust_proxy, signups_per_hour=signups_per_hour
+        )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
         await runner.setup()
         try:

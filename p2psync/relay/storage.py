@@ -93,6 +93,7 @@ class LoginRecord:
     account: str
     salt: bytes
     login_hash: bytes
+    kdf: str | None = None  # the account's key derivation (relay/kdf.py, as JSON); None: the first release's
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,19 @@ class RelayStorage(Protocol):
     """The relay's storage. Times are Unix seconds given by the caller (the server's clock)."""
 
     # accounts and tokens
-    def create_account(self, email: str, salt: bytes, login_hash: bytes, now: float) -> str:
+    def create_account(self, email: str, salt: bytes, login_hash: bytes, now: float, kdf: str | None = None) -> str:
         """A new account's id; EmailTaken if the address has one."""
+        ...
+
+    def signup_wait(self, client: str, now: float, limit: int, window: float) -> int | None:
+        """Seconds until another account may be made from this client address, None if now."""
+        ...
+
+    def record_signup(self, client: str, now: float, window: float) -> None: ...
+
+    def set_login(self, account: str, salt: bytes, login_hash: bytes, wrapped_key: bytes | None, kdf: str) -> None:
+        """The same password's keys with new derivation parameters: login hash, wrapped key (if bound)
+        and kdf replaced; every token stays."""
         ...
 
     def login_record(self, email: str) -> LoginRecord | None: ...
@@ -153,9 +165,15 @@ class RelayStorage(Protocol):
     def account_info(self, account: str) -> AccountInfo: ...
 
     def change_password(
-        self, account: str, salt: bytes, login_hash: bytes, wrapped_key: bytes | None, keep_token: bytes
+        self,
+        account: str,
+        salt: bytes,
+        login_hash: bytes,
+        wrapped_key: bytes | None,
+        keep_token: bytes,
+        kdf: str | None = None,
     ) -> None:
-        """Replace the login hash and the wrapped key; every token but keep_token stops working."""
+        """Replace the login hash, the wrapped key and the kdf; every token but keep_token stops working."""
         ...
 
     def bind(self, account: str, library_id: str, wrapped_key: bytes) -> str:
@@ -207,7 +225,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     used_bytes INTEGER NOT NULL DEFAULT 0,
     next_num INTEGER NOT NULL DEFAULT 1,  -- never reset, not even by purge: a num is never reused
     epoch INTEGER NOT NULL DEFAULT 0,  -- the blob folder in use; a purge moves on to the next one
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    kdf TEXT  -- how the device derives the login key (relay.md §1, JSON); NULL: the first release's scrypt
 );
 CREATE TABLE IF NOT EXISTS tokens (
     hash BLOB PRIMARY KEY,
@@ -225,6 +244,12 @@ CREATE TABLE IF NOT EXISTS login_attempts (
 CREATE INDEX IF NOT EXISTS attempts_email ON login_attempts(email, at);
 CREATE INDEX IF NOT EXISTS attempts_client ON login_attempts(client, at);
 CREATE INDEX IF NOT EXISTS attempts_at ON login_attempts(at);
+CREATE TABLE IF NOT EXISTS signup_attempts (
+    id INTEGER PRIMARY KEY,
+    client TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS signups_client ON signup_attempts(client, at);
 CREATE TABLE IF NOT EXISTS heads (
     account TEXT NOT NULL,
     device TEXT NOT NULL,
@@ -290,6 +315,8 @@ class SqliteStorage:
         self.db.execute("PRAGMA busy_timeout = 10000")
         self.db.execute("PRAGMA foreign_keys = ON")
         self.db.executescript(_SCHEMA)
+        if "kdf" not in {row[1] for row in self.db.execute("PRAGMA table_info(accounts)")}:
+            self.db.execute("ALTER TABLE accounts ADD COLUMN kdf TEXT")  # data of the first release
         row = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if row is None:
             self.db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", [str(SCHEMA_VERSION)])
@@ -408,14 +435,14 @@ class SqliteStorage:
 
     # --- accounts and tokens -------------------------------------------------------------------
 
-    def create_account(self, email: str, salt: bytes, login_hash: bytes, now: float) -> str:
+    def create_account(self, email: str, salt: bytes, login_hash: bytes, now: float, kdf: str | None = None) -> str:
         account = secrets.token_hex(16)
         with self._lock:
             try:
                 with self._tx() as db:
                     db.execute(
-                        "INSERT INTO accounts (id, email, salt, login_hash, created) VALUES (?, ?, ?, ?, ?)",
-                        [account, email, salt, login_hash, now],
+                        "INSERT INTO accounts (id, email, salt, login_hash, created, kdf) VALUES (?, ?, ?, ?, ?, ?)",
+                        [account, email, salt, login_hash, now, kdf],
                     )
             except sqlite3.IntegrityError:
                 raise EmailTaken("An account with this e-mail address exists already; log in instead.") from None
@@ -423,8 +450,26 @@ class SqliteStorage:
 
     def login_record(self, email: str) -> LoginRecord | None:
         with self._lock:
-            row = self.db.execute("SELECT id, salt, login_hash FROM accounts WHERE email = ?", [email]).fetchone()
-        return LoginRecord(row[0], row[1], row[2]) if row else None
+            row = self.db.execute("SELECT id, salt, login_hash, kdf FROM accounts WHERE email = ?", [email]).fetchone()
+        return LoginRecord(row[0], row[1], row[2], row[3]) if row else None
+
+    def signup_wait(self, client: str, now: float, limit: int, window: float) -> int | None:
+        with self._lock:
+            rows = self.db.execute("SELECT at FROM signup_attempts WHERE client = ? AND at > ?", [client, now - window])
+            return retry_after([r[0] for r in rows], now, limit, window)
+
+    def record_signup(self, client: str, now: float, window: float) -> None:
+        with self._lock, self._tx() as db:
+            db.execute("DELETE FROM signup_attempts WHERE at <= ?", [now - window])
+            db.execute("INSERT INTO signup_attempts (client, at) VALUES (?, ?)", [client, now])
+
+    def set_login(self, account: str, salt: bytes, login_hash: bytes, wrapped_key: bytes | None, kdf: str) -> None:
+        with self._lock, self._tx() as db:
+            db.execute(
+                "UPDATE accounts SET salt = ?, login_hash = ?, kdf = ?, "
+                "wrapped_key = CASE WHEN library_id IS NULL THEN NULL ELSE ? END WHERE id = ?",
+                [salt, login_hash, kdf, wrapped_key, account],
+            )
 
     def login_wait(
         self,
@@ -475,14 +520,20 @@ class SqliteStorage:
         return AccountInfo(account, row[0], row[1], row[2], row[3], change_sets, chunks)
 
     def change_password(
-        self, account: str, salt: bytes, login_hash: bytes, wrapped_key: bytes | None, keep_token: bytes
+        self,
+        account: str,
+        salt: bytes,
+        login_hash: bytes,
+        wrapped_key: bytes | None,
+        keep_token: bytes,
+        kdf: str | None = None,
     ) -> None:
         with self._lock, self._tx() as db:
             # An unbound account has no wrapped key to replace: it stays null (relay.md §3, /account).
             db.execute(
-                "UPDATE accounts SET salt = ?, login_hash = ?, "
+                "UPDATE accounts SET salt = ?, login_hash = ?, kdf = ?, "
                 "wrapped_key = CASE WHEN library_id IS NULL THEN NULL ELSE ? END WHERE id = ?",
-                [salt, login_hash, wrapped_key, account],
+                [salt, login_hash, kdf, wrapped_key, account],
             )
             db.execute("DELETE FROM tokens WHERE account = ? AND hash != ?", [account, keep_token])
 
