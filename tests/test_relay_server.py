@@ -29,12 +29,13 @@ import aiohttp
 import click
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2psync.cli.relay_cmds import parse_size
 from p2psync.model.devices import device_id_for
-from p2psync.relay import passwords
+from p2psync.relay import keyring, passwords
 from p2psync.relay.server import make_app
 from p2psync.relay.storage import SqliteStorage, StorageLocked
 
@@ -140,17 +141,36 @@ def new_address() -> str:
     return f"198.51.100.{int.from_bytes(os.urandom(1)) % 250 + 1}-{uuid.uuid4().hex[:6]}"
 
 
-class User:
-    """An account on a relay, made by signing up."""
+def proof(email: str, device_key: Ed25519PrivateKey | None = None, now: float | None = None) -> dict[str, Any]:
+    """A device's proof of its key (relay.md §5.1): its token is then tied to that device."""
+    made = keyring.make_proof(device_key or Ed25519PrivateKey.generate(), email, time.time() if now is None else now)
+    return made.as_json()
 
-    def __init__(self, relay: RelayProcess) -> None:
+
+class User:
+    """An account on a relay, made by signing up from one device (whose change sets it may store)."""
+
+    def __init__(self, relay: RelayProcess, device_key: Ed25519PrivateKey | None = None) -> None:
         self.relay = relay
         self.email = new_email()
         self.key = key()
-        status, body = relay.call("POST", "/signup", {"email": self.email, "login_key": b64(self.key)})
+        self.device_key = device_key or Ed25519PrivateKey.generate()
+        device = proof(self.email, self.device_key)
+        body = {"email": self.email, "login_key": b64(self.key), "device": device}
+        status, body = relay.call("POST", "/signup", body)
         assert status == 201, body
-        self.account, self.token = body["account"], body["token"]
+        self.account, self.token, self.device = body["account"], body["token"], body["device"]
         SECRETS.append(self.token)
+
+    def another_device(self) -> User:
+        """The same account, logged in from another device."""
+        other = object.__new__(User)
+        other.relay, other.email, other.key = self.relay, self.email, self.key
+        other.device_key = Ed25519PrivateKey.generate()
+        status, body = login(self.relay, self.email, self.key, new_address(), other.device_key)
+        assert status == 200, body
+        other.account, other.token, other.device = body["account"], body["token"], body["device"]
+        return other
 
     def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
         kw.setdefault("token", self.token)
@@ -180,9 +200,16 @@ class User:
         return info, state
 
 
-def login(relay: RelayProcess, email: str, login_key: bytes, address: str | None = None) -> tuple[int, Any]:
+def login(
+    relay: RelayProcess,
+    email: str,
+    login_key: bytes,
+    address: str | None = None,
+    device_key: Ed25519PrivateKey | None = None,
+) -> tuple[int, Any]:
     headers = {"X-Forwarded-For": address} if address else None
-    status, body = relay.call("POST", "/login", {"email": email, "login_key": b64(login_key)}, headers=headers)
+    body = {"email": email, "login_key": b64(login_key), "device": proof(email, device_key)}
+    status, body = relay.call("POST", "/login", body, headers=headers)
     if status == 200:
         SECRETS.append(body["token"])
     return status, body
@@ -256,6 +283,9 @@ def test_signup_login_logout(relay: RelayProcess) -> None:
         "quota_bytes": 20_000_000,
         "change_sets": 0,
         "chunks": 0,
+        "device": user.device,
+        "key_epoch": 0,
+        "wrapped_epoch": 0,
     }
     assert user.call("POST", "/logout")[0] == 204
     status, body = user.call("GET", "/account")
@@ -405,27 +435,30 @@ def test_bind_new_same_and_bound(relay: RelayProcess) -> None:
 def test_push_duplicates_gap_and_pull(relay: RelayProcess) -> None:
     user = User(relay)
     user.bind()
-    one, two = new_device(), new_device()
+    second = user.another_device()  # a device stores its own change sets only (relay.md §5.2)
+    one, two = user.device, second.device
     blobs = [os.urandom(100 + n) for n in range(4)]
-    status, body = user.push((one, 1, 1, blobs[0]), (one, 2, 3, blobs[1]), (two, 1, 1, blobs[2]))
-    assert (status, body) == (200, {"stored": 3, "duplicates": 0})
-    status, body = user.push((one, 1, 1, blobs[0]), (one, 2, 3, blobs[1]), (two, 1, 1, blobs[2]))
-    assert (status, body) == (200, {"stored": 0, "duplicates": 3})
+    assert user.push((one, 1, 1, blobs[0]), (one, 2, 3, blobs[1])) == (200, {"stored": 2, "duplicates": 0})
+    assert second.push((two, 1, 1, blobs[2])) == (200, {"stored": 1, "duplicates": 0})
+    status, body = user.push((one, 1, 1, blobs[0]), (one, 2, 3, blobs[1]))
+    assert (status, body) == (200, {"stored": 0, "duplicates": 2})
+    assert second.push((two, 1, 1, blobs[2])) == (200, {"stored": 0, "duplicates": 1})
     before = user.snapshot()
     assert before[1] == {"heads": {one: 3, two: 1}, "last_num": 3}
     assert before[0]["used_bytes"] == sum(map(len, blobs[:3])) and before[0]["change_sets"] == 3
 
     # A gap anywhere refuses the whole request: the good first item is not stored either.
-    for items, device, head in (
-        ([(one, 4, 4, blobs[3]), (one, 6, 6, blobs[3])], one, 3),
-        ([(two, 2, 2, blobs[3]), (one, 3, 5, blobs[3])], one, 3),  # overlaps the head
-        ([(two, 3, 3, blobs[3])], two, 1),
+    for by, items, device, head in (
+        (user, [(one, 4, 4, blobs[3]), (one, 6, 6, blobs[3])], one, 3),
+        (user, [(one, 4, 4, blobs[3]), (one, 3, 5, blobs[3])], one, 3),  # overlaps the head
+        (user, [(one, 2, 2, blobs[3])], one, 3),  # within what is stored, but not a change set stored
+        (second, [(two, 3, 3, blobs[3])], two, 1),
     ):
-        status, body = user.push(*items)
+        status, body = by.push(*items)
         assert status == 409 and body["error"] == "gap" and body["message"], items
         assert (body["device"], body["head"]) == (device, head)  # what the relay holds, to resume from
         assert user.snapshot() == before
-    status, body = user.push((two, 2, 2, blobs[3]))
+    status, body = second.push((two, 2, 2, blobs[3]))
     assert (status, body) == (200, {"stored": 1, "duplicates": 0})
 
     status, page = user.call("GET", "/changesets?after=0&limit=2")
@@ -448,7 +481,7 @@ def test_push_duplicates_gap_and_pull(relay: RelayProcess) -> None:
 
 def test_a_page_holds_at_most_8_mib_of_blobs(relay: RelayProcess) -> None:
     user = User(relay)
-    device = new_device()
+    device = user.device
     big = [os.urandom(3 * 1024 * 1024) for _ in range(3)]
     assert user.push(*[(device, n + 1, n + 1, blob) for n, blob in enumerate(big)]) == (
         200,
@@ -504,7 +537,7 @@ def blob_files(relay: RelayProcess, account: str) -> int:
 def test_quota_refuses_whole_requests_and_purge_resets(strict: RelayProcess) -> None:
     user = User(strict)
     user.bind()
-    device = new_device()
+    device = user.device
     assert user.push((device, 1, 1, os.urandom(40_000)))[0] == 200
     before = user.snapshot()
     status, body = user.push((device, 2, 2, os.urandom(20_000)), (device, 3, 3, os.urandom(10_000)))
@@ -549,10 +582,11 @@ def test_quota_refuses_whole_requests_and_purge_resets(strict: RelayProcess) -> 
 
 
 def test_one_accounts_token_never_reaches_another_accounts_data(relay: RelayProcess) -> None:
-    alice, bob = User(relay), User(relay)
+    shared = Ed25519PrivateKey.generate()  # one device in two accounts: the same device id in both
+    alice, bob = User(relay, shared), User(relay, shared)
     bob_library = bob.bind(wrapped=b"bob" * 20)
     alice.bind()
-    device = new_device()
+    device = bob.device
     bob_blob, bob_chunk, chunk_id = os.urandom(500), os.urandom(700), os.urandom(32).hex()
     assert bob.push((device, 1, 2, bob_blob))[0] == 200
     assert bob.call("PUT", f"/chunks/{chunk_id}", raw=bob_chunk)[0] == 201
@@ -583,7 +617,7 @@ def test_one_accounts_token_never_reaches_another_accounts_data(relay: RelayProc
 def test_malformed_and_oversized_bodies_change_nothing(relay: RelayProcess) -> None:
     user = User(relay)
     user.bind()
-    device = new_device()
+    device = user.device
     assert user.push((device, 1, 1, b"x"))[0] == 200
     before = user.snapshot()
     good = {"device": device, "first": 2, "last": 2, "blob": b64(b"y")}
@@ -641,7 +675,7 @@ def target(relay: RelayProcess) -> tuple[User, str, str]:
     """One bound account for the hypothesis tests, with a few change sets of one device."""
     user = User(relay)
     library = user.bind(wrapped=b"k" * 60)
-    device = new_device()
+    device = user.device
     assert user.push((device, 1, 1, b"one"), (device, 2, 2, b"two"))[0] == 200
     return user, library, device
 
@@ -669,7 +703,7 @@ def test_random_json_at_changesets_is_a_4xx_and_changes_nothing(target: tuple[Us
     status, answer = user.call("POST", "/changesets", raw=json.dumps(body).encode())
     assert status < 500, answer
     if status >= 400:
-        assert set(answer) >= {"error", "message"} and answer["error"] in ("malformed", "gap")
+        assert set(answer) >= {"error", "message"} and answer["error"] in ("malformed", "gap", "wrong_device")
         assert user.snapshot() == before
     else:
         assert status == 200 and set(answer) == {"stored", "duplicates"}  # a body that was valid after all
@@ -757,7 +791,7 @@ def test_stop_finishes_the_request_in_flight_and_exits_0(tmp_path: Path) -> None
 def test_sigkill_mid_push_keeps_every_answered_change_set(tmp_path: Path) -> None:
     relay = RelayProcess(tmp_path / "data")
     user = User(relay)
-    device = new_device()
+    device = user.device
     sent: dict[int, bytes] = {}
     answered = 0
     killer = threading.Timer(0.6, os.kill, [relay.proc.pid, signal.SIGKILL])
@@ -908,7 +942,9 @@ def test_app_tokens_last_30_days_and_the_window_15_minutes(tmp_path: Path) -> No
                     async with http.request(method, base + path, headers=headers, **kw) as response:
                         return response.status, await response.json()
 
-                status, session = await call("POST", "/signup", json={"email": "a@x.test", "login_key": login_key})
+                device = proof("a@x.test", now=clock[0])
+                body = {"email": "a@x.test", "login_key": login_key, "device": device}
+                status, session = await call("POST", "/signup", json=body)
                 assert status == 201 and session["expires"] == "2027-02-14T08:00:00Z"  # 1.8e9 s + 30 days
                 clock[0] += 30 * 86400 - 1
                 assert (await call("GET", "/state", session["token"]))[0] == 200

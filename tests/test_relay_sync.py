@@ -562,6 +562,7 @@ class HostileRelay:
         app.router.add_post("/relay/v1/prelogin", answer(lambda: {"kdf": kdf.default_params().as_wire()}))
         app.router.add_post("/relay/v1/login", answer(lambda: self.login_answer, lambda: self.login_status))
         app.router.add_get("/relay/v1/account", self.account)
+        app.router.add_get("/relay/v1/keys", self.keys)
         app.router.add_get("/relay/v1/state", answer(lambda: {"heads": {}, "last_num": 99}))
         app.router.add_get("/relay/v1/changesets", answer(lambda: {"items": self.items, "more": False}))
         app.router.add_post("/relay/v1/changesets", answer(lambda: {"stored": 1, "duplicates": 0}))
@@ -597,8 +598,13 @@ class HostileRelay:
                 "quota_bytes": None,
                 "change_sets": 0,
                 "chunks": 0,
+                "device": "A" * 32,  # the token is tied to a device (relay.md §5.1)
             }
         )
+
+    async def keys(self, request: web.Request) -> web.Response:
+        body = {"key_epoch": 0, "rotate": False, "revoked": [], "epochs": [], "sealed": []}
+        return web.json_response({**body, "wrapped_key": self.wrapped, "wrapped_epoch": 0})
 
 
 def test_nonsense_from_a_relay_changes_nothing_and_is_one_sentence(tmp_path: Path) -> None:

@@ -6,6 +6,15 @@ import click
 
 from p2psync.cli.common import confirm, json_option, library_option, open_library, print_json, yes_option
 from p2psync.errors import UnknownDevice
+from p2psync.relay import link as relay_link
+
+# What `peers remove` adds for a library linked to an online account (docs/security.md, the relay).
+RELAY_ADVICE = (
+    "At this library's next sync with the relay, the removed device is cut off there and the library key "
+    "changes, so it reads nothing written afterwards; sync now ('p2psync sync'). If that device knew the "
+    "account's password, change the password too ('p2psync account password'): with it, any machine can "
+    "log in again as a new device."
+)
 
 
 def register(cli: click.Group) -> None:
@@ -46,6 +55,8 @@ def remove(device: str, yes: bool, as_json: bool) -> None:
 
     Its changes made after what this machine has seen from it are refused by every member that
     receives the removal. It cannot be undone; pair the device again to bring it back as new.
+    A library linked to an online account also cuts the device off the relay and changes the
+    library key at its next sync with it; change the account's password if the device knew it.
     """
     with open_library() as library:
         match = [d for d in library.devices() if d["device_id"].startswith(device.upper())]
@@ -53,9 +64,13 @@ def remove(device: str, yes: bool, as_json: bool) -> None:
             raise UnknownDevice(f"No single member device matches {device!r}; see 'p2psync peers'.")
         confirm(f"Remove device {match[0]['short_id']} ({match[0]['name']}) from this library on every machine?", yes)
         removed = library.revoke_device(device)
+        linked = relay_link.is_linked(library)
+    relay = RELAY_ADVICE if linked else None
     if as_json:
-        print_json({"removed": removed})
+        print_json({"removed": removed, "relay": relay})
     else:
         click.echo(
             f"Removed {removed['short_id']} ({removed['name']}); the removal reaches the others with the next sync."
         )
+        if relay:
+            click.echo(relay)

@@ -79,7 +79,7 @@ async def signup(request: web.Request) -> web.Response:
                 await relay.call(relay.storage.record_failed_login, email, client, relay.clock())
                 raise Refusal(401, "auth_failed", WRONG_LOGIN)
             request[ACCOUNT] = record.account
-            return answer(await _issue_token(relay, record.account))
+            return answer(await _issue_token(relay, record.account, body, email))
         salt, digest = await relay.hash(passwords.new_login_hash, key)
         text = params.as_text() if params is not None else None
         try:
@@ -88,7 +88,7 @@ async def signup(request: web.Request) -> web.Response:
             raise Refusal(401, "auth_failed", WRONG_LOGIN) from None
         await relay.call(relay.storage.record_signup, client, relay.clock(), SIGNUP_WINDOW)
     request[ACCOUNT] = account
-    return answer(await _issue_token(relay, account), 201)
+    return answer(await _issue_token(relay, account, body, email), 201)
 
 
 @authed

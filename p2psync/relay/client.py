@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from p2psync.errors import (
+    DeviceRemoved,
     InvalidValue,
     ProtocolMismatch,
     RelayAccountExists,
@@ -31,7 +32,9 @@ from p2psync.errors import (
     RelayUnreachable,
 )
 from p2psync.model.devices import is_device_id
+from p2psync.relay.device_client import DeviceEndpoints, KeyEpochMoved
 from p2psync.relay.kdf import TEST_ENV, KdfParams
+from p2psync.relay.keyring import DeviceProof
 
 PREFIX = "/relay/v1"
 VERSION_HEADER = "P2PSync-Protocol"
@@ -41,6 +44,7 @@ READ_TIMEOUT = 60.0  # between two pieces of an answer
 MAX_JSON_ANSWER = 32 * 1024 * 1024  # a page of change sets is at most 8 MiB of blobs, in base64
 MAX_CHUNK_BLOB = 1024 * 1024 + 64
 PAGE_LIMIT = 256  # change sets per page (the relay's maximum)
+KEY_HEADER = "P2PSync-Key-Epoch"  # which epoch's library key a chunk needs (relay.md §5)
 HAVE_LIMIT = 1024  # chunk ids per /chunks/have
 
 AUTH_MESSAGE = "The relay refused the e-mail or password."
@@ -133,6 +137,9 @@ class Account:
     quota_bytes: int | None
     change_sets: int
     chunks: int
+    device: str | None = None  # the device this token is tied to (None: a login from before devices)
+    key_epoch: int = 0  # the library key's epoch in force
+    wrapped_epoch: int = 0  # the epoch of the key in wrapped_key
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -155,13 +162,15 @@ class Item:
     first: int
     last: int
     blob: bytes
+    key: int = 0  # the epoch of the library key it needs
 
 
-class RelayClient:
+class RelayClient(DeviceEndpoints):
     def __init__(self, url: str, token: str | None = None, timeout: float | None = None) -> None:
         self.url = normalize_url(url)
         self.base = self.url + PREFIX
         self.token = token
+        self.proof: DeviceProof | None = None  # sent with /signup and /login: the token is tied to this device
         total = aiohttp.ClientTimeout(total=timeout, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
         self._timeout = total
         self._session: aiohttp.ClientSession | None = None
@@ -198,9 +207,11 @@ class RelayClient:
         binary: bool = False,
         login: bool = False,
         signup: bool = False,
+        answer_headers: dict[str, str] | None = None,
+        extra_headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """(status, decoded JSON, or bytes with binary=True) of a successful answer; errors raise."""
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = dict(extra_headers or {})
         if auth:
             if not self.token:
                 raise RelayAuthFailed(TOKEN_MESSAGE)
@@ -217,6 +228,8 @@ class RelayClient:
             ) as response:
                 raw = await _read(response, limit)
                 status = response.status
+                if answer_headers is not None:
+                    answer_headers.update(response.headers)
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror or str(exc.os_error) or "no connection"
             raise RelayUnreachable(
@@ -279,7 +292,7 @@ class RelayClient:
         status, body = await self._request(
             "POST",
             "/signup",
-            {"email": email, "login_key": b64(login_key), "kdf": kdf.as_wire()},
+            {"email": email, "login_key": b64(login_key), "kdf": kdf.as_wire(), **self._device()},
             auth=False,
             login=True,
             signup=True,
@@ -288,9 +301,12 @@ class RelayClient:
 
     async def login(self, email: str, login_key: bytes) -> Session:
         _, body = await self._request(
-            "POST", "/login", {"email": email, "login_key": b64(login_key)}, auth=False, login=True
+            "POST", "/login", {"email": email, "login_key": b64(login_key), **self._device()}, auth=False, login=True
         )
         return self._session_from(body)
+
+    def _device(self) -> dict[str, Any]:
+        return {"device": self.proof.as_json()} if self.proof is not None else {}
 
     def _session_from(self, body: Any, created: bool = False) -> Session:
         if not isinstance(body, dict) or not isinstance(body.get("account"), str) or not body["account"]:
@@ -328,6 +344,9 @@ class RelayClient:
             quota_bytes=quota,
             change_sets=body["change_sets"],
             chunks=body["chunks"],
+            device=device if is_device_id(device := body.get("device")) else None,
+            key_epoch=int(body.get("key_epoch", 0)) if _count(body.get("key_epoch", 0)) else 0,
+            wrapped_epoch=int(body.get("wrapped_epoch", 0)) if _count(body.get("wrapped_epoch", 0)) else 0,
         )
 
     async def change_password(self, login_key: bytes, wrapped_key: bytes, kdf: KdfParams) -> None:
@@ -388,18 +407,18 @@ class RelayClient:
             if num <= previous:  # type: ignore[operator]
                 raise _malformed("change sets out of order")
             previous = num  # type: ignore[assignment]
-            out.append(Item(int(num), device, int(first), int(last), unb64(item.get("blob"), "change set blob")))  # type: ignore[arg-type]
+            key = item.get("key", 0)
+            if not _count(key):
+                raise _malformed("change set key epoch")
+            blob = unb64(item.get("blob"), "change set blob")
+            out.append(Item(int(num), device, int(first), int(last), blob, int(key)))  # type: ignore[arg-type]
         if more and not out:
             raise _malformed("an empty page that says more follow")
         return out, more
 
     async def push(self, items: list[dict[str, Any]]) -> tuple[int, int]:
-        """Store change sets ({"device", "first", "last", "blob": bytes}); (stored, duplicates)."""
-        body = {
-            "items": [
-                {"device": i["device"], "first": i["first"], "last": i["last"], "blob": b64(i["blob"])} for i in items
-            ]
-        }
+        """Store change sets ({"device", "first", "last", "key", "blob": bytes}); (stored, duplicates)."""
+        body = {"items": [{**i, "blob": b64(i["blob"])} for i in items]}
         _, answer = await self._request("POST", "/changesets", body)
         stored = answer.get("stored") if isinstance(answer, dict) else None
         duplicates = answer.get("duplicates") if isinstance(answer, dict) else None
@@ -414,18 +433,27 @@ class RelayClient:
             raise _malformed("chunks have")
         return have
 
-    async def put_chunk(self, cid: str, blob: bytes) -> bool:
-        """Store a chunk; whether it was new (201) rather than already there (200)."""
-        status, _ = await self._request("PUT", f"/chunks/{cid}", data=blob, binary=True)
+    async def put_chunk(self, cid: str, blob: bytes, key_epoch: int = 0) -> bool:
+        """Store a chunk encrypted with the key of key_epoch; whether it was new (201) rather than
+        already there (200)."""
+        status, _ = await self._request(
+            "PUT", f"/chunks/{cid}", data=blob, binary=True, extra_headers={KEY_HEADER: str(key_epoch)}
+        )
         return status == 201
 
-    async def get_chunk(self, cid: str) -> bytes | None:
-        """A chunk's blob, or None if the relay does not have it."""
+    async def get_chunk(self, cid: str) -> tuple[bytes, int] | None:
+        """A chunk's blob and the epoch of the key it needs, or None if the relay does not have it."""
+        headers: dict[str, str] = {}
         try:
-            _, blob = await self._request("GET", f"/chunks/{cid}", binary=True, limit=MAX_CHUNK_BLOB)
+            _, blob = await self._request(
+                "GET", f"/chunks/{cid}", binary=True, limit=MAX_CHUNK_BLOB, answer_headers=headers
+            )
         except _NotFound:
             return None
-        return bytes(blob)
+        epoch = headers.get(KEY_HEADER, "0")
+        if not (epoch.isascii() and epoch.isdigit() and len(epoch) <= 16):
+            raise _malformed("chunk key epoch")
+        return bytes(blob), int(epoch)
 
 
 class _NotFound(RelayError):
@@ -474,6 +502,17 @@ def _error(status: int, raw: bytes, url: str, login: bool, signup: bool = False)
         other = body.get("library_id") if isinstance(body, dict) else None
         return RelayBoundElsewhere(
             "The account holds another library.", other if isinstance(other, str) and other.isascii() else None
+        )
+    if status == 403 and code == "device_revoked":
+        return DeviceRemoved()
+    if status == 403 and code == "device_required":
+        return RelayAuthFailed(TOKEN_MESSAGE)
+    if status == 409 and code == "key_epoch":
+        return KeyEpochMoved("The library key changed on the relay meanwhile; sync again.")
+    if status == 400 and code == "clock":
+        return RelayError(
+            "The relay refused this device's proof of its key because this machine's clock is more than an hour off; "
+            "set the clock right and try again."
         )
     if status == 409 and code == "gap":
         return GapError("The relay's change sets moved on meanwhile; sync again.")

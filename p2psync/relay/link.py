@@ -20,8 +20,11 @@ Logging in (or signing up) binds or joins:
   side brings (the other side is pulled into a staging library to count it, then fed from
   there), the same rebase, and the content set aside is merged back once the other has arrived.
 
-A sync (sync_with_relay): notice attachment edits, seal, push the change sets the relay's heads
-lack (in batches; the relay stores whole batches or nothing), pull after the cursor, decrypt and
+A sync (sync_with_relay): notice attachment edits; take in new library-key epochs, carry the
+library's removals to the relay and change the key if a removed device may hold it (relay/keys.py,
+which keeps the keys of every epoch beside relay_key); seal, push this device's own change sets
+the relay's heads lack (in batches; the relay stores whole batches or nothing), pull after the
+cursor (a removal pulled is carried to the relay before anything more is pushed), decrypt and
 check each item, apply them (store/sync.py receive), advance the cursor only past items applied
 or already here, write back content set aside by a merge, then move attachment chunks both ways.
 Pushes and pulls are idempotent: the relay counts duplicates, and receive() skips change sets it
@@ -43,10 +46,11 @@ from typing import Any
 import orjson
 
 from p2psync.crypto.identity import DeviceIdentity
-from p2psync.engine import clock
+from p2psync.engine import clock, ops
 from p2psync.engine.canonical import dumps
 from p2psync.errors import (
     ConfirmationRequired,
+    DeviceRemoved,
     P2PSyncError,
     ProtocolMismatch,
     RelayBoundElsewhere,
@@ -59,8 +63,9 @@ from p2psync.errors import (
 )
 from p2psync.model.chunking import offsets
 from p2psync.net.chunks import PartialFile, copy_located, resume_partial, verify_and_write
-from p2psync.relay import account_keys, crypto, kdf, strength
+from p2psync.relay import account_keys, crypto, kdf, keys, strength
 from p2psync.relay.client import HAVE_LIMIT, Account, GapError, Item, RelayClient, normalize_url
+from p2psync.relay.device_client import KeyEpochMoved
 from p2psync.store import rebase, transfers
 from p2psync.store.db import write_transaction
 from p2psync.store.library import Library, device_add_op, device_name, iso
@@ -342,11 +347,12 @@ async def _login(
         _confirm(ask, _linked_question())
     remembered = account_keys.recall(_meta(library, "relay_kdf")) if link.linked and not break_link else None
     async with RelayClient(url) as client:
+        client.proof = keys.proof(library, email)  # the token is tied to this device (relay.md §5.1)
         if signup:
-            keys = await account_keys.sign_up(client, email, password)
+            login_keys = await account_keys.sign_up(client, email, password)
         else:
-            keys = await account_keys.log_in(client, email, password, remembered)
-        session, wrap_key = keys.session, keys.wrap_key
+            login_keys = await account_keys.log_in(client, email, password, remembered)
+        session, wrap_key = login_keys.session, login_keys.wrap_key
         report.account = session.account
         try:
             if not break_link and link.linked and link.account and link.account != session.account:
@@ -359,15 +365,15 @@ async def _login(
                 link = LinkState()
             same_account = link.linked and link.account == session.account
             account = await client.account()
-            key = await _bind_or_join(library, client, account, wrap_key, link, same_account, ask, backup, report)
-            _write(library, {"relay_kdf": keys.params.as_text()})  # no relay may talk this device down later
+            ring = await _bind_or_join(library, client, account, wrap_key, link, same_account, ask, backup, report)
+            _write(library, {"relay_kdf": login_keys.params.as_text()})  # no relay may talk this device down later
         except BaseException:
             with contextlib.suppress(P2PSyncError, TimeoutError):
                 await client.logout()
             raise
         report.library_id = library.library_id
         if run_sync:
-            report.sync = await _sync_or_report(library, client, key)
+            report.sync = await _sync_or_report(library, client, ring)
     return report
 
 
@@ -382,10 +388,15 @@ async def _bind_or_join(
     backup: Callable[[Library], Any] | None,
     report: LoginReport,
     again: int = 2,
-) -> bytes:
+) -> keys.Ring:
     """Bind the account to this library, or make this library part of the account's; save the link.
-    Returns the library key. (`again`: how often a binding race is looked at again.)"""
-    session = {"relay_url": client.url, "relay_email": report.email, "relay_account": report.account}
+    Returns the library keys. (`again`: how often a binding race is looked at again.)"""
+    session = {
+        "relay_url": client.url,
+        "relay_email": report.email,
+        "relay_account": report.account,
+        **keys.wrap_rows(wrap_key),
+    }
     if account.library_id is None:
         key = link.key if same_account and link.key else crypto.new_library_key()
         wrapped = crypto.wrap_library_key(wrap_key, key, library.library_id)
@@ -400,41 +411,44 @@ async def _bind_or_join(
             return await _bind_or_join(
                 library, client, account, wrap_key, link, same_account, ask, backup, report, again - 1
             )
+        ring = keys.Ring.first(key)
         with write_transaction(library.db):
-            _write_in(library, {**session, **_token_and_key(client, key), "relay_cursor": link.cursor or None})
+            _write_in(library, {**session, **_token_and_key(client, ring), "relay_cursor": link.cursor or None})
             _forget_pushed(library)
         _ensure_account_member(library, key)
         report.mode = "bound"
-        return key
+        return ring
     assert account.wrapped_key is not None
     key = crypto.unwrap_library_key(wrap_key, account.wrapped_key, account.library_id)
+    ring = await keys.ring_at_login(library, client, key, wrap_key, account.library_id)
     if account.library_id == library.library_id:
+        before = keys.read_ring(library)
         with write_transaction(library.db):
-            _write_in(library, {**session, **_token_and_key(client, key), "relay_cursor": link.cursor or None})
+            _write_in(library, {**session, **_token_and_key(client, ring), "relay_cursor": link.cursor or None})
             _forget_pushed(library)  # a login checks every chunk with the relay once (it may have lost some)
-            if not same_account or (link.key is not None and link.key != key):  # (logged out: key unknown)
-                library.db.execute("DELETE FROM meta WHERE key = 'relay_cursor'")
+            if not same_account or (before is not None and before.keys.get(0) != ring.keys.get(0)):
+                library.db.execute("DELETE FROM meta WHERE key = 'relay_cursor'")  # (logged out: keys unknown)
         report.mode = "same"
-        return key
+        return ring
     # The account holds another library.
     if rebase.is_empty(library):
-        _save_joined(library, session, client, key)
+        _save_joined(library, session, client, ring)
         rebase.rebase(library, account.library_id, library.name)
         report.mode = "joined"
-        return key
+        return ring
     ours = rebase.content(library)
     staging = library.path / STAGING_DIR
     shutil.rmtree(staging, ignore_errors=True)
     staged = Library.create(staging, library.name, found=False, library_id=account.library_id)
     try:
         staged_report = RelaySyncReport(relay=client.url, account=report.account)
-        cursor = await _pull(staged, client, key, 0, staged_report, save=False)
+        cursor = await _pull(staged, client, ring, 0, staged_report, save=False)
         theirs = rebase.content(staged)
         report.ours, report.theirs = ours.as_dict(), theirs.as_dict()
         _confirm(ask, _merge_question(ours, theirs))
         if backup is not None:
             backup(library)
-        _save_joined(library, session, client, key)
+        _save_joined(library, session, client, ring)
         rebase.rebase(library, account.library_id, library.name)
         # What was pulled into the staging library is applied from there, not fetched again.
         receive(library, changesets_since(staged, version_vector(library)), peer=PEER)
@@ -443,16 +457,18 @@ async def _bind_or_join(
         staged.close()
         shutil.rmtree(staging, ignore_errors=True)
     report.mode = "merged"
-    return key
+    return ring
 
 
-def _token_and_key(client: RelayClient, key: bytes) -> dict[str, str | int | None]:
-    return {"relay_token": client.token, "relay_key": base64.b64encode(key).decode("ascii")}
+def _token_and_key(client: RelayClient, ring: keys.Ring) -> dict[str, str | int | None]:
+    return {"relay_token": client.token, **keys.ring_rows(ring)}
 
 
-def _save_joined(library: Library, session: dict[str, str], client: RelayClient, key: bytes) -> None:
+def _save_joined(
+    library: Library, session: dict[str, str | int | None], client: RelayClient, ring: keys.Ring
+) -> None:
     with write_transaction(library.db):
-        _write_in(library, {**session, **_token_and_key(client, key), "relay_cursor": None})
+        _write_in(library, {**session, **_token_and_key(client, ring), "relay_cursor": None})
         _forget_pushed(library)
 
 
@@ -532,7 +548,7 @@ def logout(library: Library) -> dict[str, Any]:
         asyncio.run(run())
     except RelayError:
         told = False  # unreachable, or the token was no longer valid: forgetting it is enough
-    _write(library, {"relay_token": None, "relay_key": None})
+    _write(library, {"relay_token": None, "relay_key": None, **keys.FORGET_ROWS})
     return {"relay": link.url, "email": link.email, "logged_out": True, "relay_told": told}
 
 
@@ -580,11 +596,17 @@ def change_password(library: Library, new_password: str) -> dict[str, Any]:
                     "The account now holds another library; log in again before changing its password.",
                     account.library_id,
                 )
-            wrapped = crypto.wrap_library_key(wrap_key, link.key or b"", library_id)
+            ring = keys.read_ring(library)
+            assert ring is not None
+            if account.library_id is not None:
+                await keys.refresh(library, client, ring)  # the account's copy is of the key in force
+            wrapped = crypto.wrap_library_key(wrap_key, ring.current, library_id)
             await client.change_password(login_key, wrapped, params)
+            if account.library_id is not None and account.wrapped_epoch != ring.epoch:
+                await client.set_account_key(ring.epoch, wrapped)
 
     asyncio.run(run())
-    _write(library, {"relay_kdf": params.as_text()})
+    _write(library, {"relay_kdf": params.as_text(), **keys.wrap_rows(wrap_key)})
     return {"relay": link.url, "email": link.email, "password_changed": True}
 
 
@@ -714,26 +736,29 @@ def sync_with_relay(library: Library) -> RelaySyncReport:
 
 async def _sync_client(library: Library, link: LinkState) -> RelaySyncReport:
     async with RelayClient(link.url or "", link.token) as client:
-        assert link.key is not None
-        return await _sync_or_raise(library, client, link.key)
+        ring = keys.read_ring(library)
+        assert ring is not None
+        return await _sync_or_raise(library, client, ring)
 
 
-async def _sync_or_report(library: Library, client: RelayClient, key: bytes) -> RelaySyncReport:
+async def _sync_or_report(library: Library, client: RelayClient, ring: keys.Ring) -> RelaySyncReport:
     """The first sync after a login: an error is reported, not raised (the login itself worked)."""
     try:
-        return await _sync_or_raise(library, client, key)
+        return await _sync_or_raise(library, client, ring)
     except P2PSyncError as exc:
         report = RelaySyncReport(relay=client.url)
         report.errors.append(exc.message)
         return report
 
 
-async def _sync_or_raise(library: Library, client: RelayClient, key: bytes) -> RelaySyncReport:
+async def _sync_or_raise(library: Library, client: RelayClient, ring: keys.Ring) -> RelaySyncReport:
     report = RelaySyncReport(relay=client.url, account=read_link(library).account)
     try:
-        await _sync(library, client, key, report)
+        await _sync(library, client, ring, report)
     except P2PSyncError as exc:
         _record_error(library, exc.message)
+        if isinstance(exc, DeviceRemoved):
+            _problem_once(library, exc.reason, exc.message)
         raise
     now = clock.now_ms()
     with write_transaction(library.db):
@@ -749,7 +774,8 @@ async def _sync_or_raise(library: Library, client: RelayClient, key: bytes) -> R
     return report
 
 
-async def _sync(library: Library, client: RelayClient, key: bytes, report: RelaySyncReport) -> None:
+async def _sync(library: Library, client: RelayClient, ring: keys.Ring, report: RelaySyncReport) -> None:
+    keys.check_not_removed(library)
     account = await client.account()
     report.usage = {"used_bytes": account.used_bytes, "quota_bytes": account.quota_bytes}
     if account.library_id is None:
@@ -769,18 +795,26 @@ async def _sync(library: Library, client: RelayClient, key: bytes, report: Relay
         if account.chunks < _int(row[0] if row else None):
             _forget_pushed(library)  # the relay holds fewer chunks than it did (a purge): ask it again
         _write_in(library, {"relay_chunks": account.chunks})
+    # Before anything goes up: newer keys taken in, the library's removals carried to the relay, and
+    # a new key put in force if a removed device may hold the one in force (relay/keys.py).
+    email = read_link(library).email or ""
+    relay_revoked = (await keys.prepare(library, client, ring, email, tied=account.device is not None)).relay_revoked
+    removed = keys.removed(library)
     seal(library)  # (files edited in place are recorded first: store/sync.py)
     heads, last_num = await client.state()
-    quota = await _push(library, client, key, heads, report)
+    quota = await _push(library, client, ring, heads, report)
     cursor = read_link(library).cursor
     if last_num < cursor:  # the relay's numbering started again (its store was replaced)
         _write(library, {"relay_cursor": None})
         cursor = 0
-    await _pull(library, client, key, cursor, report)
+    await _pull(library, client, ring, cursor, report)
+    if keys.removed(library) != removed:  # the pull brought a removal: carry it to the relay before pushing
+        relay_revoked = (await keys.enforce(library, client, ring, email)).relay_revoked
+    _report_contested(library, keys.contested(library, ring, relay_revoked))
     lacking = _uncovered(library, heads)
     if lacking and _clean(report) and cursor > 0:
         # The relay's numbering started again and grew past the cursor: pull it all once.
-        _write(library, {"relay_cursor": await _pull(library, client, key, 0, report, save=False)})
+        _write(library, {"relay_cursor": await _pull(library, client, ring, 0, report, save=False)})
         lacking = _uncovered(library, heads)
     if lacking and _clean(report):
         device, last = next(iter(lacking.items()))
@@ -790,16 +824,34 @@ async def _sync(library: Library, client: RelayClient, key: bytes, report: Relay
         )
         _problem(library, "relay_withheld", message)
         report.errors.append(message)
-    if _ensure_member(library, key):
+    if _ensure_member(library, ring.current):
         report.merge = rebase.finish_merge(library)
     if not quota and seal(library):
         heads, _ = await client.state()
-        quota = await _push(library, client, key, heads, report)
+        quota = await _push(library, client, ring, heads, report)
     if rebase.merge_pending(library):
         return  # attachment files set aside for the merge must not be tidied away before it is written back
-    await _fetch_attachments(library, client, key, report)
+    await _fetch_attachments(library, client, ring, report)
     if not quota:
-        await _push_chunks(library, client, key, report)
+        await _push_chunks(library, client, ring, report)
+
+
+def _problem_once(library: Library, reason: str, message: str) -> None:
+    """A problem recorded once, not at every sync that finds it again."""
+    if not library.db.execute(
+        "SELECT 1 FROM sync_problems WHERE peer = ? AND reason = ? AND message = ?", [PEER, reason, message]
+    ).fetchone():
+        _problem(library, reason, message)
+
+
+def _report_contested(library: Library, devices: list[str]) -> None:
+    for device in devices:
+        _problem_once(
+            library,
+            keys.PROBLEM_REASON,
+            f"The relay cut off device {device[:7]} at another device's word, but this library has not removed "
+            "it; check 'p2psync peers', remove any device you do not trust, and change the account's password.",
+        )
 
 
 def _clean(report: RelaySyncReport) -> bool:
@@ -825,29 +877,33 @@ def _header(wire: bytes) -> tuple[str, int, int]:
 
 
 async def _push(
-    library: Library, client: RelayClient, key: bytes, heads: dict[str, int], report: RelaySyncReport
+    library: Library, client: RelayClient, ring: keys.Ring, heads: dict[str, int], report: RelaySyncReport
 ) -> bool:
     """Push what the relay's heads lack; returns whether the storage limit stopped it."""
     for attempt in range(2):
         try:
-            await _push_once(library, client, key, heads, report)
+            await _push_once(library, client, ring, heads, report)
             return False
         except RelayQuotaExceeded as exc:
             report.errors.append(exc.message)
             return True
-        except GapError:
+        except (GapError, KeyEpochMoved) as exc:
             if attempt:
                 raise RelayError(
                     "The relay and this device disagree about which change sets it holds; sync again, and if "
                     "this repeats tell the relay's operator."
                 ) from None
-            heads, _ = await client.state()  # another device pushed meanwhile
+            if isinstance(exc, KeyEpochMoved):  # another device put a new key in force meanwhile
+                await keys.refresh(library, client, ring)
+            heads, _ = await client.state()
     return False
 
 
 async def _push_once(
-    library: Library, client: RelayClient, key: bytes, heads: dict[str, int], report: RelaySyncReport
+    library: Library, client: RelayClient, ring: keys.Ring, heads: dict[str, int], report: RelaySyncReport
 ) -> None:
+    """Push this device's own change sets that the relay lacks: the relay stores a device's change
+    sets from that device only (relay.md §5.2), so those of others go up from their authors."""
     library_id = library.library_id
     batch: list[dict[str, Any]] = []
     size = 0
@@ -859,12 +915,14 @@ async def _push_once(
         report.pushed_duplicates += duplicates
         batch, size = [], 0
 
-    for wire in changesets_since(library, heads):
+    theirs = dict.fromkeys(version_vector(library), ops.MAX_INT)
+    theirs[library.device_id] = heads.get(library.device_id, 0)
+    for wire in changesets_since(library, theirs):
         device, first, last = _header(wire)
-        blob = crypto.encrypt_changeset(key, library_id, device, first, last, wire)
+        blob = crypto.encrypt_changeset(ring.current, library_id, device, first, last, wire)
         if batch and (size + len(blob) > PUSH_BATCH_BYTES or len(batch) >= PUSH_BATCH_ITEMS):
             await send()
-        batch.append({"device": device, "first": first, "last": last, "blob": blob})
+        batch.append({"device": device, "first": first, "last": last, "key": ring.epoch, "blob": blob})
         size += len(blob)
     if batch:
         await send()
@@ -874,7 +932,7 @@ async def _push_once(
 
 
 async def _pull(
-    library: Library, client: RelayClient, key: bytes, cursor: int, report: RelaySyncReport, save: bool = True
+    library: Library, client: RelayClient, ring: keys.Ring, cursor: int, report: RelaySyncReport, save: bool = True
 ) -> int:
     """Pull everything after `cursor`; returns (and, with save, records as it goes) the new
     cursor: below the first item not applied (refused, or still waiting), else the last listed."""
@@ -909,7 +967,15 @@ async def _pull(
             else:
                 listed[item.device] = item.last
                 listed_num[item.device] = item.num
+            if item.key > ring.epoch:  # a key put in force since this sync began
+                await keys.refresh(library, client, ring)
+            key = ring.get(item.key)
             try:
+                if key is None:
+                    raise RelayTampered(
+                        f"the change set listed as {item.device[:7]} {item.first}-{item.last} needs a library key "
+                        f"(epoch {item.key}) the relay does not hold"
+                    )
                 wire = crypto.decrypt_changeset(key, library_id, item.device, item.first, item.last, item.blob)
                 _check_header(wire, item)
             except RelayTampered as exc:
@@ -984,7 +1050,7 @@ def _local_files(library: Library) -> list[str]:
     return [sha for (sha,) in rows if sha not in pushed]
 
 
-async def _push_chunks(library: Library, client: RelayClient, key: bytes, report: RelaySyncReport) -> None:
+async def _push_chunks(library: Library, client: RelayClient, ring: keys.Ring, report: RelaySyncReport) -> None:
     """Put on the relay the chunks of local files it lacks (asked with /chunks/have)."""
     for file_sha in _local_files(library):
         chunks = library.db.execute(
@@ -992,7 +1058,7 @@ async def _push_chunks(library: Library, client: RelayClient, key: bytes, report
             [file_sha],
         ).fetchall()
         names = [c for c, _, _ in chunks]
-        ids = [crypto.chunk_id(key, c) for c in names]
+        ids = [crypto.chunk_id(ring.chunk_key, c) for c in names]
         lacking: list[int] = []
         for start in range(0, len(ids), HAVE_LIMIT):
             have = await client.have(ids[start : start + HAVE_LIMIT])
@@ -1007,11 +1073,14 @@ async def _push_chunks(library: Library, client: RelayClient, key: bytes, report
                 if data is None or hashlib.sha256(data).hexdigest() != names[i]:
                     complete = False  # changed on disk since indexed: the next scan makes it a new version
                     continue
-                uploads.append((ids[i], crypto.encrypt_chunk(key, ids[i], data), len(data)))
+                uploads.append((ids[i], crypto.encrypt_chunk(ring.current, ids[i], data), len(data)))
             try:
-                await _gather_limited([client.put_chunk(cid, blob) for cid, blob, _ in uploads])
+                await _gather_limited([client.put_chunk(cid, blob, ring.epoch) for cid, blob, _ in uploads])
             except RelayQuotaExceeded as exc:
                 report.errors.append(exc.message)
+                return
+            except KeyEpochMoved:  # a new key in force meanwhile: the rest goes up at the next sync
+                await keys.refresh(library, client, ring)
                 return
             report.chunks_pushed += len(uploads)
             report.chunk_bytes_pushed += sum(n for _, _, n in uploads)
@@ -1038,7 +1107,9 @@ async def _gather_limited(coroutines: list[Any]) -> list[Any]:
         raise
 
 
-async def _fetch_attachments(library: Library, client: RelayClient, key: bytes, report: RelaySyncReport) -> None:
+async def _fetch_attachments(
+    library: Library, client: RelayClient, ring: keys.Ring, report: RelaySyncReport
+) -> None:
     """Bring every attachment version this machine lacks from the relay, chunk by chunk: resumed
     from a partial file, copied from files on this disk where possible, each chunk decrypted and
     checked against the manifest before it is written, the whole file checked before it is put
@@ -1052,7 +1123,7 @@ async def _fetch_attachments(library: Library, client: RelayClient, key: bytes, 
         report.bytes_resumed += sum(need.chunks[i][1] for i in done)
         file.remaining = set(range(len(need.chunks))) - done
         report.bytes_local += _copy_local(library, file)
-        refused = await _fetch_remote(client, key, file, report) if file.remaining else 0
+        refused = await _fetch_remote(client, ring, file, report) if file.remaining else 0
         if not file.remaining:
             if transfers.seal_partial(need):
                 if transfers.finish(library, need) != "dropped":
@@ -1077,20 +1148,23 @@ def _copy_local(library: Library, file: PartialFile) -> int:
     return copied
 
 
-async def _fetch_remote(client: RelayClient, key: bytes, file: PartialFile, report: RelaySyncReport) -> int:
+async def _fetch_remote(client: RelayClient, ring: keys.Ring, file: PartialFile, report: RelaySyncReport) -> int:
     """Fetch the file's remaining chunks from the relay; returns how many were refused."""
     refused = 0
     indexes = sorted(file.remaining)
     for start in range(0, len(indexes), CHUNK_BATCH):
         part = indexes[start : start + CHUNK_BATCH]
-        ids = [crypto.chunk_id(key, file.need.chunks[i][0]) for i in part]
-        blobs = await _gather_limited([client.get_chunk(cid) for cid in ids])
+        ids = [crypto.chunk_id(ring.chunk_key, file.need.chunks[i][0]) for i in part]
+        found = await _gather_limited([client.get_chunk(cid) for cid in ids])
         items: list[tuple[int, bytes]] = []
-        for i, cid, blob in zip(part, ids, blobs, strict=True):
+        for i, cid, blob in zip(part, ids, found, strict=True):
             if blob is None:  # not on the relay (yet)
                 continue
+            key = ring.get(blob[1])
             try:
-                data = crypto.decrypt_chunk(key, cid, blob)
+                if key is None:
+                    raise RelayTampered(f"the chunk {cid[:12]} needs a library key the relay does not hold")
+                data = crypto.decrypt_chunk(key, cid, blob[0])
             except RelayTampered:
                 refused += 1
                 continue

@@ -41,6 +41,7 @@ from p2psync.relay.storage import (
     RelayStorage,
     SqliteStorage,
 )
+from p2psync.relay.storage_keys import DeviceRevoked, EpochMoved, NotBound
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -58,6 +59,8 @@ MAX_HAVE_IDS = 1024
 MAX_WRAPPED_KEY = 1024  # 60 bytes in protocol 1 (nonce, key, tag); room for more, never unbounded
 MAX_SEQUENCE = 2**53  # sequence numbers and cursors stay exact in every JSON reader
 CHUNK_ID = re.compile(r"[0-9a-f]{64}")
+MAX_ENTRIES = 1000  # entries in one change set (changesets.md §11): last - first < MAX_ENTRIES
+KEY_HEADER = "P2PSync-Key-Epoch"  # which epoch's library key a chunk needs (relay.md §5)
 SHUTDOWN_SECONDS = 30.0  # how long a stop waits for requests in flight
 SIGNUPS_PER_HOUR = 10  # accounts made from one client address in an hour (relay serve --signups-per-hour)
 WRONG_LOGIN = "The e-mail address or the password is wrong."  # /login and a /signup to a taken address
@@ -169,6 +172,7 @@ class Relay:
 RELAY: web.AppKey[Relay] = web.AppKey("relay", Relay)
 ACCOUNT: web.RequestKey[str] = web.RequestKey("account", str)
 TOKEN: web.RequestKey[bytes] = web.RequestKey("token", bytes)
+DEVICE: web.RequestKey[str] = web.RequestKey("device", str)  # the token's device (set when it has one)
 
 
 # --- middlewares -------------------------------------------------------------------------------
@@ -215,6 +219,12 @@ async def errors_to_json(request: web.Request, handler: Handler) -> web.StreamRe
         return error_answer(409, "bound", exc.message, library_id=exc.library_id)
     except EmailTaken as exc:
         return error_answer(409, "email_taken", exc.message)
+    except DeviceRevoked as exc:
+        return error_answer(403, "device_revoked", exc.message, device=exc.device, by=exc.by)
+    except EpochMoved as exc:
+        return error_answer(409, "key_epoch", exc.message, key_epoch=exc.current)
+    except NotBound as exc:
+        return error_answer(409, "not_bound", exc.message)
     except web.HTTPNotFound:
         return error_answer(404, "not_found", f"There is no {request.path[:200]} on this relay.")
     except web.HTTPMethodNotAllowed:
@@ -248,8 +258,18 @@ async def protocol_version(request: web.Request, handler: Handler) -> web.Stream
 
 
 def authed(handler: AuthedHandler) -> Handler:
-    """The handler runs only with a valid token, and learns its account (and nothing else)."""
+    """The handler runs only with a valid token tied to a device that was not removed (relay.md
+    §5), and learns its account (request[DEVICE]: the device)."""
+    return _authed(handler, need_device=True)
 
+
+def authed_any(handler: AuthedHandler) -> Handler:
+    """As authed, but a token made before tokens were tied to devices passes too (it may only see
+    the account, tie itself to a device, log out or change the password)."""
+    return _authed(handler, need_device=False)
+
+
+def _authed(handler: AuthedHandler, need_device: bool) -> Handler:
     async def check(request: web.Request) -> web.StreamResponse:
         relay = request.app[RELAY]
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -257,15 +277,25 @@ def authed(handler: AuthedHandler) -> Handler:
         if scheme.lower() != "bearer" or not passwords.is_token(token):
             raise Refusal(401, "auth_failed", "This request needs a valid token (Authorization: Bearer TOKEN).")
         digest = passwords.token_hash(token)
-        found = await relay.call(relay.storage.token_account, digest)
+        found = await relay.call(relay.storage.token_session, digest)
         if found is None:
             raise Refusal(401, "auth_failed", "This token is not valid (logged out, or the password changed).")
-        account, expires = found
-        if relay.clock() >= expires:
+        if relay.clock() >= found.expires:
             raise Refusal(401, "token_expired", "This token has expired; log in again.")
-        request[ACCOUNT] = account
+        request[ACCOUNT] = found.account
         request[TOKEN] = digest
-        return await handler(request, account)
+        if found.device is not None and found.revoked_by is not None:
+            raise DeviceRevoked(found.device, found.revoked_by)
+        if found.device is not None:
+            request[DEVICE] = found.device
+        elif need_device:
+            raise Refusal(
+                403,
+                "device_required",
+                "This login is not tied to a device (it was made before this relay version); tie it with "
+                "POST /device or log in again.",
+            )
+        return await handler(request, found.account)
 
     return check
 
@@ -381,17 +411,24 @@ async def health(request: web.Request) -> web.Response:
     return answer({"ok": True, "protocol": list(SUPPORTED_VERSIONS)})
 
 
-async def _issue_token(relay: Relay, account: str) -> dict[str, Any]:
+async def _issue_token(
+    relay: Relay, account: str, body: dict[str, Any] | None = None, email: str = ""
+) -> dict[str, Any]:
+    """A new token of the account, tied to the device whose proof the login body carries (if any)."""
+    from p2psync.relay.device_api import tie_device  # it builds on this module's helpers
+
+    device = await tie_device(relay, account, body["device"], email) if body and "device" in body else None
     token, digest = passwords.new_token()
     now = relay.clock()
     expires = now + relay.token_seconds
-    await relay.call(relay.storage.add_token, account, digest, expires, now)
-    return {"account": account, "token": token, "expires": iso(expires)}
+    await relay.call(relay.storage.add_token, account, digest, expires, now, device)
+    return {"account": account, "token": token, "expires": iso(expires), "device": device}
 
 
 async def login(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
-    email, key = login_fields(await read_object(request))
+    body = await read_object(request)
+    email, key = login_fields(body)
     client = client_address(request, relay.trust_proxy)
     # One attempt at a time per e-mail and per client address, each checked against the failures
     # of those before it: concurrent guesses cannot slip past the limit while hashes are computed.
@@ -412,17 +449,17 @@ async def login(request: web.Request) -> web.Response:
             await relay.call(relay.storage.record_failed_login, email, client, relay.clock())
             raise Refusal(401, "auth_failed", WRONG_LOGIN)
     request[ACCOUNT] = record.account
-    return answer(await _issue_token(relay, record.account))
+    return answer(await _issue_token(relay, record.account, body, email))
 
 
-@authed
+@authed_any
 async def logout(request: web.Request, account: str) -> web.Response:
     relay = request.app[RELAY]
     await relay.call(relay.storage.delete_token, request[TOKEN])
     return web.Response(status=204)
 
 
-@authed
+@authed_any
 async def account_info(request: web.Request, account: str) -> web.Response:
     relay = request.app[RELAY]
     info = await relay.call(relay.storage.account_info, account)
@@ -436,11 +473,14 @@ async def account_info(request: web.Request, account: str) -> web.Response:
             "quota_bytes": relay.quota_bytes,
             "change_sets": info.change_sets,
             "chunks": info.chunks,
+            "device": request.get(DEVICE),
+            "key_epoch": info.key_epoch,
+            "wrapped_epoch": info.wrapped_epoch,
         }
     )
 
 
-@authed
+@authed_any
 async def password(request: web.Request, account: str) -> web.Response:
     relay = request.app[RELAY]
     body = await read_object(request)
@@ -498,6 +538,7 @@ async def pull(request: web.Request, account: str) -> web.Response:
                         "device": i.device,
                         "first": i.first,
                         "last": i.last,
+                        "key": i.key_epoch,
                         "blob": base64.b64encode(i.blob).decode("ascii"),
                     }
                     for i in items
@@ -524,7 +565,12 @@ def _change_sets(body: dict[str, Any]) -> list[ChangeSetIn]:
             raise malformed(f"Item {n}: 'device' must be a device id.")
         if not (sequence(first) and sequence(last) and first <= last):
             raise malformed(f"Item {n}: 'first' and 'last' must be whole numbers with 1 <= first <= last.")
-        out.append(ChangeSetIn(device, first, last, b64_field(item, "blob", 1, MAX_JSON_BYTES)))
+        if last - first >= MAX_ENTRIES:  # a change set holds at most 1,000 entries, one sequence number each
+            raise malformed(f"Item {n}: a change set spans at most {MAX_ENTRIES} sequence numbers.")
+        key_epoch: Any = item.get("key", 0)
+        if not (type(key_epoch) is int and 0 <= key_epoch <= MAX_SEQUENCE):
+            raise malformed(f"Item {n}: 'key' must be the epoch of the library key (a whole number).")
+        out.append(ChangeSetIn(device, first, last, b64_field(item, "blob", 1, MAX_JSON_BYTES), key_epoch))
     return out
 
 
@@ -532,6 +578,14 @@ def _change_sets(body: dict[str, Any]) -> list[ChangeSetIn]:
 async def push(request: web.Request, account: str) -> web.Response:
     relay = request.app[RELAY]
     items = _change_sets(await read_object(request))
+    for item in items:  # a device stores its own change sets only (relay.md §5.2)
+        if item.device != request[DEVICE]:
+            raise Refusal(
+                403,
+                "wrong_device",
+                f"A device stores only its own change sets; this token is {request[DEVICE]}'s, not {item.device}'s; "
+                "nothing of this request was stored.",
+            )
     done = await relay.call(relay.storage.push, account, items, relay.quota_bytes)
     return answer({"stored": done.stored, "duplicates": done.duplicates})
 
@@ -554,17 +608,21 @@ async def put_chunk(request: web.Request, account: str) -> web.Response:
     blob = await read_body(request, MAX_CHUNK_BYTES)
     if not blob:
         raise malformed("A chunk's body is its blob, at least 1 byte.")
-    stored = await relay.call(relay.storage.put_chunk, account, cid, blob, relay.quota_bytes)
+    text = request.headers.get(KEY_HEADER, "0").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 16):
+        raise malformed(f"{KEY_HEADER} must be the epoch of the library key (a whole number).")
+    stored = await relay.call(relay.storage.put_chunk, account, cid, blob, relay.quota_bytes, int(text))
     return web.Response(status=201 if stored else 200)
 
 
 @authed
 async def get_chunk(request: web.Request, account: str) -> web.Response:
     relay = request.app[RELAY]
-    blob = await relay.call(relay.storage.get_chunk, account, chunk_id(request))
-    if blob is None:
+    found = await relay.call(relay.storage.get_chunk, account, chunk_id(request))
+    if found is None:
         raise Refusal(404, "not_found", "This account has no chunk with this id.")
-    return web.Response(body=blob, content_type="application/octet-stream")
+    blob, key_epoch = found
+    return web.Response(body=blob, content_type="application/octet-stream", headers={KEY_HEADER: str(key_epoch)})
 
 
 # --- the application and the process -----------------------------------------------------------
@@ -580,7 +638,7 @@ def make_app(
     signups_per_hour: int = SIGNUPS_PER_HOUR,
 ) -> web.Application:
     """The relay's application. It owns `storage` from now on: the app's cleanup closes it."""
-    from p2psync.relay import account_api  # it builds on this module's helpers
+    from p2psync.relay import account_api, device_api  # they build on this module's helpers
 
     app = web.Application(
         middlewares=[access_log, errors_to_json, protocol_version],
@@ -610,6 +668,7 @@ def make_app(
         ("POST", "/chunks/have", have),
         ("PUT", "/chunks/{id}", put_chunk),
         ("GET", "/chunks/{id}", get_chunk),
+        *device_api.ROUTES,
     ]
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, handler)

@@ -29,11 +29,13 @@ from threading import RLock
 from typing import IO, Any, Protocol
 
 from p2psync.errors import Conflict, P2PSyncError
+from p2psync.relay import migrations
 from p2psync.relay.passwords import FAILED_LOGIN_WINDOW, MAX_FAILED_LOGINS, retry_after
+from p2psync.relay.storage_keys import EpochMoved, KeyStorage, KeyStore
 
 log = logging.getLogger("p2psync.relay")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = migrations.LATEST  # numbered migrations: relay/migrations.py
 TOKEN_GRACE = 30 * 86400  # expired tokens are kept this long so they answer "expired", not "unknown"
 
 # --- what the storage refuses ------------------------------------------------------------------
@@ -86,6 +88,8 @@ class AccountInfo:
     used_bytes: int
     change_sets: int
     chunks: int
+    key_epoch: int = 0  # the library key's epoch in force (relay.md §5)
+    wrapped_epoch: int = 0  # the epoch of the key in wrapped_key
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class ChangeSetIn:
     first: int
     last: int
     blob: bytes
+    key_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,7 @@ class StoredChangeSet:
     first: int
     last: int
     blob: bytes
+    key_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,7 @@ class PurgeResult:
     bytes: int
 
 
-class RelayStorage(Protocol):
+class RelayStorage(KeyStore, Protocol):
     """The relay's storage. Times are Unix seconds given by the caller (the server's clock)."""
 
     # accounts and tokens
@@ -154,11 +160,10 @@ class RelayStorage(Protocol):
 
     def record_failed_login(self, email: str, client: str, now: float) -> None: ...
 
-    def add_token(self, account: str, token_hash: bytes, expires: float, now: float) -> None: ...
-
-    def token_account(self, token_hash: bytes) -> tuple[str, float] | None:
-        """(account, expires) of a token, or None if the relay does not know it."""
+    def add_token(self, account: str, token_hash: bytes, expires: float, now: float, device: str | None = None) -> None:
+        """A token of the account, tied to `device` (relay.md §5.1)."""
         ...
+
 
     def delete_token(self, token_hash: bytes) -> None: ...
 
@@ -198,11 +203,13 @@ class RelayStorage(Protocol):
     # chunks
     def have_chunks(self, account: str, ids: Sequence[str]) -> list[bool]: ...
 
-    def put_chunk(self, account: str, chunk_id: str, blob: bytes, quota: int | None) -> bool:
+    def put_chunk(self, account: str, chunk_id: str, blob: bytes, quota: int | None, key_epoch: int = 0) -> bool:
         """True if stored, False if it was there already; QuotaExceeded."""
         ...
 
-    def get_chunk(self, account: str, chunk_id: str) -> bytes | None: ...
+    def get_chunk(self, account: str, chunk_id: str) -> tuple[bytes, int] | None:
+        """(blob, key epoch) of a chunk, or None."""
+        ...
 
     def ping(self) -> None:
         """Raise if the storage cannot answer (the health check)."""
@@ -290,7 +297,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class SqliteStorage:
+class SqliteStorage(KeyStorage):
     """RelayStorage on SQLite (WAL, synchronous=FULL) plus blob files under data_dir:
 
     data_dir/relay.sqlite3   accounts, tokens, attempts, the index of change sets and chunks
@@ -317,13 +324,9 @@ class SqliteStorage:
         self.db.executescript(_SCHEMA)
         if "kdf" not in {row[1] for row in self.db.execute("PRAGMA table_info(accounts)")}:
             self.db.execute("ALTER TABLE accounts ADD COLUMN kdf TEXT")  # data of the first release
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is None:
-            self.db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", [str(SCHEMA_VERSION)])
-        elif row[0] != str(SCHEMA_VERSION):
-            raise P2PSyncError(
-                f"The relay data in {self.data_dir} has schema {row[0]}; this p2psync reads {SCHEMA_VERSION}."
-            )
+        # A new folder starts as the first release's schema 1 and is migrated like an old one.
+        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1')")
+        migrations.upgrade(self.db, self.data_dir)
         self._clean_at_start()
 
     def _take_folder_lock(self) -> IO[bytes] | None:
@@ -494,15 +497,13 @@ class SqliteStorage:
             db.execute("DELETE FROM login_attempts WHERE at <= ?", [now - FAILED_LOGIN_WINDOW])
             db.execute("INSERT INTO login_attempts (email, client, at) VALUES (?, ?, ?)", [email, client, now])
 
-    def add_token(self, account: str, token_hash: bytes, expires: float, now: float) -> None:
+    def add_token(self, account: str, token_hash: bytes, expires: float, now: float, device: str | None = None) -> None:
         with self._lock, self._tx() as db:
             db.execute("DELETE FROM tokens WHERE expires < ?", [now - TOKEN_GRACE])
-            db.execute("INSERT INTO tokens (hash, account, expires) VALUES (?, ?, ?)", [token_hash, account, expires])
-
-    def token_account(self, token_hash: bytes) -> tuple[str, float] | None:
-        with self._lock:
-            row = self.db.execute("SELECT account, expires FROM tokens WHERE hash = ?", [token_hash]).fetchone()
-        return (row[0], row[1]) if row else None
+            db.execute(
+                "INSERT INTO tokens (hash, account, expires, device) VALUES (?, ?, ?, ?)",
+                [token_hash, account, expires, device],
+            )
 
     def delete_token(self, token_hash: bytes) -> None:
         with self._lock:
@@ -511,13 +512,15 @@ class SqliteStorage:
     def account_info(self, account: str) -> AccountInfo:
         with self._lock:
             row = self.db.execute(
-                "SELECT email, library_id, wrapped_key, used_bytes FROM accounts WHERE id = ?", [account]
+                "SELECT email, library_id, wrapped_key, used_bytes, key_epoch, wrapped_epoch FROM accounts "
+                "WHERE id = ?",
+                [account],
             ).fetchone()
             if row is None:
                 raise KeyError(account)
             change_sets = self.db.execute("SELECT count(*) FROM changesets WHERE account = ?", [account]).fetchone()[0]
             chunks = self.db.execute("SELECT count(*) FROM chunks WHERE account = ?", [account]).fetchone()[0]
-        return AccountInfo(account, row[0], row[1], row[2], row[3], change_sets, chunks)
+        return AccountInfo(account, row[0], row[1], row[2], row[3], change_sets, chunks, row[4], row[5])
 
     def change_password(
         self,
@@ -558,6 +561,7 @@ class SqliteStorage:
                 used, epoch = db.execute("SELECT used_bytes, epoch FROM accounts WHERE id = ?", [account]).fetchone()
                 for table in ("changesets", "chunks", "heads"):
                     db.execute(f"DELETE FROM {table} WHERE account = ?", [account])
+                self._forget_keys(db, account)
                 db.execute(
                     "UPDATE accounts SET library_id = NULL, wrapped_key = NULL, used_bytes = 0, epoch = epoch + 1 "
                     "WHERE id = ?",
@@ -595,20 +599,24 @@ class SqliteStorage:
             row = db.execute("SELECT last FROM heads WHERE account = ? AND device = ?", [account, device]).fetchone()
             heads[device] = row[0] if row else 0
         stored = dict(heads)
+        used, next_num, epoch, key_epoch = db.execute(
+            "SELECT used_bytes, next_num, epoch, key_epoch FROM accounts WHERE id = ?", [account]
+        ).fetchone()
         fresh: list[ChangeSetIn] = []
         duplicates = 0
         for item in items:
+            # Each device's change sets continue exactly where its stored ones end; a duplicate is
+            # exactly a stored one. Anything else (a gap, an overlap, another cut) is refused whole.
             head = heads[item.device]
-            if item.last <= head:
-                duplicates += 1
-            elif item.first == head + 1:
+            if item.first == head + 1:
+                if item.key_epoch != key_epoch:
+                    raise EpochMoved(key_epoch, f"New change sets are encrypted with the key of epoch {key_epoch}.")
                 heads[item.device] = item.last
                 fresh.append(item)
+            elif item.last <= head and self._holds(db, account, item, fresh):
+                duplicates += 1
             else:
                 raise Gap(item.device, stored[item.device], item.first)
-        used, next_num, epoch = db.execute(
-            "SELECT used_bytes, next_num, epoch FROM accounts WHERE id = ?", [account]
-        ).fetchone()
         needed = sum(len(item.blob) for item in fresh)
         if quota is not None and used + needed > quota:
             raise QuotaExceeded(used, quota, needed)
@@ -616,9 +624,10 @@ class SqliteStorage:
             return PushResult(0, duplicates, next_num - 1)
         names = self._store_blobs(account, epoch, [item.blob for item in fresh], created)
         db.executemany(
-            "INSERT INTO changesets (account, num, device, first, last, size, blob) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO changesets (account, num, device, first, last, size, blob, key_epoch) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (account, next_num + i, item.device, item.first, item.last, len(item.blob), name)
+                (account, next_num + i, item.device, item.first, item.last, len(item.blob), name, item.key_epoch)
                 for i, (item, name) in enumerate(zip(fresh, names, strict=True))
             ],
         )
@@ -634,23 +643,34 @@ class SqliteStorage:
         )
         return PushResult(len(fresh), duplicates, last_num)
 
+    @staticmethod
+    def _holds(db: sqlite3.Connection, account: str, item: ChangeSetIn, fresh: Sequence[ChangeSetIn]) -> bool:
+        """Whether exactly this change set (device, first, last) is stored or comes earlier in the request."""
+        if any((f.device, f.first, f.last) == (item.device, item.first, item.last) for f in fresh):
+            return True
+        row = db.execute(
+            "SELECT last FROM changesets WHERE account = ? AND device = ? AND first = ?",
+            [account, item.device, item.first],
+        ).fetchone()
+        return row is not None and row[0] == item.last
+
     def pull(self, account: str, after: int, limit: int, max_bytes: int) -> tuple[list[StoredChangeSet], bool]:
         with self._lock:
             rows = self.db.execute(
-                "SELECT num, device, first, last, size, blob FROM changesets WHERE account = ? AND num > ? "
+                "SELECT num, device, first, last, size, blob, key_epoch FROM changesets WHERE account = ? AND num > ? "
                 "ORDER BY num LIMIT ?",
                 [account, after, limit + 1],
             ).fetchall()
             items: list[StoredChangeSet] = []
             total = consumed = 0
-            for num, device, first, last, size, name in rows[:limit]:
+            for num, device, first, last, size, name, key_epoch in rows[:limit]:
                 if items and total + size > max_bytes:
                     break
                 consumed += 1
                 blob = self._read_blob(account, name)
                 if blob is None:
                     continue
-                items.append(StoredChangeSet(num, device, first, last, blob))
+                items.append(StoredChangeSet(num, device, first, last, blob, key_epoch))
                 total += size
         more = len(rows) > consumed
         if not items and more:  # every blob of this page is gone: go on past them, never answer an empty page
@@ -674,22 +694,24 @@ class SqliteStorage:
                 )
         return [i in present for i in ids]
 
-    def put_chunk(self, account: str, chunk_id: str, blob: bytes, quota: int | None) -> bool:
+    def put_chunk(self, account: str, chunk_id: str, blob: bytes, quota: int | None, key_epoch: int = 0) -> bool:
         with self._lock:
             created: list[Path] = []
             try:
                 with self._tx() as db:
                     if db.execute("SELECT 1 FROM chunks WHERE account = ? AND id = ?", [account, chunk_id]).fetchone():
                         return False
-                    used, epoch = db.execute(
-                        "SELECT used_bytes, epoch FROM accounts WHERE id = ?", [account]
+                    used, epoch, current = db.execute(
+                        "SELECT used_bytes, epoch, key_epoch FROM accounts WHERE id = ?", [account]
                     ).fetchone()
+                    if key_epoch != current:
+                        raise EpochMoved(current, f"New chunks are encrypted with the key of epoch {current}.")
                     if quota is not None and used + len(blob) > quota:
                         raise QuotaExceeded(used, quota, len(blob))
                     (name,) = self._store_blobs(account, epoch, [blob], created)
                     db.execute(
-                        "INSERT INTO chunks (account, id, size, blob) VALUES (?, ?, ?, ?)",
-                        [account, chunk_id, len(blob), name],
+                        "INSERT INTO chunks (account, id, size, blob, key_epoch) VALUES (?, ?, ?, ?, ?)",
+                        [account, chunk_id, len(blob), name, key_epoch],
                     )
                     db.execute("UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?", [len(blob), account])
             except BaseException:
@@ -697,12 +719,13 @@ class SqliteStorage:
                 raise
         return True
 
-    def get_chunk(self, account: str, chunk_id: str) -> bytes | None:
+    def get_chunk(self, account: str, chunk_id: str) -> tuple[bytes, int] | None:
         with self._lock:
             row = self.db.execute(
-                "SELECT blob FROM chunks WHERE account = ? AND id = ?", [account, chunk_id]
+                "SELECT blob, key_epoch FROM chunks WHERE account = ? AND id = ?", [account, chunk_id]
             ).fetchone()
-            return self._read_blob(account, row[0]) if row else None
+            blob = self._read_blob(account, row[0]) if row else None
+            return (blob, row[1]) if blob is not None else None
 
     # --- the rest ------------------------------------------------------------------------------
 

@@ -132,7 +132,10 @@ def _snapshot_database(library: Library, target: Path) -> None:
         # A backup holds no relay session: no token, no library key (a restored library logs in
         # again, with the password). The link itself stays, so the one-account rule still holds.
         with dest:
-            dest.execute("DELETE FROM meta WHERE key IN ('relay_token', 'relay_key')")
+            dest.execute(
+                "DELETE FROM meta WHERE key IN "
+                "('relay_token', 'relay_key', 'relay_keys', 'relay_key_epoch', 'relay_wrap')"
+            )
     finally:
         dest.close()
 
