@@ -39,6 +39,7 @@ from p2psync.model import attachments, chunking
 from p2psync.net import chunks as net_chunks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # relay_vectors.py, beside this file
+import relay_key_vectors  # relay.md §5: devices and key epochs, written apart from p2psync
 import relay_vectors
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z, in milliseconds
@@ -2250,6 +2251,7 @@ def build_all() -> dict[str, bytes]:
         "registers.json": register_vectors,
         "chunking.json": chunking_vectors,
         "relay_kdf.json": relay_vectors.kdf_vectors,  # protocol/relay_vectors.py: written apart from p2psync
+        "relay_keys.json": relay_key_vectors.key_vectors,
     }
     return {name: dump(make()) for name, make in files.items()}
 
