@@ -33,7 +33,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from p2psync.model.devices import device_id_for
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from p2psync.relay import keyring
 
 API = "/relay/v1"
 HEADERS = {"P2PSync-Protocol": "1"}
@@ -68,26 +70,38 @@ async def call(
         return response.status, json.loads(data) if data else None
 
 
-async def make_account(http: aiohttp.ClientSession, base: str, n: int) -> list[str]:
-    """Sign up, bind, and log in a second device: the two devices' tokens."""
-    credentials = {"email": f"bench{n}@example.test", "login_key": b64(os.urandom(32))}
-    status, first = await call(http, "POST", base + "/signup", body=credentials)
+def proof(email: str) -> dict[str, Any]:
+    """A new device's proof of its key: its token may store that device's change sets (relay.md §5)."""
+    return keyring.make_proof(Ed25519PrivateKey.generate(), email, time.time()).as_json()
+
+
+async def make_account(http: aiohttp.ClientSession, base: str, n: int) -> list[tuple[str, str]]:
+    """Sign up, bind, and log in a second device: the two devices' tokens and ids."""
+    email = f"bench{n}@example.test"
+    credentials = {"email": email, "login_key": b64(os.urandom(32))}
+    status, first = await call(http, "POST", base + "/signup", body={**credentials, "device": proof(email)})
     assert status == 201, first
     library = base64.b32encode(os.urandom(10)).decode().lower()
     status, bound = await call(
         http, "POST", base + "/bind", first["token"], {"library_id": library, "wrapped_key": b64(os.urandom(60))}
     )
     assert status == 200, bound
-    status, second = await call(http, "POST", base + "/login", body=credentials)
+    status, second = await call(http, "POST", base + "/login", body={**credentials, "device": proof(email)})
     assert status == 200, second
-    return [first["token"], second["token"]]
+    return [(first["token"], first["device"]), (second["token"], second["device"])]
 
 
 async def device(
-    http: aiohttp.ClientSession, base: str, token: str, rounds: int, deadline: float, rng: random.Random, out: Figures
+    http: aiohttp.ClientSession,
+    base: str,
+    session: tuple[str, str],
+    rounds: int,
+    deadline: float,
+    rng: random.Random,
+    out: Figures,
 ) -> int:
     """One device's sync loop; how many change sets it pushed."""
-    me = device_id_for(rng.randbytes(32))
+    token, me = session
     head = cursor = 0
     for _ in range(rounds):
         if time.monotonic() > deadline:
@@ -141,16 +155,16 @@ async def bench(url: str, accounts: int, rounds: int, seconds: float, connection
         start = time.perf_counter()
         heads = await asyncio.gather(
             *(
-                device(http, base, token, rounds, deadline, random.Random(rng.random()), out)
+                device(http, base, session, rounds, deadline, random.Random(rng.random()), out)
                 for pair in tokens
-                for token in pair
+                for session in pair
             )
         )
         elapsed = time.perf_counter() - start
 
         # Every account holds exactly what its two devices pushed, in one order, nothing lost.
         for n, pair in enumerate(tokens):
-            status, state = await call(http, "GET", base + "/state", pair[0])
+            status, state = await call(http, "GET", base + "/state", pair[0][0])
             expected = sorted(heads[2 * n : 2 * n + 2])
             if status != 200 or sorted(state["heads"].values()) != expected or state["last_num"] != sum(expected):
                 out.errors.append(f"account {n}: state {state} after pushing {expected}")
@@ -182,7 +196,7 @@ def main() -> None:
             [
                 *(sys.executable, "-m", "p2psync", "relay", "serve"),
                 *("--host", "127.0.0.1", "--port", "0", "--data", str(Path(tmp) / "data"), "--json"),
-                *("--quota", "unlimited"),
+                *("--quota", "unlimited", "--signups-per-hour", str(args.accounts + 10)),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # one log line per request: not what this measures
