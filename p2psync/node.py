@@ -29,7 +29,7 @@ from p2psync.net.chunks import FetchReport, Link, fetch_attachments
 from p2psync.net.client import PeerSync, sync_with_peer
 from p2psync.net.discovery import MDNS_ID_LENGTH, Announcer, Browser, DiscoveryError, Peer, browse_until
 from p2psync.net.interfaces import local_ipv4_addresses
-from p2psync.net.server import make_app
+from p2psync.net.server import listen, make_app
 from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
@@ -241,19 +241,9 @@ class Node:
             lambda library: tls.certificate_files(library.identity(), self.worker.key_file, library.path)
         )
         app = make_app(self.worker, on_change=self._changes_arrived, setup=setup)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=tls.server_context(cert, key))
-        try:
-            await site.start()
-        except OSError as exc:
-            raise NetworkError(
-                f"Cannot listen on {host}:{port} ({exc.strerror}); choose another with --listen HOST:PORT."
-            ) from None
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        # Behind the gate (net/gate.py): handshake and header deadlines, a cap on strangers.
+        self._runner, self.port = await listen(app, host, port, tls.server_context(cert, key))
         self.host = host
-        self.port = sockets[0].getsockname()[1] if sockets else port
         return self.port
 
     def _changes_arrived(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import struct
@@ -41,6 +42,7 @@ SEGMENT_BYTES = 8 * 1024 * 1024  # one request asks for about this much of one f
 PARALLEL_PER_PEER = 4  # requests in flight to one peer
 WRITE_BATCH = 1024 * 1024  # chunks received are verified and written in batches of about this
 _LENGTH = struct.Struct(">I")
+log = logging.getLogger("p2psync.server")
 
 
 # --- the server side ---------------------------------------------------------------------------
@@ -66,15 +68,20 @@ async def serve_chunks(request: web.Request, worker: LibraryWorker, body: Any) -
     await response.prepare(request)
     loop = asyncio.get_running_loop()
     start = 0
-    while start < len(locations):
-        end, size = start, 0
-        while end < len(locations) and (size < WRITE_BATCH or end == start):
-            size += locations[end].size if locations[end] is not None else 0  # type: ignore[union-attr]
-            end += 1
-        datas = await loop.run_in_executor(None, _read_all, locations[start:end])
-        await response.write(b"".join(_LENGTH.pack(len(d)) + d if d else _LENGTH.pack(0) for d in datas))
-        start = end
-    await response.write_eof()
+    try:
+        while start < len(locations):
+            end, size = start, 0
+            while end < len(locations) and (size < WRITE_BATCH or end == start):
+                size += locations[end].size if locations[end] is not None else 0  # type: ignore[union-attr]
+                end += 1
+            datas = await loop.run_in_executor(None, _read_all, locations[start:end])
+            await response.write(b"".join(_LENGTH.pack(len(d)) + d if d else _LENGTH.pack(0) for d in datas))
+            start = end
+        await response.write_eof()
+    except ConnectionResetError:
+        # The fetcher went away (it stopped, or takes these chunks from another peer): not a fault
+        # of this device, so no traceback; aiohttp drops the rest of the answer quietly.
+        log.debug("a peer left while being sent chunks (%d of %d sent)", start, len(locations))
     return response
 
 

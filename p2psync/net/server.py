@@ -3,21 +3,25 @@
 Every endpoint but /p2psync/hello and the pairing endpoints requires a TLS client certificate
 whose key is a current member's; the protocol version travels in a header on every request.
 Bodies are bounded; change sets stream in and out one frame at a time. See protocol/transport.md.
+Connections reach aiohttp through the gate (net/gate.py: deadlines, a cap on strangers), which
+these handlers keep told of each request and of what its key proved.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from p2psync.engine.canonical import encode, loads
-from p2psync.errors import P2PSyncError, ProtocolMismatch
+from p2psync.errors import NetworkError, P2PSyncError, ProtocolMismatch
 from p2psync.model.devices import is_device_id
 from p2psync.net import frames
 from p2psync.net.chunks import serve_chunks
+from p2psync.net.gate import HANDLER_LIMITS, Gate, GatedSite, unverified_cap
 from p2psync.net.protocol import (
     LIBRARY_HEADER,
     MAX_JSON_BYTES,
@@ -38,6 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WORKER: web.AppKey[LibraryWorker] = web.AppKey("worker", LibraryWorker)
 PEER: web.RequestKey[str] = web.RequestKey("peer", str)
 ON_CHANGE: web.AppKey[Callable[[], None]] = web.AppKey("on_change", Callable[[], None])  # type: ignore[arg-type]
+GATE: web.AppKey[Gate] = web.AppKey("gate", Gate)
 
 
 def refuse(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -73,8 +78,16 @@ async def checks(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     worker = request.app[WORKER]
     key = peer_key(request.transport.get_extra_info("ssl_object") if request.transport else None)
-    members, own = await worker.call(lambda library: (member_keys(library), library.device_id))
-    if key is None or key not in members or members[key] == own:
+    gate = request.app.get(GATE)
+    member = False
+    if key is not None:  # (no certificate: refused without a trip to the library's thread)
+        members, own = await worker.call(lambda library: (member_keys(library), library.device_id))
+        member = key in members and members[key] != own
+        if gate is not None:
+            gate.members = frozenset(k for k, device in members.items() if device != own)
+    if gate is not None:
+        gate.verified(request.transport, member)
+    if key is None or not member:
         return refuse(403, "not_member", "This device is not a member of the library here; pair it first.")
     library_id = await worker.call(lambda library: library.library_id)
     if request.headers.get(LIBRARY_HEADER) != library_id:
@@ -138,12 +151,16 @@ async def pull(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     wires = await worker.call(lambda library: changesets_since(library, theirs))
     sent = 0
-    while batch := await worker.next_batch(wires, 8):
-        for wire in batch:
-            await response.write(frames.frame(wire))
-        sent += len(batch)
-    await response.write(frames.END)
-    await response.write_eof()
+    try:
+        while batch := await worker.next_batch(wires, 8):
+            for wire in batch:
+                await response.write(frames.frame(wire))
+            sent += len(batch)
+        await response.write(frames.END)
+        await response.write_eof()
+    except ConnectionResetError:  # the peer left mid-stream (it resumes from its vector next time)
+        log.debug("a peer left while pulling change sets (%d sent)", sent)
+        return response
     await worker.call(peer_store.record_inbound, request[PEER], None, sent)  # for `status`, on this side too
     return response
 
@@ -171,6 +188,20 @@ async def chunks(request: web.Request) -> web.StreamResponse:
     return await serve_chunks(request, request.app[WORKER], await read_json(request))
 
 
+@web.middleware
+async def gated(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The gate's deadline for an idle connection does not run while a request is answered."""
+    gate = request.app.get(GATE)
+    if gate is None:
+        return await handler(request)
+    transport = request.transport
+    gate.request_started(transport)
+    try:
+        return await handler(request)
+    finally:
+        gate.request_ended(transport)
+
+
 async def errors_to_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error answer is a JSON body, aiohttp's own 404 and 405 included."""
     try:
@@ -196,7 +227,7 @@ def make_app(
     setup: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
     """The peer server's application; `setup` may add routes (pairing adds its endpoints)."""
-    app = web.Application(middlewares=[web.middleware(errors_to_json), checks], client_max_size=MAX_JSON_BYTES)
+    app = web.Application(middlewares=[gated, web.middleware(errors_to_json), checks], client_max_size=MAX_JSON_BYTES)
     app[WORKER] = worker
     app[ON_CHANGE] = on_change
     app.router.add_get("/p2psync/hello", hello)
@@ -207,3 +238,23 @@ def make_app(
     if setup is not None:
         setup(app)
     return app
+
+
+async def listen(app: web.Application, host: str, port: int, context: ssl.SSLContext) -> tuple[web.AppRunner, int]:
+    """Serve `app` (from make_app) at host:port behind the gate; returns the runner (its cleanup()
+    stops everything) and the port listened on."""
+    gate = Gate(context, unverified_cap())
+    app[GATE] = gate
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0, **HANDLER_LIMITS)
+    await runner.setup()
+    members, own = await app[WORKER].call(lambda library: (member_keys(library), library.device_id))
+    gate.members = frozenset(k for k, device in members.items() if device != own)
+    site = GatedSite(runner, gate, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise NetworkError(
+            f"Cannot listen on {host}:{port} ({exc.strerror}); choose another with --listen HOST:PORT."
+        ) from None
+    return runner, site.port
