@@ -388,3 +388,24 @@ def test_a_link_made_before_devices_and_key_epochs_goes_on_working(relay: Relay,
     report = link.login(d, relay.url, email, PASSWORD, ask=lambda q: True)
     assert report.sync is not None and report.sync.error is None, report.sync.as_dict()
     assert "Written on A after the removal" in titles(d)
+
+
+def test_a_device_that_joins_while_a_removal_waits_stays_a_member(relay: Relay, tmp_path: Path) -> None:
+    """The new key moves the account's signing key, whose old membership is removed: the member
+    that does it pulls first, so that a device that joined through the old one a moment before is
+    not refused."""
+    email = "joined-meanwhile@example.org"
+    a, b, x = three_devices(relay, tmp_path, email)
+    a.revoke_device(x.device_id)  # A has not met the relay since
+    d = Library.create(tmp_path / "d", "d")
+    report = link.login(d, relay.url, email, PASSWORD, ask=lambda q: True)
+    assert report.mode == "joined" and report.sync is not None and report.sync.error is None
+    report = link.sync_with_relay(a)  # pulls D's introduction, then revokes X and changes the key
+    assert report.error is None and not report.received.rejected, report.as_dict()
+    assert call(relay, "GET", "/account", token(a))[1]["key_epoch"] == 1
+    d.add_reference({"title": "Written on D after the new key", "year": "2025"})
+    assert link.sync_with_relay(d).error is None
+    for library in (a, b):
+        report = link.sync_with_relay(library)
+        assert report.error is None and not report.received.rejected, report.as_dict()
+        assert "Written on D after the new key" in titles(library)

@@ -252,6 +252,7 @@ class Enforced:
     revoked: list[str] = field(default_factory=list)  # devices this device revoked on the relay now
     rotated: int | None = None  # the key epoch this device put in force now
     relay_revoked: frozenset[str] = frozenset()  # every device the relay has revoked
+    needed: bool = False  # a new key must be put in force (left for after the pull by `prepare`)
 
 
 def _library_revocations(library: Library) -> dict[str, int]:
@@ -279,21 +280,31 @@ def check_not_removed(library: Library) -> None:
 
 
 async def prepare(library: Library, client: RelayClient, ring: Ring, email: str, tied: bool) -> Enforced:
-    """Steps 1 to 5 above, before anything is pushed (relay.md §5)."""
+    """Steps 1 to 4 above, before anything is pushed (relay.md §5). Step 5 is left to `enforce`
+    after a pull (`needed` says so): the new key must come after every change set the others
+    stored, lest moving the account's signing key refuse a device that joined through it."""
     check_not_removed(library)
     if not tied:
         await client.tie_device(proof(library, email))
     answer = await refresh(library, client, ring)
-    return await enforce(library, client, ring, email, answer)
+    return await enforce(library, client, ring, email, answer, rotate=False)
 
 
 async def enforce(
-    library: Library, client: RelayClient, ring: Ring, email: str, answer: KeysAnswer | None = None
+    library: Library,
+    client: RelayClient,
+    ring: Ring,
+    email: str,
+    answer: KeysAnswer | None = None,
+    rotate: bool = True,
 ) -> Enforced:
-    """Revoke on the relay what the library removed, and put a new key in force if needed."""
+    """Revoke on the relay what the library removed, and put a new key in force if needed (and
+    `rotate`). A device not yet a member of its library (joining) leaves both to the members."""
     check_not_removed(library)
     answer = answer or await refresh(library, client, ring)
-    done = Enforced()
+    done = Enforced(relay_revoked=answer.revoked)
+    if not library.db.execute("SELECT 1 FROM devices WHERE id = ?", [library.device_id]).fetchone():
+        return done
     identity = library.identity()
     removed = _library_revocations(library)
     skip = _account_ids(ring) | {library.device_id}  # account keys never log in; they move by rotation
@@ -301,7 +312,11 @@ async def enforce(
         if device not in answer.revoked and device not in skip:
             await client.revoke(device, upto, identity.sign(keyring.revoke_message(library.library_id, device, upto)))
             done.revoked.append(device)
+    done.relay_revoked = answer.revoked | set(done.revoked)
     made_by = answer.epochs[ring.epoch].by if ring.epoch in answer.epochs else None
+    done.needed = bool(answer.rotate or done.revoked or (made_by is not None and made_by in removed))
+    if not rotate:
+        return done
     for attempt in range(ROTATE_ATTEMPTS):
         if not (answer.rotate or done.revoked or (made_by is not None and made_by in removed)):
             break
@@ -315,7 +330,6 @@ async def enforce(
             made_by = answer.epochs[ring.epoch].by if ring.epoch in answer.epochs else None
     if done.rotated is None:
         await _give_account_its_copy(library, client, ring, answer)
-    done.relay_revoked = answer.revoked | set(done.revoked)
     return done
 
 

@@ -464,9 +464,7 @@ def _token_and_key(client: RelayClient, ring: keys.Ring) -> dict[str, str | int 
     return {"relay_token": client.token, **keys.ring_rows(ring)}
 
 
-def _save_joined(
-    library: Library, session: dict[str, str | int | None], client: RelayClient, ring: keys.Ring
-) -> None:
+def _save_joined(library: Library, session: dict[str, str | int | None], client: RelayClient, ring: keys.Ring) -> None:
     with write_transaction(library.db):
         _write_in(library, {**session, **_token_and_key(client, ring), "relay_cursor": None})
         _forget_pushed(library)
@@ -798,7 +796,11 @@ async def _sync(library: Library, client: RelayClient, ring: keys.Ring, report: 
     # Before anything goes up: newer keys taken in, the library's removals carried to the relay, and
     # a new key put in force if a removed device may hold the one in force (relay/keys.py).
     email = read_link(library).email or ""
-    relay_revoked = (await keys.prepare(library, client, ring, email, tied=account.device is not None)).relay_revoked
+    prepared = await keys.prepare(library, client, ring, email, tied=account.device is not None)
+    if prepared.needed:  # pull what the others stored first, then change the key
+        await _pull(library, client, ring, read_link(library).cursor, report)
+        prepared = await keys.enforce(library, client, ring, email)
+    relay_revoked = prepared.relay_revoked
     removed = keys.removed(library)
     seal(library)  # (files edited in place are recorded first: store/sync.py)
     heads, last_num = await client.state()
@@ -1107,9 +1109,7 @@ async def _gather_limited(coroutines: list[Any]) -> list[Any]:
         raise
 
 
-async def _fetch_attachments(
-    library: Library, client: RelayClient, ring: keys.Ring, report: RelaySyncReport
-) -> None:
+async def _fetch_attachments(library: Library, client: RelayClient, ring: keys.Ring, report: RelaySyncReport) -> None:
     """Bring every attachment version this machine lacks from the relay, chunk by chunk: resumed
     from a partial file, copied from files on this disk where possible, each chunk decrypted and
     checked against the manifest before it is written, the whole file checked before it is put
