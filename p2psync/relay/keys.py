@@ -15,8 +15,10 @@ removal (`enforce`):
    (which must come out equal), each checked against its `check`;
 4. every device the library has removed (a signed `device.revoke`, the truth) is revoked on the
    relay, with this device's signature, if it is not already;
-5. then, if a revoked device may still hold the key in force (the relay says so, or this device
-   just revoked one, or the key in force was made by a device removed here), a new key is drawn
+5. then, after a pull (so that every device that joined through the account's signing key is
+   known before that key moves), if a revoked device may still hold the key in force (the relay
+   says so, or this device just revoked one, or the key in force was made by a device removed
+   here), and this device is a member, a new key is drawn
    (`rotate`): sealed for each member that proved its agreement key to the relay, wrapped for the
    account if this device's wrap key is current, chained to the old key; and the account's
    signing key moves to it (the old "online account" member removed, the new one added), so that
