@@ -88,3 +88,15 @@ def test_status_counts_change_sets_that_arrived_by_a_push(tmp_path: Path) -> Non
         stop(daemon)
     [b_status] = [p for p in status["peers"] if p["device_id"] == b_id]
     assert b_status["received"] == pushed and b_status["last_sync"] is not None, b_status
+
+
+def test_a_failed_pair_leaves_no_library_behind(tmp_path: Path) -> None:
+    nested = tmp_path / "made" / "by" / "pair"
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    for where in (nested, existing):
+        out = cli("pair", "7-acorn-zebra", "--library", str(where), "--address", "127.0.0.1:1", "--no-mdns")
+        assert out.returncode == 1 and "Could not reach 127.0.0.1:1" in out.stderr, out.stderr
+    assert not (tmp_path / "made").exists()  # every folder the command made is gone
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]  # and only what it made

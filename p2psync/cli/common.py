@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 import click
 import platformdirs
 
-from p2psync.errors import ConfirmationRequired
+from p2psync.errors import ConfirmationRequired, LibraryNotFound, P2PSyncError
 from p2psync.store.library import Library
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,6 +69,50 @@ def library_path() -> Path:
         return Path(value)
     env = os.environ.get(ENV_LIBRARY)
     return Path(env) if env else default_library_path()
+
+
+@contextlib.contextmanager
+def library_made_if_absent(path: Path, still_as_made: Callable[[Library, str], bool]) -> Iterator[bool]:
+    """Make an empty library at `path` if there is none, to receive another (yields whether it
+    did). If the command then fails while `still_as_made(library, id_it_was_made_with)` holds,
+    everything this made is removed again: a failed `pair` or `account signup` leaves no empty
+    library (nor folder) behind. A library that already took part (joined, linked) is kept."""
+    path = path.absolute()
+    try:
+        Library.open(path).close()
+        yield False
+        return
+    except LibraryNotFound:
+        pass
+    top: Path | None = None  # the outermost folder this command makes
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        top = folder
+    before = set(os.listdir(path)) if path.is_dir() else set()
+    with Library.create(path) as library:
+        made_id = library.library_id
+    try:
+        yield True
+    except BaseException:
+        remove = False
+        with contextlib.suppress(P2PSyncError), Library.open(path) as library:
+            remove = still_as_made(library, made_id)
+        if remove:
+            _remove_made(path, top, before)
+        raise
+
+
+def _remove_made(path: Path, top: Path | None, before: set[str]) -> None:
+    if top is not None:
+        shutil.rmtree(top, ignore_errors=True)
+        return
+    for name in set(os.listdir(path)) - before:  # the folder was there (empty or not): only what was added
+        target = path / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

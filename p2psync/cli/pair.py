@@ -15,6 +15,7 @@ import click
 
 from p2psync.cli.common import (
     json_option,
+    library_made_if_absent,
     library_option,
     library_path,
     mdns_options,
@@ -25,7 +26,7 @@ from p2psync.cli.common import (
 )
 from p2psync.cli.sync_cmds import parse_duration
 from p2psync.crypto.pairing import make_code, parse_code
-from p2psync.errors import ConfirmationRequired, InvalidValue, LibraryNotFound, NetworkError
+from p2psync.errors import ConfirmationRequired, InvalidValue, NetworkError
 from p2psync.net import discovery
 from p2psync.net.interfaces import local_ipv4_addresses
 from p2psync.net.pair_join import DEFAULT_PAIR_PORT, JoinResult, Offered, find_offer, join
@@ -218,14 +219,30 @@ def _join(
     yes: bool,
     as_json: bool,
 ) -> None:
-    path = library_path()
-    try:
-        Library.open(path).close()
-    except LibraryNotFound:
-        Library.create(path).close()  # a new, empty library: it becomes a copy of the other one
-        click.echo(f"Created an empty library at {path} to receive the other one.", err=True)
     if address is None and no_mdns:
         raise InvalidValue("With --no-mdns, give the other device's address with --address HOST:PORT.")
+    path = library_path()
+    # A new, empty library becomes a copy of the other one; if pairing fails before it joined,
+    # it is removed again (once it took the other's id, it stays: the next sync finishes the join).
+    with library_made_if_absent(path, lambda library, made_id: library.library_id == made_id) as made:
+        if made:
+            click.echo(f"Created an empty library at {path} to receive the other one.", err=True)
+        result = _join_with(path, code, address, backup, backup_dir, interfaces, yes)
+    with open_library() as library, progress(library.search_backlog(), "Indexing for search") as advance:
+        for done in library.catch_up_search():
+            advance(done)
+    _print_joined(result, as_json)
+
+
+def _join_with(
+    path: Path,
+    code: str,
+    address: str | None,
+    backup: bool | None,
+    backup_dir: Path | None,
+    interfaces: list[str] | None,
+    yes: bool,
+) -> JoinResult:
 
     def ask_merge(ours: rebase.Content, theirs: Offered) -> bool:
         question = (
@@ -255,10 +272,10 @@ def _join(
         finally:
             await worker.close()
 
-    result = asyncio.run(run())
-    with open_library() as library, progress(library.search_backlog(), "Indexing for search") as advance:
-        for done in library.catch_up_search():
-            advance(done)
+    return asyncio.run(run())
+
+
+def _print_joined(result: JoinResult, as_json: bool) -> None:
     if as_json:
         print_json(result.as_dict())
         return
