@@ -29,7 +29,7 @@ import pytest
 
 from p2psync.net import tls
 from p2psync.net.client import PeerSync
-from p2psync.net.gate import HANDSHAKE_SECONDS, HEADERS_SECONDS, unverified_cap
+from p2psync.net.gate import HANDSHAKE_SECONDS, HEADERS_SECONDS, IDLE_SECONDS, unverified_cap
 from p2psync.net.protocol import LIBRARY_HEADER, PREFIX, VERSION_HEADER
 from p2psync.node import Address, Node
 from p2psync.store.library import Library
@@ -120,7 +120,8 @@ async def serving(path: Path) -> Node:
     return node
 
 
-def test_unfinished_handshakes_and_half_requests_are_closed_at_their_deadlines(
+@pytest.mark.slow
+def test_unfinished_handshakes_half_requests_and_idle_strangers_are_closed_at_their_deadlines(
     libraries: tuple[Path, Path, Path],
 ) -> None:
     pa, _, px = libraries
@@ -129,8 +130,16 @@ def test_unfinished_handshakes_and_half_requests_are_closed_at_their_deadlines(
     async def scenario() -> dict[str, float | None]:
         node = await serving(pa)
         port = node.port or 0
-        trickling: asyncio.Task[None] | None = None
+        tricklers: list[asyncio.Task[None]] = []
         opened: list[Stream] = []
+
+        async def trickle(writer: asyncio.StreamWriter, after: float) -> None:  # slowloris
+            await asyncio.sleep(after)
+            with contextlib.suppress(OSError, ssl.SSLError):
+                for byte in HALF_HEAD * 10:
+                    writer.write(bytes([byte]))
+                    await asyncio.sleep(0.3)
+
         try:
             silent = await open_tcp(port)  # connects and says nothing
             half_hello = await open_tcp(port)
@@ -139,35 +148,30 @@ def test_unfinished_handshakes_and_half_requests_are_closed_at_their_deadlines(
             no_cert[1].write(HALF_HEAD)
             non_member = await open_tls(port, stranger)
             non_member[1].write(HALF_HEAD)
-            slow = await open_tls(port, None)  # slowloris: a byte of the head every 0.3 s
-
-            async def trickle() -> None:
-                with contextlib.suppress(OSError, ssl.SSLError):
-                    for byte in HALF_HEAD * 10:
-                        slow[1].write(bytes([byte]))
-                        await asyncio.sleep(0.3)
-
-            trickling = asyncio.create_task(trickle())
+            slow = await open_tls(port, None)  # a byte of the head every 0.3 s from the start
+            tricklers.append(asyncio.create_task(trickle(slow[1], 0.0)))
             idle = await open_tls(port, None)  # one whole request, then kept alive and idle
             idle[1].write(HELLO)
-            opened = [silent, half_hello, no_cert, non_member, slow, idle]
-            names = ["silent", "half_hello", "no_cert", "non_member", "slowloris", "idle"]
-            limits = [HANDSHAKE_SECONDS] * 2 + [HEADERS_SECONDS] * 4
-            waits = [seconds_until_closed(s[0], limit + SLACK) for s, limit in zip(opened, limits, strict=True)]
+            slow_later = await open_tls(port, None)  # one whole request; a second, slowly, after 1 s
+            slow_later[1].write(HELLO)
+            tricklers.append(asyncio.create_task(trickle(slow_later[1], 1.0)))
+            opened = [silent, half_hello, no_cert, non_member, slow, idle, slow_later]
+            names = ["silent", "half_hello", "no_cert", "non_member", "slowloris", "idle", "slow_later"]
+            waits = [seconds_until_closed(reader, IDLE_SECONDS + SLACK) for reader, _ in opened]
             return dict(zip(names, await asyncio.gather(*waits), strict=True))
         finally:
-            if trickling is not None:
-                trickling.cancel()
+            for task in tricklers:
+                task.cancel()
             close_all(opened)
             await node.close()
 
     closed = asyncio.run(scenario())
-    for name in ("silent", "half_hello"):
+    expected = {"silent": HANDSHAKE_SECONDS, "half_hello": HANDSHAKE_SECONDS, "idle": IDLE_SECONDS}
+    expected |= {name: HEADERS_SECONDS for name in ("no_cert", "non_member", "slowloris")}
+    expected["slow_later"] = 1.0 + HEADERS_SECONDS  # the head is due 5 s after its first byte
+    for name, seconds in expected.items():
         after = closed[name]
-        assert after is not None and HANDSHAKE_SECONDS - 1 < after < HANDSHAKE_SECONDS + SLACK, (name, closed)
-    for name in ("no_cert", "non_member", "slowloris", "idle"):
-        after = closed[name]
-        assert after is not None and HEADERS_SECONDS - 1 < after < HEADERS_SECONDS + SLACK, (name, closed)
+        assert after is not None and seconds - 1 < after < seconds + SLACK, (name, closed)
 
 
 def test_a_flood_from_one_address_pushes_out_its_own_connections_first(

@@ -13,9 +13,9 @@ out. Now each connection moves like this:
 3. The peer key: a member's key (as the server's checks last saw the membership) makes it a
    *member's* connection, no longer counted and never capped. Anything else stays unverified.
 4. aiohttp's request handler takes over the TLS connection. While no request is being answered,
-   a connection has a deadline: HEADERS_SECONDS for an unverified one (from the handshake, or the
-   end of the last answer, to the whole head of its next request: bytes trickling in do not
-   extend it), MEMBER_IDLE_SECONDS for a member's.
+   a connection has a deadline: its first request head must be whole HEADERS_SECONDS after the
+   handshake, and a later one HEADERS_SECONDS after its first byte (bytes trickling in do not
+   extend it); a kept-alive connection may wait IDLE_SECONDS for that first byte.
 
 The server's checks (server.py) tell the gate when a request starts and ends and whether its key
 is a member's, since membership changes while the server runs (a pairing adds a member, a
@@ -37,7 +37,7 @@ from p2psync.net.tls import peer_key
 
 try:
     import resource
-except ImportError:  # not on Windows: the cap is then UNVERIFIED_MAX
+except ImportError:  # (Windows has none: the cap is then UNVERIFIED_MAX)
     resource = None  # type: ignore[assignment]
 
 log = logging.getLogger("p2psync.server")
@@ -47,14 +47,15 @@ log = logging.getLogger("p2psync.server")
 # under a second on a poor Wi-Fi link. The client gives up connecting after 5 s (CONNECT_TIMEOUT),
 # so waiting longer here serves nobody.
 HANDSHAKE_SECONDS = 5.0
-# A client writes its request head (under 1 KB) in one piece as soon as it may.
+# A client writes its request head (under 1 KB) in one piece as soon as it may: right after the
+# handshake, or as it starts a request on a kept-alive connection.
 HEADERS_SECONDS = 5.0
-# Longer than aiohttp's client keeps an idle connection for reuse (15 s), so the server never
-# closes a member's kept-alive connection under a request the member is sending.
-MEMBER_IDLE_SECONDS = 30.0
+# Longer than aiohttp's client keeps an idle connection for reuse (15 s): a server that closes a
+# kept-alive connection first may close it under a request being sent, which then fails.
+IDLE_SECONDS = 20.0
 # Strangers' connections held at once. Honest ones are few (a pairing joiner, a version probe).
-# With the deadlines above, keeping 128 busy takes more than 25 new connections a second, and
-# then it is the flood's own oldest connections that go.
+# With the deadlines above a flood must keep opening connections to hold 128 (25 a second if
+# half-done, 6 a second if idle after a request), and past 128 its own oldest ones go first.
 UNVERIFIED_MAX = 128
 # ...and never more than a quarter of the process's file descriptors (RLIMIT_NOFILE, often
 # 1024), so the members' connections, the library and its attachments always find some.
@@ -64,7 +65,7 @@ FD_SHARE = 4
 MAX_HEAD_LINE = 4096
 MAX_HEAD_FIELDS = 32
 HANDLER_LIMITS: dict[str, Any] = {
-    "keepalive_timeout": MEMBER_IDLE_SECONDS,
+    "keepalive_timeout": IDLE_SECONDS,
     "max_line_size": MAX_HEAD_LINE,
     "max_field_size": MAX_HEAD_LINE,
     "max_headers": MAX_HEAD_FIELDS,
@@ -126,13 +127,14 @@ class Gate:
         if door is not None:
             door.active += 1
             door.stop_clock()
+            door.head_started = False
 
     def request_ended(self, transport: asyncio.BaseTransport | None) -> None:
         door = self._by_transport.get(transport) if transport is not None else None
         if door is not None:
             door.active -= 1
             if door.active == 0:
-                door.start_clock()
+                door.start_clock(IDLE_SECONDS)  # kept alive, waiting for the next request
 
     def verified(self, transport: asyncio.BaseTransport | None, member: bool) -> None:
         """A request's key proved a member's (or did not): the connection counts accordingly."""
@@ -219,6 +221,7 @@ class Door(asyncio.Protocol):
         self.handler: asyncio.Protocol | None = None
         self.member = False
         self.active = 0  # requests being answered
+        self.head_started = False  # bytes of a request head have come since the last answer
         self.closed = False
         self._clock: asyncio.TimerHandle | None = None
         self._early: list[bytes] = []  # arrived between the handshake and the handover
@@ -267,7 +270,9 @@ class Door(asyncio.Protocol):
         self._early = []
         if self._early_eof:
             handler.eof_received()
-        self.start_clock()
+        if self.active == 0:
+            self.head_started = True
+            self.start_clock(HEADERS_SECONDS)  # the first request comes right after the handshake
 
     def abort(self) -> None:
         transport = self.tls or self.raw
@@ -277,10 +282,9 @@ class Door(asyncio.Protocol):
 
     # --- the deadline while no request is being answered ---
 
-    def start_clock(self) -> None:
+    def start_clock(self, seconds: float) -> None:
         self.stop_clock()
         if not self.closed:
-            seconds = MEMBER_IDLE_SECONDS if self.member else HEADERS_SECONDS
             self._clock = asyncio.get_running_loop().call_later(seconds, self._expired)
 
     def stop_clock(self) -> None:
@@ -297,6 +301,9 @@ class Door(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.handler is not None:
+            if self.active == 0 and not self.head_started:  # a request begins: its head is due
+                self.head_started = True
+                self.start_clock(HEADERS_SECONDS)
             self.handler.data_received(data)
         else:
             self._early.append(data)
