@@ -29,7 +29,7 @@ import pytest
 
 from p2psync.net import tls
 from p2psync.net.client import PeerSync
-from p2psync.net.gate import HANDSHAKE_SECONDS, HEADERS_SECONDS, IDLE_SECONDS, unverified_cap
+from p2psync.net.gate import HANDSHAKE_SECONDS, HEADERS_SECONDS, IDLE_SECONDS, address_key, unverified_cap
 from p2psync.net.protocol import LIBRARY_HEADER, PREFIX, VERSION_HEADER
 from p2psync.node import Address, Node
 from p2psync.store.library import Library
@@ -219,6 +219,15 @@ def test_a_flood_from_one_address_pushes_out_its_own_connections_first(
     assert sum(seconds is not None for seconds in closed) >= flood - cap, closed
     assert len(answers) >= 2 and set(answers) == {b"HTTP/1.1 200 OK"}, answers
     assert any("dropped" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_fairness_counts_an_ipv6_host_by_its_64_and_the_cap_follows_the_descriptor_limit() -> None:
+    assert address_key(("192.0.2.7", 5000)) == "192.0.2.7"
+    assert address_key(("::ffff:192.0.2.7", 5000, 0, 0)) == "192.0.2.7"  # a dual-stack listener
+    one = address_key(("2001:db8:1:2::1", 5000, 0, 0))
+    assert one == address_key(("2001:db8:1:2:ffff:ffff:ffff:ffff", 1, 0, 0)) == "2001:db8:1:2::/64"
+    assert one != address_key(("2001:db8:1:3::1", 5000, 0, 0))
+    assert unverified_cap(1024) == 128 and unverified_cap(256) == 64 and unverified_cap(20) == 8
 
 
 # --- a flood against a daemon whose descriptors are few ---------------------------------------
