@@ -7,8 +7,6 @@ never from the command line.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +14,16 @@ from typing import Any
 
 import click
 
-from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json, yes_option
-from p2psync.errors import ConfirmationRequired, InvalidValue, LibraryNotFound, RelayError, RelayLinkedElsewhere
+from p2psync.cli.common import (
+    json_option,
+    library_made_if_absent,
+    library_option,
+    library_path,
+    open_library,
+    print_json,
+    yes_option,
+)
+from p2psync.errors import ConfirmationRequired, InvalidValue, RelayError, RelayLinkedElsewhere
 from p2psync.relay import link
 from p2psync.relay.client import normalize_url
 from p2psync.relay.crypto import check_email
@@ -85,42 +91,10 @@ def _open_or_create() -> Iterator[tuple[Library, bool]]:
     """The library, or an empty one made to receive the account's library (and whether it was made
     now). If the command fails before the library is linked, what it made is removed again: a
     failed sign-up or login leaves no folder behind."""
-    path = library_path().absolute()
-    top: Path | None = None  # the outermost folder this command makes
-    before: set[str] = set()
-    try:
-        library, made = Library.open(path), False
-    except LibraryNotFound:
-        for folder in [path, *path.parents]:
-            if folder.exists():
-                break
-            top = folder
-        before = set(os.listdir(path)) if path.is_dir() else set()
-        library, made = Library.create(path), True
-    keep = not made
-    try:
-        with library:
-            try:
-                yield library, made
-            except BaseException:
-                keep = not made or link.is_linked(library)
-                raise
-    except BaseException:
-        if not keep:
-            _remove_made(path, top, before)
-        raise
-
-
-def _remove_made(path: Path, top: Path | None, before: set[str]) -> None:
-    if top is not None:
-        shutil.rmtree(top, ignore_errors=True)
-        return
-    for name in set(os.listdir(path)) - before:  # the folder was there (empty or not): only what was added
-        target = path / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target, ignore_errors=True)
-        else:
-            target.unlink(missing_ok=True)
+    path = library_path()
+    unlinked = lambda library, _made_id: not link.is_linked(library)  # noqa: E731
+    with library_made_if_absent(path, unlinked) as made, Library.open(path) as library:
+        yield library, made
 
 
 def _login_options(func: Any) -> Any:
