@@ -54,8 +54,8 @@ def check_email(email: str) -> str:
     return address
 
 
-def _hkdf(secret: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(secret)
+def hkdf(secret: bytes, info: bytes, salt: bytes | None = None) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=info).derive(secret)
 
 
 def derive_keys(email: str, password: str, params: KdfParams) -> tuple[bytes, bytes]:
@@ -63,19 +63,22 @@ def derive_keys(email: str, password: str, params: KdfParams) -> tuple[bytes, by
     the account's key derivation, as the relay tells it; checked against kdf.py's bounds first)."""
     salt = ACCOUNT_SALT + normalize_email(email).encode("utf-8")
     master = kdf.derive(params, password.encode("utf-8"), salt)
-    return _hkdf(master, LOGIN_INFO), _hkdf(master, WRAP_INFO)
+    return hkdf(master, LOGIN_INFO), hkdf(master, WRAP_INFO)
 
 
 def new_library_key() -> bytes:
     return os.urandom(KEY_BYTES)
 
 
-def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
-    nonce = os.urandom(NONCE_BYTES)
+def aead_seal(key: bytes, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> bytes:
+    """nonce || AES-256-GCM(key, plaintext) with `aad`; a fresh random nonce unless one is given
+    (only the vectors give one)."""
+    nonce = nonce if nonce is not None else os.urandom(NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 
-def _open(key: bytes, blob: bytes, aad: bytes) -> bytes | None:
+def aead_open(key: bytes, blob: bytes, aad: bytes) -> bytes | None:
+    """What aead_seal sealed, or None if `blob` does not open with this key and `aad`."""
     if len(blob) < NONCE_BYTES + TAG_BYTES:
         return None
     try:
@@ -88,13 +91,13 @@ def wrap_library_key(wrap_key: bytes, library_key: bytes, library_id: str) -> by
     """nonce || AES-256-GCM(wrap_key, library_key), bound to the library's id."""
     if len(library_key) != KEY_BYTES:
         raise ValueError("a library key is 32 bytes")
-    return _seal(wrap_key, library_key, WRAP_AAD + library_id.encode("ascii"))
+    return aead_seal(wrap_key, library_key, WRAP_AAD + library_id.encode("ascii"))
 
 
 def unwrap_library_key(wrap_key: bytes, wrapped: bytes, library_id: str) -> bytes:
     """The library key inside `wrapped`; RelayTampered if it does not open with this password for
     this library (a password changed elsewhere, or a key altered on the relay)."""
-    key = _open(wrap_key, wrapped, WRAP_AAD + library_id.encode("ascii"))
+    key = aead_open(wrap_key, wrapped, WRAP_AAD + library_id.encode("ascii"))
     if key is None or len(key) != KEY_BYTES:
         raise RelayTampered(
             "The library key stored on the relay does not open with this password; if the password was "
@@ -105,7 +108,7 @@ def unwrap_library_key(wrap_key: bytes, wrapped: bytes, library_id: str) -> byte
 
 def account_identity(library_key: bytes) -> DeviceIdentity:
     """The account signing key: the member through which devices join by password."""
-    seed = _hkdf(library_key, SIGNING_INFO)
+    seed = hkdf(library_key, SIGNING_INFO)
     return DeviceIdentity(Ed25519PrivateKey.from_private_bytes(seed))
 
 
@@ -123,12 +126,12 @@ def changeset_aad(library_id: str, device: str, first: int, last: int) -> bytes:
 
 
 def encrypt_changeset(library_key: bytes, library_id: str, device: str, first: int, last: int, wire: bytes) -> bytes:
-    return _seal(library_key, wire, changeset_aad(library_id, device, first, last))
+    return aead_seal(library_key, wire, changeset_aad(library_id, device, first, last))
 
 
 def decrypt_changeset(library_key: bytes, library_id: str, device: str, first: int, last: int, blob: bytes) -> bytes:
     """The change set's wire bytes; RelayTampered if the blob does not decrypt under its headers."""
-    wire = _open(library_key, blob, changeset_aad(library_id, device, first, last))
+    wire = aead_open(library_key, blob, changeset_aad(library_id, device, first, last))
     if wire is None:
         raise RelayTampered(
             f"the change set listed as {device[:7]} {first}-{last} does not decrypt with the library key "
@@ -144,12 +147,12 @@ def chunk_id(library_key: bytes, chunk_sha256: str | bytes) -> str:
 
 
 def encrypt_chunk(library_key: bytes, cid: str, chunk: bytes) -> bytes:
-    return _seal(library_key, chunk, CHUNK_AAD + cid.encode("ascii"))
+    return aead_seal(library_key, chunk, CHUNK_AAD + cid.encode("ascii"))
 
 
 def decrypt_chunk(library_key: bytes, cid: str, blob: bytes) -> bytes:
     """The chunk's bytes; RelayTampered if the blob does not decrypt as chunk `cid`."""
-    chunk = _open(library_key, blob, CHUNK_AAD + cid.encode("ascii"))
+    chunk = aead_open(library_key, blob, CHUNK_AAD + cid.encode("ascii"))
     if chunk is None:
         raise RelayTampered(f"the chunk {cid[:12]} does not decrypt with the library key")
     return chunk

@@ -23,22 +23,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from p2psync.model.devices import device_id_for
+from p2psync.relay.crypto import KEY_BYTES, NONCE_BYTES, TAG_BYTES, aead_open, aead_seal, hkdf
 
-KEY_BYTES = 32
-NONCE_BYTES = 12
-TAG_BYTES = 16
 PROOF_SECONDS = 3600  # how far a device's clock may be from the relay's when it proves its key
 AGREEMENT_INFO = b"p2psync/1 relay agreement key"
 DEVICE_PROOF = b"p2psync/1 relay device\x00"
@@ -53,24 +48,6 @@ SEALED_BYTES = 32 + NONCE_BYTES + KEY_BYTES + TAG_BYTES
 
 class ProofError(ValueError):
     """A device proof, signature or wrapped key that does not check; the message says which."""
-
-
-def _hkdf(secret: bytes, info: bytes, salt: bytes | None = None) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=info).derive(secret)
-
-
-def _seal(key: bytes, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> bytes:
-    nonce = nonce if nonce is not None else os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
-
-
-def _open(key: bytes, blob: bytes, aad: bytes) -> bytes | None:
-    if len(blob) < NONCE_BYTES + TAG_BYTES:
-        return None
-    try:
-        return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
-    except InvalidTag:
-        return None
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
@@ -105,7 +82,7 @@ def agreement_private(device_key: Ed25519PrivateKey) -> X25519PrivateKey:
     seed = device_key.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
-    return X25519PrivateKey.from_private_bytes(_hkdf(seed, AGREEMENT_INFO))
+    return X25519PrivateKey.from_private_bytes(hkdf(seed, AGREEMENT_INFO))
 
 
 def _raw_public(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
@@ -167,7 +144,7 @@ def parse_proof(value: Any) -> DeviceProof:
 
 def key_check(key: bytes) -> bytes:
     """What the relay may know of a key: enough to recognise it, nothing to use it."""
-    return _hkdf(key, CHECK_INFO)
+    return hkdf(key, CHECK_INFO)
 
 
 def rotation_message(library_id: str, epoch: int, check: bytes) -> bytes:
@@ -184,18 +161,18 @@ def _previous_aad(library_id: str, epoch: int) -> bytes:
 
 def wrap_previous(new_key: bytes, old_key: bytes, library_id: str, epoch: int, nonce: bytes | None = None) -> bytes:
     """The key of epoch-1 under the key of `epoch`."""
-    return _seal(new_key, old_key, _previous_aad(library_id, epoch), nonce)
+    return aead_seal(new_key, old_key, _previous_aad(library_id, epoch), nonce)
 
 
 def unwrap_previous(new_key: bytes, blob: bytes, library_id: str, epoch: int) -> bytes:
-    key = _open(new_key, blob, _previous_aad(library_id, epoch))
+    key = aead_open(new_key, blob, _previous_aad(library_id, epoch))
     if key is None or len(key) != KEY_BYTES:
         raise ProofError(f"the previous key of epoch {epoch} does not open with the key of that epoch")
     return key
 
 
 def _seal_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
-    return _hkdf(shared, SEAL_INFO, salt=ephemeral + recipient)
+    return hkdf(shared, SEAL_INFO, salt=ephemeral + recipient)
 
 
 def _seal_aad(library_id: str, device: str, epoch: int) -> bytes:
@@ -215,7 +192,9 @@ def seal_for_member(
     ephemeral = ephemeral or X25519PrivateKey.generate()
     shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(agreement_key))
     public = _raw_public(ephemeral)
-    return public + _seal(_seal_key(shared, public, agreement_key), key, _seal_aad(library_id, device, epoch), nonce)
+    return public + aead_seal(
+        _seal_key(shared, public, agreement_key), key, _seal_aad(library_id, device, epoch), nonce
+    )
 
 
 def open_as_member(
@@ -228,5 +207,7 @@ def open_as_member(
         shared = mine.exchange(X25519PublicKey.from_public_bytes(sealed[:32]))
     except ValueError:  # a low-order point: nothing can be agreed with it
         return None
-    key = _open(_seal_key(shared, sealed[:32], _raw_public(mine)), sealed[32:], _seal_aad(library_id, device, epoch))
+    key = aead_open(
+        _seal_key(shared, sealed[:32], _raw_public(mine)), sealed[32:], _seal_aad(library_id, device, epoch)
+    )
     return key if key is not None and len(key) == KEY_BYTES else None
