@@ -13,22 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from p2psync.errors import DiskFull, InvalidValue, NetworkError, P2PSyncError, PeerUnreachable, SelfConnection
+from p2psync.errors import DiskFull, NetworkError, P2PSyncError, PeerUnreachable, SelfConnection
 from p2psync.net import tls
+from p2psync.net.addresses import Address, merge_targets
+from p2psync.net.addresses import parse_address as parse_address  # (re-exported for the CLI)
 from p2psync.net.chunks import FetchReport, Link, fetch_attachments
 from p2psync.net.client import PeerSync, sync_with_peer
-from p2psync.net.discovery import MDNS_ID_LENGTH, Announcer, Browser, DiscoveryError, Peer, browse_until
-from p2psync.net.interfaces import local_ipv4_addresses
+from p2psync.net.discovery import browse_until
+from p2psync.net.presence import LanPresence, members_seen
+from p2psync.net.presence import announce_addresses as announce_addresses  # (re-exported)
 from p2psync.net.server import listen, make_app
 from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
@@ -39,185 +41,35 @@ log = logging.getLogger("p2psync.node")
 WATCH_SECONDS = 0.2  # how often the daemon looks for changes made by other processes
 FORWARD_DELAY = 0.25  # after changes arrived: wait this long for more before passing them on...
 FORWARD_MAX_DELAY = 2.0  # ...but never longer than this after the first (a steady stream must not starve it)
-LAN_RETRY_FIRST = 2.0  # a member seen on the LAN that could not be synced is tried again after this...
-LAN_RETRY_MAX = 60.0  # ...doubling up to this
 DISCOVER_SECONDS = 2.0  # how long a one-shot sync looks for members on the LAN
 # How often the daemon looks for attachment files edited in place. P2PSYNC_SCAN_SECONDS changes
 # it (tests make it long, to show that a receive records local edits by itself).
 SCAN_SECONDS = float(os.environ.get("P2PSYNC_SCAN_SECONDS") or 2.0)
-_WILDCARDS = ("", "0.0.0.0", "::")
 
 SyncResult = PeerSync | NetworkError
 
 
-@dataclass(frozen=True)
-class Address:
-    host: str
-    port: int
-    device: str | None = None  # the member expected there, when known
-    also: tuple[str, ...] = ()  # other hosts of the same device (mDNS may announce several), tried in turn
+@dataclass
+class SyncRound:
+    """What one round of Node.sync_once did: the peers tried, in order, and what came of each;
+    the attachments fetched from those reached; the relay's report (relay/link.py) or the error
+    that stopped it, when the library is linked to an account; and which addresses the user named
+    could not be synced."""
 
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+    targets: list[Address] = field(default_factory=list)
+    peers: list[SyncResult] = field(default_factory=list)
+    attachments: FetchReport = field(default_factory=FetchReport)
+    relay: Any = None
+    relay_error: P2PSyncError | None = None
+    named_failed: list[str] = field(default_factory=list)
 
-
-def parse_address(text: str, default_port: int, allow_any_port: bool = False) -> Address:
-    """HOST:PORT (or HOST alone: the default port). Port 0 only where listening (any free port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, str(default_port)
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not (0 if allow_any_port else 1) <= int(port) < 65536:
-        raise InvalidValue(f"{text!r} is not an address; write HOST:PORT, e.g. 192.168.1.20:47625.")
-    return Address(host, int(port))
-
-
-def merge_targets(*groups: Iterable[Address]) -> list[Address]:
-    """The addresses of all groups in order, each device and each HOST:PORT once (the first wins)."""
-    out: list[Address] = []
-    devices: set[str] = set()
-    places: set[tuple[str, int]] = set()
-    for group in groups:
-        for address in group:
-            if (address.device is not None and address.device in devices) or (address.host, address.port) in places:
-                continue
-            out.append(address)
-            places.add((address.host, address.port))
-            if address.device is not None:
-                devices.add(address.device)
-    return out
-
-
-def announce_addresses(listen_host: str, interfaces: list[str] | None) -> list[str]:
-    """The IPv4 addresses to announce for a server listening on listen_host: none if it cannot be
-    told in IPv4 (a host name, an IPv6 address), or if it is loopback and the announcement would
-    go out on other interfaces (no other machine could reach it there)."""
-    if listen_host in _WILDCARDS:
-        return list(interfaces) if interfaces else local_ipv4_addresses()
-    try:
-        address = ipaddress.IPv4Address(listen_host)
-    except ValueError:
-        return []
-    if address.is_loopback and not (interfaces and all(ipaddress.IPv4Address(i).is_loopback for i in interfaces)):
-        return []
-    return [listen_host]
+    @property
+    def lan_ok(self) -> bool:
+        return any(not isinstance(r, NetworkError) for r in self.peers)
 
 
 def _other_members(library: Library) -> list[str]:
     return [d["device_id"] for d in library.devices() if not d["revoked"] and not d["this_device"]]
-
-
-def _members_seen(peers: dict[str, Peer], members: Iterable[str], me: str) -> dict[str, Address]:
-    """Member device -> where the LAN says it is (all its announced hosts, the first tried first)."""
-    out: dict[str, Address] = {}
-    for device in members:
-        peer = peers.get(device[:MDNS_ID_LENGTH])
-        if peer is None or device == me:
-            continue
-        out[device] = Address(peer.addresses[0], peer.port, device, tuple(peer.addresses[1:]))
-    return out
-
-
-@dataclass
-class _Attempt:
-    where: tuple[tuple[str, ...], int]  # the announced hosts and port it was tried at
-    ok: bool
-    retry_at: float = 0.0
-    backoff: float = LAN_RETRY_FIRST
-
-
-class LanPresence:
-    """A daemon on the LAN: announces this device and keeps track of members that appear."""
-
-    def __init__(
-        self,
-        device_id: str,
-        port: int,
-        addresses: list[str],
-        interfaces: list[str] | None,
-        wake: Callable[[], None],
-    ) -> None:
-        self.device_id = device_id
-        self.port = port
-        self.addresses = addresses
-        self.interfaces = interfaces
-        self.dirty = True  # something changed that may make a member due (seen, or newly a member)
-        self._wake = wake
-        self._announcer: Announcer | None = None
-        self._browser: Browser | None = None
-        self._attempts: dict[str, _Attempt] = {}
-
-    def _changed(self) -> None:
-        self.dirty = True
-        self._wake()
-
-    async def start(self) -> None:
-        """Announce and browse; a failure is logged in words and leaves the daemon without mDNS."""
-        problems: list[str] = []
-        if not self.addresses:
-            log.warning("Not announcing this device on the LAN: it listens on no IPv4 address peers could use.")
-        else:
-            announcer = Announcer(self.device_id, self.port, self.addresses, self.interfaces)
-            try:
-                await announcer.start()
-                self._announcer = announcer
-            except DiscoveryError as exc:
-                problems.append(exc.message)
-        browser = Browser(self.interfaces, on_change=self._changed)
-        try:
-            await browser.start()
-            self._browser = browser
-        except DiscoveryError as exc:
-            problems.append(exc.message)
-        for message in dict.fromkeys(problems):  # the same cause usually stops both: say it once
-            log.warning("%s Syncing goes on with the addresses given and those remembered.", message)
-        if self._announcer is not None:
-            where = ", ".join(f"{a}:{self.port}" for a in self.addresses)
-            log.info("Announcing this device on the LAN at %s.", where)
-        if self._browser is not None:
-            log.info("Looking for this library's other devices on the LAN.")
-
-    async def stop(self) -> None:
-        announcer, browser = self._announcer, self._browser
-        self._announcer = self._browser = None
-        if announcer is not None:
-            await announcer.stop()  # goodbyes: the others drop us at once
-        if browser is not None:
-            await browser.stop()
-
-    def seen(self, members: Iterable[str]) -> dict[str, Address]:
-        """Member device -> its address on the LAN, for the members seen now."""
-        return {} if self._browser is None else _members_seen(self._browser.peers, members, self.device_id)
-
-    def wants_look(self, now: float) -> bool:
-        return self.dirty or any(not a.ok and now >= a.retry_at for a in self._attempts.values())
-
-    def due(self, members: Iterable[str], now: float) -> list[Address]:
-        """Members that appeared or moved since they were last tried, or whose retry time came."""
-        self.dirty = False
-        seen = self.seen(members)
-        for device in [d for d in self._attempts if d not in seen]:
-            del self._attempts[device]  # gone (or no longer a member): when it is back, it is new again
-        due = []
-        for device, address in seen.items():
-            attempt = self._attempts.get(device)
-            if attempt is None or attempt.where != _where(address) or (not attempt.ok and now >= attempt.retry_at):
-                due.append(address)
-        return due
-
-    def record(self, address: Address, ok: bool, now: float) -> None:
-        """What came of syncing with a member at its LAN address (failures are retried, backing off)."""
-        if address.device is None:
-            return
-        previous = self._attempts.get(address.device)
-        backoff = LAN_RETRY_FIRST
-        if not ok and previous is not None and not previous.ok and previous.where == _where(address):
-            backoff = min(previous.backoff * 2, LAN_RETRY_MAX)
-        self._attempts[address.device] = _Attempt(_where(address), ok, now + backoff, backoff)
-
-
-def _where(address: Address) -> tuple[tuple[str, ...], int]:
-    return (address.host, *address.also), address.port
 
 
 class Node:
@@ -345,18 +197,49 @@ class Node:
         if not wanted:
             return []
         peers = await browse_until(
-            interfaces, lambda peers: len(_members_seen(peers, wanted, me)) == len(wanted), timeout
+            interfaces, lambda peers: len(members_seen(peers, wanted, me)) == len(wanted), timeout
         )
-        return list(_members_seen(peers, wanted, me).values())
+        return list(members_seen(peers, wanted, me).values())
 
-    async def _targets(self, static: list[Address]) -> tuple[list[Address], list[Address]]:
-        """Everyone to sync with in a full round: members seen on the LAN now (their freshest
-        address, so tried first), the addresses given, then remembered addresses. Also returns
-        the LAN ones."""
-        lan: list[Address] = []
-        if self._lan is not None:
-            lan = list(self._lan.seen(await self.worker.call(_other_members)).values())
-        return merge_targets(lan, static, await self.known_addresses()), lan
+    async def sync_once(
+        self,
+        *groups: Iterable[Address],
+        named: Collection[Address] = (),
+        device: str | None = None,
+        lan: bool = True,
+        relay: bool = True,
+        on_plan: Callable[[int, int], None] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> SyncRound:
+        """One round, the same for `p2psync sync`, the daemon and any other face: every member
+        at the addresses of `groups` in that order, then those remembered (only `device`, if
+        given), each reached once (none without `lan`); then their attachments; then the relay
+        account, with `relay` and if the library is linked to one. Failures are in the result, already recorded for
+        `status`; nothing here raises for a peer or a relay that failed."""
+        done = SyncRound()
+        if lan:
+            known = [a for a in await self.known_addresses() if device is None or a.device == device]
+            done.targets = merge_targets(*groups, known)
+        if done.targets:
+            done.peers = await self.sync(done.targets)
+            places = {(a.host, a.port) for a in named}
+            done.named_failed = [
+                str(target)
+                for target, result in zip(done.targets, done.peers, strict=True)
+                if isinstance(result, NetworkError) and (target.host, target.port) in places
+            ]
+            done.attachments = await self.fetch(done.peers, on_plan, on_bytes)
+        if relay:
+            outcome = await asyncio.get_running_loop().run_in_executor(None, _sync_relay_at, self.path)
+            if isinstance(outcome, P2PSyncError):
+                done.relay_error = outcome
+            else:
+                done.relay = outcome
+        return done
+
+    def _lan_now(self, members: list[str]) -> list[Address]:
+        """Members seen on the LAN now, at their freshest address (tried first in a round)."""
+        return [] if self._lan is None else list(self._lan.seen(members).values())
 
     async def run_daemon(
         self,
@@ -381,8 +264,7 @@ class Node:
             )
             await self._lan.start()
         try:
-            await self._round(static)
-            await self._relay_round()
+            await self._round(static, relay=True)
             version = await self.worker.call(_data_version)
             known_foreign = await self.worker.call(_foreign_vector)
             next_interval = loop.time() + interval
@@ -411,29 +293,27 @@ class Node:
                     or (auto and local_change and await self.worker.call(unsealed_count) > 0)
                 ):
                     self._forward_at = None  # what arrives during this round schedules another
-                    await self._round(static)
-                    if now >= next_interval:
-                        await self._relay_round()  # the relay only on the interval, not on every edit
+                    relay = now >= next_interval  # the relay only on the interval, not on every edit
+                    await self._round(static, relay)
+                    if relay:
                         next_interval = now + interval
                 elif auto and self._lan is not None and self._lan.wants_look(now):
                     await self._meet(self._lan)
-            await self._round(static)  # a clean stop leaves nothing unsent
-            await self._relay_round()
+            await self._round(static, relay=True)  # a clean stop leaves nothing unsent
         finally:
             self._forwarding = False
             if self._lan is not None:
                 lan, self._lan = self._lan, None
                 await lan.stop()
 
-    async def _relay_round(self) -> None:
-        """Sync with the relay account, if this library is linked to one (protocol/relay.md).
-        Errors are logged and recorded for `status`; they never stop the daemon. It runs on a
-        connection of its own, on another thread, so the LAN peers are served meanwhile."""
-        report = await asyncio.get_running_loop().run_in_executor(None, _sync_relay_at, self.path)
-        if report is None:
+    def _log_relay(self, done: SyncRound) -> None:
+        """The relay part of a daemon's round in the log; errors never stop the daemon (they are
+        recorded for `status` too)."""
+        if done.relay_error is not None:
+            log.warning("Relay: %s", done.relay_error.message)
             return
-        if isinstance(report, P2PSyncError):
-            log.warning("Relay: %s", report.message)
+        report = done.relay
+        if report is None:
             return
         log.info("synced with the relay %s: %s.", report.relay, report.sentence())
         for error in report.errors:
@@ -467,18 +347,20 @@ class Node:
             if isinstance(result, PeerSync) and result.received.applied:
                 self._changes_arrived()
 
-    async def _round(self, static: list[Address]) -> None:
-        """Sync with every target; news pulled from one is passed on to the others soon after."""
-        targets, lan = await self._targets(static)
-        results = await self.sync(targets)
-        await self.fetch(results)
+    async def _round(self, static: list[Address], relay: bool) -> None:
+        """A daemon's round (sync_once: the LAN's members first, then the addresses given and
+        those remembered; the relay with `relay`); news pulled from one peer is passed on to the
+        others soon after."""
+        lan = self._lan_now(await self.worker.call(_other_members))
+        done = await self.sync_once(lan, static, relay=relay)
         now = asyncio.get_running_loop().time()
-        for address, result in zip(targets, results, strict=True):
+        for address, result in zip(done.targets, done.peers, strict=True):
             self._log(result)
             if self._lan is not None and address in lan:
                 self._lan.record(address, not isinstance(result, NetworkError), now)
+        self._log_relay(done)
         # News from the second target on may be missing at those synced before it.
-        if any(isinstance(r, PeerSync) and r.received.applied for r in results[1:]):
+        if any(isinstance(r, PeerSync) and r.received.applied for r in done.peers[1:]):
             self._changes_arrived()
 
     def _log(self, result: SyncResult) -> None:

@@ -24,10 +24,9 @@ from p2psync.cli.common import (
     progress,
 )
 from p2psync.errors import InvalidValue, LibraryError, NetworkError, P2PSyncError, RelayError, RelayNotLinked
-from p2psync.net.chunks import FetchReport
 from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
-from p2psync.node import DISCOVER_SECONDS, Address, Node, merge_targets, parse_address
+from p2psync.node import DISCOVER_SECONDS, Address, Node, SyncRound, parse_address
 from p2psync.relay import link as relay_link
 from p2psync.store import peers as peer_store
 from p2psync.store import transfers
@@ -86,133 +85,119 @@ def sync(
     with open_library() as library:
         device = _member(library, peer) if peer else None
         linked = relay_link.is_linked(library)
-    if relay_only:
-        if lan_only:
-            raise InvalidValue("--lan-only and --relay-only exclude each other; give one of them.")
-        if not linked:
-            raise RelayNotLinked(
-                "This library is not linked to a relay account; sign up or log in with 'p2psync account signup' "
-                "or 'p2psync account login'."
-            )
-        results: list[Any] = []
-        fetched = FetchReport()
-        named_failed: list[str] = []
-    else:
-        results, fetched, named_failed = _sync_lan(
-            device, addresses, no_mdns, mdns_interfaces, relay_next=linked and not lan_only
+    if relay_only and lan_only:
+        raise InvalidValue("--lan-only and --relay-only exclude each other; give one of them.")
+    if relay_only and not linked:
+        raise RelayNotLinked(
+            "This library is not linked to a relay account; sign up or log in with 'p2psync account signup' "
+            "or 'p2psync account login'."
         )
-    relay_report: dict[str, Any] | None = None
-    relay_error: str | None = None
-    if linked and not lan_only:
-        with open_library() as library:
-            try:
-                relay_report = relay_link.sync_with_relay(library).as_dict()
-                relay_error = relay_report["error"]
-            except P2PSyncError as exc:
-                if relay_only:
-                    raise  # nothing moved: the reason alone
-                relay_error = exc.message
-                relay_report = {"relay": relay_link.read_link(library).url, "error": relay_error}
+    interfaces = check_interfaces(list(mdns_interfaces)) if mdns_interfaces else None
+    look = not relay_only and not no_mdns and not addresses
+    given = [] if relay_only else _addresses(addresses, device)
+    done = _run_round(given, look, interfaces, device, lan=not relay_only, relay=linked and not lan_only)
+    if not done.targets and not relay_only and not linked:
+        raise NetworkError(
+            "No peer to sync with: no member was found on the LAN or reached before; pair a device "
+            "first (p2psync pair), or give --address HOST:PORT."
+        )
+    if relay_only and done.relay_error is not None:
+        raise done.relay_error  # nothing moved: the reason alone
     with open_library() as library:
         backlog = library.search_backlog()
         with progress(backlog, "Indexing for search") as advance:
-            for done in library.catch_up_search():
-                advance(done)
-    unique = list({id(r): r for r in results}.values())  # a device reached at two addresses once
+            for done_now in library.catch_up_search():
+                advance(done_now)
+    relay_report: dict[str, Any] | None = None
+    relay_error: str | None = None
+    if done.relay_error is not None:
+        relay_error = done.relay_error.message
+        with open_library() as library:
+            relay_report = {"relay": relay_link.read_link(library).url, "error": relay_error}
+    elif done.relay is not None:
+        relay_report = done.relay.as_dict()
+        relay_error = relay_report["error"]
+    unique = list({id(r): r for r in done.peers}.values())  # a device reached at two addresses once
     report: list[dict[str, Any]] = [
         r.as_dict() if not isinstance(r, P2PSyncError) else {"error": r.message} for r in unique
     ]
-    attachments = fetched.as_dict()
+    attachments = done.attachments.as_dict()
     if as_json:
         print_json({"peers": report, "attachments": attachments, "relay": relay_report})
     else:
-        for item in report:
-            if item.get("device"):
-                received, sent = item["received"], item["sent"]
-                click.echo(
-                    f"{item['name']} ({item['device'][:7]}) at {item['address']}: "
-                    f"{received['applied']} change sets in ({received['entries']} changes), "
-                    f"{sent.get('applied', 0)} out"
-                    + (f"; {len(received['rejected'])} refused, see 'p2psync status'" if received["rejected"] else "")
-                )
-            else:
-                click.echo(f"Not synced: {item['error']}", err=True)
-        if attachments["files"] or attachments["wanted_files"]:
-            click.echo(
-                f"Attachments: {attachments['files']} of {attachments['wanted_files']} files in "
-                f"({attachments['bytes_fetched'] / 1e6:.1f} MB fetched, "
-                f"{(attachments['bytes_local'] + attachments['bytes_resumed']) / 1e6:.1f} MB already on this disk)"
-            )
-        for item in attachments["missing"]:
-            if item["reason"] != "disk_full":  # (that one is said once, as the error below)
-                click.echo(f"Still missing: {item['name']} of {item['ref']}: {item['detail']}", err=True)
-        if relay_report is not None and "received" in relay_report:
-            echo_sync(relay_report, show_error=not relay_only)  # with --relay-only it is the error raised below
-        elif relay_error:
-            click.echo(f"Relay: {relay_error}", err=True)
-    lan_ok = any(not isinstance(r, P2PSyncError) for r in results)
+        _echo_round(report, attachments, relay_report, relay_error, relay_only)
     relay_ok = relay_report is not None and relay_error is None
     if relay_only and relay_error:
         raise RelayError(relay_error)
-    if not lan_ok and not relay_ok:
-        if relay_error and not results:
+    if not done.lan_ok and not relay_ok:
+        if relay_error and not done.peers:
             raise RelayError(relay_error)
         raise NetworkError("No peer could be synced; see the reasons above and 'p2psync status'.")
-    if named_failed:  # an address the user gave failed: that is what was asked, whatever else worked
-        raise NetworkError(f"Could not sync with {', '.join(named_failed)}; see the reason above.")
-    if fetched.disk_full:
-        raise LibraryError(fetched.disk_full)
-    if fetched.interrupted:
+    if done.named_failed:  # an address the user gave failed: that is what was asked, whatever else worked
+        raise NetworkError(f"Could not sync with {', '.join(done.named_failed)}; see the reason above.")
+    if done.attachments.disk_full:
+        raise LibraryError(done.attachments.disk_full)
+    if done.attachments.interrupted:
         raise NetworkError("Some attachments did not arrive whole (see above); sync again to resume where it stopped.")
 
 
-def _sync_lan(
-    device: str | None,
-    addresses: tuple[str, ...],
-    no_mdns: bool,
-    mdns_interfaces: tuple[str, ...],
-    relay_next: bool,
-) -> tuple[list[Any], FetchReport, list[str]]:
-    """The LAN part of a sync: every reachable member, then their attachments, and which of the
-    addresses given failed. With relay_next (the library is linked to an account), finding no
-    peer is not an error: the relay follows."""
-    interfaces = check_interfaces(list(mdns_interfaces)) if mdns_interfaces else None
-    path = library_path()
-    look = not no_mdns and not addresses
+def _echo_round(
+    report: list[dict[str, Any]],
+    attachments: dict[str, Any],
+    relay_report: dict[str, Any] | None,
+    relay_error: str | None,
+    relay_only: bool,
+) -> None:
+    for item in report:
+        if item.get("device"):
+            received, sent = item["received"], item["sent"]
+            click.echo(
+                f"{item['name']} ({item['device'][:7]}) at {item['address']}: "
+                f"{received['applied']} change sets in ({received['entries']} changes), "
+                f"{sent.get('applied', 0)} out"
+                + (f"; {len(received['rejected'])} refused, see 'p2psync status'" if received["rejected"] else "")
+            )
+        else:
+            click.echo(f"Not synced: {item['error']}", err=True)
+    if attachments["files"] or attachments["wanted_files"]:
+        click.echo(
+            f"Attachments: {attachments['files']} of {attachments['wanted_files']} files in "
+            f"({attachments['bytes_fetched'] / 1e6:.1f} MB fetched, "
+            f"{(attachments['bytes_local'] + attachments['bytes_resumed']) / 1e6:.1f} MB already on this disk)"
+        )
+    for item in attachments["missing"]:
+        if item["reason"] != "disk_full":  # (that one is said once, as the error below)
+            click.echo(f"Still missing: {item['name']} of {item['ref']}: {item['detail']}", err=True)
+    if relay_report is not None and "received" in relay_report:
+        echo_sync(relay_report, show_error=not relay_only)  # with --relay-only it is the error raised below
+    elif relay_error:
+        click.echo(f"Relay: {relay_error}", err=True)
 
-    async def run() -> tuple[list[Any], FetchReport, list[str]]:
+
+def _run_round(
+    given: list[Address], look: bool, interfaces: list[str] | None, device: str | None, lan: bool, relay: bool
+) -> SyncRound:
+    """One round through the node's orchestrator (Node.sync_once), with the LAN looked at first
+    (about two seconds at most) when no address was given, and a progress bar for attachments."""
+    path = library_path()
+
+    async def run() -> SyncRound:
         node = Node(path)
         try:
             found: list[Address] = []
-            if look:
+            if lan and look:
                 try:
                     found = await node.find_members(interfaces, DISCOVER_SECONDS, device)
                 except DiscoveryError as exc:
                     click.echo(f"Not looking on the LAN: {exc.message}", err=True)
-            known = [a for a in await node.known_addresses() if device is None or a.device == device]
-            # Given addresses first; then the LAN's (fresher than what was remembered).
-            given = _addresses(addresses, device)
-            targets = merge_targets(given, found, known)
-            if not targets:
-                if relay_next:
-                    return [], FetchReport(), []
-                raise NetworkError(
-                    "No peer to sync with: no member was found on the LAN or reached before; pair a device "
-                    "first (p2psync pair), or give --address HOST:PORT."
-                )
-            results = await node.sync(targets)
-            places = {(g.host, g.port) for g in given}
-            failed = [
-                str(target)
-                for target, result in zip(targets, results, strict=True)
-                if isinstance(result, NetworkError) and (target.host, target.port) in places
-            ]
+            groups = [given, found] if lan else []
             bar = TransferProgress("Fetching attachments")
             try:
-                fetched = await node.fetch(results, bar.plan, bar.advance)
+                return await node.sync_once(
+                    *groups, named=given, device=device, relay=relay, lan=lan, on_plan=bar.plan, on_bytes=bar.advance
+                )
             finally:
                 bar.close()
-            return results, fetched, failed
         finally:
             await node.close()
 
