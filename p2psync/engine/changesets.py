@@ -21,6 +21,7 @@ import binascii
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from p2psync.engine import ops
@@ -41,12 +42,30 @@ Signer = Callable[[bytes], bytes]
 Verifier = Callable[[bytes, bytes, bytes], bool]  # public key, signature, message
 
 
+class Reason(StrEnum):
+    """Why a change set was refused: the stable codes of protocol/changesets.md (recorded for
+    `status`, sent in reports). Members are strings, so they compare and encode as their codes."""
+
+    VERSION = "version"
+    MALFORMED = "malformed"
+    OVERSIZED = "oversized"
+    SCHEMA = "schema"
+    LIBRARY = "library"
+    SIGNATURE = "signature"
+    UNKNOWN_AUTHOR = "unknown_author"
+    MEMBERSHIP = "membership"
+    FORK = "fork"
+    GAP = "gap"
+    CHAIN = "chain"
+    REVOKED = "revoked"
+
+
 class ChangeSetRejected(InvalidInput):
     """A change set failed a check; nothing of it was applied. `reason` is a stable code."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason | str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = Reason(reason)
 
 
 @dataclass(frozen=True)
@@ -201,47 +220,47 @@ def build(
 def parse(raw: bytes, library: str) -> ChangeSet:
     """Decode and check the form of a change set (everything that needs no receiver state)."""
     if len(raw) > MAX_BYTES:
-        raise ChangeSetRejected("oversized", f"A change set of {len(raw):,} bytes exceeds the limit of {MAX_BYTES:,}.")
+        raise ChangeSetRejected(Reason.OVERSIZED, f"A change set of {len(raw):,} bytes exceeds the limit of {MAX_BYTES:,}.")
     try:
         message = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ChangeSetRejected("malformed", "A change set is not valid JSON.") from None
+        raise ChangeSetRejected(Reason.MALFORMED, "A change set is not valid JSON.") from None
     if not isinstance(message, dict) or set(message) != {"body", "sig"} or not isinstance(message["body"], dict):
-        raise ChangeSetRejected("malformed", "A change set must be an object with exactly 'body' and 'sig'.")
+        raise ChangeSetRejected(Reason.MALFORMED, "A change set must be an object with exactly 'body' and 'sig'.")
     body = message["body"]
     if set(body) != {"v", "lib", "author", "seq", "prev", "deps", "entries"}:
-        raise ChangeSetRejected("malformed", "A change set body has missing or unknown keys.")
+        raise ChangeSetRejected(Reason.MALFORMED, "A change set body has missing or unknown keys.")
     if type(body["v"]) is not int or body["v"] != VERSION:
         raise ChangeSetRejected(
-            "version", f"A change set uses protocol version {body['v']!r}; this p2psync speaks {VERSION}."
+            Reason.VERSION, f"A change set uses protocol version {body['v']!r}; this p2psync speaks {VERSION}."
         )
     if body["lib"] != library:
-        raise ChangeSetRejected("library", "A change set belongs to another library.")
+        raise ChangeSetRejected(Reason.LIBRARY, "A change set belongs to another library.")
     author = body["author"]
     if not is_device_id(author):
-        raise ChangeSetRejected("malformed", "A change set's author is not a device id.")
+        raise ChangeSetRejected(Reason.MALFORMED, "A change set's author is not a device id.")
     seq = body["seq"]
     if not (isinstance(seq, list) and len(seq) == 2 and all(_is_count(s) for s in seq) and 1 <= seq[0] <= seq[1]):
         raise ChangeSetRejected(
-            "malformed", "A change set's sequence range is not [first, last] with 1 <= first <= last."
+            Reason.MALFORMED, "A change set's sequence range is not [first, last] with 1 <= first <= last."
         )
     prev = body["prev"]
     if not (prev is None or (isinstance(prev, str) and len(prev) == 64 and _is_hex(prev))):
-        raise ChangeSetRejected("malformed", "A change set's prev is not a SHA-256 in hex.")
+        raise ChangeSetRejected(Reason.MALFORMED, "A change set's prev is not a SHA-256 in hex.")
     if (prev is None) != (seq[0] == 1):
-        raise ChangeSetRejected("chain", "A change set's prev must be null exactly when it starts at sequence 1.")
+        raise ChangeSetRejected(Reason.CHAIN, "A change set's prev must be null exactly when it starts at sequence 1.")
     deps = body["deps"]
     if (
         not isinstance(deps, dict)
         or len(deps) > MAX_DEPS
         or not all(is_device_id(d) and d != author and _is_count(s) and s >= 1 for d, s in deps.items())
     ):
-        raise ChangeSetRejected("malformed", "A change set's deps must map other device ids to sequence numbers.")
+        raise ChangeSetRejected(Reason.MALFORMED, "A change set's deps must map other device ids to sequence numbers.")
     raw_entries = body["entries"]
     if not isinstance(raw_entries, list) or not 1 <= len(raw_entries) <= MAX_ENTRIES:
-        raise ChangeSetRejected("oversized", f"A change set holds 1 to {MAX_ENTRIES} entries.")
+        raise ChangeSetRejected(Reason.OVERSIZED, f"A change set holds 1 to {MAX_ENTRIES} entries.")
     if len(raw_entries) != seq[1] - seq[0] + 1:
-        raise ChangeSetRejected("malformed", "A change set's entries do not match its sequence range.")
+        raise ChangeSetRejected(Reason.MALFORMED, "A change set's entries do not match its sequence range.")
     # Leading entries that create references from nothing are proven in C, when it is built
     # (p2psync/_speedups.c); these need no causality check either, having seen nothing.
     proven = ops._speedups.proven_ref_puts(raw_entries, seq[0]) if ops._speedups is not None else 0
@@ -254,28 +273,28 @@ def parse(raw: bytes, library: str) -> ChangeSet:
             and item[0] == expected
             and _is_count(item[1])
         ):
-            raise ChangeSetRejected("malformed", f"Entry {expected} of a change set is not [seq, ts, op] in order.")
+            raise ChangeSetRejected(Reason.MALFORMED, f"Entry {expected} of a change set is not [seq, ts, op] in order.")
         if item[1] > MAX_TS:
-            raise ChangeSetRejected("malformed", f"Entry {expected} of a change set has an impossible timestamp.")
+            raise ChangeSetRejected(Reason.MALFORMED, f"Entry {expected} of a change set has an impossible timestamp.")
         try:
             ops.check(item[2])
         except InvalidInput as exc:
-            raise ChangeSetRejected("schema", f"Entry {expected} of a change set is invalid: {exc}") from None
+            raise ChangeSetRejected(Reason.SCHEMA, f"Entry {expected} of a change set is invalid: {exc}") from None
         except (TypeError, ValueError, KeyError, AttributeError):  # hostile shapes the checks did not foresee
-            raise ChangeSetRejected("schema", f"Entry {expected} of a change set is not a valid operation.") from None
+            raise ChangeSetRejected(Reason.SCHEMA, f"Entry {expected} of a change set is not a valid operation.") from None
         entries.append((item[0], item[1], item[2]))
     try:
         signature = base64.b64decode(message["sig"], validate=True) if isinstance(message["sig"], str) else b""
     except (binascii.Error, ValueError):
         signature = b""
     if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != message["sig"]:
-        raise ChangeSetRejected("signature", "A change set's signature is missing or not 64 bytes of base64.")
+        raise ChangeSetRejected(Reason.SIGNATURE, "A change set's signature is missing or not 64 bytes of base64.")
     try:
         # The body's keys, deps and entries were all checked above, so encoding the decoded body
         # gives its canonical bytes (what was signed) in one call.
         body_bytes = encode(body)
     except (TypeError, ValueError):  # no canonical form (the parser already refuses lone surrogates)
-        raise ChangeSetRejected("malformed", "A change set holds text that is not valid Unicode.") from None
+        raise ChangeSetRejected(Reason.MALFORMED, "A change set holds text that is not valid Unicode.") from None
     _check_causality(author, deps, entries[proven:])
     return ChangeSet(library, author, seq[0], seq[1], prev, deps, entries, signature, body_bytes)
 
@@ -288,7 +307,7 @@ def _check_causality(author: str, deps: Mapping[str, int], entries: list[Entry])
             limit = seq - 1 if device == author else deps.get(device, 0)
             if dot_seq > limit:
                 raise ChangeSetRejected(
-                    "schema", f"Entry {seq} of a change set replaces a change its author had not seen."
+                    Reason.SCHEMA, f"Entry {seq} of a change set replaces a change its author had not seen."
                 )
 
 
@@ -304,13 +323,15 @@ class Receiver:
     founder_check: Callable[[bytes], bool]  # key -> this key founded this library
 
 
-class Outcome:
+class Outcome(StrEnum):
+    """What checking a change set gave, when it was not refused."""
+
     NEW = "new"
     DUPLICATE = "duplicate"  # already have exactly this change set: nothing to do
     WAITING = "waiting"  # depends on something not applied yet
 
 
-def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> str:
+def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> Outcome:
     """Check a parsed change set against the receiver's state; return an Outcome or raise.
 
     Order matters: nothing is judged on a change set's say-so before its signature is verified.
@@ -321,7 +342,7 @@ def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> str:
     have = receiver.version_vector.get(cs.author, 0)
     key = receiver.member_keys.get(cs.author)
     if key is not None and not verify(key, cs.signature, digest_input(cs.library, cs.body_digest)):
-        raise ChangeSetRejected("signature", f"A change set claiming to be from {cs.author[:7]} has a bad signature.")
+        raise ChangeSetRejected(Reason.SIGNATURE, f"A change set claiming to be from {cs.author[:7]} has a bad signature.")
     if cs.first > have:
         for device, seq in cs.deps.items():
             if receiver.version_vector.get(device, 0) < seq:
@@ -331,24 +352,24 @@ def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> str:
         key = _self_introduction(cs, receiver, verify)
         if not verify(key, cs.signature, digest_input(cs.library, cs.body_digest)):
             raise ChangeSetRejected(
-                "signature", f"A change set claiming to be from {cs.author[:7]} has a bad signature."
+                Reason.SIGNATURE, f"A change set claiming to be from {cs.author[:7]} has a bad signature."
             )
     if cs.first <= have:
         # Authors cut their log once, so the same first sequence means the same change set.
         if receiver.known_id(cs.author, cs.first) == cs.id:
             return Outcome.DUPLICATE
         raise ChangeSetRejected(
-            "fork", f"Device {cs.author[:7]} sent different changes under sequence numbers already used; refused."
+            Reason.FORK, f"Device {cs.author[:7]} sent different changes under sequence numbers already used; refused."
         )
     if cs.first > have + 1:
         raise ChangeSetRejected(
-            "gap", f"A change set from {cs.author[:7]} starts at {cs.first} but {have + 1} is the next one expected."
+            Reason.GAP, f"A change set from {cs.author[:7]} starts at {cs.first} but {have + 1} is the next one expected."
         )
     if cs.prev != receiver.chain_heads.get(cs.author):
-        raise ChangeSetRejected("chain", f"A change set from {cs.author[:7]} does not continue that device's chain.")
+        raise ChangeSetRejected(Reason.CHAIN, f"A change set from {cs.author[:7]} does not continue that device's chain.")
     if cs.last > receiver.revoked_upto.get(cs.author, cs.last):
         raise ChangeSetRejected(
-            "revoked", f"Device {cs.author[:7]} was removed from this library; its new changes are refused."
+            Reason.REVOKED, f"Device {cs.author[:7]} was removed from this library; its new changes are refused."
         )
     _check_introductions(cs, receiver, key, verify, skip_first=self_introduced)
     return Outcome.NEW
@@ -369,14 +390,14 @@ def _check_introductions(
         new_key = base64.b64decode(op["key"])
         if op["introducer"] is None:
             if not (index == 0 and op["device"] == cs.author and receiver.founder_check(new_key)):
-                raise ChangeSetRejected("membership", f"Entry {seq} claims a device founded this library; it did not.")
+                raise ChangeSetRejected(Reason.MEMBERSHIP, f"Entry {seq} claims a device founded this library; it did not.")
         else:
             introducer_key = keys.get(op["introducer"])
             if op["introducer"] != cs.author and op["introducer"] in receiver.revoked_upto:
                 introducer_key = None  # a removed device introduces no one (but its own past entries stand)
             message = introduction(cs.library, op["device"], new_key)
             if introducer_key is None or not verify(introducer_key, base64.b64decode(op["signature"]), message):
-                raise ChangeSetRejected("membership", f"Entry {seq} adds a device without a valid introduction.")
+                raise ChangeSetRejected(Reason.MEMBERSHIP, f"Entry {seq} adds a device without a valid introduction.")
         keys[op["device"]] = new_key
 
 
@@ -384,22 +405,22 @@ def _self_introduction(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> b
     """A non-member's change set is acceptable only if it opens with its own introduction."""
     op = cs.entries[0][2]
     if op.get("op") != ops.DEVICE_ADD or op.get("device") != cs.author:
-        raise ChangeSetRejected("unknown_author", f"Device {cs.author[:7]} is not a member of this library.")
+        raise ChangeSetRejected(Reason.UNKNOWN_AUTHOR, f"Device {cs.author[:7]} is not a member of this library.")
     key = base64.b64decode(op["key"])
     introducer = op["introducer"]
     if introducer is None:
         if not receiver.founder_check(key):
             raise ChangeSetRejected(
-                "unknown_author", f"Device {cs.author[:7]} claims to have founded this library; it did not."
+                Reason.UNKNOWN_AUTHOR, f"Device {cs.author[:7]} claims to have founded this library; it did not."
             )
         return key
     introducer_key = receiver.member_keys.get(introducer)
     if introducer_key is None or receiver.revoked_upto.get(introducer) is not None:
         raise ChangeSetRejected(
-            "unknown_author", f"Device {cs.author[:7]} was introduced by a device that is not a member."
+            Reason.UNKNOWN_AUTHOR, f"Device {cs.author[:7]} was introduced by a device that is not a member."
         )
     if not verify(introducer_key, base64.b64decode(op["signature"]), introduction(cs.library, cs.author, key)):
-        raise ChangeSetRejected("signature", f"The introduction of device {cs.author[:7]} has a bad signature.")
+        raise ChangeSetRejected(Reason.SIGNATURE, f"The introduction of device {cs.author[:7]} has a bad signature.")
     return key
 
 

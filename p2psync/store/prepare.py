@@ -81,7 +81,7 @@ def prepare(wire: bytes, library_id: str) -> tuple[Any, ...]:
     try:
         cs = cs_engine.parse(wire, library_id)
     except cs_engine.ChangeSetRejected as exc:
-        return (_REJECTED, exc.reason, exc.message)
+        return (_REJECTED, str(exc.reason), exc.message)  # marshal takes plain strings only
     body = cs.body_bytes
     in_wire = wire.startswith(b'{"body":') and wire[_BODY_AT : _BODY_AT + len(body)] == body
     # As sync._plan walks them, supposing every reference absent; the receiver narrows it down.

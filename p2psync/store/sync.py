@@ -29,6 +29,7 @@ from p2psync.crypto.identity import verify
 from p2psync.engine import changesets as cs_engine
 from p2psync.engine import clock
 from p2psync.engine.canonical import dumps, loads
+from p2psync.engine.delivery import Delivery
 from p2psync.errors import InvalidValue, LibraryCorrupt
 from p2psync.model.devices import library_id_for
 from p2psync.store import logtext
@@ -268,24 +269,21 @@ PARALLEL_AFTER_BYTES = 8 * 1024 * 1024
 
 
 def _receive_all(library: Library, incoming: _ReadAhead, batch: _Batch, report: ReceiveReport, peer: str) -> None:
-    waiting: list[cs_engine.ChangeSet] = []
-    blocked: set[str] = set()
+    delivery = Delivery()  # the engine decides the order; this loop adds savepoints and SQL
     try:
         with _gc_paused():
             for parsed in incoming:
                 if isinstance(parsed, cs_engine.ChangeSetRejected):
                     _reject(library, report, peer, parsed)
-                    continue
-                if parsed.author not in blocked:
-                    waiting.append(parsed)
-                    _drain(library, batch, waiting, report, blocked, peer)
+                elif delivery.offer(parsed):
+                    _drain(library, batch, delivery, report, peer)
         batch.commit()
     except BaseException as exc:
         batch.rollback()
         if is_disk_full(exc, library.path):  # what was committed before stays: each change set is whole or absent
             raise disk_full(library.db) from None
         raise
-    report.waiting = len(waiting)
+    report.waiting = delivery.waiting
 
 
 class _ReadAhead:
@@ -403,51 +401,31 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _drain(
-    library: Library,
-    batch: _Batch,
-    waiting: list[cs_engine.ChangeSet],
-    report: ReceiveReport,
-    blocked: set[str],
-    peer: str,
-) -> None:
-    """Apply every waiting change set that can be applied, in arrival order per author."""
+def _drain(library: Library, batch: _Batch, delivery: Delivery, report: ReceiveReport, peer: str) -> None:
+    """Check and apply every change set the delivery order says may be ready, each in a savepoint
+    so that a rejected one is rolled back alone."""
     db = library.db
-    progress = True
-    while progress and waiting:
-        progress = False
-        stuck: set[str] = set()  # authors whose earliest waiting change set still waits
-        for cs in list(waiting):
-            if cs.author in blocked:
-                waiting.remove(cs)
-                continue
-            if cs.author in stuck:
-                continue
-            batch.begin()
-            db.execute("SAVEPOINT change_set")
-            try:
-                outcome = cs_engine.check(cs, _receiver(library), verify)
-                if outcome == cs_engine.Outcome.NEW:
-                    _apply(library, cs)
-            except cs_engine.ChangeSetRejected as exc:
-                db.execute("ROLLBACK TO change_set")
-                db.execute("RELEASE change_set")
-                waiting.remove(cs)
-                blocked.add(cs.author)
-                _reject(library, report, peer, exc)
-                continue
+    while (cs := delivery.next()) is not None:
+        batch.begin()
+        db.execute("SAVEPOINT change_set")
+        try:
+            outcome = cs_engine.check(cs, _receiver(library), verify)
+            if outcome == cs_engine.Outcome.NEW:
+                _apply(library, cs)
+        except cs_engine.ChangeSetRejected as exc:
+            db.execute("ROLLBACK TO change_set")
             db.execute("RELEASE change_set")
-            if outcome == cs_engine.Outcome.WAITING:
-                stuck.add(cs.author)
-                continue
-            waiting.remove(cs)
-            if outcome == cs_engine.Outcome.DUPLICATE:
-                report.duplicates += 1
-            else:
-                report.applied += 1
-                report.entries += len(cs.entries)
-                progress = True
-                batch.done(len(cs.entries))
+            delivery.reject(cs)
+            _reject(library, report, peer, exc)
+            continue
+        db.execute("RELEASE change_set")
+        delivery.settle(cs, outcome)
+        if outcome == cs_engine.Outcome.DUPLICATE:
+            report.duplicates += 1
+        elif outcome == cs_engine.Outcome.NEW:
+            report.applied += 1
+            report.entries += len(cs.entries)
+            batch.done(len(cs.entries))
 
 
 def _apply(library: Library, cs: cs_engine.ChangeSet) -> None:
