@@ -220,7 +220,9 @@ def build(
 def parse(raw: bytes, library: str) -> ChangeSet:
     """Decode and check the form of a change set (everything that needs no receiver state)."""
     if len(raw) > MAX_BYTES:
-        raise ChangeSetRejected(Reason.OVERSIZED, f"A change set of {len(raw):,} bytes exceeds the limit of {MAX_BYTES:,}.")
+        raise ChangeSetRejected(
+            Reason.OVERSIZED, f"A change set of {len(raw):,} bytes exceeds the limit of {MAX_BYTES:,}."
+        )
     try:
         message = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -273,7 +275,9 @@ def parse(raw: bytes, library: str) -> ChangeSet:
             and item[0] == expected
             and _is_count(item[1])
         ):
-            raise ChangeSetRejected(Reason.MALFORMED, f"Entry {expected} of a change set is not [seq, ts, op] in order.")
+            raise ChangeSetRejected(
+                Reason.MALFORMED, f"Entry {expected} of a change set is not [seq, ts, op] in order."
+            )
         if item[1] > MAX_TS:
             raise ChangeSetRejected(Reason.MALFORMED, f"Entry {expected} of a change set has an impossible timestamp.")
         try:
@@ -281,7 +285,9 @@ def parse(raw: bytes, library: str) -> ChangeSet:
         except InvalidInput as exc:
             raise ChangeSetRejected(Reason.SCHEMA, f"Entry {expected} of a change set is invalid: {exc}") from None
         except (TypeError, ValueError, KeyError, AttributeError):  # hostile shapes the checks did not foresee
-            raise ChangeSetRejected(Reason.SCHEMA, f"Entry {expected} of a change set is not a valid operation.") from None
+            raise ChangeSetRejected(
+                Reason.SCHEMA, f"Entry {expected} of a change set is not a valid operation."
+            ) from None
         entries.append((item[0], item[1], item[2]))
     try:
         signature = base64.b64decode(message["sig"], validate=True) if isinstance(message["sig"], str) else b""
@@ -342,7 +348,9 @@ def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> Outcome:
     have = receiver.version_vector.get(cs.author, 0)
     key = receiver.member_keys.get(cs.author)
     if key is not None and not verify(key, cs.signature, digest_input(cs.library, cs.body_digest)):
-        raise ChangeSetRejected(Reason.SIGNATURE, f"A change set claiming to be from {cs.author[:7]} has a bad signature.")
+        raise ChangeSetRejected(
+            Reason.SIGNATURE, f"A change set claiming to be from {cs.author[:7]} has a bad signature."
+        )
     if cs.first > have:
         for device, seq in cs.deps.items():
             if receiver.version_vector.get(device, 0) < seq:
@@ -363,10 +371,13 @@ def check(cs: ChangeSet, receiver: Receiver, verify: Verifier) -> Outcome:
         )
     if cs.first > have + 1:
         raise ChangeSetRejected(
-            Reason.GAP, f"A change set from {cs.author[:7]} starts at {cs.first} but {have + 1} is the next one expected."
+            Reason.GAP,
+            f"A change set from {cs.author[:7]} starts at {cs.first} but {have + 1} is the next one expected.",
         )
     if cs.prev != receiver.chain_heads.get(cs.author):
-        raise ChangeSetRejected(Reason.CHAIN, f"A change set from {cs.author[:7]} does not continue that device's chain.")
+        raise ChangeSetRejected(
+            Reason.CHAIN, f"A change set from {cs.author[:7]} does not continue that device's chain."
+        )
     if cs.last > receiver.revoked_upto.get(cs.author, cs.last):
         raise ChangeSetRejected(
             Reason.REVOKED, f"Device {cs.author[:7]} was removed from this library; its new changes are refused."
@@ -390,7 +401,9 @@ def _check_introductions(
         new_key = base64.b64decode(op["key"])
         if op["introducer"] is None:
             if not (index == 0 and op["device"] == cs.author and receiver.founder_check(new_key)):
-                raise ChangeSetRejected(Reason.MEMBERSHIP, f"Entry {seq} claims a device founded this library; it did not.")
+                raise ChangeSetRejected(
+                    Reason.MEMBERSHIP, f"Entry {seq} claims a device founded this library; it did not."
+                )
         else:
             introducer_key = keys.get(op["introducer"])
             if op["introducer"] != cs.author and op["introducer"] in receiver.revoked_upto:

@@ -93,6 +93,47 @@ if _speedups is not None:
     )
 
 
+# --- building operations: one builder per kind, so that no caller spells an operation out ------
+
+
+Seen = dict[str, list[Any]]  # register name (or ref id) -> the dots [device, seq] a write replaces
+
+
+def ref_put(ref_id: str, fields: dict[str, Any], seen: Seen | None = None) -> Op:
+    return {"op": REF_PUT, "ref": ref_id, "fields": fields, "seen": {} if seen is None else seen}
+
+
+def group_put(group_id: str, name: str, seen: Seen | None = None) -> Op:
+    return {"op": GROUP_PUT, "group": group_id, "fields": {"name": name}, "seen": {} if seen is None else seen}
+
+
+def member_add(group_id: str, refs: list[str]) -> Op:
+    return {"op": MEMBER_ADD, "group": group_id, "refs": refs}
+
+
+def member_remove(group_id: str, seen: Seen) -> Op:
+    return {"op": MEMBER_REMOVE, "group": group_id, "seen": seen}
+
+
+def attachment_put(ref_id: str, name: str, value: dict[str, Any] | None, seen: list[Any] | None = None) -> Op:
+    return {"op": ATTACHMENT_PUT, "ref": ref_id, "name": name, "value": value, "seen": [] if seen is None else seen}
+
+
+def device_add(device: str, key: str, name: str, introducer: str | None, signature: str | None) -> Op:
+    return {
+        "op": DEVICE_ADD,
+        "device": device,
+        "key": key,
+        "name": name,
+        "introducer": introducer,
+        "signature": signature,
+    }
+
+
+def device_revoke(device: str, upto: int) -> Op:
+    return {"op": DEVICE_REVOKE, "device": device, "upto": upto}
+
+
 # --- building operations from the current state (local edits) ----------------------------------
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from p2psync.engine.canonical import encode, loads
+from p2psync.engine.vectors import VersionVector
 from p2psync.errors import (
     NetworkError,
     P2PSyncError,
@@ -25,7 +26,7 @@ from p2psync.errors import (
     ProtocolMismatch,
     SelfConnection,
 )
-from p2psync.model.devices import device_id_for, is_device_id
+from p2psync.model.devices import device_id_for
 from p2psync.net import frames, tls
 from p2psync.net.protocol import (
     LIBRARY_HEADER,
@@ -137,7 +138,7 @@ async def _sync(
             answer = await _post_json(session, base + PREFIX + "/vv", {"vv": my_vv, "port": listen_port})
             if (
                 not isinstance(answer, dict)
-                or not _is_vector(answer.get("vv"))
+                or not VersionVector.is_valid(answer.get("vv"))
                 or not isinstance(answer.get("name", ""), str)
             ):
                 raise ProtocolMismatch(f"The peer at {result.address} answered the version exchange wrongly.")
@@ -153,12 +154,6 @@ async def _sync(
             # other library has arrived, and so travels with this very push.
             result.merge = await worker.call(_finish_merge)
             result.sent = await _push(session, base, worker, theirs)
-
-
-def _is_vector(value: Any) -> bool:
-    return isinstance(value, dict) and all(
-        is_device_id(k) and type(v) is int and 0 <= v <= 2**53 for k, v in value.items()
-    )
 
 
 def _finish_merge(library: Library) -> MergeReport | None:

@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from p2psync.engine.canonical import encode, loads
-from p2psync.errors import NetworkError, P2PSyncError, ProtocolMismatch
-from p2psync.model.devices import is_device_id
+from p2psync.engine.vectors import VersionVector
+from p2psync.errors import InvalidValue, NetworkError, P2PSyncError, ProtocolMismatch
 from p2psync.net import frames
 from p2psync.net.chunks import serve_chunks
 from p2psync.net.gate import HANDLER_LIMITS, Gate, GatedSite, unverified_cap
@@ -115,12 +115,11 @@ async def read_json(request: web.Request) -> Any:
         raise web.HTTPBadRequest(**_json_error("malformed", "The request body is not JSON.")) from None
 
 
-def _vector(value: Any) -> dict[str, int]:
-    if not isinstance(value, dict) or not all(
-        is_device_id(k) and type(v) is int and 0 <= v <= 2**53 for k, v in value.items()
-    ):
-        raise web.HTTPBadRequest(**_json_error("malformed", "A version vector maps device ids to sequence numbers."))
-    return value
+def _vector(value: Any) -> VersionVector:
+    try:
+        return VersionVector.parse(value)
+    except InvalidValue as exc:
+        raise web.HTTPBadRequest(**_json_error("malformed", exc.message)) from None
 
 
 async def exchange_vectors(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from p2psync.engine.vectors import VersionVector, is_count
 from p2psync.errors import (
     DeviceRemoved,
     InvalidValue,
@@ -112,7 +113,7 @@ def _malformed(what: str) -> ProtocolMismatch:
 
 
 def _count(value: Any) -> bool:
-    return type(value) is int and 0 <= value <= 2**53
+    return is_count(value)
 
 
 @dataclass(frozen=True)
@@ -372,15 +373,14 @@ class RelayClient(DeviceEndpoints):
     async def state(self) -> tuple[dict[str, int], int]:
         """(heads: device -> last sequence stored, last_num)."""
         _, body = await self._request("GET", "/state")
-        heads = body.get("heads") if isinstance(body, dict) else None
         last_num = body.get("last_num") if isinstance(body, dict) else None
-        if (
-            not isinstance(heads, dict)
-            or not all(is_device_id(d) and _count(s) for d, s in heads.items())
-            or not _count(last_num)
-        ):
+        try:
+            heads = VersionVector.parse(body.get("heads") if isinstance(body, dict) else None)
+        except InvalidValue:
+            raise _malformed("state") from None
+        if not _count(last_num):
             raise _malformed("state")
-        return {str(d): int(s) for d, s in heads.items()}, int(last_num)  # type: ignore[arg-type]
+        return dict(heads), int(last_num)  # type: ignore[arg-type]
 
     async def changesets(self, after: int, limit: int = PAGE_LIMIT) -> tuple[list[Item], bool]:
         """One page of stored change sets after `after` (in num order), and whether more follow."""

@@ -399,7 +399,7 @@ def _move_account_member(library: Library, writer: Writer, old_key: bytes, new_k
         return
     if db.execute("SELECT 1 FROM revocations WHERE device = ?", [old.device_id]).fetchone():
         return
-    writer.log({"op": ops.DEVICE_REVOKE, "device": old.device_id, "upto": 0})
+    writer.log(ops.device_revoke(old.device_id, 0))
     if not db.execute("SELECT 1 FROM devices WHERE id = ?", [new.device_id]).fetchone():
         public = DeviceIdentity.from_public(new.public_bytes)
         writer.log(device_add_op(public, crypto.ACCOUNT_DEVICE_NAME, library.identity(), library.library_id))

@@ -159,9 +159,7 @@ def import_records(
             for record, values in prepared:
                 ref_id = new_id()
                 added = clock.tick(writer.ts)
-                writer.log(
-                    {"op": ops.REF_PUT, "ref": ref_id, "fields": {**values, "added": added}, "seen": {}}, checked=True
-                )
+                writer.log(ops.ref_put(ref_id, {**values, "added": added}), checked=True)
                 report.imported.append(ref_id)
                 used: set[str] = set()
                 for named in record.attachments:
@@ -176,7 +174,7 @@ def import_records(
                         report.skip(record.position, named, refused)
                         continue
                     manifest = manifest_of(target)
-                    writer.log({"op": ops.ATTACHMENT_PUT, "ref": ref_id, "name": name, "value": manifest, "seen": []})
+                    writer.log(ops.attachment_put(ref_id, name, manifest))
                     library._record_file(ref_id, name, target, manifest)
                     report.attached.append({"position": record.position, "ref": ref_id, "name": name})
                 if progress:

@@ -67,7 +67,7 @@ class PreparedChangeSet(cs_engine.ChangeSet):
     def whole_op(self, index: int) -> dict[str, Any]:
         """The op of candidate `index` as it was signed (its reference turned out not to be new)."""
         stub = self.entries[index][2]
-        return {"fields": loads(self.fields_text(index)), "op": ops.REF_PUT, "ref": stub["ref"], "seen": {}}
+        return ops.ref_put(stub["ref"], loads(self.fields_text(index)))
 
 
 # --- the child's side -----------------------------------------------------------------------------

@@ -170,7 +170,7 @@ def finish_merge(library: Library) -> MergeReport | None:
                     continue
                 report.to_review.append(pair)
                 review += [item["id"], match]
-            writer.log({"op": ops.REF_PUT, "ref": item["id"], "fields": data, "seen": {}})
+            writer.log(ops.ref_put(item["id"], data))
             target[item["id"]] = item["id"]
             for key in _keys(data):
                 index.setdefault(key, item["id"])
@@ -182,7 +182,7 @@ def finish_merge(library: Library) -> MergeReport | None:
             group_id = groups_here.get(group["name"].casefold())
             if group_id is None:
                 group_id = group["id"]
-                writer.log({"op": ops.GROUP_PUT, "group": group_id, "fields": {"name": group["name"]}, "seen": {}})
+                writer.log(ops.group_put(group_id, group["name"]))
                 groups_here[group["name"].casefold()] = group_id
                 report.groups_added += 1
             _add_members(writer, db, group_id, [target[r] for r in group["refs"] if r in target])
@@ -190,7 +190,7 @@ def finish_merge(library: Library) -> MergeReport | None:
             group_id = groups_here.get(REVIEW_GROUP.casefold())
             if group_id is None:
                 group_id = new_id()
-                writer.log({"op": ops.GROUP_PUT, "group": group_id, "fields": {"name": REVIEW_GROUP}, "seen": {}})
+                writer.log(ops.group_put(group_id, REVIEW_GROUP))
             _add_members(writer, db, group_id, review)
 
         for att in stash["attachment"]:
@@ -206,15 +206,8 @@ def finish_merge(library: Library) -> MergeReport | None:
                     name = _free_name(db, ref_id, name)
                 links.append((library.attachment_file(att["ref"], att["name"]), library.attachment_file(ref_id, name)))
             entries = json.loads(row[0]) if (row := _attachment_row(db, ref_id, name)) else []
-            writer.log(
-                {
-                    "op": ops.ATTACHMENT_PUT,
-                    "ref": ref_id,
-                    "name": name,
-                    "value": {"size": att["size"], "sha256": att["sha256"]},
-                    "seen": registers.dots(entries),
-                }
-            )
+            manifest = {"size": att["size"], "sha256": att["sha256"]}
+            writer.log(ops.attachment_put(ref_id, name, manifest, registers.dots(entries)))
         for source, destination in links:
             if _link(source, destination, transfers.incoming_path(library, destination.name)):
                 stat = destination.stat()
@@ -259,7 +252,7 @@ def _add_members(writer: Any, db: Any, group_id: str, refs: list[str]) -> None:
     present = {r for (r,) in db.execute("SELECT ref_id FROM memberships WHERE group_id = ?", [group_id])}
     new = list(dict.fromkeys(r for r in refs if r not in present))
     for start in range(0, len(new), ops.MAX_REFS_PER_OP):
-        writer.log({"op": ops.MEMBER_ADD, "group": group_id, "refs": new[start : start + ops.MAX_REFS_PER_OP]})
+        writer.log(ops.member_add(group_id, new[start : start + ops.MAX_REFS_PER_OP]))
 
 
 def _attachment_row(db: Any, ref_id: str, name: str) -> Any:

@@ -30,6 +30,7 @@ from p2psync.engine import changesets as cs_engine
 from p2psync.engine import clock
 from p2psync.engine.canonical import dumps, loads
 from p2psync.engine.delivery import Delivery
+from p2psync.engine.vectors import VersionVector
 from p2psync.errors import InvalidValue, LibraryCorrupt
 from p2psync.model.devices import library_id_for
 from p2psync.store import logtext
@@ -47,9 +48,11 @@ from p2psync.store.library import Library
 from p2psync.store.prepare import PreparedChangeSet, Preparer
 
 
-def version_vector(library: Library) -> dict[str, int]:
+def version_vector(library: Library) -> VersionVector:
     """device -> last sequence number of that device's change sets we hold."""
-    return {a: int(s) for a, s in library.db.execute("SELECT author, max(last) FROM changesets GROUP BY author")}
+    return VersionVector(
+        {a: int(s) for a, s in library.db.execute("SELECT author, max(last) FROM changesets GROUP BY author")}
+    )
 
 
 def unsealed_count(library: Library) -> int:
