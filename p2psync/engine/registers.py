@@ -14,14 +14,33 @@ machine shows the same one. Add-wins sets (group membership) are registers whose
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from p2psync.engine.canonical import dumps
 
 Dot = tuple[str, int]
-Entry = list[Any]  # [device: str, seq: int, ts: int, value: Any]
+
+
+class RegisterEntry(NamedTuple):
+    """One value of a register, read by name. Registers store, send and compare their entries
+    as the JSON lists [device, seq, ts, value] (Entry: JSON has no tuples, orjson encodes no
+    NamedTuple, and the vectors compare lists); RegisterEntry(*entry) reads one."""
+
+    device: str
+    seq: int
+    ts: int
+    value: Any
+
+
+Entry = list[Any]  # [device, seq, ts, value], as stored and on the wire
+
+
+def order_key(entry: Sequence[Any]) -> tuple[int, str, int]:
+    """THE order of a register's entries: (ts, device, seq). The largest is the provisional
+    value every machine shows; conflict listings show versions in this order."""
+    return (entry[2], entry[0], entry[1])
 
 
 def dots(entries: Iterable[Entry]) -> list[list[Any]]:
@@ -56,9 +75,9 @@ def resolve(entries: list[Entry]) -> Resolved:
         return Resolved(None, False)
     if len(entries) == 1:
         return Resolved(entries[0][3], False)
-    winner = max(entries, key=lambda e: (e[2], e[0], e[1]))
+    winner = RegisterEntry(*max(entries, key=order_key))
     distinct = {dumps(e[3]) for e in entries}
-    return Resolved(winner[3], len(distinct) > 1)
+    return Resolved(winner.value, len(distinct) > 1)
 
 
 def changed(entries: list[Entry], value: Any) -> bool:
