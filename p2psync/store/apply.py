@@ -2,8 +2,9 @@
 
 This is the only code that writes refs, groups, memberships, attachments and tombstones. Local
 edits, replays of the log and (with the sync engine) change sets from peers all come through
-apply_entry, so the same entries give the same tables whatever their origin. The merge decisions
-themselves are the engine's (engine/registers.py); this module only reads and writes rows.
+apply_entry, so the same entries give the same tables whatever their origin. What each operation
+does is the engine's (engine/effects.py, with the merge rules of engine/registers.py and merge.py);
+this module only reads and writes rows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import sqlite_utils
 
-from p2psync.engine import merge, ops, registers
+from p2psync.engine import effects, merge, ops, registers
 from p2psync.engine.canonical import dumps, loads
 from p2psync.model.fields import FIELDS, LIST, PEOPLE
 from p2psync.model.people import display_person
@@ -34,81 +35,54 @@ def apply_entry(
     absent: set[str] | None = None,
     defer_index: bool = False,
 ) -> None:
-    """Apply one operation (already checked) with dot (device, seq) and timestamp ts.
+    """Apply one operation (already checked) with dot (device, seq) and timestamp ts: the engine
+    says what it writes (engine/effects.py), this stores it.
 
     absent: ids known not to be in the refs table yet (a hint from bulk work that saves a lookup
     per new reference); an id is taken out of it once its reference exists.
     defer_index: a new reference goes to the search backlog instead of the index (bulk receive).
     """
-    dot = (device, seq)
-    kind = op["op"]
-    if kind == ops.REF_PUT:
-        if absent is not None and op["ref"] in absent:
-            absent.discard(op["ref"])
-            ref = StoredRef(op["ref"], None, {}, {}, False)
-        else:
-            ref = load_ref(db, op["ref"])
-        state = ref.state
-        for name, value in op["fields"].items():
-            state[name] = registers.write(state.get(name, []), dot, ts, value, op["seen"].get(name, []))
-        _store_ref(db, ref, state, defer_index)
-    elif kind == ops.REF_DELETE:
-        ref_id = op["ref"]
-        if absent is not None:
-            absent.discard(ref_id)  # the delete mark creates the row
-        ref = load_ref(db, ref_id)
-        state = ref.state
-        # Mark, do not erase: an edit this delete had not seen must survive it (engine/merge.py).
-        state[merge.DELETED] = registers.write(
-            state.get(merge.DELETED, []), dot, ts, merge.covered_dots(op["seen"]), op["seen"].get(merge.DELETED, [])
-        )
-        _store_ref(db, ref, state, defer_index)
-        db.execute("INSERT OR IGNORE INTO tombstones (kind, id) VALUES ('ref', ?)", [ref_id])
-    elif kind == ops.GROUP_PUT:
-        state = _load_group_state(db, op["group"])
-        for name, value in op["fields"].items():
-            state[name] = registers.write(state.get(name, []), dot, ts, value, op["seen"].get(name, []))
-        _store_group(db, op["group"], state)
-    elif kind == ops.GROUP_DELETE:
-        group_id = op["group"]
-        state = _load_group_state(db, group_id)
-        for name, seen in op["seen"].items():
-            if name in state:
-                state[name] = registers.remove(state[name], seen)
-        _store_group(db, group_id, state)
-        for ref_id, seen in op["members"].items():
-            _remove_member_dots(db, group_id, ref_id, seen)
-        db.execute("INSERT OR IGNORE INTO tombstones (kind, id) VALUES ('group', ?)", [group_id])
-    elif kind == ops.MEMBER_ADD:
-        for ref_id in op["refs"]:
-            entries = _load_member_dots(db, op["group"], ref_id)
-            _store_member_dots(db, op["group"], ref_id, registers.write(entries, dot, ts, True, []))
-    elif kind == ops.MEMBER_REMOVE:
-        for ref_id, seen in op["seen"].items():
-            _remove_member_dots(db, op["group"], ref_id, seen)
-    elif kind == ops.ATTACHMENT_PUT:
-        entries = _load_attachment_state(db, op["ref"], op["name"])
-        entries = registers.write(entries, dot, ts, op["value"], op["seen"])
-        _store_attachment(db, op["ref"], op["name"], entries)
-    elif kind == ops.DEVICE_ADD:
-        # A device introduced twice (say, paired again) keeps the introduction with the smallest
-        # dot, so every machine keeps the same one whatever order they arrive in.
-        db.execute(
-            "INSERT INTO devices (id, public_key, name, introducer, signature, seq, author) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
-            "introducer = excluded.introducer, signature = excluded.signature, seq = excluded.seq, "
-            "author = excluded.author WHERE (excluded.author, excluded.seq) < (devices.author, devices.seq)",
-            [op["device"], op["key"], op["name"], op["introducer"], op["signature"], seq, device],
-        )
-    elif kind == ops.DEVICE_REVOKE:
-        # Several revocations of one device keep the smallest cut-off: the same everywhere.
-        db.execute(
-            "INSERT INTO revocations (device, upto) VALUES (?, ?) "
-            "ON CONFLICT (device) DO UPDATE SET upto = min(upto, excluded.upto)",
-            [op["device"], op["upto"]],
-        )
-    else:  # pragma: no cover - ops.check refuses unknown kinds before we get here
-        raise ValueError(kind)
+    for effect in effects.effects(op, (device, seq), ts):
+        match effect:
+            case effects.RefWrite(ref_id, change, tombstone):
+                if absent is not None and ref_id in absent:
+                    absent.discard(ref_id)  # the write creates the row
+                    ref = StoredRef(ref_id, None, {}, {}, False)
+                else:
+                    ref = load_ref(db, ref_id)
+                _store_ref(db, ref, change(ref.state), defer_index)
+                if tombstone:
+                    db.execute("INSERT OR IGNORE INTO tombstones (kind, id) VALUES ('ref', ?)", [ref_id])
+            case effects.GroupWrite(group_id, change, tombstone):
+                _store_group(db, group_id, change(_load_group_state(db, group_id)))
+                if tombstone:
+                    db.execute("INSERT OR IGNORE INTO tombstones (kind, id) VALUES ('group', ?)", [group_id])
+            case effects.MemberWrite(group_id, ref_id, change):
+                _store_member_dots(db, group_id, ref_id, change(_load_member_dots(db, group_id, ref_id)))
+            case effects.AttachmentWrite(ref_id, name, change):
+                _store_attachment(db, ref_id, name, change(_load_attachment_state(db, ref_id, name)))
+            case effects.DeviceIntroduced():
+                db.execute(
+                    "INSERT INTO devices (id, public_key, name, introducer, signature, seq, author) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                    "introducer = excluded.introducer, signature = excluded.signature, seq = excluded.seq, "
+                    "author = excluded.author WHERE (excluded.author, excluded.seq) < (devices.author, devices.seq)",
+                    [
+                        effect.device,
+                        effect.key,
+                        effect.name,
+                        effect.introducer,
+                        effect.signature,
+                        effect.seq,
+                        effect.author,
+                    ],
+                )
+            case effects.DeviceRevoked(revoked, upto):
+                db.execute(
+                    "INSERT INTO revocations (device, upto) VALUES (?, ?) "
+                    "ON CONFLICT (device) DO UPDATE SET upto = min(upto, excluded.upto)",
+                    [revoked, upto],
+                )
 
 
 # --- references ---------------------------------------------------------------------------------
@@ -364,10 +338,6 @@ def _store_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str, en
         "ON CONFLICT (group_id, ref_id) DO UPDATE SET dots = excluded.dots",
         [group_id, ref_id, dumps(entries)],
     )
-
-
-def _remove_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str, seen: list[Any]) -> None:
-    _store_member_dots(db, group_id, ref_id, registers.remove(_load_member_dots(db, group_id, ref_id), seen))
 
 
 # --- attachments ------------------------------------------------------------------------------
