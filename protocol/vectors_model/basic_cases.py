@@ -7,20 +7,8 @@ import hashlib
 import json
 from typing import Any
 
-from p2psync.engine import canonical
-from vectors_model.spec import (
-    LIB,
-    A,
-    B,
-    C,
-    D,
-    E,
-    b64,
-    device_add,
-    encode,
-    introduction_message,
-    seed,
-)
+from vectors_model.canonical_text import encode
+from vectors_model.spec import LIB, A, B, C, D, E, b64, device_add, introduction_message, seed
 
 
 def canonical_vectors() -> dict[str, Any]:
@@ -65,10 +53,10 @@ def canonical_vectors() -> dict[str, Any]:
     ]
     for _name, text in invalid:
         try:
-            canonical.encode(canonical.loads(text))
-        except ValueError:
+            encode(json.loads(text))
+        except (TypeError, ValueError):  # a float, or a lone surrogate that UTF-8 cannot hold
             continue
-        raise SystemExit(f"canonical.encode accepted {text}")
+        raise SystemExit(f"the model's canonical encoding accepted {text}")
     return {
         "description": "canonical(value): parse input_json (a JSON text, deliberately not canonical), encode "
         "canonically, compare with canonical_hex (the bytes) and canonical_text (the same bytes as UTF-8).",

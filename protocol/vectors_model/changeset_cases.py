@@ -7,17 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from p2psync.engine import changesets, ops
+from vectors_model import rules
+from vectors_model.canonical_text import encode
 from vectors_model.scenario import (
     Scenario,
     changeset_record,
 )
-from vectors_model.spec import (
-    LIB,
-    RA,
-    T0,
-    A,
-    encode,
-)
+from vectors_model.spec import LIB, RA, T0, A
 
 
 def single_changeset_vectors(sc: Scenario) -> dict[str, Any]:
@@ -28,15 +24,15 @@ def single_changeset_vectors(sc: Scenario) -> dict[str, Any]:
         "changesets": [changeset_record(sc.sets[name], detailed=True) | {"name": name} for name in ("A1", "C2")],
         "split": split_vectors(),
         "limits": {
-            "MAX_BYTES": changesets.MAX_BYTES,
-            "MAX_ENTRIES": changesets.MAX_ENTRIES,
-            "TARGET_BYTES": changesets.TARGET_BYTES,
-            "MAX_DEPS": changesets.MAX_DEPS,
-            "MAX_TS": changesets.MAX_TS,
-            "MAX_INT": ops.MAX_INT,
-            "MAX_OP_BYTES": ops.MAX_OP_BYTES,
-            "MAX_DOTS": ops.MAX_DOTS,
-            "MAX_REFS_PER_OP": ops.MAX_REFS_PER_OP,
+            "MAX_BYTES": rules.MAX_BYTES,
+            "MAX_ENTRIES": rules.MAX_ENTRIES,
+            "TARGET_BYTES": rules.TARGET_BYTES,
+            "MAX_DEPS": rules.MAX_DEPS,
+            "MAX_TS": rules.MAX_TS,
+            "MAX_INT": rules.MAX_INT,
+            "MAX_OP_BYTES": rules.MAX_OP_BYTES,
+            "MAX_DOTS": rules.MAX_DOTS,
+            "MAX_REFS_PER_OP": rules.MAX_REFS_PER_OP,
         },
     }
 
@@ -46,7 +42,7 @@ def split_vectors() -> list[dict[str, Any]]:
     text of `length` copies of `char`; `entries` and `entry_costs` are run-length encoded: [[value, count], ...]."""
 
     def op_for(char: str, length: int) -> dict[str, Any]:
-        return {"op": ops.REF_PUT, "ref": RA, "fields": {"notes": char * length}, "seen": {}}
+        return {"op": rules.REF_PUT, "ref": RA, "fields": {"notes": char * length}, "seen": {}}
 
     def runs(values: list[int]) -> list[list[int]]:
         out: list[list[int]] = []
@@ -57,8 +53,8 @@ def split_vectors() -> list[dict[str, Any]]:
                 out.append([v, 1])
         return out
 
-    exact = changesets.TARGET_BYTES // 2 - 32 - len(encode(op_for("n", 0)))
-    largest = (ops.MAX_OP_BYTES - len(encode(op_for("n", 0)))) // 4  # 4-byte characters, within MAX_OP_BYTES
+    exact = rules.TARGET_BYTES // 2 - 32 - len(encode(op_for("n", 0)))
+    largest = (rules.MAX_OP_BYTES - len(encode(op_for("n", 0)))) // 4  # 4-byte characters, within MAX_OP_BYTES
     cases: list[tuple[str, str, list[int]]] = [
         ("1001 small entries: at most 1000 per change set", "n", [1] * 1001),
         ("two entries filling the target exactly stay together", "n", [exact, exact]),
@@ -78,13 +74,13 @@ def split_vectors() -> list[dict[str, Any]]:
         pieces = changesets.split(entries)
         for piece in pieces:
             changesets.build(LIB, A.id, None if piece[0][0] == 1 else "0" * 64, {}, piece, A.sign)
-        if any(len(encode(e[2])) > ops.MAX_OP_BYTES for e in entries):
+        if any(len(encode(e[2])) > rules.MAX_OP_BYTES for e in entries):
             raise SystemExit(f"split case {name!r}: an entry is larger than a writer may log")
         out.append(
             {
                 "name": name,
                 "op_template": {
-                    "op": ops.REF_PUT,
+                    "op": rules.REF_PUT,
                     "ref": RA,
                     "fields": {"notes": "<char repeated length times>"},
                     "seen": {},

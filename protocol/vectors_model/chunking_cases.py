@@ -7,13 +7,12 @@ import hashlib
 import struct
 from typing import Any
 
-from p2psync.engine import canonical, ops
+from p2psync.engine import canonical
 from p2psync.model import attachments, chunking
 from p2psync.net import chunks as net_chunks
-from vectors_model.spec import (
-    RA,
-    encode,
-)
+from vectors_model import rules
+from vectors_model.canonical_text import encode
+from vectors_model.spec import RA
 
 # --- attachments: content-defined chunking and the /chunks endpoint (attachments.md) ----------
 
@@ -200,7 +199,7 @@ def chunking_vectors() -> dict[str, Any]:
         raise SystemExit("model/chunking.py's parameters differ from attachments.md §2.1")
     # A manifest of MAX_CHUNKS chunks of MAX_SIZE fits in one operation (attachments.md §1.2).
     biggest = {
-        "op": ops.ATTACHMENT_PUT,
+        "op": rules.ATTACHMENT_PUT,
         "ref": RA,
         "name": "x" * 255,
         "value": {
@@ -210,7 +209,7 @@ def chunking_vectors() -> dict[str, Any]:
         },
         "seen": [],
     }
-    if len(canonical.encode(biggest)) > ops.MAX_OP_BYTES:
+    if len(canonical.encode(biggest)) > rules.MAX_OP_BYTES:
         raise SystemExit("a manifest of MAX_CHUNKS chunks does not fit in one operation")
 
     inputs: list[dict[str, Any]] = []

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from p2psync.engine import ops
+from vectors_model import rules
+from vectors_model.canonical_text import encode
 from vectors_model.replica import Replica, model_receive
 from vectors_model.scenario import Scenario
-from vectors_model.spec import (
-    LIB,
-    RX,
-    TS,
-    A,
-    D,
-    b64,
-    device_add,
-    encode,
-)
+from vectors_model.spec import LIB, RX, TS, A, D, b64, device_add
 from vectors_model.wires import (
     body_of,
     signed_wire,
@@ -51,7 +43,7 @@ def exchange_vectors(sc: Scenario) -> list[dict[str, Any]]:
         "seq": [11, 11],
         "prev": s["A2"].id,
         "deps": {},
-        "entries": [[11, TS, {"op": ops.DEVICE_REVOKE, "device": D.id, "upto": 0}]],
+        "entries": [[11, TS, {"op": rules.DEVICE_REVOKE, "device": D.id, "upto": 0}]],
     }
     d_joins = {
         "v": 1,
@@ -70,8 +62,8 @@ def exchange_vectors(sc: Scenario) -> list[dict[str, Any]]:
         "prev": s["A2"].id,
         "deps": {},
         "entries": [
-            [11, TS, {"op": ops.REF_DELETE, "ref": RX, "seen": {}}],
-            [12, TS + 1, {"op": ops.REF_PUT, "ref": RX, "fields": {"title": "Written after its delete"}, "seen": {}}],
+            [11, TS, {"op": rules.REF_DELETE, "ref": RX, "seen": {}}],
+            [12, TS + 1, {"op": rules.REF_PUT, "ref": RX, "fields": {"title": "Written after its delete"}, "seen": {}}],
         ],
     }
     return [

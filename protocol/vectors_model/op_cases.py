@@ -8,6 +8,7 @@ from typing import Any
 
 from p2psync.engine import ops
 from p2psync.errors import InvalidInput
+from vectors_model import rules
 from vectors_model.scenario import (
     MANIFEST_1,
 )
@@ -31,7 +32,7 @@ from vectors_model.wires import (
 
 def op_vectors() -> dict[str, Any]:
     dot = [A.id, 4]
-    rp = {"op": ops.REF_PUT, "ref": RA, "seen": {}}
+    rp = {"op": rules.REF_PUT, "ref": RA, "seen": {}}
     digest = hashlib.sha256(b"x").hexdigest()
     valid: list[tuple[str, dict[str, Any]]] = [
         (
@@ -68,26 +69,26 @@ def op_vectors() -> dict[str, Any]:
         ("ref.put: long text keeps inner white space and a lone CR", rp | {"fields": {"notes": "a\r b\n\n\tc"}}),
         (
             "ref.put: the largest integers, 2^53, in added and in a dot",
-            rp | {"fields": {"title": "T", "added": ops.MAX_INT}, "seen": {"title": [[B.id, ops.MAX_INT]]}},
+            rp | {"fields": {"title": "T", "added": rules.MAX_INT}, "seen": {"title": [[B.id, rules.MAX_INT]]}},
         ),
         (
             "ref.delete (only a mark: no members or attachments)",
-            {"op": ops.REF_DELETE, "ref": RA, "seen": {"title": [dot], "deleted": [[B.id, 2]]}},
+            {"op": rules.REF_DELETE, "ref": RA, "seen": {"title": [dot], "deleted": [[B.id, 2]]}},
         ),
-        ("ref.delete of an unknown reference", {"op": ops.REF_DELETE, "ref": RA, "seen": {}}),
-        ("group.put", {"op": ops.GROUP_PUT, "group": G, "fields": {"name": "Reading list"}, "seen": {"name": [dot]}}),
-        ("group.delete", {"op": ops.GROUP_DELETE, "group": G, "seen": {"name": [dot]}, "members": {RA: [dot]}}),
-        ("member.add", {"op": ops.MEMBER_ADD, "group": G, "refs": [RA, RB]}),
-        ("member.remove", {"op": ops.MEMBER_REMOVE, "group": G, "seen": {RA: [dot]}}),
-        ("member.remove of nothing", {"op": ops.MEMBER_REMOVE, "group": G, "seen": {}}),
+        ("ref.delete of an unknown reference", {"op": rules.REF_DELETE, "ref": RA, "seen": {}}),
+        ("group.put", {"op": rules.GROUP_PUT, "group": G, "fields": {"name": "Reading list"}, "seen": {"name": [dot]}}),
+        ("group.delete", {"op": rules.GROUP_DELETE, "group": G, "seen": {"name": [dot]}, "members": {RA: [dot]}}),
+        ("member.add", {"op": rules.MEMBER_ADD, "group": G, "refs": [RA, RB]}),
+        ("member.remove", {"op": rules.MEMBER_REMOVE, "group": G, "seen": {RA: [dot]}}),
+        ("member.remove of nothing", {"op": rules.MEMBER_REMOVE, "group": G, "seen": {}}),
         (
             "attachment.put with chunks",
-            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "paper.pdf", "value": MANIFEST_1, "seen": []},
+            {"op": rules.ATTACHMENT_PUT, "ref": RA, "name": "paper.pdf", "value": MANIFEST_1, "seen": []},
         ),
         (
             "attachment.put of an empty file",
             {
-                "op": ops.ATTACHMENT_PUT,
+                "op": rules.ATTACHMENT_PUT,
                 "ref": RA,
                 "name": "empty.txt",
                 "value": {"size": 0, "sha256": hashlib.sha256(b"").hexdigest(), "chunks": []},
@@ -96,21 +97,21 @@ def op_vectors() -> dict[str, Any]:
         ),
         (
             "attachment.put removing",
-            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "Ünïcode name.pdf", "value": None, "seen": [dot]},
+            {"op": rules.ATTACHMENT_PUT, "ref": RA, "name": "Ünïcode name.pdf", "value": None, "seen": [dot]},
         ),
         (
             "attachment.put whose name holds .p2psync, not at its start",
-            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "notes.p2psync-versions", "value": None, "seen": []},
+            {"op": rules.ATTACHMENT_PUT, "ref": RA, "name": "notes.p2psync-versions", "value": None, "seen": []},
         ),
         ("device.add: founder", device_add(A, None)),
         ("device.add: introduced", device_add(B, A)),
-        ("device.revoke", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": 0}),
-        ("device.revoke with upto 2^53", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": ops.MAX_INT}),
+        ("device.revoke", {"op": rules.DEVICE_REVOKE, "device": C.id, "upto": 0}),
+        ("device.revoke with upto 2^53", {"op": rules.DEVICE_REVOKE, "device": C.id, "upto": rules.MAX_INT}),
     ]
     invalid: list[tuple[str, Any]] = [
         ("not an object", ["ref.put"]),
         ("unknown kind", {"op": "ref.move", "ref": RA}),
-        ("a missing key", {"op": ops.REF_PUT, "ref": RA, "fields": {"title": "T"}}),
+        ("a missing key", {"op": rules.REF_PUT, "ref": RA, "fields": {"title": "T"}}),
         ("an extra key", rp | {"fields": {"title": "T"}, "ts": 1}),
         ("id with upper case", rp | {"ref": RA.upper(), "fields": {"title": "T"}}),
         ("id of 15 characters", rp | {"ref": RA[:15], "fields": {"title": "T"}}),
@@ -150,7 +151,7 @@ def op_vectors() -> dict[str, Any]:
         ("added as text", rp | {"fields": {"added": "1"}}),
         ("added as a boolean", rp | {"fields": {"added": True}}),
         ("added written with a fraction (1.0)", rp | {"fields": {"added": 1.0}}),
-        ("added above 2^53", rp | {"fields": {"added": ops.MAX_INT + 1}}),
+        ("added above 2^53", rp | {"fields": {"added": rules.MAX_INT + 1}}),
         ("trashed false", rp | {"fields": {"trashed": False}}),
         ("trashed 1", rp | {"fields": {"trashed": 1}}),
         ("deleted set by ref.put", rp | {"fields": {"deleted": []}}),
@@ -163,55 +164,61 @@ def op_vectors() -> dict[str, Any]:
             "dot with a device id and a trailing newline",
             rp | {"fields": {"title": "T"}, "seen": {"title": [[A.id + "\n", 1]]}},
         ),
-        ("dot with sequence above 2^53", rp | {"fields": {"title": "T"}, "seen": {"title": [[A.id, ops.MAX_INT + 1]]}}),
+        (
+            "dot with sequence above 2^53",
+            rp | {"fields": {"title": "T"}, "seen": {"title": [[A.id, rules.MAX_INT + 1]]}},
+        ),
         ("dot with sequence written 1.0", rp | {"fields": {"title": "T"}, "seen": {"title": [[A.id, 1.0]]}}),
         ("dot as an object", rp | {"fields": {"title": "T"}, "seen": {"title": [{"device": A.id, "seq": 1}]}}),
-        ("ref.delete seen naming an unknown field", {"op": ops.REF_DELETE, "ref": RA, "seen": {"colour": [dot]}}),
+        ("ref.delete seen naming an unknown field", {"op": rules.REF_DELETE, "ref": RA, "seen": {"colour": [dot]}}),
         (
             "ref.delete with members and attachments (an earlier draft)",
-            {"op": ops.REF_DELETE, "ref": RA, "seen": {}, "members": {G: [dot]}, "attachments": {}},
+            {"op": rules.REF_DELETE, "ref": RA, "seen": {}, "members": {G: [dot]}, "attachments": {}},
         ),
         (
             "group.put with another field",
-            {"op": ops.GROUP_PUT, "group": G, "fields": {"name": "X", "colour": "red"}, "seen": {}},
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"name": "X", "colour": "red"}, "seen": {}},
         ),
         (
             "group name not in normal form",
-            {"op": ops.GROUP_PUT, "group": G, "fields": {"name": "To  read"}, "seen": {}},
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"name": "To  read"}, "seen": {}},
         ),
-        ("group name of 201 characters", {"op": ops.GROUP_PUT, "group": G, "fields": {"name": "x" * 201}, "seen": {}}),
-        ("group name null", {"op": ops.GROUP_PUT, "group": G, "fields": {"name": None}, "seen": {}}),
-        ("member.add of nothing", {"op": ops.MEMBER_ADD, "group": G, "refs": []}),
-        ("member.add naming a reference twice", {"op": ops.MEMBER_ADD, "group": G, "refs": [RA, RA]}),
+        (
+            "group name of 201 characters",
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"name": "x" * 201}, "seen": {}},
+        ),
+        ("group name null", {"op": rules.GROUP_PUT, "group": G, "fields": {"name": None}, "seen": {}}),
+        ("member.add of nothing", {"op": rules.MEMBER_ADD, "group": G, "refs": []}),
+        ("member.add naming a reference twice", {"op": rules.MEMBER_ADD, "group": G, "refs": [RA, RA]}),
         (
             "attachment name with a slash",
-            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "a/b.pdf", "value": None, "seen": []},
+            {"op": rules.ATTACHMENT_PUT, "ref": RA, "name": "a/b.pdf", "value": None, "seen": []},
         ),
-        ("attachment name '..'", {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "..", "value": None, "seen": []}),
+        ("attachment name '..'", {"op": rules.ATTACHMENT_PUT, "ref": RA, "name": "..", "value": None, "seen": []}),
         (
             "attachment name ending with a dot",
-            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "paper.", "value": None, "seen": []},
+            {"op": rules.ATTACHMENT_PUT, "ref": RA, "name": "paper.", "value": None, "seen": []},
         ),
         (
             "attachment name of 256 UTF-8 bytes",
-            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "é" * 128, "value": None, "seen": []},
+            {"op": rules.ATTACHMENT_PUT, "ref": RA, "name": "é" * 128, "value": None, "seen": []},
         ),
         (
             "attachment name with the reserved prefix .p2psync",
-            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": ".p2psync-versions", "value": None, "seen": []},
+            {"op": rules.ATTACHMENT_PUT, "ref": RA, "name": ".p2psync-versions", "value": None, "seen": []},
         ),
         (
             "attachment name with the reserved prefix in another case",
-            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": ".P2PSync-partial-x.pdf", "value": None, "seen": []},
+            {"op": rules.ATTACHMENT_PUT, "ref": RA, "name": ".P2PSync-partial-x.pdf", "value": None, "seen": []},
         ),
         (
             "attachment name with the reserved prefix after case folding (U+017F LONG S)",
-            {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": ".p2p\u017fync", "value": None, "seen": []},
+            {"op": rules.ATTACHMENT_PUT, "ref": RA, "name": ".p2p\u017fync", "value": None, "seen": []},
         ),
         (
             "manifest in upper-case hex",
             {
-                "op": ops.ATTACHMENT_PUT,
+                "op": rules.ATTACHMENT_PUT,
                 "ref": RA,
                 "name": "x",
                 "seen": [],
@@ -221,7 +228,7 @@ def op_vectors() -> dict[str, Any]:
         (
             "manifest sha256 with a trailing newline",
             {
-                "op": ops.ATTACHMENT_PUT,
+                "op": rules.ATTACHMENT_PUT,
                 "ref": RA,
                 "name": "x",
                 "seen": [],
@@ -231,7 +238,7 @@ def op_vectors() -> dict[str, Any]:
         (
             "manifest with an unknown key",
             {
-                "op": ops.ATTACHMENT_PUT,
+                "op": rules.ATTACHMENT_PUT,
                 "ref": RA,
                 "name": "x",
                 "seen": [],
@@ -241,7 +248,7 @@ def op_vectors() -> dict[str, Any]:
         (
             "manifest larger than 1 TiB",
             {
-                "op": ops.ATTACHMENT_PUT,
+                "op": rules.ATTACHMENT_PUT,
                 "ref": RA,
                 "name": "x",
                 "seen": [],
@@ -251,7 +258,7 @@ def op_vectors() -> dict[str, Any]:
         (
             "chunks not adding up to the size",
             {
-                "op": ops.ATTACHMENT_PUT,
+                "op": rules.ATTACHMENT_PUT,
                 "ref": RA,
                 "name": "x",
                 "seen": [],
@@ -261,7 +268,7 @@ def op_vectors() -> dict[str, Any]:
         (
             "chunk of size 0",
             {
-                "op": ops.ATTACHMENT_PUT,
+                "op": rules.ATTACHMENT_PUT,
                 "ref": RA,
                 "name": "x",
                 "seen": [],
@@ -271,14 +278,14 @@ def op_vectors() -> dict[str, Any]:
         (
             "chunk longer than MAX_SIZE",
             {
-                "op": ops.ATTACHMENT_PUT,
+                "op": rules.ATTACHMENT_PUT,
                 "ref": RA,
                 "name": "x",
                 "seen": [],
                 "value": {"size": 131_073, "sha256": digest, "chunks": [[digest, 131_073]]},
             },
         ),
-        ("attachment seen as a map", {"op": ops.ATTACHMENT_PUT, "ref": RA, "name": "x", "value": None, "seen": {}}),
+        ("attachment seen as a map", {"op": rules.ATTACHMENT_PUT, "ref": RA, "name": "x", "value": None, "seen": {}}),
         ("device.add with a 31-byte key", device_add(B, A) | {"key": b64(B.public[:31])}),
         ("device.add key in non-canonical base64", device_add(B, A) | {"key": non_canonical_b64(b64(B.public))}),
         (
@@ -291,13 +298,13 @@ def op_vectors() -> dict[str, Any]:
         ("device.add introduced without a signature", device_add(B, A) | {"signature": None}),
         ("device.add with an empty name", device_add(B, A) | {"name": ""}),
         ("device.add with a name of 101 characters", device_add(B, A) | {"name": "x" * 101}),
-        ("device.revoke of a 31-character id", {"op": ops.DEVICE_REVOKE, "device": C.id[:31], "upto": 0}),
-        ("device.revoke with negative upto", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": -1}),
-        ("device.revoke with upto true", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": True}),
-        ("device.revoke with upto above 2^53", {"op": ops.DEVICE_REVOKE, "device": C.id, "upto": ops.MAX_INT + 1}),
+        ("device.revoke of a 31-character id", {"op": rules.DEVICE_REVOKE, "device": C.id[:31], "upto": 0}),
+        ("device.revoke with negative upto", {"op": rules.DEVICE_REVOKE, "device": C.id, "upto": -1}),
+        ("device.revoke with upto true", {"op": rules.DEVICE_REVOKE, "device": C.id, "upto": True}),
+        ("device.revoke with upto above 2^53", {"op": rules.DEVICE_REVOKE, "device": C.id, "upto": rules.MAX_INT + 1}),
         (
             "device.revoke of a device id with a trailing newline",
-            {"op": ops.DEVICE_REVOKE, "device": C.id + "\n", "upto": 0},
+            {"op": rules.DEVICE_REVOKE, "device": C.id + "\n", "upto": 0},
         ),
     ]
     for _name, op in valid:

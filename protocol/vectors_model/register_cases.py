@@ -5,19 +5,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from p2psync.engine import merge, registers
-from vectors_model.spec import (
-    T0,
-    A,
-    B,
-    C,
-    State,
-)
+from vectors_model import rules
+from vectors_model.rules import State
+from vectors_model.spec import T0, A, B, C
 
 
 def register_vectors() -> dict[str, Any]:
     a, b, c = A.id, B.id, C.id
-    resolve_cases: list[tuple[str, list[registers.Entry]]] = [
+    resolve_cases: list[tuple[str, list[rules.Entry]]] = [
         ("empty register", []),
         ("one entry", [[a, 1, T0, "x"]]),
         ("one entry holding null", [[a, 1, T0, None]]),
@@ -71,7 +66,7 @@ def register_vectors() -> dict[str, Any]:
         "description": "Multi-value registers (engine/registers.py) and the reference view (engine/merge.py). An "
         "entry is [device, seq, ts, value]; a dot is [device, seq].",
         "resolve": [
-            {"name": n, "entries": e, "value": (r := registers.resolve(e)).value, "conflict": r.conflict}
+            {"name": n, "entries": e, "value": (r := rules.resolve(e)).value, "conflict": r.conflict}
             for n, e in resolve_cases
         ],
         "write": [
@@ -82,17 +77,17 @@ def register_vectors() -> dict[str, Any]:
                 "ts": t,
                 "value": v,
                 "seen": s,
-                "result": registers.write(copy.deepcopy(e), (d[0], d[1]), t, v, s),
+                "result": rules.write(copy.deepcopy(e), (d[0], d[1]), t, v, s),
             }
             for n, e, d, t, v, s in write_cases
         ],
-        "remove": [{"name": n, "entries": e, "seen": s, "result": registers.remove(e, s)} for n, e, s in remove_cases],
-        "covered_dots": [{"name": n, "seen": s, "result": merge.covered_dots(s)} for n, s in covered_cases],
+        "remove": [{"name": n, "entries": e, "seen": s, "result": rules.remove(e, s)} for n, e, s in remove_cases],
+        "covered_dots": [{"name": n, "seen": s, "result": rules.covered_dots(s)} for n, s in covered_cases],
         "reference_view": [
             {
                 "name": n,
                 "state": s,
-                "data": (v := merge.reference_view(s)).data,
+                "data": (v := rules.reference_view(s)).data,
                 "conflicts": v.conflicts,
                 "deleted": v.deleted,
             }

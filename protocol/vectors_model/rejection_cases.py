@@ -7,8 +7,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from p2psync.engine import changesets, ops
 from p2psync.engine.changesets import Outcome
+from vectors_model import rules
+from vectors_model.canonical_text import encode
 from vectors_model.exchange_cases import exchange_vectors
 from vectors_model.replica import Replica
 from vectors_model.scenario import Scenario
@@ -27,7 +28,6 @@ from vectors_model.spec import (
     G,
     b64,
     device_add,
-    encode,
     introduction_message,
     library_id_for,
 )
@@ -72,7 +72,7 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
         "seq": [11, 11],
         "prev": a2.id,
         "deps": {},
-        "entries": [[11, TS, {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "A new one"}, "seen": {}}]],
+        "entries": [[11, TS, {"op": rules.REF_PUT, "ref": RE, "fields": {"title": "A new one"}, "seen": {}}]],
     }
     final_a = {  # a well-formed next change set of A in the final state
         "v": 1,
@@ -83,7 +83,7 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
         "deps": dict(sorted((k, v) for k, v in final.vv.items() if k != A.id)),
         "entries": [],
     }
-    ref_put = {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "From a newcomer"}, "seen": {}}
+    ref_put = {"op": rules.REF_PUT, "ref": RE, "fields": {"title": "From a newcomer"}, "seen": {}}
 
     def tweak(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
         out = copy.deepcopy(base)
@@ -98,7 +98,7 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
         return with_entries(base, [[base["seq"][0], TS, op]])
 
     def title_seen(*dots: list[Any]) -> dict[str, Any]:
-        return {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "Replaced"}, "seen": {"title": list(dots)}}
+        return {"op": rules.REF_PUT, "ref": RE, "fields": {"title": "Replaced"}, "seen": {"title": list(dots)}}
 
     def newcomer(first_op: dict[str, Any], author: Device = D, deps: dict[str, int] | None = None) -> dict[str, Any]:
         return {
@@ -119,7 +119,7 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
         "seq": [c2.last + 1, c2.last + 1],
         "prev": c2.id,
         "deps": dict(sorted((k, v) for k, v in final.vv.items() if k != C.id)),
-        "entries": [[c2.last + 1, TS, {"op": ops.REF_PUT, "ref": RA, "fields": {"volume": "12"}, "seen": {}}]],
+        "entries": [[c2.last + 1, TS, {"op": rules.REF_PUT, "ref": RA, "fields": {"volume": "12"}, "seen": {}}]],
     }
     a1_body = body_of(a1)
     a2_body = body_of(a2)
@@ -130,12 +130,12 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
     swapped_sig = encode({"body": body_of(a3), "sig": b64(a2.signature)})
     too_many = tweak(a1_body, seq=[1, 1001], entries=[0] * 1001)
     long_ts = tweak(a1_body)
-    long_ts["entries"][0][1] = changesets.MAX_TS + 1
+    long_ts["entries"][0][1] = rules.MAX_TS + 1
     float_seq = tweak(a1_body)
     float_seq["entries"][0][0] = 1.0
     marker = "Placeholder for a lone surrogate"
     lone_surrogate = signed_wire(
-        with_op(next_a, {"op": ops.REF_PUT, "ref": RE, "fields": {"title": marker}, "seen": {}}), A
+        with_op(next_a, {"op": rules.REF_PUT, "ref": RE, "fields": {"title": marker}, "seen": {}}), A
     ).replace(marker.encode("ascii"), b"\\ud800")
     stranger = {
         "v": 1,
@@ -150,7 +150,7 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
 
     cases: list[tuple[str, str, bytes | list[list[Any]], str]] = [
         # parse: form checks that need no receiver state, in the order the receiver makes them
-        ("larger than MAX_BYTES", "empty", [[" ", changesets.MAX_BYTES + 1]], "oversized"),
+        ("larger than MAX_BYTES", "empty", [[" ", rules.MAX_BYTES + 1]], "oversized"),
         ("not JSON", "empty", b'{"body": ', "malformed"),
         ("not UTF-8", "empty", b'{"body": "\xff"}', "malformed"),
         ("nested 100,000 levels deep", "empty", deep, "malformed"),
@@ -174,7 +174,7 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
         (
             "sequence number above 2^53",
             "empty",
-            signed_wire(tweak(a2_body, seq=[4, changesets.MAX_TS + 1]), A),
+            signed_wire(tweak(a2_body, seq=[4, rules.MAX_TS + 1]), A),
             "malformed",
         ),
         ("prev in upper-case hex", "empty", signed_wire(tweak(a2_body, prev=a1.id.upper()), A), "malformed"),
@@ -207,14 +207,14 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
             "field value not in normal form",
             "empty",
             signed_wire(
-                with_op(next_a, {"op": ops.REF_PUT, "ref": RE, "fields": {"title": "  Two  spaces "}, "seen": {}}), A
+                with_op(next_a, {"op": rules.REF_PUT, "ref": RE, "fields": {"title": "  Two  spaces "}, "seen": {}}), A
             ),
             "schema",
         ),
         (
             "unknown field",
             "empty",
-            signed_wire(with_op(next_a, {"op": ops.REF_PUT, "ref": RE, "fields": {"colour": "red"}, "seen": {}}), A),
+            signed_wire(with_op(next_a, {"op": rules.REF_PUT, "ref": RE, "fields": {"colour": "red"}, "seen": {}}), A),
             "schema",
         ),
         (
@@ -241,7 +241,7 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
                             12,
                             TS + 1,
                             {
-                                "op": ops.ATTACHMENT_PUT,
+                                "op": rules.ATTACHMENT_PUT,
                                 "ref": RE,
                                 "name": ".p2psync-versions",
                                 "value": None,
@@ -288,7 +288,7 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
             signed_wire(
                 with_op(
                     tweak(next_a, deps={B.id: 6}),
-                    {"op": ops.GROUP_DELETE, "group": G, "seen": {"name": [[A.id, 8]]}, "members": {RA: [[C.id, 1]]}},
+                    {"op": rules.GROUP_DELETE, "group": G, "seen": {"name": [[A.id, 8]]}, "members": {RA: [[C.id, 1]]}},
                 ),
                 A,
             ),

@@ -7,16 +7,11 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from p2psync.engine import changesets, ops, registers
+from p2psync.engine import changesets, ops
 from p2psync.engine.changesets import ChangeSet, ChangeSetRejected, Outcome, Receiver
-from vectors_model.spec import (
-    LIB,
-    Device,
-    encode,
-    library_id_for,
-    signature_input,
-    verify,
-)
+from vectors_model import rules
+from vectors_model.canonical_text import encode
+from vectors_model.spec import LIB, Device, library_id_for, signature_input, verify
 from vectors_model.world import World
 
 
@@ -87,7 +82,7 @@ class Replica:
     def log(self, wall: int, op: dict[str, Any]) -> tuple[int, int]:
         assert self.device is not None
         ops.check(op)
-        if len(encode(op)) > ops.MAX_OP_BYTES:  # store/library.Writer.log: every entry must fit a change set
+        if len(encode(op)) > rules.MAX_OP_BYTES:  # store/library.Writer.log: every entry must fit a change set
             raise ValueError("operation too large to log")
         seq = len(self.own) + 1
         ts = max(wall, self.clock + 1)  # engine/clock.tick
@@ -98,41 +93,41 @@ class Replica:
 
     def add_ref(self, wall: int, ref: str, values: dict[str, Any]) -> None:
         ts = max(wall, self.clock + 1)
-        self.log(wall, {"op": ops.REF_PUT, "ref": ref, "fields": {**values, "added": ts}, "seen": {}})
+        self.log(wall, {"op": rules.REF_PUT, "ref": ref, "fields": {**values, "added": ts}, "seen": {}})
 
     def edit(self, wall: int, ref: str, changes: dict[str, Any]) -> None:
-        op = ops.put_fields(ops.REF_PUT, "ref", ref, self.world.refs[ref], changes)
+        op = rules.put_fields(rules.REF_PUT, "ref", ref, self.world.refs[ref], changes)
         assert op is not None
         self.log(wall, op)
 
     def delete_ref(self, wall: int, ref: str) -> None:
-        self.log(wall, ops.delete_ref(ref, self.world.refs[ref]))
+        self.log(wall, rules.delete_ref(ref, self.world.refs[ref]))
 
     def create_group(self, wall: int, group: str, name: str) -> None:
-        self.log(wall, {"op": ops.GROUP_PUT, "group": group, "fields": {"name": name}, "seen": {}})
+        self.log(wall, {"op": rules.GROUP_PUT, "group": group, "fields": {"name": name}, "seen": {}})
 
     def rename_group(self, wall: int, group: str, name: str) -> None:
-        op = ops.put_fields(ops.GROUP_PUT, "group", group, self.world.groups[group], {"name": name})
+        op = rules.put_fields(rules.GROUP_PUT, "group", group, self.world.groups[group], {"name": name})
         assert op is not None
         self.log(wall, op)
 
     def delete_group(self, wall: int, group: str) -> None:
-        members = {r: registers.dots(e) for (g, r), e in sorted(self.world.members.items()) if g == group}
-        self.log(wall, ops.delete_group(group, self.world.groups[group], members))
+        members = {r: rules.dots(e) for (g, r), e in sorted(self.world.members.items()) if g == group}
+        self.log(wall, rules.delete_group(group, self.world.groups[group], members))
 
     def add_members(self, wall: int, group: str, refs: list[str]) -> None:
-        self.log(wall, {"op": ops.MEMBER_ADD, "group": group, "refs": refs})
+        self.log(wall, {"op": rules.MEMBER_ADD, "group": group, "refs": refs})
 
     def remove_members(self, wall: int, group: str, refs: list[str]) -> None:
-        seen = {r: registers.dots(self.world.members[(group, r)]) for r in refs}
-        self.log(wall, {"op": ops.MEMBER_REMOVE, "group": group, "seen": seen})
+        seen = {r: rules.dots(self.world.members[(group, r)]) for r in refs}
+        self.log(wall, {"op": rules.MEMBER_REMOVE, "group": group, "seen": seen})
 
     def attach(self, wall: int, ref: str, name: str, manifest: dict[str, Any] | None) -> None:
-        seen = registers.dots(self.world.attachments.get((ref, name), []))
-        self.log(wall, {"op": ops.ATTACHMENT_PUT, "ref": ref, "name": name, "value": manifest, "seen": seen})
+        seen = rules.dots(self.world.attachments.get((ref, name), []))
+        self.log(wall, {"op": rules.ATTACHMENT_PUT, "ref": ref, "name": name, "value": manifest, "seen": seen})
 
     def revoke(self, wall: int, device: Device) -> None:
-        self.log(wall, {"op": ops.DEVICE_REVOKE, "device": device.id, "upto": self.vv.get(device.id, 0)})
+        self.log(wall, {"op": rules.DEVICE_REVOKE, "device": device.id, "upto": self.vv.get(device.id, 0)})
 
     # change sets --------------------------------------------------------------------------
     def seal(self) -> list[ChangeSet]:

@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from p2psync.engine import merge, ops, registers
 from p2psync.engine.changesets import ChangeSet
+from vectors_model import rules
 from vectors_model.replica import Replica, model_receive, sync
 from vectors_model.spec import (
     LIB,
@@ -166,12 +166,12 @@ def run_scenario() -> Scenario:
 
     # Round 4: B keeps RC (resolves the delete-vs-edit conflict) and deletes H; C empties its trash.
     w = T0 + 180_000
-    assert merge.reference_view(b.world.refs[RC]).conflicts == [merge.DELETED]
+    assert rules.reference_view(b.world.refs[RC]).conflicts == [rules.DELETED]
     keep = {
-        "op": ops.REF_PUT,
+        "op": rules.REF_PUT,
         "ref": RC,
-        "fields": {merge.DELETED: None},
-        "seen": {merge.DELETED: registers.dots(b.world.refs[RC][merge.DELETED])},
+        "fields": {rules.DELETED: None},
+        "seen": {rules.DELETED: rules.dots(b.world.refs[RC][rules.DELETED])},
     }
     b.log(w, keep)
     b.delete_group(w + 1, H)
@@ -194,8 +194,8 @@ def run_scenario() -> Scenario:
     note("sync A-B, A-C: A4 reaches everyone.")
     _check_converged(replicas)
     final = a.world
-    assert not merge.reference_view(final.refs[RC]).deleted and (G, RC) in final.members
-    assert merge.reference_view(final.refs[RD]).deleted and (G, RD) in final.members
+    assert not rules.reference_view(final.refs[RC]).deleted and (G, RC) in final.members
+    assert rules.reference_view(final.refs[RD]).deleted and (G, RD) in final.members
     checkpoints.append({"name": "final", "after": [cs_name(cs) for cs in sealed], "state": final.export()})
     sets = {cs_name(cs): cs for cs in sealed}
     return Scenario(replicas, sets, list(sets), checkpoints, story)

@@ -11,15 +11,9 @@ from typing import Any
 
 from p2psync.engine import changesets
 from p2psync.engine.changesets import ChangeSet, ChangeSetRejected
+from vectors_model.canonical_text import encode
 from vectors_model.replica import Replica, model_receive
-from vectors_model.spec import (
-    LIB,
-    Device,
-    b64,
-    encode,
-    signature_input,
-    verify,
-)
+from vectors_model.spec import LIB, Device, b64, signature_input, verify
 
 
 def signed_wire(body: dict[str, Any], signer: Device, library: str = LIB) -> bytes:

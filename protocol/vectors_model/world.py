@@ -7,10 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2psync.engine import merge, ops, registers
-from vectors_model.spec import (
-    State,
-)
+from vectors_model import rules
+from vectors_model.rules import State
 
 
 @dataclass
@@ -19,13 +17,13 @@ class World:
 
     refs: dict[str, State] = field(default_factory=dict)
     groups: dict[str, State] = field(default_factory=dict)
-    members: dict[tuple[str, str], list[registers.Entry]] = field(default_factory=dict)
-    attachments: dict[tuple[str, str], list[registers.Entry]] = field(default_factory=dict)
+    members: dict[tuple[str, str], list[rules.Entry]] = field(default_factory=dict)
+    attachments: dict[tuple[str, str], list[rules.Entry]] = field(default_factory=dict)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     revocations: dict[str, int] = field(default_factory=dict)
 
     def _remove_member(self, group: str, ref: str, seen: list[Any]) -> None:
-        left = registers.remove(self.members.get((group, ref), []), seen)
+        left = rules.remove(self.members.get((group, ref), []), seen)
         if left:
             self.members[(group, ref)] = left
         else:
@@ -35,24 +33,24 @@ class World:
         """One log entry; the same decisions as store/apply.py, in terms of registers."""
         dot = (device, seq)
         kind = op["op"]
-        if kind in (ops.REF_PUT, ops.GROUP_PUT):
-            table, key = (self.refs, "ref") if kind == ops.REF_PUT else (self.groups, "group")
+        if kind in (rules.REF_PUT, rules.GROUP_PUT):
+            table, key = (self.refs, "ref") if kind == rules.REF_PUT else (self.groups, "group")
             state = table.setdefault(op[key], {})
             for name, value in op["fields"].items():
-                state[name] = registers.write(state.get(name, []), dot, ts, value, op["seen"].get(name, []))
-        elif kind == ops.REF_DELETE:
+                state[name] = rules.write(state.get(name, []), dot, ts, value, op["seen"].get(name, []))
+        elif kind == rules.REF_DELETE:
             ref = op["ref"]
             state = self.refs.setdefault(ref, {})
             # Only the mark: memberships and attachments stay (hidden while the reference is deleted).
-            state[merge.DELETED] = registers.write(
-                state.get(merge.DELETED, []), dot, ts, merge.covered_dots(op["seen"]), op["seen"].get(merge.DELETED, [])
+            state[rules.DELETED] = rules.write(
+                state.get(rules.DELETED, []), dot, ts, rules.covered_dots(op["seen"]), op["seen"].get(rules.DELETED, [])
             )
-        elif kind == ops.GROUP_DELETE:
+        elif kind == rules.GROUP_DELETE:
             group = op["group"]
             state = self.groups.get(group, {})
             for name, seen in op["seen"].items():
                 if name in state:
-                    state[name] = registers.remove(state[name], seen)
+                    state[name] = rules.remove(state[name], seen)
             state = {name: entries for name, entries in state.items() if entries}
             if state:
                 self.groups[group] = state
@@ -60,17 +58,17 @@ class World:
                 self.groups.pop(group, None)
             for ref, seen in op["members"].items():
                 self._remove_member(group, ref, seen)
-        elif kind == ops.MEMBER_ADD:
+        elif kind == rules.MEMBER_ADD:
             for ref in op["refs"]:
                 key = (op["group"], ref)
-                self.members[key] = registers.write(self.members.get(key, []), dot, ts, True, [])
-        elif kind == ops.MEMBER_REMOVE:
+                self.members[key] = rules.write(self.members.get(key, []), dot, ts, True, [])
+        elif kind == rules.MEMBER_REMOVE:
             for ref, seen in op["seen"].items():
                 self._remove_member(op["group"], ref, seen)
-        elif kind == ops.ATTACHMENT_PUT:
+        elif kind == rules.ATTACHMENT_PUT:
             key = (op["ref"], op["name"])
-            self.attachments[key] = registers.write(self.attachments.get(key, []), dot, ts, op["value"], op["seen"])
-        elif kind == ops.DEVICE_ADD:
+            self.attachments[key] = rules.write(self.attachments.get(key, []), dot, ts, op["value"], op["seen"])
+        elif kind == rules.DEVICE_ADD:
             known = self.devices.get(op["device"])
             if known is None:
                 self.devices[op["device"]] = {
@@ -82,7 +80,7 @@ class World:
                 }
             elif (device, seq) < (known["dot"][0], known["dot"][1]):  # the smallest dot's introduction wins
                 known.update(name=op["name"], introducer=op["introducer"], signature=op["signature"], dot=[device, seq])
-        elif kind == ops.DEVICE_REVOKE:
+        elif kind == rules.DEVICE_REVOKE:
             # Kept whether or not the device is known yet; several revocations keep the smallest cut-off.
             upto = self.revocations.get(op["device"])
             self.revocations[op["device"]] = op["upto"] if upto is None else min(upto, op["upto"])
@@ -93,7 +91,7 @@ class World:
         """The expected state, in the form the vectors and tests/test_vectors.py use."""
         refs = {}
         for ref, state in sorted(self.refs.items()):
-            view = merge.reference_view(state)
+            view = rules.reference_view(state)
             refs[ref] = {
                 "registers": {name: sorted(entries) for name, entries in sorted(state.items()) if entries},
                 "data": view.data,
@@ -102,7 +100,7 @@ class World:
             }
         groups = {}
         for group, state in sorted(self.groups.items()):
-            resolved = registers.resolve(state.get("name", []))
+            resolved = rules.resolve(state.get("name", []))
             groups[group] = {
                 "registers": {name: sorted(entries) for name, entries in sorted(state.items())},
                 "name": resolved.value,
@@ -113,7 +111,7 @@ class World:
             members.setdefault(group, {})[ref] = sorted(entries)
         attachments: dict[str, dict[str, Any]] = {}
         for (ref, name), entries in sorted(self.attachments.items()):
-            resolved = registers.resolve(entries)
+            resolved = rules.resolve(entries)
             attachments.setdefault(ref, {})[name] = {
                 "register": sorted(entries),
                 "value": resolved.value,
