@@ -6,7 +6,7 @@ import hashlib
 import struct
 from typing import Any
 
-from vectors_model import rules
+from vectors_model import op_schema, rules
 from vectors_model.canonical_text import encode
 from vectors_model.spec import RA
 
@@ -19,29 +19,6 @@ SPEC_MASK_L = 0x0000D90313530000  # 14 bits set, used from the centre on
 SPEC_MIN, SPEC_AVG, SPEC_MAX = 8192, 32768, 131072
 SPEC_MAX_CHUNKS = 36_000  # chunks per manifest (§1.2)
 SPEC_MAX_CHUNKS_PER_REQUEST = 512  # names per /chunks request (§4.1)
-
-
-def is_manifest(value: Any) -> bool:
-    """merge.md §2.4: {"size", "sha256"[, "chunks"]}, hex digests, chunk sizes in [1, MAX_SIZE]
-    summing to size, at most MAX_CHUNKS chunks."""
-
-    def is_digest(text: Any) -> bool:
-        return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
-
-    def is_int(n: Any, low: int, high: int) -> bool:
-        return type(n) is int and low <= n <= high
-
-    if not isinstance(value, dict) or set(value) not in ({"size", "sha256"}, {"size", "sha256", "chunks"}):
-        return False
-    if not is_int(value["size"], 0, 2**40) or not is_digest(value["sha256"]):
-        return False
-    chunks = value.get("chunks", [])
-    return (
-        isinstance(chunks, list)
-        and len(chunks) <= SPEC_MAX_CHUNKS
-        and all(isinstance(c, list) and len(c) == 2 and is_digest(c[0]) and is_int(c[1], 1, SPEC_MAX) for c in chunks)
-        and ("chunks" not in value or sum(c[1] for c in chunks) == value["size"])
-    )
 
 
 def spec_gear() -> list[int]:
@@ -238,7 +215,7 @@ def chunking_vectors() -> dict[str, Any]:
             chunk_bytes_of[digest] = data[at : at + length]
             at += length
         manifest = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "chunks": chunks}
-        if not is_manifest(manifest):
+        if not op_schema.is_manifest(manifest):
             raise SystemExit(f"the manifest of {name!r} does not validate")
         case: dict[str, Any] = {"name": name, "note": note, "pieces": pieces, "manifest": manifest}
         if base is not None:

@@ -6,9 +6,7 @@ import copy
 import hashlib
 from typing import Any
 
-from p2psync.engine import ops
-from p2psync.errors import InvalidInput
-from vectors_model import rules
+from vectors_model import op_schema, rules
 from vectors_model.scenario import (
     MANIFEST_1,
 )
@@ -307,14 +305,12 @@ def op_vectors() -> dict[str, Any]:
             {"op": rules.DEVICE_REVOKE, "device": C.id + "\n", "upto": 0},
         ),
     ]
-    for _name, op in valid:
-        ops.check(copy.deepcopy(op))
+    for name, op in valid:
+        if not op_schema.is_valid(copy.deepcopy(op)):
+            raise SystemExit(f"the model refuses the valid op {name!r}")
     for name, op in invalid:
-        try:
-            ops.check(copy.deepcopy(op))
-        except InvalidInput:
-            continue
-        raise SystemExit(f"ops.check accepted the invalid op {name!r}")
+        if op_schema.is_valid(copy.deepcopy(op)):
+            raise SystemExit(f"the model accepts the invalid op {name!r}")
     return {
         "description": "ops.check(op) accepts every op in 'valid' unchanged and raises InvalidInput for every op "
         "in 'invalid'; inside a change set an invalid op is the rejection reason 'schema'.",
