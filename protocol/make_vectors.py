@@ -5,11 +5,11 @@ Everything is fixed: Ed25519 keys come from fixed 32-byte seeds (seed(name) = SH
 "p2psync/1 test vector seed " + name), timestamps and object ids are constants, and Ed25519
 signatures are deterministic, so two runs write byte-identical files.
 
-The expected states are computed here with the engine's pure functions only (registers, merge,
-ops, changesets): no SQLite. tests/test_vectors.py replays the same change sets through the real
-store and compares. Identities, canonical bytes and signature inputs are computed from the recipes
-in protocol/*.md and checked against the code while generating, so a drift between the spec and
-the code stops the generator.
+The expected results are computed by protocol/vectors_model/, an independent model of the spec
+written from protocol/*.md: it imports nothing from p2psync (canonical JSON, registers, the
+operation check, change sets, the receive order: all modelled there), so the vectors check the
+code instead of repeating it. tests/test_vectors.py runs the real code (and store) on the same
+inputs and compares; a drift between the spec's model and the code fails there.
 
 Usage: python protocol/make_vectors.py [--out DIR]      (default: protocol/vectors beside this file)
 """

@@ -7,9 +7,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from p2psync.engine.changesets import Outcome
 from vectors_model import rules
 from vectors_model.canonical_text import encode
+from vectors_model.changesets import Outcome
 from vectors_model.exchange_cases import exchange_vectors
 from vectors_model.replica import Replica
 from vectors_model.scenario import Scenario
@@ -434,7 +434,7 @@ def rejection_vectors(sc: Scenario) -> dict[str, Any]:
         replica = replicas[ctx_name]
         got = expected_result(raw, replica)
         if got != expected:
-            raise SystemExit(f"rejection case {name!r}: expected {expected}, the engine says {got}")
+            raise SystemExit(f"rejection case {name!r}: expected {expected}, the model says {got}")
         record: dict[str, Any] = {"name": name, "receiver": ctx_name}
         if isinstance(wire, list):
             record["wire_runs"] = wire

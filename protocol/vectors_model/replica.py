@@ -7,10 +7,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from p2psync.engine import changesets, ops
-from p2psync.engine.changesets import ChangeSet, ChangeSetRejected, Outcome, Receiver
-from vectors_model import rules
+from vectors_model import changesets, op_schema, rules
 from vectors_model.canonical_text import encode
+from vectors_model.changesets import ChangeSet, ChangeSetRejected, Outcome, Receiver
 from vectors_model.spec import LIB, Device, library_id_for, signature_input, verify
 from vectors_model.world import World
 
@@ -81,7 +80,7 @@ class Replica:
     # local edits --------------------------------------------------------------------------
     def log(self, wall: int, op: dict[str, Any]) -> tuple[int, int]:
         assert self.device is not None
-        ops.check(op)
+        assert op_schema.is_valid(op), op
         if len(encode(op)) > rules.MAX_OP_BYTES:  # store/library.Writer.log: every entry must fit a change set
             raise ValueError("operation too large to log")
         seq = len(self.own) + 1

@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from p2psync.engine.changesets import ChangeSet
 from vectors_model import rules
+from vectors_model.changesets import ChangeSet
 from vectors_model.replica import Replica, model_receive, sync
 from vectors_model.spec import (
     LIB,

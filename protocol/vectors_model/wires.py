@@ -9,9 +9,9 @@ import copy
 import json
 from typing import Any
 
-from p2psync.engine import changesets
-from p2psync.engine.changesets import ChangeSet, ChangeSetRejected
+from vectors_model import changesets
 from vectors_model.canonical_text import encode
+from vectors_model.changesets import ChangeSet, ChangeSetRejected
 from vectors_model.replica import Replica, model_receive
 from vectors_model.spec import LIB, Device, b64, signature_input, verify
 
