@@ -265,7 +265,7 @@ class Node:
             await self._lan.start()
         try:
             await self._round(static, relay=True)
-            version = await self.worker.call(_data_version)
+            version = await self.worker.call(Library.data_version)
             known_foreign = await self.worker.call(_foreign_vector)
             next_interval = loop.time() + interval
             next_scan = loop.time() + SCAN_SECONDS
@@ -275,10 +275,10 @@ class Node:
                     break
                 now = loop.time()
                 edited = False
-                if now >= next_scan:  # PDFs annotated in place become new versions (store/library.py)
+                if now >= next_scan:  # PDFs annotated in place become new versions (store/library/attachments.py)
                     next_scan = now + SCAN_SECONDS
                     edited = bool(await self.worker.call(_scan_edits))
-                current = await self.worker.call(_data_version)
+                current = await self.worker.call(Library.data_version)
                 local_change = current != version or edited
                 version = current
                 if local_change and auto:
@@ -412,8 +412,3 @@ def _foreign_vector(library: Library) -> dict[str, int]:
     vector = version_vector(library)
     vector.pop(library.device_id, None)
     return vector
-
-
-def _data_version(library: Library) -> Any:
-    """Changes whenever another connection commits to the database (SQLite's data_version)."""
-    return library.db.execute("PRAGMA data_version").fetchone()[0]

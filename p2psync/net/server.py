@@ -49,12 +49,6 @@ def refuse(status: int, code: str, message: str, **extra: Any) -> web.Response:
     return web.json_response(error_body(code, message, **extra), status=status)
 
 
-def this_device_name(library: Library) -> str:
-    """The name this device has in the library's membership (what other devices call it)."""
-    row = library.db.execute("SELECT name FROM devices WHERE id = ?", [library.device_id]).fetchone()
-    return str(row[0]) if row else library.name
-
-
 def _json_error(code: str, message: str) -> dict[str, Any]:
     """The keyword arguments that give an aiohttp HTTP error the protocol's JSON error body."""
     return {"text": encode(error_body(code, message)).decode("utf-8"), "content_type": "application/json"}
@@ -136,7 +130,7 @@ async def exchange_vectors(request: web.Request) -> web.Response:
 
     def ours(library: Library) -> dict[str, Any]:
         seal(library)
-        return {"vv": version_vector(library), "device": library.device_id, "name": this_device_name(library)}
+        return {"vv": version_vector(library), "device": library.device_id, "name": library.members.this_name()}
 
     return web.json_response(await worker.call(ours))
 

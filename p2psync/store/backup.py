@@ -45,9 +45,9 @@ from p2psync.errors import FileProblem, LibraryCorrupt, LibraryExists
 from p2psync.store import schema
 from p2psync.store.db import write_transaction
 from p2psync.store.files import CHUNK, atomic_writer, fsync_dir
+from p2psync.store.folder import version_file, version_path
 from p2psync.store.library import ATTACHMENTS_DIR, DB_FILE, KEY_FILE, Library, device_add_op, device_name
 from p2psync.store.sync import seal
-from p2psync.store.transfers import version_file, version_path
 
 FORMAT = 1
 VERSIONS_DIR = ".p2psync-versions"  # the archive's folder of a reference's kept versions (format 1)

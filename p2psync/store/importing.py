@@ -39,6 +39,7 @@ from p2psync.model.duplicates import duplicate_keys, identical_key
 from p2psync.model.ids import new_id
 from p2psync.store.files import CHUNK, atomic_writer
 from p2psync.store.library import Library
+from p2psync.store.library.references import new_reference_values
 
 # Kernel and device trees: no document lives there, and reading some of them leaks secrets
 # (/proc/self/environ) or never ends (/dev/zero).
@@ -140,7 +141,7 @@ def import_records(
     prepared: list[tuple[Record, dict[str, Any]]] = []
     for record in records:
         try:
-            values = Library._new_reference_values(record.fields)
+            values = new_reference_values(record.fields)
         except InvalidInput as exc:
             raise InvalidInput(f"Record {record.position} cannot be imported: {exc}") from None
         keys = [*duplicate_keys(values), identical_key(values)]
@@ -175,7 +176,7 @@ def import_records(
                         continue
                     manifest = manifest_of(target)
                     writer.log(ops.attachment_put(ref_id, name, manifest))
-                    library._record_file(ref_id, name, target, manifest)
+                    library.attachments.record_file(ref_id, name, target, manifest)
                     report.attached.append({"position": record.position, "ref": ref_id, "name": name})
                 if progress:
                     progress(1)

@@ -28,7 +28,7 @@ from p2psync.engine import ops, registers
 from p2psync.engine.canonical import dumps
 from p2psync.model import duplicates
 from p2psync.model.ids import new_id
-from p2psync.store import schema, transfers
+from p2psync.store import folder, schema
 from p2psync.store.apply import load_ref
 from p2psync.store.db import write_transaction
 from p2psync.store.files import fsync_dir
@@ -209,7 +209,7 @@ def finish_merge(library: Library) -> MergeReport | None:
             manifest = {"size": att["size"], "sha256": att["sha256"]}
             writer.log(ops.attachment_put(ref_id, name, manifest, registers.dots(entries)))
         for source, destination in links:
-            if _link(source, destination, transfers.incoming_path(library, destination.name)):
+            if _link(source, destination, folder.incoming_path(library, destination.name)):
                 stat = destination.stat()
                 db.execute(
                     "INSERT OR REPLACE INTO attachment_files (ref_id, name, size, sha256, mtime_ns) "
@@ -292,7 +292,7 @@ def _link(source: Path, destination: Path, staging: Path) -> bool:
         with open(staging, "rb") as handle:
             os.fsync(handle.fileno())
     os.replace(staging, destination)
-    transfers.remove_incoming(staging)  # (its folder)
+    folder.remove_incoming(staging)  # (its folder)
     with contextlib.suppress(OSError):
         fsync_dir(destination.parent)
     return True

@@ -9,21 +9,17 @@ in `attachments/.p2psync/versions/REF/SHA256` until the conflict is resolved, an
 attached is copied into `attachments/.p2psync/incoming/` first. That folder is on the same disk as
 the attachments (so a rename moves a file into place) yet out of reach of every attachment: those
 are `attachments/REF/NAME`, and no reference id is `.p2psync` (nor may a name start with it,
-model/attachments.py). Earlier versions kept these files beside the attachments, in
-`attachments/REF/`; `upgrade_layout` moves them on the first opening.
+model/attachments.py). Where each of these files is, and the move from the layout of earlier
+versions, is store/folder.py.
 
 Everything here runs on the library's thread; the bytes are moved by net/chunks.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import re
-import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +30,15 @@ import sqlite_utils
 from p2psync.engine import clock, registers
 from p2psync.store.db import write_transaction
 from p2psync.store.files import fsync_dir
+from p2psync.store.folder import (
+    partial_path,
+    remove_if_empty,
+    remove_ref_files,
+    tidy_incoming,
+    version_path,
+    work_dir,
+)
 
-WORK_DIR = ".p2psync"  # attachments/.p2psync: this library's own files, beside the references' folders
-LAYOUT = "2"  # meta 'files_layout': the internal files are in WORK_DIR (absent: beside the attachments)
-OLD_PARTIAL_PREFIX = ".p2psync-partial-"  # attachments/REF/.p2psync-partial-SHA256, layout 1
-OLD_VERSIONS_DIR = ".p2psync-versions"  # attachments/REF/.p2psync-versions/SHA256, layout 1
-_HEX64 = re.compile("[0-9a-f]{64}")
 REASONS = {
     "no_peer": "no device reached has it",
     "unreachable": "the devices that have it could not be reached",
@@ -181,84 +180,6 @@ def read_chunks(locations: list[Location | None]) -> list[bytes | None]:
 # --- what this machine lacks ------------------------------------------------------------------
 
 
-def work_dir(root: Path) -> Path:
-    """The folder of the library at `root` that holds p2psync's own files among the attachments."""
-    return Path(root) / "attachments" / WORK_DIR
-
-
-def version_file(root: Path, ref_id: str, sha: str) -> Path:
-    return work_dir(root) / "versions" / ref_id / sha
-
-
-def version_path(library: Any, ref_id: str, sha: str) -> Path:
-    return version_file(library.path, ref_id, sha)
-
-
-def partial_path(library: Any, ref_id: str, sha: str) -> Path:
-    return work_dir(library.path) / "partial" / f"{ref_id}-{sha}"
-
-
-def incoming_path(library: Any, name: str) -> Path:
-    """A new path, ending in the attachment's name (which errors then show), to copy a file into
-    before it is renamed into place; remove_incoming tidies it. One left by a crash goes a day on."""
-    return work_dir(library.path) / "incoming" / secrets.token_hex(8) / name
-
-
-def remove_incoming(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    _remove_if_empty(path.parent)
-
-
-INCOMING_KEPT_SECONDS = 86_400  # an attach runs no longer than this; older files were left by a crash
-
-
-def _tidy_incoming(library: Any) -> None:
-    now = time.time()
-    for folder in (work_dir(library.path) / "incoming").glob("*"):
-        with contextlib.suppress(OSError):
-            if folder.stat().st_mtime < now - INCOMING_KEPT_SECONDS:
-                _remove_tree(folder)
-
-
-def remove_ref_files(library: Any, ref_id: str) -> None:
-    """A reference's files are gone for good: its folder, its kept versions, its partial files."""
-    _remove_tree(Path(library.attachment_file(ref_id, "x")).parent)
-    _remove_tree(version_path(library, ref_id, "x").parent)
-    for partial in (work_dir(library.path) / "partial").glob(f"{ref_id}-*"):
-        partial.unlink(missing_ok=True)
-
-
-def upgrade_layout(library: Any) -> None:
-    """Move the internal files that earlier versions kept beside the attachments (partial
-    files, a conflict's other versions) into the work folder, once per library. A file is taken
-    only where the old code put it and never if the library records an attachment of that name
-    there (a name older versions let through): the user's files stay where they are. Partial
-    files are verified chunk by chunk when resumed, as ever, so a moved one is no less safe."""
-    db = library.db
-    if db.execute("SELECT 1 FROM meta WHERE key = 'files_layout' AND value = ?", [LAYOUT]).fetchone():
-        return
-    with write_transaction(db):  # one process moves them; the others find it done
-        if db.execute("SELECT 1 FROM meta WHERE key = 'files_layout' AND value = ?", [LAYOUT]).fetchone():
-            return
-        for name in ("partial", "versions", "incoming"):
-            (work_dir(library.path) / name).mkdir(parents=True, exist_ok=True)
-        attached = {(r, n) for r, n in db.execute("SELECT ref_id, name FROM attachment_files")}
-        for ref_id, sha in db.execute("SELECT DISTINCT ref_id, sha256 FROM attachment_versions").fetchall():
-            old = Path(library.attachment_file(ref_id, OLD_VERSIONS_DIR)) / sha
-            new = version_path(library, ref_id, sha)
-            if old.is_file() and not new.exists():
-                new.parent.mkdir(exist_ok=True)
-                os.replace(old, new)
-            _remove_if_empty(old.parent)
-        attachments = Path(library.attachment_file("x", "x")).parent.parent
-        for old in attachments.glob(f"*/{OLD_PARTIAL_PREFIX}*"):
-            ref_id, sha = old.parent.name, old.name[len(OLD_PARTIAL_PREFIX) :]
-            if _HEX64.fullmatch(sha) and old.is_file() and (ref_id, old.name) not in attached:
-                os.replace(old, partial_path(library, ref_id, sha))  # reconcile drops it if not wanted
-        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('files_layout', ?)", [LAYOUT])
-    fsync_dir(work_dir(library.path))
-
-
 @dataclass
 class Need:
     """One version of an attachment that is not on this disk yet."""
@@ -390,7 +311,7 @@ def reconcile(library: Any) -> dict[str, int]:
         elif sha == shown:
             _promote(library, ref_id, name, sha, wanted)
             moved += 1
-    _tidy_incoming(library)
+    tidy_incoming(library)
     # Partial files of versions nobody wants any more (only p2psync's own folder is looked at).
     for partial in (work_dir(library.path) / "partial").glob("*-*"):
         ref_id, _, sha = partial.name.partition("-")
@@ -431,12 +352,7 @@ def _drop_version(library: Any, ref_id: str, name: str, sha: str) -> None:
         )
         forget_unused(library.db, sha)
     version_path(library, ref_id, sha).unlink(missing_ok=True)
-    _remove_if_empty(version_path(library, ref_id, sha).parent)
-
-
-def _remove_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+    remove_if_empty(version_path(library, ref_id, sha).parent)
 
 
 def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: dict[str, dict[str, Any]]) -> None:
@@ -465,7 +381,7 @@ def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: dict[str, d
         if current and current[0] not in wanted:
             forget_unused(db, current[0])
     fsync_dir(source.parent)
-    _remove_if_empty(source.parent)
+    remove_if_empty(source.parent)
     fsync_dir(main.parent)
 
 
@@ -595,10 +511,3 @@ def missing(library: Any) -> list[dict[str, Any]]:
                 }
             )
     return out
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    with contextlib.suppress(OSError):
-        shutil.rmtree(path)

@@ -1,0 +1,89 @@
+"""The library's member devices: who they are, introducing one, removing one.
+
+Membership is replicated like everything else (engine/ops.py `device.add`, `device.revoke`):
+the founding device introduces itself, every other device is introduced by a member whose key
+signs the introduction (`device_add_op`), and a revocation sets the last sequence of that
+device's that anyone accepts.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+from typing import TYPE_CHECKING, Any
+
+from p2psync.crypto.identity import DeviceIdentity, introduction_message
+from p2psync.engine import ops
+from p2psync.errors import Conflict, UnknownDevice
+from p2psync.model.devices import short_id
+from p2psync.store.library.records import Device
+
+if TYPE_CHECKING:
+    from p2psync.store.library import Library
+
+
+class Members:
+    def __init__(self, library: Library) -> None:
+        self.library = library
+
+    def listing(self) -> list[Device]:
+        """The library's member devices, oldest introduction first."""
+        rows = self.library.db.execute(
+            "SELECT d.id, d.name, d.introducer, d.public_key, v.upto FROM devices d "
+            "LEFT JOIN revocations v ON v.device = d.id "
+            "JOIN changelog c ON c.device = d.author AND c.seq = d.seq ORDER BY c.num"
+        ).fetchall()
+        return [Device(i, short_id(i), n, k, p, i == self.library.device_id, r is not None) for i, n, k, p, r in rows]
+
+    def this_name(self) -> str:
+        """The name this device has in the library's membership (what other devices call it)."""
+        row = self.library.db.execute("SELECT name FROM devices WHERE id = ?", [self.library.device_id]).fetchone()
+        return str(row[0]) if row else self.library.name
+
+    def add(self, public_key: bytes, name: str) -> str:
+        """Introduce another device into this library (pairing does this); return its id."""
+        new = DeviceIdentity.from_public(public_key)
+        library = self.library
+        with library.writing() as writer:
+            writer.log(
+                device_add_op(new, name[: ops.MAX_DEVICE_NAME] or "device", library.identity(), library.library_id)
+            )
+        return new.device_id
+
+    def revoke(self, device: str) -> Device:
+        """Remove a device from the library: nothing it writes after what we have seen is accepted."""
+        matches = [d for d in self.listing() if d.device_id.startswith(device.upper())]
+        if len(matches) != 1:
+            raise UnknownDevice(f"No single member device matches {device!r}; see 'p2psync peers'.")
+        target = matches[0]
+        if target.this_device:
+            raise Conflict("This device cannot remove itself; remove it from another machine.")
+        db = self.library.db
+        with self.library.writing() as writer:
+            row = db.execute("SELECT max(last) FROM changesets WHERE author = ?", [target.device_id]).fetchone()
+            writer.log({"op": ops.DEVICE_REVOKE, "device": target.device_id, "upto": int(row[0] or 0)})
+        return target
+
+
+def device_name() -> str:
+    """A name for this machine that people recognise (its host name)."""
+    return (socket.gethostname() or "device")[: ops.MAX_DEVICE_NAME]
+
+
+def device_add_op(
+    new: DeviceIdentity, name: str, introducer: DeviceIdentity | None, library_id: str | None
+) -> dict[str, Any]:
+    """The operation that makes `new` a member, introduced (signed) by `introducer` if given."""
+    signature = None
+    if introducer is not None:
+        assert library_id is not None
+        message = introduction_message(library_id, new.device_id, new.public_bytes)
+        signature = base64.b64encode(introducer.sign(message)).decode("ascii")
+    return {
+        "op": ops.DEVICE_ADD,
+        "device": new.device_id,
+        "key": base64.b64encode(new.public_bytes).decode("ascii"),
+        "name": name,
+        "introducer": introducer.device_id if introducer else None,
+        "signature": signature,
+    }

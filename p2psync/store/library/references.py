@@ -1,0 +1,203 @@
+"""References: adding, editing, finding one by an id prefix, listing, counting and searching.
+
+A reference is one register per catalogue field, plus `added` and `trashed` (engine/ops.py);
+its row in `refs` holds the provisional value of each (`data`) and the registers (`state`), and
+`refs_fts` indexes its words. Lists and searches stream rows from SQLite, so memory stays flat at
+any library size; what they yield is `records.public_reference` of each row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import sqlite_utils
+
+from p2psync.engine import clock, ops
+from p2psync.errors import AmbiguousId, InvalidValue, UnknownReference
+from p2psync.model import fields as catalogue
+from p2psync.model.groups import SYNC_CONFLICTS, SYNC_CONFLICTS_ID
+from p2psync.model.ids import is_id_prefix
+from p2psync.store.apply import index_backlog, load_ref
+from p2psync.store.library.records import public_reference
+
+if TYPE_CHECKING:
+    from p2psync.store.library import Library
+
+# A reference is in conflict when a field or one of its attachments is (the "Sync Conflicts" group).
+IN_CONFLICT = "(conflict = 1 OR id IN (SELECT ref_id FROM attachments WHERE conflict = 1))"
+BATCH = 500  # references per transaction in bulk work, so other writers wait well under a second
+
+
+def new_reference_values(record: dict[str, Any]) -> dict[str, Any]:
+    """A new reference's fields: validated against the catalogue, empty ones dropped, a type set."""
+    values = catalogue.validate_fields({k: v for k, v in record.items()})
+    values = {k: v for k, v in values.items() if v is not None}
+    values.setdefault("type", catalogue.DEFAULT_TYPE)
+    return values
+
+
+class References:
+    def __init__(self, library: Library) -> None:
+        self.library = library
+
+    def add(self, values: dict[str, Any]) -> str:
+        """Add one reference; return its id. Values are validated against the field catalogue."""
+        return self.add_many([values])[0]
+
+    def add_many(self, records: Iterable[dict[str, Any]], progress: Callable[[int], None] | None = None) -> list[str]:
+        """Add many references, BATCH per transaction; return their ids in order.
+
+        Every record is validated before its batch starts, so a bad record stops the work
+        with nothing of its batch written.
+        """
+        ids: list[str] = []
+        batch: list[dict[str, Any]] = []
+        for record in records:
+            batch.append(new_reference_values(record))
+            if len(batch) >= BATCH:
+                ids.extend(self._insert_batch(batch))
+                if progress:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            ids.extend(self._insert_batch(batch))
+            if progress:
+                progress(len(batch))
+        return ids
+
+    def _insert_batch(self, batch: list[dict[str, Any]]) -> list[str]:
+        ids = []
+        with self.library.writing() as writer:
+            for values in batch:
+                ref_id = writer.new_id()
+                # "added" is the entry's own timestamp: unique and increasing per device.
+                added = clock.tick(writer.ts)
+                op = {"op": ops.REF_PUT, "ref": ref_id, "fields": {**values, "added": added}, "seen": {}}
+                writer.log(op, checked=True)
+                ids.append(ref_id)
+        return ids
+
+    def edit(self, ref: str, changes: dict[str, Any]) -> bool:
+        """Set (or, with None, clear) fields of a reference; return whether anything changed."""
+        changes = catalogue.validate_fields(changes)
+        with self.library.writing() as writer:
+            ref_id = self.resolve(ref)
+            op = ops.put_fields(ops.REF_PUT, "ref", ref_id, self.state(ref_id), changes)
+            if op is None:
+                return False
+            writer.log(op)
+        return True
+
+    def state(self, ref_id: str) -> ops.State:
+        """The registers of a reference that exists (not deleted)."""
+        ref = load_ref(self.library.db, ref_id)
+        if ref.num is None or ref.deleted:
+            raise UnknownReference(f"No reference with id {ref_id}; list them with 'p2psync ref list'.")
+        return ref.state
+
+    def resolve(self, ref: str) -> str:
+        """The full id of the reference whose id is or starts with `ref`."""
+        ref = ref.strip().lower()
+        if not is_id_prefix(ref):
+            raise UnknownReference(
+                f"{ref!r} is not a reference id; ids look like 'k3x9q2...' (see 'p2psync ref list')."
+            )
+        rows = self.library.db.execute(
+            "SELECT id FROM refs WHERE id >= ? AND id < ? AND deleted = 0 LIMIT 2", [ref, ref + "~"]
+        ).fetchall()
+        if not rows:
+            raise UnknownReference(f"No reference with id {ref}; list them with 'p2psync ref list'.")
+        if len(rows) > 1:
+            raise AmbiguousId(f"More than one reference id starts with {ref!r}; type more of the id.")
+        return str(rows[0][0])
+
+    def get(self, ref: str) -> dict[str, Any]:
+        """One reference with its groups, conflicts and attachments (for 'ref show')."""
+        library = self.library
+        ref_id = self.resolve(ref)
+        [record] = self._rows("SELECT * FROM refs WHERE id = ?", [ref_id])
+        record["groups"] = library.groups.of_reference(ref_id)
+        conflicts = [*record.get("conflicts", []), *library.attachments.conflicts(ref_id)]
+        if conflicts:
+            record["conflicts"] = conflicts
+            record["groups"].insert(0, {"id": SYNC_CONFLICTS_ID, "name": SYNC_CONFLICTS})
+        record["attachments"] = library.attachments.listing(ref_id, scan=False)
+        return record
+
+    def count(self, trashed: bool = False, group: str | None = None) -> int:
+        db = self.library.db
+        group_id = self.library.groups.find(group)["id"] if group is not None else None
+        if group_id == SYNC_CONFLICTS_ID:
+            sql = f"SELECT count(*) FROM refs WHERE {IN_CONFLICT} AND deleted = 0 AND trashed = ?"
+            return int(db.execute(sql, [int(trashed)]).fetchone()[0])
+        if group_id is not None:
+            row = db.execute(
+                "SELECT count(*) FROM memberships m JOIN refs r ON r.id = m.ref_id "
+                "WHERE m.group_id = ? AND r.trashed = ? AND r.deleted = 0",
+                [group_id, int(trashed)],
+            ).fetchone()
+        else:
+            row = db.execute("SELECT count(*) FROM refs WHERE deleted = 0 AND trashed = ?", [int(trashed)]).fetchone()
+        return int(row[0])
+
+    def listing(
+        self, trashed: bool = False, group: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        """References oldest first, streamed from the database (flat memory at any size)."""
+        params: list[Any] = [int(trashed)]
+        group_id = self.library.groups.find(group)["id"] if group is not None else None
+        if group_id == SYNC_CONFLICTS_ID:
+            sql = f"SELECT * FROM refs WHERE deleted = 0 AND trashed = ? AND {IN_CONFLICT} ORDER BY added, id"
+        elif group_id is not None:
+            sql = (
+                "SELECT r.* FROM memberships m JOIN refs r ON r.id = m.ref_id "
+                "WHERE r.deleted = 0 AND r.trashed = ? AND m.group_id = ? ORDER BY r.added, r.id"
+            )
+            params.append(group_id)
+        else:
+            sql = "SELECT * FROM refs WHERE deleted = 0 AND trashed = ? ORDER BY added, id"
+        sql += " LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else limit, offset]
+        yield from self._rows(sql, params)
+
+    def search(self, text: str, limit: int | None = None, trashed: bool = False) -> Iterator[dict[str, Any]]:
+        """Full-text search (FTS5) over title, authors, abstract, keywords and notes, best first.
+
+        Every word must match; a word matches as a prefix ("neur" finds "neuron").
+        """
+        words = [w for w in text.split() if w.strip('"')]
+        if not words:
+            raise InvalidValue("Give some words to search for.")
+        query = " ".join('"' + w.replace('"', '""') + '"*' for w in words)
+        for _ in self.catch_up_search():
+            pass
+        sql = (
+            "SELECT r.* FROM refs_fts f JOIN refs r ON r.num = f.rowid "
+            "WHERE refs_fts MATCH ? AND r.trashed = ? ORDER BY bm25(refs_fts), r.id LIMIT ?"
+        )
+        yield from self._rows(sql, [query, int(trashed), -1 if limit is None else limit])
+
+    def search_backlog(self) -> int:
+        """How many references are waiting to be indexed for search (after a large sync)."""
+        return int(self.library.db.execute("SELECT count(*) FROM search_backlog").fetchone()[0])
+
+    def catch_up_search(self) -> Iterator[int]:
+        """Index the references a sync left for later; yields progress (references per batch).
+
+        A bulk receive writes references without their search rows (indexing is most of the cost
+        of storing a reference); searching first brings the index up to date.
+        """
+        yield from index_backlog(self.library.db)
+
+    def _rows(self, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
+        return rows(self.library.db, sql, params)
+
+
+def rows(db: sqlite_utils.Database, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
+    """The user-facing records of the `refs` rows a query selects, streamed."""
+    cursor = db.conn.cursor()
+    cursor.execute(sql, params)
+    columns = [d[0] for d in cursor.description]
+    for row in cursor:
+        yield public_reference(dict(zip(columns, row, strict=True)))
