@@ -2,35 +2,85 @@
 
 Errors from p2psync become one sentence on stderr and the exit code the error carries
 (1 failed, 3 needs a confirmation that could not be asked); click's usage errors exit 2.
+
+The group loads its commands lazily: `COMMANDS` names the module and attribute of each top-level
+command, and `cli.commands` imports a module the first time one of its commands is asked for. So
+`p2psync ref list` imports the store and refs.py, never aiohttp, zeroconf, the pairing code or the
+relay client, which `sync`, `pair` and `account` need (docs/performance.md: start-up).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sqlite3
 import sys
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import click
 
 from p2psync import __version__
-from p2psync.cli import (
-    attachments,
-    conflicts,
-    formats_cmds,
-    groups,
-    library_cmds,
-    pair,
-    peers,
-    refs,
-    safety,
-    sync_cmds,
-    trash,
-)
-from p2psync.cli.account_cmds import account
 from p2psync.cli.common import library_option
-from p2psync.cli.relay_cmds import relay
 from p2psync.errors import P2PSyncError
+
+# Each top-level command: the module under p2psync.cli that defines it, and its attribute there.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("library_cmds", "init"),
+    "info": ("library_cmds", "info"),
+    "device": ("library_cmds", "device"),
+    "ref": ("refs", "ref"),
+    "trash": ("trash", "trash"),
+    "group": ("groups", "group"),
+    "attach": ("attachments", "attach"),
+    "attachment": ("attachments", "attachment"),
+    "conflicts": ("conflicts", "conflicts"),
+    "import": ("formats_cmds", "import_"),
+    "export": ("formats_cmds", "export"),
+    "backup": ("safety", "backup"),
+    "restore": ("safety", "restore"),
+    "pair": ("pair", "pair"),
+    "peers": ("peers", "peers"),
+    "sync": ("sync_cmds", "sync"),
+    "daemon": ("sync_cmds", "daemon"),
+    "status": ("sync_cmds", "status"),
+    "relay": ("relay_cmds", "relay"),
+    "account": ("account_cmds", "account"),
+}
+
+
+class LazyCommands(MutableMapping[str, click.Command]):
+    """`Group.commands` that imports a command's module on first use (listing names imports nothing).
+
+    click's Group reads its commands only through this mapping (get_command, list_commands,
+    add_command), so the stock Group works unchanged on top of it.
+    """
+
+    def __init__(self, table: dict[str, tuple[str, str]]) -> None:
+        self._table = dict(table)
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module, attribute = self._table[name]  # KeyError: no such command
+            self._loaded[name] = getattr(importlib.import_module(f"p2psync.cli.{module}"), attribute)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._table.pop(name, None)
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._table, **self._loaded})
+
+    def __len__(self) -> int:
+        return len({**self._table, **self._loaded})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table or name in self._loaded
 
 
 class _Cli(click.Group):
@@ -63,10 +113,7 @@ def cli() -> None:
     """
 
 
-for module in (library_cmds, refs, trash, groups, attachments, conflicts, formats_cmds, safety, pair, peers, sync_cmds):
-    module.register(cli)
-cli.add_command(relay)
-cli.add_command(account)
+cli.commands = LazyCommands(COMMANDS)  # type: ignore[assignment]
 
 
 def main() -> None:

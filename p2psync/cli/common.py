@@ -9,13 +9,15 @@ import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import platformdirs
 
 from p2psync.errors import ConfirmationRequired, LibraryNotFound, P2PSyncError
-from p2psync.store.library import Library
+
+if TYPE_CHECKING:  # the store is imported by the commands that open a library, not by `--version`
+    from p2psync.store.library import Library
 
 F = TypeVar("F", bound=Callable[..., Any])
 ENV_LIBRARY = "P2PSYNC_LIBRARY"
@@ -77,6 +79,8 @@ def library_made_if_absent(path: Path, still_as_made: Callable[[Library, str], b
     did). If the command then fails while `still_as_made(library, id_it_was_made_with)` holds,
     everything this made is removed again: a failed `pair` or `account signup` leaves no empty
     library (nor folder) behind. A library that already took part (joined, linked) is kept."""
+    from p2psync.store.library import Library
+
     path = path.absolute()
     try:
         Library.open(path).close()
@@ -117,6 +121,8 @@ def _remove_made(path: Path, top: Path | None, before: set[str]) -> None:
 
 @contextlib.contextmanager
 def open_library() -> Iterator[Library]:
+    from p2psync.store.library import Library
+
     library = Library.open(library_path())
     try:
         yield library

@@ -1,0 +1,87 @@
+"""Start-up time of local commands (issue 19 point 6). Prints figures; asserts nothing.
+
+    python bench/bench_start.py [--refs 10000] [--runs 10] [--hyperfine]
+
+Builds a library of --refs realistic references (bench_library.record) in a temporary folder,
+then runs each command as a real process --runs times after one warm-up run, hyperfine-style,
+and prints the median and the fastest run of each next to a bare `python -c pass`, which is the
+floor no command can go under. With --hyperfine (and hyperfine on PATH) the same commands are
+handed to hyperfine instead. Run it from the repository root: the processes import the p2psync
+found first on sys.path, as the console script does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_library import record  # noqa: E402  (a sibling script, not a package)
+
+from p2psync.store.library import Library  # noqa: E402
+
+# The console script `p2psync` is exactly this: import the CLI and call main().
+CLI = "from p2psync.cli import main; main()"
+TARGET_MS = 150
+
+
+def run_times(argv: list[str], runs: int) -> list[float]:
+    """Wall seconds of `runs` runs of argv (after one warm-up run), output to /dev/null."""
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--refs", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--hyperfine", action="store_true", help="hand the commands to hyperfine")
+    args = parser.parse_args()
+    rng = random.Random(42)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lib"
+        with Library.create(path) as library:
+            ids = library.add_references(record(rng, i) for i in range(args.refs))
+        one = ids[len(ids) // 2]
+        env_lib = ["--library", str(path)]
+        commands = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "p2psync --version": [sys.executable, "-c", CLI, "--version"],
+            "p2psync ref list --limit 20": [sys.executable, "-c", CLI, "ref", "list", "--limit", "20", *env_lib],
+            "p2psync ref show ID": [sys.executable, "-c", CLI, "ref", "show", one, *env_lib],
+            "p2psync info": [sys.executable, "-c", CLI, "info", *env_lib],
+            "p2psync status": [sys.executable, "-c", CLI, "status", *env_lib],
+        }
+        print(f"library: {args.refs:,} references; {args.runs} runs each after a warm-up; target {TARGET_MS} ms")
+        if args.hyperfine and shutil.which("hyperfine"):
+            quoted = [" ".join(f"'{a}'" for a in argv) for argv in commands.values()]
+            subprocess.run(["hyperfine", "-N", "--warmup", "1", "--runs", str(args.runs), *quoted], check=True)
+            return
+        floor = 0.0
+        for name, argv in commands.items():
+            times = run_times(argv, args.runs)
+            median, fastest = statistics.median(times), min(times)
+            floor = floor or median
+            mark = "" if name.startswith("python") else ("  ok" if median * 1000 < TARGET_MS else "  OVER")
+            print(
+                f"{name:<30} median {median * 1000:6.0f} ms  min {fastest * 1000:6.0f} ms  "
+                f"(+{(median - floor) * 1000:5.0f} ms over python){mark}"
+            )
+        print(f"({os.cpu_count()} cores; {sys.executable})")
+
+
+if __name__ == "__main__":
+    main()
