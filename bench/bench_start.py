@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_library import record  # noqa: E402  (a sibling script, not a package)
+from bench_library import record
 
-from p2psync.store.library import Library  # noqa: E402
+from p2psync.store.library import Library
 
 # The console script `p2psync` is exactly this: import the CLI and call main().
 CLI = "from p2psync.cli import main; main()"

@@ -13,21 +13,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from p2psync.engine import effects, merge, ops, registers
 from p2psync.engine.canonical import dumps, loads
 from p2psync.model.fields import FIELDS, LIST, PEOPLE
 from p2psync.model.people import display_person
 from p2psync.store import logtext
-from p2psync.store.db import write_transaction
+from p2psync.store.db import Database, write_transaction
 
 State = dict[str, list[registers.Entry]]
 SEARCH_COLUMNS = ("title", "authors", "abstract", "keywords", "notes")
 
 
 def apply_entry(
-    db: sqlite_utils.Database,
+    db: Database,
     device: str,
     seq: int,
     ts: int,
@@ -104,7 +102,7 @@ class StoredRef:
         return self.num is not None and not self.deleted and not self.pending
 
 
-def load_ref(db: sqlite_utils.Database, ref_id: str) -> StoredRef:
+def load_ref(db: Database, ref_id: str) -> StoredRef:
     row = db.execute(
         "SELECT r.num, r.data, r.state, r.deleted, b.num IS NOT NULL, r.origin FROM refs r "
         "LEFT JOIN search_backlog b ON b.num = r.num WHERE r.id = ?",
@@ -219,7 +217,7 @@ def new_ref_row(
     return [op["ref"], *_columns(data, [], False, ts, packed, data_text), origin]
 
 
-def insert_new_refs(db: sqlite_utils.Database, rows: list[list[Any]]) -> None:
+def insert_new_refs(db: Database, rows: list[list[Any]]) -> None:
     """Write plain new references (new_ref_row) in one statement and queue them for the search index."""
     db.conn.executemany(_INSERT_NEW_REF, rows)
     # New rows get max(num) + 1 each, so the batch holds the last len(rows) numbers.
@@ -229,7 +227,7 @@ def insert_new_refs(db: sqlite_utils.Database, rows: list[list[Any]]) -> None:
     )
 
 
-def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State, defer_index: bool = False) -> None:
+def _store_ref(db: Database, ref: StoredRef, state: State, defer_index: bool = False) -> None:
     state = {name: entries for name, entries in state.items() if entries}
     if ref.origin is not None:  # the row is about to change: its log entry goes back into the log
         logtext.restore(db, ref.origin)
@@ -265,7 +263,7 @@ def _store_ref(db: sqlite_utils.Database, ref: StoredRef, state: State, defer_in
         )
 
 
-def index_backlog(db: sqlite_utils.Database, batch: int = 2_000) -> Iterator[int]:
+def index_backlog(db: Database, batch: int = 2_000) -> Iterator[int]:
     """Write the search-index rows of references in the backlog, a batch per transaction (so a
     writer in another process waits at most one batch); yields how many each batch did."""
     while True:
@@ -306,12 +304,12 @@ def search_text(name: str, value: Any) -> str | None:
 # --- groups and memberships -------------------------------------------------------------------
 
 
-def _load_group_state(db: sqlite_utils.Database, group_id: str) -> State:
+def _load_group_state(db: Database, group_id: str) -> State:
     row = db.execute("SELECT state FROM groups WHERE id = ?", [group_id]).fetchone()
     return loads(row[0]) if row else {}
 
 
-def _store_group(db: sqlite_utils.Database, group_id: str, state: State) -> None:
+def _store_group(db: Database, group_id: str, state: State) -> None:
     state = {name: entries for name, entries in state.items() if entries}
     if not state:
         db.execute("DELETE FROM groups WHERE id = ?", [group_id])
@@ -324,12 +322,12 @@ def _store_group(db: sqlite_utils.Database, group_id: str, state: State) -> None
     )
 
 
-def _load_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str) -> list[registers.Entry]:
+def _load_member_dots(db: Database, group_id: str, ref_id: str) -> list[registers.Entry]:
     row = db.execute("SELECT dots FROM memberships WHERE group_id = ? AND ref_id = ?", [group_id, ref_id]).fetchone()
     return loads(row[0]) if row else []
 
 
-def _store_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str, entries: list[registers.Entry]) -> None:
+def _store_member_dots(db: Database, group_id: str, ref_id: str, entries: list[registers.Entry]) -> None:
     if not entries:
         db.execute("DELETE FROM memberships WHERE group_id = ? AND ref_id = ?", [group_id, ref_id])
         return
@@ -343,12 +341,12 @@ def _store_member_dots(db: sqlite_utils.Database, group_id: str, ref_id: str, en
 # --- attachments ------------------------------------------------------------------------------
 
 
-def _load_attachment_state(db: sqlite_utils.Database, ref_id: str, name: str) -> list[registers.Entry]:
+def _load_attachment_state(db: Database, ref_id: str, name: str) -> list[registers.Entry]:
     row = db.execute("SELECT state FROM attachments WHERE ref_id = ? AND name = ?", [ref_id, name]).fetchone()
     return loads(row[0]) if row else []
 
 
-def _store_attachment(db: sqlite_utils.Database, ref_id: str, name: str, entries: list[registers.Entry]) -> None:
+def _store_attachment(db: Database, ref_id: str, name: str, entries: list[registers.Entry]) -> None:
     if not entries:
         db.execute("DELETE FROM attachments WHERE ref_id = ? AND name = ?", [ref_id, name])
         return

@@ -14,7 +14,7 @@ sent, signed and forwarded are the same either way.
 
 from __future__ import annotations
 
-import sqlite_utils
+from p2psync.store.db import Database
 
 # canonical({"fields": F, "op": "ref.put", "ref": ID, "seen": {}}) = HEAD + canonical(F) + TAIL(ID):
 # keys sort in that order, and ids need no escaping.
@@ -29,7 +29,7 @@ LOG_ROWS = "changelog c LEFT JOIN refs r ON c.op = '' AND r.id = c.ref"
 OP_TEXT = f"CASE WHEN c.op = '' THEN {_REBUILT} ELSE c.op END"
 
 
-def restore(db: sqlite_utils.Database, log_num: int) -> None:
+def restore(db: Database, log_num: int) -> None:
     """Write a log entry kept in its reference's row back into the log row (call it before that
     row changes, inside the same transaction)."""
     db.execute(

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import sqlite3
 
-import sqlite_utils
-
 from p2psync.errors import LibraryCorrupt
-from p2psync.store.db import write_transaction
+from p2psync.store.db import Database, write_transaction
 
 MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -291,7 +289,7 @@ REPLICATED_TABLES = (
 )
 
 
-def migrate(db: sqlite_utils.Database) -> int:
+def migrate(db: Database) -> int:
     """Bring the schema up to date; return the version it is now at."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:

@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import sqlite_utils
-
 from p2psync.engine import clock, registers
-from p2psync.store.db import write_transaction
+from p2psync.store.db import Database, write_transaction
 from p2psync.store.files import fsync_dir
 from p2psync.store.folder import (
     partial_path,
@@ -54,7 +52,7 @@ REASONS = {
 # --- the chunk index ----------------------------------------------------------------------------
 
 
-def index_chunks(db: sqlite_utils.Database, manifest: dict[str, Any]) -> None:
+def index_chunks(db: Database, manifest: dict[str, Any]) -> None:
     """Note where the chunks of a file now on disk are (inside a write transaction)."""
     chunks = manifest.get("chunks")
     if not chunks:
@@ -68,13 +66,13 @@ def index_chunks(db: sqlite_utils.Database, manifest: dict[str, Any]) -> None:
     db.conn.executemany("INSERT OR IGNORE INTO chunk_index (chunk, file, offset, size) VALUES (?, ?, ?, ?)", rows)
 
 
-def forget_unused(db: sqlite_utils.Database, file_sha: str) -> None:
+def forget_unused(db: Database, file_sha: str) -> None:
     """Drop a file's chunks from the index once no file on this disk has that content."""
     if not _file_here(db, file_sha):
         db.execute("DELETE FROM chunk_index WHERE file = ?", [file_sha])
 
 
-def forget_ref(db: sqlite_utils.Database, ref_id: str) -> None:
+def forget_ref(db: Database, ref_id: str) -> None:
     """A reference's files are about to be removed from disk (inside a write transaction)."""
     shas = {r[0] for r in db.execute("SELECT sha256 FROM attachment_files WHERE ref_id = ?", [ref_id])}
     shas |= {r[0] for r in db.execute("SELECT sha256 FROM attachment_versions WHERE ref_id = ?", [ref_id])}
@@ -85,7 +83,7 @@ def forget_ref(db: sqlite_utils.Database, ref_id: str) -> None:
         forget_unused(db, sha)
 
 
-def _file_here(db: sqlite_utils.Database, file_sha: str) -> bool:
+def _file_here(db: Database, file_sha: str) -> bool:
     return bool(
         db.execute("SELECT 1 FROM attachment_files WHERE sha256 = ? LIMIT 1", [file_sha]).fetchone()
         or db.execute("SELECT 1 FROM attachment_versions WHERE sha256 = ? LIMIT 1", [file_sha]).fetchone()
@@ -385,7 +383,7 @@ def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: dict[str, d
     fsync_dir(main.parent)
 
 
-def _keep_version(db: sqlite_utils.Database, ref_id: str, name: str, sha: str, size: int, path: Path) -> None:
+def _keep_version(db: Database, ref_id: str, name: str, sha: str, size: int, path: Path) -> None:
     db.execute(
         "INSERT OR REPLACE INTO attachment_versions (ref_id, name, sha256, size, mtime_ns) VALUES (?, ?, ?, ?, ?)",
         [ref_id, name, sha, size, path.stat().st_mtime_ns],

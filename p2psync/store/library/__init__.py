@@ -35,8 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from p2psync.crypto.identity import DeviceIdentity
 from p2psync.engine import clock, ops
 from p2psync.engine.canonical import dumps
@@ -45,7 +43,7 @@ from p2psync.model.devices import library_id_for, short_id
 from p2psync.model.ids import new_id
 from p2psync.store import folder, logtext, schema
 from p2psync.store.apply import apply_entry
-from p2psync.store.db import connect, write_transaction
+from p2psync.store.db import Database, connect, write_transaction
 from p2psync.store.files import fsync_dir, keep_private
 from p2psync.store.folder import ATTACHMENTS_DIR, DB_FILE, KEY_FILE
 from p2psync.store.library.attachments import ATTACHMENT_FIELD, Attachments
@@ -104,7 +102,7 @@ class Writer:
 
 
 class Library:
-    def __init__(self, path: Path, db: sqlite_utils.Database) -> None:
+    def __init__(self, path: Path, db: Database) -> None:
         self.path = path
         self.db = db
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())

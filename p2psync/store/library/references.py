@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
 from p2psync.engine import clock, ops
 from p2psync.errors import AmbiguousId, InvalidValue, UnknownReference
 from p2psync.model import fields as catalogue
 from p2psync.model.groups import SYNC_CONFLICTS, SYNC_CONFLICTS_ID
 from p2psync.model.ids import is_id_prefix
 from p2psync.store.apply import index_backlog, load_ref
+from p2psync.store.db import Database
 from p2psync.store.library.records import public_reference
 
 if TYPE_CHECKING:
@@ -194,7 +193,7 @@ class References:
         return rows(self.library.db, sql, params)
 
 
-def rows(db: sqlite_utils.Database, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
+def rows(db: Database, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
     """The user-facing records of the `refs` rows a query selects, streamed."""
     cursor = db.conn.cursor()
     cursor.execute(sql, params)
