@@ -113,7 +113,7 @@ def cli() -> None:
     """
 
 
-cli.commands = LazyCommands(COMMANDS)  # type: ignore[assignment]
+cli.commands = LazyCommands(COMMANDS)
 
 
 def main() -> None:

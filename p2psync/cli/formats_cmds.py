@@ -10,7 +10,7 @@ import click
 from p2psync import formats
 from p2psync.cli.common import json_option, library_option, open_library, print_json, progress
 from p2psync.errors import InvalidValue
-from p2psync.store.files import write_atomic
+from p2psync.files import write_atomic
 from p2psync.store.importing import import_records
 
 FORMAT_CHOICES = click.Choice(sorted(formats.FORMATS), case_sensitive=False)

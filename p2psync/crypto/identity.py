@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from p2psync.engine.changesets import introduction
 from p2psync.errors import LibraryCorrupt
+from p2psync.files import write_atomic
 from p2psync.model.devices import device_id_for
-from p2psync.store.files import write_atomic
 
 
 def introduction_message(library_id: str, device_id: str, public_key: bytes) -> bytes:

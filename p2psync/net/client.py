@@ -35,12 +35,12 @@ from p2psync.net.protocol import (
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     VERSION_HEADER,
-    member_keys,
 )
 from p2psync.net.worker import LibraryWorker, receive_stream
 from p2psync.store import peers as peer_store
 from p2psync.store import rebase
 from p2psync.store.library import Library
+from p2psync.store.peers import member_keys
 from p2psync.store.rebase import MergeReport
 from p2psync.store.sync import ReceiveReport, changesets_since, seal, version_vector
 

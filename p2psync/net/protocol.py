@@ -3,10 +3,7 @@ client. Sans-IO."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
-
-from p2psync.store.library import Library
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -16,11 +13,6 @@ PREFIX = "/p2psync/v1"
 MAX_JSON_BYTES = 2 * 1024 * 1024  # a version vector of 10,000 devices fits with room to spare
 BATCH_BYTES = 16 * 1024 * 1024  # change sets received are applied in batches of about this size
 DEFAULT_PORT = 47625
-
-
-def member_keys(library: Library) -> dict[bytes, str]:
-    """Ed25519 key -> device id, for every member that is not revoked (this device included)."""
-    return {base64.b64decode(d["public_key"]): d["device_id"] for d in library.devices() if not d["revoked"]}
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -29,12 +29,12 @@ from p2psync.net.protocol import (
     SUPPORTED_VERSIONS,
     VERSION_HEADER,
     error_body,
-    member_keys,
 )
 from p2psync.net.tls import peer_key
 from p2psync.net.worker import LibraryWorker, receive_stream
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
+from p2psync.store.peers import member_keys
 from p2psync.store.sync import ReceiveReport, changesets_since, seal, version_vector
 
 log = logging.getLogger("p2psync.server")

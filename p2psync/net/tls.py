@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import NameOID
 
 from p2psync.crypto.identity import DeviceIdentity
-from p2psync.store.files import write_atomic
+from p2psync.files import write_atomic
 
 _ISSUER_KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"p2psync/1 well-known TLS issuer").digest())
 _ISSUER_NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p2psync device certificates")])

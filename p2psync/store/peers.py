@@ -3,12 +3,18 @@ it last synced, what moved, and the last error in words, for `p2psync status`.""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 from p2psync.engine import clock
 from p2psync.store.db import write_transaction
 from p2psync.store.library import Library, iso
+
+
+def member_keys(library: Library) -> dict[bytes, str]:
+    """Ed25519 key -> device id, for every member that is not revoked (this device included)."""
+    return {base64.b64decode(d["public_key"]): d["device_id"] for d in library.devices() if not d["revoked"]}
 
 
 def record_success(library: Library, device: str, address: str | None, received: int, sent: int) -> None:
