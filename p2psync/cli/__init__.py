@@ -43,7 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "peers": ("peers", "peers"),
     "sync": ("sync_cmds", "sync"),
     "daemon": ("sync_cmds", "daemon"),
-    "status": ("sync_cmds", "status"),
+    "status": ("status_cmd", "status"),
     "relay": ("relay_cmds", "relay"),
     "account": ("account_cmds", "account"),
 }

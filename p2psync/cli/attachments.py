@@ -9,11 +9,6 @@ import click
 from p2psync.cli.common import json_option, library_option, open_library, print_json, progress
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(attach)
-    cli.add_command(attachment)
-
-
 @click.command()
 @click.argument("ref_id", metavar="ID")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))

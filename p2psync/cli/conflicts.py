@@ -12,10 +12,6 @@ from p2psync.model import fields as catalogue
 from p2psync.store.library import ATTACHMENT_FIELD
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(conflicts)
-
-
 @click.group()
 def conflicts() -> None:
     """See and resolve sync conflicts (a field changed differently on two machines).

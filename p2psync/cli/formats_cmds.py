@@ -16,11 +16,6 @@ from p2psync.store.importing import import_records
 FORMAT_CHOICES = click.Choice(sorted(formats.FORMATS), case_sensitive=False)
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(import_)
-    cli.add_command(export)
-
-
 @click.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--format", "fmt", type=FORMAT_CHOICES, help="The file's format (default: guessed from its content).")

@@ -7,10 +7,6 @@ import click
 from p2psync.cli.common import json_option, library_option, open_library, print_json
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(group)
-
-
 @click.group()
 def group() -> None:
     """Organise references into groups (a reference can be in many)."""

@@ -8,12 +8,6 @@ from p2psync.cli.common import json_option, library_option, library_path, open_l
 from p2psync.store.library import Library
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(init)
-    cli.add_command(info)
-    cli.add_command(device)
-
-
 @click.command()
 @click.option("--name", help="A name for the library (default: the folder's name).")
 @library_option

@@ -38,10 +38,6 @@ from p2psync.store import rebase
 from p2psync.store.library import Library
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(pair)
-
-
 @click.command()
 @click.argument("code", required=False)
 @click.option(

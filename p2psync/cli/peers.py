@@ -17,10 +17,6 @@ RELAY_ADVICE = (
 )
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(peers)
-
-
 @click.group(invoke_without_command=True)
 @library_option
 @json_option

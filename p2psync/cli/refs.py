@@ -21,10 +21,6 @@ from p2psync.model import fields as catalogue
 from p2psync.model.people import display_person, parse_person
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(ref)
-
-
 @click.group()
 def ref() -> None:
     """Add, edit, show, list, search and trash references."""

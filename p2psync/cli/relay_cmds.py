@@ -44,10 +44,6 @@ def _quota(_ctx: click.Context, _param: click.Parameter, value: str) -> int | No
     return parse_size(value)
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(relay)
-
-
 @click.group()
 def relay() -> None:
     """Run a relay: the online account that carries a library between machines that are never on

@@ -10,11 +10,6 @@ from p2psync.cli.common import json_option, library_option, library_path, open_l
 from p2psync.store import backup as backups
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(backup)
-    cli.add_command(restore)
-
-
 @click.command()
 @click.option(
     "--out",

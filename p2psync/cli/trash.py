@@ -8,10 +8,6 @@ from p2psync.cli.common import confirm, json_option, library_option, open_librar
 from p2psync.cli.refs import print_references
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(trash)
-
-
 @click.group()
 def trash() -> None:
     """See, restore or empty the trash."""

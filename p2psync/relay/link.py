@@ -34,8 +34,6 @@ holds, so the LAN and the relay together never apply a change twice.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hashlib
 import shutil
@@ -66,9 +64,11 @@ from p2psync.net.chunks import PartialFile, copy_located, resume_partial, verify
 from p2psync.relay import account_keys, crypto, kdf, keys, strength
 from p2psync.relay.client import HAVE_LIMIT, Account, GapError, Item, RelayClient, normalize_url
 from p2psync.relay.device_client import KeyEpochMoved
+from p2psync.relay.state import LinkState, read_link, summary
+from p2psync.relay.state import int_or_zero as _int
 from p2psync.store import rebase, transfers
 from p2psync.store.db import write_transaction
-from p2psync.store.library import Library, device_add_op, device_name, iso
+from p2psync.store.library import Library, device_add_op, device_name
 from p2psync.store.rebase import Content, MergeReport
 from p2psync.store.sync import ReceiveReport, changesets_since, receive, seal, version_vector
 
@@ -88,84 +88,9 @@ CHUNK_BATCH = 64  # chunks fetched before they are verified and written (at most
 CARRY_LIMIT = 32 * 1024 * 1024  # wires kept for the next page while they wait for what they depend on
 STAGING_DIR = ".p2psync-relay-staging"
 
-_KEYS = (
-    "relay_url",
-    "relay_email",
-    "relay_account",
-    "relay_token",
-    "relay_key",
-    "relay_cursor",
-    "relay_last_sync",
-    "relay_last_moved",
-    "relay_last_error",
-    "relay_last_error_at",
-)
-
-
-# --- the link in the meta table ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LinkState:
-    url: str | None = None
-    email: str | None = None
-    account: str | None = None
-    token: str | None = None
-    key: bytes | None = None
-    cursor: int = 0
-    last_sync: int | None = None
-    last_moved: dict[str, Any] | None = None
-    last_error: str | None = None
-    last_error_at: int | None = None
-
-    @property
-    def linked(self) -> bool:
-        return self.url is not None
-
-    @property
-    def logged_in(self) -> bool:
-        return self.token is not None and self.key is not None
-
-
-def read_link(library: Library) -> LinkState:
-    marks = ",".join("?" * len(_KEYS))
-    rows = dict(library.db.execute(f"SELECT key, value FROM meta WHERE key IN ({marks})", _KEYS).fetchall())
-    key: bytes | None = None
-    if rows.get("relay_key"):
-        try:
-            key = base64.b64decode(rows["relay_key"], validate=True)
-        except (binascii.Error, ValueError):
-            key = None
-        if key is not None and len(key) != crypto.KEY_BYTES:
-            key = None
-    moved: dict[str, Any] | None = None
-    if rows.get("relay_last_moved"):
-        with contextlib.suppress(ValueError):
-            moved = orjson.loads(rows["relay_last_moved"])
-    return LinkState(
-        url=rows.get("relay_url"),
-        email=rows.get("relay_email"),
-        account=rows.get("relay_account"),
-        token=rows.get("relay_token"),
-        key=key,
-        cursor=_int(rows.get("relay_cursor")),
-        last_sync=_int(rows.get("relay_last_sync")) or None,
-        last_moved=moved,
-        last_error=rows.get("relay_last_error"),
-        last_error_at=_int(rows.get("relay_last_error_at")) or None,
-    )
-
-
 def _meta(library: Library, key: str) -> str | None:
     row = library.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
     return str(row[0]) if row else None
-
-
-def _int(text: str | None) -> int:
-    try:
-        return max(0, int(text or 0))
-    except ValueError:
-        return 0
 
 
 def _write(library: Library, values: dict[str, str | int | None]) -> None:
@@ -606,25 +531,6 @@ def change_password(library: Library, new_password: str) -> dict[str, Any]:
     asyncio.run(run())
     _write(library, {"relay_kdf": params.as_text(), **keys.wrap_rows(wrap_key)})
     return {"relay": link.url, "email": link.email, "password_changed": True}
-
-
-def summary(library: Library) -> dict[str, Any] | None:
-    """What `status` shows of the relay (from this machine's records, no network)."""
-    link = read_link(library)
-    if not link.linked:
-        return None
-    return {
-        "relay": link.url,
-        "email": link.email,
-        "account": link.account,
-        "logged_in": link.logged_in,
-        "cursor": link.cursor,
-        "last_sync": iso(link.last_sync),
-        "moved": link.last_moved,
-        "last_error": link.last_error,
-        "last_error_at": iso(link.last_error_at),
-        "account_device": crypto.account_identity(link.key).device_id if link.key else None,
-    }
 
 
 def status(library: Library, online: bool = True) -> dict[str, Any]:

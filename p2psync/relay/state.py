@@ -1,0 +1,119 @@
+"""The library's link to its relay account, as this machine records it (meta rows), without the
+network: what `status` shows, what `sync` and `account` start from.
+
+Kept apart from link.py, which talks to the relay (aiohttp), so a local command reads the link
+without importing the HTTP client (docs/performance.md: start-up). The account's device id needs
+the relay's key derivation, imported only when there is a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from p2psync.store.library import Library, iso
+
+KEY_BYTES = 32  # the library key's length (relay/crypto.py KEY_BYTES; a test holds them equal)
+
+KEYS = (  # the link's rows in the meta table
+    "relay_url",
+    "relay_email",
+    "relay_account",
+    "relay_token",
+    "relay_key",
+    "relay_cursor",
+    "relay_last_sync",
+    "relay_last_moved",
+    "relay_last_error",
+    "relay_last_error_at",
+)
+
+
+@dataclass(frozen=True)
+class LinkState:
+    url: str | None = None
+    email: str | None = None
+    account: str | None = None
+    token: str | None = None
+    key: bytes | None = None
+    cursor: int = 0
+    last_sync: int | None = None
+    last_moved: dict[str, Any] | None = None
+    last_error: str | None = None
+    last_error_at: int | None = None
+
+    @property
+    def linked(self) -> bool:
+        return self.url is not None
+
+    @property
+    def logged_in(self) -> bool:
+        return self.token is not None and self.key is not None
+
+
+def read_link(library: Library) -> LinkState:
+    marks = ",".join("?" * len(KEYS))
+    rows = dict(library.db.execute(f"SELECT key, value FROM meta WHERE key IN ({marks})", KEYS).fetchall())
+    key: bytes | None = None
+    if rows.get("relay_key"):
+        try:
+            key = base64.b64decode(rows["relay_key"], validate=True)
+        except (binascii.Error, ValueError):
+            key = None
+        if key is not None and len(key) != KEY_BYTES:
+            key = None
+    moved: dict[str, Any] | None = None
+    if rows.get("relay_last_moved"):
+        with contextlib.suppress(ValueError):
+            moved = orjson.loads(rows["relay_last_moved"])
+    return LinkState(
+        url=rows.get("relay_url"),
+        email=rows.get("relay_email"),
+        account=rows.get("relay_account"),
+        token=rows.get("relay_token"),
+        key=key,
+        cursor=int_or_zero(rows.get("relay_cursor")),
+        last_sync=int_or_zero(rows.get("relay_last_sync")) or None,
+        last_moved=moved,
+        last_error=rows.get("relay_last_error"),
+        last_error_at=int_or_zero(rows.get("relay_last_error_at")) or None,
+    )
+
+
+def int_or_zero(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
+
+
+def summary(library: Library) -> dict[str, Any] | None:
+    """What `status` shows of the relay (from this machine's records, no network)."""
+    link = read_link(library)
+    if not link.linked:
+        return None
+    return {
+        "relay": link.url,
+        "email": link.email,
+        "account": link.account,
+        "logged_in": link.logged_in,
+        "cursor": link.cursor,
+        "last_sync": iso(link.last_sync),
+        "moved": link.last_moved,
+        "last_error": link.last_error,
+        "last_error_at": iso(link.last_error_at),
+        "account_device": _account_device(link.key),
+    }
+
+
+def _account_device(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    from p2psync.relay import crypto  # cryptography's AEAD and KDFs: only for a linked library
+
+    return crypto.account_identity(key).device_id
