@@ -1,10 +1,8 @@
 """BibTeX and BibLaTeX reading and writing, with bibtexparser 2 (2.0.0b8).
 
-bibtexparser splits the file into blocks; this module evaluates field values itself (braces,
-quotes, numbers, @string macros and '#' concatenation), decodes LaTeX to Unicode with
-bibtexparser's LatexDecodingMiddleware, and splits names with bibtexparser's name functions -
-but only after recognising corporate names written in braces ({World Health Organization}),
-which LaTeX decoding would otherwise strip of their braces.
+bibtexparser splits the file into blocks; this module maps entries to records and back. The
+text of a value (braces, quotes, @string macros, '#' concatenation, LaTeX to Unicode and back,
+names) is latex.py's concern.
 
 bibtexparser 2.0.0b8 silently treats `@article( ... )` entries as comments, so parenthesised
 entries are rewritten to braces first (same length, so line numbers hold), and every `@type{`
@@ -14,7 +12,6 @@ or `@type(` line that did not become an entry is reported as a record that could
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import re
 import unicodedata
@@ -23,9 +20,7 @@ from typing import Any
 
 import bibtexparser
 from bibtexparser.library import Library
-from bibtexparser.middlewares import LatexDecodingMiddleware
 from bibtexparser.middlewares.enclosing import AddEnclosingMiddleware
-from bibtexparser.middlewares.names import parse_single_name_into_parts, split_multiple_persons_names
 from bibtexparser.model import (
     DuplicateBlockKeyBlock,
     DuplicateFieldKeyBlock,
@@ -33,7 +28,6 @@ from bibtexparser.model import (
     ExplicitComment,
     Field,
     ImplicitComment,
-    MiddlewareErrorBlock,
     ParsingFailedBlock,
     Preamble,
     String,
@@ -60,8 +54,8 @@ from p2psync.formats.common import (
     strip_bom,
     values,
 )
+from p2psync.formats.latex import decode, escape, evaluate, format_names, parse_names, verbatim
 from p2psync.model import fields as catalogue
-from p2psync.model.people import Person
 
 NAME = "bibtex"
 LABEL = "BibTeX"
@@ -134,9 +128,6 @@ MONTH_MACROS = {
          "October", "November", "December"], strict=True)
 }  # fmt: skip
 
-_DECODER = LatexDecodingMiddleware()
-_NO_LIBRARY = Library()  # LatexDecodingMiddleware does not look at the library
-_NEEDS_DECODING = re.compile(r"[\\{}$~%]|--|``|''|[?!]`")
 _HEAD = re.compile(r"^[ \t]*@[ \t]*([A-Za-z_][\w:-]*)[ \t]*([({])", re.MULTILINE)
 _NOT_ENTRIES = frozenset({"comment", "string", "preamble"})
 
@@ -157,13 +148,13 @@ def read(text: str, skip_invalid: bool = False) -> ReadResult:
         if not isinstance(block, ImplicitComment):
             started.add(line)
         if isinstance(block, String):
-            strings[block.key.lower()] = _evaluate(block.value, strings)[0]
+            strings[block.key.lower()] = evaluate(block.value, strings)[0]
         elif isinstance(block, Entry):
             slots.append((line, block, "", []))
         elif isinstance(block, DuplicateBlockKeyBlock):
             inner = block.ignore_error_block
             if isinstance(inner, String):
-                strings[inner.key.lower()] = _evaluate(inner.value, strings)[0]
+                strings[inner.key.lower()] = evaluate(inner.value, strings)[0]
             elif isinstance(inner, Entry):
                 note = f"Its citation key {inner.key!r} is also used by an earlier entry."
                 slots.append((line, inner, "", [note] if inner.key else []))
@@ -264,112 +255,6 @@ def _parens_to_braces(text: str) -> str:
     return "".join(chars) if chars is not None else text
 
 
-def _top_level_parts(raw: str) -> list[str]:
-    """Split a field value on '#' outside braces and quotes (BibTeX concatenation)."""
-    parts: list[str] = []
-    depth = 0
-    quoted = False
-    start = 0
-    i = 0
-    while i < len(raw):
-        ch = raw[i]
-        if ch == "\\":
-            i += 2  # \{ \} \# \" are text, not structure
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-        elif ch == '"' and depth == 0:
-            quoted = not quoted
-        elif ch == "#" and depth == 0 and not quoted:
-            parts.append(raw[start:i])
-            start = i + 1
-        i += 1
-    parts.append(raw[start:])
-    return [p.strip() for p in parts]
-
-
-def _evaluate(raw: str, strings: dict[str, str]) -> tuple[str, list[str]]:
-    """The LaTeX text of a raw value, and the names of undefined @string macros it used."""
-    out: list[str] = []
-    undefined: list[str] = []
-    for part in _top_level_parts(raw.strip()):
-        if len(part) >= 2 and (part[0], part[-1]) in (("{", "}"), ('"', '"')):
-            out.append(part[1:-1])
-        elif part.isdigit():
-            out.append(part)
-        elif part.lower() in strings:
-            out.append(strings[part.lower()])
-        elif part:
-            undefined.append(part)
-            out.append(part)
-    return "".join(out), undefined
-
-
-@functools.lru_cache(maxsize=8192)  # journal names, publishers and names repeat across entries
-def _latex(text: str) -> str:
-    """LaTeX to Unicode ({\\"u} -> ü, \\& -> &, {DNA} -> DNA); plain text is returned as is."""
-    if not _NEEDS_DECODING.search(text):
-        return text
-    # In a .bib file '%' is a literal percent sign; LaTeX decoding would read it as a comment.
-    prepared = re.sub(r"(?<!\\)%", r"\\%", text)
-    decoded = _DECODER.transform_entry(Entry("x", "x", [Field("v", prepared)]), _NO_LIBRARY)
-    if isinstance(decoded, MiddlewareErrorBlock) or not isinstance(decoded, Entry):
-        return text
-    value = decoded["v"]
-    return value if isinstance(value, str) else text
-
-
-def _verbatim(text: str) -> str:
-    """URLs and DOIs are not LaTeX: only undo \\url{...} and backslash escapes like \\_."""
-    text = text.strip()
-    match = re.fullmatch(r"\\url\s*\{(.*)\}", text, re.DOTALL)
-    if match:
-        text = match.group(1)
-    text = re.sub(r"\\([_%&#$~])", r"\1", text)
-    return text.replace("{", "").replace("}", "").strip()
-
-
-def _fully_braced(name: str) -> bool:
-    """True for '{World Health Organization}' - one brace group around the whole name."""
-    if not (name.startswith("{") and name.endswith("}")):
-        return False
-    depth = 0
-    for i, ch in enumerate(name):
-        if ch == "{" and (i == 0 or name[i - 1] != "\\"):
-            depth += 1
-        elif ch == "}" and (i == 0 or name[i - 1] != "\\"):
-            depth -= 1
-            if depth == 0 and i != len(name) - 1:
-                return False
-    return True
-
-
-def _names(raw: str, source: str, b: RecordBuilder) -> list[Person]:
-    people: list[Person] = []
-    for name in split_multiple_persons_names(raw):
-        name = " ".join(name.split())
-        if not name:
-            continue
-        if name.lower() == "others":
-            b.warn(f"{source} ends with 'and others'; only the names given were imported.")
-            continue
-        if _fully_braced(name):
-            literal = " ".join(_latex(name[1:-1]).split())
-            if literal:
-                people.append({"literal": literal})
-            continue
-        parts = parse_single_name_into_parts(name, strict=False)
-        family = " ".join(_latex(" ".join(parts.von + parts.last + parts.jr)).split())
-        given = " ".join(_latex(" ".join(parts.first)).split())
-        if family:
-            people.append({"family": family, "given": given} if given else {"family": family})
-        elif given:
-            people.append({"literal": given})
-    return people
-
-
 def _raw_fields(entry: Entry, strings: dict[str, str], b: RecordBuilder | None = None) -> dict[str, str]:
     """Field name (lowercased) -> LaTeX text, first occurrence of each field."""
     raw: dict[str, str] = {}
@@ -377,7 +262,7 @@ def _raw_fields(entry: Entry, strings: dict[str, str], b: RecordBuilder | None =
         key = fld.key.strip().lower()
         if key in raw:
             continue
-        value, undefined = _evaluate(str(fld.value), strings)
+        value, undefined = evaluate(str(fld.value), strings)
         for macro in undefined:
             if b is not None:
                 b.warn(f"Field {key} uses the undefined @string {macro!r}; its name was imported as text.")
@@ -411,10 +296,10 @@ def _convert(
 
     for key, target in NAME_FIELDS.items():
         if raw.get(key):
-            b.set(target, _names(raw[key], key, b), key)
+            b.set(target, parse_names(raw[key], key, b), key)
 
     entry_type = entry.entry_type.lower()
-    subtype = _latex(raw.get("entrysubtype", "")).strip().lower()
+    subtype = decode(raw.get("entrysubtype", "")).strip().lower()
     kind = READ_TYPES.get(entry_type)
     if kind is None:
         b.warn(f"Entry type @{entry.entry_type} is not known; imported as generic.")
@@ -431,53 +316,53 @@ def _convert(
 
     if entry.key:
         b.set("label", entry.key, "citation key")
-    title = _latex(raw.get("title", ""))
-    subtitle = _latex(raw.get("subtitle", ""))
+    title = decode(raw.get("title", ""))
+    subtitle = decode(raw.get("subtitle", ""))
     if title and subtitle:
         title = f"{title.rstrip()}: {subtitle.strip()}"
     b.set("title", title or subtitle, "title")
 
     for key, target in SIMPLE.items():
         if key in raw:
-            b.set(target, _latex(raw[key]), key)
+            b.set(target, decode(raw[key]), key)
     if "number" in raw:
         # In @article 'number' is the issue; elsewhere (reports, patents) it is a number.
-        b.set("issue" if kind in JOURNALISH else "number", _latex(raw["number"]), "number")
+        b.set("issue" if kind in JOURNALISH else "number", decode(raw["number"]), "number")
     if "pages" in raw:
-        b.set("pages", clean_pages(_latex(raw["pages"])), "pages")
-    keywords = split_keywords(_latex(raw.get("keywords", ""))) + split_keywords(_latex(raw.get("mendeley-tags", "")))
+        b.set("pages", clean_pages(decode(raw["pages"])), "pages")
+    keywords = split_keywords(decode(raw.get("keywords", ""))) + split_keywords(decode(raw.get("mendeley-tags", "")))
     b.extend("keywords", keywords, "keywords")
     _dates(b, raw)
 
     if "doi" in raw:
-        b.set("doi", _verbatim(raw["doi"]), "doi")
+        b.set("doi", verbatim(raw["doi"]), "doi")
     if "url" in raw:
-        b.link(_verbatim(raw["url"]), "url", is_file_field=False)
+        b.link(verbatim(raw["url"]), "url", is_file_field=False)
     if "howpublished" in raw:
-        published = _verbatim(raw["howpublished"]) if "\\url" in raw["howpublished"] else ""
+        published = verbatim(raw["howpublished"]) if "\\url" in raw["howpublished"] else ""
         if published.lower().startswith(("http://", "https://")):
             b.link(published, "howpublished", is_file_field=False)
         else:
-            b.unmapped("howpublished", _latex(raw["howpublished"]))
+            b.unmapped("howpublished", decode(raw["howpublished"]))
     for path in parse_file_field(raw.get("file", "")):
         b.link(path, "file", is_file_field=True)
     for key in ("pdf",):
         if key in raw:
-            b.link(_verbatim(raw[key]), key, is_file_field=True)
+            b.link(verbatim(raw[key]), key, is_file_field=True)
     # Exporters put ISSNs in isbn and vice versa; sort them by shape.
-    isbns, issns = split_identifiers([_latex(raw["isbn"])] if "isbn" in raw else [], kind)
-    more_isbns, more_issns = split_identifiers([_latex(raw["issn"])] if "issn" in raw else [], "")
+    isbns, issns = split_identifiers([decode(raw["isbn"])] if "isbn" in raw else [], kind)
+    more_isbns, more_issns = split_identifiers([decode(raw["issn"])] if "issn" in raw else [], "")
     b.set("isbn", "; ".join(dict.fromkeys(isbns + more_isbns)), "isbn")
     b.set("issn", "; ".join(dict.fromkeys(issns + more_issns)), "issn")
 
     for key, value in raw.items():
         if key not in HANDLED:
-            b.unmapped(key, _latex(value) if key not in VERBATIM else value)
+            b.unmapped(key, decode(value) if key not in VERBATIM else value)
     return b.build()
 
 
 def _dates(b: RecordBuilder, raw: dict[str, str]) -> None:
-    year_text = " ".join(_latex(raw.get("year", "")).split())
+    year_text = " ".join(decode(raw.get("year", "")).split())
     found, _date = parse_date(year_text)
     if year_text and not is_year(year_text) and found:
         b.set("year", found, "year")
@@ -485,7 +370,7 @@ def _dates(b: RecordBuilder, raw: dict[str, str]) -> None:
     elif year_text:
         b.set("year", year_text, "year")
     if raw.get("date"):
-        date_text = _latex(raw["date"]).strip()
+        date_text = decode(raw["date"]).strip()
         found, date = parse_date(date_text)
         if date:
             b.set("date", date, "date")
@@ -494,14 +379,14 @@ def _dates(b: RecordBuilder, raw: dict[str, str]) -> None:
         else:
             b.warn(f"date {date_text!r} is not a date and was not imported.")
     if raw.get("month") and not b.has("date"):
-        month = month_number(_latex(raw["month"]))
+        month = month_number(decode(raw["month"]))
         date = make_date(b.fields.get("year"), month)
         if month and date and len(date) > 4:
             b.set("date", date, "month")
         else:
-            b.warn(f"month {_latex(raw['month'])!r} was not imported (no four-digit year or not a month).")
+            b.warn(f"month {decode(raw['month'])!r} was not imported (no four-digit year or not a month).")
     if raw.get("urldate"):
-        _found, accessed = parse_date(_latex(raw["urldate"]))
+        _found, accessed = parse_date(decode(raw["urldate"]))
         if accessed:
             b.set("accessed", accessed, "urldate")
         else:
@@ -554,43 +439,6 @@ def _split_unescaped(text: str, sep: str) -> list[str]:
 
 
 # --- writing -----------------------------------------------------------------------------------
-
-_SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "%": r"\%", "&": r"\&",
-            "#": r"\#", "$": r"\$", "_": r"\_", "~": r"\textasciitilde{}"}  # fmt: skip
-_SPECIAL_RE = re.compile("|".join(re.escape(ch) for ch in _SPECIAL))
-
-
-def escape(text: str) -> str:
-    """Text for a braced BibTeX value: UTF-8 kept, only LaTeX's special characters escaped.
-
-    Also breaks up '--', '``', "''" and '?`' so that LaTeX does not turn them into dashes,
-    quotes or inverted marks ('-{}-'). '^' is left as is: LaTeX has no escape that reads back.
-    """
-    text = _SPECIAL_RE.sub(lambda m: _SPECIAL[m.group(0)], text)
-    text = re.sub(r"-(?=-)", "-{}", text)
-    text = re.sub(r"`(?=`)", "`{}", text)
-    text = re.sub(r"'(?=')", "'{}", text)
-    return re.sub(r"([?!])`", r"\1{}`", text)
-
-
-def _name_part(text: str) -> str:
-    escaped = escape(text)
-    # A comma or the word 'and' would split the name; braces keep it whole.
-    if "," in text or re.search(r"(?i)(^|\s)and(\s|$)", text):
-        return "{" + escaped + "}"
-    return escaped
-
-
-def format_names(people: list[Person]) -> str:
-    out = []
-    for person in people:
-        if "literal" in person:
-            out.append("{" + escape(person["literal"]) + "}")
-        else:
-            given = person.get("given")
-            family = _name_part(person["family"])
-            out.append(f"{family}, {_name_part(given)}" if given else family)
-    return " and ".join(out)
 
 
 _KEY_OK = re.compile(r"[^\s,{}()\"#%'=~\\@]+")
