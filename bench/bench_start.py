@@ -6,8 +6,9 @@ Builds a library of --refs realistic references (bench_library.record) in a temp
 then runs each command as a real process --runs times after one warm-up run, hyperfine-style,
 and prints the median and the fastest run of each next to a bare `python -c pass`, which is the
 floor no command can go under. With --hyperfine (and hyperfine on PATH) the same commands are
-handed to hyperfine instead. Run it from the repository root: the processes import the p2psync
-found first on sys.path, as the console script does.
+handed to hyperfine instead. The processes import the p2psync of this checkout (the folder
+above bench/), and may write their bytecode caches (__pycache__) as an installed p2psync has
+them: PYTHONDONTWRITEBYTECODE would make every run compile every module again.
 """
 
 from __future__ import annotations
@@ -22,24 +23,30 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_library, beside us
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's p2psync
 from bench_library import record
 
 from p2psync.store.library import Library
 
+HERE = Path(__file__).resolve().parent
+
 # The console script `p2psync` is exactly this: import the CLI and call main().
 CLI = "from p2psync.cli import main; main()"
 TARGET_MS = 150
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def run_times(argv: list[str], runs: int) -> list[float]:
     """Wall seconds of `runs` runs of argv (after one warm-up run), output to /dev/null."""
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": HERE.parent, "env": ENV}
+    subprocess.run(argv, check=True, **quiet)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        subprocess.run(argv, check=True, **quiet)
         times.append(time.perf_counter() - start)
     return times
 
@@ -68,7 +75,8 @@ def main() -> None:
         print(f"library: {args.refs:,} references; {args.runs} runs each after a warm-up; target {TARGET_MS} ms")
         if args.hyperfine and shutil.which("hyperfine"):
             quoted = [" ".join(f"'{a}'" for a in argv) for argv in commands.values()]
-            subprocess.run(["hyperfine", "-N", "--warmup", "1", "--runs", str(args.runs), *quoted], check=True)
+            hyperfine = ["hyperfine", "-N", "--warmup", "1", "--runs", str(args.runs), *quoted]
+            subprocess.run(hyperfine, check=True, cwd=HERE.parent, env=ENV)
             return
         floor = 0.0
         for name, argv in commands.items():

@@ -1,20 +1,23 @@
 """A device's identity: an Ed25519 key pair per library on each machine.
 
-The device id is derived from the public key (model/devices.py).
+The device id is derived from the public key (model/devices.py). cryptography is imported by
+the methods that use a key, not with the module: the store imports this module, and `ref list`
+or `info` never touch a key (about 15 ms of every start, docs/performance.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from p2psync.engine.changesets import introduction
 from p2psync.errors import LibraryCorrupt
 from p2psync.files import write_atomic
 from p2psync.model.devices import device_id_for
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def introduction_message(library_id: str, device_id: str, public_key: bytes) -> bytes:
@@ -33,6 +36,8 @@ class DeviceIdentity:
     def public_bytes(self) -> bytes:
         if self.private_key is None:
             return self.public_key_bytes
+        from cryptography.hazmat.primitives import serialization
+
         return self.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
     @staticmethod
@@ -52,11 +57,15 @@ class DeviceIdentity:
 
     @staticmethod
     def generate() -> DeviceIdentity:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return DeviceIdentity(Ed25519PrivateKey.generate())
 
     def save(self, path: Path) -> None:
         """Write the private key, readable by its owner only (mode 0600)."""
         assert self.private_key is not None
+        from cryptography.hazmat.primitives import serialization
+
         pem = self.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -66,6 +75,9 @@ class DeviceIdentity:
 
     @staticmethod
     def load(path: Path) -> DeviceIdentity:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except FileNotFoundError:
@@ -78,6 +90,8 @@ class DeviceIdentity:
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except Exception:
