@@ -66,15 +66,7 @@ class Attachments:
                 library.refs.state(ref_id)  # the reference must still exist
                 entries = self.entries(ref_id, name)
                 if registers.changed(entries, manifest):
-                    writer.log(
-                        {
-                            "op": ops.ATTACHMENT_PUT,
-                            "ref": ref_id,
-                            "name": name,
-                            "value": manifest,
-                            "seen": registers.dots(entries),
-                        }
-                    )
+                    writer.log(ops.attachment_put(ref_id, name, manifest, registers.dots(entries)))
                 os.replace(staging, target)
                 self.record_file(ref_id, name, target, manifest)
         finally:
@@ -205,9 +197,7 @@ class Attachments:
         db = self.library.db
         with self.library.writing() as writer:
             entries = self.entries(ref_id, name)
-            writer.log(
-                {"op": ops.ATTACHMENT_PUT, "ref": ref_id, "name": name, "value": None, "seen": registers.dots(entries)}
-            )
+            writer.log(ops.attachment_put(ref_id, name, None, registers.dots(entries)))
             row = db.execute(
                 "SELECT sha256 FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name]
             ).fetchone()
@@ -267,15 +257,7 @@ class Attachments:
                     # the two edits are concurrent: a conflict with both kept, never a loss.
                     base = [e for e in entries if isinstance(e[3], dict) and e[3]["sha256"] == digest]
                     if registers.changed(entries, manifest):
-                        writer.log(
-                            {
-                                "op": ops.ATTACHMENT_PUT,
-                                "ref": r_id,
-                                "name": name,
-                                "value": manifest,
-                                "seen": registers.dots(base),
-                            }
-                        )
+                        writer.log(ops.attachment_put(r_id, name, manifest, registers.dots(base)))
                     found.append({"ref": r_id, "name": name, "change": "modified", "size": new_size})
                 self.record_file(r_id, name, path, manifest)
         return found

@@ -63,17 +63,15 @@ class Conflicts:
         for name in merge.reference_view(state).conflicts:
             if name == merge.DELETED:
                 out[name] = [version(e[0], e[1], e[2], True) for e in state[name] if e[3] is not None]
-                out[name] += [
-                    version(*dot, False) for dot in sorted(uncovered_dots(state), key=lambda d: (d[2], d[0], d[1]))
-                ]
+                out[name] += [version(*dot, False) for dot in sorted(uncovered_dots(state), key=registers.order_key)]
             else:
-                entries = sorted(state[name], key=lambda e: (e[2], e[0], e[1]))
+                entries = sorted(state[name], key=registers.order_key)
                 out[name] = [version(e[0], e[1], e[2], e[3]) for e in entries]
         for name, entries in library.attachments.conflicts(ref_id).items():
             shown = registers.resolve(entries).value
             out[name] = [
                 version(e[0], e[1], e[2], library.attachments.version_file(ref_id, name, e[3], shown))
-                for e in sorted(entries, key=lambda e: (e[2], e[0], e[1]))
+                for e in sorted(entries, key=registers.order_key)
             ]
         return out
 
@@ -113,15 +111,8 @@ class Conflicts:
             done_files = sorted(n for n in choices if n in files)
             for field_name in done_files:
                 chosen = self._choose(files[field_name], choices.pop(field_name), field_name)
-                writer.log(
-                    {
-                        "op": ops.ATTACHMENT_PUT,
-                        "ref": ref_id,
-                        "name": field_name[len(ATTACHMENT_FIELD) :],
-                        "value": chosen[3],
-                        "seen": registers.dots(files[field_name]),
-                    }
-                )
+                file_name = field_name[len(ATTACHMENT_FIELD) :]
+                writer.log(ops.attachment_put(ref_id, file_name, chosen[3], registers.dots(files[field_name])))
             if not choices:  # only attachments were in conflict
                 return done_files
             delete_choice = choices.pop(merge.DELETED, None)
@@ -133,13 +124,7 @@ class Conflicts:
                     writer.log(library.trash.delete_op(ref_id))  # the deleting side wins: delete, having seen all
                     return [*choices, merge.DELETED, *done_files]
                 values[merge.DELETED] = None  # keep the reference: lift the deletes
-            op = {
-                "op": ops.REF_PUT,
-                "ref": ref_id,
-                "fields": values,
-                "seen": {name: registers.dots(state[name]) for name in values},
-            }
-            writer.log(op)
+            writer.log(ops.ref_put(ref_id, values, {name: registers.dots(state[name]) for name in values}))
         return sorted([*values, *done_files])
 
     def _choose(self, entries: list[registers.Entry], choice: str, name: str) -> registers.Entry:
@@ -153,7 +138,7 @@ class Conflicts:
         if not picked:
             who = {"local": "this device", "remote": "another device"}.get(choice, f"device {choice}")
             raise InvalidValue(f"No version of {name!r} comes from {who}; see 'p2psync conflicts show'.")
-        return max(picked, key=lambda e: (e[2], e[0], e[1]))
+        return max(picked, key=registers.order_key)
 
 
 def uncovered_dots(state: ops.State) -> list[tuple[str, int, int]]:

@@ -34,7 +34,7 @@ class Groups:
             if self._named(name):
                 raise Conflict(f"A group named {name!r} already exists.")
             group_id = writer.new_id()
-            writer.log({"op": ops.GROUP_PUT, "group": group_id, "fields": {"name": name}, "seen": {}})
+            writer.log(ops.group_put(group_id, name))
         return group_id
 
     def _named(self, name: str) -> list[tuple[str, str]]:
@@ -106,7 +106,7 @@ class Groups:
             present = {r for (r,) in db.execute("SELECT ref_id FROM memberships WHERE group_id = ?", [group_id])}
             new = [r for r in ids if r not in present]
             for start in range(0, len(new), ops.MAX_REFS_PER_OP):
-                writer.log({"op": ops.MEMBER_ADD, "group": group_id, "refs": new[start : start + ops.MAX_REFS_PER_OP]})
+                writer.log(ops.member_add(group_id, new[start : start + ops.MAX_REFS_PER_OP]))
         return len(new)
 
     def remove_refs(self, group: str, refs: Iterable[str]) -> int:
@@ -123,7 +123,7 @@ class Groups:
                 if row:
                     seen[ref_id] = registers.dots(json.loads(row[0]))
             if seen:
-                writer.log({"op": ops.MEMBER_REMOVE, "group": group_id, "seen": seen})
+                writer.log(ops.member_remove(group_id, seen))
         return len(seen)
 
     def of_reference(self, ref_id: str) -> list[dict[str, str]]:

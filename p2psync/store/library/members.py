@@ -61,7 +61,7 @@ class Members:
         db = self.library.db
         with self.library.writing() as writer:
             row = db.execute("SELECT max(last) FROM changesets WHERE author = ?", [target.device_id]).fetchone()
-            writer.log({"op": ops.DEVICE_REVOKE, "device": target.device_id, "upto": int(row[0] or 0)})
+            writer.log(ops.device_revoke(target.device_id, int(row[0] or 0)))
         return target
 
 
@@ -79,11 +79,5 @@ def device_add_op(
         assert library_id is not None
         message = introduction_message(library_id, new.device_id, new.public_bytes)
         signature = base64.b64encode(introducer.sign(message)).decode("ascii")
-    return {
-        "op": ops.DEVICE_ADD,
-        "device": new.device_id,
-        "key": base64.b64encode(new.public_bytes).decode("ascii"),
-        "name": name,
-        "introducer": introducer.device_id if introducer else None,
-        "signature": signature,
-    }
+    key = base64.b64encode(new.public_bytes).decode("ascii")
+    return ops.device_add(new.device_id, key, name, introducer.device_id if introducer else None, signature)

@@ -72,7 +72,7 @@ class References:
                 ref_id = writer.new_id()
                 # "added" is the entry's own timestamp: unique and increasing per device.
                 added = clock.tick(writer.ts)
-                op = {"op": ops.REF_PUT, "ref": ref_id, "fields": {**values, "added": added}, "seen": {}}
+                op = ops.ref_put(ref_id, {**values, "added": added})
                 writer.log(op, checked=True)
                 ids.append(ref_id)
         return ids
