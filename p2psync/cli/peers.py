@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from p2psync.cli.common import confirm, json_option, library_option, open_library, print_json, yes_option
-from p2psync.errors import UnknownDevice
 from p2psync.relay import link as relay_link
 
 # What `peers remove` adds for a library linked to an online account (docs/security.md, the relay).
@@ -55,10 +54,8 @@ def remove(device: str, yes: bool, as_json: bool) -> None:
     library key at its next sync with it; change the account's password if the device knew it.
     """
     with open_library() as library:
-        match = [d for d in library.devices() if d["device_id"].startswith(device.upper())]
-        if len(match) != 1 or not device:
-            raise UnknownDevice(f"No single member device matches {device!r}; see 'p2psync peers'.")
-        confirm(f"Remove device {match[0]['short_id']} ({match[0]['name']}) from this library on every machine?", yes)
+        target = library.members.find(device)
+        confirm(f"Remove device {target.short_id} ({target.name}) from this library on every machine?", yes)
         removed = library.revoke_device(device)
         linked = relay_link.is_linked(library)
     relay = RELAY_ADVICE if linked else None

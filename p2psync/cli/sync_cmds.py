@@ -28,20 +28,10 @@ from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
 from p2psync.node import DISCOVER_SECONDS, Address, Node, SyncRound, parse_address
 from p2psync.relay import link as relay_link
-from p2psync.store.library import Library
 
 
 def _addresses(texts: tuple[str, ...], peer: str | None) -> list[Address]:
     return [Address(a.host, a.port, peer) for a in (parse_address(t, DEFAULT_PORT) for t in texts)]
-
-
-def _member(library: Library, prefix: str) -> str:
-    matches = [d["device_id"] for d in library.devices() if d["device_id"].startswith(prefix.upper())]
-    if len(matches) != 1:
-        from p2psync.errors import UnknownDevice
-
-        raise UnknownDevice(f"No single member device matches {prefix!r}; see 'p2psync peers'.")
-    return matches[0]
 
 
 @click.command()
@@ -74,7 +64,7 @@ def sync(
     error), or if an attachment was cut off or came damaged (sync again).
     """
     with open_library() as library:
-        device = _member(library, peer) if peer else None
+        device = library.members.find(peer).device_id if peer else None
         linked = relay_link.is_linked(library)
     if relay_only and lan_only:
         raise InvalidValue("--lan-only and --relay-only exclude each other; give one of them.")
@@ -280,4 +270,3 @@ def daemon(
         click.echo("Stopped cleanly.", err=True)
 
     asyncio.run(run())
-

@@ -228,15 +228,18 @@ class Attachments:
         db = self.library.db
         rows = db.execute(sql + (" WHERE ref_id = ?" if ref_id else ""), [ref_id] if ref_id else []).fetchall()
         found: list[dict[str, Any]] = []
+        # Every seal and receive runs this: one os.stat on a text path per file (a Path is made
+        # only for a file that changed), about 5 us a file instead of 15-20.
+        top = f"{self.library.path / folder.ATTACHMENTS_DIR}{os.sep}"
         for r_id, name, size, digest, mtime_ns in rows:
-            path = self.file(r_id, name)
             try:
-                stat = path.stat()
+                stat = os.stat(f"{top}{r_id}{os.sep}{name}")
             except FileNotFoundError:
                 found.append({"ref": r_id, "name": name, "change": "missing"})
                 continue
             if stat.st_size == size and stat.st_mtime_ns == mtime_ns:
                 continue
+            path = self.file(r_id, name)
             if self._unsyncable.get((r_id, name)) == (stat.st_size, stat.st_mtime_ns):
                 continue
             try:

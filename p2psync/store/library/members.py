@@ -50,12 +50,16 @@ class Members:
             )
         return new.device_id
 
+    def find(self, prefix: str) -> Device:
+        """The one member whose id starts with `prefix` (any case), or UnknownDevice."""
+        matches = [d for d in self.listing() if prefix and d.device_id.startswith(prefix.upper())]
+        if len(matches) != 1:
+            raise UnknownDevice(f"No single member device matches {prefix!r}; see 'p2psync peers'.")
+        return matches[0]
+
     def revoke(self, device: str) -> Device:
         """Remove a device from the library: nothing it writes after what we have seen is accepted."""
-        matches = [d for d in self.listing() if d.device_id.startswith(device.upper())]
-        if len(matches) != 1:
-            raise UnknownDevice(f"No single member device matches {device!r}; see 'p2psync peers'.")
-        target = matches[0]
+        target = self.find(device)
         if target.this_device:
             raise Conflict("This device cannot remove itself; remove it from another machine.")
         db = self.library.db
