@@ -42,7 +42,7 @@ from p2psync.errors import DeviceRemoved, RelayError, RelayTampered
 from p2psync.relay import crypto, keyring
 from p2psync.relay.client import RelayClient
 from p2psync.relay.device_client import KeyEpochMoved, KeysAnswer
-from p2psync.store.db import write_transaction
+from p2psync.store import relay_state
 from p2psync.store.library import Library, Writer, device_add_op
 
 ROTATE_ATTEMPTS = 3
@@ -78,11 +78,7 @@ class Ring:
 
 
 def read_ring(library: Library) -> Ring | None:
-    rows = dict(
-        library.db.execute(
-            "SELECT key, value FROM meta WHERE key IN ('relay_key', 'relay_key_epoch', 'relay_keys')"
-        ).fetchall()
-    )
+    rows = relay_state.read_rows(library, ("relay_key", "relay_key_epoch", "relay_keys"))
     current = _key(rows.get("relay_key"))
     if current is None:
         return None
@@ -123,21 +119,11 @@ FORGET_ROWS: dict[str, str | int | None] = {"relay_key_epoch": None, "relay_keys
 
 
 def read_wrap(library: Library) -> bytes | None:
-    row = library.db.execute("SELECT value FROM meta WHERE key = 'relay_wrap'").fetchone()
-    return _key(row[0] if row else None)
-
-
-def _save(library: Library, values: Mapping[str, str | int | None]) -> None:
-    for name, value in values.items():
-        if value is None:
-            library.db.execute("DELETE FROM meta WHERE key = ?", [name])
-        else:
-            library.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [name, str(value)])
+    return _key(relay_state.read_row(library, "relay_wrap"))
 
 
 def save_ring(library: Library, ring: Ring) -> None:
-    with write_transaction(library.db):
-        _save(library, ring_rows(ring))
+    relay_state.write_rows(library, ring_rows(ring))
 
 
 def proof(library: Library, email: str) -> keyring.DeviceProof:
@@ -212,7 +198,7 @@ async def refresh(library: Library, client: RelayClient, ring: Ring, answer: Key
 
 def _keep_taken(library: Library, ring: Ring, answer: KeysAnswer, before: int) -> None:
     with library.writing() as writer:
-        _save(library, ring_rows(ring))
+        relay_state.write_rows_in(library, ring_rows(ring))
         for epoch in range(ring.epoch, before, -1):
             if answer.epochs[epoch].by == library.device_id:  # ours, and a crash lost the rest
                 _move_account_member(library, writer, ring.keys[epoch - 1], ring.keys[epoch])
@@ -257,13 +243,9 @@ class Enforced:
     needed: bool = False  # a new key must be put in force (left for after the pull by `prepare`)
 
 
-def _library_revocations(library: Library) -> dict[str, int]:
-    return {str(d): int(u) for d, u in library.db.execute("SELECT device, upto FROM revocations")}
-
-
 def removed(library: Library) -> set[str]:
     """The devices this library has removed (signed device.revoke, replicated)."""
-    return set(_library_revocations(library))
+    return set(relay_state.revocations(library))
 
 
 def contested(library: Library, ring: Ring, relay_revoked: frozenset[str]) -> list[str]:
@@ -277,7 +259,7 @@ def _account_ids(ring: Ring) -> set[str]:
 
 def check_not_removed(library: Library) -> None:
     """A device its own library says was removed (the removal came over the LAN) stops here."""
-    if library.device_id in _library_revocations(library):
+    if library.device_id in relay_state.revocations(library):
         raise DeviceRemoved()
 
 
@@ -305,10 +287,10 @@ async def enforce(
     check_not_removed(library)
     answer = answer or await refresh(library, client, ring)
     done = Enforced(relay_revoked=answer.revoked)
-    if not library.db.execute("SELECT 1 FROM devices WHERE id = ?", [library.device_id]).fetchone():
+    if not relay_state.is_member(library, library.device_id):
         return done
     identity = library.identity()
-    removed = _library_revocations(library)
+    removed = relay_state.revocations(library)
     skip = _account_ids(ring) | {library.device_id}  # account keys never log in; they move by rotation
     for device, upto in sorted(removed.items()):
         if device not in answer.revoked and device not in skip:
@@ -356,11 +338,7 @@ async def _rotate(
     library_id = library.library_id
     epoch = ring.epoch + 1
     new = crypto.new_library_key()
-    members = {
-        str(d): base64.b64decode(k)
-        for d, k in library.db.execute("SELECT id, public_key FROM devices")
-        if d not in removed
-    }
+    members = {str(d): base64.b64decode(k) for d, k in relay_state.member_keys(library).items() if d not in removed}
     relay_devices, _ = await client.devices()
     sealed: dict[str, bytes] = {}
     for known in relay_devices:
@@ -384,7 +362,7 @@ async def _rotate(
     ring.keys[epoch] = new
     ring.epoch = epoch
     with library.writing() as writer:
-        _save(library, ring_rows(ring))
+        relay_state.write_rows_in(library, ring_rows(ring))
         _move_account_member(library, writer, old, new)
     return epoch
 
@@ -394,12 +372,9 @@ def _move_account_member(library: Library, writer: Writer, old_key: bytes, new_k
     could introduce devices for whoever kept the old key), the new one is added if the old one was
     a member (the user may have ended joining by password)."""
     old, new = crypto.account_identity(old_key), crypto.account_identity(new_key)
-    db = library.db
-    if not db.execute("SELECT 1 FROM devices WHERE id = ?", [old.device_id]).fetchone():
-        return
-    if db.execute("SELECT 1 FROM revocations WHERE device = ?", [old.device_id]).fetchone():
+    if not relay_state.is_member(library, old.device_id) or relay_state.is_removed(library, old.device_id):
         return
     writer.log(ops.device_revoke(old.device_id, 0))
-    if not db.execute("SELECT 1 FROM devices WHERE id = ?", [new.device_id]).fetchone():
+    if not relay_state.is_member(library, new.device_id):
         public = DeviceIdentity.from_public(new.public_bytes)
         writer.log(device_add_op(public, crypto.ACCOUNT_DEVICE_NAME, library.identity(), library.library_id))

@@ -1,0 +1,119 @@
+"""The link to a relay account as this library records it, read back as one value.
+
+The link lives in the library's local `meta` table (never replicated; store/relay_state.py holds
+the SQL): relay_url, relay_email, relay_account, relay_token, relay_key (the library key, base64),
+relay_cursor (the highest `num` pulled up to which everything was applied), relay_last_sync,
+relay_last_moved, relay_last_error (and _at), relay_chunks (how many chunks the account held at
+the last sync: fewer now means a purge), and one relay_pushed:SHA256 row per attachment file whose
+chunks are all on the relay (forgotten at each login and purge, so a relay that lost chunks is
+given them again). relay/keys.py keeps the keys of every epoch beside relay_key. Every write to
+it is one transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from p2psync.engine import clock
+from p2psync.errors import RelayNotLinked
+from p2psync.relay import crypto
+from p2psync.store import relay_state
+from p2psync.store.library import Library
+from p2psync.store.relay_state import PEER, PUSHED_PREFIX
+
+__all__ = ["CHECK_FAILED", "PEER", "PUSHED_PREFIX", "LinkState", "is_linked", "logged_in", "read_link", "record_error"]
+
+CHECK_FAILED = "The relay sent a change set that fails its check"
+
+
+_KEYS = (
+    "relay_url",
+    "relay_email",
+    "relay_account",
+    "relay_token",
+    "relay_key",
+    "relay_cursor",
+    "relay_last_sync",
+    "relay_last_moved",
+    "relay_last_error",
+    "relay_last_error_at",
+)
+
+
+@dataclass(frozen=True)
+class LinkState:
+    url: str | None = None
+    email: str | None = None
+    account: str | None = None
+    token: str | None = None
+    key: bytes | None = None
+    cursor: int = 0
+    last_sync: int | None = None
+    last_moved: dict[str, Any] | None = None
+    last_error: str | None = None
+    last_error_at: int | None = None
+
+    @property
+    def linked(self) -> bool:
+        return self.url is not None
+
+    @property
+    def logged_in(self) -> bool:
+        return self.token is not None and self.key is not None
+
+
+def read_link(library: Library) -> LinkState:
+    rows = relay_state.read_rows(library, _KEYS)
+    key: bytes | None = None
+    if rows.get("relay_key"):
+        try:
+            key = base64.b64decode(rows["relay_key"], validate=True)
+        except (binascii.Error, ValueError):
+            key = None
+        if key is not None and len(key) != crypto.KEY_BYTES:
+            key = None
+    moved: dict[str, Any] | None = None
+    if rows.get("relay_last_moved"):
+        with contextlib.suppress(ValueError):
+            moved = orjson.loads(rows["relay_last_moved"])
+    return LinkState(
+        url=rows.get("relay_url"),
+        email=rows.get("relay_email"),
+        account=rows.get("relay_account"),
+        token=rows.get("relay_token"),
+        key=key,
+        cursor=relay_state.as_count(rows.get("relay_cursor")),
+        last_sync=relay_state.as_count(rows.get("relay_last_sync")) or None,
+        last_moved=moved,
+        last_error=rows.get("relay_last_error"),
+        last_error_at=relay_state.as_count(rows.get("relay_last_error_at")) or None,
+    )
+
+
+def is_linked(library: Library) -> bool:
+    return read_link(library).linked
+
+
+def record_error(library: Library, message: str) -> None:
+    relay_state.write_rows(library, {"relay_last_error": message, "relay_last_error_at": clock.now_ms()})
+
+
+def logged_in(library: Library) -> LinkState:
+    link = read_link(library)
+    if not link.linked:
+        raise RelayNotLinked(
+            "This library is not linked to a relay account; sign up or log in with 'p2psync account signup' "
+            "or 'p2psync account login'."
+        )
+    if not link.logged_in:
+        raise RelayNotLinked(
+            f"This device is logged out of the account {link.email} on {link.url}; log in with "
+            f"'p2psync account login --relay {link.url} --email {link.email}'."
+        )
+    return link
