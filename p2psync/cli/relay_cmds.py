@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import ssl
@@ -103,7 +104,7 @@ def serve(
     """
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("Give both --tls-cert and --tls-key, or neither.")
-    from p2psync.relay import passwords, server  # aiohttp only for this command, not every p2psync call
+    from p2psync.relay import passwords, serving  # aiohttp only for this command, not every p2psync call
 
     try:
         token_seconds = passwords.token_seconds()
@@ -116,19 +117,21 @@ def serve(
         click.echo(line)
         sys.stdout.flush()
 
-    server.setup_logging()
+    serving.setup_logging()
     try:
-        server.run(
-            host,
-            port,
-            folder,
-            quota,
-            tls_cert,
-            tls_key,
-            listening,
-            trust_proxy=trust_proxy,
-            token_seconds=token_seconds,
-            signups_per_hour=signups_per_hour,
+        asyncio.run(
+            serving.serve(
+                host,
+                port,
+                folder,
+                quota,
+                tls_cert,
+                tls_key,
+                listening,
+                trust_proxy=trust_proxy,
+                token_seconds=token_seconds,
+                signups_per_hour=signups_per_hour,
+            )
         )
     except ssl.SSLError as exc:
         raise FileProblem(

@@ -18,21 +18,29 @@ What they keep from an attacker:
 
 from __future__ import annotations
 
+import base64
+from typing import Any
+
 from aiohttp import web
 
 from p2psync.relay import kdf, passwords
+from p2psync.relay.device_api import tie_device
 from p2psync.relay.server import (
     ACCOUNT,
+    DEVICE,
     MAX_WRAPPED_KEY,
     RELAY,
+    TOKEN,
     WRONG_LOGIN,
     Refusal,
-    _issue_token,
+    Relay,
     answer,
     authed,
+    authed_any,
     b64_field,
     client_address,
     email_field,
+    iso,
     kdf_field,
     login_fields,
     malformed,
@@ -79,7 +87,7 @@ async def signup(request: web.Request) -> web.Response:
                 await relay.call(relay.storage.record_failed_login, email, client, relay.clock())
                 raise Refusal(401, "auth_failed", WRONG_LOGIN)
             request[ACCOUNT] = record.account
-            return answer(await _issue_token(relay, record.account, body, email))
+            return answer(await issue_token(relay, record.account, body, email))
         salt, digest = await relay.hash(passwords.new_login_hash, key)
         text = params.as_text() if params is not None else None
         try:
@@ -88,7 +96,7 @@ async def signup(request: web.Request) -> web.Response:
             raise Refusal(401, "auth_failed", WRONG_LOGIN) from None
         await relay.call(relay.storage.record_signup, client, relay.clock(), SIGNUP_WINDOW)
     request[ACCOUNT] = account
-    return answer(await _issue_token(relay, account, body, email), 201)
+    return answer(await issue_token(relay, account, body, email), 201)
 
 
 @authed
@@ -107,4 +115,88 @@ async def upgrade_kdf(request: web.Request, account: str) -> web.Response:
         raise malformed("'wrapped_key' must be the library key wrapped with the new wrap key.")
     salt, digest = await relay.hash(passwords.new_login_hash, key)
     await relay.call(relay.storage.set_login, account, salt, digest, wrapped, params.as_text())
+    return answer({})
+
+
+async def issue_token(
+    relay: Relay, account: str, body: dict[str, Any] | None = None, email: str = ""
+) -> dict[str, Any]:
+    """A new token of the account, tied to the device whose proof the login body carries (if any)."""
+    device = await tie_device(relay, account, body["device"], email) if body and "device" in body else None
+    token, digest = passwords.new_token()
+    now = relay.clock()
+    expires = now + relay.token_seconds
+    await relay.call(relay.storage.add_token, account, digest, expires, now, device)
+    return {"account": account, "token": token, "expires": iso(expires), "device": device}
+
+
+async def login(request: web.Request) -> web.Response:
+    relay = request.app[RELAY]
+    body = await read_object(request)
+    email, key = login_fields(body)
+    client = client_address(request, relay.trust_proxy)
+    # One attempt at a time per e-mail and per client address, each checked against the failures
+    # of those before it: concurrent guesses cannot slip past the limit while hashes are computed.
+    async with relay.login_locks.hold("email " + email), relay.login_locks.hold("client " + client):
+        wait = await relay.call(relay.storage.login_wait, email, client, relay.clock())
+        if wait is not None:
+            raise Refusal(
+                429,
+                "rate_limited",
+                f"Too many failed logins for this e-mail address or from this address; try again in {wait} seconds.",
+                retry_after=wait,
+            )
+        record = await relay.call(relay.storage.login_record, email)
+        ok = await relay.hash(
+            passwords.verify_login_key, key, record.salt if record else None, record.login_hash if record else None
+        )
+        if not ok or record is None:
+            await relay.call(relay.storage.record_failed_login, email, client, relay.clock())
+            raise Refusal(401, "auth_failed", WRONG_LOGIN)
+    request[ACCOUNT] = record.account
+    return answer(await issue_token(relay, record.account, body, email))
+
+
+@authed_any
+async def logout(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    await relay.call(relay.storage.delete_token, request[TOKEN])
+    return web.Response(status=204)
+
+
+@authed_any
+async def account_info(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    info = await relay.call(relay.storage.account_info, account)
+    return answer(
+        {
+            "account": info.account,
+            "email": info.email,
+            "library_id": info.library_id,
+            "wrapped_key": base64.b64encode(info.wrapped_key).decode("ascii") if info.wrapped_key is not None else None,
+            "used_bytes": info.used_bytes,
+            "quota_bytes": relay.quota_bytes,
+            "change_sets": info.change_sets,
+            "chunks": info.chunks,
+            "device": request.get(DEVICE),
+            "key_epoch": info.key_epoch,
+            "wrapped_epoch": info.wrapped_epoch,
+        }
+    )
+
+
+@authed_any
+async def password(request: web.Request, account: str) -> web.Response:
+    relay = request.app[RELAY]
+    body = await read_object(request)
+    key = b64_field(body, "login_key", passwords.LOGIN_KEY_BYTES, passwords.LOGIN_KEY_BYTES)
+    # null is accepted for an account that has no library yet (it has no wrapped key to replace)
+    wrapped = None if body.get("wrapped_key") is None else b64_field(body, "wrapped_key", 1, MAX_WRAPPED_KEY)
+    params = kdf_field(body)
+    info = await relay.call(relay.storage.account_info, account)
+    if wrapped is None and info.library_id is not None:
+        raise malformed("'wrapped_key' must be the library key wrapped with the new password's key.")
+    salt, digest = await relay.hash(passwords.new_login_hash, key)
+    text = params.as_text() if params else None
+    await relay.call(relay.storage.change_password, account, salt, digest, wrapped, request[TOKEN], text)
     return answer({})

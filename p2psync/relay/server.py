@@ -16,13 +16,10 @@ import contextlib
 import json
 import logging
 import re
-import signal
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -39,7 +36,6 @@ from p2psync.relay.storage import (
     Gap,
     QuotaExceeded,
     RelayStorage,
-    SqliteStorage,
 )
 from p2psync.relay.storage_keys import DeviceRevoked, EpochMoved, NotBound
 
@@ -411,92 +407,6 @@ async def health(request: web.Request) -> web.Response:
     return answer({"ok": True, "protocol": list(SUPPORTED_VERSIONS)})
 
 
-async def _issue_token(
-    relay: Relay, account: str, body: dict[str, Any] | None = None, email: str = ""
-) -> dict[str, Any]:
-    """A new token of the account, tied to the device whose proof the login body carries (if any)."""
-    from p2psync.relay.device_api import tie_device  # it builds on this module's helpers
-
-    device = await tie_device(relay, account, body["device"], email) if body and "device" in body else None
-    token, digest = passwords.new_token()
-    now = relay.clock()
-    expires = now + relay.token_seconds
-    await relay.call(relay.storage.add_token, account, digest, expires, now, device)
-    return {"account": account, "token": token, "expires": iso(expires), "device": device}
-
-
-async def login(request: web.Request) -> web.Response:
-    relay = request.app[RELAY]
-    body = await read_object(request)
-    email, key = login_fields(body)
-    client = client_address(request, relay.trust_proxy)
-    # One attempt at a time per e-mail and per client address, each checked against the failures
-    # of those before it: concurrent guesses cannot slip past the limit while hashes are computed.
-    async with relay.login_locks.hold("email " + email), relay.login_locks.hold("client " + client):
-        wait = await relay.call(relay.storage.login_wait, email, client, relay.clock())
-        if wait is not None:
-            raise Refusal(
-                429,
-                "rate_limited",
-                f"Too many failed logins for this e-mail address or from this address; try again in {wait} seconds.",
-                retry_after=wait,
-            )
-        record = await relay.call(relay.storage.login_record, email)
-        ok = await relay.hash(
-            passwords.verify_login_key, key, record.salt if record else None, record.login_hash if record else None
-        )
-        if not ok or record is None:
-            await relay.call(relay.storage.record_failed_login, email, client, relay.clock())
-            raise Refusal(401, "auth_failed", WRONG_LOGIN)
-    request[ACCOUNT] = record.account
-    return answer(await _issue_token(relay, record.account, body, email))
-
-
-@authed_any
-async def logout(request: web.Request, account: str) -> web.Response:
-    relay = request.app[RELAY]
-    await relay.call(relay.storage.delete_token, request[TOKEN])
-    return web.Response(status=204)
-
-
-@authed_any
-async def account_info(request: web.Request, account: str) -> web.Response:
-    relay = request.app[RELAY]
-    info = await relay.call(relay.storage.account_info, account)
-    return answer(
-        {
-            "account": info.account,
-            "email": info.email,
-            "library_id": info.library_id,
-            "wrapped_key": base64.b64encode(info.wrapped_key).decode("ascii") if info.wrapped_key is not None else None,
-            "used_bytes": info.used_bytes,
-            "quota_bytes": relay.quota_bytes,
-            "change_sets": info.change_sets,
-            "chunks": info.chunks,
-            "device": request.get(DEVICE),
-            "key_epoch": info.key_epoch,
-            "wrapped_epoch": info.wrapped_epoch,
-        }
-    )
-
-
-@authed_any
-async def password(request: web.Request, account: str) -> web.Response:
-    relay = request.app[RELAY]
-    body = await read_object(request)
-    key = b64_field(body, "login_key", passwords.LOGIN_KEY_BYTES, passwords.LOGIN_KEY_BYTES)
-    # null is accepted for an account that has no library yet (it has no wrapped key to replace)
-    wrapped = None if body.get("wrapped_key") is None else b64_field(body, "wrapped_key", 1, MAX_WRAPPED_KEY)
-    params = kdf_field(body)
-    info = await relay.call(relay.storage.account_info, account)
-    if wrapped is None and info.library_id is not None:
-        raise malformed("'wrapped_key' must be the library key wrapped with the new password's key.")
-    salt, digest = await relay.hash(passwords.new_login_hash, key)
-    text = params.as_text() if params else None
-    await relay.call(relay.storage.change_password, account, salt, digest, wrapped, request[TOKEN], text)
-    return answer({})
-
-
 @authed
 async def bind(request: web.Request, account: str) -> web.Response:
     relay = request.app[RELAY]
@@ -655,10 +565,10 @@ def make_app(
         ("GET", "/health", health),
         ("POST", "/prelogin", account_api.prelogin),
         ("POST", "/signup", account_api.signup),
-        ("POST", "/login", login),
-        ("POST", "/logout", logout),
-        ("GET", "/account", account_info),
-        ("POST", "/password", password),
+        ("POST", "/login", account_api.login),
+        ("POST", "/logout", account_api.logout),
+        ("GET", "/account", account_api.account_info),
+        ("POST", "/password", account_api.password),
         ("POST", "/kdf", account_api.upgrade_kdf),
         ("POST", "/bind", bind),
         ("POST", "/purge", purge),
@@ -673,92 +583,3 @@ def make_app(
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, handler)
     return app
-
-
-class _JsonLines(logging.Formatter):
-    """Access lines are JSON already; anything else (errors, aiohttp's own) becomes a JSON line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.name == "p2psync.relay" and message.startswith("{") and not record.exc_info:
-            return message
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, tz=UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": message,
-        }
-        if record.exc_info:
-            line["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(line)
-
-
-def setup_logging() -> None:
-    handler = logging.StreamHandler()  # stderr
-    handler.setFormatter(_JsonLines())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    log.setLevel(logging.INFO)
-
-
-def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    return context
-
-
-def url_for(host: str, port: int, tls: bool) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls else 'http'}://{shown}:{port}"
-
-
-def run(
-    host: str,
-    port: int,
-    data_dir: Path,
-    quota: int | None,
-    tls_cert: Path | None,
-    tls_key: Path | None,
-    on_listening: Callable[[str], None],
-    *,
-    trust_proxy: bool = False,
-    token_seconds: float = passwords.TOKEN_SECONDS,
-    signups_per_hour: int = SIGNUPS_PER_HOUR,
-) -> None:
-    """Serve until SIGTERM or SIGINT; then finish the requests in flight, close the storage, return."""
-    context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
-
-    async def serve() -> None:
-        storage = SqliteStorage(data_dir)
-        app = make_app(
-            storage, quota, token_seconds=token_seconds, trust_proxy=trust_proxy, signups_per_hour=signups_per_hour
-        )
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port, ssl_context=context)
-            await site.start()
-            bound_port = runner.addresses[0][1]
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            url = url_for(host, bound_port, context is not None)
-            log_line(event="listening", url=url, quota_bytes=quota)
-            on_listening(url)
-            await stop.wait()
-            log_line(event="stopping")
-            # aiohttp's own shutdown drops what a request still uploads; so first stop listening and
-            # let every request in flight finish (its body arrive, its answer go out).
-            for active in list(runner.sites):
-                await active.stop()
-            await app[RELAY].drain(SHUTDOWN_SECONDS)
-        finally:
-            await runner.cleanup()  # stops listening, waits for requests in flight, closes storage
-        log_line(event="stopped")
-
-    asyncio.run(serve())
