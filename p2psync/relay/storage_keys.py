@@ -1,6 +1,6 @@
 """What the relay keeps of devices and key epochs (protocol/relay.md §5), as part of SqliteStorage.
 
-Tables (relay/migrations.py, schema 2): `devices` (each device that proved its key, with its
+Tables (relay/storage_migrations.py, schema 2): `devices` (each device that proved its key, with its
 agreement key and the proof), `revocations` (who cut off whom, with the revoker's signature),
 `key_epochs` and `key_wraps` (each epoch's public record and the copies of its key sealed for
 members); `tokens.device` ties a token to one device. Like the rest of the storage, every method
