@@ -7,6 +7,8 @@ translated into these at the module that touches the foreign library, never deep
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class P2PSyncError(Exception):
     """Base of every error p2psync raises on purpose."""
@@ -205,3 +207,43 @@ class RelayMergeNeedsConfirmation(ConfirmationRequired):
         super().__init__(message)
         self.ours = ours
         self.theirs = theirs
+
+
+# --- what the relay server answers instead of doing a request -------------------------------------
+
+
+class RelayCode(StrEnum):
+    """The stable `error` code of a relay's error answer (protocol/relay.md §3): the server sends
+    it, the client (relay/client.py) turns it back into one of the errors above."""
+
+    MALFORMED = "malformed"
+    PROTOCOL = "protocol"
+    AUTH_FAILED = "auth_failed"
+    TOKEN_EXPIRED = "token_expired"
+    RATE_LIMITED = "rate_limited"
+    WEAK_KDF = "weak_kdf"
+    EMAIL_TAKEN = "email_taken"
+    BOUND = "bound"
+    NOT_BOUND = "not_bound"
+    GAP = "gap"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    KEY_EPOCH = "key_epoch"
+    DEVICE_REVOKED = "device_revoked"
+    DEVICE_REQUIRED = "device_required"
+    DEVICE_TIED = "device_tied"
+    WRONG_DEVICE = "wrong_device"
+    SELF = "self"
+    CLOCK = "clock"
+    NOT_FOUND = "not_found"
+    METHOD = "method"
+    TOO_LARGE = "too_large"
+    INTERNAL = "internal"
+
+
+class Refusal(P2PSyncError):
+    """The relay server's answer of error: raised anywhere in a handler, turned into the JSON error
+    body `{"error": code, "message": message, **extra}` with the HTTP `status` (relay/server.py)."""
+
+    def __init__(self, status: int, code: RelayCode, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status, self.code, self.extra = status, code, extra

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from p2psync.errors import Refusal, RelayCode
 from p2psync.relay import kdf, passwords
 from p2psync.relay.device_api import tie_device
 from p2psync.relay.server import (
@@ -32,7 +33,6 @@ from p2psync.relay.server import (
     RELAY,
     TOKEN,
     WRONG_LOGIN,
-    Refusal,
     Relay,
     answer,
     authed,
@@ -75,7 +75,7 @@ async def signup(request: web.Request) -> web.Response:
         if wait is not None:
             raise Refusal(
                 429,
-                "rate_limited",
+                RelayCode.RATE_LIMITED,
                 f"Too many sign-ups or failed logins from this address or for this e-mail address; try again in "
                 f"{wait} seconds.",
                 retry_after=wait,
@@ -85,7 +85,7 @@ async def signup(request: web.Request) -> web.Response:
             ok = await relay.hash(passwords.verify_login_key, key, record.salt, record.login_hash)
             if not ok:
                 await relay.call(relay.storage.record_failed_login, email, client, relay.clock())
-                raise Refusal(401, "auth_failed", WRONG_LOGIN)
+                raise Refusal(401, RelayCode.AUTH_FAILED, WRONG_LOGIN)
             request[ACCOUNT] = record.account
             return answer(await issue_token(relay, record.account, body, email))
         salt, digest = await relay.hash(passwords.new_login_hash, key)
@@ -93,7 +93,7 @@ async def signup(request: web.Request) -> web.Response:
         try:
             account = await relay.call(relay.storage.create_account, email, salt, digest, relay.clock(), text)
         except EmailTaken:  # made a moment ago through another relay process: not proven, so refused
-            raise Refusal(401, "auth_failed", WRONG_LOGIN) from None
+            raise Refusal(401, RelayCode.AUTH_FAILED, WRONG_LOGIN) from None
         await relay.call(relay.storage.record_signup, client, relay.clock(), SIGNUP_WINDOW)
     request[ACCOUNT] = account
     return answer(await issue_token(relay, account, body, email), 201)
@@ -109,7 +109,9 @@ async def upgrade_kdf(request: web.Request, account: str) -> web.Response:
     wrapped = None if body.get("wrapped_key") is None else b64_field(body, "wrapped_key", 1, MAX_WRAPPED_KEY)
     params = kdf_field(body)
     if params is None or kdf.needs_upgrade(params):
-        raise Refusal(400, "weak_kdf", "/kdf moves an account to this relay's key derivation or a stronger one.")
+        raise Refusal(
+            400, RelayCode.WEAK_KDF, "/kdf moves an account to this relay's key derivation or a stronger one."
+        )
     info = await relay.call(relay.storage.account_info, account)
     if wrapped is None and info.library_id is not None:
         raise malformed("'wrapped_key' must be the library key wrapped with the new wrap key.")
@@ -142,7 +144,7 @@ async def login(request: web.Request) -> web.Response:
         if wait is not None:
             raise Refusal(
                 429,
-                "rate_limited",
+                RelayCode.RATE_LIMITED,
                 f"Too many failed logins for this e-mail address or from this address; try again in {wait} seconds.",
                 retry_after=wait,
             )
@@ -152,7 +154,7 @@ async def login(request: web.Request) -> web.Response:
         )
         if not ok or record is None:
             await relay.call(relay.storage.record_failed_login, email, client, relay.clock())
-            raise Refusal(401, "auth_failed", WRONG_LOGIN)
+            raise Refusal(401, RelayCode.AUTH_FAILED, WRONG_LOGIN)
     request[ACCOUNT] = record.account
     return answer(await issue_token(relay, record.account, body, email))
 

@@ -26,6 +26,7 @@ from p2psync.errors import (
     RelayAccountExists,
     RelayAuthFailed,
     RelayBoundElsewhere,
+    RelayCode,
     RelayError,
     RelayInsecure,
     RelayQuotaExceeded,
@@ -478,7 +479,7 @@ def _error(status: int, raw: bytes, url: str, login: bool, signup: bool = False)
         body = None
     code = body.get("error") if isinstance(body, dict) else None
     message = body.get("message") if isinstance(body, dict) and isinstance(body.get("message"), str) else None
-    if code == "protocol":
+    if code == RelayCode.PROTOCOL:
         return ProtocolMismatch(PROTOCOL_MESSAGE)
     if status == 401:
         return RelayAuthFailed((SIGNUP_AUTH_MESSAGE if signup else AUTH_MESSAGE) if login else TOKEN_MESSAGE)
@@ -487,34 +488,34 @@ def _error(status: int, raw: bytes, url: str, login: bool, signup: bool = False)
         after = f" in {max(1, round(wait / 60))} minutes" if isinstance(wait, int) and _count(wait) else " later"
         what = "sign-ups or failed logins from this address" if signup else "failed logins for this account"
         return RelayRateLimited(f"Too many {what}; try again{after}.")
-    if status == 400 and code == "weak_kdf":
+    if status == 400 and code == RelayCode.WEAK_KDF:
         return RelayInsecure(
             "The relay refuses the password key derivation of this p2psync as weaker than it accepts; update "
             f"p2psync (and leave ${TEST_ENV} unset: it is for tests only)."
         )
-    if status == 507 or code == "quota_exceeded":
+    if status == 507 or code == RelayCode.QUOTA_EXCEEDED:
         return RelayQuotaExceeded(QUOTA_MESSAGE)
-    if status == 409 and code == "email_taken":
+    if status == 409 and code == RelayCode.EMAIL_TAKEN:
         return RelayAccountExists(
             "The relay already has an account for this e-mail address; log in with 'p2psync account login'."
         )
-    if status == 409 and code == "bound":
+    if status == 409 and code == RelayCode.BOUND:
         other = body.get("library_id") if isinstance(body, dict) else None
         return RelayBoundElsewhere(
             "The account holds another library.", other if isinstance(other, str) and other.isascii() else None
         )
-    if status == 403 and code == "device_revoked":
+    if status == 403 and code == RelayCode.DEVICE_REVOKED:
         return DeviceRemoved()
-    if status == 403 and code == "device_required":
+    if status == 403 and code == RelayCode.DEVICE_REQUIRED:
         return RelayAuthFailed(TOKEN_MESSAGE)
-    if status == 409 and code == "key_epoch":
+    if status == 409 and code == RelayCode.KEY_EPOCH:
         return KeyEpochMoved("The library key changed on the relay meanwhile; sync again.")
-    if status == 400 and code == "clock":
+    if status == 400 and code == RelayCode.CLOCK:
         return RelayError(
             "The relay refused this device's proof of its key because this machine's clock is more than an hour off; "
             "set the clock right and try again."
         )
-    if status == 409 and code == "gap":
+    if status == 409 and code == RelayCode.GAP:
         return GapError("The relay's change sets moved on meanwhile; sync again.")
     if status == 404:
         return _NotFound(f"The server at {url} does not answer as a p2psync relay (not found); check the address.")

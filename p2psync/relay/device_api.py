@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from p2psync.errors import Refusal, RelayCode
 from p2psync.model.devices import is_device_id
 from p2psync.relay import keyring
 from p2psync.relay.server import (
@@ -28,7 +29,6 @@ from p2psync.relay.server import (
     MAX_WRAPPED_KEY,
     RELAY,
     TOKEN,
-    Refusal,
     Relay,
     answer,
     authed,
@@ -62,11 +62,11 @@ async def tie_device(relay: Relay, account: str, value: Any, email: str) -> str:
     if abs(proof.time - now) > keyring.PROOF_SECONDS:
         raise Refusal(
             400,
-            "clock",
+            RelayCode.CLOCK,
             "The device's clock is more than an hour away from the relay's; set the clock right and log in again.",
         )
     if not proof.verifies(email):
-        raise Refusal(400, "malformed", "The device proof's signature does not verify with its key.")
+        raise Refusal(400, RelayCode.MALFORMED, "The device proof's signature does not verify with its key.")
     record = DeviceRecord(proof.device, proof.public_key, proof.agreement_key, proof.time, proof.signature, now)
     await relay.call(relay.storage.register_device, account, record)
     return proof.device
@@ -80,7 +80,7 @@ async def tie(request: web.Request, account: str) -> web.Response:
     info = await relay.call(relay.storage.account_info, account)
     device = await tie_device(relay, account, body.get("device"), info.email)
     if not await relay.call(relay.storage.tie_token, request[TOKEN], device):
-        raise Refusal(409, "device_tied", "This token is tied to another device; log in again.")
+        raise Refusal(409, RelayCode.DEVICE_TIED, "This token is tied to another device; log in again.")
     return answer({"device": device})
 
 
@@ -111,7 +111,7 @@ async def _bound_library(request: web.Request, account: str) -> str:
     relay = request.app[RELAY]
     info = await relay.call(relay.storage.account_info, account)
     if info.library_id is None:
-        raise Refusal(409, "not_bound", "The account holds no library.")
+        raise Refusal(409, RelayCode.NOT_BOUND, "The account holds no library.")
     return info.library_id
 
 
@@ -119,7 +119,7 @@ async def _signer_key(request: web.Request, account: str) -> bytes:
     relay = request.app[RELAY]
     key = await relay.call(relay.storage.public_key, account, request[DEVICE])
     if key is None:  # a token tied by an older proof: cannot happen, every tie keeps the proof
-        raise Refusal(403, "device_required", "This device has not proved its key here; log in again.")
+        raise Refusal(403, RelayCode.DEVICE_REQUIRED, "This device has not proved its key here; log in again.")
     return key
 
 
@@ -134,12 +134,14 @@ async def revoke(request: web.Request, account: str) -> web.Response:
         raise malformed("'device' must be a device id and 'upto' a sequence number (0 or more).")
     signature = b64_field(body, "signature", 64, 64)
     if device == request[DEVICE]:
-        raise Refusal(409, "self", "A device cannot revoke itself; log out instead, or remove it from another device.")
+        raise Refusal(
+            409, RelayCode.SELF, "A device cannot revoke itself; log out instead, or remove it from another device."
+        )
     library_id = await _bound_library(request, account)
     if not keyring.verify(
         await _signer_key(request, account), signature, keyring.revoke_message(library_id, device, upto)
     ):
-        raise Refusal(400, "malformed", "The revocation's signature does not verify with this device's key.")
+        raise Refusal(400, RelayCode.MALFORMED, "The revocation's signature does not verify with this device's key.")
     done = await relay.call(relay.storage.revoke, account, request[DEVICE], device, upto, signature, relay.clock())
     return answer({"device": device, "already": done.already, "dropped": done.dropped})
 
@@ -194,7 +196,7 @@ async def rotate(request: web.Request, account: str) -> web.Response:
     library_id = await _bound_library(request, account)
     message = keyring.rotation_message(library_id, epoch, check)
     if not keyring.verify(await _signer_key(request, account), signature, message):
-        raise Refusal(400, "malformed", "The new key epoch's signature does not verify with this device's key.")
+        raise Refusal(400, RelayCode.MALFORMED, "The new key epoch's signature does not verify with this device's key.")
     record = EpochRecord(epoch, request[DEVICE], check, previous, signature)
     kept = await relay.call(relay.storage.rotate, account, record, wrapped, copies, relay.clock())
     return answer({"key_epoch": epoch, "sealed": kept})
@@ -211,7 +213,9 @@ async def account_key(request: web.Request, account: str) -> web.Response:
         raise malformed("'epoch' must be a key epoch.")
     wrapped = b64_field(body, "wrapped_key", 1, MAX_WRAPPED_KEY)
     if not await relay.call(relay.storage.set_account_key, account, epoch, wrapped):
-        raise Refusal(409, "key_epoch", "The account's copy is of a newer epoch, or that epoch is not in force.")
+        raise Refusal(
+            409, RelayCode.KEY_EPOCH, "The account's copy is of a newer epoch, or that epoch is not in force."
+        )
     return answer({"wrapped_epoch": epoch})
 
 

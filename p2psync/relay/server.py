@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from p2psync.errors import RelayInsecure
+from p2psync.errors import Refusal, RelayCode, RelayInsecure
 from p2psync.model.devices import is_device_id
 from p2psync.model.ids import ID_PATTERN
 from p2psync.relay import kdf, passwords
@@ -64,23 +64,15 @@ WRONG_LOGIN = "The e-mail address or the password is wrong."  # /login and a /si
 log = logging.getLogger("p2psync.relay")
 
 
-class Refusal(Exception):
-    """An answer of error: raised anywhere in a handler, turned into the JSON error body."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.extra = status, code, message, extra
-
-
 def malformed(message: str) -> Refusal:
-    return Refusal(400, "malformed", message)
+    return Refusal(400, RelayCode.MALFORMED, message)
 
 
 def answer(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
 
 
-def error_answer(status: int, code: str, message: str, **extra: Any) -> web.Response:
+def error_answer(status: int, code: RelayCode, message: str, **extra: Any) -> web.Response:
     headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
     return answer({"error": code, "message": message, **extra}, status, headers)
 
@@ -206,35 +198,42 @@ async def errors_to_json(request: web.Request, handler: Handler) -> web.StreamRe
     except Refusal as exc:
         return error_answer(exc.status, exc.code, exc.message, **exc.extra)
     except Gap as exc:
-        return error_answer(409, "gap", exc.message, device=exc.device, head=exc.head)
+        return error_answer(409, RelayCode.GAP, exc.message, device=exc.device, head=exc.head)
     except QuotaExceeded as exc:
         return error_answer(
-            507, "quota_exceeded", exc.message, used_bytes=exc.used, quota_bytes=exc.quota, needed_bytes=exc.needed
+            507,
+            RelayCode.QUOTA_EXCEEDED,
+            exc.message,
+            used_bytes=exc.used,
+            quota_bytes=exc.quota,
+            needed_bytes=exc.needed,
         )
     except AlreadyBound as exc:
-        return error_answer(409, "bound", exc.message, library_id=exc.library_id)
+        return error_answer(409, RelayCode.BOUND, exc.message, library_id=exc.library_id)
     except EmailTaken as exc:
-        return error_answer(409, "email_taken", exc.message)
+        return error_answer(409, RelayCode.EMAIL_TAKEN, exc.message)
     except DeviceRevoked as exc:
-        return error_answer(403, "device_revoked", exc.message, device=exc.device, by=exc.by)
+        return error_answer(403, RelayCode.DEVICE_REVOKED, exc.message, device=exc.device, by=exc.by)
     except EpochMoved as exc:
-        return error_answer(409, "key_epoch", exc.message, key_epoch=exc.current)
+        return error_answer(409, RelayCode.KEY_EPOCH, exc.message, key_epoch=exc.current)
     except NotBound as exc:
-        return error_answer(409, "not_bound", exc.message)
+        return error_answer(409, RelayCode.NOT_BOUND, exc.message)
     except web.HTTPNotFound:
-        return error_answer(404, "not_found", f"There is no {request.path[:200]} on this relay.")
+        return error_answer(404, RelayCode.NOT_FOUND, f"There is no {request.path[:200]} on this relay.")
     except web.HTTPMethodNotAllowed:
-        return error_answer(405, "method", f"{request.method} is not allowed on {request.path[:200]}.")
+        return error_answer(405, RelayCode.METHOD, f"{request.method} is not allowed on {request.path[:200]}.")
     except web.HTTPRequestEntityTooLarge:
-        return error_answer(413, "too_large", f"A request body is at most {MAX_JSON_BYTES} bytes.")
+        return error_answer(413, RelayCode.TOO_LARGE, f"A request body is at most {MAX_JSON_BYTES} bytes.")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = "malformed" if exc.status < 500 else "internal"
+        code = RelayCode.MALFORMED if exc.status < 500 else RelayCode.INTERNAL
         return error_answer(exc.status, code, exc.reason or "The request was refused.")
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path[:200])
-        return error_answer(500, "internal", "The relay failed to answer (an internal error, logged there); try again.")
+        return error_answer(
+            500, RelayCode.INTERNAL, "The relay failed to answer (an internal error, logged there); try again."
+        )
 
 
 @web.middleware
@@ -245,7 +244,7 @@ async def protocol_version(request: web.Request, handler: Handler) -> web.Stream
     if not (version.isascii() and version.isdigit() and len(version) <= 9) or int(version) not in SUPPORTED_VERSIONS:
         raise Refusal(
             400,
-            "protocol",
+            RelayCode.PROTOCOL,
             f"This relay speaks p2psync protocol {', '.join(map(str, SUPPORTED_VERSIONS))}; the request used "
             f"{version[:20] or 'none'} (header {VERSION_HEADER}). Update p2psync.",
             supported=list(SUPPORTED_VERSIONS),
@@ -271,13 +270,13 @@ def _authed(handler: AuthedHandler, need_device: bool) -> Handler:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not passwords.is_token(token):
-            raise Refusal(401, "auth_failed", "This request needs a valid token (Authorization: Bearer TOKEN).")
+            raise Refusal(401, RelayCode.AUTH_FAILED, "This request needs a valid token (Authorization: Bearer TOKEN).")
         digest = passwords.token_hash(token)
         found = await relay.call(relay.storage.token_session, digest)
         if found is None:
-            raise Refusal(401, "auth_failed", "This token is not valid (logged out, or the password changed).")
+            raise Refusal(401, RelayCode.AUTH_FAILED, "This token is not valid (logged out, or the password changed).")
         if relay.clock() >= found.expires:
-            raise Refusal(401, "token_expired", "This token has expired; log in again.")
+            raise Refusal(401, RelayCode.TOKEN_EXPIRED, "This token has expired; log in again.")
         request[ACCOUNT] = found.account
         request[TOKEN] = digest
         if found.device is not None and found.revoked_by is not None:
@@ -287,7 +286,7 @@ def _authed(handler: AuthedHandler, need_device: bool) -> Handler:
         elif need_device:
             raise Refusal(
                 403,
-                "device_required",
+                RelayCode.DEVICE_REQUIRED,
                 "This login is not tied to a device (it was made before this relay version); tie it with "
                 "POST /device or log in again.",
             )
@@ -302,13 +301,13 @@ def _authed(handler: AuthedHandler, need_device: bool) -> Handler:
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to be longer than limit."""
     if request.content_length is not None and request.content_length > limit:
-        raise Refusal(413, "too_large", f"This request's body is at most {limit} bytes.")
+        raise Refusal(413, RelayCode.TOO_LARGE, f"This request's body is at most {limit} bytes.")
     parts: list[bytes] = []
     size = 0
     async for piece in request.content.iter_any():
         size += len(piece)
         if size > limit:
-            raise Refusal(413, "too_large", f"This request's body is at most {limit} bytes.")
+            raise Refusal(413, RelayCode.TOO_LARGE, f"This request's body is at most {limit} bytes.")
         parts.append(piece)
     return b"".join(parts)
 
@@ -365,7 +364,7 @@ def kdf_field(body: dict[str, Any]) -> kdf.KdfParams | None:
     except ValueError as exc:
         raise malformed(f"'kdf': {exc}.") from None
     except RelayInsecure as exc:
-        raise Refusal(400, "weak_kdf", exc.message) from None
+        raise Refusal(400, RelayCode.WEAK_KDF, exc.message) from None
 
 
 def sequence(value: Any) -> bool:
@@ -492,7 +491,7 @@ async def push(request: web.Request, account: str) -> web.Response:
         if item.device != request[DEVICE]:
             raise Refusal(
                 403,
-                "wrong_device",
+                RelayCode.WRONG_DEVICE,
                 f"A device stores only its own change sets; this token is {request[DEVICE]}'s, not {item.device}'s; "
                 "nothing of this request was stored.",
             )
@@ -530,7 +529,7 @@ async def get_chunk(request: web.Request, account: str) -> web.Response:
     relay = request.app[RELAY]
     found = await relay.call(relay.storage.get_chunk, account, chunk_id(request))
     if found is None:
-        raise Refusal(404, "not_found", "This account has no chunk with this id.")
+        raise Refusal(404, RelayCode.NOT_FOUND, "This account has no chunk with this id.")
     blob, key_epoch = found
     return web.Response(body=blob, content_type="application/octet-stream", headers={KEY_HEADER: str(key_epoch)})
 
