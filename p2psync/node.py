@@ -230,7 +230,7 @@ class Node:
             ]
             done.attachments = await self.fetch(done.peers, on_plan, on_bytes)
         if relay:
-            outcome = await asyncio.get_running_loop().run_in_executor(None, _sync_relay_at, self.path)
+            outcome = await _sync_relay(self.worker)  # its database work on the worker: the LAN is served meanwhile
             if isinstance(outcome, P2PSyncError):
                 done.relay_error = outcome
             else:
@@ -389,15 +389,15 @@ def _split(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _sync_relay_at(path: Path) -> Any:
-    """The relay round: None if the library is not linked, else the report or the error."""
-    from p2psync.relay import link  # only a linked library needs the relay client
+async def _sync_relay(worker: LibraryWorker) -> Any:
+    """The relay round: None if the library is not linked, else the report or the error. Its
+    database work goes through the library worker like the LAN's, so peers are served meanwhile."""
+    from p2psync.relay import link_state, sync_round  # only a linked library needs the relay client
 
     try:
-        with Library.open(path) as library:
-            if not link.is_linked(library):
-                return None
-            return link.sync_with_relay(library)
+        if not await worker.call(link_state.is_linked):
+            return None
+        return await sync_round.sync_with_relay(worker)
     except P2PSyncError as exc:
         return exc
 

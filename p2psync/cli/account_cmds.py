@@ -6,6 +6,7 @@ never from the command line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 from collections.abc import Iterator
@@ -24,7 +25,8 @@ from p2psync.cli.common import (
     yes_option,
 )
 from p2psync.errors import ConfirmationRequired, InvalidValue, RelayError, RelayLinkedElsewhere
-from p2psync.relay import link
+from p2psync.relay import account as relay_account
+from p2psync.relay import link, link_rules
 from p2psync.relay.client import normalize_url
 from p2psync.relay.crypto import check_email
 from p2psync.store import backup as backups
@@ -134,7 +136,7 @@ def _run_login(
 ) -> None:
     if link.is_reset_request(email):
         with open_library() as library:
-            message = link.reset(library)
+            message = asyncio.run(link_rules.reset(library))
         _print_reset(message, as_json)
         return
     normalize_url(url)  # plain http:// to another machine is refused before anything else
@@ -145,8 +147,10 @@ def _run_login(
         password = _read_password(password_stdin, confirm=signup and not password_stdin)
         if not signup and not password:
             raise InvalidValue("The password is empty; type the account's password.")
-        # a new password's strength is judged in link.login, before anything is sent
-        report = link.login(library, url, email, password, signup, _ask(yes), _backup(backup, backup_dir))
+        # a new password's strength is judged in link_rules.login, before anything is sent
+        report = asyncio.run(
+            link_rules.login(library, url, email, password, signup, _ask(yes), _backup(backup, backup_dir))
+        )
         backlog = library.search_backlog()
         if backlog:
             for _ in library.catch_up_search():
@@ -253,7 +257,7 @@ def status(as_json: bool) -> None:
     """The account this library is linked to: relay, e-mail, the library it holds, storage used
     against the limit, the last sync, what moved and the last error."""
     with open_library() as library:
-        data = link.status(library)
+        data = asyncio.run(relay_account.status(library))
     if as_json:
         print_json(data)
         return
@@ -298,7 +302,7 @@ def _moved_text(moved: dict[str, Any]) -> str:
 def logout(as_json: bool) -> None:
     """Log this device out of the account (the library stays linked to it; log in again to sync)."""
     with open_library() as library:
-        data = link.logout(library)
+        data = asyncio.run(relay_account.logout(library))
     if as_json:
         print_json(data)
         return
@@ -314,7 +318,7 @@ def reset(as_json: bool) -> None:
     """Forget this library's link to its account (the login, the library key, the sync cursor);
     keep every reference. The next login and sync are complete ones."""
     with open_library() as library:
-        message = link.reset(library)
+        message = asyncio.run(link_rules.reset(library))
     _print_reset(message, as_json)
 
 
@@ -327,7 +331,7 @@ def purge(yes: bool, as_json: bool) -> None:
     encrypted) and unbind it, so that another library can be bound. Your devices keep every
     reference. Asks first (--yes to agree)."""
     with open_library() as library:
-        info = link.account_info(library)
+        info = asyncio.run(relay_account.account_info(library))
         question = (
             f"Delete everything the account {info.email} stores on the relay ({info.change_sets} change sets, "
             f"{info.chunks} attachment chunks, {info.used_bytes / 1e6:.1f} MB)? The references on your devices stay."
@@ -338,7 +342,7 @@ def purge(yes: bool, as_json: bool) -> None:
             raise ConfirmationRequired(f"{question} Run again with --yes to confirm (no terminal to ask on).")
         elif not click.confirm(question, default=False, err=True):
             raise click.Abort()
-        data = link.purge(library)
+        data = asyncio.run(relay_account.purge(library))
     if as_json:
         print_json(data)
         return
@@ -357,7 +361,7 @@ def password(password_stdin: bool, as_json: bool) -> None:
     one; the other devices log in again with it."""
     with open_library() as library:
         new = _read_password(password_stdin, confirm=True, prompt="New password")
-        data = link.change_password(library, new)  # refuses a weak one before anything is sent
+        data = asyncio.run(relay_account.change_password(library, new))  # refuses a weak one before anything is sent
     if as_json:
         print_json(data)
         return

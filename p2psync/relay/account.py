@@ -8,6 +8,7 @@ from typing import Any
 from p2psync.errors import P2PSyncError, RelayBoundElsewhere, RelayError
 from p2psync.relay import crypto, kdf, keys, strength
 from p2psync.relay.client import Account, RelayClient
+from p2psync.relay.library_calls import OnThisThread
 from p2psync.relay.link_state import logged_in, read_link
 from p2psync.store import relay_state
 from p2psync.store.db import write_transaction
@@ -65,7 +66,7 @@ async def change_password(library: Library, new_password: str) -> dict[str, Any]
         ring = keys.read_ring(library)
         assert ring is not None
         if account.library_id is not None:
-            await keys.refresh(library, client, ring)  # the account's copy is of the key in force
+            await keys.refresh(OnThisThread(library), client, ring)  # the account's copy is of the key in force
         wrapped = crypto.wrap_library_key(wrap_key, ring.current, library_id)
         await client.change_password(login_key, wrapped, params)
         if account.library_id is not None and account.wrapped_epoch != ring.epoch:

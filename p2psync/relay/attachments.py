@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from p2psync.errors import RelayQuotaExceeded, RelayTampered
 from p2psync.model.chunking import offsets
@@ -21,18 +22,20 @@ from p2psync.net.chunks import PartialFile, copy_located, resume_partial, verify
 from p2psync.relay import crypto, keys
 from p2psync.relay.client import HAVE_LIMIT, RelayClient
 from p2psync.relay.device_client import KeyEpochMoved
+from p2psync.relay.library_calls import LibraryCalls
 from p2psync.relay.report import RelaySyncReport
 from p2psync.store import relay_state, transfers
-from p2psync.store.library import Library
+
+T = TypeVar("T")
 
 CHUNKS_IN_FLIGHT = 4
 CHUNK_BATCH = 64  # chunks fetched before they are verified and written (at most 8 MiB held)
 
 
-async def push_chunks(library: Library, client: RelayClient, ring: keys.Ring, report: RelaySyncReport) -> None:
+async def push_chunks(lib: LibraryCalls, client: RelayClient, ring: keys.Ring, report: RelaySyncReport) -> None:
     """Put on the relay the chunks of local files it lacks (asked with /chunks/have)."""
-    for file_sha in relay_state.files_to_push(library):
-        names = [c for c, _, _ in relay_state.file_chunks(library, file_sha)]
+    for file_sha in await lib.call(relay_state.files_to_push):
+        names = [c for c, _, _ in await lib.call(relay_state.file_chunks, file_sha)]
         ids = [crypto.chunk_id(ring.chunk_key, c) for c in names]
         lacking: list[int] = []
         for start in range(0, len(ids), HAVE_LIMIT):
@@ -41,8 +44,8 @@ async def push_chunks(library: Library, client: RelayClient, ring: keys.Ring, re
         complete = True
         for start in range(0, len(lacking), CHUNK_BATCH):
             part = lacking[start : start + CHUNK_BATCH]
-            locations = transfers.locate(library, [names[i] for i in part])
-            datas = transfers.read_chunks(locations)
+            locations = await lib.call(transfers.locate, [names[i] for i in part])
+            datas = await _off_loop(transfers.read_chunks, locations)
             uploads = []
             for i, data in zip(part, datas, strict=True):
                 if data is None or hashlib.sha256(data).hexdigest() != names[i]:
@@ -55,12 +58,12 @@ async def push_chunks(library: Library, client: RelayClient, ring: keys.Ring, re
                 report.errors.append(exc.message)
                 return
             except KeyEpochMoved:  # a new key in force meanwhile: the rest goes up at the next sync
-                await keys.refresh(library, client, ring)
+                await keys.refresh(lib, client, ring)
                 return
             report.chunks_pushed += len(uploads)
             report.chunk_bytes_pushed += sum(n for _, _, n in uploads)
         if complete:
-            relay_state.mark_pushed(library, file_sha)
+            await lib.call(relay_state.mark_pushed, file_sha)
 
 
 async def _gather_limited(coroutines: list[Any]) -> list[Any]:
@@ -82,24 +85,24 @@ async def _gather_limited(coroutines: list[Any]) -> list[Any]:
         raise
 
 
-async def fetch_attachments(library: Library, client: RelayClient, ring: keys.Ring, report: RelaySyncReport) -> None:
+async def fetch_attachments(lib: LibraryCalls, client: RelayClient, ring: keys.Ring, report: RelaySyncReport) -> None:
     """Bring every attachment version this machine lacks from the relay, chunk by chunk: resumed
     from a partial file, copied from files on this disk where possible, each chunk decrypted and
     checked against the manifest before it is written, the whole file checked before it is put
     in place (store/transfers.py finish)."""
-    needs = transfers.needs(library)
+    needs = await lib.call(transfers.needs)
     report.files_wanted = len(needs)
     firsts, followers = transfers.travel_once(needs, lambda n: n.sha256)
     for need in [*firsts, *followers]:  # a follower is copied from its first, already in place
         file = PartialFile(need, offsets(need.chunks), set())
-        done = resume_partial(need, file.starts)
+        done = await _off_loop(resume_partial, need, file.starts)
         report.bytes_resumed += sum(need.chunks[i][1] for i in done)
         file.remaining = set(range(len(need.chunks))) - done
-        report.bytes_local += _copy_local(library, file)
+        report.bytes_local += await _copy_local(lib, file)
         refused = await _fetch_remote(client, ring, file, report) if file.remaining else 0
         if not file.remaining:
-            if transfers.seal_partial(need):
-                if transfers.finish(library, need) != "dropped":
+            if await _off_loop(transfers.seal_partial, need):
+                if await lib.call(transfers.finish, need) != "dropped":
                     report.files += 1
                 continue
             reason, detail = "manifest", transfers.REASONS["manifest"]
@@ -108,16 +111,17 @@ async def fetch_attachments(library: Library, client: RelayClient, ring: keys.Ri
         else:
             reason = "no_peer"
             detail = "the relay does not have it yet (the device that has it has not synced with the relay since)"
-        transfers.record_missing(library, need.ref_id, need.name, need.sha256, reason, detail)
+        await lib.call(transfers.record_missing, need.ref_id, need.name, need.sha256, reason, detail)
         report.missing.append({**need.as_dict(), "reason": reason, "detail": detail})
 
 
-def _copy_local(library: Library, file: PartialFile) -> int:
+async def _copy_local(lib: LibraryCalls, file: PartialFile) -> int:
     indexes = sorted(file.remaining)
     copied = 0
     for start in range(0, len(indexes), CHUNK_BATCH):
         batch = indexes[start : start + CHUNK_BATCH]
-        copied += copy_located(file, batch, transfers.locate(library, [file.need.chunks[i][0] for i in batch]))
+        locations = await lib.call(transfers.locate, [file.need.chunks[i][0] for i in batch])
+        copied += await _off_loop(copy_located, file, batch, locations)
     return copied
 
 
@@ -145,10 +149,15 @@ async def _fetch_remote(client: RelayClient, ring: keys.Ring, file: PartialFile,
                 refused += 1
                 continue
             items.append((i, data))
-        good, bad = verify_and_write(file, items)
+        good, bad = await _off_loop(verify_and_write, file, items)
         refused += len(bad)
         for i in good:
             file.remaining.discard(i)
             report.bytes_fetched += file.need.chunks[i][1]
     report.chunks_refused += refused
     return refused
+
+
+async def _off_loop(function: Callable[..., T], *args: Any) -> T:
+    """File work (no database) off the event loop, as the LAN fetch does it (net/chunks.py)."""
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)

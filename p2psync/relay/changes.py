@@ -20,6 +20,7 @@ from p2psync.errors import RelayError, RelayQuotaExceeded, RelayTampered
 from p2psync.relay import crypto, keys
 from p2psync.relay.client import GapError, Item, RelayClient
 from p2psync.relay.device_client import KeyEpochMoved
+from p2psync.relay.library_calls import LibraryCalls
 from p2psync.relay.link_state import CHECK_FAILED, PEER
 from p2psync.relay.report import RelaySyncReport, add_received
 from p2psync.store import relay_state
@@ -28,6 +29,7 @@ from p2psync.store.sync import changesets_since, receive, version_vector
 
 PUSH_BATCH_BYTES = 6 * 1024 * 1024  # raw blob bytes per POST /changesets (base64 stays under 16 MiB)
 PUSH_BATCH_ITEMS = 256
+READ_BATCH = 8  # change sets read from the library at a time while pushing
 CARRY_LIMIT = 32 * 1024 * 1024  # wires kept for the next page while they wait for what they depend on
 
 
@@ -41,12 +43,12 @@ def _header(wire: bytes) -> tuple[str, int, int]:
 
 
 async def push(
-    library: Library, client: RelayClient, ring: keys.Ring, heads: dict[str, int], report: RelaySyncReport
+    lib: LibraryCalls, client: RelayClient, ring: keys.Ring, heads: dict[str, int], report: RelaySyncReport
 ) -> bool:
     """Push what the relay's heads lack; returns whether the storage limit stopped it."""
     for attempt in range(2):
         try:
-            await _push_once(library, client, ring, heads, report)
+            await _push_once(lib, client, ring, heads, report)
             return False
         except RelayQuotaExceeded as exc:
             report.errors.append(exc.message)
@@ -58,17 +60,17 @@ async def push(
                     "this repeats tell the relay's operator."
                 ) from None
             if isinstance(exc, KeyEpochMoved):  # another device put a new key in force meanwhile
-                await keys.refresh(library, client, ring)
+                await keys.refresh(lib, client, ring)
             heads, _ = await client.state()
     return False
 
 
 async def _push_once(
-    library: Library, client: RelayClient, ring: keys.Ring, heads: dict[str, int], report: RelaySyncReport
+    lib: LibraryCalls, client: RelayClient, ring: keys.Ring, heads: dict[str, int], report: RelaySyncReport
 ) -> None:
     """Push this device's own change sets that the relay lacks: the relay stores a device's change
     sets from that device only (relay.md §5.2), so those of others go up from their authors."""
-    library_id = library.library_id
+    library_id, device_id, vector = await lib.call(_ids_and_vector)
     batch: list[dict[str, Any]] = []
     size = 0
 
@@ -79,25 +81,27 @@ async def _push_once(
         report.pushed_duplicates += duplicates
         batch, size = [], 0
 
-    theirs = dict.fromkeys(version_vector(library), ops.MAX_INT)
-    theirs[library.device_id] = heads.get(library.device_id, 0)
-    for wire in changesets_since(library, theirs):
-        device, first, last = _header(wire)
-        blob = crypto.encrypt_changeset(ring.current, library_id, device, first, last, wire)
-        if batch and (size + len(blob) > PUSH_BATCH_BYTES or len(batch) >= PUSH_BATCH_ITEMS):
-            await send()
-        batch.append({"device": device, "first": first, "last": last, "key": ring.epoch, "blob": blob})
-        size += len(blob)
+    theirs = dict.fromkeys(vector, ops.MAX_INT)
+    theirs[device_id] = heads.get(device_id, 0)
+    wires = await lib.call(changesets_since, theirs)
+    while read := await lib.next_batch(wires, READ_BATCH):
+        for wire in read:
+            device, first, last = _header(wire)
+            blob = crypto.encrypt_changeset(ring.current, library_id, device, first, last, wire)
+            if batch and (size + len(blob) > PUSH_BATCH_BYTES or len(batch) >= PUSH_BATCH_ITEMS):
+                await send()
+            batch.append({"device": device, "first": first, "last": last, "key": ring.epoch, "blob": blob})
+            size += len(blob)
     if batch:
         await send()
 
 
 async def pull(
-    library: Library, client: RelayClient, ring: keys.Ring, cursor: int, report: RelaySyncReport, save: bool = True
+    lib: LibraryCalls, client: RelayClient, ring: keys.Ring, cursor: int, report: RelaySyncReport, save: bool = True
 ) -> int:
     """Pull everything after `cursor`; returns (and, with save, records as it goes) the new
     cursor: below the first item not applied (refused, or still waiting), else the last listed."""
-    library_id = library.library_id
+    library_id = await lib.call(_library_id)
     read_from = cursor
     outstanding: set[int] = set()  # nums of items not applied (yet): the cursor stays below them
     listed: dict[str, int] = {}  # device -> last of its latest item in this pull
@@ -119,7 +123,9 @@ async def pull(
                 # One device's change sets are stored in order, each once: anything else is the relay's doing.
                 twice = item.last <= previous
                 order = "twice" if twice else "out of order"
-                _refuse(library, report, f"it listed the change set {item.device[:7]} {item.first}-{item.last} {order}")
+                await _refuse(
+                    lib, report, f"it listed the change set {item.device[:7]} {item.first}-{item.last} {order}"
+                )
                 if not twice:
                     # What is missing was stored after that device's previous item: keep the
                     # cursor there, so that it is listed again once the relay has it back.
@@ -129,7 +135,7 @@ async def pull(
                 listed[item.device] = item.last
                 listed_num[item.device] = item.num
             if item.key > ring.epoch:  # a key put in force since this sync began
-                await keys.refresh(library, client, ring)
+                await keys.refresh(lib, client, ring)
             key = ring.get(item.key)
             try:
                 if key is None:
@@ -140,12 +146,13 @@ async def pull(
                 wire = crypto.decrypt_changeset(key, library_id, item.device, item.first, item.last, item.blob)
                 _check_header(wire, item)
             except RelayTampered as exc:
-                _refuse(library, report, exc.message)
+                await _refuse(lib, report, exc.message)
                 continue
             batch.append((item, wire))
         if batch:
-            add_received(report.received, receive(library, [wire for _, wire in batch], peer=PEER, parallel=False))
-        vv = version_vector(library)
+            received = await lib.call(receive, [wire for _, wire in batch], PEER, False)
+            add_received(report.received, received)
+        vv = await lib.call(version_vector)
         carried, carried_bytes = [], 0
         for item, wire in batch:
             if vv.get(item.device, 0) >= item.last:  # applied, or already here
@@ -155,7 +162,7 @@ async def pull(
                 carried_bytes += len(wire)
         safe = min(outstanding) - 1 if outstanding else read_from
         if save and safe > cursor:
-            relay_state.advance_cursor(library, safe)
+            await lib.call(relay_state.advance_cursor, safe)
     report.received.waiting = len(carried)
     return safe
 
@@ -177,9 +184,17 @@ def _check_header(wire: bytes, item: Item) -> None:
         )
 
 
-def _refuse(library: Library, report: RelaySyncReport, detail: str) -> None:
+async def _refuse(lib: LibraryCalls, report: RelaySyncReport, detail: str) -> None:
     message = f"{CHECK_FAILED}: {detail}; it was refused."
-    relay_state.record_problem(library, "relay_check", message)
+    await lib.call(relay_state.record_problem, "relay_check", message)
     report.refused.append(message)
     if CHECK_FAILED not in " ".join(report.errors):
         report.errors.append(message)
+
+
+def _library_id(library: Library) -> str:
+    return library.library_id
+
+
+def _ids_and_vector(library: Library) -> tuple[str, str, dict[str, int]]:
+    return library.library_id, library.device_id, version_vector(library)

@@ -42,6 +42,7 @@ from p2psync.errors import DeviceRemoved, RelayError, RelayTampered
 from p2psync.relay import crypto, keyring
 from p2psync.relay.client import RelayClient
 from p2psync.relay.device_client import KeyEpochMoved, KeysAnswer
+from p2psync.relay.library_calls import LibraryCalls
 from p2psync.store import relay_state
 from p2psync.store.library import Library, Writer, device_add_op
 
@@ -166,7 +167,7 @@ def _open_account_copy(library_id: str, answer: KeysAnswer, wrap_key: bytes | No
     return _epoch_of(answer, key), key
 
 
-async def ring_at_login(library: Library, client: RelayClient, key: bytes, wrap_key: bytes, library_id: str) -> Ring:
+async def ring_at_login(lib: LibraryCalls, client: RelayClient, key: bytes, wrap_key: bytes, library_id: str) -> Ring:
     """The ring of a device that just unwrapped the account's copy (of library `library_id`) with the
     password: every older key by the chain, and newer ones from its own sealed copies (a device
     logging in again)."""
@@ -174,11 +175,11 @@ async def ring_at_login(library: Library, client: RelayClient, key: bytes, wrap_
     top = _epoch_of(answer, key)
     ring = Ring(top, _walk(library_id, answer, top, key))
     if answer.key_epoch > ring.epoch:
-        _take_newer(library, ring, answer, wrap_key, library_id)
+        await lib.call(_take_newer, ring, answer, wrap_key, library_id)
     return ring
 
 
-async def refresh(library: Library, client: RelayClient, ring: Ring, answer: KeysAnswer | None = None) -> KeysAnswer:
+async def refresh(lib: LibraryCalls, client: RelayClient, ring: Ring, answer: KeysAnswer | None = None) -> KeysAnswer:
     """Take in the key epochs the relay has beyond the ring (saved); returns the relay's answer."""
     answer = answer or await client.keys()
     if answer.key_epoch < ring.epoch:
@@ -187,13 +188,17 @@ async def refresh(library: Library, client: RelayClient, ring: Ring, answer: Key
             "again ('p2psync account login')."
         )
     if answer.key_epoch > ring.epoch:
-        before = ring.epoch
-        try:
-            _take_newer(library, ring, answer, read_wrap(library))
-        finally:  # what was taken in is kept, even when the newest key could not be opened
-            if ring.epoch > before:
-                _keep_taken(library, ring, answer, before)
+        await lib.call(_take_in, ring, answer)
     return answer
+
+
+def _take_in(library: Library, ring: Ring, answer: KeysAnswer) -> None:
+    before = ring.epoch
+    try:
+        _take_newer(library, ring, answer, read_wrap(library))
+    finally:  # what was taken in is kept, even when the newest key could not be opened
+        if ring.epoch > before:
+            _keep_taken(library, ring, answer, before)
 
 
 def _keep_taken(library: Library, ring: Ring, answer: KeysAnswer, before: int) -> None:
@@ -263,19 +268,19 @@ def check_not_removed(library: Library) -> None:
         raise DeviceRemoved()
 
 
-async def prepare(library: Library, client: RelayClient, ring: Ring, email: str, tied: bool) -> Enforced:
+async def prepare(lib: LibraryCalls, client: RelayClient, ring: Ring, email: str, tied: bool) -> Enforced:
     """Steps 1 to 4 above, before anything is pushed (relay.md §5). Step 5 is left to `enforce`
     after a pull (`needed` says so): the new key must come after every change set the others
     stored, lest moving the account's signing key refuse a device that joined through it."""
-    check_not_removed(library)
+    await lib.call(check_not_removed)
     if not tied:
-        await client.tie_device(proof(library, email))
-    answer = await refresh(library, client, ring)
-    return await enforce(library, client, ring, email, answer, rotate=False)
+        await client.tie_device(await lib.call(proof, email))
+    answer = await refresh(lib, client, ring)
+    return await enforce(lib, client, ring, email, answer, rotate=False)
 
 
 async def enforce(
-    library: Library,
+    lib: LibraryCalls,
     client: RelayClient,
     ring: Ring,
     email: str,
@@ -284,17 +289,17 @@ async def enforce(
 ) -> Enforced:
     """Revoke on the relay what the library removed, and put a new key in force if needed (and
     `rotate`). A device not yet a member of its library (joining) leaves both to the members."""
-    check_not_removed(library)
-    answer = answer or await refresh(library, client, ring)
+    await lib.call(check_not_removed)
+    answer = answer or await refresh(lib, client, ring)
     done = Enforced(relay_revoked=answer.revoked)
-    if not relay_state.is_member(library, library.device_id):
+    me = await lib.call(_me)
+    if not me.member:
         return done
-    identity = library.identity()
-    removed = relay_state.revocations(library)
-    skip = _account_ids(ring) | {library.device_id}  # account keys never log in; they move by rotation
+    identity, removed = me.identity, me.removed
+    skip = _account_ids(ring) | {me.device_id}  # account keys never log in; they move by rotation
     for device, upto in sorted(removed.items()):
         if device not in answer.revoked and device not in skip:
-            await client.revoke(device, upto, identity.sign(keyring.revoke_message(library.library_id, device, upto)))
+            await client.revoke(device, upto, identity.sign(keyring.revoke_message(me.library_id, device, upto)))
             done.revoked.append(device)
     done.relay_revoked = answer.revoked | set(done.revoked)
     made_by = answer.epochs[ring.epoch].by if ring.epoch in answer.epochs else None
@@ -307,27 +312,52 @@ async def enforce(
         if attempt:
             done.revoked.clear()  # told the relay already; only its flag counts now
         try:
-            done.rotated = await _rotate(library, client, ring, email, answer, identity, removed)
+            done.rotated = await _rotate(lib, client, ring, email, answer, identity, removed)
             break
         except KeyEpochMoved:  # another device put a key in force meanwhile: take it, look again
-            answer = await refresh(library, client, ring)
+            answer = await refresh(lib, client, ring)
             made_by = answer.epochs[ring.epoch].by if ring.epoch in answer.epochs else None
     if done.rotated is None:
-        await _give_account_its_copy(library, client, ring, answer)
+        await _give_account_its_copy(lib, client, ring, answer)
     return done
 
 
-async def _give_account_its_copy(library: Library, client: RelayClient, ring: Ring, answer: KeysAnswer) -> None:
+@dataclass(frozen=True)
+class _Me:
+    """What `enforce` needs of this device and its library, read in one call."""
+
+    member: bool
+    device_id: str
+    library_id: str
+    identity: DeviceIdentity
+    removed: dict[str, int]
+
+
+def _me(library: Library) -> _Me:
+    return _Me(
+        relay_state.is_member(library, library.device_id),
+        library.device_id,
+        library.library_id,
+        library.identity(),
+        relay_state.revocations(library),
+    )
+
+
+async def _give_account_its_copy(lib: LibraryCalls, client: RelayClient, ring: Ring, answer: KeysAnswer) -> None:
     """The account's copy of the key in force, when the device that made it could not wrap it
     (it held no current wrap key): this device's wrap key opens the account's older copy."""
-    wrap_key = read_wrap(library)
-    account = _open_account_copy(library.library_id, answer, wrap_key)
+    wrap_key, library_id = await lib.call(_wrap_and_id)
+    account = _open_account_copy(library_id, answer, wrap_key)
     if wrap_key is not None and account is not None and account[0] < ring.epoch == answer.key_epoch:
-        await client.set_account_key(ring.epoch, crypto.wrap_library_key(wrap_key, ring.current, library.library_id))
+        await client.set_account_key(ring.epoch, crypto.wrap_library_key(wrap_key, ring.current, library_id))
+
+
+def _wrap_and_id(library: Library) -> tuple[bytes | None, str]:
+    return read_wrap(library), library.library_id
 
 
 async def _rotate(
-    library: Library,
+    lib: LibraryCalls,
     client: RelayClient,
     ring: Ring,
     email: str,
@@ -335,10 +365,10 @@ async def _rotate(
     identity: DeviceIdentity,
     removed: Mapping[str, int],
 ) -> int:
-    library_id = library.library_id
+    library_id, wrap, keys = await lib.call(_rotation_inputs)
     epoch = ring.epoch + 1
     new = crypto.new_library_key()
-    members = {str(d): base64.b64decode(k) for d, k in relay_state.member_keys(library).items() if d not in removed}
+    members = {d: base64.b64decode(k) for d, k in keys.items() if d not in removed}
     relay_devices, _ = await client.devices()
     sealed: dict[str, bytes] = {}
     for known in relay_devices:
@@ -347,8 +377,8 @@ async def _rotate(
             sealed[known.device] = keyring.seal_for_member(
                 known.proof.agreement_key, new, library_id, known.device, epoch
             )
-    account = _open_account_copy(library_id, answer, read_wrap(library))
-    wrap_key = read_wrap(library) if account is not None else None
+    account = _open_account_copy(library_id, answer, wrap)
+    wrap_key = wrap if account is not None else None
     check = keyring.key_check(new)
     await client.rotate(
         epoch,
@@ -361,10 +391,18 @@ async def _rotate(
     old = ring.current
     ring.keys[epoch] = new
     ring.epoch = epoch
+    await lib.call(_save_rotation, ring, old, new)
+    return epoch
+
+
+def _rotation_inputs(library: Library) -> tuple[str, bytes | None, dict[str, str]]:
+    return library.library_id, read_wrap(library), relay_state.member_keys(library)
+
+
+def _save_rotation(library: Library, ring: Ring, old: bytes, new: bytes) -> None:
     with library.writing() as writer:
         relay_state.write_rows_in(library, ring_rows(ring))
         _move_account_member(library, writer, old, new)
-    return epoch
 
 
 def _move_account_member(library: Library, writer: Writer, old_key: bytes, new_key: bytes) -> None:

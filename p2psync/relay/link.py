@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from p2psync.relay import account, link_rules, sync_round
 from p2psync.relay.account import summary
 from p2psync.relay.client import Account
+from p2psync.relay.library_calls import OnThisThread
 from p2psync.relay.link_rules import (
     LINKED_ELSEWHERE,
     RESET_MESSAGE,
@@ -103,7 +104,7 @@ def reset(library: Library, revoke: bool = True) -> str:
 
 def sync_with_relay(library: Library) -> RelaySyncReport:
     """sync_round.sync_with_relay, run to the end."""
-    return _blocking(sync_round.sync_with_relay(library))
+    return _blocking(sync_round.sync_with_relay(OnThisThread(library)))
 
 
 def logout(library: Library) -> dict[str, Any]:

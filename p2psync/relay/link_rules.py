@@ -34,6 +34,7 @@ from p2psync.errors import (
 )
 from p2psync.relay import account_keys, changes, crypto, keys, strength
 from p2psync.relay.client import Account, RelayClient, normalize_url
+from p2psync.relay.library_calls import OnThisThread
 from p2psync.relay.link_state import PEER, LinkState, read_link
 from p2psync.relay.report import RelaySyncReport
 from p2psync.relay.sync_round import sync_or_report
@@ -211,7 +212,7 @@ async def _login(
             raise
         report.library_id = library.library_id
         if run_sync:
-            report.sync = await sync_or_report(library, client, ring)
+            report.sync = await sync_or_report(OnThisThread(library), client, ring)
     return report
 
 
@@ -260,7 +261,7 @@ async def _bind_or_join(
         return ring
     assert account.wrapped_key is not None
     key = crypto.unwrap_library_key(wrap_key, account.wrapped_key, account.library_id)
-    ring = await keys.ring_at_login(library, client, key, wrap_key, account.library_id)
+    ring = await keys.ring_at_login(OnThisThread(library), client, key, wrap_key, account.library_id)
     if account.library_id == library.library_id:
         before = keys.read_ring(library)
         with write_transaction(library.db):
@@ -284,7 +285,7 @@ async def _bind_or_join(
     staged = Library.create(staging, library.name, found=False, library_id=account.library_id)
     try:
         staged_report = RelaySyncReport(relay=client.url, account=report.account)
-        cursor = await changes.pull(staged, client, ring, 0, staged_report, save=False)
+        cursor = await changes.pull(OnThisThread(staged), client, ring, 0, staged_report, save=False)
         theirs = rebase.content(staged)
         report.ours, report.theirs = ours.as_dict(), theirs.as_dict()
         _confirm(ask, _merge_question(ours, theirs))
