@@ -152,7 +152,7 @@ class FetchReport:
 @dataclass
 class PartialFile:
     """One version being assembled in its partial file (store/transfers.py): what is still to
-    fetch, and what went wrong; shared by the LAN fetch here and the relay's (relay/link.py)."""
+    fetch, and what went wrong; shared by the LAN fetch here and the relay's (relay/attachments.py)."""
 
     need: Need
     starts: list[int]

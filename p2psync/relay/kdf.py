@@ -6,7 +6,7 @@ Two functions, each named on the wire with its parameters:
   64 MiB, 10 passes, 1 lane: about 0.5 s and 64 MiB once per login on the reference machine
   (docs/security.md), memory-hard so that guessing on GPUs and ASICs gains little.
 - "scrypt" (n = 2^15, r = 8, p = 1, exactly): the first release's. Accepted only so that accounts
-  made then still log in; the device then upgrades them to Argon2id (link.py, via
+  made then still log in; the device then upgrades them to Argon2id (link_rules.py, via
   relay/account_keys.py), and the relay no longer names scrypt for them.
 
 The relay tells a device an account's parameters before it logs in (POST /prelogin), so they are
