@@ -392,10 +392,10 @@ def _split(text: str) -> tuple[str, int]:
 async def _sync_relay(worker: LibraryWorker) -> Any:
     """The relay round: None if the library is not linked, else the report or the error. Its
     database work goes through the library worker like the LAN's, so peers are served meanwhile."""
-    from p2psync.relay import link_state, sync_round  # only a linked library needs the relay client
+    from p2psync.relay import state, sync_round  # only a linked library needs the relay client
 
     try:
-        if not await worker.call(link_state.is_linked):
+        if not await worker.call(state.is_linked):
             return None
         return await sync_round.sync_with_relay(worker)
     except P2PSyncError as exc:

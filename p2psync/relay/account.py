@@ -1,5 +1,5 @@
 """The account seen from a logged-in device: log out, purge, change the password, and what
-`status` shows of it. Each opens a client with the token this library holds (relay/link_state.py)."""
+`status` shows of it. Each opens a client with the token this library holds (relay/state.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from p2psync.errors import P2PSyncError, RelayBoundElsewhere, RelayError
 from p2psync.relay import crypto, kdf, keys, strength
 from p2psync.relay.client import Account, RelayClient
 from p2psync.relay.library_calls import OnThisThread
-from p2psync.relay.link_state import logged_in, read_link
+from p2psync.relay.state import logged_in, summary
 from p2psync.store import relay_state
 from p2psync.store.db import write_transaction
-from p2psync.store.library import Library, iso
+from p2psync.store.library import Library
 
 
 async def logout(library: Library) -> dict[str, Any]:
@@ -74,25 +74,6 @@ async def change_password(library: Library, new_password: str) -> dict[str, Any]
 
     relay_state.write_rows(library, {"relay_kdf": params.as_text(), **keys.wrap_rows(wrap_key)})
     return {"relay": link.url, "email": link.email, "password_changed": True}
-
-
-def summary(library: Library) -> dict[str, Any] | None:
-    """What `status` shows of the relay (from this machine's records, no network)."""
-    link = read_link(library)
-    if not link.linked:
-        return None
-    return {
-        "relay": link.url,
-        "email": link.email,
-        "account": link.account,
-        "logged_in": link.logged_in,
-        "cursor": link.cursor,
-        "last_sync": iso(link.last_sync),
-        "moved": link.last_moved,
-        "last_error": link.last_error,
-        "last_error_at": iso(link.last_error_at),
-        "account_device": crypto.account_identity(link.key).device_id if link.key else None,
-    }
 
 
 async def status(library: Library, online: bool = True) -> dict[str, Any]:

@@ -21,12 +21,13 @@ from p2psync.relay import crypto, keys
 from p2psync.relay.client import GapError, Item, RelayClient
 from p2psync.relay.device_client import KeyEpochMoved
 from p2psync.relay.library_calls import LibraryCalls
-from p2psync.relay.link_state import CHECK_FAILED, PEER
 from p2psync.relay.report import RelaySyncReport, add_received
+from p2psync.relay.state import PEER
 from p2psync.store import relay_state
 from p2psync.store.library import Library
 from p2psync.store.sync import changesets_since, receive, version_vector
 
+CHECK_FAILED = "The relay sent a change set that fails its check"
 PUSH_BATCH_BYTES = 6 * 1024 * 1024  # raw blob bytes per POST /changesets (base64 stays under 16 MiB)
 PUSH_BATCH_ITEMS = 256
 READ_BATCH = 8  # change sets read from the library at a time while pushing

@@ -2,7 +2,7 @@
 
 The keys this device holds are a *ring*: the library key of each epoch it knows, by number, and
 the epoch in force. It lives in the library's local meta table beside the rest of the link
-(relay/link_state.py): relay_key (the key in force, as before epochs), relay_key_epoch, relay_keys (JSON
+(relay/state.py): relay_key (the key in force, as before epochs), relay_key_epoch, relay_keys (JSON
 {epoch: base64 key}) and relay_wrap (the password's wrap key, kept from the last login so that a
 new key can be given to the account too). A link from before epochs has only relay_key: epoch 0.
 

@@ -1,7 +1,7 @@
 """A library's link to an online account on a relay (protocol/relay.md section 4), and a sync
 through it: the public face of the relay client.
 
-The work is async and lives by concern: relay/link_state.py (the link as the library records it),
+The work is async and lives by concern: relay/state.py (the link as the library records it),
 relay/link_rules.py (logging in, binding or joining, the one-account rule, reset),
 relay/account.py (logout, purge, password, status), relay/sync_round.py (one sync, in order),
 relay/changes.py (change sets pushed and pulled), relay/attachments.py (chunks both ways) and
@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from p2psync.relay import account, link_rules, sync_round
-from p2psync.relay.account import summary
+from p2psync.relay.changes import CHECK_FAILED
 from p2psync.relay.client import Account
 from p2psync.relay.library_calls import OnThisThread
 from p2psync.relay.link_rules import (
@@ -31,8 +31,8 @@ from p2psync.relay.link_rules import (
     Question,
     is_reset_request,
 )
-from p2psync.relay.link_state import CHECK_FAILED, PEER, PUSHED_PREFIX, LinkState, is_linked, read_link
 from p2psync.relay.report import RelaySyncReport
+from p2psync.relay.state import PEER, PUSHED_PREFIX, LinkState, is_linked, read_link, summary
 from p2psync.store.library import Library
 
 __all__ = [

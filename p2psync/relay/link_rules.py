@@ -35,8 +35,8 @@ from p2psync.errors import (
 from p2psync.relay import account_keys, changes, crypto, keys, strength
 from p2psync.relay.client import Account, RelayClient, normalize_url
 from p2psync.relay.library_calls import OnThisThread
-from p2psync.relay.link_state import PEER, LinkState, read_link
 from p2psync.relay.report import RelaySyncReport
+from p2psync.relay.state import PEER, LinkState, read_link
 from p2psync.relay.sync_round import sync_or_report
 from p2psync.store import rebase, relay_state
 from p2psync.store.db import write_transaction

@@ -1,6 +1,14 @@
 """The library's link to its relay account, as this machine records it (meta rows), without the
 network: what `status` shows, what `sync` and `account` start from.
 
+The rows (their SQL is in store/relay_state.py): relay_url, relay_email, relay_account,
+relay_token, relay_key (the library key, base64), relay_cursor (the highest `num` pulled up to
+which everything was applied), relay_last_sync, relay_last_moved, relay_last_error (and _at),
+relay_chunks (how many chunks the account held at the last sync: fewer now means a purge), and
+one relay_pushed:SHA256 row per attachment file whose chunks are all on the relay (forgotten at
+each login and purge, so a relay that lost chunks is given them again). relay/keys.py keeps the
+keys of every epoch beside relay_key. Every write to them is one transaction.
+
 Kept apart from link.py, which talks to the relay (aiohttp), so a local command reads the link
 without importing the HTTP client (docs/performance.md: start-up). The account's device id needs
 the relay's key derivation, imported only when there is a key.
@@ -16,7 +24,26 @@ from typing import Any
 
 import orjson
 
+from p2psync.engine import clock
+from p2psync.errors import RelayNotLinked
+from p2psync.store import relay_state
 from p2psync.store.library import Library, iso
+from p2psync.store.relay_state import PEER, PUSHED_PREFIX
+from p2psync.store.relay_state import as_count as int_or_zero
+
+__all__ = [
+    "KEYS",
+    "KEY_BYTES",
+    "PEER",
+    "PUSHED_PREFIX",
+    "LinkState",
+    "int_or_zero",
+    "is_linked",
+    "logged_in",
+    "read_link",
+    "record_error",
+    "summary",
+]
 
 KEY_BYTES = 32  # the library key's length (relay/crypto.py KEY_BYTES; a test holds them equal)
 
@@ -57,8 +84,7 @@ class LinkState:
 
 
 def read_link(library: Library) -> LinkState:
-    marks = ",".join("?" * len(KEYS))
-    rows = dict(library.db.execute(f"SELECT key, value FROM meta WHERE key IN ({marks})", KEYS).fetchall())
+    rows = relay_state.read_rows(library, KEYS)
     key: bytes | None = None
     if rows.get("relay_key"):
         try:
@@ -85,11 +111,28 @@ def read_link(library: Library) -> LinkState:
     )
 
 
-def int_or_zero(text: str | None) -> int:
-    try:
-        return max(0, int(text or 0))
-    except ValueError:
-        return 0
+def is_linked(library: Library) -> bool:
+    return read_link(library).linked
+
+
+def logged_in(library: Library) -> LinkState:
+    """The link of a device logged in to its account; RelayNotLinked says what to do otherwise."""
+    link = read_link(library)
+    if not link.linked:
+        raise RelayNotLinked(
+            "This library is not linked to a relay account; sign up or log in with 'p2psync account signup' "
+            "or 'p2psync account login'."
+        )
+    if not link.logged_in:
+        raise RelayNotLinked(
+            f"This device is logged out of the account {link.email} on {link.url}; log in with "
+            f"'p2psync account login --relay {link.url} --email {link.email}'."
+        )
+    return link
+
+
+def record_error(library: Library, message: str) -> None:
+    relay_state.write_rows(library, {"relay_last_error": message, "relay_last_error_at": clock.now_ms()})
 
 
 def summary(library: Library) -> dict[str, Any] | None:

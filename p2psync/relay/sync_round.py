@@ -16,10 +16,11 @@ from p2psync.engine import clock
 from p2psync.engine.canonical import dumps
 from p2psync.errors import DeviceRemoved, P2PSyncError, RelayBoundElsewhere, RelayError, RelayNotLinked
 from p2psync.relay import attachments, changes, crypto, keys
+from p2psync.relay.changes import CHECK_FAILED
 from p2psync.relay.client import RelayClient
 from p2psync.relay.library_calls import LibraryCalls
-from p2psync.relay.link_state import CHECK_FAILED, logged_in, read_link, record_error
 from p2psync.relay.report import RelaySyncReport
+from p2psync.relay.state import logged_in, read_link, record_error
 from p2psync.store import rebase, relay_state
 from p2psync.store.library import Library, device_add_op, device_name
 from p2psync.store.sync import seal, version_vector

@@ -1,6 +1,6 @@
 """What the library records of its link to a relay account: the SQL behind relay/.
 
-The link is a set of relay_* rows in the local `meta` table (never replicated; relay/link_state.py
+The link is a set of relay_* rows in the local `meta` table (never replicated; relay/state.py
 says what each holds and parses them), one relay_pushed:SHA256 row per attachment file whose
 chunks are all on the relay, and the relay's rows in `sync_problems` (peer "relay"). The relay
 client reads and writes them only through these functions, so every statement on the library's
