@@ -18,11 +18,15 @@ logged, nothing is logged without being applied. The rooms reach each other thro
 (`self.library.refs.resolve(...)`), so each module holds one area and no room imports another's
 class. Where the files are in the folder is store/folder.py; the records handed out, records.py.
 
-Why rooms behind a face rather than one class: the single class had grown to 45 public methods
-over six areas, and a reader looking for how the trash works read past groups and conflicts to
-find it. Why the face keeps the old method names (`add_reference`, `list_groups`, ...) as one-line
-delegations at the end of the class: the CLI, the tests and the sync and relay code call them,
-and they keep working unchanged while new code calls the rooms.
+Why rooms behind a face rather than one class: the single class had grown to 1,060 lines and 45
+public methods over six areas, and a reader looking for how the trash works read past groups and
+conflicts to find it. Why a small class per room rather than functions taking the library: a
+room keeps what it must remember (the attachments room, the files grown too large to sync), and
+`library.refs.add(...)` names its area where it is called. Why the face keeps the old method
+names (`add_reference`, `list_groups`, ...): the CLI, the tests and the sync and relay code call
+them. They are a table at the end of the class, each name the room's own bound method (`_room`),
+so arguments, defaults and types are the room's and nothing is written twice; new code calls the
+rooms.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from p2psync.crypto.identity import DeviceIdentity
 from p2psync.engine import clock, ops
@@ -53,6 +57,9 @@ from p2psync.store.library.members import Members, device_add_op, device_name
 from p2psync.store.library.records import Device, iso
 from p2psync.store.library.references import BATCH, IN_CONFLICT, References
 from p2psync.store.library.trash import Trash
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = [
     "ATTACHMENTS_DIR",
@@ -99,6 +106,18 @@ class Writer:
         """The id of an object this transaction creates. Drawn here, the one place new references and
         groups get theirs, so that a test can fix it (tests/test_prepare.py patches `new_id`)."""
         return new_id()
+
+
+class _room(Generic[P, R]):  # lowercase, like property: it reads as one in the table below
+    """An old method name of Library, answered by the same method of one of its rooms: the room's
+    bound method itself, so arguments, defaults and types are the room's, with nothing between."""
+
+    def __init__(self, room: str, method: Callable[Concatenate[Any, P], R]) -> None:
+        self.room, self.name = room, method.__name__
+
+    def __get__(self, library: Library, owner: type[Library]) -> Callable[P, R]:
+        method: Callable[P, R] = getattr(getattr(library, self.room), self.name)
+        return method
 
 
 class Library:
@@ -288,115 +307,46 @@ class Library:
             flush()
         return added
 
-    # --- the old names: one-line calls into the rooms, for the CLI, the tests and the sync code -
+    # --- the old names, each one room's method: the CLI, the tests and the sync code call them ---
 
-    def add_reference(self, values: dict[str, Any]) -> str:
-        return self.refs.add(values)
+    add_reference = _room("refs", References.add)
+    add_references = _room("refs", References.add_many)
+    edit_reference = _room("refs", References.edit)
+    resolve_ref = _room("refs", References.resolve)
+    get_reference = _room("refs", References.get)
+    count_references = _room("refs", References.count)
+    list_references = _room("refs", References.listing)
+    search = _room("refs", References.search)
+    search_backlog = _room("refs", References.search_backlog)
+    catch_up_search = _room("refs", References.catch_up_search)
+    trash_reference = _room("trash", Trash.put)
+    restore_reference = _room("trash", Trash.restore)
+    empty_trash = _room("trash", Trash.empty)
+    create_group = _room("groups", Groups.create)
+    find_group = _room("groups", Groups.find)
+    rename_group = _room("groups", Groups.rename)
+    delete_group = _room("groups", Groups.delete)
+    add_to_group = _room("groups", Groups.add_refs)
+    remove_from_group = _room("groups", Groups.remove_refs)
+    list_groups = _room("groups", Groups.listing)
+    reference_versions = _room("conflicts", Conflicts.versions)
+    list_conflicts = _room("conflicts", Conflicts.listing)
+    resolve_conflict = _room("conflicts", Conflicts.resolve)
+    attachment_file = _room("attachments", Attachments.file)
+    attach = _room("attachments", Attachments.attach)
+    list_attachments = _room("attachments", Attachments.listing)
+    attachment_path = _room("attachments", Attachments.path)
+    export_attachment = _room("attachments", Attachments.export)
+    remove_attachment = _room("attachments", Attachments.remove)
+    record_local_edits = _room("attachments", Attachments.record_local_edits)
+    scan_attachments = _room("attachments", Attachments.scan)
+    _record_file = _room("attachments", Attachments.record_file)  # (tests/test_reserved_names.py)
+    add_device = _room("members", Members.add)
 
-    def add_references(
-        self, records: Iterable[dict[str, Any]], progress: Callable[[int], None] | None = None
-    ) -> list[str]:
-        return self.refs.add_many(records, progress)
-
-    def edit_reference(self, ref: str, changes: dict[str, Any]) -> bool:
-        return self.refs.edit(ref, changes)
-
-    def resolve_ref(self, ref: str) -> str:
-        return self.refs.resolve(ref)
-
-    def get_reference(self, ref: str) -> dict[str, Any]:
-        return self.refs.get(ref)
-
-    def count_references(self, trashed: bool = False, group: str | None = None) -> int:
-        return self.refs.count(trashed, group)
-
-    def list_references(
-        self, trashed: bool = False, group: str | None = None, limit: int | None = None, offset: int = 0
-    ) -> Iterator[dict[str, Any]]:
-        return self.refs.listing(trashed, group, limit, offset)
-
-    def search(self, text: str, limit: int | None = None, trashed: bool = False) -> Iterator[dict[str, Any]]:
-        return self.refs.search(text, limit, trashed)
-
-    def search_backlog(self) -> int:
-        return self.refs.search_backlog()
-
-    def catch_up_search(self) -> Iterator[int]:
-        return self.refs.catch_up_search()
-
-    def trash_reference(self, ref: str) -> bool:
-        return self.trash.put(ref)
-
-    def restore_reference(self, ref: str) -> None:
-        self.trash.restore(ref)
-
-    def empty_trash(self, progress: Callable[[int], None] | None = None) -> int:
-        return self.trash.empty(progress)
-
-    def create_group(self, name: str) -> str:
-        return self.groups.create(name)
-
-    def find_group(self, name_or_id: str) -> dict[str, Any]:
-        return self.groups.find(name_or_id)
-
-    def rename_group(self, group: str, new_name: str) -> None:
-        self.groups.rename(group, new_name)
-
-    def delete_group(self, group: str) -> None:
-        self.groups.delete(group)
-
-    def add_to_group(self, group: str, refs: Iterable[str]) -> int:
-        return self.groups.add_refs(group, refs)
-
-    def remove_from_group(self, group: str, refs: Iterable[str]) -> int:
-        return self.groups.remove_refs(group, refs)
-
-    def list_groups(self) -> list[dict[str, Any]]:
-        return self.groups.listing()
-
-    def reference_versions(self, ref: str) -> dict[str, list[dict[str, Any]]]:
-        return self.conflicts.versions(ref)
-
-    def list_conflicts(self) -> list[dict[str, Any]]:
-        return self.conflicts.listing()
-
-    def resolve_conflict(self, ref: str, keep: str | None = None, fields: dict[str, str] | None = None) -> list[str]:
-        return self.conflicts.resolve(ref, keep, fields)
-
-    def attachment_file(self, ref_id: str, name: str) -> Path:
-        return self.attachments.file(ref_id, name)
-
-    def attach(
-        self, ref: str, source: Path, name: str | None = None, progress: Callable[[int], None] | None = None
-    ) -> dict[str, Any]:
-        return self.attachments.attach(ref, source, name, progress)
-
-    def list_attachments(self, ref: str, scan: bool = True) -> list[dict[str, Any]]:
-        return self.attachments.listing(ref, scan)
-
-    def attachment_path(self, ref: str, name: str) -> Path:
-        return self.attachments.path(ref, name)
-
-    def export_attachment(self, ref: str, name: str, out: Path) -> dict[str, Any]:
-        return self.attachments.export(ref, name, out)
-
-    def remove_attachment(self, ref: str, name: str) -> None:
-        self.attachments.remove(ref, name)
-
-    def record_local_edits(self) -> list[dict[str, Any]]:
-        return self.attachments.record_local_edits()
-
-    def scan_attachments(self, ref_id: str | None = None) -> list[dict[str, Any]]:
-        return self.attachments.scan(ref_id)
-
-    def _record_file(self, ref_id: str, name: str, path: Path, manifest: dict[str, Any]) -> None:
-        self.attachments.record_file(ref_id, name, path, manifest)  # (tests/test_reserved_names.py)
+    # The member records, as the dicts the CLI, the relay and the network read by key.
 
     def devices(self) -> list[dict[str, Any]]:
         return [device.as_dict() for device in self.members.listing()]
-
-    def add_device(self, public_key: bytes, name: str) -> str:
-        return self.members.add(public_key, name)
 
     def revoke_device(self, device: str) -> dict[str, Any]:
         return self.members.revoke(device).as_dict()
