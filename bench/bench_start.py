@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,16 +40,21 @@ TARGET_MS = 150
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def run_times(argv: list[str], runs: int) -> list[float]:
-    """Wall seconds of `runs` runs of argv (after one warm-up run), output to /dev/null."""
+def run_times(argv: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """Wall seconds, and CPU seconds (user + system), of `runs` runs of argv after one warm-up
+    run, output to /dev/null. CPU time says what the process itself costs when other work
+    shares the machine and stretches the wall time."""
     quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": HERE.parent, "env": ENV}
     subprocess.run(argv, check=True, **quiet)
-    times = []
+    times, cpus = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(argv, check=True, **quiet)
         times.append(time.perf_counter() - start)
-    return times
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return times, cpus
 
 
 def main() -> None:
@@ -80,13 +86,13 @@ def main() -> None:
             return
         floor = 0.0
         for name, argv in commands.items():
-            times = run_times(argv, args.runs)
+            times, cpus = run_times(argv, args.runs)
             median, fastest = statistics.median(times), min(times)
             floor = floor or median
             mark = "" if name.startswith("python") else ("  ok" if median * 1000 < TARGET_MS else "  OVER")
             print(
-                f"{name:<30} median {median * 1000:6.0f} ms  min {fastest * 1000:6.0f} ms  "
-                f"(+{(median - floor) * 1000:5.0f} ms over python){mark}"
+                f"{name:<30} median {median * 1000:5.0f} ms  min {fastest * 1000:5.0f} ms  "
+                f"(+{(median - floor) * 1000:4.0f} over python)  cpu {statistics.median(cpus) * 1000:4.0f} ms{mark}"
             )
         print(f"({os.cpu_count()} cores; {sys.executable})")
 

@@ -8,15 +8,17 @@ same bytes the same way, or a chunk one has would never be found under the name 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
-
-from pyfastcdc import FastCDC
+from typing import TYPE_CHECKING, Any, Literal
 
 from p2psync.errors import InvalidValue
+
+if TYPE_CHECKING:
+    from pyfastcdc import FastCDC
 
 AVG_SIZE = 32 * 1024  # FastCDC's "avg_size"; chunks come out about AVG_SIZE + MIN_SIZE long
 MIN_SIZE = 8 * 1024
@@ -27,12 +29,18 @@ SEED = 0  # the reference gear table
 # 80 bytes there, so this is a file of about 1.5 GB at the average chunk size.
 MAX_CHUNKS = 36_000
 
-_chunker = FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE, normalized_chunking=NORMALIZATION, seed=SEED)
+
+@functools.cache
+def _chunker() -> FastCDC:
+    """Made on first use: pyfastcdc costs 10 ms to import, and most commands cut no file."""
+    from pyfastcdc import FastCDC
+
+    return FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE, normalized_chunking=NORMALIZATION, seed=SEED)
 
 
 def chunk_bytes(data: bytes) -> list[list[Any]]:
     """The chunk list [[sha256, size], ...] of a buffer (vectors and tests)."""
-    return [[hashlib.sha256(c.data).hexdigest(), c.length] for c in _chunker.cut_buf(data)]
+    return [[hashlib.sha256(c.data).hexdigest(), c.length] for c in _chunker().cut_buf(data)]
 
 
 def manifest_of(path: Path, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -41,7 +49,7 @@ def manifest_of(path: Path, progress: Callable[[int], None] | None = None) -> di
     chunks: list[list[Any]] = []
     size = 0
     with open(path, "rb", buffering=0) as stream:
-        for chunk in _chunker.cut_stream(stream):
+        for chunk in _chunker().cut_stream(stream):
             whole.update(chunk.data)
             chunks.append([hashlib.sha256(chunk.data).hexdigest(), chunk.length])
             size += chunk.length
