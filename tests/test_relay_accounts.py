@@ -354,7 +354,7 @@ class HostileRelay:
 def test_a_hostile_relay_cannot_make_a_device_derive_weak_keys(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.delenv(WEAK_ENV, raising=False)
     from p2psync.errors import RelayInsecure
-    from p2psync.relay import link
+    from tests import relay_link as link
 
     weak = [
         {"name": "argon2id", "memory_kib": 1024, "iterations": 10, "lanes": 1},

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p2psync.relay import link
 from p2psync.store.library import Library
+from tests import relay_link as link
 from tests.test_daemon_loopback import start_daemon, stop, wait_for
 from tests.test_relay_sync import PASSWORD, start_relay, stop_relay
 

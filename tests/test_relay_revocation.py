@@ -24,9 +24,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from p2psync.errors import DeviceRemoved, RelayTampered
-from p2psync.relay import crypto, keyring, link
+from p2psync.relay import crypto, keyring
 from p2psync.store.library import Library
 from p2psync.store.sync import recent_problems
+from tests import relay_link as link
 from tests.test_relay_sync import PASSWORD, Relay, start_relay, stop_relay
 
 API = "/relay/v1"

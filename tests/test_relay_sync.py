@@ -29,10 +29,11 @@ import pytest
 from aiohttp import web
 
 from p2psync.errors import ProtocolMismatch, RelayAuthFailed, RelayBoundElsewhere, RelayTampered
-from p2psync.relay import crypto, kdf, link
+from p2psync.relay import crypto, kdf
 from p2psync.relay.client import RelayClient
 from p2psync.store.library import Library
 from p2psync.store.sync import recent_problems, sync_libraries, version_vector
+from tests import relay_link as link
 from tests.sync_support import digest, joined, view
 
 PASSWORD = "correct horse battery"

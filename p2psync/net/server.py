@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from p2psync.engine.canonical import encode, loads
+from p2psync.engine.protocol_version import speaks
 from p2psync.engine.vectors import VersionVector
 from p2psync.errors import InvalidValue, NetworkError, P2PSyncError, ProtocolMismatch
 from p2psync.net import frames
@@ -59,8 +60,8 @@ async def checks(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Version, library and membership, before any handler runs."""
     if request.path == "/p2psync/hello":
         return await handler(request)
-    version = request.headers.get(VERSION_HEADER, "")
-    if not (version.isascii() and version.isdigit() and len(version) <= 9) or int(version) not in SUPPORTED_VERSIONS:
+    version = request.headers.get(VERSION_HEADER, "").strip()
+    if not speaks(version, SUPPORTED_VERSIONS):
         return refuse(
             400,
             "protocol",

@@ -73,11 +73,7 @@ async def receive_stream(worker: LibraryWorker, chunks: AsyncIterable[bytes], pe
         nonlocal batch, size
         report = await worker.call(receive, batch, peer, False)  # batches: no child per batch
         batch, size = [], 0
-        total.applied += report.applied
-        total.entries += report.entries
-        total.duplicates += report.duplicates
-        total.rejected += report.rejected
-        total.waiting = report.waiting
+        total.add(report)
 
     try:
         async for chunk in chunks:

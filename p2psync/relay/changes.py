@@ -21,7 +21,7 @@ from p2psync.relay import crypto, keys
 from p2psync.relay.client import GapError, Item, RelayClient
 from p2psync.relay.device_client import KeyEpochMoved
 from p2psync.relay.library_calls import LibraryCalls
-from p2psync.relay.report import RelaySyncReport, add_received
+from p2psync.relay.report import RelaySyncReport
 from p2psync.relay.state import PEER
 from p2psync.store import relay_state
 from p2psync.store.library import Library
@@ -152,7 +152,7 @@ async def pull(
             batch.append((item, wire))
         if batch:
             received = await lib.call(receive, [wire for _, wire in batch], PEER, False)
-            add_received(report.received, received)
+            report.received.add(received)
         vv = await lib.call(version_vector)
         carried, carried_bytes = [], 0
         for item, wire in batch:

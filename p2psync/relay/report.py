@@ -76,12 +76,3 @@ class RelaySyncReport:
             "error": self.error,
             "errors": self.errors,
         }
-
-
-def add_received(total: ReceiveReport, part: ReceiveReport) -> None:
-    """Add what one receive() did to the total of a sync."""
-    total.applied += part.applied
-    total.entries += part.entries
-    total.duplicates += part.duplicates
-    total.rejected += part.rejected
-    total.waiting = part.waiting

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
+from p2psync.engine.protocol_version import speaks
 from p2psync.errors import Refusal, RelayCode, RelayInsecure
 from p2psync.model.devices import is_device_id
 from p2psync.model.ids import ID_PATTERN
@@ -241,7 +242,7 @@ async def protocol_version(request: web.Request, handler: Handler) -> web.Stream
     if request.path == HEALTH:
         return await handler(request)
     version = request.headers.get(VERSION_HEADER, "").strip()
-    if not (version.isascii() and version.isdigit() and len(version) <= 9) or int(version) not in SUPPORTED_VERSIONS:
+    if not speaks(version, SUPPORTED_VERSIONS):
         raise Refusal(
             400,
             RelayCode.PROTOCOL,

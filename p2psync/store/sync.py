@@ -173,6 +173,14 @@ class ReceiveReport:
     rejected: list[dict[str, str]] = field(default_factory=list)  # {"reason", "message"}
     waiting: int = 0  # still waiting for what they depend on
 
+    def add(self, part: ReceiveReport) -> None:
+        """Count in what one more receive() of the same sync did (a sync receives in batches)."""
+        self.applied += part.applied
+        self.entries += part.entries
+        self.duplicates += part.duplicates
+        self.rejected += part.rejected
+        self.waiting = part.waiting  # (what still waits after the latest batch)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "applied": self.applied,
