@@ -28,6 +28,7 @@ from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
 from p2psync.node import DISCOVER_SECONDS, Address, Node, SyncRound, parse_address
 from p2psync.relay import link as relay_link
+from p2psync.store.transfers import Missing
 
 
 def _addresses(texts: tuple[str, ...], peer: str | None) -> list[Address]:
@@ -147,7 +148,7 @@ def _echo_round(
             f"{(attachments['bytes_local'] + attachments['bytes_resumed']) / 1e6:.1f} MB already on this disk)"
         )
     for item in attachments["missing"]:
-        if item["reason"] != "disk_full":  # (that one is said once, as the error below)
+        if item["reason"] != Missing.DISK_FULL:  # (that one is said once, as the error below)
             click.echo(f"Still missing: {item['name']} of {item['ref']}: {item['detail']}", err=True)
     if relay_report is not None and "received" in relay_report:
         echo_sync(relay_report, show_error=not relay_only)  # with --relay-only it is the error raised below

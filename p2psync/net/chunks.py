@@ -35,7 +35,7 @@ from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
 from p2psync.store import transfers
 from p2psync.store.db import is_disk_full
-from p2psync.store.transfers import Need
+from p2psync.store.transfers import Missing, Need
 
 MAX_CHUNKS_PER_REQUEST = 512
 SEGMENT_BYTES = 8 * 1024 * 1024  # one request asks for about this much of one file
@@ -146,7 +146,7 @@ class FetchReport:
     @property
     def interrupted(self) -> bool:
         """Whether a file is missing for a reason the next sync may cure (a cut, a bad copy)."""
-        return any(m["reason"] in ("unreachable", "verification") for m in self.missing)
+        return any(m["reason"] in (Missing.UNREACHABLE, Missing.VERIFICATION) for m in self.missing)
 
 
 @dataclass
@@ -158,7 +158,7 @@ class PartialFile:
     starts: list[int]
     remaining: set[int]
     refused_at: dict[int, set[str]] = field(default_factory=dict)  # chunk index -> peers whose copy failed
-    failed: str | None = None  # reason code once given up
+    failed: Missing | None = None  # why, once given up
     finished: bool = False
 
 
@@ -242,9 +242,9 @@ async def _report_missing(
     for file in files:
         if not file.remaining and file.failed is None:
             continue
-        reason = "disk_full" if report.disk_full else file.failed or "no_peer"
-        if not links and unreachable and reason not in ("manifest", "disk_full"):
-            reason = "unreachable"
+        reason = Missing.DISK_FULL if report.disk_full else file.failed or Missing.NO_PEER
+        if not links and unreachable and reason not in (Missing.MANIFEST, Missing.DISK_FULL):
+            reason = Missing.UNREACHABLE
         detail = report.disk_full or _detail(reason, file, links, unreachable, report.peer_errors)
         with contextlib.suppress(DiskFull):  # (a full disk may have no room to say so either)
             await worker.call(
@@ -269,23 +269,21 @@ def _room_for(library: Path, files: list[PartialFile], report: FetchReport) -> b
     return False
 
 
-def _detail(reason: str, file: PartialFile, links: list[Link], unreachable: int, errors: dict[str, str]) -> str:
+def _detail(reason: Missing, file: PartialFile, links: list[Link], unreachable: int, errors: dict[str, str]) -> str:
     if not links:
         if unreachable:
             return f"no device of this library could be reached ({unreachable} tried)"
         return "no device of this library was reached"
-    if reason == "unreachable" and errors:
+    if reason == Missing.UNREACHABLE and errors:
         why = "; ".join(f"{device[:7]}: {error}" for device, error in sorted(errors.items()))
         return f"{transfers.REASONS[reason]} ({why})"
-    if reason == "manifest":  # every chunk matched its name, but not the file's SHA-256
-        return "its chunks do not make up the file its manifest names (a fault of the device that attached it)"
-    if reason == "verification":
+    if reason == Missing.VERIFICATION:
         return (
             "what "
             + ", ".join(sorted({p[:7] for s in file.refused_at.values() for p in s}))
             + " sent failed verification"
         )
-    return transfers.REASONS.get(reason, reason)
+    return transfers.REASONS[reason]  # (manifest: every chunk matched its name, but not the file)
 
 
 def resume_partial(need: Need, starts: list[int]) -> set[int]:
@@ -357,7 +355,7 @@ async def _finish(worker: LibraryWorker, file: PartialFile, report: FetchReport)
     file.finished = True
 
     if not await asyncio.get_running_loop().run_in_executor(None, transfers.seal_partial, file.need):
-        file.failed = "manifest"
+        file.failed = Missing.MANIFEST
         return
     where = await worker.call(transfers.finish, file.need)
     if where != "dropped":
@@ -389,7 +387,7 @@ async def _fetch_remote(
 ) -> None:
     if not links:
         for file in files:
-            file.failed = "no_peer"
+            file.failed = Missing.NO_PEER
         return
     queue: list[_Segment] = [s for f in files for s in _segments(f)]
     peers = [_Peer(link) for link in links]
@@ -474,11 +472,11 @@ def _give_up(segment: _Segment, peers: list[_Peer]) -> None:
     if file.failed is not None:
         return
     if any(i in file.refused_at for i in segment.indexes):
-        file.failed = "verification"
+        file.failed = Missing.VERIFICATION
     elif any(not p.alive for p in peers) and all(not p.alive or p.link.device in segment.excluded for p in peers):
-        file.failed = "unreachable" if not any(p.alive for p in peers) else "no_peer"
+        file.failed = Missing.UNREACHABLE if not any(p.alive for p in peers) else Missing.NO_PEER
     else:
-        file.failed = "no_peer"
+        file.failed = Missing.NO_PEER
 
 
 def _identity(library: Any, worker: LibraryWorker) -> tuple[dict[str, bytes], str, tuple[Any, Any], str]:

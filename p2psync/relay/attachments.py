@@ -25,6 +25,7 @@ from p2psync.relay.device_client import KeyEpochMoved
 from p2psync.relay.library_calls import LibraryCalls
 from p2psync.relay.report import RelaySyncReport
 from p2psync.store import relay_state, transfers
+from p2psync.store.transfers import Missing
 
 T = TypeVar("T")
 
@@ -105,11 +106,11 @@ async def fetch_attachments(lib: LibraryCalls, client: RelayClient, ring: keys.R
                 if await lib.call(transfers.finish, need) != "dropped":
                     report.files += 1
                 continue
-            reason, detail = "manifest", transfers.REASONS["manifest"]
+            reason, detail = Missing.MANIFEST, transfers.REASONS[Missing.MANIFEST]
         elif refused:
-            reason, detail = "verification", "what the relay sent failed verification"
+            reason, detail = Missing.VERIFICATION, "what the relay sent failed verification"
         else:
-            reason = "no_peer"
+            reason = Missing.NO_PEER
             detail = "the relay does not have it yet (the device that has it has not synced with the relay since)"
         await lib.call(transfers.record_missing, need.ref_id, need.name, need.sha256, reason, detail)
         report.missing.append({**need.as_dict(), "reason": reason, "detail": detail})

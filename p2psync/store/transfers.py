@@ -22,6 +22,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,13 +38,26 @@ from p2psync.store.folder import (
     work_dir,
 )
 
+
+class Missing(StrEnum):
+    """Why an attachment version is not on this disk (stored as its text in attachment_missing,
+    and shown in `status --json`)."""
+
+    NO_PEER = "no_peer"
+    UNREACHABLE = "unreachable"
+    VERIFICATION = "verification"
+    DISK_FULL = "disk_full"
+    MANIFEST = "manifest"
+    NO_CHUNKS = "no_chunks"
+
+
 REASONS = {
-    "no_peer": "no device reached has it",
-    "unreachable": "the devices that have it could not be reached",
-    "verification": "what a device sent failed verification",
-    "disk_full": "no space left on this disk",
-    "manifest": "its chunks do not make up the file its manifest names (a fault of the device that attached it)",
-    "no_chunks": (
+    Missing.NO_PEER: "no device reached has it",
+    Missing.UNREACHABLE: "the devices that have it could not be reached",
+    Missing.VERIFICATION: "what a device sent failed verification",
+    Missing.DISK_FULL: "no space left on this disk",
+    Missing.MANIFEST: "its chunks do not make up the file its manifest names (a fault of the device that attached it)",
+    Missing.NO_CHUNKS: (
         "it was attached by a p2psync older than attachment sync; attach the file again on the device that has it"
     ),
 }
@@ -230,7 +244,7 @@ def needs(library: Any) -> list[Need]:
             _drop_version(library, ref_id, name, sha)
     reconcile(library)
     out: list[Need] = []
-    missing_chunks: list[tuple[str, str, str, str]] = []
+    missing_chunks: list[tuple[str, str, str, Missing]] = []
     # A version whose chunks, all verified, did not make up its file would only come out the same again.
     broken = set(library.db.execute("SELECT ref_id, name, sha256 FROM attachment_missing WHERE reason = 'manifest'"))
     for ref_id, name, _shown, entries in _registers(library):
@@ -238,7 +252,7 @@ def needs(library: Any) -> list[Need]:
             if _have_version(library, ref_id, name, sha) or (ref_id, name, sha) in broken:
                 continue
             if not manifest.get("chunks") and manifest["size"] > 0:
-                missing_chunks.append((ref_id, name, sha, "no_chunks"))
+                missing_chunks.append((ref_id, name, sha, Missing.NO_CHUNKS))
                 continue
             out.append(
                 Need(
@@ -470,7 +484,7 @@ def finish(library: Any, need: Need) -> str:
     return where
 
 
-def record_missing(library: Any, ref_id: str, name: str, sha: str, reason: str, detail: str) -> None:
+def record_missing(library: Any, ref_id: str, name: str, sha: str, reason: Missing, detail: str) -> None:
     with write_transaction(library.db):
         library.db.execute(
             "INSERT OR REPLACE INTO attachment_missing (ref_id, name, sha256, reason, detail, at) "
