@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test demo lint bench clean vectors
+.PHONY: test test-quick demo lint bench clean vectors
 
 $(STAMP): pyproject.toml setup.py p2psync/_speedups.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "p2psync needs Python 3.11 or newer")'
@@ -15,6 +15,15 @@ $(STAMP): pyproject.toml setup.py p2psync/_speedups.c
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The quick subset (about a minute): the pure engine, the store, formats, vectors, crypto and the
+# layer and start-up rules; no network servers, daemons, relays, namespaces or tmpfs.
+QUICK := tests/test_canonical.py tests/test_sync_engine.py tests/test_delivery.py tests/test_vectors.py \
+	tests/test_store.py tests/test_formats.py tests/test_fields_normal.py tests/test_speedups.py \
+	tests/test_relay_crypto.py tests/test_relay_key_vectors.py tests/test_pairing_crypto.py \
+	tests/test_layers.py tests/test_start.py tests/test_replay_property.py tests/test_log_kept_in_refs.py
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q $(QUICK)
 
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
