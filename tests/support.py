@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +57,15 @@ def process_alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+P2PSYNC = [sys.executable, "-m", "p2psync"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`p2psync ARGS` as a process, with only the library its arguments name (never the test
+    runner's P2PSYNC_LIBRARY), `env` added to the environment."""
+    base = {k: v for k, v in os.environ.items() if k != "P2PSYNC_LIBRARY"}
+    return subprocess.run(
+        [*P2PSYNC, *args], capture_output=True, text=True, timeout=120, env={**base, **(env or {})}, input=stdin
+    )

@@ -14,30 +14,21 @@ import asyncio
 import hashlib
 import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from p2psync.node import Address, Node
 from p2psync.store.library import Library
+from tests.support import cli
 from tests.sync_support import founded, joined
 from tests.test_daemon_loopback import start_daemon, stop
 
-P2PSYNC = [sys.executable, "-m", "p2psync"]
 NAME = "paper.pdf"
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k != "P2PSYNC_LIBRARY"}
-    return subprocess.run(
-        [*P2PSYNC, *args], capture_output=True, text=True, timeout=120, env={**base, **(env or {})}, input=stdin
-    )
 
 
 def annotate(path: Path, rng: random.Random) -> str:

@@ -17,7 +17,6 @@ import random
 import shutil
 import sqlite3
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +29,10 @@ from p2psync.net.pair_offer import Offer
 from p2psync.net.worker import LibraryWorker
 from p2psync.node import Node
 from p2psync.store.library import Library
+from tests.support import cli
 from tests.sync_support import digest, founded, joined
 from tests.test_daemon_loopback import start_daemon, stop
 
-P2PSYNC = [sys.executable, "-m", "p2psync"]
 FULL = "No space left on the disk holding"
 
 
@@ -66,11 +65,6 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
         yield SmallDisk(mount)
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "P2PSYNC_LIBRARY"}
-    return subprocess.run([*P2PSYNC, *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def intact(path: Path) -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -29,22 +27,11 @@ import pytest
 from p2psync import formats
 from p2psync.store import importing
 from p2psync.store.library import Library
+from tests.test_import_export import run
 
 ROOT = Path(__file__).resolve().parent.parent
 PDF = b"%PDF-1.4 the one legitimate attachment\n" + os.urandom(2000)
 IS_ROOT = os.geteuid() == 0
-
-
-def run(lib: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, P2PSYNC_LIBRARY=str(lib))
-    return subprocess.run(
-        [sys.executable, "-m", "p2psync", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
 
 
 @dataclass

@@ -5,24 +5,16 @@ remembered for another member; `status` counts what arrived by a push."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
+from tests.support import P2PSYNC, cli
 from tests.sync_support import founded, joined
 from tests.test_daemon_loopback import start_daemon, stop
-
-P2PSYNC = [sys.executable, "-m", "p2psync"]
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "P2PSYNC_LIBRARY"}
-    return subprocess.run([*P2PSYNC, *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def pair(tmp_path: Path) -> tuple[Path, Path, str, str]:

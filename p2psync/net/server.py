@@ -155,7 +155,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:  # the peer left mid-stream (it resumes from its vector next time)
         log.debug("a peer left while pulling change sets (%d sent)", sent)
         return response
-    await worker.call(peer_store.record_inbound, request[PEER], None, sent)  # for `status`, on this side too
+    await worker.call(peer_store.record_success, request[PEER], None, None, sent)  # for `status`, on this side too
     return response
 
 
@@ -171,7 +171,7 @@ async def push(request: web.Request) -> web.Response:
         return refuse(400, "frames", exc.message)
     if not ended:
         return refuse(400, "frames", "The change-set stream ended before its end mark.")
-    await request.app[WORKER].call(peer_store.record_inbound, request[PEER], total.applied, None)
+    await request.app[WORKER].call(peer_store.record_success, request[PEER], None, total.applied, None)
     if total.applied:
         request.app[ON_CHANGE]()
     return web.json_response(total.as_dict())

@@ -17,28 +17,18 @@ def member_keys(library: Library) -> dict[bytes, str]:
     return {base64.b64decode(d["public_key"]): d["device_id"] for d in library.devices() if not d["revoked"]}
 
 
-def record_success(library: Library, device: str, address: str | None, received: int, sent: int) -> None:
+def record_success(library: Library, device: str, address: str | None, received: int | None, sent: int | None) -> None:
+    """A sync with `device` worked: ours with it, or its pull or push on our server (which says
+    only one of `received`, `sent`; None keeps what was recorded), so `status` on either side
+    says what moved, pushes included."""
     now = clock.now_ms()
     with write_transaction(library.db):
         library.db.execute(
             "INSERT INTO peer_status (device, address, last_seen, last_sync, received, sent) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (device) DO UPDATE SET address = coalesce(excluded.address, address), "
-            "last_seen = excluded.last_seen, last_sync = excluded.last_sync, received = excluded.received, "
-            "sent = excluded.sent, last_error = NULL, last_error_at = NULL",
-            [device, address, now, now, received, sent],
-        )
-
-
-def record_inbound(library: Library, device: str, received: int | None, sent: int | None) -> None:
-    """A member synced with us (its pull, or its push): what moved counts as this side's last sync
-    with it too, so `status` here says what came in by a push."""
-    now = clock.now_ms()
-    with write_transaction(library.db):
-        library.db.execute(
-            "INSERT INTO peer_status (device, last_seen, last_sync, received, sent) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (device) DO UPDATE SET last_seen = excluded.last_seen, last_sync = excluded.last_sync, "
-            "received = coalesce(?, received), sent = coalesce(?, sent), last_error = NULL, last_error_at = NULL",
-            [device, now, now, received or 0, sent or 0, received, sent],
+            "last_seen = excluded.last_seen, last_sync = excluded.last_sync, received = coalesce(?, received), "
+            "sent = coalesce(?, sent), last_error = NULL, last_error_at = NULL",
+            [device, address, now, now, received or 0, sent or 0, received, sent],
         )
 
 
