@@ -44,12 +44,12 @@ def list_(as_json: bool) -> None:
 def show(ref_id: str, as_json: bool) -> None:
     """Show every version of each conflicted field, side by side, with device and time."""
     with open_library() as library:
-        record = library.get_reference(ref_id)
+        record = library.refs.get(ref_id)
         versions = library.reference_versions(ref_id)
     if as_json:
-        print_json({"id": record["id"], "title": record.get("title"), "fields": versions})
+        print_json({"id": record.id, "title": record.title, "fields": versions})
         return
-    click.echo(f"{record['id']}  {record.get('title', '')}")
+    click.echo(f"{record.id}  {record.title or ''}")
     if not versions:
         click.echo("No sync conflict.")
     for name, items in versions.items():
@@ -106,9 +106,9 @@ def resolve(ref_id: str, keep: str | None, field_choices: tuple[str, ...], as_js
         raise InvalidValue("Say which versions to keep: --keep local|remote|DEVICE, or --field NAME=WHO.")
     with open_library() as library:
         resolved = library.resolve_conflict(ref_id, keep=keep, fields=choices)
-        record = library.get_reference(ref_id) if "deleted" not in resolved or _still_there(library, ref_id) else None
+        record = library.refs.get(ref_id) if "deleted" not in resolved or _still_there(library, ref_id) else None
     if as_json:
-        print_json({"resolved": resolved, "reference": record})
+        print_json({"resolved": resolved, "reference": record.as_dict() if record else None})
     else:
         gone = record is None
         click.echo(f"Resolved {', '.join(resolved)}" + ("; the reference stays deleted." if gone else "."))

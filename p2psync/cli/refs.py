@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,9 @@ from p2psync.cli.common import (
 from p2psync.errors import InvalidValue
 from p2psync.model import fields as catalogue
 from p2psync.model.people import display_person, parse_person
+
+if TYPE_CHECKING:  # the store is imported by the commands that open a library
+    from p2psync.store.library import ReferenceRow
 
 
 @click.group()
@@ -90,9 +93,9 @@ def add(as_json: bool, **options: Any) -> None:
         raise InvalidValue("A new reference needs at least a title (--title).")
     with open_library() as library:
         ref_id = library.add_reference(values)
-        record = library.get_reference(ref_id)
+        record = library.refs.get(ref_id)
     if as_json:
-        print_json(record)
+        print_json(record.as_dict())
     else:
         click.echo(ref_id)
 
@@ -109,11 +112,11 @@ def edit(ref_id: str, as_json: bool, **options: Any) -> None:
         raise InvalidValue("Say what to change, e.g. --title 'New title' or --field volume=12.")
     with open_library() as library:
         changed = library.edit_reference(ref_id, values)
-        record = library.get_reference(ref_id)
+        record = library.refs.get(ref_id)
     if as_json:
-        print_json({"changed": changed, "reference": record})
+        print_json({"changed": changed, "reference": record.as_dict()})
     else:
-        click.echo(f"Updated {record['id']}." if changed else f"Nothing to change in {record['id']}.")
+        click.echo(f"Updated {record.id}." if changed else f"Nothing to change in {record.id}.")
 
 
 @ref.command("show")
@@ -125,23 +128,22 @@ def show(ref_id: str, as_json: bool) -> None:
     with open_library() as library:
         # Notice a PDF edited in place, as 'attachment list' does, so both show the same size.
         library.scan_attachments(library.resolve_ref(ref_id))
-        record = library.get_reference(ref_id)
+        record = library.refs.get(ref_id)
     if as_json:
-        print_json(record)
+        print_json(record.as_dict())
         return
-    click.echo(f"{'ID:':<22}{record['id']}")
-    for name, spec in catalogue.FIELDS.items():
-        if name in record:
-            click.echo(f"{spec.label + ':':<22}{_display(name, record[name])}")
-    click.echo(f"{'Added:':<22}{record['added']}")
-    click.echo(f"{'Modified:':<22}{record['modified']}")
-    if record["trashed"]:
+    click.echo(f"{'ID:':<22}{record.id}")
+    for name, value in record.fields.items():  # (in catalogue order)
+        click.echo(f"{catalogue.FIELDS[name].label + ':':<22}{_display(name, value)}")
+    click.echo(f"{'Added:':<22}{record.added}")
+    click.echo(f"{'Modified:':<22}{record.modified}")
+    if record.trashed:
         click.echo(f"{'In trash:':<22}yes")
-    if record.get("conflicts"):
-        click.echo(f"{'Sync conflicts in:':<22}{', '.join(record['conflicts'])}")
-    if record["groups"]:
-        click.echo(f"{'Groups:':<22}{', '.join(g['name'] for g in record['groups'])}")
-    for item in record["attachments"]:
+    if record.all_conflicts:
+        click.echo(f"{'Sync conflicts in:':<22}{', '.join(record.all_conflicts)}")
+    if record.groups:
+        click.echo(f"{'Groups:':<22}{', '.join(g.name for g in record.groups)}")
+    for item in record.attachments:
         where = item["path"] if item["present"] else "(not on this machine yet)"
         click.echo(f"{'Attachment:':<22}{item['name']}  {item['size']} bytes  {where}")
 
@@ -157,19 +159,19 @@ def _display(name: str, value: Any) -> str:
     return catalogue.format_value(name, value)
 
 
-def print_references(records: Iterable[dict[str, Any]], as_json: bool) -> None:
+def print_references(records: Iterable[ReferenceRow], as_json: bool) -> None:
     if as_json:
-        stream_json_list(records)
+        stream_json_list(record.as_dict() for record in records)
         return
     for record in records:
-        authors = record.get("authors") or record.get("editors") or []
-        first = display_person(authors[0]).split(",")[0] if authors else ""
-        if len(authors) > 1:
+        people = record.people
+        first = display_person(people[0]).split(",")[0] if people else ""
+        if len(people) > 1:
             first += " et al."
-        flag = "!" if record.get("conflicts") else " "
+        flag = "!" if record.conflicts else " "
         click.echo(
-            f"{record['id']}{flag} {truncate(record.get('year'), 6):<6} {truncate(first, 22):<22} "
-            f"{truncate(record.get('title'), 80)}"
+            f"{record.id}{flag} {truncate(record.fields.get('year'), 6):<6} {truncate(first, 22):<22} "
+            f"{truncate(record.title, 80)}"
         )
 
 
@@ -183,7 +185,7 @@ def print_references(records: Iterable[dict[str, Any]], as_json: bool) -> None:
 def list_(group: str | None, trash: bool, limit: int | None, offset: int, as_json: bool) -> None:
     """List references, oldest first (id, year, first author, title; '!' marks a conflict)."""
     with open_library() as library:
-        print_references(library.list_references(trashed=trash, group=group, limit=limit, offset=offset), as_json)
+        print_references(library.refs.listing(trashed=trash, group=group, limit=limit, offset=offset), as_json)
 
 
 @ref.command("search")
@@ -199,7 +201,7 @@ def search(text: tuple[str, ...], limit: int | None, trash: bool, as_json: bool)
     "Neuronal plasticity".
     """
     with open_library() as library:
-        print_references(library.search(" ".join(text), limit=limit, trashed=trash), as_json)
+        print_references(library.refs.search(" ".join(text), limit=limit, trashed=trash), as_json)
 
 
 @ref.command("rm")

@@ -19,7 +19,7 @@ def trash() -> None:
 def list_(as_json: bool) -> None:
     """List the references in the trash."""
     with open_library() as library:
-        print_references(library.list_references(trashed=True), as_json)
+        print_references(library.refs.listing(trashed=True), as_json)
 
 
 @trash.command("restore")

@@ -54,7 +54,7 @@ from p2psync.store.library.attachments import ATTACHMENT_FIELD, Attachments
 from p2psync.store.library.conflicts import Conflicts
 from p2psync.store.library.groups import Groups
 from p2psync.store.library.members import Members, device_add_op, device_name
-from p2psync.store.library.records import Device, iso
+from p2psync.store.library.records import Device, GroupName, ReferenceDetail, ReferenceRow, iso
 from p2psync.store.library.references import BATCH, IN_CONFLICT, References
 from p2psync.store.library.trash import Trash
 
@@ -69,7 +69,10 @@ __all__ = [
     "IN_CONFLICT",
     "KEY_FILE",
     "Device",
+    "GroupName",
     "Library",
+    "ReferenceDetail",
+    "ReferenceRow",
     "Writer",
     "device_add_op",
     "device_name",
@@ -313,10 +316,7 @@ class Library:
     add_references = _room("refs", References.add_many)
     edit_reference = _room("refs", References.edit)
     resolve_ref = _room("refs", References.resolve)
-    get_reference = _room("refs", References.get)
     count_references = _room("refs", References.count)
-    list_references = _room("refs", References.listing)
-    search = _room("refs", References.search)
     search_backlog = _room("refs", References.search_backlog)
     catch_up_search = _room("refs", References.catch_up_search)
     trash_reference = _room("trash", Trash.put)
@@ -343,7 +343,19 @@ class Library:
     _record_file = _room("attachments", Attachments.record_file)  # (tests/test_reserved_names.py)
     add_device = _room("members", Members.add)
 
-    # The member records, as the dicts the CLI, the relay and the network read by key.
+    # The records as the dicts their old callers read by key (the file formats map a reference's
+    # fields by name; the relay and the network read devices); the CLI reads the rooms' records.
+
+    def list_references(
+        self, trashed: bool = False, group: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        return (row.as_dict() for row in self.refs.listing(trashed, group, limit, offset))
+
+    def search(self, text: str, limit: int | None = None, trashed: bool = False) -> Iterator[dict[str, Any]]:
+        return (row.as_dict() for row in self.refs.search(text, limit, trashed))
+
+    def get_reference(self, ref: str) -> dict[str, Any]:
+        return self.refs.get(ref).as_dict()
 
     def devices(self) -> list[dict[str, Any]]:
         return [device.as_dict() for device in self.members.listing()]

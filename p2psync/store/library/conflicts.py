@@ -30,14 +30,7 @@ class Conflicts:
         """Every reference in conflict, oldest first, with the names of its conflicted fields."""
         attachments = self.library.attachments
         found = rows(self.library.db, f"SELECT * FROM refs WHERE {IN_CONFLICT} AND deleted = 0 ORDER BY added, id", [])
-        return [
-            {
-                "id": r["id"],
-                "title": r.get("title"),
-                "fields": [*r.get("conflicts", []), *attachments.conflicts(r["id"])],
-            }
-            for r in found
-        ]
+        return [{"id": r.id, "title": r.title, "fields": [*r.conflicts, *attachments.conflicts(r.id)]} for r in found]
 
     def versions(self, ref: str) -> dict[str, list[dict[str, Any]]]:
         """Every version of every field in conflict, oldest first (for 'conflicts show').

@@ -15,6 +15,7 @@ from p2psync.engine import ops, registers
 from p2psync.errors import AmbiguousId, Conflict, UnknownGroup
 from p2psync.model.groups import SYNC_CONFLICTS, SYNC_CONFLICTS_ID, validate_group_name
 from p2psync.model.ids import is_id_prefix
+from p2psync.store.library.records import GroupName
 
 if TYPE_CHECKING:
     from p2psync.store.library import Library
@@ -126,10 +127,10 @@ class Groups:
                 writer.log(ops.member_remove(group_id, seen))
         return len(seen)
 
-    def of_reference(self, ref_id: str) -> list[dict[str, str]]:
+    def of_reference(self, ref_id: str) -> list[GroupName]:
         """The stored groups a reference is in, by name."""
         return [
-            {"id": g, "name": n}
+            GroupName(g, n)
             for g, n in self.library.db.execute(
                 "SELECT g.id, g.name FROM memberships m JOIN groups g ON g.id = m.group_id "
                 "WHERE m.ref_id = ? ORDER BY g.name, g.id",

@@ -3,7 +3,7 @@
 A reference is one register per catalogue field, plus `added` and `trashed` (engine/ops.py);
 its row in `refs` holds the provisional value of each (`data`) and the registers (`state`), and
 `refs_fts` indexes its words. Lists and searches stream rows from SQLite, so memory stays flat at
-any library size; what they yield is `records.public_reference` of each row.
+any library size; what they yield is a `records.ReferenceRow` of each row (`get`, a `ReferenceDetail`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from p2psync.model.groups import SYNC_CONFLICTS, SYNC_CONFLICTS_ID
 from p2psync.model.ids import is_id_prefix
 from p2psync.store.apply import index_backlog, load_ref
 from p2psync.store.db import Database
-from p2psync.store.library.records import public_reference
+from p2psync.store.library.records import GroupName, ReferenceDetail, ReferenceRow
 
 if TYPE_CHECKING:
     from p2psync.store.library import Library
@@ -111,18 +111,21 @@ class References:
             raise AmbiguousId(f"More than one reference id starts with {ref!r}; type more of the id.")
         return str(rows[0][0])
 
-    def get(self, ref: str) -> dict[str, Any]:
+    def get(self, ref: str) -> ReferenceDetail:
         """One reference with its groups, conflicts and attachments (for 'ref show')."""
         library = self.library
         ref_id = self.resolve(ref)
-        [record] = self._rows("SELECT * FROM refs WHERE id = ?", [ref_id])
-        record["groups"] = library.groups.of_reference(ref_id)
-        conflicts = [*record.get("conflicts", []), *library.attachments.conflicts(ref_id)]
-        if conflicts:
-            record["conflicts"] = conflicts
-            record["groups"].insert(0, {"id": SYNC_CONFLICTS_ID, "name": SYNC_CONFLICTS})
-        record["attachments"] = library.attachments.listing(ref_id, scan=False)
-        return record
+        [row] = self._rows("SELECT * FROM refs WHERE id = ?", [ref_id])
+        groups = library.groups.of_reference(ref_id)
+        attachment_conflicts = tuple(library.attachments.conflicts(ref_id))
+        if row.conflicts or attachment_conflicts:
+            groups.insert(0, GroupName(SYNC_CONFLICTS_ID, SYNC_CONFLICTS))
+        return ReferenceDetail(
+            **vars(row),
+            groups=tuple(groups),
+            attachment_conflicts=attachment_conflicts,
+            attachments=tuple(library.attachments.listing(ref_id, scan=False)),
+        )
 
     def count(self, trashed: bool = False, group: str | None = None) -> int:
         db = self.library.db
@@ -142,7 +145,7 @@ class References:
 
     def listing(
         self, trashed: bool = False, group: str | None = None, limit: int | None = None, offset: int = 0
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[ReferenceRow]:
         """References oldest first, streamed from the database (flat memory at any size)."""
         params: list[Any] = [int(trashed)]
         group_id = self.library.groups.find(group)["id"] if group is not None else None
@@ -160,7 +163,7 @@ class References:
         params += [-1 if limit is None else limit, offset]
         yield from self._rows(sql, params)
 
-    def search(self, text: str, limit: int | None = None, trashed: bool = False) -> Iterator[dict[str, Any]]:
+    def search(self, text: str, limit: int | None = None, trashed: bool = False) -> Iterator[ReferenceRow]:
         """Full-text search (FTS5) over title, authors, abstract, keywords and notes, best first.
 
         Every word must match; a word matches as a prefix ("neur" finds "neuron").
@@ -189,14 +192,14 @@ class References:
         """
         yield from index_backlog(self.library.db)
 
-    def _rows(self, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
+    def _rows(self, sql: str, params: list[Any]) -> Iterator[ReferenceRow]:
         return rows(self.library.db, sql, params)
 
 
-def rows(db: Database, sql: str, params: list[Any]) -> Iterator[dict[str, Any]]:
-    """The user-facing records of the `refs` rows a query selects, streamed."""
+def rows(db: Database, sql: str, params: list[Any]) -> Iterator[ReferenceRow]:
+    """The records of the `refs` rows a query selects, streamed."""
     cursor = db.conn.cursor()
     cursor.execute(sql, params)
     columns = [d[0] for d in cursor.description]
     for row in cursor:
-        yield public_reference(dict(zip(columns, row, strict=True)))
+        yield ReferenceRow.from_row(dict(zip(columns, row, strict=True)))
