@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status_cmd", "status"),
     "relay": ("relay_cmds", "relay"),
     "account": ("account_cmds", "account"),
+    "web": ("web_cmd", "web"),
 }
 
 

@@ -221,6 +221,10 @@ def parse_duration(text: str) -> float:
     help="Sync only at start, stop and the interval (not on local changes, arriving peers or forwarded changes).",
 )
 @click.option("--address", "addresses", multiple=True, metavar="HOST:PORT", help="A peer to sync with (repeatable).")
+@click.option("--web", "with_web", is_flag=True, help="Also serve the web app on 127.0.0.1 (see `p2psync web`).")
+@click.option(
+    "--web-port", type=click.IntRange(0, 65535), default=0, help="The web app's port (default: any free one)."
+)
 @mdns_options
 @library_option
 @json_option
@@ -229,6 +233,8 @@ def daemon(
     interval: str,
     no_auto: bool,
     addresses: tuple[str, ...],
+    with_web: bool,
+    web_port: int,
     no_mdns: bool,
     mdns_interfaces: tuple[str, ...],
     as_json: bool,
@@ -241,6 +247,9 @@ def daemon(
     (Ctrl-C or SIGTERM). Peers that sync with this device are remembered and synced with in turn.
     A library linked to a relay account (p2psync account login) syncs with it at start, on the
     interval and on a clean stop.
+
+    With --web the daemon also serves the web app and prints its login link; `p2psync web` then
+    prints a new link to this same app whenever you want one.
     """
     where = parse_address(listen, DEFAULT_PORT, allow_any_port=True)
     every = parse_duration(interval)
@@ -258,15 +267,27 @@ def daemon(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        web_server = None
         try:
             port = await node.serve(where.host, where.port)
+            if with_web:
+                from p2psync.web.server import start_web
+
+                web_server = await start_web(node, web_port)
             if as_json:  # one document, at once, so that a script learns the port (with --listen ...:0)
                 device = await node.worker.call(lambda library: library.device_id)
-                click.echo(json.dumps({"listening": f"{where.host}:{port}", "device_id": device}))
+                document = {"listening": f"{where.host}:{port}", "device_id": device}
+                if web_server is not None:
+                    document["web"] = web_server.login_url()
+                click.echo(json.dumps(document))
                 sys.stdout.flush()
             click.echo(f"Serving on {where.host}:{port}; stop with Ctrl-C.", err=True)
+            if web_server is not None and not as_json:
+                click.echo(f"Web app: {web_server.login_url()}", err=True)
             await node.run_daemon(stop, static, every, auto=not no_auto, mdns=not no_mdns, mdns_interfaces=interfaces)
         finally:
+            if web_server is not None:
+                await web_server.close()
             await node.close()
         click.echo("Stopped cleanly.", err=True)
 

@@ -1,0 +1,89 @@
+"""Pushing news to open pages: server-sent events on /events.
+
+One hub per app. A watcher notices every change to the library, whoever made it (this app, the
+command line, a sync of the daemon) by SQLite's data_version, and publishes "library"; a sync
+round publishes "sync" events as it goes. Each open page holds one EventSource; static/app.js
+reloads the parts of the page marked `data-live` when "library" arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from p2psync.net.worker import LibraryWorker
+from p2psync.store.library import Library
+
+WATCH_SECONDS = 0.5
+QUEUE_LIMIT = 100  # a page that stopped reading loses old news, never the server's memory
+KEEPALIVE_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    data: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return f"event: {self.kind}\ndata: {json.dumps(self.data)}\n\n".encode()
+
+
+@dataclass
+class EventHub:
+    listeners: set[asyncio.Queue[Event]] = field(default_factory=set)
+    _watcher: asyncio.Task[None] | None = None
+
+    def publish(self, kind: str, **data: Any) -> None:
+        event = Event(kind, data)
+        for queue in self.listeners:
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(event)
+
+    def start(self, worker: LibraryWorker) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(worker))
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+
+    async def _watch(self, worker: LibraryWorker) -> None:
+        version = await worker.call(Library.data_version)
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                current = await worker.call(Library.data_version)
+            except Exception:  # a closing worker: the app is stopping
+                return
+            if current != version:
+                version = current
+                self.publish("library")
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await response.prepare(request)
+        queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_LIMIT)
+        self.listeners.add(queue)
+        try:
+            await response.write(b": hello\n\n")
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                await response.write(event.encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.listeners.discard(queue)
+        return response
