@@ -69,7 +69,7 @@ class SyncRound:
 
 
 def _other_members(library: Library) -> list[str]:
-    return [d["device_id"] for d in library.devices() if not d["revoked"] and not d["this_device"]]
+    return [d.device_id for d in library.members.listing() if not d.revoked and not d.this_device]
 
 
 class Node:

@@ -157,8 +157,8 @@ def test_daemons_find_each_other_by_mdns_and_sync_edits(lab: Callable[[int], Lab
         assert digest(la) == digest(lb)
         assert titles(pa) == {"Edited on B"}
         # B reached A where mDNS said, at the default port. (B's last sync, on its stop, found A gone.)
-        [status_a] = [p for p in peer_store.peer_status(lb) if p["device_id"] == la.device_id]
-        assert status_a["address"] == f"{net.address(1)}:47625" and status_a["last_sync"] is not None
+        [status_a] = [p for p in peer_store.peer_status(lb) if p.device_id == la.device_id]
+        assert status_a.address == f"{net.address(1)}:47625" and status_a.last_sync is not None
     assert "Announcing this device on the LAN at 198.18.0.1:47625" in log_a, log_a
     assert re.search(r"synced with .* at 198\.18\.0\.1:47625", log_b), log_b
     print(f"edit A -> B visible after {took_ab:.2f} s, B -> A after {took_ba:.2f} s")

@@ -64,9 +64,9 @@ def test_two_devices_sync_both_ways_over_tls(pair: tuple[Path, Path]) -> None:
         assert digest(a) == digest(b)
         assert a.get_reference(rb)["title"] == "From B" and b.get_reference(ra)["title"] == "From A"
         [status] = peer_store.peer_status(b)
-        assert status["device_id"] == a.device_id
-        assert status["last_sync"] is not None and status["last_error"] is None
-        assert status["address"].startswith("127.0.0.1:")
+        assert status.device_id == a.device_id
+        assert status.last_sync is not None and status.last_error is None
+        assert status.address is not None and status.address.startswith("127.0.0.1:")
 
 
 def test_a_stranger_gets_nothing_but_hello(pair: tuple[Path, Path], tmp_path: Path) -> None:

@@ -29,15 +29,15 @@ def peers(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     with open_library() as library:
-        devices = library.devices()
+        devices = library.members.listing()
     if as_json:
-        print_json(devices)
+        print_json([d.as_dict() for d in devices])
         return
     for d in devices:
-        notes = [n for n, on in (("this device", d["this_device"]), ("removed", d["revoked"])) if on]
-        introduced = f"introduced by {d['introducer'][:7]}" if d["introducer"] else "founded the library"
+        notes = [n for n, on in (("this device", d.this_device), ("removed", d.revoked)) if on]
+        introduced = f"introduced by {d.introducer[:7]}" if d.introducer else "founded the library"
         suffix = f"  ({', '.join(notes)})" if notes else ""
-        click.echo(f"{d['short_id']}  {d['name']:<24} {introduced}{suffix}")
+        click.echo(f"{d.short_id}  {d.name:<24} {introduced}{suffix}")
 
 
 @peers.command("remove")
@@ -56,14 +56,12 @@ def remove(device: str, yes: bool, as_json: bool) -> None:
     with open_library() as library:
         target = library.members.find(device)
         confirm(f"Remove device {target.short_id} ({target.name}) from this library on every machine?", yes)
-        removed = library.revoke_device(device)
+        removed = library.members.revoke(device)
         linked = relay_link.is_linked(library)
     relay = RELAY_ADVICE if linked else None
     if as_json:
-        print_json({"removed": removed, "relay": relay})
+        print_json({"removed": removed.as_dict(), "relay": relay})
     else:
-        click.echo(
-            f"Removed {removed['short_id']} ({removed['name']}); the removal reaches the others with the next sync."
-        )
+        click.echo(f"Removed {removed.short_id} ({removed.name}); the removal reaches the others with the next sync.")
         if relay:
             click.echo(relay)

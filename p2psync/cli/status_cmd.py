@@ -19,9 +19,10 @@ def status(as_json: bool) -> None:
     relay if the library is linked to an account (last sync, what moved, last error), local
     changes not yet sent, conflicts, and recent problems with what peers (or the relay) sent."""
     with open_library() as library:
+        peers = peer_store.peer_status(library)
         data = {
             "device_id": library.device_id,
-            "peers": peer_store.peer_status(library),
+            "peers": [p.as_dict() for p in peers],
             "pending_local_changes": unsealed_count(library),
             "conflicts": library.info()["conflicts"],
             "search_backlog": library.search_backlog(),
@@ -34,18 +35,18 @@ def status(as_json: bool) -> None:
         return
     relay = data["relay"]
     account_device = relay.get("account_device") if relay else None
-    peers = [p for p in data["peers"] if p["device_id"] != account_device]  # the account's key: the relay line
+    peers = [p for p in peers if p.device_id != account_device]  # the account's key: the relay line
     if not peers and not relay:
         click.echo("No other devices yet; pair one with 'p2psync pair'.")
     for p in peers:
-        state = "removed" if p["revoked"] else (f"last sync {p['last_sync']}" if p["last_sync"] else "never synced")
-        click.echo(f"{p['short_id']}  {p['name']:<20} {state}")
-        if p["address"]:
-            click.echo(f"    at {p['address']}, last seen {p['last_seen'] or 'never'}")
-        if p["last_sync"]:
-            click.echo(f"    last sync: {p['received']} change sets in, {p['sent']} out")
-        if p["last_error"]:
-            click.echo(f"    last error ({p['last_error_at']}): {p['last_error']}")
+        state = "removed" if p.revoked else (f"last sync {p.last_sync}" if p.last_sync else "never synced")
+        click.echo(f"{p.short_id}  {p.name:<20} {state}")
+        if p.address:
+            click.echo(f"    at {p.address}, last seen {p.last_seen or 'never'}")
+        if p.last_sync:
+            click.echo(f"    last sync: {p.received} change sets in, {p.sent} out")
+        if p.last_error:
+            click.echo(f"    last error ({p.last_error_at}): {p.last_error}")
     if relay:
         state = f"last sync {relay['last_sync']}" if relay["last_sync"] else "never synced"
         click.echo(f"Relay {relay['relay']} ({relay['email']}{'' if relay['logged_in'] else ', logged out'}): {state}")

@@ -1,10 +1,12 @@
 """What this machine remembers about each peer (local, never synced): where it was reached, when
-it last synced, what moved, and the last error in words, for `p2psync status`."""
+it last synced, what moved, and the last error in words, for `p2psync status` (`PeerStatus`)."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from p2psync.engine import clock
@@ -14,7 +16,7 @@ from p2psync.store.library import Library, iso
 
 def member_keys(library: Library) -> dict[bytes, str]:
     """Ed25519 key -> device id, for every member that is not revoked (this device included)."""
-    return {base64.b64decode(d["public_key"]): d["device_id"] for d in library.devices() if not d["revoked"]}
+    return {base64.b64decode(d.public_key): d.device_id for d in library.members.listing() if not d.revoked}
 
 
 def record_success(library: Library, device: str, address: str | None, received: int | None, sent: int | None) -> None:
@@ -64,7 +66,28 @@ def remembered_addresses(library: Library) -> dict[str, str]:
     return {d: a for d, a in library.db.execute("SELECT device, address FROM peer_status WHERE address IS NOT NULL")}
 
 
-def peer_status(library: Library) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class PeerStatus:
+    """Another member device and what this machine knows of it; times are ISO 8601 text, None
+    for never, and `received`/`sent` count the change sets of the last sync that worked."""
+
+    device_id: str
+    short_id: str
+    name: str
+    revoked: bool
+    address: str | None = None
+    last_seen: str | None = None
+    last_sync: str | None = None
+    received: int = 0
+    sent: int = 0
+    last_error: str | None = None
+    last_error_at: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def peer_status(library: Library) -> list[PeerStatus]:
     """Every other member device with what this machine knows of it."""
     rows = {
         r[0]: r
@@ -73,25 +96,16 @@ def peer_status(library: Library) -> list[dict[str, Any]]:
         )
     }
     out = []
-    for device in library.devices():
-        if device["this_device"]:
+    for device in library.members.listing():
+        if device.this_device:
             continue
-        row = rows.get(device["device_id"])
-        out.append(
-            {
-                "device_id": device["device_id"],
-                "short_id": device["short_id"],
-                "name": device["name"],
-                "revoked": device["revoked"],
-                "address": row[1] if row else None,
-                "last_seen": iso(row[2]) if row else None,
-                "last_sync": iso(row[3]) if row else None,
-                "received": row[4] if row else 0,
-                "sent": row[5] if row else 0,
-                "last_error": row[6] if row else None,
-                "last_error_at": iso(row[7]) if row else None,
-            }
-        )
+        who = (device.device_id, device.short_id, device.name, device.revoked)
+        row = rows.get(device.device_id)
+        if row is None:  # never talked to
+            out.append(PeerStatus(*who))
+            continue
+        _, address, seen, synced, received, sent, error, error_at = row
+        out.append(PeerStatus(*who, address, iso(seen), iso(synced), received, sent, error, iso(error_at)))
     return out
 
 
