@@ -148,3 +148,28 @@ def test_in_a_browser_the_printed_link_logs_in_and_a_stranger_is_refused(
             assert "already used" in other.inner_text("main")
         finally:
             stranger.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another local user needs root (runuser)")
+def test_another_local_user_cannot_get_in(library: Path, tmp_path: Path) -> None:
+    """Another user of this machine can reach 127.0.0.1 too: without the library folder's secret
+    (0600 in a 0700 folder) it can neither read a login link nor mint one, and is refused."""
+    import subprocess
+
+    for folder in (tmp_path, *tmp_path.parents):  # only the library's own protections remain
+        if folder == Path("/"):
+            break
+        os.chmod(folder, os.stat(folder).st_mode | 0o055)
+    with web_app(library) as app:
+        as_nobody = ["runuser", "-u", "nobody", "--"]
+        steal = subprocess.run(
+            [*as_nobody, "cat", str(library / "web-secret"), str(library / "web.json")],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert steal.returncode != 0 and "Permission denied" in steal.stderr
+        knock = subprocess.run(
+            [*as_nobody, "python3", "-c", f"import urllib.request as u\ntry: u.urlopen('{app.base}/')\n"
+             "except Exception as e: print(getattr(e, 'code', e))"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert knock.stdout.strip() == "401", knock
