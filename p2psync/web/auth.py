@@ -103,8 +103,10 @@ class Door:
         return True
 
     def open_session(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        self.sessions = {sid: s for sid, s in self.sessions.items() if s.expires >= now}  # forget the dead
         sid = secrets.token_urlsafe(32)
-        self.sessions[sid] = Session(secrets.token_urlsafe(24), (time.time() if now is None else now) + SESSION_SECONDS)
+        self.sessions[sid] = Session(secrets.token_urlsafe(24), now + SESSION_SECONDS)
         return sid
 
     def session(self, sid: str | None, now: float | None = None) -> Session | None:
