@@ -26,8 +26,9 @@ QUICK := tests/test_canonical.py tests/test_sync_engine.py tests/test_delivery.p
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q $(QUICK)
 
+# WEB=1 keeps the demo's web app open at the end (until Ctrl-C).
 demo: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+	PATH="$(abspath $(BIN)):$$PATH" WEB=$(WEB) bash scripts/demo.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check p2psync tests bench

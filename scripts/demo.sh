@@ -132,3 +132,25 @@ EOF
 # Where network namespaces can be made (root on Linux), the same pairing between two "machines"
 # on a private bridge, found by mDNS alone.
 python "$(dirname "$0")/demo_lan.py"
+
+say "10. The same library in a browser: p2psync web (127.0.0.1 only; the link logs in once)."
+P2PSYNC_LIBRARY=$WORK_LIB p2psync web --no-open --json >"$DEMO/web.out" 2>"$DEMO/web.err" &
+web_pid=$!
+PIDS+=("$web_pid")
+for _ in $(seq 100); do [ -s "$DEMO/web.out" ] && break; sleep 0.1; done
+first=$(json "['url']" <"$DEMO/web.out")
+base=${first%%/login*}
+# What a browser does with the link: trade it for a session cookie, then show the library.
+count=$(python -c '
+import sys, urllib.request, http.cookiejar
+opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+print(opener.open(sys.argv[1]).read().decode().count("href=\"/ref/"))' "$first")
+echo "the web app at $base/ shows the work library ($count references on its first page)"
+url=$(P2PSYNC_LIBRARY=$WORK_LIB p2psync web --no-open)   # a second link: the running app, not a new one
+if [ "${WEB:-0}" = 1 ]; then
+  printf '\nOpen the work library in your browser (Ctrl-C stops it):\n  %s\n' "$url"
+  wait "$web_pid"
+else
+  printf '\nThe web app of the work library (stopped now: the demo leaves nothing running;\n'
+  printf '`make demo WEB=1` keeps it open, or run `P2PSYNC_LIBRARY=%s p2psync web`):\n  %s\n' "$WORK_LIB" "$url"
+fi
