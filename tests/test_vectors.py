@@ -297,6 +297,9 @@ def store_state(library: Library) -> dict[str, Any]:
         )
     }
     revocations = dict(db.execute("SELECT device, upto FROM revocations ORDER BY device").fetchall())
+    device_names = {
+        d: {"name": n, "seq": q} for d, n, q in db.execute("SELECT device, name, seq FROM device_names ORDER BY device")
+    }
     return {
         "refs": refs,
         "groups": groups,
@@ -304,6 +307,7 @@ def store_state(library: Library) -> dict[str, Any]:
         "attachments": attachments,
         "devices": devices,
         "revocations": revocations,
+        "device_names": device_names,
     }
 
 
@@ -337,6 +341,7 @@ def assert_state(library: Library, expected: dict[str, Any], where: str) -> None
     }, where
     assert got["devices"] == expected["devices"], where
     assert got["revocations"] == expected["revocations"], where
+    assert got["device_names"] == expected.get("device_names", {}), where
 
 
 @pytest.mark.parametrize("order", list(SCENARIO["delivery_orders"]))
@@ -755,6 +760,7 @@ def test_op_schema_follows_the_field_catalogue() -> None:
     assert defs["people"]["maxItems"] == fields.MAX_PEOPLE and defs["list"]["maxItems"] == fields.MAX_LIST_ITEMS
     assert defs["dots"]["maxItems"] == ops.MAX_DOTS
     assert defs["device.add"]["properties"]["name"]["maxLength"] == ops.MAX_DEVICE_NAME
+    assert defs["device.name"]["properties"]["name"]["maxLength"] == ops.MAX_DEVICE_NAME
     cs_body = load_schema("changeset.schema.json")["properties"]["body"]["properties"]
     assert cs_body["entries"]["maxItems"] == changesets.MAX_ENTRIES
     assert cs_body["deps"]["maxProperties"] == changesets.MAX_DEPS

@@ -1,4 +1,4 @@
-"""init, info, device."""
+"""init, info, device, device rename."""
 
 from __future__ import annotations
 
@@ -50,11 +50,14 @@ def info(as_json: bool) -> None:
         click.echo(f"{label + ':':<16}{value}")
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @library_option
 @json_option
-def device(as_json: bool) -> None:
+@click.pass_context
+def device(ctx: click.Context, as_json: bool) -> None:
     """Show this device's id (what other machines pin when you pair)."""
+    if ctx.invoked_subcommand is not None:
+        return
     with open_library() as library:
         data = library.info()
     out = {"device_id": data["device_id"], "short_id": data["device_short_id"], "library_id": data["library_id"]}
@@ -62,6 +65,23 @@ def device(as_json: bool) -> None:
         print_json(out)
     else:
         click.echo(f"{out['short_id']}  {out['device_id']}")
+
+
+@device.command("rename")
+@click.argument("name")
+@library_option
+@json_option
+def rename(name: str, as_json: bool) -> None:
+    """Rename this device (by default it is named after the host) for every member of the
+    library: the new name reaches the others with the next sync."""
+    with open_library() as library:
+        renamed = library.members.rename(name)
+    if as_json:
+        print_json(renamed.as_dict())
+    else:
+        click.echo(
+            f"This device ({renamed.short_id}) is now named {renamed.name!r}; the others learn it at the next sync."
+        )
 
 
 def _size(n: int) -> str:

@@ -16,6 +16,7 @@ here, and the store only knows tables.
     attachment.put   AttachmentWrite(WriteValue)
     device.add       DeviceIntroduced                           the store keeps the smallest dot
     device.revoke    DeviceRevoked                              the store keeps the smallest upto
+    device.name      DeviceNamed                                the store keeps the largest seq
 """
 
 from __future__ import annotations
@@ -164,7 +165,17 @@ class DeviceRevoked:
     upto: int
 
 
-Effect = RefWrite | GroupWrite | MemberWrite | AttachmentWrite | DeviceIntroduced | DeviceRevoked
+@dataclass(frozen=True)
+class DeviceNamed:
+    """The author names itself; of one device's names the one with the largest seq stands (its
+    own entries are totally ordered), kept whether or not its introduction has arrived yet."""
+
+    device: str
+    name: str
+    seq: int
+
+
+Effect = RefWrite | GroupWrite | MemberWrite | AttachmentWrite | DeviceIntroduced | DeviceRevoked | DeviceNamed
 
 
 def effects(op: ops.Op, dot: Dot, ts: int) -> list[Effect]:
@@ -210,6 +221,10 @@ def _device_revoke(op: ops.Op, dot: Dot, ts: int) -> list[Effect]:
     return [DeviceRevoked(op["device"], op["upto"])]
 
 
+def _device_name(op: ops.Op, dot: Dot, ts: int) -> list[Effect]:
+    return [DeviceNamed(dot[0], op["name"], dot[1])]
+
+
 _BY_KIND: dict[str, Callable[[ops.Op, Dot, int], list[Effect]]] = {
     ops.REF_PUT: _ref_put,
     ops.REF_DELETE: _ref_delete,
@@ -220,5 +235,6 @@ _BY_KIND: dict[str, Callable[[ops.Op, Dot, int], list[Effect]]] = {
     ops.ATTACHMENT_PUT: _attachment_put,
     ops.DEVICE_ADD: _device_add,
     ops.DEVICE_REVOKE: _device_revoke,
+    ops.DEVICE_NAME: _device_name,
 }
 assert set(_BY_KIND) == set(ops.KINDS)

@@ -15,6 +15,7 @@ that writes the tables, for local edits and for replay alike).
     attachment.put   {"ref", "name", "value": manifest|null, "seen": [dot...]}
     device.add       {"device", "key", "name", "introducer", "signature"}   library membership
     device.revoke    {"device", "upto"}     no change set of device past sequence upto is accepted
+    device.name      {"name"}               the author's own name for people (its latest wins)
 
 A dot is [device, seq]. "seen" lists exactly the entries the author's write replaces.
 
@@ -22,6 +23,10 @@ device.add makes a device a member of the library: its Ed25519 public key (base6
 people, and who introduced it. The founding device introduces itself (introducer null, no
 signature). Any other device is introduced by a member, whose key signs the introduction
 (crypto/identity.introduction_message), so the membership can be checked by every machine.
+
+device.name renames its author, and only its author (the op names no device, so no device can
+rename another): of a device's names, the one in its entry with the largest seq is shown, the
+same on every machine whatever the arrival order, since one device's entries are totally ordered.
 
 """
 
@@ -33,9 +38,10 @@ from typing import Any
 
 from p2psync.engine import registers
 from p2psync.errors import InvalidValue
+from p2psync.model import devices
 from p2psync.model import fields as catalogue
 from p2psync.model.attachments import validate_manifest, validate_name
-from p2psync.model.devices import device_id_for, is_device_id
+from p2psync.model.devices import device_id_for, is_device_id, is_device_name
 from p2psync.model.groups import validate_group_name
 from p2psync.model.ids import is_id
 
@@ -51,7 +57,7 @@ REF_PUT, REF_DELETE = "ref.put", "ref.delete"
 GROUP_PUT, GROUP_DELETE = "group.put", "group.delete"
 MEMBER_ADD, MEMBER_REMOVE = "member.add", "member.remove"
 ATTACHMENT_PUT = "attachment.put"
-DEVICE_ADD, DEVICE_REVOKE = "device.add", "device.revoke"
+DEVICE_ADD, DEVICE_REVOKE, DEVICE_NAME = "device.add", "device.revoke", "device.name"
 KINDS = (
     REF_PUT,
     REF_DELETE,
@@ -62,8 +68,9 @@ KINDS = (
     ATTACHMENT_PUT,
     DEVICE_ADD,
     DEVICE_REVOKE,
+    DEVICE_NAME,
 )
-MAX_DEVICE_NAME = 100
+MAX_DEVICE_NAME = devices.MAX_DEVICE_NAME
 MAX_INT = 2**53  # every integer must survive any JSON implementation exactly
 MAX_OP_BYTES = 3 * 1024 * 1024  # so that one operation always fits in a change set
 
@@ -134,6 +141,11 @@ def device_revoke(device: str, upto: int) -> Op:
     return {"op": DEVICE_REVOKE, "device": device, "upto": upto}
 
 
+def device_rename(name: str) -> Op:
+    """The author's new name (model.devices.validate_device_name gives it its normal form)."""
+    return {"op": DEVICE_NAME, "name": name}
+
+
 # --- building operations from the current state (local edits) ----------------------------------
 
 
@@ -189,6 +201,7 @@ _KEYS = {
     ATTACHMENT_PUT: frozenset({"op", "ref", "name", "value", "seen"}),
     DEVICE_ADD: frozenset({"op", "device", "key", "name", "introducer", "signature"}),
     DEVICE_REVOKE: frozenset({"op", "device", "upto"}),
+    DEVICE_NAME: frozenset({"op", "name"}),
 }
 
 
@@ -243,6 +256,11 @@ def check(op: Any) -> Op:
             raise InvalidValue("A device.revoke operation names a device id.")
         if type(upto) is not int or not 0 <= upto <= MAX_INT:
             raise InvalidValue("A device.revoke operation's upto is a sequence number >= 0.")
+    elif kind == DEVICE_NAME and not is_device_name(op["name"]):
+        raise InvalidValue(
+            f"A device.name operation's name is 1 to {MAX_DEVICE_NAME} characters, without control "
+            "characters or a space at either end."
+        )
     return op
 
 

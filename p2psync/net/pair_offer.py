@@ -31,7 +31,7 @@ from p2psync.net.tls import peer_key
 from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
 from p2psync.store import rebase
-from p2psync.store.library import Library, device_name
+from p2psync.store.library import Library
 
 ATTEMPT_SECONDS = 60.0  # from start to confirm; a device that goes quiet in between burns the code
 QUESTION_SECONDS = 600.0  # from confirm to join: the joining user may be asked whether to merge
@@ -256,7 +256,7 @@ def _offer_payload(library: Library) -> dict[str, Any]:
         "library_id": library.library_id,
         "library_name": library.name,
         "device_id": library.device_id,
-        "device_name": device_name(),
+        "device_name": library.members.this_name(),  # its name in the library (renamed, or the host's)
         **brings.as_dict(),
     }
 

@@ -81,6 +81,12 @@ def apply_entry(
                     "ON CONFLICT (device) DO UPDATE SET upto = min(upto, excluded.upto)",
                     [revoked, upto],
                 )
+            case effects.DeviceNamed(named, name, name_seq):
+                db.execute(
+                    "INSERT INTO device_names (device, name, seq) VALUES (?, ?, ?) ON CONFLICT (device) "
+                    "DO UPDATE SET name = excluded.name, seq = excluded.seq WHERE excluded.seq > device_names.seq",
+                    [named, name, name_seq],
+                )
 
 
 # --- references ---------------------------------------------------------------------------------

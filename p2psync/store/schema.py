@@ -271,6 +271,12 @@ MIGRATIONS: list[str] = [
     WHEN old.origin IS NOT NULL AND EXISTS (SELECT 1 FROM changelog WHERE num = old.origin AND op = '')
     BEGIN SELECT RAISE(ABORT, 'a reference holding a log entry changed before the entry was restored'); END;
     """,
+    # 12: a device renames itself (device.name): its latest name, kept apart from its introduction
+    # so that a rename that arrives first is not lost
+    """
+    -- replicated: each device's own latest name (the largest seq of its device.name entries)
+    CREATE TABLE device_names (device TEXT PRIMARY KEY, name TEXT NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -286,6 +292,7 @@ REPLICATED_TABLES = (
     "tombstones",
     "devices",
     "revocations",
+    "device_names",
 )
 
 

@@ -105,6 +105,11 @@ def op_vectors() -> dict[str, Any]:
         ("device.add: introduced", device_add(B, A)),
         ("device.revoke", {"op": rules.DEVICE_REVOKE, "device": C.id, "upto": 0}),
         ("device.revoke with upto 2^53", {"op": rules.DEVICE_REVOKE, "device": C.id, "upto": rules.MAX_INT}),
+        ("device.name", {"op": rules.DEVICE_NAME, "name": "Ana's laptop"}),
+        ("device.name of one character", {"op": rules.DEVICE_NAME, "name": "x"}),
+        ("device.name of 100 characters, spaces inside", {"op": rules.DEVICE_NAME, "name": "a" + " " * 98 + "b"}),
+        ("device.name in another script", {"op": rules.DEVICE_NAME, "name": "Λάπτοπ της Άννας"}),
+        ("device.name with a no-break space at the end", {"op": rules.DEVICE_NAME, "name": "lab\u00a0"}),
     ]
     invalid: list[tuple[str, Any]] = [
         ("not an object", ["ref.put"]),
@@ -304,6 +309,16 @@ def op_vectors() -> dict[str, Any]:
             "device.revoke of a device id with a trailing newline",
             {"op": rules.DEVICE_REVOKE, "device": C.id + "\n", "upto": 0},
         ),
+        ("device.name empty", {"op": rules.DEVICE_NAME, "name": ""}),
+        ("device.name of 101 characters", {"op": rules.DEVICE_NAME, "name": "x" * 101}),
+        ("device.name with a line break", {"op": rules.DEVICE_NAME, "name": "lab\nlaptop"}),
+        ("device.name with a tab", {"op": rules.DEVICE_NAME, "name": "lab\tlaptop"}),
+        ("device.name with DEL", {"op": rules.DEVICE_NAME, "name": "lab\u007f"}),
+        ("device.name with a C1 control character", {"op": rules.DEVICE_NAME, "name": "lab\u0085laptop"}),
+        ("device.name with a space first", {"op": rules.DEVICE_NAME, "name": " lab"}),
+        ("device.name with a space last", {"op": rules.DEVICE_NAME, "name": "lab "}),
+        ("device.name that is a number", {"op": rules.DEVICE_NAME, "name": 7}),
+        ("device.name naming a device", {"op": rules.DEVICE_NAME, "name": "lab", "device": B.id}),
     ]
     for name, op in valid:
         if not op_schema.is_valid(copy.deepcopy(op)):

@@ -87,6 +87,7 @@ KEYS = {
     rules.ATTACHMENT_PUT: {"op", "ref", "name", "value", "seen"},
     rules.DEVICE_ADD: {"op", "device", "key", "name", "introducer", "signature"},
     rules.DEVICE_REVOKE: {"op", "device", "upto"},
+    rules.DEVICE_NAME: {"op", "name"},
 }
 
 
@@ -287,7 +288,17 @@ def is_valid(op: Any) -> bool:
                 or (is_device_id(op["introducer"]) and canonical_b64(op["signature"], 64))
             )
         )
+    if kind == rules.DEVICE_NAME:
+        return is_device_name(op["name"])
     return is_device_id(op["device"]) and is_int(op["upto"], 0)  # device.revoke
+
+
+def is_device_name(value: Any) -> bool:
+    """merge.md §2.5, device.name: 1 to 100 code points, none a control character (U+0000-U+001F,
+    U+007F-U+009F), and no space first or last."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_DEVICE_NAME or value[0] == " " or value[-1] == " ":
+        return False
+    return all(not (ord(ch) <= 0x1F or 0x7F <= ord(ch) <= 0x9F) for ch in value)
 
 
 def seen_dots(op: dict[str, Any]) -> list[list[Any]]:

@@ -186,12 +186,19 @@ def run_scenario() -> Scenario:
     do_sync(a, b)
     note("sync A-B, A-C, A-B: B2 and C2 reach everyone.")
 
-    # Round 5: A removes C from the library.
+    # Round 5: A removes C from the library; B renames itself twice, the later name wins.
     a.revoke(T0 + 240_000, C)
     note("A revokes C: device.revoke with upto = the last sequence of C that A holds.")
+    b.log(T0 + 240_000, {"op": rules.DEVICE_NAME, "name": "laptop-b (old)"})
+    note("B renames itself: device.name 'laptop-b (old)'.")
     do_sync(a, b)
     do_sync(a, c)
-    note("sync A-B, A-C: A4 reaches everyone.")
+    note("sync A-B, A-C: A4 and B's rename reach everyone.")
+    b.log(T0 + 250_000, {"op": rules.DEVICE_NAME, "name": "Ana's laptop"})
+    note("B renames itself again: device.name 'Ana's laptop' (a larger seq of B: it replaces the first).")
+    do_sync(a, b)
+    do_sync(a, c)
+    note("sync A-B, A-C: B's second name reaches everyone.")
     _check_converged(replicas)
     final = a.world
     assert not rules.reference_view(final.refs[RC]).deleted and (G, RC) in final.members

@@ -21,6 +21,7 @@ class World:
     attachments: dict[tuple[str, str], list[rules.Entry]] = field(default_factory=dict)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     revocations: dict[str, int] = field(default_factory=dict)
+    device_names: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> {name, seq}
 
     def _remove_member(self, group: str, ref: str, seen: list[Any]) -> None:
         left = rules.remove(self.members.get((group, ref), []), seen)
@@ -84,6 +85,11 @@ class World:
             # Kept whether or not the device is known yet; several revocations keep the smallest cut-off.
             upto = self.revocations.get(op["device"])
             self.revocations[op["device"]] = op["upto"] if upto is None else min(upto, op["upto"])
+        elif kind == rules.DEVICE_NAME:
+            # The author names itself; its entry with the largest seq wins, known as a device or not.
+            known = self.device_names.get(device)
+            if known is None or seq > known["seq"]:
+                self.device_names[device] = {"name": op["name"], "seq": seq}
         else:  # pragma: no cover
             raise ValueError(kind)
 
@@ -124,4 +130,5 @@ class World:
             "attachments": attachments,
             "devices": {d: dict(v) for d, v in sorted(self.devices.items())},
             "revocations": dict(sorted(self.revocations.items())),
+            "device_names": {d: dict(v) for d, v in sorted(self.device_names.items())},
         }

@@ -1,9 +1,9 @@
 """The library's member devices: who they are, introducing one, removing one.
 
-Membership is replicated like everything else (engine/ops.py `device.add`, `device.revoke`):
-the founding device introduces itself, every other device is introduced by a member whose key
-signs the introduction (`device_add_op`), and a revocation sets the last sequence of that
-device's that anyone accepts.
+Membership is replicated like everything else (engine/ops.py `device.add`, `device.revoke`,
+`device.name`): the founding device introduces itself, every other device is introduced by a
+member whose key signs the introduction (`device_add_op`), a revocation sets the last sequence of
+that device's that anyone accepts, and a device renames itself (its latest name is shown).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from p2psync.crypto.identity import DeviceIdentity, introduction_message
 from p2psync.engine import ops
 from p2psync.errors import Conflict, UnknownDevice
-from p2psync.model.devices import short_id
+from p2psync.model.devices import short_id, validate_device_name
 from p2psync.store.library.records import Device
 
 if TYPE_CHECKING:
@@ -29,16 +29,28 @@ class Members:
     def listing(self) -> list[Device]:
         """The library's member devices, oldest introduction first."""
         rows = self.library.db.execute(
-            "SELECT d.id, d.name, d.introducer, d.public_key, v.upto FROM devices d "
-            "LEFT JOIN revocations v ON v.device = d.id "
+            "SELECT d.id, coalesce(n.name, d.name), d.introducer, d.public_key, v.upto FROM devices d "
+            "LEFT JOIN revocations v ON v.device = d.id LEFT JOIN device_names n ON n.device = d.id "
             "JOIN changelog c ON c.device = d.author AND c.seq = d.seq ORDER BY c.num"
         ).fetchall()
         return [Device(i, short_id(i), n, k, p, i == self.library.device_id, r is not None) for i, n, k, p, r in rows]
 
     def this_name(self) -> str:
         """The name this device has in the library's membership (what other devices call it)."""
-        row = self.library.db.execute("SELECT name FROM devices WHERE id = ?", [self.library.device_id]).fetchone()
+        row = self.library.db.execute(
+            "SELECT coalesce(n.name, d.name) FROM devices d LEFT JOIN device_names n ON n.device = d.id WHERE d.id = ?",
+            [self.library.device_id],
+        ).fetchone()
         return str(row[0]) if row else self.library.name
+
+    def rename(self, text: str) -> Device:
+        """Rename this device for every member (a device.name operation, replicated like any
+        change); the same name again changes nothing. Returns this device as listed now."""
+        name = validate_device_name(text)
+        with self.library.writing() as writer:
+            if name != self.this_name():
+                writer.log(ops.device_rename(name), checked=True)
+        return next(d for d in self.listing() if d.this_device)
 
     def add(self, public_key: bytes, name: str) -> str:
         """Introduce another device into this library (pairing does this); return its id."""
