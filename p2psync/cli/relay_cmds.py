@@ -45,6 +45,17 @@ def _quota(_ctx: click.Context, _param: click.Parameter, value: str) -> int | No
     return parse_size(value)
 
 
+def _listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, int] | None:
+    """HOST:PORT ([::1]:PORT for IPv6), port 0 for any free port."""
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT; write e.g. 127.0.0.1:9741.")
+    return host, int(port)
+
+
 @click.group()
 def relay() -> None:
     """Run a relay: the online account that carries a library between machines that are never on
@@ -85,6 +96,13 @@ def relay() -> None:
     type=click.IntRange(1, 1_000_000),
     help="Accounts that one client address may make in an hour.",
 )
+@click.option(
+    "--metrics-listen",
+    callback=_listen,
+    envvar="P2PSYNC_RELAY_METRICS_LISTEN",
+    metavar="HOST:PORT",
+    help="Also serve /metrics (Prometheus) and /healthz on this address, e.g. 127.0.0.1:9741; keep it private.",
+)
 @json_option
 def serve(
     host: str,
@@ -95,6 +113,7 @@ def serve(
     tls_key: Path | None,
     trust_proxy: bool,
     signups_per_hour: int,
+    metrics_listen: tuple[str, int] | None,
     as_json: bool,
 ) -> None:
     """Serve the relay until Ctrl-C or SIGTERM (then it finishes the requests in flight and exits 0).
@@ -131,6 +150,7 @@ def serve(
                 trust_proxy=trust_proxy,
                 token_seconds=token_seconds,
                 signups_per_hour=signups_per_hour,
+                metrics_listen=metrics_listen,
             )
         )
     except ssl.SSLError as exc:

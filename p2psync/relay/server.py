@@ -4,7 +4,8 @@ The relay stores and forwards ciphertext; all it checks is the shape of what it 
 is asking (a token) and the order of each device's change sets. Storage calls run one at a time
 on a dedicated thread and scrypt on a small pool, so the event loop never blocks on a disk or a
 hash. Every error answer is `{"error": CODE, "message": TEXT}`; each request is one JSON line on
-stderr (time, method, path, status, ms, account), never a token, an e-mail or a body.
+stderr (time, method, path, status, ms, account), never a token, an e-mail or a body, and is
+counted in the process's metrics (relay/metrics.py; /healthz and /metrics: relay/operations.py).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
+from p2psync import __version__
 from p2psync.engine.protocol_version import speaks
-from p2psync.errors import Refusal, RelayCode, RelayInsecure
+from p2psync.errors import Conflict, Refusal, RelayCode, RelayInsecure
 from p2psync.model.devices import is_device_id
 from p2psync.model.ids import ID_PATTERN
 from p2psync.relay import kdf, passwords
+from p2psync.relay.metrics import RelayMetrics
 from p2psync.relay.storage import (
     AlreadyBound,
     ChangeSetIn,
@@ -46,6 +49,7 @@ AuthedHandler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 
 PREFIX = "/relay/v1"
 HEALTH = PREFIX + "/health"
+HEALTHZ = "/healthz"  # for load balancers and monitors: relay/operations.py
 VERSION_HEADER = "P2PSync-Protocol"
 SUPPORTED_VERSIONS = (1,)
 MAX_JSON_BYTES = 16 * 1024 * 1024
@@ -73,9 +77,14 @@ def answer(data: Any, status: int = 200, headers: dict[str, str] | None = None) 
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
 
 
+ERROR_CODE: web.ResponseKey[str] = web.ResponseKey("error_code", str)  # for the metrics' refusals_total
+
+
 def error_answer(status: int, code: RelayCode, message: str, **extra: Any) -> web.Response:
     headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
-    return answer({"error": code, "message": message, **extra}, status, headers)
+    response = answer({"error": code, "message": message, **extra}, status, headers)
+    response[ERROR_CODE] = str(code)
+    return response
 
 
 def iso(seconds: float) -> str:
@@ -131,17 +140,44 @@ class Relay:
         self.trust_proxy = trust_proxy
         self.clock = clock
         self.login_locks = KeyedLocks()
+        self.metrics = RelayMetrics(type(storage).__name__.removesuffix("Storage").lower(), __version__)
         self.in_flight = 0  # requests being answered, for a graceful stop
         self.draining = False
         self._storage_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-storage")
         self._hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="relay-scrypt")  # 16 MiB each
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a storage call on the storage thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._storage_thread, function, *args)
+        """Run a storage call on the storage thread; its wait for the thread and its run are
+        measured there and counted here, on the loop (the metrics are the loop's alone)."""
+        queued = time.perf_counter()
+        times = [queued, queued]
+
+        def run() -> T:
+            times[0] = time.perf_counter()
+            try:
+                return function(*args)
+            finally:
+                times[1] = time.perf_counter()
+
+        outcome = "error"
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._storage_thread, run)
+            outcome = "ok"
+            return result
+        except (Conflict, QuotaExceeded, DeviceRevoked):
+            outcome = "refused"  # a rule said no (gap, quota, bound...): the storage worked
+            raise
+        finally:
+            if times[1] > queued:  # it ran (a call cancelled while queued never does)
+                name = getattr(function, "__name__", "call")
+                self.metrics.storage_done(name, outcome, times[0] - queued, times[1] - times[0])
 
     async def hash(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._hashing, function, *args)
+        start = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._hashing, function, *args)
+        finally:
+            self.metrics.hash_done(time.perf_counter() - start)
 
     async def drain(self, timeout: float) -> None:
         """Wait until every request being answered is answered (or timeout); the answers given
@@ -169,24 +205,33 @@ DEVICE: web.RequestKey[str] = web.RequestKey("device", str)  # the token's devic
 
 @web.middleware
 async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One JSON line per request, whatever became of it; and the count of requests in flight."""
+    """One JSON line per request, whatever became of it; the count of requests in flight; and the
+    request's place in the metrics (by route pattern: a path a client makes up is "unmatched")."""
     relay = request.app[RELAY]
     start = time.perf_counter()
     status = 499  # nginx's "client closed the request": the connection went away mid-answer
+    sent = 0
     relay.in_flight += 1
     try:
         response = await handler(request)
         status = response.status
+        sent = response.content_length or 0
+        if code := response.get(ERROR_CODE):
+            relay.metrics.refused(code)
         if relay.draining:
             response.force_close()
         return response
     finally:
         relay.in_flight -= 1
+        seconds = time.perf_counter() - start
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        relay.metrics.request_done(route, request.method, status, seconds, request.content.total_bytes, sent)
         log_line(
             method=request.method,
             path=request.path[:200],
             status=status,
-            ms=round((time.perf_counter() - start) * 1000, 1),
+            ms=round(seconds * 1000, 1),
             account=request.get(ACCOUNT),
         )
 
@@ -239,7 +284,7 @@ async def errors_to_json(request: web.Request, handler: Handler) -> web.StreamRe
 
 @web.middleware
 async def protocol_version(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == HEALTH:
+    if request.path in (HEALTH, HEALTHZ):
         return await handler(request)
     version = request.headers.get(VERSION_HEADER, "").strip()
     if not speaks(version, SUPPORTED_VERSIONS):
@@ -438,7 +483,7 @@ async def pull(request: web.Request, account: str) -> web.Response:
     after = int_param(request, "after", 0, 0, MAX_SEQUENCE)
     limit = int_param(request, "limit", PAGE_ITEMS, 1, PAGE_ITEMS)
 
-    def page() -> bytes:  # on the storage thread: reading and encoding 8 MiB is no work for the loop
+    def pull_page() -> bytes:  # on the storage thread: reading and encoding 8 MiB is no work for the loop
         items, more = relay.storage.pull(account, after, limit, PAGE_BYTES)
         return orjson.dumps(
             {
@@ -457,7 +502,7 @@ async def pull(request: web.Request, account: str) -> web.Response:
             }
         )
 
-    return web.Response(body=await relay.call(page), content_type="application/json")
+    return web.Response(body=await relay.call(pull_page), content_type="application/json")
 
 
 def _change_sets(body: dict[str, Any]) -> list[ChangeSetIn]:
@@ -548,7 +593,7 @@ def make_app(
     signups_per_hour: int = SIGNUPS_PER_HOUR,
 ) -> web.Application:
     """The relay's application. It owns `storage` from now on: the app's cleanup closes it."""
-    from p2psync.relay import account_api, device_api  # they build on this module's helpers
+    from p2psync.relay import account_api, device_api, operations  # they build on this module's helpers
 
     app = web.Application(
         middlewares=[access_log, errors_to_json, protocol_version],
@@ -582,4 +627,5 @@ def make_app(
     ]
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, handler)
+    app.router.add_get(HEALTHZ, operations.healthz)
     return app

@@ -17,7 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from p2psync.relay import passwords
+from p2psync.errors import NetworkError
+from p2psync.relay import operations, passwords
 from p2psync.relay.server import RELAY, SHUTDOWN_SECONDS, SIGNUPS_PER_HOUR, log, log_line, make_app
 from p2psync.relay.storage import SqliteStorage
 
@@ -75,8 +76,10 @@ async def serve(
     trust_proxy: bool = False,
     token_seconds: float = passwords.TOKEN_SECONDS,
     signups_per_hour: int = SIGNUPS_PER_HOUR,
+    metrics_listen: tuple[str, int] | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT; then finish the requests in flight, close the storage, return."""
+    """Serve until SIGTERM or SIGINT; then finish the requests in flight, close the storage, return.
+    With metrics_listen, /metrics and /healthz also answer on that address (relay/operations.py)."""
     context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     storage = SqliteStorage(data_dir)
     app = make_app(
@@ -84,16 +87,29 @@ async def serve(
     )
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
+    metrics_runner: web.AppRunner | None = None
     try:
         site = web.TCPSite(runner, host, port, ssl_context=context)
         await site.start()
         bound_port = runner.addresses[0][1]
+        metrics_url = None
+        if metrics_listen is not None:
+            metrics_runner = web.AppRunner(operations.metrics_app(app[RELAY]), access_log=None, shutdown_timeout=1)
+            await metrics_runner.setup()
+            try:
+                await web.TCPSite(metrics_runner, *metrics_listen).start()
+            except OSError as exc:
+                raise NetworkError(
+                    f"Cannot serve metrics on {metrics_listen[0]}:{metrics_listen[1]} ({exc.strerror or exc}); "
+                    "choose another --metrics-listen."
+                ) from None
+            metrics_url = url_for(metrics_listen[0], metrics_runner.addresses[0][1], False) + operations.METRICS
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         url = url_for(host, bound_port, context is not None)
-        log_line(event="listening", url=url, quota_bytes=quota)
+        log_line(event="listening", url=url, quota_bytes=quota, metrics=metrics_url)
         on_listening(url)
         await stop.wait()
         log_line(event="stopping")
@@ -103,5 +119,7 @@ async def serve(
             await active.stop()
         await app[RELAY].drain(SHUTDOWN_SECONDS)
     finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()  # before the storage closes: no ping on a closed database
         await runner.cleanup()  # stops listening, waits for requests in flight, closes storage
     log_line(event="stopped")
