@@ -55,3 +55,37 @@ def page(browser: Any) -> Iterator[Any]:
         yield context.new_page()
     finally:
         context.close()
+
+
+# --- a real PostgreSQL server for the relay's PostgreSQL backend (tests/pg_support.py) ----------
+
+import itertools  # noqa: E402
+
+_pg_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """This session's own PostgreSQL cluster (initdb in a temporary folder, 127.0.0.1, a free port),
+    stopped by its PID at the end. Where it cannot run, the tests using it are skipped with one line."""
+    from tests import pg_support
+
+    reason = pg_support.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = pg_support.start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> Iterator[str]:
+    """A fresh, empty database of the session's cluster for one test (dropped after it)."""
+    name = f"t{os.getpid()}_{next(_pg_names)}"
+    url = pg_cluster.create_database(name)
+    try:
+        yield url
+    finally:
+        pg_cluster.drop_database(name)

@@ -106,6 +106,8 @@ class PurgeResult:
 class RelayStorage(KeyStore, Protocol):
     """The relay's storage. Times are Unix seconds given by the caller (the server's clock)."""
 
+    workers: int  # how many threads may call it at once (the server's storage threads)
+
     # accounts and tokens
     def create_account(self, email: str, salt: bytes, login_hash: bytes, now: float, kdf: str | None = None) -> str:
         """A new account's id; EmailTaken if the address has one."""
@@ -274,6 +276,8 @@ class SqliteStorage(ChangeSetStorage, KeyStorage):
     data_dir/tmp/, trash/    emptied at every start
     data_dir/lock            held while a relay uses the folder (one process per folder)
     """
+
+    workers = 1  # one writer at a time is what SQLite does anyway
 
     def __init__(self, data_dir: Path | str) -> None:
         self.data_dir = Path(data_dir)

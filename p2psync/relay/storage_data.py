@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from threading import RLock
@@ -69,6 +69,45 @@ class PushResult:
     last_num: int
 
 
+def plan_push(
+    items: Sequence[ChangeSetIn],
+    heads: dict[str, int],
+    key_epoch: int,
+    holds: Callable[[ChangeSetIn, Sequence[ChangeSetIn]], bool],
+) -> tuple[list[ChangeSetIn], int]:
+    """The rule of a push, for every backend: which items are new (in order) and how many are
+    duplicates; `heads` (each pushed device's stored head) is moved on to the new heads. `holds`
+    says whether exactly this change set is stored or comes earlier in `fresh`. Gap or EpochMoved
+    refuses the whole request."""
+    stored = dict(heads)
+    fresh: list[ChangeSetIn] = []
+    duplicates = 0
+    for item in items:
+        # Each device's change sets continue exactly where its stored ones end; a duplicate is
+        # exactly a stored one. Anything else (a gap, an overlap, another cut) is refused whole.
+        head = heads[item.device]
+        if item.first == head + 1:
+            if item.key_epoch != key_epoch:
+                raise EpochMoved(key_epoch, f"New change sets are encrypted with the key of epoch {key_epoch}.")
+            heads[item.device] = item.last
+            fresh.append(item)
+        elif item.last <= head and holds(item, fresh):
+            duplicates += 1
+        else:
+            raise Gap(item.device, stored[item.device], item.first)
+    return fresh, duplicates
+
+
+def held_earlier(item: ChangeSetIn, fresh: Sequence[ChangeSetIn]) -> bool:
+    """Whether exactly this change set (device, first, last) comes earlier in the request."""
+    return any((f.device, f.first, f.last) == (item.device, item.first, item.last) for f in fresh)
+
+
+def check_quota(used: int, quota: int | None, needed: int) -> None:
+    if quota is not None and used + needed > quota:
+        raise QuotaExceeded(used, quota, needed)
+
+
 class ChangeSetStorage:
     """State, push and pull of change sets; have, put and get of chunks."""
 
@@ -111,28 +150,12 @@ class ChangeSetStorage:
         for device in devices:
             row = db.execute("SELECT last FROM heads WHERE account = ? AND device = ?", [account, device]).fetchone()
             heads[device] = row[0] if row else 0
-        stored = dict(heads)
         used, next_num, epoch, key_epoch = db.execute(
             "SELECT used_bytes, next_num, epoch, key_epoch FROM accounts WHERE id = ?", [account]
         ).fetchone()
-        fresh: list[ChangeSetIn] = []
-        duplicates = 0
-        for item in items:
-            # Each device's change sets continue exactly where its stored ones end; a duplicate is
-            # exactly a stored one. Anything else (a gap, an overlap, another cut) is refused whole.
-            head = heads[item.device]
-            if item.first == head + 1:
-                if item.key_epoch != key_epoch:
-                    raise EpochMoved(key_epoch, f"New change sets are encrypted with the key of epoch {key_epoch}.")
-                heads[item.device] = item.last
-                fresh.append(item)
-            elif item.last <= head and self._holds(db, account, item, fresh):
-                duplicates += 1
-            else:
-                raise Gap(item.device, stored[item.device], item.first)
+        fresh, duplicates = plan_push(items, heads, key_epoch, lambda item, done: self._holds(db, account, item, done))
         needed = sum(len(item.blob) for item in fresh)
-        if quota is not None and used + needed > quota:
-            raise QuotaExceeded(used, quota, needed)
+        check_quota(used, quota, needed)
         if not fresh:
             return PushResult(0, duplicates, next_num - 1)
         names = self._store_blobs(account, epoch, [item.blob for item in fresh], created)
@@ -159,7 +182,7 @@ class ChangeSetStorage:
     @staticmethod
     def _holds(db: sqlite3.Connection, account: str, item: ChangeSetIn, fresh: Sequence[ChangeSetIn]) -> bool:
         """Whether exactly this change set (device, first, last) is stored or comes earlier in the request."""
-        if any((f.device, f.first, f.last) == (item.device, item.first, item.last) for f in fresh):
+        if held_earlier(item, fresh):
             return True
         row = db.execute(
             "SELECT last FROM changesets WHERE account = ? AND device = ? AND first = ?",
@@ -219,8 +242,7 @@ class ChangeSetStorage:
                     ).fetchone()
                     if key_epoch != current:
                         raise EpochMoved(current, f"New chunks are encrypted with the key of epoch {current}.")
-                    if quota is not None and used + len(blob) > quota:
-                        raise QuotaExceeded(used, quota, len(blob))
+                    check_quota(used, quota, len(blob))
                     (name,) = self._store_blobs(account, epoch, [blob], created)
                     db.execute(
                         "INSERT INTO chunks (account, id, size, blob, key_epoch) VALUES (?, ?, ?, ?, ?)",
