@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml setup.py p2psync/_speedups.c
 	@touch $(STAMP)
 
 test: $(STAMP)
-	@bash scripts/browser-deps.sh
+	@bash scripts/test-deps.sh
 	$(BIN)/python -m pytest -q
 
 # The quick subset (about a minute): the pure engine, the store, formats, vectors, crypto and the

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# The web app's browser tests drive Debian's Chromium (never a browser Playwright downloads).
-# Install it when it is missing and we may (root with apt-get, as CI runs); otherwise say in one
-# line that the browser tests will be skipped. Never fails the build.
+# What the tests need from Debian besides Python packages, installed when missing and we may
+# (root with apt-get, as CI runs); otherwise one line says which tests will be skipped. Never
+# fails the build.
+# - chromium: the web app's browser tests drive Debian's Chromium (never a browser Playwright downloads).
+# - postgresql: the relay's PostgreSQL tests start their own cluster with its initdb and postgres
+#   (tests/pg_support.py); only the server binaries are used, the package's own cluster is not.
 set -u
-if command -v chromium >/dev/null 2>&1; then exit 0; fi
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
+[ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "Installing Debian's chromium and chromium-driver for the browser tests..."
+  echo "Installing Debian's ${missing[*]} for the tests..."
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } \
-    || echo "Could not install chromium: the browser tests will be skipped."
+  apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; } \
+    || echo "Could not install ${missing[*]}: the tests that need them will be skipped."
 else
-  echo "No chromium and not root: the browser tests will be skipped (apt-get install chromium chromium-driver)."
+  echo "Missing ${missing[*]} and not root: the tests that need them will be skipped (apt-get install ${missing[*]})."
 fi
 exit 0

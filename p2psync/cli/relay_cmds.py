@@ -75,6 +75,15 @@ def relay() -> None:
     help=f"Where the relay keeps its database and blobs (default: {default_data_dir()}).",
 )
 @click.option(
+    "--database",
+    envvar="P2PSYNC_RELAY_DATABASE",
+    metavar="URL",
+    default=None,
+    help="Keep everything in PostgreSQL instead of the --data folder: postgresql://USER@HOST:PORT/DB. Better "
+    "given in the environment variable P2PSYNC_RELAY_DATABASE, with the password in PGPASSWORD or ~/.pgpass, "
+    "so that no password sits on a command line. Several relay processes may share one database.",
+)
+@click.option(
     "--quota",
     default=DEFAULT_QUOTA,
     show_default=True,
@@ -108,6 +117,7 @@ def serve(
     host: str,
     port: int,
     data_dir: Path | None,
+    database: str | None,
     quota: int | None,
     tls_cert: Path | None,
     tls_key: Path | None,
@@ -130,9 +140,13 @@ def serve(
     except ValueError as exc:
         raise InvalidValue(str(exc)) from None
     folder = data_dir if data_dir is not None else default_data_dir()
+    database = database or None  # an empty P2PSYNC_RELAY_DATABASE: SQLite
+    if database is not None:
+        database = _database_url(database, data_dir)
+    where = folder if database is None else _described(database)
 
     def listening(url: str) -> None:
-        line = json.dumps({"listening": url}) if as_json else f"Relay listening on {url} (data in {folder})"
+        line = json.dumps({"listening": url}) if as_json else f"Relay listening on {url} (data in {where})"
         click.echo(line)
         sys.stdout.flush()
 
@@ -151,6 +165,7 @@ def serve(
                 token_seconds=token_seconds,
                 signups_per_hour=signups_per_hour,
                 metrics_listen=metrics_listen,
+                database=database,
             )
         )
     except ssl.SSLError as exc:
@@ -163,3 +178,23 @@ def serve(
         raise NetworkError(
             f"Cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --host or --port."
         ) from None
+
+
+def _database_url(url: str, data_dir: Path | None) -> str:
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise click.BadParameter(
+            "must be a PostgreSQL URL, postgresql://USER@HOST:PORT/DB.",
+            param_hint="'--database' / P2PSYNC_RELAY_DATABASE",
+        )
+    if data_dir is not None:
+        raise click.UsageError("Give --data (SQLite) or --database / P2PSYNC_RELAY_DATABASE (PostgreSQL), not both.")
+    return url
+
+
+def _described(url: str) -> str:
+    """The database without its password, for the listening line."""
+    try:
+        from p2psync.relay.storage_pg import describe
+    except ImportError:
+        return "PostgreSQL"
+    return describe(url)

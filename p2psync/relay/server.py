@@ -143,11 +143,12 @@ class Relay:
         self.metrics = RelayMetrics(type(storage).__name__.removesuffix("Storage").lower(), __version__)
         self.in_flight = 0  # requests being answered, for a graceful stop
         self.draining = False
-        self._storage_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-storage")
+        # SQLite: one thread; PostgreSQL: one per pooled connection (storage.workers)
+        self._storage_thread = ThreadPoolExecutor(max_workers=storage.workers, thread_name_prefix="relay-storage")
         self._hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="relay-scrypt")  # 16 MiB each
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a storage call on the storage thread; its wait for the thread and its run are
+        """Run a storage call on a storage thread; its wait for the thread and its run are
         measured there and counted here, on the loop (the metrics are the loop's alone)."""
         queued = time.perf_counter()
         times = [queued, queued]

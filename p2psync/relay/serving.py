@@ -17,10 +17,23 @@ from typing import Any
 
 from aiohttp import web
 
-from p2psync.errors import NetworkError
+from p2psync.errors import NetworkError, P2PSyncError
 from p2psync.relay import operations, passwords
 from p2psync.relay.server import RELAY, SHUTDOWN_SECONDS, SIGNUPS_PER_HOUR, log, log_line, make_app
-from p2psync.relay.storage import SqliteStorage
+from p2psync.relay.storage import RelayStorage, SqliteStorage
+
+
+def open_storage(data_dir: Path, database: str | None) -> RelayStorage:
+    """The relay's storage: PostgreSQL if a database URL is given, else SQLite in data_dir."""
+    if database is None:
+        return SqliteStorage(data_dir)
+    try:
+        from p2psync.relay.storage_pg import PostgresStorage
+    except ImportError:
+        raise P2PSyncError(
+            "The PostgreSQL backend needs psycopg 3 and psycopg-pool: pip install 'p2psync[relay-pg]'."
+        ) from None
+    return PostgresStorage(database)
 
 
 class _JsonLines(logging.Formatter):
@@ -77,11 +90,13 @@ async def serve(
     token_seconds: float = passwords.TOKEN_SECONDS,
     signups_per_hour: int = SIGNUPS_PER_HOUR,
     metrics_listen: tuple[str, int] | None = None,
+    database: str | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT; then finish the requests in flight, close the storage, return.
-    With metrics_listen, /metrics and /healthz also answer on that address (relay/operations.py)."""
+    With metrics_listen, /metrics and /healthz also answer on that address (relay/operations.py);
+    `database`: a PostgreSQL URL to keep everything in instead of data_dir (storage_pg.py)."""
     context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
-    storage = SqliteStorage(data_dir)
+    storage = open_storage(data_dir, database)
     app = make_app(
         storage, quota, token_seconds=token_seconds, trust_proxy=trust_proxy, signups_per_hour=signups_per_hour
     )
