@@ -374,7 +374,7 @@ class Node:
                 result.name,
                 result.address,
                 result.received.applied,
-                result.sent.get("applied", 0),
+                result.sent_applied,
             )
 
     async def close(self) -> None:

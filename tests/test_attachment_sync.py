@@ -207,7 +207,7 @@ def test_chunks_are_fetched_from_several_peers_and_status_says_why_a_file_is_mis
         a.attachment_path(ref, "extra.pdf").unlink()  # A lost its copy before anyone fetched it
     _, fetched = run(sync_once(tmp_path / "b", tmp_path / "a"))
     [missing] = fetched.missing
-    assert missing["name"] == "extra.pdf" and missing["reason"] == "no_peer"
+    assert missing.name == "extra.pdf" and missing.reason == "no_peer"
     with Library.open(tmp_path / "b") as b:
         [status] = transfers.missing(b)
         assert status["name"] == "extra.pdf" and status["reason"] == "no_peer" and status["detail"]
@@ -248,7 +248,7 @@ def test_a_chunk_of_the_wrong_length_is_refused_and_fetched_from_another_peer(tm
     _, fetched = run(sync_once(tmp_path / "b", tmp_path / "a"))
     assert fetched.files == 0 and fetched.refused_by_peer == {device_a: 1} and fetched.chunks_refused == 1
     [missing] = fetched.missing
-    assert missing["reason"] == "verification" and device_a[:7] in missing["detail"]
+    assert missing.reason == "verification" and device_a[:7] in missing.detail
     first = None
     with Library.open(tmp_path / "a") as a:
         first = a.list_attachments(ref, scan=False)[0]
@@ -280,8 +280,8 @@ def test_chunks_that_do_not_make_up_the_named_file_are_not_put_in_place(
     _, fetched = run(sync_once(pb, pa))
     assert fetched.files == 1  # real.pdf
     [missing] = fetched.missing
-    assert missing["name"] == "lie.pdf" and missing["reason"] == "manifest", missing
-    assert "do not make up the file" in missing["detail"]
+    assert missing.name == "lie.pdf" and missing.reason == "manifest", missing
+    assert "do not make up the file" in missing.detail
     with Library.open(pb) as b:
         folder = pb / "attachments" / ref
         assert sorted(p.name for p in folder.iterdir()) == ["real.pdf"]  # no partial, no lie.pdf

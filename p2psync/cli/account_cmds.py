@@ -11,7 +11,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -29,8 +29,12 @@ from p2psync.relay import account as relay_account
 from p2psync.relay import link, link_rules
 from p2psync.relay.client import normalize_url
 from p2psync.relay.crypto import check_email
+from p2psync.relay.link_rules import LoginMode
 from p2psync.store import backup as backups
 from p2psync.store.library import Library
+
+if TYPE_CHECKING:
+    from p2psync.relay.report import RelaySyncReport
 
 
 @click.group()
@@ -164,14 +168,15 @@ def _run_login(
             raise RelayError(failed)  # logged in, but the first sync stopped short (e.g. the storage limit)
         return
     how = {
-        "bound": "this library is now the account's library",
-        "same": "the account holds this library",
-        "joined": "this library received the account's library",
-        "merged": "this library was merged with the account's library",
+        LoginMode.BOUND: "this library is now the account's library",
+        LoginMode.SAME: "the account holds this library",
+        LoginMode.JOINED: "this library received the account's library",
+        LoginMode.MERGED: "this library was merged with the account's library",
     }
+    assert report.mode is not None  # (every login that returns has bound or joined)
     click.echo(f"{'Signed up' if signup else 'Logged in'} as {report.email} on {report.relay}: {how[report.mode]}.")
     if report.sync is not None:
-        echo_sync(report.sync.as_dict(), show_error=False)
+        echo_sync(report.sync, show_error=False)
     if failed:
         raise RelayError(failed)
 
@@ -191,22 +196,16 @@ def _print_reset(message: str, as_json: bool) -> None:
         click.echo(message)
 
 
-def echo_sync(sync: dict[str, Any], show_error: bool = True) -> None:
+def echo_sync(sync: RelaySyncReport, show_error: bool = True) -> None:
     """The text lines of a relay sync (the error on stderr unless the caller raises it)."""
-    received, sent, files = sync["received"], sync["sent"], sync["attachments"]
-    moved_files = files["files"] or files["chunks_sent"]
-    click.echo(
-        f"Relay: {received['applied']} change sets in ({received['entries']} changes), {sent['stored']} out"
-        + (f"; attachments: {files['files']} files in, {files['chunks_sent']} chunks out" if moved_files else "")
-        + (f"; {len(sync['refused'])} refused, see 'p2psync status'" if sync["refused"] else "")
-    )
-    if sync.get("merge"):
-        merge = sync["merge"]
-        click.echo(f"Merged: {merge['added']} references added, {len(merge['merged'])} plainly identical ones merged.")
-    for item in files.get("missing", []):
-        click.echo(f"Still missing: {item['name']} of {item['ref']}: {item['detail']}", err=True)
-    if sync.get("error") and show_error:
-        click.echo(f"Relay: {sync['error']}", err=True)
+    click.echo(f"Relay: {sync.sentence()}")
+    if sync.merge is not None:
+        merge = sync.merge
+        click.echo(f"Merged: {merge.added} references added, {len(merge.merged)} plainly identical ones merged.")
+    for item in sync.missing:
+        click.echo(f"Still missing: {item.name} of {item.ref}: {item.detail}", err=True)
+    if sync.error and show_error:
+        click.echo(f"Relay: {sync.error}", err=True)
 
 
 @account.command()

@@ -278,7 +278,7 @@ def _print_joined(result: JoinResult, as_json: bool) -> None:
     offered, sync = result.offered, result.sync
     click.echo(
         f"Paired with {offered.device_name} ({offered.device_id[:7]}) for library '{offered.library_name}': "
-        f"{sync.received.applied} change sets in, {sync.sent.get('applied', 0)} out."
+        f"{sync.received.applied} change sets in, {sync.sent_applied} out."
     )
     if sync.merge is not None:
         merge = sync.merge

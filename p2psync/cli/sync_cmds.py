@@ -8,7 +8,7 @@ import logging
 import re
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,9 +26,13 @@ from p2psync.cli.common import (
 from p2psync.errors import InvalidValue, LibraryError, NetworkError, P2PSyncError, RelayError, RelayNotLinked
 from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
-from p2psync.node import DISCOVER_SECONDS, Address, Node, SyncRound, parse_address
+from p2psync.node import DISCOVER_SECONDS, Address, Node, SyncResult, SyncRound, parse_address
 from p2psync.relay import link as relay_link
 from p2psync.store.transfers import Missing
+
+if TYPE_CHECKING:
+    from p2psync.net.chunks import FetchReport
+    from p2psync.relay.report import RelaySyncReport
 
 
 def _addresses(texts: tuple[str, ...], peer: str | None) -> list[Address]:
@@ -90,25 +94,19 @@ def sync(
         with progress(backlog, "Indexing for search") as advance:
             for done_now in library.catch_up_search():
                 advance(done_now)
-    relay_report: dict[str, Any] | None = None
-    relay_error: str | None = None
-    if done.relay_error is not None:
-        relay_error = done.relay_error.message
-        with open_library() as library:
-            relay_report = {"relay": relay_link.read_link(library).url, "error": relay_error}
-    elif done.relay is not None:
-        relay_report = done.relay.as_dict()
-        relay_error = relay_report["error"]
+    relay = done.relay if done.relay_error is None else None  # the report of a relay sync that ran
+    relay_error = done.relay_error.message if done.relay_error is not None else relay.error if relay else None
     unique = list({id(r): r for r in done.peers}.values())  # a device reached at two addresses once
-    report: list[dict[str, Any]] = [
-        r.as_dict() if not isinstance(r, P2PSyncError) else {"error": r.message} for r in unique
-    ]
-    attachments = done.attachments.as_dict()
     if as_json:
-        print_json({"peers": report, "attachments": attachments, "relay": relay_report})
+        relay_json: dict[str, Any] | None = relay.as_dict() if relay is not None else None
+        if done.relay_error is not None:
+            with open_library() as library:
+                relay_json = {"relay": relay_link.read_link(library).url, "error": relay_error}
+        peers_json = [r.as_dict() if not isinstance(r, P2PSyncError) else {"error": r.message} for r in unique]
+        print_json({"peers": peers_json, "attachments": done.attachments.as_dict(), "relay": relay_json})
     else:
-        _echo_round(report, attachments, relay_report, relay_error, relay_only)
-    relay_ok = relay_report is not None and relay_error is None
+        _echo_round(unique, done.attachments, relay, relay_error, relay_only)
+    relay_ok = relay is not None and relay_error is None
     if relay_only and relay_error:
         raise RelayError(relay_error)
     if not done.lan_ok and not relay_ok:
@@ -124,34 +122,33 @@ def sync(
 
 
 def _echo_round(
-    report: list[dict[str, Any]],
-    attachments: dict[str, Any],
-    relay_report: dict[str, Any] | None,
+    peers: list[SyncResult],
+    attachments: FetchReport,
+    relay: RelaySyncReport | None,
     relay_error: str | None,
     relay_only: bool,
 ) -> None:
-    for item in report:
-        if item.get("device"):
-            received, sent = item["received"], item["sent"]
-            click.echo(
-                f"{item['name']} ({item['device'][:7]}) at {item['address']}: "
-                f"{received['applied']} change sets in ({received['entries']} changes), "
-                f"{sent.get('applied', 0)} out"
-                + (f"; {len(received['rejected'])} refused, see 'p2psync status'" if received["rejected"] else "")
-            )
-        else:
-            click.echo(f"Not synced: {item['error']}", err=True)
-    if attachments["files"] or attachments["wanted_files"]:
+    for item in peers:
+        if isinstance(item, P2PSyncError) or not item.device:
+            click.echo(f"Not synced: {item.message if isinstance(item, P2PSyncError) else item.error}", err=True)
+            continue
+        received = item.received
         click.echo(
-            f"Attachments: {attachments['files']} of {attachments['wanted_files']} files in "
-            f"({attachments['bytes_fetched'] / 1e6:.1f} MB fetched, "
-            f"{(attachments['bytes_local'] + attachments['bytes_resumed']) / 1e6:.1f} MB already on this disk)"
+            f"{item.name} ({item.device[:7]}) at {item.address}: "
+            f"{received.applied} change sets in ({received.entries} changes), {item.sent_applied} out"
+            + (f"; {len(received.rejected)} refused, see 'p2psync status'" if received.rejected else "")
         )
-    for item in attachments["missing"]:
-        if item["reason"] != Missing.DISK_FULL:  # (that one is said once, as the error below)
-            click.echo(f"Still missing: {item['name']} of {item['ref']}: {item['detail']}", err=True)
-    if relay_report is not None and "received" in relay_report:
-        echo_sync(relay_report, show_error=not relay_only)  # with --relay-only it is the error raised below
+    if attachments.files or attachments.wanted_files:
+        click.echo(
+            f"Attachments: {attachments.files} of {attachments.wanted_files} files in "
+            f"({attachments.bytes_fetched / 1e6:.1f} MB fetched, "
+            f"{(attachments.bytes_local + attachments.bytes_resumed) / 1e6:.1f} MB already on this disk)"
+        )
+    for missing in attachments.missing:
+        if missing.reason != Missing.DISK_FULL:  # (that one is said once, as the error below)
+            click.echo(f"Still missing: {missing.name} of {missing.ref}: {missing.detail}", err=True)
+    if relay is not None:
+        echo_sync(relay, show_error=not relay_only)  # with --relay-only it is the error raised below
     elif relay_error:
         click.echo(f"Relay: {relay_error}", err=True)
 

@@ -35,7 +35,7 @@ from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
 from p2psync.store import transfers
 from p2psync.store.db import is_disk_full
-from p2psync.store.transfers import Missing, Need
+from p2psync.store.transfers import Missing, MissingFile, Need
 
 MAX_CHUNKS_PER_REQUEST = 512
 SEGMENT_BYTES = 8 * 1024 * 1024  # one request asks for about this much of one file
@@ -123,7 +123,7 @@ class FetchReport:
     chunks_refused: int = 0  # failed verification
     by_peer: dict[str, int] = field(default_factory=dict)  # device -> bytes it sent
     refused_by_peer: dict[str, int] = field(default_factory=dict)
-    missing: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[MissingFile] = field(default_factory=list)
     peer_errors: dict[str, str] = field(default_factory=dict)  # device -> why fetching from it stopped
     disk_full: str | None = None  # the sentence, when this disk had no room for what was left
 
@@ -138,7 +138,7 @@ class FetchReport:
             "chunks_refused": self.chunks_refused,
             "by_peer": self.by_peer,
             "refused_by_peer": self.refused_by_peer,
-            "missing": self.missing,
+            "missing": [m.as_dict() for m in self.missing],
             "peer_errors": self.peer_errors,
             "disk_full": self.disk_full,
         }
@@ -146,7 +146,7 @@ class FetchReport:
     @property
     def interrupted(self) -> bool:
         """Whether a file is missing for a reason the next sync may cure (a cut, a bad copy)."""
-        return any(m["reason"] in (Missing.UNREACHABLE, Missing.VERIFICATION) for m in self.missing)
+        return any(m.reason in (Missing.UNREACHABLE, Missing.VERIFICATION) for m in self.missing)
 
 
 @dataclass
@@ -250,7 +250,7 @@ async def _report_missing(
             await worker.call(
                 transfers.record_missing, file.need.ref_id, file.need.name, file.need.sha256, reason, detail
             )
-        report.missing.append({**file.need.as_dict(), "reason": reason, "detail": detail})
+        report.missing.append(MissingFile.of(file.need, reason, detail))
     return report
 
 

@@ -60,6 +60,11 @@ class PeerSync:
     error: str | None = None
     merge: MergeReport | None = None  # when this sync completed joining another library (store/rebase.py)
 
+    @property
+    def sent_applied(self) -> int:
+        """The change sets the peer applied of ours (`sent` is the peer's own answer to the push)."""
+        return int(self.sent.get("applied", 0))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "address": self.address,
@@ -98,9 +103,7 @@ async def sync_with_peer(
         if result.device or device:
             await worker.call(peer_store.record_error, result.device or device, address, exc.message)
         raise
-    await worker.call(
-        peer_store.record_success, result.device, address, result.received.applied, int(result.sent.get("applied", 0))
-    )
+    await worker.call(peer_store.record_success, result.device, address, result.received.applied, result.sent_applied)
     return result
 
 

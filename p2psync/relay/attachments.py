@@ -113,7 +113,7 @@ async def fetch_attachments(lib: LibraryCalls, client: RelayClient, ring: keys.R
             reason = Missing.NO_PEER
             detail = "the relay does not have it yet (the device that has it has not synced with the relay since)"
         await lib.call(transfers.record_missing, need.ref_id, need.name, need.sha256, reason, detail)
-        report.missing.append({**need.as_dict(), "reason": reason, "detail": detail})
+        report.missing.append(transfers.MissingFile.of(need, reason, detail))
 
 
 async def _copy_local(lib: LibraryCalls, file: PartialFile) -> int:

@@ -37,6 +37,7 @@ from p2psync.model.devices import is_device_id
 from p2psync.relay.device_client import DeviceEndpoints, KeyEpochMoved
 from p2psync.relay.kdf import TEST_ENV, KdfParams
 from p2psync.relay.keyring import DeviceProof
+from p2psync.relay.outcomes import BindOutcome
 
 PREFIX = "/relay/v1"
 VERSION_HEADER = "P2PSync-Protocol"
@@ -360,13 +361,13 @@ class RelayClient(DeviceEndpoints):
         body = {"login_key": b64(login_key), "wrapped_key": b64(wrapped_key) if wrapped_key else None}
         await self._request("POST", "/kdf", {**body, "kdf": kdf.as_wire()})
 
-    async def bind(self, library_id: str, wrapped_key: bytes) -> str:
-        """'new' or 'same'; RelayBoundElsewhere (with the other library's id) if bound to another."""
+    async def bind(self, library_id: str, wrapped_key: bytes) -> BindOutcome:
+        """NEW or SAME; RelayBoundElsewhere (with the other library's id) if bound to another."""
         _, body = await self._request("POST", "/bind", {"library_id": library_id, "wrapped_key": b64(wrapped_key)})
         bound = body.get("bound") if isinstance(body, dict) else None
-        if bound not in ("new", "same"):
+        if bound not in tuple(BindOutcome):
             raise _malformed("bind")
-        return str(bound)
+        return BindOutcome(bound)
 
     async def purge(self) -> None:
         await self._request("POST", "/purge")

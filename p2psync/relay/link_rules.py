@@ -21,6 +21,7 @@ import contextlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from p2psync.crypto.identity import DeviceIdentity
@@ -35,6 +36,7 @@ from p2psync.errors import (
 from p2psync.relay import account_keys, changes, crypto, keys, strength
 from p2psync.relay.client import Account, RelayClient, normalize_url
 from p2psync.relay.library_calls import OnThisThread
+from p2psync.relay.outcomes import BindOutcome
 from p2psync.relay.report import RelaySyncReport
 from p2psync.relay.state import PEER, LinkState, read_link
 from p2psync.relay.sync_round import sync_or_report
@@ -98,12 +100,22 @@ def _confirm(ask: Ask | None, question: Question) -> None:
         raise question.error
 
 
+class LoginMode(StrEnum):
+    """How a login linked this library to the account (the `mode` of `account login --json`)."""
+
+    BOUND = "bound"  # the account held no library: it holds this one now
+    SAME = "same"  # the account holds this library
+    JOINED = "joined"  # this (empty) library received the account's library
+    MERGED = "merged"  # this library was merged with the account's library
+    RESET = "reset"  # the e-mail asked for a reset of the sync state instead (is_reset_request)
+
+
 @dataclass
 class LoginReport:
     relay: str
     email: str
     account: str = ""
-    mode: str = ""  # bound | same | joined | merged | reset
+    mode: LoginMode | None = None  # set by the step that binds or joins (every login that returns)
     library_id: str = ""
     broke_link: bool = False  # the library was linked to another account, and that link was reset
     ours: dict[str, int] | None = None
@@ -141,7 +153,7 @@ async def login(
     without it those raise RelayLinkedElsewhere / RelayMergeNeedsConfirmation. `backup` is
     called before a merge changes this library."""
     if is_reset_request(email):
-        return LoginReport(relay=url, email=email, mode="reset", message=await reset(library))
+        return LoginReport(relay=url, email=email, mode=LoginMode.RESET, message=await reset(library))
     url = normalize_url(url)
     address = crypto.check_email(email)
     if signup:
@@ -239,11 +251,10 @@ async def _bind_or_join(
     if account.library_id is None:
         key = link.key if same_account and link.key else crypto.new_library_key()
         wrapped = crypto.wrap_library_key(wrap_key, key, library.library_id)
-        try:
+        bound: BindOutcome | None = None  # None: another library bound it a moment ago
+        with contextlib.suppress(RelayBoundElsewhere):
             bound = await client.bind(library.library_id, wrapped)
-        except RelayBoundElsewhere:  # another library bound it a moment ago
-            bound = "other"
-        if bound != "new":  # "same": another device of this library bound it a moment ago, with its key
+        if bound is not BindOutcome.NEW:  # SAME: another device of this library bound it a moment ago, with its key
             account = await client.account()
             if not again or account.library_id is None:
                 raise ProtocolMismatch("The relay answers a binding inconsistently; try again later.")
@@ -257,7 +268,7 @@ async def _bind_or_join(
             )
             relay_state.forget_pushed(library)
         _ensure_account_member(library, key)
-        report.mode = "bound"
+        report.mode = LoginMode.BOUND
         return ring
     assert account.wrapped_key is not None
     key = crypto.unwrap_library_key(wrap_key, account.wrapped_key, account.library_id)
@@ -271,13 +282,13 @@ async def _bind_or_join(
             relay_state.forget_pushed(library)  # a login checks every chunk with the relay once (it may have lost some)
             if not same_account or (before is not None and before.keys.get(0) != ring.keys.get(0)):
                 relay_state.write_rows_in(library, {"relay_cursor": None})  # (logged out: keys unknown)
-        report.mode = "same"
+        report.mode = LoginMode.SAME
         return ring
     # The account holds another library.
     if rebase.is_empty(library):
         _save_joined(library, session, client, ring)
         rebase.rebase(library, account.library_id, library.name)
-        report.mode = "joined"
+        report.mode = LoginMode.JOINED
         return ring
     ours = rebase.content(library)
     staging = library.path / STAGING_DIR
@@ -299,7 +310,7 @@ async def _bind_or_join(
     finally:
         staged.close()
         shutil.rmtree(staging, ignore_errors=True)
-    report.mode = "merged"
+    report.mode = LoginMode.MERGED
     return ring
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from p2psync.store.rebase import MergeReport
 from p2psync.store.sync import ReceiveReport
+from p2psync.store.transfers import MissingFile
 
 
 @dataclass
@@ -26,7 +27,7 @@ class RelaySyncReport:
     bytes_local: int = 0
     bytes_resumed: int = 0
     chunks_refused: int = 0
-    missing: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[MissingFile] = field(default_factory=list)
     merge: MergeReport | None = None
     usage: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
@@ -69,7 +70,7 @@ class RelaySyncReport:
                 "chunks_refused": self.chunks_refused,
                 "chunks_sent": self.chunks_pushed,
                 "bytes_sent": self.chunk_bytes_pushed,
-                "missing": self.missing,
+                "missing": [m.as_dict() for m in self.missing],
             },
             **({"merge": self.merge.as_dict()} if self.merge else {}),
             "usage": self.usage,

@@ -30,6 +30,7 @@ from typing import IO, Any, Protocol
 
 from p2psync.errors import Conflict, P2PSyncError
 from p2psync.relay import storage_migrations as migrations
+from p2psync.relay.outcomes import BindOutcome
 from p2psync.relay.passwords import FAILED_LOGIN_WINDOW, MAX_FAILED_LOGINS, retry_after
 from p2psync.relay.storage_data import ChangeSetIn, ChangeSetStorage, Gap, PushResult, QuotaExceeded, StoredChangeSet
 from p2psync.relay.storage_keys import KeyStorage, KeyStore
@@ -152,8 +153,8 @@ class RelayStorage(KeyStore, Protocol):
         """Replace the login hash, the wrapped key and the kdf; every token but keep_token stops working."""
         ...
 
-    def bind(self, account: str, library_id: str, wrapped_key: bytes) -> str:
-        """ "new" or "same"; AlreadyBound if bound to another library."""
+    def bind(self, account: str, library_id: str, wrapped_key: bytes) -> BindOutcome:
+        """NEW or SAME; AlreadyBound if bound to another library."""
         ...
 
     def purge(self, account: str) -> PurgeResult: ...
@@ -513,7 +514,7 @@ class SqliteStorage(ChangeSetStorage, KeyStorage):
             )
             db.execute("DELETE FROM tokens WHERE account = ? AND hash != ?", [account, keep_token])
 
-    def bind(self, account: str, library_id: str, wrapped_key: bytes) -> str:
+    def bind(self, account: str, library_id: str, wrapped_key: bytes) -> BindOutcome:
         with self._lock, self._tx() as db:
             row = db.execute("SELECT library_id FROM accounts WHERE id = ?", [account]).fetchone()
             if row[0] is None:
@@ -521,9 +522,9 @@ class SqliteStorage(ChangeSetStorage, KeyStorage):
                     "UPDATE accounts SET library_id = ?, wrapped_key = ? WHERE id = ?",
                     [library_id, wrapped_key, account],
                 )
-                return "new"
+                return BindOutcome.NEW
             if row[0] == library_id:
-                return "same"
+                return BindOutcome.SAME
             raise AlreadyBound(row[0])
 
     def purge(self, account: str) -> PurgeResult:

@@ -17,6 +17,7 @@ Everything here runs on the library's thread; the bytes are moved by net/chunks.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -205,6 +206,25 @@ class Need:
 
     def as_dict(self) -> dict[str, Any]:
         return {"ref": self.ref_id, "name": self.name, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True)
+class MissingFile:
+    """A version a fetch could not bring, and why: in the LAN's and the relay's fetch reports."""
+
+    ref: str
+    name: str
+    sha256: str
+    size: int
+    reason: Missing
+    detail: str
+
+    @classmethod
+    def of(cls, need: Need, reason: Missing, detail: str) -> MissingFile:
+        return cls(need.ref_id, need.name, need.sha256, need.size, reason, detail)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def _registers(library: Any) -> list[tuple[str, str, str | None, list[registers.Entry]]]:
