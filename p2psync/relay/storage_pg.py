@@ -34,6 +34,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from p2psync.errors import NetworkError
 from p2psync.relay import storage_pg_migrations as migrations
 from p2psync.relay.blobs import BlobStore, PgBlobs
+from p2psync.relay.outcomes import BindOutcome
 from p2psync.relay.passwords import FAILED_LOGIN_WINDOW, MAX_FAILED_LOGINS, retry_after
 from p2psync.relay.storage import TOKEN_GRACE, AccountInfo, AlreadyBound, EmailTaken, LoginRecord, PurgeResult
 from p2psync.relay.storage_pg_data import PgChangeSets
@@ -248,17 +249,17 @@ class PostgresStorage(PgChangeSets, PgKeys):
 
         self._run(work)
 
-    def bind(self, account: str, library_id: str, wrapped_key: bytes) -> str:
-        def work(cur: Cursor) -> str:
+    def bind(self, account: str, library_id: str, wrapped_key: bytes) -> BindOutcome:
+        def work(cur: Cursor) -> BindOutcome:
             (bound,) = self._lock_account(cur, account, "library_id")
             if bound is None:
                 cur.execute(
                     "UPDATE accounts SET library_id = %s, wrapped_key = %s WHERE id = %s",
                     [library_id, wrapped_key, account],
                 )
-                return "new"
+                return BindOutcome.NEW
             if bound == library_id:
-                return "same"
+                return BindOutcome.SAME
             raise AlreadyBound(bound)
 
         return self._run(work)
