@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -11,7 +10,7 @@ from p2psync import formats
 from p2psync.cli.common import json_option, library_option, open_library, print_json, progress
 from p2psync.errors import InvalidValue
 from p2psync.files import write_atomic
-from p2psync.store.importing import import_records
+from p2psync.store import exchange
 
 FORMAT_CHOICES = click.Choice(sorted(formats.FORMATS), case_sensitive=False)
 
@@ -46,38 +45,15 @@ def import_(
     are attached when they are regular files inside the imported file's folder (or --files-from);
     any other is skipped and listed with the reason.
     """
-    text = formats.read_file(file, encoding=encoding)
-    fmt = formats.format_name(fmt) if fmt else formats.guess_format(text, file.name)
-    result = formats.read(text, fmt, skip_invalid=skip_invalid)
+    parsed = exchange.read_for_import(file, fmt, encoding, skip_invalid)
     folder = files_from.resolve() if files_from else file.resolve().parent
-    with open_library() as library, progress(len(result.records), f"Importing {file.name}") as advance:
-        report = import_records(library, result.records, folder, allow_duplicates=allow_duplicates, progress=advance)
-    out: dict[str, Any] = {
-        "format": fmt,
-        **report.as_dict(),
-        "invalid": [{"position": i.position, "line": i.line, "message": i.message} for i in result.invalid],
-        "warnings": [{"position": r.position, "message": w} for r in result.records for w in r.warnings],
-    }
+    with open_library() as library, progress(len(parsed.result.records), f"Importing {file.name}") as advance:
+        outcome = exchange.import_parsed(library, parsed, folder, allow_duplicates=allow_duplicates, progress=advance)
     if as_json:
-        print_json(out)
+        print_json(outcome.as_dict())
         return
-    click.echo(f"Imported {out['imported']} reference(s) from {file.name} ({formats.LABELS[fmt]}).")
-    if out["duplicates"]:
-        click.echo(f"Skipped {len(out['duplicates'])} already in the library (--allow-duplicates imports them):")
-        for d in out["duplicates"][:20]:
-            click.echo(f"  record {d['position']}: {d['title']!r} is {d['existing']}")
-    if report.attached:
-        click.echo(f"Attached {len(report.attached)} file(s).")
-    if out["skipped_attachments"]:
-        click.echo(f"Skipped {len(out['skipped_attachments'])} file(s) that the records name:")
-        for m in out["skipped_attachments"][:20]:
-            click.echo(f"  record {m['position']}: {m['path']}: {m['reason']}")
-    if out["invalid"]:
-        click.echo(f"Skipped {len(out['invalid'])} invalid record(s):")
-        for i in out["invalid"][:20]:
-            click.echo(
-                f"  record {i['position']}" + (f" (line {i['line']})" if i["line"] else "") + f": {i['message']}"
-            )
+    for line in outcome.summary(file.name):
+        click.echo(line)
 
 
 @click.command()
@@ -93,14 +69,10 @@ def export(file: Path, fmt: str | None, group: str | None, as_json: bool) -> Non
         fmt = by_extension.get(file.suffix.lower())
         if fmt is None:
             raise InvalidValue(f"Say which format to write with --format ({', '.join(sorted(formats.FORMATS))}).")
-    fmt = formats.format_name(fmt)
     with open_library() as library:
-        records = list(library.list_references(group=group))
-        for record in records:
-            record["attachments"] = [a["path"] for a in library.list_attachments(record["id"], scan=False)]
-        text = formats.write(records, fmt)
-    write_atomic(file, text.encode("utf-8"))
+        exported = exchange.export_text(library, fmt, group)
+    write_atomic(file, exported.text.encode("utf-8"))
     if as_json:
-        print_json({"format": fmt, "path": str(file), "references": len(records)})
+        print_json({"format": exported.format, "path": str(file), "references": exported.references})
     else:
-        click.echo(f"Wrote {len(records)} reference(s) to {file} ({formats.LABELS[fmt]}).")
+        click.echo(f"Wrote {exported.references} reference(s) to {file} ({formats.LABELS[exported.format]}).")

@@ -89,8 +89,7 @@ def collect_fields(
 def add(as_json: bool, **options: Any) -> None:
     """Add a reference and print its id."""
     values = collect_fields(**options)
-    if not values.get("title"):
-        raise InvalidValue("A new reference needs at least a title (--title).")
+    catalogue.check_new_reference(values, " (--title)")
     with open_library() as library:
         ref_id = library.add_reference(values)
         record = library.refs.get(ref_id)
@@ -126,9 +125,7 @@ def edit(ref_id: str, as_json: bool, **options: Any) -> None:
 def show(ref_id: str, as_json: bool) -> None:
     """Show every field of a reference, its groups and attachments."""
     with open_library() as library:
-        # Notice a PDF edited in place, as 'attachment list' does, so both show the same size.
-        library.scan_attachments(library.resolve_ref(ref_id))
-        record = library.refs.get(ref_id)
+        record = library.refs.show(ref_id)
     if as_json:
         print_json(record.as_dict())
         return
@@ -149,14 +146,9 @@ def show(ref_id: str, as_json: bool) -> None:
 
 
 def _display(name: str, value: Any) -> str:
-    kind = catalogue.FIELDS[name].kind
-    if kind == catalogue.PEOPLE:
-        return "; ".join(display_person(p) for p in value)
-    if kind == catalogue.TYPE:
-        return catalogue.REFERENCE_TYPES.get(value, value)
-    if kind == catalogue.LONG:
+    if catalogue.FIELDS[name].kind == catalogue.LONG:
         return value.replace("\n", "\n" + " " * 22)
-    return catalogue.format_value(name, value)
+    return catalogue.display_value(name, value)
 
 
 def print_references(records: Iterable[ReferenceRow], as_json: bool) -> None:

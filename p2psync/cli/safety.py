@@ -25,8 +25,7 @@ def backup(out: Path | None, as_json: bool) -> None:
     private key: keep it as safe as the library itself.
     """
     with open_library() as library:
-        name = backups.default_backup_name(library.name)
-        target = (out / name if out.is_dir() else out) if out else Path.cwd() / name
+        target = backups.backup_path(library, out, Path.cwd())
         with progress(backups.backup_size(library), "Backing up") as advance:
             manifest = backups.backup(library, target, progress=advance)
     if as_json:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2psync.errors import InvalidValue, UnknownField
-from p2psync.model.people import format_person, parse_person, validate_person
+from p2psync.model.people import display_person, format_person, parse_person, validate_person
 
 REFERENCE_TYPES: dict[str, str] = {
     "journal_article": "Journal Article",
@@ -310,31 +310,49 @@ def validate_fields(values: dict[str, Any]) -> dict[str, Any]:
     return {name: validate(name, value) for name, value in values.items()}
 
 
-def parse_text(name: str, text: str) -> Any:
+def parse_text(name: str, text: str, separator: str = ";") -> Any:
     """Parse the command-line form of a field (what follows key= in --field key=value).
 
-    People are separated by ';' ("Curie, Marie; Joliot, Frédéric"), keywords too. An empty text
-    clears the field.
+    People are separated by ';' ("Curie, Marie; Joliot, Frédéric"), keywords too; the web form
+    passes separator "\n" (one per line). An empty text clears the field.
     """
     spec = field(name)
     if text.strip() == "":
         return validate(name, None) if name != "type" else validate(name, text)
     if spec.kind == PEOPLE:
-        return validate(name, [parse_person(part) for part in text.split(";") if part.strip()])
+        return validate(name, [parse_person(part) for part in text.split(separator) if part.strip()])
     if spec.kind == LIST:
-        return validate(name, [part for part in text.split(";")])
+        return validate(name, [part for part in text.split(separator)])
     return validate(name, text)
 
 
-def format_value(name: str, value: Any) -> str:
-    """The one-line text form of a value, the inverse of parse_text."""
+def format_value(name: str, value: Any, separator: str = "; ") -> str:
+    """The text form of a value, the inverse of parse_text (one line with the default separator)."""
     if value is None:
         return ""
     kind = FIELDS[name].kind if name in FIELDS else TEXT
     if kind == PEOPLE:
-        return "; ".join(format_person(p) for p in value)
+        return separator.join(format_person(p) for p in value)
     if kind == LIST:
-        return "; ".join(value)
+        return separator.join(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
+
+
+def display_value(name: str, value: Any) -> str:
+    """How `ref show` and the reference's web page show a value: people as "Family, Given",
+    the type by its label."""
+    kind = FIELDS[name].kind
+    if kind == PEOPLE:
+        return "; ".join(display_person(p) for p in value)
+    if kind == TYPE:
+        return REFERENCE_TYPES.get(value, value)
+    return format_value(name, value)
+
+
+def check_new_reference(values: Mapping[str, Any], hint: str = "") -> None:
+    """A new reference needs a title (the one field every list and format shows); `hint` says
+    how to give one ("(--title)" on the command line)."""
+    if not values.get("title"):
+        raise InvalidValue(f"A new reference needs at least a title{hint}.")

@@ -73,6 +73,15 @@ def default_backup_name(library_name: str, now: datetime | None = None) -> str:
     return f"{now:%Y-%m-%d-%H%M%S}-p2psync-{slug}.zip"
 
 
+def backup_path(library: Library, out: Path | None = None, folder: Path | None = None) -> Path:
+    """Where a backup goes: `out` (a file, or a folder to put it in), else `folder`, else the
+    folder that holds the library (where pairing keeps its backups too); named by date."""
+    name = default_backup_name(library.name)
+    if out is not None:
+        return out / name if out.is_dir() else out
+    return (folder or library.path.resolve().parent) / name
+
+
 def backup_size(library: Library) -> int:
     """Bytes a backup will read (database + attachments), for a progress bar."""
     db_bytes = sum(p.stat().st_size for p in library.path.glob(DB_FILE + "*"))

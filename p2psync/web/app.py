@@ -29,7 +29,15 @@ from p2psync.web.events import EventHub
 T = TypeVar("T")
 HERE = Path(__file__).parent
 # The page modules, in the order of the navigation bar; each exports `routes`.
-PAGE_MODULES = ("library_pages", "reference_pages", "sync_pages", "conflicts_pages", "devices_pages", "account_pages")
+PAGE_MODULES = (
+    "library_pages",
+    "reference_pages",
+    "files_pages",
+    "sync_pages",
+    "conflicts_pages",
+    "devices_pages",
+    "account_pages",
+)
 NAVIGATION = (
     ("/", "Library"),
     ("/sync", "Sync Status"),

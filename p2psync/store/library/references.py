@@ -127,6 +127,12 @@ class References:
             attachments=tuple(library.attachments.listing(ref_id, scan=False)),
         )
 
+    def show(self, ref: str) -> ReferenceDetail:
+        """`get`, after noticing the reference's files edited in place (as 'attachment list'
+        does), so that 'ref show' and the reference's web page show the sizes the files have."""
+        self.library.scan_attachments(self.resolve(ref))
+        return self.get(ref)
+
     def count(self, trashed: bool = False, group: str | None = None) -> int:
         db = self.library.db
         group_id = self.library.groups.find(group)["id"] if group is not None else None
