@@ -18,7 +18,7 @@ import pytest
 from p2psync.store.sync import sync_libraries
 from tests.support import cli
 from tests.sync_support import founded, joined
-from tests.web_support import Answer, WebApp, csrf_of, log_in, request, web_app
+from tests.web_support import Answer, WebApp, log_in, request, web_app
 
 PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
 
@@ -30,7 +30,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WebApp, d
     assert cli("--library", str(path), "init", "--name", "Reference pages").returncode == 0
     with web_app(path) as app:
         session = log_in(app, app.login)
-        yield app, session, csrf_of(app, session)
+        yield app, session, csrf(app, session)
+
+
+def csrf(app: WebApp, session: dict[str, str]) -> str:
+    """The session's CSRF token, from a page of this area (the library page is another helper's)."""
+    page = request(app.base + "/files", headers=session).text
+    return page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
 
 
 def lib(app: WebApp, *args: str) -> Any:
