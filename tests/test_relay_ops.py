@@ -242,3 +242,28 @@ def test_exposition_escapes_label_values_and_counts_buckets() -> None:
     storage = {s.labels.get("le"): s.value for s in families["p2psync_relay_storage_call_seconds"].samples}
     assert storage["1.0"] == 1 and storage["0.5"] == 0  # a value on a bound counts in that bucket
     assert families["p2psync_relay_requests_in_flight"].samples[0].value == 2
+
+
+def test_healthz_is_503_when_postgresql_goes_away_and_names_no_database(pg_url: str, tmp_path: Path) -> None:
+    """Two relay processes on one PostgreSQL database that is then dropped under them (its
+    connections ended by the server): both say 503 in words, without the URL, user or host."""
+    from tests.relay_ops_support import relay_as_unit
+
+    relays = [relay_as_unit(pg_url, tmp_path, n) for n in (1, 2)]
+    try:
+        for relay in relays:
+            status, _, text = get(relay.url + "/healthz")
+            assert status == 200 and text.startswith("ok: the database answered a ping in "), text
+        name = pg_url.rsplit("/", 1)[1]
+        admin = pg_url.rsplit("/", 1)[0] + "/postgres"
+        import psycopg
+
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        for relay in relays:
+            status, _, text = get(relay.url + "/healthz")
+            assert status == 503 and text.startswith("unavailable: the database did not answer a ping"), text
+            assert name not in text and "p2psync_test" not in text and "127.0.0.1" not in text
+    finally:
+        for relay in relays:
+            assert relay.stop() == 0
