@@ -887,14 +887,12 @@ def test_log_lines_are_json_and_hold_no_secrets(relay: RelayProcess) -> None:
 def test_storage_limits_failed_logins_in_a_window(tmp_path: Path) -> None:
     with SqliteStorage(tmp_path) as storage:
         for n in range(5):
-            assert storage.login_wait("a@x", "c1", 1000.0 + n) is None
-            storage.record_failed_login("a@x", "c1", 1000.0 + n)
-        assert storage.login_wait("a@x", "c2", 1010.0) == 890
-        assert storage.login_wait("b@x", "c1", 1010.0) == 890  # the client's five too
-        assert storage.login_wait("b@x", "c2", 1010.0) is None
-        assert storage.login_wait("a@x", "c3", 1900.5) is None  # the oldest left the window
-        storage.record_failed_login("a@x", "c3", 1900.5)
-        assert storage.login_wait("a@x", "c3", 1900.6) == 1  # five again: 1001 leaves at 1901
+            assert storage.claim_login("a@x", "c1", 1000.0 + n).wait is None  # counted until released
+        assert storage.claim_login("a@x", "c2", 1010.0).wait == 890
+        assert storage.claim_login("b@x", "c1", 1010.0).wait == 890  # the client's five too
+        storage.release_claim(storage.claim_login("b@x", "c2", 1010.0))  # the right key
+        assert storage.claim_login("a@x", "c3", 1900.5).wait is None  # the oldest left the window
+        assert storage.claim_login("a@x", "c3", 1900.6).wait == 1  # five again: 1001 leaves at 1901
         assert storage.db.execute("SELECT count(*) FROM login_attempts").fetchone()[0] == 5  # old ones pruned
         assert passwords.retry_after([0, 1, 2, 3], 10) is None
         assert passwords.retry_after([0, 1, 2, 3, 4], 10) == 890

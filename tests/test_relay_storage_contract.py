@@ -108,23 +108,31 @@ def test_accounts_are_one_per_email_and_keep_their_login(store: RelayStorage) ->
 
 def test_failed_logins_are_limited_per_email_and_per_client_in_a_window(store: RelayStorage) -> None:
     for n in range(5):
-        assert store.login_wait("a@x", "c1", 1000.0 + n) is None
-        store.record_failed_login("a@x", "c1", 1000.0 + n)
-    assert store.login_wait("a@x", "c2", 1010.0) == 890
-    assert store.login_wait("b@x", "c1", 1010.0) == 890  # the client's five too
-    assert store.login_wait("b@x", "c2", 1010.0) is None
-    assert store.login_wait("a@x", "c3", 1900.5) is None  # the oldest left the window
-    store.record_failed_login("a@x", "c3", 1900.5)
-    assert store.login_wait("a@x", "c3", 1900.6) == 1
+        claim = store.claim_login("a@x", "c1", 1000.0 + n)
+        assert claim.wait is None and claim.attempt is not None  # counted as failed until released
+    assert store.claim_login("a@x", "c2", 1010.0).wait == 890
+    refused = store.claim_login("b@x", "c1", 1010.0)  # the client's five too
+    assert (refused.wait, refused.attempt) == (890, None)
+    right = store.claim_login("b@x", "c2", 1010.0)
+    assert right.wait is None
+    store.release_claim(right)  # the right key: not a failure
+    store.release_claim(refused)  # nothing to take back
+    assert store.claim_login("a@x", "c3", 1900.5).wait is None  # the oldest left the window
+    assert store.claim_login("a@x", "c3", 1900.6).wait == 1  # five again: 1001 leaves at 1901
+    for n in range(4):  # released claims never count
+        store.release_claim(store.claim_login("d@x", "c9", 2000.0 + n))
+    assert store.claim_login("d@x", "c9", 2010.0).wait is None
 
 
 def test_signups_are_limited_per_client(store: RelayStorage) -> None:
     for n in range(3):
-        assert store.signup_wait("c1", T0 + n, 3, 3600.0) is None
-        store.record_signup("c1", T0 + n, 3600.0)
-    assert store.signup_wait("c1", T0 + 10, 3, 3600.0) == 3590
-    assert store.signup_wait("c2", T0 + 10, 3, 3600.0) is None
-    assert store.signup_wait("c1", T0 + 3600.5, 3, 3600.0) is None
+        assert store.claim_signup("c1", T0 + n, 3, 3600.0).wait is None
+    assert store.claim_signup("c1", T0 + 10, 3, 3600.0).wait == 3590
+    taken_back = store.claim_signup("c2", T0 + 10, 1, 3600.0)
+    assert taken_back.wait is None
+    store.release_claim(taken_back)  # a sign-up that made no account
+    assert store.claim_signup("c2", T0 + 11, 1, 3600.0).wait is None
+    assert store.claim_signup("c1", T0 + 3600.5, 3, 3600.0).wait is None
 
 
 def test_tokens_expire_are_tied_and_end(store: RelayStorage) -> None:
@@ -396,3 +404,17 @@ def test_binds_at_once_bind_one_library(backend: Backend) -> None:
     account = account_of(stores[0])
     results = _race(4, lambda n: stores[n % 2].bind(account, chr(ord("a") + n) * 16, b"w"))
     assert results.count("new") == 1 and sum(isinstance(r, AlreadyBound) for r in results) == 3
+
+
+def test_guesses_at_once_through_two_processes_never_pass_the_login_limit(backend: Backend) -> None:
+    stores = backend.many(2)
+    results = _race(12, lambda n: stores[n % 2].claim_login("v@x.test", f"client{n}", T0 + n / 100))
+    assert sum(claim.wait is None for claim in results) == 5, results
+    results = _race(12, lambda n: stores[n % 2].claim_login(f"e{n}@x.test", "one-client", T0 + n / 100))
+    assert sum(claim.wait is None for claim in results) == 5, results
+
+
+def test_sign_ups_at_once_through_two_processes_never_pass_their_limit(backend: Backend) -> None:
+    stores = backend.many(2)
+    results = _race(10, lambda n: stores[n % 2].claim_signup("one-client", T0, 3, 3600.0))
+    assert sum(claim.wait is None for claim in results) == 3, results

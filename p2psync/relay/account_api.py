@@ -46,7 +46,7 @@ from p2psync.relay.server import (
     malformed,
     read_object,
 )
-from p2psync.relay.storage import EmailTaken
+from p2psync.relay.storage import Claim, EmailTaken
 
 SIGNUP_WINDOW = 3600.0
 
@@ -66,13 +66,16 @@ async def signup(request: web.Request) -> web.Response:
     params = kdf_field(body)
     client = client_address(request, relay.trust_proxy)
     async with relay.login_locks.hold("email " + email), relay.login_locks.hold("client " + client):
+        # Counted before they are made (storage claims), so that sign-ups and guesses at once
+        # through several relay processes cannot pass either limit; taken back below when the
+        # attempt turns out not to be one (no account made, the right key).
         now = relay.clock()
-        waits = [
-            await relay.call(relay.storage.signup_wait, client, now, relay.signups_per_hour, SIGNUP_WINDOW),
-            await relay.call(relay.storage.login_wait, email, client, now),
-        ]
+        made = await relay.call(relay.storage.claim_signup, client, now, relay.signups_per_hour, SIGNUP_WINDOW)
+        guess = await relay.call(relay.storage.claim_login, email, client, now)
+        waits = [made.wait, guess.wait]
         wait = max((w for w in waits if w is not None), default=None)
         if wait is not None:
+            await release(relay, made, guess)
             raise Refusal(
                 429,
                 RelayCode.RATE_LIMITED,
@@ -82,10 +85,11 @@ async def signup(request: web.Request) -> web.Response:
             )
         record = await relay.call(relay.storage.login_record, email)
         if record is not None:  # taken: a login, answered as /login answers it
+            await release(relay, made)
             ok = await relay.hash(passwords.verify_login_key, key, record.salt, record.login_hash)
-            if not ok:
-                await relay.call(relay.storage.record_failed_login, email, client, relay.clock())
+            if not ok:  # the claim stays: a failed login
                 raise Refusal(401, RelayCode.AUTH_FAILED, WRONG_LOGIN)
+            await release(relay, guess)
             request[ACCOUNT] = record.account
             return answer(await issue_token(relay, record.account, body, email))
         salt, digest = await relay.hash(passwords.new_login_hash, key)
@@ -93,8 +97,9 @@ async def signup(request: web.Request) -> web.Response:
         try:
             account = await relay.call(relay.storage.create_account, email, salt, digest, relay.clock(), text)
         except EmailTaken:  # made a moment ago through another relay process: not proven, so refused
+            await release(relay, made, guess)
             raise Refusal(401, RelayCode.AUTH_FAILED, WRONG_LOGIN) from None
-        await relay.call(relay.storage.record_signup, client, relay.clock(), SIGNUP_WINDOW)
+        await release(relay, guess)  # the sign-up's claim stays: it made an account
     request[ACCOUNT] = account
     return answer(await issue_token(relay, account, body, email), 201)
 
@@ -120,6 +125,12 @@ async def upgrade_kdf(request: web.Request, account: str) -> web.Response:
     return answer({})
 
 
+async def release(relay: Relay, *claims: Claim) -> None:
+    """Take back counted attempts that turned out not to be failures (or sign-ups)."""
+    for claim in claims:
+        await relay.call(relay.storage.release_claim, claim)
+
+
 async def issue_token(
     relay: Relay, account: str, body: dict[str, Any] | None = None, email: str = ""
 ) -> dict[str, Any]:
@@ -140,21 +151,24 @@ async def login(request: web.Request) -> web.Response:
     # One attempt at a time per e-mail and per client address, each checked against the failures
     # of those before it: concurrent guesses cannot slip past the limit while hashes are computed.
     async with relay.login_locks.hold("email " + email), relay.login_locks.hold("client " + client):
-        wait = await relay.call(relay.storage.login_wait, email, client, relay.clock())
-        if wait is not None:
+        # The attempt is counted as failed before the key is checked (in the database, so this
+        # holds across relay processes too) and taken back if the key is right.
+        guess = await relay.call(relay.storage.claim_login, email, client, relay.clock())
+        if guess.wait is not None:
             raise Refusal(
                 429,
                 RelayCode.RATE_LIMITED,
-                f"Too many failed logins for this e-mail address or from this address; try again in {wait} seconds.",
-                retry_after=wait,
+                f"Too many failed logins for this e-mail address or from this address; try again in "
+                f"{guess.wait} seconds.",
+                retry_after=guess.wait,
             )
         record = await relay.call(relay.storage.login_record, email)
         ok = await relay.hash(
             passwords.verify_login_key, key, record.salt if record else None, record.login_hash if record else None
         )
         if not ok or record is None:
-            await relay.call(relay.storage.record_failed_login, email, client, relay.clock())
             raise Refusal(401, RelayCode.AUTH_FAILED, WRONG_LOGIN)
+        await release(relay, guess)
     request[ACCOUNT] = record.account
     return answer(await issue_token(relay, record.account, body, email))
 

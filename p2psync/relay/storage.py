@@ -41,6 +41,7 @@ __all__ = [
     "AccountInfo",
     "AlreadyBound",
     "ChangeSetIn",
+    "Claim",
     "EmailTaken",
     "Gap",
     "LoginRecord",
@@ -53,6 +54,7 @@ __all__ = [
     "StoredChangeSet",
 ]
 
+CLAIM_TABLES = {"login": "login_attempts", "signup": "signup_attempts"}
 SCHEMA_VERSION = migrations.LATEST  # numbered migrations: relay/storage_migrations.py
 TOKEN_GRACE = 30 * 86400  # expired tokens are kept this long so they answer "expired", not "unknown"
 
@@ -98,6 +100,16 @@ class LoginRecord:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """An attempt (a login, a sign-up) counted against its limit before it is made, or the wait
+    the limit imposes (then nothing was counted). `release_claim` takes a counted one back."""
+
+    kind: str  # "login" or "signup"
+    wait: int | None  # seconds until an attempt may be made; None: this one may go ahead
+    attempt: int | None  # the counted attempt's id (None when refused)
+
+
+@dataclass(frozen=True)
 class PurgeResult:
     change_sets: int
     chunks: int
@@ -114,11 +126,10 @@ class RelayStorage(KeyStore, Protocol):
         """A new account's id; EmailTaken if the address has one."""
         ...
 
-    def signup_wait(self, client: str, now: float, limit: int, window: float) -> int | None:
-        """Seconds until another account may be made from this client address, None if now."""
+    def claim_signup(self, client: str, now: float, limit: int, window: float) -> Claim:
+        """Count a sign-up from this client address, or the wait if `limit` were passed in `window`:
+        one transaction, so sign-ups at once through any relay processes never pass the limit."""
         ...
-
-    def record_signup(self, client: str, now: float, window: float) -> None: ...
 
     def set_login(self, account: str, salt: bytes, login_hash: bytes, wrapped_key: bytes | None, kdf: str) -> None:
         """The same password's keys with new derivation parameters: login hash, wrapped key (if bound)
@@ -127,11 +138,15 @@ class RelayStorage(KeyStore, Protocol):
 
     def login_record(self, email: str) -> LoginRecord | None: ...
 
-    def login_wait(self, email: str, client: str, now: float, limit: int = ..., window: float = ...) -> int | None:
-        """Seconds until a login for this e-mail from this client may be tried, None if now."""
+    def claim_login(self, email: str, client: str, now: float, limit: int = ..., window: float = ...) -> Claim:
+        """Count a login attempt for this e-mail from this client as failed before it is checked, or
+        the wait if either has `limit` failures in `window`: one transaction, so guesses at once
+        through any relay processes never pass the limit. A right key releases the claim."""
         ...
 
-    def record_failed_login(self, email: str, client: str, now: float) -> None: ...
+    def release_claim(self, claim: Claim) -> None:
+        """Take back a counted attempt (a login with the right key, a sign-up that made no account)."""
+        ...
 
     def add_token(self, account: str, token_hash: bytes, expires: float, now: float, device: str | None = None) -> None:
         """A token of the account, tied to `device` (relay.md §5.1)."""
@@ -188,6 +203,15 @@ class RelayStorage(KeyStore, Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def login_limit_wait(
+    by_email: Sequence[Sequence[float]], by_client: Sequence[Sequence[float]], now: float, limit: int, window: float
+) -> int | None:
+    """The wait the failed-login limit imposes, from the attempts (rows of `at`) of the e-mail and
+    of the client in the window: the longer of the two, None if neither is at the limit."""
+    waits = [retry_after([r[0] for r in rows], now, limit, window) for rows in (by_email, by_client)]
+    return max((w for w in waits if w is not None), default=None)
 
 
 # --- SQLite and files --------------------------------------------------------------------------
@@ -430,15 +454,15 @@ class SqliteStorage(ChangeSetStorage, KeyStorage):
             row = self.db.execute("SELECT id, salt, login_hash, kdf FROM accounts WHERE email = ?", [email]).fetchone()
         return LoginRecord(row[0], row[1], row[2], row[3]) if row else None
 
-    def signup_wait(self, client: str, now: float, limit: int, window: float) -> int | None:
-        with self._lock:
-            rows = self.db.execute("SELECT at FROM signup_attempts WHERE client = ? AND at > ?", [client, now - window])
-            return retry_after([r[0] for r in rows], now, limit, window)
-
-    def record_signup(self, client: str, now: float, window: float) -> None:
+    def claim_signup(self, client: str, now: float, limit: int, window: float) -> Claim:
         with self._lock, self._tx() as db:
             db.execute("DELETE FROM signup_attempts WHERE at <= ?", [now - window])
-            db.execute("INSERT INTO signup_attempts (client, at) VALUES (?, ?)", [client, now])
+            rows = db.execute("SELECT at FROM signup_attempts WHERE client = ?", [client]).fetchall()
+            wait = retry_after([r[0] for r in rows], now, limit, window)
+            if wait is not None:
+                return Claim("signup", wait, None)
+            made = db.execute("INSERT INTO signup_attempts (client, at) VALUES (?, ?)", [client, now])
+            return Claim("signup", None, made.lastrowid)
 
     def set_login(self, account: str, salt: bytes, login_hash: bytes, wrapped_key: bytes | None, kdf: str) -> None:
         with self._lock, self._tx() as db:
@@ -448,28 +472,28 @@ class SqliteStorage(ChangeSetStorage, KeyStorage):
                 [salt, login_hash, kdf, wrapped_key, account],
             )
 
-    def login_wait(
+    def claim_login(
         self,
         email: str,
         client: str,
         now: float,
         limit: int = MAX_FAILED_LOGINS,
         window: float = FAILED_LOGIN_WINDOW,
-    ) -> int | None:
-        with self._lock:
-            by_email = self.db.execute(
-                "SELECT at FROM login_attempts WHERE email = ? AND at > ?", [email, now - window]
-            )
-            by_client = self.db.execute(
-                "SELECT at FROM login_attempts WHERE client = ? AND at > ?", [client, now - window]
-            )
-            waits = [retry_after([r[0] for r in rows], now, limit, window) for rows in (by_email.fetchall(), by_client)]
-        return max((w for w in waits if w is not None), default=None)
-
-    def record_failed_login(self, email: str, client: str, now: float) -> None:
+    ) -> Claim:
         with self._lock, self._tx() as db:
-            db.execute("DELETE FROM login_attempts WHERE at <= ?", [now - FAILED_LOGIN_WINDOW])
-            db.execute("INSERT INTO login_attempts (email, client, at) VALUES (?, ?, ?)", [email, client, now])
+            db.execute("DELETE FROM login_attempts WHERE at <= ?", [now - window])
+            by_email = db.execute("SELECT at FROM login_attempts WHERE email = ?", [email]).fetchall()
+            by_client = db.execute("SELECT at FROM login_attempts WHERE client = ?", [client]).fetchall()
+            wait = login_limit_wait(by_email, by_client, now, limit, window)
+            if wait is not None:
+                return Claim("login", wait, None)
+            made = db.execute("INSERT INTO login_attempts (email, client, at) VALUES (?, ?, ?)", [email, client, now])
+            return Claim("login", None, made.lastrowid)
+
+    def release_claim(self, claim: Claim) -> None:
+        if claim.attempt is not None:
+            with self._lock:
+                self.db.execute(f"DELETE FROM {CLAIM_TABLES[claim.kind]} WHERE id = ?", [claim.attempt])
 
     def add_token(self, account: str, token_hash: bytes, expires: float, now: float, device: str | None = None) -> None:
         with self._lock, self._tx() as db:

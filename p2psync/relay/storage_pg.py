@@ -19,10 +19,10 @@ rows that name them. Migrations: storage_pg_migrations.py, run at start under an
 
 from __future__ import annotations
 
+import hashlib
 import random
 import secrets
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -36,7 +36,17 @@ from p2psync.relay import storage_pg_migrations as migrations
 from p2psync.relay.blobs import BlobStore, PgBlobs
 from p2psync.relay.outcomes import BindOutcome
 from p2psync.relay.passwords import FAILED_LOGIN_WINDOW, MAX_FAILED_LOGINS, retry_after
-from p2psync.relay.storage import TOKEN_GRACE, AccountInfo, AlreadyBound, EmailTaken, LoginRecord, PurgeResult
+from p2psync.relay.storage import (
+    CLAIM_TABLES,
+    TOKEN_GRACE,
+    AccountInfo,
+    AlreadyBound,
+    Claim,
+    EmailTaken,
+    LoginRecord,
+    PurgeResult,
+    login_limit_wait,
+)
 from p2psync.relay.storage_pg_data import PgChangeSets
 from p2psync.relay.storage_pg_keys import PgKeys
 
@@ -122,7 +132,7 @@ class PostgresStorage(PgChangeSets, PgKeys):
     def _lock_keys(cur: Cursor, *keys: str) -> None:
         """Transaction-scoped advisory locks on names (an e-mail, a client address), in one order."""
         for key in sorted(set(keys)):
-            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [1, _int32(zlib.crc32(key.encode()))])
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_number(key)])
 
     # --- accounts and tokens -------------------------------------------------------------------
 
@@ -149,20 +159,20 @@ class PostgresStorage(PgChangeSets, PgKeys):
         )
         return LoginRecord(row[0], bytes(row[1]), bytes(row[2]), row[3]) if row else None
 
-    def signup_wait(self, client: str, now: float, limit: int, window: float) -> int | None:
-        rows = self._run(
-            lambda cur: cur.execute(
-                "SELECT at FROM signup_attempts WHERE client = %s AND at > %s", [client, now - window]
-            ).fetchall()
-        )
-        return retry_after([r[0] for r in rows], now, limit, window)
-
-    def record_signup(self, client: str, now: float, window: float) -> None:
-        def work(cur: Cursor) -> None:
+    def claim_signup(self, client: str, now: float, limit: int, window: float) -> Claim:
+        def work(cur: Cursor) -> Claim:
+            self._lock_keys(cur, "signup client " + client)
             cur.execute("DELETE FROM signup_attempts WHERE at <= %s", [now - window])
-            cur.execute("INSERT INTO signup_attempts (client, at) VALUES (%s, %s)", [client, now])
+            rows = cur.execute("SELECT at FROM signup_attempts WHERE client = %s", [client]).fetchall()
+            wait = retry_after([r[0] for r in rows], now, limit, window)
+            if wait is not None:
+                return Claim("signup", wait, None)
+            made = _scalar(
+                cur.execute("INSERT INTO signup_attempts (client, at) VALUES (%s, %s) RETURNING id", [client, now])
+            )
+            return Claim("signup", None, made)
 
-        self._run(work)
+        return self._run(work)
 
     def set_login(self, account: str, salt: bytes, login_hash: bytes, wrapped_key: bytes | None, kdf: str) -> None:
         self._run(
@@ -173,32 +183,43 @@ class PostgresStorage(PgChangeSets, PgKeys):
             )
         )
 
-    def login_wait(
+    def claim_login(
         self,
         email: str,
         client: str,
         now: float,
         limit: int = MAX_FAILED_LOGINS,
         window: float = FAILED_LOGIN_WINDOW,
-    ) -> int | None:
-        def work(cur: Cursor) -> list[int | None]:
+    ) -> Claim:
+        def work(cur: Cursor) -> Claim:
+            # Every claim of this e-mail or this client, in any process, waits for this one.
+            self._lock_keys(cur, "login email " + email, "login client " + client)
             by_email = cur.execute(
                 "SELECT at FROM login_attempts WHERE email = %s AND at > %s", [email, now - window]
             ).fetchall()
             by_client = cur.execute(
                 "SELECT at FROM login_attempts WHERE client = %s AND at > %s", [client, now - window]
             ).fetchall()
-            return [retry_after([r[0] for r in rows], now, limit, window) for rows in (by_email, by_client)]
+            wait = login_limit_wait(by_email, by_client, now, limit, window)
+            if wait is not None:
+                return Claim("login", wait, None)
+            made = _scalar(
+                cur.execute(
+                    "INSERT INTO login_attempts (email, client, at) VALUES (%s, %s, %s) RETURNING id",
+                    [email, client, now],
+                )
+            )
+            return Claim("login", None, made)
 
-        waits = self._run(work, snapshot=True)
-        return max((w for w in waits if w is not None), default=None)
+        claim = self._run(work)
+        if claim.attempt is not None and claim.attempt % 64 == 0:  # now and then, not under the locks
+            self._run(lambda cur: cur.execute("DELETE FROM login_attempts WHERE at <= %s", [now - window]))
+        return claim
 
-    def record_failed_login(self, email: str, client: str, now: float) -> None:
-        def work(cur: Cursor) -> None:
-            cur.execute("DELETE FROM login_attempts WHERE at <= %s", [now - FAILED_LOGIN_WINDOW])
-            cur.execute("INSERT INTO login_attempts (email, client, at) VALUES (%s, %s, %s)", [email, client, now])
-
-        self._run(work)
+    def release_claim(self, claim: Claim) -> None:
+        if claim.attempt is not None:
+            table = CLAIM_TABLES[claim.kind]
+            self._run(lambda cur: cur.execute(f"DELETE FROM {table} WHERE id = %s", [claim.attempt]))
 
     def add_token(self, account: str, token_hash: bytes, expires: float, now: float, device: str | None = None) -> None:
         def work(cur: Cursor) -> None:
@@ -306,8 +327,16 @@ def _counts(cur: Cursor, account: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def _int32(value: int) -> int:
-    return value - 2**32 if value >= 2**31 else value
+def _scalar(cur: Cursor) -> Any:
+    """The one value a statement returns."""
+    row = cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _lock_number(key: str) -> int:
+    """A name's advisory lock: 64 bits of its BLAKE2b, signed as PostgreSQL's bigint."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _first_line(exc: BaseException) -> str:
