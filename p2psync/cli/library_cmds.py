@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json
-from p2psync.store.library import Library
+from p2psync.store.library import Library, members
 
 
 @click.command()
@@ -79,9 +79,7 @@ def rename(name: str, as_json: bool) -> None:
     if as_json:
         print_json(renamed.as_dict())
     else:
-        click.echo(
-            f"This device ({renamed.short_id}) is now named {renamed.name!r}; the others learn it at the next sync."
-        )
+        click.echo(members.renamed_sentence(renamed))
 
 
 def _size(n: int) -> str:

@@ -25,12 +25,11 @@ from p2psync.cli.common import (
     yes_option,
 )
 from p2psync.cli.sync_cmds import parse_duration
-from p2psync.crypto.pairing import make_code, parse_code
+from p2psync.crypto.pairing import parse_code
 from p2psync.errors import ConfirmationRequired, InvalidValue, NetworkError
 from p2psync.net import discovery
-from p2psync.net.interfaces import local_ipv4_addresses
-from p2psync.net.pair_join import DEFAULT_PAIR_PORT, JoinResult, Offered, find_offer, join
-from p2psync.net.pair_offer import Offer, OfferOutcome
+from p2psync.net.pair_join import DEFAULT_PAIR_PORT, JoinResult, Offered, find_offer, join, merge_question
+from p2psync.net.pair_offer import OfferOutcome, OfferSession
 from p2psync.net.worker import LibraryWorker
 from p2psync.node import Node, announce_addresses, parse_address
 from p2psync.store import backup as backups
@@ -121,37 +120,34 @@ def _offer(
     path = library_path()
     with open_library():
         pass  # the offering side must have the library: fail early, in words
-    code = make_code()
 
     async def run() -> OfferOutcome:
         node = Node(path)
         announcer: discovery.Announcer | None = None
         loop = asyncio.get_running_loop()
         make_backup = None if backup is False else (lambda library: _backup(library, backup_dir))
-        offer = Offer(node.worker, code, make_backup)
+        session = OfferSession(node.worker, seconds, make_backup)
+        code = session.code
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, offer.end)
+            loop.add_signal_handler(sig, session.end)
         try:
-            port = await node.serve(where.host, where.port, setup=offer.install)
-            shown = where.host if where.host not in ("0.0.0.0", "::") else local_ipv4_addresses()[0]
+            shown = await session.open(
+                lambda host, port, setup: node.serve(host, port, setup=setup), where.host, where.port
+            )
             if as_json:
-                click.echo(json.dumps({"code": code, "listening": f"{shown}:{port}"}))
+                click.echo(json.dumps({"code": code, "listening": shown}))
             else:
                 click.echo(code)
             sys.stdout.flush()
             if not no_mdns:
-                announcer = await _announce(where.host, port, interfaces, parse_code(code).nameplate)
+                announcer = await _announce(where.host, session.port, interfaces, parse_code(code).nameplate)
             click.echo(
                 f"On the other device run:  p2psync pair {code}\n"
-                f"(without mDNS add --address {shown}:{port}). The code works once and expires in "
+                f"(without mDNS add --address {shown}). The code works once and expires in "
                 f"{_minutes(seconds)}; waiting...",
                 err=True,
             )
-            expiry = loop.call_later(seconds, offer.end)
-            try:
-                return await offer.done
-            finally:
-                expiry.cancel()
+            return await session.outcome()
         finally:
             if announcer is not None:
                 await announcer.stop()
@@ -161,15 +157,8 @@ def _offer(
     if as_json:
         print_json(outcome.as_dict())
         return
-    how = {"replica": "received a copy of this library", "merge": "merged its library into this one"}
-    click.echo(
-        f"Paired with {outcome.name} ({outcome.device[:7]}); it {how.get(outcome.mode, 'was already a member')}."
-    )
-    if outcome.complete:
-        report = outcome.report
-        click.echo(f"First sync: {report.get('sent', 0)} change sets came in, {report.get('received', 0)} went out.")
-    else:
-        click.echo("The first sync did not finish yet; it resumes with the next sync (p2psync sync or the daemon).")
+    for line in outcome.sentences():
+        click.echo(line)
 
 
 async def _announce(host: str, port: int, interfaces: list[str] | None, nameplate: int) -> discovery.Announcer | None:
@@ -195,10 +184,8 @@ def _minutes(seconds: float) -> str:
 
 
 def _backup(library: Library, folder: Path | None) -> dict[str, Any]:
-    target = (folder or library.path.resolve().parent) / backups.default_backup_name(library.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    manifest = backups.backup(library, target)
-    click.echo(f"Backed up this library to {manifest['path']} before merging.", err=True)
+    manifest = backups.before_merge(library, folder)
+    click.echo(backups.backed_up_sentence(manifest), err=True)
     return manifest
 
 
@@ -241,12 +228,7 @@ def _join_with(
 ) -> JoinResult:
 
     def ask_merge(ours: rebase.Content, theirs: Offered) -> bool:
-        question = (
-            f"Both libraries hold references: this one {ours.references} ({ours.groups} groups, "
-            f"{ours.attachments} attachments), '{theirs.library_name}' on {theirs.device_name} "
-            f"{theirs.references} ({theirs.groups} groups, {theirs.attachments} attachments). "
-            "Merge them into one library on both devices? Plainly identical references are merged, not doubled."
-        )
+        question = merge_question(ours, theirs)
         if yes:
             click.echo(question + " Yes (--yes).", err=True)
             return True
@@ -275,19 +257,8 @@ def _print_joined(result: JoinResult, as_json: bool) -> None:
     if as_json:
         print_json(result.as_dict())
         return
-    offered, sync = result.offered, result.sync
-    click.echo(
-        f"Paired with {offered.device_name} ({offered.device_id[:7]}) for library '{offered.library_name}': "
-        f"{sync.received.applied} change sets in, {sync.sent_applied} out."
-    )
-    if sync.merge is not None:
-        merge = sync.merge
-        click.echo(f"Merged: {merge.added} references added, {len(merge.merged)} plainly identical ones merged.")
-        if merge.to_review:
-            click.echo(
-                f"{len(merge.to_review)} look the same but differ in some field: both copies are in the group "
-                f"'{rebase.REVIEW_GROUP}'."
-            )
+    for line in result.sentences():
+        click.echo(line)
     click.echo("Run 'p2psync daemon' on both devices to keep them in sync.")
 
 

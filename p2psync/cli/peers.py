@@ -5,15 +5,8 @@ from __future__ import annotations
 import click
 
 from p2psync.cli.common import confirm, json_option, library_option, open_library, print_json, yes_option
-from p2psync.relay import link as relay_link
-
-# What `peers remove` adds for a library linked to an online account (docs/security.md, the relay).
-RELAY_ADVICE = (
-    "At this library's next sync with the relay, the removed device is cut off there and the library key "
-    "changes, so it reads nothing written afterwards; sync now ('p2psync sync'). If that device knew the "
-    "account's password, change the password too ('p2psync account password'): with it, any machine can "
-    "log in again as a new device."
-)
+from p2psync.relay import state as relay_state
+from p2psync.store.library import members
 
 
 @click.group(invoke_without_command=True)
@@ -55,13 +48,13 @@ def remove(device: str, yes: bool, as_json: bool) -> None:
     """
     with open_library() as library:
         target = library.members.find(device)
-        confirm(f"Remove device {target.short_id} ({target.name}) from this library on every machine?", yes)
+        confirm(members.removal_question(target), yes)
         removed = library.members.revoke(device)
-        linked = relay_link.is_linked(library)
-    relay = RELAY_ADVICE if linked else None
+        linked = relay_state.is_linked(library)
+    relay = relay_state.REMOVAL_ADVICE if linked else None
     if as_json:
         print_json({"removed": removed.as_dict(), "relay": relay})
     else:
-        click.echo(f"Removed {removed.short_id} ({removed.name}); the removal reaches the others with the next sync.")
+        click.echo(members.removed_sentence(removed))
         if relay:
             click.echo(relay)

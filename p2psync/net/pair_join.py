@@ -56,8 +56,21 @@ class Offered:
     attachments: int
 
 
-# Decides a merge: given what this library brings and what the other offers, go ahead?
-AskMerge = Callable[[rebase.Content, Offered], bool]
+# Decides a merge: given what this library brings and what the other offers, go ahead? (The
+# command line asks at once; a page answers later, so the answer may be awaited.)
+AskMerge = Callable[[rebase.Content, Offered], bool | Awaitable[bool]]
+
+
+def merge_question(ours: rebase.Content, theirs: Offered) -> str:
+    """What the user is asked before two libraries that both hold references are merged."""
+    return (
+        f"Both libraries hold references: this one {ours.references} ({ours.groups} groups, "
+        f"{ours.attachments} attachments), '{theirs.library_name}' on {theirs.device_name} "
+        f"{theirs.references} ({theirs.groups} groups, {theirs.attachments} attachments). "
+        "Merge them into one library on both devices? Plainly identical references are merged, not doubled."
+    )
+
+
 # Called on this library before a merge changes it (a backup).
 BeforeMerge = Callable[[Library], Any]
 
@@ -77,6 +90,23 @@ class JoinResult:
             "peer": {"device": self.offered.device_id, "name": self.offered.device_name, "address": self.address},
             "first_sync": self.sync.as_dict(),
         }
+
+    def sentences(self) -> list[str]:
+        """What `p2psync pair CODE` and the pairing page say of it."""
+        offered, sync = self.offered, self.sync
+        said = [
+            f"Paired with {offered.device_name} ({offered.device_id[:7]}) for library '{offered.library_name}': "
+            f"{sync.received.applied} change sets in, {sync.sent_applied} out."
+        ]
+        if sync.merge is not None:
+            merge = sync.merge
+            said.append(f"Merged: {merge.added} references added, {len(merge.merged)} plainly identical ones merged.")
+            if merge.to_review:
+                said.append(
+                    f"{len(merge.to_review)} look the same but differ in some field: both copies are in the group "
+                    f"'{rebase.REVIEW_GROUP}'."
+                )
+        return said
 
 
 async def find_offer(nameplate: int, interfaces: list[str] | None, timeout: float = FIND_SECONDS) -> tuple[str, int]:
@@ -140,7 +170,7 @@ async def join(
 
             mode, ours = await worker.call(_mode, offered)
             try:
-                agreed = mode != "merge" or ask_merge(ours, offered)
+                agreed = mode != "merge" or await _answer(ask_merge(ours, offered))
             except BaseException:
                 await _post(session, base, "cancel", {})  # the offering side stops at once, too
                 raise
@@ -195,6 +225,10 @@ def _mode(library: Library, offered: Offered) -> tuple[str, rebase.Content]:
     if library.library_id == offered.library_id:
         return "member", ours
     return ("replica" if rebase.is_empty(library) else "merge"), ours
+
+
+async def _answer(value: bool | Awaitable[bool]) -> bool:
+    return value if isinstance(value, bool) else bool(await value)
 
 
 async def _maybe(value: Awaitable[None] | None) -> None:

@@ -17,14 +17,15 @@ import base64
 import binascii
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from p2psync.crypto.pairing import FAILED, Code, Pairing, PairingFailed, parse_code
+from p2psync.crypto.pairing import FAILED, Code, Pairing, PairingFailed, make_code, parse_code
 from p2psync.errors import P2PSyncError, PeerRefused
+from p2psync.net.interfaces import local_ipv4_addresses
 from p2psync.net.protocol import DEFAULT_PORT, PREFIX
 from p2psync.net.server import read_json, refuse
 from p2psync.net.tls import peer_key
@@ -54,6 +55,19 @@ class OfferOutcome:
     address: str
     complete: bool = False
     report: dict[str, Any] = field(default_factory=dict)
+
+    def sentences(self) -> list[str]:
+        """What `p2psync pair` and the pairing page say of it."""
+        how = {"replica": "received a copy of this library", "merge": "merged its library into this one"}
+        said = [f"Paired with {self.name} ({self.device[:7]}); it {how.get(self.mode, 'was already a member')}."]
+        if self.complete:
+            came, went = self.report.get("sent", 0), self.report.get("received", 0)  # the joiner's view
+            said.append(f"First sync: {came} change sets came in, {went} went out.")
+        else:
+            said.append(
+                "The first sync did not finish yet; it resumes with the next sync (p2psync sync or the daemon)."
+            )
+        return said
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -243,6 +257,44 @@ class Offer:
             recent.popleft()
         recent.append(now)
         return len(recent) <= STARTS_PER_MINUTE
+
+
+# Serves an offer's endpoints on a peer server and returns its port (Node.serve).
+Serve = Callable[[str, int, Callable[[web.Application], None]], Awaitable[int]]
+
+
+class OfferSession:
+    """One code offered for a while: its Offer served on a peer server, ended by itself when the
+    code expires. `p2psync pair` and the pairing page both offer through it."""
+
+    def __init__(self, worker: LibraryWorker, seconds: float, backup: Callable[[Library], Any] | None = None) -> None:
+        self.code = make_code()
+        self.seconds = seconds
+        self.offer = Offer(worker, self.code, backup)
+        self.shown = ""  # the address to give the other device (HOST:PORT)
+        self.port = 0
+        self.expires_at = 0.0  # wall-clock seconds
+        self._expiry: asyncio.TimerHandle | None = None
+
+    async def open(self, serve: Serve, host: str, port: int) -> str:
+        """Start listening (port 0: any free one) and the code's clock; return HOST:PORT to type."""
+        self.port = await serve(host, port, self.offer.install)
+        shown = host if host not in ("0.0.0.0", "::") else local_ipv4_addresses()[0]
+        self.shown = f"{shown}:{self.port}"
+        self.expires_at = time.time() + self.seconds
+        self._expiry = asyncio.get_running_loop().call_later(self.seconds, self.offer.end)
+        return self.shown
+
+    async def outcome(self) -> OfferOutcome:
+        """Wait for the pairing: its outcome, or the PairingFailed/PeerRefused that ended it."""
+        try:
+            return await self.offer.done
+        finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
+
+    def end(self) -> None:
+        self.offer.end()
 
 
 def _used() -> web.Response:

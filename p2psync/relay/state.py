@@ -31,6 +31,15 @@ from p2psync.store.library import Library, iso
 from p2psync.store.relay_state import PEER, PUSHED_PREFIX
 from p2psync.store.relay_state import as_count as int_or_zero
 
+# What removing a device adds for a library linked to an online account (docs/security.md, the
+# relay): `peers remove` and the Devices page say it.
+REMOVAL_ADVICE = (
+    "At this library's next sync with the relay, the removed device is cut off there and the library key "
+    "changes, so it reads nothing written afterwards; sync now ('p2psync sync'). If that device knew the "
+    "account's password, change the password too ('p2psync account password'): with it, any machine can "
+    "log in again as a new device."
+)
+
 __all__ = [
     "KEYS",
     "KEY_BYTES",

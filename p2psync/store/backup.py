@@ -82,6 +82,18 @@ def backup_path(library: Library, out: Path | None = None, folder: Path | None =
     return (folder or library.path.resolve().parent) / name
 
 
+def before_merge(library: Library, folder: Path | None = None) -> dict[str, Any]:
+    """The backup made before a merge changes this library (pairing, an account login): a new
+    zip beside the library unless `folder` is given. Returns its manifest."""
+    target = backup_path(library, folder=folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return backup(library, target)
+
+
+def backed_up_sentence(manifest: dict[str, Any]) -> str:
+    return f"Backed up this library to {manifest['path']} before merging."
+
+
 def backup_size(library: Library) -> int:
     """Bytes a backup will read (database + attachments), for a progress bar."""
     db_bytes = sum(p.stat().st_size for p in library.path.glob(DB_FILE + "*"))

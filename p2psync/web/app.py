@@ -36,6 +36,7 @@ PAGE_MODULES = (
     "sync_pages",
     "conflicts_pages",
     "devices_pages",
+    "pair_pages",
     "account_pages",
 )
 NAVIGATION = (
@@ -138,6 +139,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = request.headers.get(CSRF_HEADER)
         if token is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             token = (await request.post()).get(CSRF_FIELD)  # type: ignore[assignment]
+        if origin == "null" and site == "same-origin":
+            origin = None  # a form of ours under Referrer-Policy: no-referrer (Chromium sends "null")
         if (origin is not None and origin not in door.origins) or site == "cross-site" or token != found.csrf:
             return _refused(request, 403, "Refused: this request did not come from a page of this app.")
     return await handler(request)

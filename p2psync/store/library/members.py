@@ -22,6 +22,25 @@ if TYPE_CHECKING:
     from p2psync.store.library import Library
 
 
+# What removing a device does, in the words both faces use (`peers remove`, the Devices page).
+REMOVAL_EXPLAINED = (
+    "Its changes made after what this machine has seen from it are refused by every member that receives "
+    "the removal. It cannot be undone; pair the device again to bring it back as new."
+)
+
+
+def removal_question(target: Device) -> str:
+    return f"Remove device {target.short_id} ({target.name}) from this library on every machine?"
+
+
+def removed_sentence(removed: Device) -> str:
+    return f"Removed {removed.short_id} ({removed.name}); the removal reaches the others with the next sync."
+
+
+def renamed_sentence(renamed: Device) -> str:
+    return f"This device ({renamed.short_id}) is now named {renamed.name!r}; the others learn it at the next sync."
+
+
 class Members:
     def __init__(self, library: Library) -> None:
         self.library = library
