@@ -1,15 +1,16 @@
 """What the relay keeps, behind one interface: `RelayStorage`.
 
-`SqliteStorage` is the embedded backend that `p2psync relay serve` uses: one SQLite database
-(accounts, tokens, login attempts, the index of change sets and chunks) and the blobs themselves
-as files, named by their SHA-256 so a file is either whole at its name or absent. A deployment
-for many users implements the same Protocol on PostgreSQL (the tables below map one to one) and
-an object store (a blob's key is `ACCOUNT/EPOCH/SHA256`), and runs several relay processes on it.
+`SqliteStorage` is the embedded backend that `p2psync relay serve` uses by default: one SQLite
+database (accounts, tokens, login attempts, the index of change sets and chunks) and the blobs
+themselves as files, named by their SHA-256 so a file is either whole at its name or absent.
+`PostgresStorage` (storage_pg.py) implements the same Protocol on PostgreSQL for several relay
+processes on one database (`relay serve --database`); tests/test_relay_storage_contract.py holds
+both to the same answers.
 
 Every method is synchronous and does one whole operation: a request the relay refuses (a gap, a
 quota) leaves nothing behind, and a crash at any point leaves either the operation done or not
 at all (at worst an unreferenced blob file, which is harmless). The server calls the methods from
-one dedicated thread; `SqliteStorage` also serialises them itself, so any thread may call.
+`workers` threads (one for SQLite); `SqliteStorage` also serialises them itself, so any thread may call.
 """
 
 from __future__ import annotations
