@@ -29,11 +29,13 @@ START_SECONDS = 60.0
 
 def server_bin() -> Path | None:
     """The newest PostgreSQL server binaries on this machine (Debian's layout first), or None."""
-    configured = os.environ.get("P2PSYNC_PG_BIN")
+    configured = os.environ.get("P2PSYNC_PG_BIN")  # these binaries and no others (or none: "/nonexistent")
     candidates = [configured] if configured else sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
     for folder in candidates:
-        if folder and (Path(folder) / "initdb").is_file() and (Path(folder) / "postgres").is_file():
+        if (Path(folder) / "initdb").is_file() and (Path(folder) / "postgres").is_file():
             return Path(folder)
+    if configured:
+        return None
     found = shutil.which("initdb")
     return Path(found).parent if found and shutil.which("postgres") else None
 
@@ -119,7 +121,8 @@ def start_cluster() -> Cluster:
     binaries = server_bin()
     assert binaries is not None
     user = run_as()
-    folder = Path(tempfile.mkdtemp(prefix="p2psync-pg-"))
+    # Another user must reach the folder: under /tmp, not a TMPDIR that may be private to us.
+    folder = Path(tempfile.mkdtemp(prefix="p2psync-pg-", dir="/tmp" if user is not None else None))
     data = folder / "data"
     if user is not None:
         entry = pwd.getpwnam(user)

@@ -384,6 +384,18 @@ def test_chunk_puts_racing_for_a_quota_store_exactly_what_fits(backend: Backend)
     assert (info.used_bytes, info.chunks) == (500, 5)
 
 
+def test_pushes_racing_for_a_quota_store_exactly_what_fits(backend: Backend) -> None:
+    stores = backend.many(2)
+    account = account_of(stores[0])
+    devices = [chr(ord("d") + n) * 52 for n in range(8)]
+    results = _race(8, lambda n: stores[n % 2].push(account, [cs(devices[n], 1, 1, b"p" * 100)], 300))
+    assert sum(not isinstance(r, Exception) for r in results) == 3
+    assert sum(isinstance(r, QuotaExceeded) for r in results) == 5, results
+    info = stores[0].account_info(account)
+    assert (info.used_bytes, info.change_sets) == (300, 3)
+    assert sorted(stores[0].state(account)[0].values()) == [1, 1, 1] and stores[0].state(account)[1] == 3
+
+
 def test_the_same_chunk_put_at_once_is_stored_once(backend: Backend) -> None:
     stores = backend.many(2)
     account = account_of(stores[0])
