@@ -63,6 +63,11 @@ def _link(name: str, text: str) -> str:
     return ""
 
 
+def when(iso: str | None) -> str:
+    """'2026-12-07T05:09:25.194Z' as '2026-12-07 05:09 UTC' (the page's <time> keeps the whole)."""
+    return f"{iso[:10]} {iso[11:16]} UTC" if iso else ""
+
+
 def attachment_href(ref_id: str, name: str) -> str:
     return f"/ref/{ref_id}/file/{quote(name, safe='')}"
 

@@ -34,6 +34,7 @@ from p2psync.web.reference_form import (
     controls_for,
     read_form,
     shown_fields,
+    when,
 )
 
 routes = web.RouteTableDef()
@@ -92,6 +93,7 @@ async def show(request: web.Request) -> web.StreamResponse:
         fields=shown_fields(record),
         attachments=[_attachment(record, item) for item in record.attachments],
         title=record.title or "(untitled)",
+        when=when,
     )
 
 
