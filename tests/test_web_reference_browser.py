@@ -3,7 +3,7 @@ the `page` fixture): create with a validation message beside the field, then fix
 edit; upload a PDF (file input and drag and drop) and open it; import a RIS file; download an
 export; make and download a backup that `p2psync restore` rebuilds.
 
-With P2PSYNC_SCREENSHOTS=DIR the tests also save docs' screenshots there (reference.png, edit.png)."""
+With P2PSYNC_SCREENSHOTS=DIR the tests also save docs' screenshots there (reference.png, edit.png, files.png)."""
 
 from __future__ import annotations
 
@@ -151,6 +151,7 @@ def test_import_export_and_backup_from_the_files_page(page: Any, library: Path, 
         summary = page.locator("#import-summary")
         summary.wait_for()
         assert "Imported 2 reference(s) from from-endnote.ris (RIS)." in summary.inner_text()
+        shot(page, "files.png")
         page.click("#imported a:text('The organization of behavior')")
         assert page.locator("h1").inner_text() == "The organization of behavior"
         assert sorted(r["title"] for r in refs(library)) == [
