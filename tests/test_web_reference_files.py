@@ -9,6 +9,7 @@ import json
 import uuid
 import zipfile
 from pathlib import Path
+from urllib.parse import quote
 
 from p2psync import formats
 from tests.support import cli
@@ -126,7 +127,7 @@ def test_export_in_each_format_and_of_a_group(tmp_path: Path) -> None:
 
 def test_backup_downloads_an_archive_kept_beside_the_library_that_restores(tmp_path: Path) -> None:
     path = tmp_path / "lib"
-    assert cli("--library", str(path), "init", "--name", "Kept").returncode == 0
+    assert cli("--library", str(path), "init", "--name", "Kept à Genève").returncode == 0
     assert cli("--library", str(path), "ref", "add", "--title", "Backed up").returncode == 0
     with web_app(path) as app:
         session = log_in(app, app.login)
@@ -139,8 +140,11 @@ def test_backup_downloads_an_archive_kept_beside_the_library_that_restores(tmp_p
         body = answer.read()
         connection.close()
         assert answer.status == 200 and answer.headers["Content-Type"] == "application/zip"
-        [kept] = tmp_path.glob("*-p2psync-Kept.zip")
-        assert answer.headers["Content-Disposition"] == f'attachment; filename="{kept.name}"'
+        [kept] = tmp_path.glob("*-p2psync-Kept-à-Genève.zip")
+        ascii_name = kept.name.replace("à", "_").replace("è", "_")
+        assert answer.headers["Content-Disposition"] == (
+            f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(kept.name)}"
+        )
         assert body == kept.read_bytes()
         notice = request(app.base + "/files", headers=session).text
         assert f"to {kept}" in notice and "Backed up 1 references, 0 attachments" in notice

@@ -23,7 +23,7 @@ from p2psync.store import backup as backups
 from p2psync.store import exchange
 from p2psync.store.library import Library
 from p2psync.web.app import notice, page, run
-from p2psync.web.reference_pages import READ_CHUNK, stream_file
+from p2psync.web.reference_pages import READ_CHUNK, disposition, stream_file
 
 routes = web.RouteTableDef()
 IMPORT_FIELDS = frozenset({"csrf", "file", "format", "encoding", "skip_invalid", "allow_duplicates"})
@@ -118,7 +118,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         body=exported.text.encode("utf-8"),
         headers={
             "Content-Type": "application/octet-stream",
-            "Content-Disposition": f'attachment; filename="{name}{formats.DEFAULT_EXTENSIONS[fmt]}"',
+            "Content-Disposition": disposition("attachment", name + formats.DEFAULT_EXTENSIONS[fmt]),
         },
     )
 
@@ -137,5 +137,5 @@ async def backup(request: web.Request) -> web.StreamResponse:
         f"Backed up {manifest['references']} references, {manifest['attachments']} attachments "
         f"to {manifest['path']} ({manifest['bytes']:,} bytes).",
     )
-    headers = {"Content-Type": "application/zip", "Content-Disposition": f'attachment; filename="{path.name}"'}
+    headers = {"Content-Type": "application/zip", "Content-Disposition": disposition("attachment", path.name)}
     return await stream_file(request, path, headers)

@@ -192,15 +192,21 @@ def _copy(stream: IO[bytes], target: Path) -> None:
 def content_headers(name: str) -> dict[str, str]:
     """A PDF opens in the browser; anything else is a download, so an uploaded HTML or SVG file
     never runs as this app's page (and nosniff stops the browser from guessing otherwise)."""
-    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in name)
-    disposition = f"filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
     if name.lower().endswith(".pdf"):
-        return {"Content-Type": "application/pdf", "Content-Disposition": "inline; " + disposition}
+        return {"Content-Type": "application/pdf", "Content-Disposition": disposition("inline", name)}
     return {
         "Content-Type": "application/octet-stream",
-        "Content-Disposition": "attachment; " + disposition,
+        "Content-Disposition": disposition("attachment", name),
         "Content-Security-Policy": "sandbox; default-src 'none'",
     }
+
+
+def disposition(kind: str, name: str) -> str:
+    """Content-Disposition naming a file: ASCII for old clients, the whole name as RFC 6266 says."""
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in name)
+    if ascii_name == name:
+        return f'{kind}; filename="{name}"'
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 @routes.get("/ref/{ref_id}/file/{name}")
