@@ -324,3 +324,11 @@ def test_hostile_upload_names_are_refused_by_the_librarys_rules(served: Any) -> 
     assert post_files(app, session, csrf, f"/ref/{ref_id}/attach", []).status == 400  # no file chosen
     forged = post_files(app, session, csrf, f"/ref/{ref_id}/attach", [("a.pdf", PDF)], field="other")
     assert forged.status == 400 and "only files are attached here" in forged.text
+
+
+def test_sizes_read_as_a_file_manager_shows_them() -> None:
+    from p2psync.web.reference_form import human_size
+
+    assert [human_size(n) for n in (0, 999, 1000, 240_070, 1_234_567, 5 * 10**12)] == [
+        "0 bytes", "999 bytes", "1.0 KB", "240.1 KB", "1.2 MB", "5.0 TB",
+    ]  # fmt: skip

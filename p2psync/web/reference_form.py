@@ -63,6 +63,52 @@ def _link(name: str, text: str) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class ShownAttachment:
+    """One attachment of a reference's page (from Attachments.listing's item)."""
+
+    name: str
+    size: int
+    present: bool  # False: "not on this machine yet"
+    conflict: bool
+    problem: str
+    href: str
+
+    @property
+    def is_pdf(self) -> bool:
+        return self.name.lower().endswith(".pdf")
+
+    @property
+    def shown_size(self) -> str:
+        return human_size(self.size)
+
+
+def shown_attachments(record: ReferenceDetail) -> list[ShownAttachment]:
+    return [
+        ShownAttachment(
+            a["name"],
+            a["size"],
+            a["present"],
+            a["conflict"],
+            a.get("problem", ""),
+            attachment_href(record.id, a["name"]),
+        )
+        for a in record.attachments
+    ]
+
+
+def human_size(size: int) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as file managers show them); under 1000, in bytes."""
+    if size < 1000:
+        return f"{size} bytes"
+    value = float(size)
+    for unit in ("KB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000 or unit == "TB":
+            break
+    return f"{value:.1f} {unit}"
+
+
 def when(iso: str | None) -> str:
     """'2026-12-07T05:09:25.194Z' as '2026-12-07 05:09 UTC' (the page's <time> keeps the whole)."""
     return f"{iso[:10]} {iso[11:16]} UTC" if iso else ""

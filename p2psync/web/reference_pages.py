@@ -21,7 +21,7 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.web_request import FileField
 
-from p2psync.errors import InvalidInput
+from p2psync.errors import InvalidInput, UnknownAttachment
 from p2psync.model.attachments import validate_name
 from p2psync.store.library.records import ReferenceDetail
 from p2psync.web.app import SECURITY_HEADERS, notice, page, redirect, run
@@ -33,6 +33,7 @@ from p2psync.web.reference_form import (
     attachment_href,
     controls_for,
     read_form,
+    shown_attachments,
     shown_fields,
     when,
 )
@@ -46,7 +47,12 @@ def _ref_id(request: web.Request) -> str:
 
 
 def _form(
-    request: web.Request, controls: list[Control], action: str, heading: str, record: Any, status: int = 200
+    request: web.Request,
+    controls: list[Control],
+    action: str,
+    heading: str,
+    record: ReferenceDetail | None,
+    status: int = 200,
 ) -> web.Response:
     errors = [c for c in controls if c.error]
     return page(
@@ -85,42 +91,27 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/ref/{ref_id}")
 async def show(request: web.Request) -> web.StreamResponse:
-    record = await run(request, lambda library: library.refs.show(_ref_id(request)))
+    record: ReferenceDetail = await run(request, lambda library: library.refs.show(_ref_id(request)))
     return page(
         request,
         "reference.html",
         record=record,
         fields=shown_fields(record),
-        attachments=[_attachment(record, item) for item in record.attachments],
+        attachments=shown_attachments(record),
         title=record.title or "(untitled)",
         when=when,
     )
 
 
-def _attachment(record: ReferenceDetail, item: dict[str, Any]) -> dict[str, Any]:
-    return {**item, "href": attachment_href(record.id, item["name"]), "shown_size": human_size(item["size"])}
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} bytes"  # (not reached)
-
-
 @routes.get("/ref/{ref_id}/edit")
 async def edit_form(request: web.Request) -> web.StreamResponse:
-    record = await run(request, lambda library: library.refs.get(_ref_id(request)))
+    record: ReferenceDetail = await run(request, lambda library: library.refs.get(_ref_id(request)))
     return _form(request, controls_for(record.fields), f"/ref/{record.id}/edit", "Edit reference", record)
 
 
 @routes.post("/ref/{ref_id}/edit")
 async def edit(request: web.Request) -> web.StreamResponse:
-    record = await run(request, lambda library: library.refs.get(_ref_id(request)))
+    record: ReferenceDetail = await run(request, lambda library: library.refs.get(_ref_id(request)))
     form = read_form(await _posted(request), new=False)
     if form.errors:
         return _form(request, form.controls, f"/ref/{record.id}/edit", "Edit reference", record, status=400)
@@ -237,15 +228,9 @@ async def stream_file(request: web.Request, path: Path, headers: dict[str, str])
 @routes.get("/ref/{ref_id}/file/{name}/remove")
 async def remove_form(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    record = await run(request, lambda library: library.refs.get(_ref_id(request)))
+    record: ReferenceDetail = await run(request, lambda library: library.refs.get(_ref_id(request)))
     if not any(item["name"] == name for item in record.attachments):
-        return page(
-            request,
-            "error.html",
-            status=404,
-            message=f"Reference {record.id} has no attachment named {name!r}.",
-            status_code=404,
-        )
+        raise UnknownAttachment(f"Reference {record.id} has no attachment named {name!r}.")
     return page(request, "reference_remove.html", record=record, name=name, href=attachment_href(record.id, name))
 
 
