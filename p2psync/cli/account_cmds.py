@@ -26,10 +26,10 @@ from p2psync.cli.common import (
 )
 from p2psync.errors import ConfirmationRequired, InvalidValue, RelayError, RelayLinkedElsewhere
 from p2psync.relay import account as relay_account
+from p2psync.relay import account_words as words
 from p2psync.relay import link, link_rules
 from p2psync.relay.client import normalize_url
 from p2psync.relay.crypto import check_email
-from p2psync.relay.link_rules import LoginMode
 from p2psync.store import backup as backups
 from p2psync.store.library import Library
 
@@ -83,10 +83,8 @@ def _backup(choice: bool | None, folder: Path | None) -> Any:
         return None
 
     def make(library: Library) -> dict[str, Any]:
-        target = (folder or library.path.resolve().parent) / backups.default_backup_name(library.name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        manifest = backups.backup(library, target)
-        click.echo(f"Backed up this library to {manifest['path']} before merging.", err=True)
+        manifest = backups.before_merge(library, folder)
+        click.echo(backups.backed_up_sentence(manifest), err=True)
         return manifest
 
     return make
@@ -150,7 +148,7 @@ def _run_login(
             _check_link_first(library, url, email)
         password = _read_password(password_stdin, confirm=signup and not password_stdin)
         if not signup and not password:
-            raise InvalidValue("The password is empty; type the account's password.")
+            raise InvalidValue(words.EMPTY_PASSWORD)
         # a new password's strength is judged in link_rules.login, before anything is sent
         report = asyncio.run(
             link_rules.login(library, url, email, password, signup, _ask(yes), _backup(backup, backup_dir))
@@ -167,14 +165,7 @@ def _run_login(
         if failed:
             raise RelayError(failed)  # logged in, but the first sync stopped short (e.g. the storage limit)
         return
-    how = {
-        LoginMode.BOUND: "this library is now the account's library",
-        LoginMode.SAME: "the account holds this library",
-        LoginMode.JOINED: "this library received the account's library",
-        LoginMode.MERGED: "this library was merged with the account's library",
-    }
-    assert report.mode is not None  # (every login that returns has bound or joined)
-    click.echo(f"{'Signed up' if signup else 'Logged in'} as {report.email} on {report.relay}: {how[report.mode]}.")
+    click.echo(words.logged_in_sentence(report, signup))
     if report.sync is not None:
         echo_sync(report.sync, show_error=False)
     if failed:
@@ -261,38 +252,10 @@ def status(as_json: bool) -> None:
         print_json(data)
         return
     if not data["linked"]:
-        click.echo("Not linked to an online account; see 'p2psync account signup' or 'p2psync account login'.")
+        click.echo(words.NOT_LINKED)
         return
-    click.echo(f"Relay:       {data['relay']}")
-    click.echo(f"E-mail:      {data['email']}" + ("" if data["logged_in"] else " (logged out)"))
-    if data.get("bound_library") is not None or data.get("usage") is not None:
-        bound = data["bound_library"]
-        where = "this library" if data.get("bound_here") else (bound or "no library (unbound)")
-        click.echo(f"Holds:       {where}")
-    usage = data.get("usage")
-    if usage:
-        quota = usage["quota_bytes"]
-        limit = f"{quota / 1e6:.1f} MB" if quota is not None else "no limit"
-        click.echo(
-            f"Storage:     {usage['used_bytes'] / 1e6:.1f} MB of {limit} "
-            f"({usage['change_sets']} change sets, {usage['chunks']} chunks)"
-        )
-    moved = data.get("moved") or {}
-    last = f"{data['last_sync']}" if data["last_sync"] else "never"
-    click.echo(f"Last sync:   {last}" + (_moved_text(moved) if data["last_sync"] else ""))
-    if data["last_error"]:
-        click.echo(f"Last error:  ({data['last_error_at']}) {data['last_error']}")
-    if data.get("online_error"):
-        click.echo(f"Now:         {data['online_error']}")
-
-
-def _moved_text(moved: dict[str, Any]) -> str:
-    if not moved:
-        return ""
-    return (
-        f": {moved.get('received', 0)} change sets in, {moved.get('sent', 0)} out, "
-        f"{moved.get('files_in', 0)} files in, {moved.get('chunks_out', 0)} chunks out"
-    )
+    for label, text in words.status_lines(data):
+        click.echo(f"{label + ':':<13}{text}")
 
 
 @account.command()
@@ -305,9 +268,9 @@ def logout(as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    click.echo(f"Logged out of {data['email']} on {data['relay']}.")
+    click.echo(words.logged_out_sentence(data))
     if not data["relay_told"]:
-        click.echo("The relay could not be told; this device forgot its login all the same.", err=True)
+        click.echo(words.RELAY_NOT_TOLD, err=True)
 
 
 @account.command()
@@ -331,10 +294,7 @@ def purge(yes: bool, as_json: bool) -> None:
     reference. Asks first (--yes to agree)."""
     with open_library() as library:
         info = asyncio.run(relay_account.account_info(library))
-        question = (
-            f"Delete everything the account {info.email} stores on the relay ({info.change_sets} change sets, "
-            f"{info.chunks} attachment chunks, {info.used_bytes / 1e6:.1f} MB)? The references on your devices stay."
-        )
+        question = words.purge_question(info)
         if yes:
             click.echo(f"{question} Yes (--yes).", err=True)
         elif not sys.stdin.isatty():
@@ -345,10 +305,7 @@ def purge(yes: bool, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    click.echo(
-        f"The account {data['email']} on {data['relay']} is empty and holds no library now; "
-        "log in from the library it should hold to bind it again."
-    )
+    click.echo(words.purged_sentence(data))
 
 
 @account.command()

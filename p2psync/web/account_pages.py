@@ -1,7 +1,132 @@
-"""(Being built: see p2psync/web/__init__.py.)"""
+"""The online account on the web: the link, storage used against the quota, login and sign-up,
+logout, reset (also by the e-mail with #!resetLocalSync, as on the command line) and purge. The
+same relay functions as `p2psync account ...` (relay/account.py, relay/link_rules.py) and the same
+words (relay/account_words.py).
+
+The relay's account functions work on a Library held by their caller and await the relay between
+its calls; a page holds one of its own for the length of the request (a second SQLite connection
+beside the node's, used on this thread only), as each `p2psync account` command opens the library.
+Passwords are read from the form and handed on, never shown again or written anywhere.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 from aiohttp import web
 
+from p2psync.errors import InvalidValue, P2PSyncError
+from p2psync.relay import account as relay_account
+from p2psync.relay import account_words as words
+from p2psync.relay import link_rules
+from p2psync.store import backup as backups
+from p2psync.store.library import Library
+from p2psync.web.app import notice, page, redirect, state
+
 routes = web.RouteTableDef()
+T = TypeVar("T")
+MAX_FIELD = 1024  # a relay address or an e-mail longer than this is neither
+MAX_PASSWORD = 4096
+
+
+async def with_library(request: web.Request, operation: Callable[[Library], Awaitable[T]]) -> T:
+    library = Library.open(state(request).library_path)
+    try:
+        return await operation(library)
+    finally:
+        library.close()
+
+
+def _form(request: web.Request, data: dict[str, Any], status: int = 200, **values: Any) -> web.Response:
+    defaults = {
+        "relay": data.get("relay") or "",
+        "email": data.get("email") or "",
+        "error": "",
+        "signup": False,
+        "not_linked": words.NOT_LINKED,
+    }
+    return page(request, "account.html", status=status, data=data, lines=_lines(data), **{**defaults, **values})
+
+
+def _lines(data: dict[str, Any]) -> list[tuple[str, str]]:
+    return words.status_lines(data) if data.get("linked") else []
+
+
+@routes.get("/account")
+async def account(request: web.Request) -> web.StreamResponse:
+    data = await with_library(request, relay_account.status)
+    return _form(request, data)
+
+
+def _text(form: Any, name: str, limit: int = MAX_FIELD) -> str:
+    value = form.get(name)
+    return value[:limit] if isinstance(value, str) else ""
+
+
+@routes.post("/account/login")
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    url, email = _text(form, "relay").strip(), _text(form, "email").strip()
+    password, again = _text(form, "password", MAX_PASSWORD), _text(form, "password_again", MAX_PASSWORD)
+    signup = form.get("action") == "signup"
+    agreed = form.get("agree") == "yes"
+    backup = form.get("backup") == "yes"
+
+    def ask(question: link_rules.Question) -> bool:
+        return agreed  # asked on the page beforehand: without the tick, the question is the answer
+
+    async def logging_in(library: Library) -> link_rules.LoginReport:
+        if not link_rules.is_reset_request(email):
+            if not signup and not password:
+                raise InvalidValue(words.EMPTY_PASSWORD)
+            if signup and password != again:
+                raise InvalidValue("The two passwords differ; type the same one twice.")
+        made_backup = (lambda lib: backups.before_merge(lib)) if backup else None
+        report = await link_rules.login(library, url, email, password, signup, ask, made_backup)
+        for _ in library.catch_up_search():
+            pass
+        return report
+
+    try:
+        report = await with_library(request, logging_in)
+    except P2PSyncError as exc:
+        data = await with_library(request, lambda library: relay_account.status(library, online=False))
+        return _form(request, data, 400, relay=url, email=email, error=exc.message, signup=signup)
+    if report.mode == link_rules.LoginMode.RESET:
+        notice(request, report.message or link_rules.RESET_MESSAGE)
+        return redirect("/account")
+    notice(request, words.logged_in_sentence(report, signup))
+    if report.sync is not None:
+        notice(request, f"Relay: {report.sync.sentence()}")
+        if report.sync.error:
+            notice(request, f"Relay: {report.sync.error}")
+    return redirect("/account")
+
+
+@routes.post("/account/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    data = await with_library(request, relay_account.logout)
+    notice(request, words.logged_out_sentence(data))
+    if not data["relay_told"]:
+        notice(request, words.RELAY_NOT_TOLD)
+    return redirect("/account")
+
+
+@routes.post("/account/reset")
+async def reset(request: web.Request) -> web.StreamResponse:
+    notice(request, await with_library(request, link_rules.reset))
+    return redirect("/account")
+
+
+@routes.get("/account/purge")
+async def confirm_purge(request: web.Request) -> web.StreamResponse:
+    info = await with_library(request, relay_account.account_info)
+    return page(request, "account_purge.html", question=words.purge_question(info))
+
+
+@routes.post("/account/purge")
+async def purge(request: web.Request) -> web.StreamResponse:
+    data = await with_library(request, relay_account.purge)
+    notice(request, words.purged_sentence(data))
+    return redirect("/account")

@@ -24,12 +24,13 @@ MAX_FORM_FIELD = 4096  # a rename form's name: anything longer is refused before
 class DevicesView:
     this: Device
     peers: list[peer_store.PeerStatus]
-    linked: bool
+    account_device: str | None  # the online account's key, a member like the others (status's relay line)
 
 
 def _view(library: Library) -> DevicesView:
     this = next(d for d in library.members.listing() if d.this_device)
-    return DevicesView(this, peer_store.peer_status(library), relay_state.is_linked(library))
+    relay = relay_state.summary(library)
+    return DevicesView(this, peer_store.peer_status(library), relay.get("account_device") if relay else None)
 
 
 def _member(library: Library, device: str) -> Device:
