@@ -49,6 +49,35 @@ SCAN_SECONDS = float(os.environ.get("P2PSYNC_SCAN_SECONDS") or 2.0)
 SyncResult = PeerSync | NetworkError
 
 
+# What a round has done so far, told as it goes (sync_once's on_step): for a face that shows
+# progress, the web app's "Sync now". Each is said once, in this order.
+@dataclass(frozen=True)
+class PeersPlanned:
+    """The addresses the round will try, in order (none: no member to reach on the LAN)."""
+
+    targets: tuple[Address, ...]
+
+
+@dataclass(frozen=True)
+class PeerDone:
+    """One address tried: what came of it (the same result the round returns)."""
+
+    address: Address
+    result: SyncResult
+
+
+@dataclass(frozen=True)
+class RelayDone:
+    """The relay's part is over: its report, or the error that stopped it (None, None: not linked)."""
+
+    report: Any
+    error: P2PSyncError | None
+
+
+RoundStep = PeersPlanned | PeerDone | RelayDone
+StepCallback = Callable[[RoundStep], None]
+
+
 @dataclass
 class SyncRound:
     """What one round of Node.sync_once did: the peers tried, in order, and what came of each;
@@ -111,7 +140,7 @@ class Node:
             self._forward_first = now
         self._forward_at = min(now + FORWARD_DELAY, self._forward_first + FORWARD_MAX_DELAY)
 
-    async def sync(self, addresses: Iterable[Address]) -> list[SyncResult]:
+    async def sync(self, addresses: Iterable[Address], on_step: StepCallback | None = None) -> list[SyncResult]:
         """Sync with each address in turn (one sync at a time per node); failures are returned,
         already recorded for `status`, and do not stop the others. An address's `also` hosts are
         tried, in order, while the previous one is unreachable."""
@@ -121,6 +150,8 @@ class Node:
             for address in addresses:
                 if address.device is not None and address.device in synced:
                     results.append(synced[address.device])  # the same object: callers can tell
+                    if on_step is not None:
+                        on_step(PeerDone(address, synced[address.device]))
                     continue
                 result: SyncResult | None = None
                 for host in (address.host, *address.also):
@@ -136,6 +167,8 @@ class Node:
                 if isinstance(result, PeerSync) and result.device:
                     synced[result.device] = result
                 results.append(result)
+                if on_step is not None:
+                    on_step(PeerDone(address, result))
         return results
 
     async def fetch(
@@ -210,18 +243,23 @@ class Node:
         relay: bool = True,
         on_plan: Callable[[int, int], None] | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        on_step: StepCallback | None = None,
     ) -> SyncRound:
         """One round, the same for `p2psync sync`, the daemon and any other face: every member
         at the addresses of `groups` in that order, then those remembered (only `device`, if
         given), each reached once (none without `lan`); then their attachments; then the relay
         account, with `relay` and if the library is linked to one. Failures are in the result, already recorded for
-        `status`; nothing here raises for a peer or a relay that failed."""
+        `status`; nothing here raises for a peer or a relay that failed. `on_step` hears each
+        part as it ends (PeersPlanned, PeerDone per address, RelayDone); on_plan/on_bytes the
+        attachments' progress."""
         done = SyncRound()
         if lan:
             known = [a for a in await self.known_addresses() if device is None or a.device == device]
             done.targets = merge_targets(*groups, known)
+        if on_step is not None:
+            on_step(PeersPlanned(tuple(done.targets)))
         if done.targets:
-            done.peers = await self.sync(done.targets)
+            done.peers = await self.sync(done.targets, on_step)
             places = {(a.host, a.port) for a in named}
             done.named_failed = [
                 str(target)
@@ -235,7 +273,14 @@ class Node:
                 done.relay_error = outcome
             else:
                 done.relay = outcome
+        if on_step is not None:
+            on_step(RelayDone(done.relay, done.relay_error))
         return done
+
+    async def members_on_lan(self) -> list[Address]:
+        """The members a daemon's mDNS sees now, at their freshest address (none without mDNS):
+        what a round started by another face (the web app) tries first, as the daemon's own does."""
+        return self._lan_now(await self.worker.call(_other_members))
 
     def _lan_now(self, members: list[str]) -> list[Address]:
         """Members seen on the LAN now, at their freshest address (tried first in a round)."""
@@ -351,7 +396,7 @@ class Node:
         """A daemon's round (sync_once: the LAN's members first, then the addresses given and
         those remembered; the relay with `relay`); news pulled from one peer is passed on to the
         others soon after."""
-        lan = self._lan_now(await self.worker.call(_other_members))
+        lan = await self.members_on_lan()
         done = await self.sync_once(lan, static, relay=relay)
         now = asyncio.get_running_loop().time()
         for address, result in zip(done.targets, done.peers, strict=True):

@@ -15,6 +15,7 @@ The rule table (package -> what of p2psync it may import, besides itself):
                                                                            link.py/keys.py use store and net;
                                                                            the server side uses neither)
     node                       relay, net, store, crypto, engine, model, files
+    sync_status                relay, store, crypto, engine, model, files  what `status` shows (light)
     web                        node and everything node may import (not cli)
     cli                        everything
 
@@ -48,8 +49,9 @@ ALLOWED: dict[str, set[str]] = {
     "net": {"store", "crypto", "engine", "model", "files"},
     "relay": {"net", "store", "crypto", "engine", "model", "files"},
     "node": _NODE,
-    "web": _NODE | {"node"},
-    "cli": _NODE | {"node", "web"},
+    "sync_status": {"relay", "store", "crypto", "engine", "model", "files"},
+    "web": _NODE | {"node", "sync_status"},
+    "cli": _NODE | {"node", "web", "sync_status"},
 }
 # The relay's server side runs without a library: it imports no store, net or node.
 RELAY_SERVER = {"server", "storage", "storage_keys", "migrations", "passwords", "account_api", "device_api"}

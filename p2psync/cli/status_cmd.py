@@ -5,10 +5,7 @@ from __future__ import annotations
 import click
 
 from p2psync.cli.common import json_option, library_option, open_library, print_json
-from p2psync.relay import state as relay_link
-from p2psync.store import peers as peer_store
-from p2psync.store import transfers
-from p2psync.store.sync import recent_problems, unsealed_count
+from p2psync.sync_status import MISSING_SHOWN, sync_status
 
 
 @click.command()
@@ -19,26 +16,14 @@ def status(as_json: bool) -> None:
     relay if the library is linked to an account (last sync, what moved, last error), local
     changes not yet sent, conflicts, and recent problems with what peers (or the relay) sent."""
     with open_library() as library:
-        peers = peer_store.peer_status(library)
-        data = {
-            "device_id": library.device_id,
-            "peers": [p.as_dict() for p in peers],
-            "pending_local_changes": unsealed_count(library),
-            "conflicts": library.info()["conflicts"],
-            "search_backlog": library.search_backlog(),
-            "problems": recent_problems(library, limit=5),
-            "missing_attachments": transfers.missing(library),
-            "relay": relay_link.summary(library),
-        }
+        data = sync_status(library)  # the same record the web app's Sync Status page shows
     if as_json:
-        print_json(data)
+        print_json(data.as_dict())
         return
-    relay = data["relay"]
-    account_device = relay.get("account_device") if relay else None
-    peers = [p for p in peers if p.device_id != account_device]  # the account's key: the relay line
-    if not peers and not relay:
+    relay = data.relay
+    if not data.devices and not relay:
         click.echo("No other devices yet; pair one with 'p2psync pair'.")
-    for p in peers:
+    for p in data.devices:
         state = "removed" if p.revoked else (f"last sync {p.last_sync}" if p.last_sync else "never synced")
         click.echo(f"{p.short_id}  {p.name:<20} {state}")
         if p.address:
@@ -48,24 +33,23 @@ def status(as_json: bool) -> None:
         if p.last_error:
             click.echo(f"    last error ({p.last_error_at}): {p.last_error}")
     if relay:
-        state = f"last sync {relay['last_sync']}" if relay["last_sync"] else "never synced"
-        click.echo(f"Relay {relay['relay']} ({relay['email']}{'' if relay['logged_in'] else ', logged out'}): {state}")
-        moved = relay["moved"]
-        if relay["last_sync"] and moved:
+        state = f"last sync {relay.last_sync}" if relay.last_sync else "never synced"
+        click.echo(f"Relay {relay.relay} ({relay.email}{'' if relay.logged_in else ', logged out'}): {state}")
+        if relay.last_sync and relay.moved:
             click.echo(
-                f"    last sync: {moved.get('received', 0)} change sets in, {moved.get('sent', 0)} out, "
-                f"{moved.get('files_in', 0)} attachment files in, {moved.get('chunks_out', 0)} chunks out"
+                f"    last sync: {relay.moved_count('received')} change sets in, {relay.moved_count('sent')} out, "
+                f"{relay.moved_count('files_in')} attachment files in, {relay.moved_count('chunks_out')} chunks out"
             )
-        if relay["last_error"]:
-            click.echo(f"    last error ({relay['last_error_at']}): {relay['last_error']}")
-    click.echo(f"Local changes not yet sent: {data['pending_local_changes']}")
-    click.echo(f"Conflicts: {data['conflicts']}" + (" (see 'p2psync conflicts list')" if data["conflicts"] else ""))
-    missing = data["missing_attachments"]
+        if relay.last_error:
+            click.echo(f"    last error ({relay.last_error_at}): {relay.last_error}")
+    click.echo(f"Local changes not yet sent: {data.pending_local_changes}")
+    click.echo(f"Conflicts: {data.conflicts}" + (" (see 'p2psync conflicts list')" if data.conflicts else ""))
+    missing = data.missing_attachments
     if missing:
         click.echo(f"Attachments not on this machine yet: {len(missing)}")
-        for item in missing[:20]:
-            click.echo(f"    {item['ref']}  {item['name']} ({item['size'] / 1e6:.1f} MB): {item['detail']}")
-        if len(missing) > 20:
-            click.echo(f"    ... and {len(missing) - 20} more (status --json lists all)")
-    for problem in data["problems"]:
-        click.echo(f"Problem from {problem['peer'][:7]} ({problem['reason']}): {problem['message']}")
+        for item in missing[:MISSING_SHOWN]:
+            click.echo(f"    {item.ref}  {item.name} ({item.size / 1e6:.1f} MB): {item.detail}")
+        if len(missing) > MISSING_SHOWN:
+            click.echo(f"    ... and {len(missing) - MISSING_SHOWN} more (status --json lists all)")
+    for problem in data.problems:
+        click.echo(f"Problem from {problem.peer[:7]} ({problem.reason}): {problem.message}")

@@ -222,7 +222,10 @@ def make_web_app(node: Node, door: Door, hub: EventHub, library_name: str) -> we
     app.router.add_get("/events", events)
     app.router.add_static("/static/", HERE / "static")
     for name in PAGE_MODULES:
-        app.router.add_routes(importlib.import_module(f"p2psync.web.{name}").routes)
+        module = importlib.import_module(f"p2psync.web.{name}")
+        app.router.add_routes(module.routes)
+        if hasattr(module, "on_shutdown"):  # work a page module started (a sync round) ends with the app
+            app.on_shutdown.append(module.on_shutdown)
     return app
 
 

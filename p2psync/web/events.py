@@ -1,7 +1,9 @@
 """Pushing news to open pages: server-sent events on /events.
 
 One hub per app. A watcher notices every change to the library, whoever made it (this app, the
-command line, a sync of the daemon) by SQLite's data_version, and publishes "library"; a sync
+command line, a sync of the daemon) by SQLite's data_version and, for change sets received or
+sealed through this process's own connection (which data_version does not count: a sync this app
+or its daemon ran), by the version vector; it publishes "library"; a sync
 round publishes "sync" events as it goes. Each open page holds one EventSource; static/app.js
 reloads the parts of the page marked `data-live` when "library" arrives.
 """
@@ -18,6 +20,7 @@ from aiohttp import web
 
 from p2psync.net.worker import LibraryWorker
 from p2psync.store.library import Library
+from p2psync.store.sync import version_vector
 
 WATCH_SECONDS = 0.5
 QUEUE_LIMIT = 100  # a page that stopped reading loses old news, never the server's memory
@@ -57,11 +60,11 @@ class EventHub:
             self._watcher = None
 
     async def _watch(self, worker: LibraryWorker) -> None:
-        version = await worker.call(Library.data_version)
+        version = await worker.call(_news)
         while True:
             await asyncio.sleep(WATCH_SECONDS)
             try:
-                current = await worker.call(Library.data_version)
+                current = await worker.call(_news)
             except Exception:  # a closing worker: the app is stopping
                 return
             if current != version:
@@ -87,3 +90,9 @@ class EventHub:
         finally:
             self.listeners.discard(queue)
         return response
+
+
+def _news(library: Library) -> tuple[int, dict[str, int]]:
+    """What changes when the library does: another connection's commit, or a change set that
+    arrived or was sealed on this one (both cheap: a pragma and one indexed GROUP BY)."""
+    return library.data_version(), dict(version_vector(library))

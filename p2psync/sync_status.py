@@ -1,0 +1,112 @@
+"""What sync has done, from this machine's records only (no network): the one function behind
+`p2psync status` and the web app's Sync Status page, so the two never tell different stories.
+
+`sync_status(library)` gathers, in one read: each other member with what this machine remembers
+of it (store/peers.py PeerStatus), the relay link as recorded (relay/state.py), the local changes
+not yet sent, the conflict count, attachments that should be here and are not with the reason a
+sync last gave (store/transfers.py), and the recent problems with what peers sent. Light on
+purpose: `status` must start fast, so nothing here imports aiohttp, zeroconf or the relay client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from p2psync.relay import state as relay_link
+from p2psync.store import transfers
+from p2psync.store.library import Library
+from p2psync.store.peers import PeerStatus, peer_status
+from p2psync.store.sync import recent_problems, unsealed_count
+
+MISSING_SHOWN = 20  # attachments listed in words; `status --json` lists them all
+
+
+@dataclass(frozen=True)
+class RelayStatus:
+    """The relay account this library is linked to, as last recorded here; times ISO 8601 text."""
+
+    relay: str
+    email: str | None
+    account: str | None
+    logged_in: bool
+    cursor: int
+    last_sync: str | None
+    moved: dict[str, int] | None  # what the last sync moved: received, entries, sent, files_in, chunks_out
+    last_error: str | None
+    last_error_at: str | None
+    account_device: str | None  # the account's own key among the members (shown as the relay, not a peer)
+
+    def moved_count(self, key: str) -> int:
+        return int((self.moved or {}).get(key, 0))
+
+
+@dataclass(frozen=True)
+class MissingAttachment:
+    """An attachment version this machine should hold and does not, and why (in words: detail)."""
+
+    ref: str
+    name: str
+    sha256: str
+    size: int
+    reason: str
+    detail: str
+    since: int | None
+    partial_bytes: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something a peer (or the relay) sent that was refused, in words."""
+
+    peer: str
+    at: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    device_id: str
+    peers: tuple[PeerStatus, ...]
+    pending_local_changes: int
+    conflicts: int
+    search_backlog: int
+    problems: tuple[Problem, ...]
+    missing_attachments: tuple[MissingAttachment, ...]
+    relay: RelayStatus | None
+
+    @property
+    def devices(self) -> tuple[PeerStatus, ...]:
+        """The peers shown as devices: the account's key is the relay's line, not a device's."""
+        account = self.relay.account_device if self.relay else None
+        return tuple(p for p in self.peers if p.device_id != account)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The document `status --json` prints (its keys and their order are the contract)."""
+        return {
+            "device_id": self.device_id,
+            "peers": [p.as_dict() for p in self.peers],
+            "pending_local_changes": self.pending_local_changes,
+            "conflicts": self.conflicts,
+            "search_backlog": self.search_backlog,
+            "problems": [dataclasses.asdict(p) for p in self.problems],
+            "missing_attachments": [dataclasses.asdict(m) for m in self.missing_attachments],
+            "relay": dataclasses.asdict(self.relay) if self.relay else None,
+        }
+
+
+def sync_status(library: Library, problems: int = 5) -> SyncStatus:
+    """Everything `status` shows, read from this machine's records."""
+    relay = relay_link.summary(library)
+    return SyncStatus(
+        device_id=library.device_id,
+        peers=tuple(peer_status(library)),
+        pending_local_changes=unsealed_count(library),
+        conflicts=library.info()["conflicts"],
+        search_backlog=library.search_backlog(),
+        problems=tuple(Problem(**p) for p in recent_problems(library, limit=problems)),
+        missing_attachments=tuple(MissingAttachment(**m) for m in transfers.missing(library)),
+        relay=RelayStatus(**relay) if relay else None,
+    )
