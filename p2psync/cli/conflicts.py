@@ -8,8 +8,7 @@ import click
 
 from p2psync.cli.common import json_option, library_option, open_library, print_json, truncate
 from p2psync.errors import InvalidValue
-from p2psync.model import fields as catalogue
-from p2psync.store.library import ATTACHMENT_FIELD
+from p2psync.store.library.conflicts import field_label, value_text
 
 
 @click.group()
@@ -53,25 +52,10 @@ def show(ref_id: str, as_json: bool) -> None:
     if not versions:
         click.echo("No sync conflict.")
     for name, items in versions.items():
-        if name.startswith(ATTACHMENT_FIELD):
-            label = f"Attachment {name[len(ATTACHMENT_FIELD) :]}"
-        else:
-            label = "Deleted / changed" if name == "deleted" else catalogue.FIELDS[name].label
-        click.echo(f"\n{label} ({name}):")
+        click.echo(f"\n{field_label(name)} ({name}):")
         for item in items:
             who = f"{item['device_name']} ({item['device'][:7]}{', this device' if item['this_device'] else ''})"
-            click.echo(f"  {who:<40} {item['time']}  {_value(name, item['value'])}")
-
-
-def _value(name: str, value: Any) -> str:
-    if name.startswith(ATTACHMENT_FIELD):
-        if value is None:
-            return "removed the attachment"
-        where = value["path"] if value["present"] else "not on this machine yet"
-        return f"{value['size']:,} bytes, sha256:{value['sha256'][:12]}, {where}"
-    if name == "deleted":
-        return "deleted the reference" if value else "changed it meanwhile"
-    return catalogue.format_value(name, value) or "(empty)"
+            click.echo(f"  {who:<40} {item['time']}  {value_text(name, item['value'])}")
 
 
 @conflicts.command("resolve")
@@ -84,34 +68,50 @@ def _value(name: str, value: Any) -> str:
     metavar="NAME=WHO",
     help="Whose version to keep for one field (local, remote or a device id); repeatable.",
 )
+@click.option(
+    "--value",
+    "typed_values",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A new value for one conflicted field instead of any version (as 'ref edit --field'); repeatable.",
+)
 @library_option
 @json_option
-def resolve(ref_id: str, keep: str | None, field_choices: tuple[str, ...], as_json: bool) -> None:
-    """Choose versions; the choice reaches every machine with the next sync.
+def resolve(
+    ref_id: str, keep: str | None, field_choices: tuple[str, ...], typed_values: tuple[str, ...], as_json: bool
+) -> None:
+    """Choose versions, or type a new value; the choice reaches every machine with the next sync.
 
     \b
     Examples:
       p2psync conflicts resolve k3x9 --keep local
       p2psync conflicts resolve k3x9 --field title=remote --field year=GNLJEFF
       p2psync conflicts resolve k3x9 --field attachment:paper.pdf=local
+      p2psync conflicts resolve k3x9 --value "title=Plasticity of neurons"
     Editing a conflicted field with 'p2psync ref edit' also resolves it.
     """
-    choices: dict[str, str] = {}
-    for item in field_choices:
-        if "=" not in item:
-            raise InvalidValue(f"--field {item!r} needs the form NAME=WHO, e.g. --field title=local.")
-        name, who = item.split("=", 1)
-        choices[name.strip()] = who.strip()
-    if not keep and not choices:
+    choices = _pairs(field_choices, "--field", "NAME=WHO, e.g. --field title=local")
+    values = _pairs(typed_values, "--value", "NAME=VALUE, e.g. --value year=2021")
+    if not keep and not choices and not values:
         raise InvalidValue("Say which versions to keep: --keep local|remote|DEVICE, or --field NAME=WHO.")
     with open_library() as library:
-        resolved = library.resolve_conflict(ref_id, keep=keep, fields=choices)
+        resolved = library.conflicts.resolve(ref_id, keep=keep, fields=choices, values=values)
         record = library.refs.get(ref_id) if "deleted" not in resolved or _still_there(library, ref_id) else None
     if as_json:
         print_json({"resolved": resolved, "reference": record.as_dict() if record else None})
     else:
         gone = record is None
         click.echo(f"Resolved {', '.join(resolved)}" + ("; the reference stays deleted." if gone else "."))
+
+
+def _pairs(items: tuple[str, ...], option: str, form: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise InvalidValue(f"{option} {item!r} needs the form {form}.")
+        name, text = item.split("=", 1)
+        out[name.strip()] = text.strip() if option == "--field" else text
+    return out
 
 
 def _still_there(library: Any, ref_id: str) -> bool:
