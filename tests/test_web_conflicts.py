@@ -24,8 +24,8 @@ WORK_TITLE = "Long-term potentiation and memory: a review"
 
 
 @pytest.fixture
-def devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Devices:
-    return two_devices(tmp_path, monkeypatch)
+def devices(tmp_path: Path) -> Devices:
+    return two_devices(tmp_path)
 
 
 def conflicts_of(library: Path) -> list[dict[str, Any]]:
@@ -140,10 +140,11 @@ def test_forged_forms_are_refused_in_one_sentence_and_change_nothing(devices: De
 
 def test_the_command_line_types_a_new_value_the_same_way(devices: Devices) -> None:
     ref = conflict_in_process(devices)
+    new_title = "title=Synaptic plasticity and memory"
+    home = str(devices.home)
     done = json.loads(
-        ok("--library", str(devices.home), "conflicts", "resolve", ref, "--value", "title=Synaptic plasticity and memory",
-           "--field", "year=local", "--json")
-    )  # fmt: skip
+        ok("--library", home, "conflicts", "resolve", ref, "--value", new_title, "--field", "year=local", "--json")
+    )
     assert done["resolved"] == ["title", "year"]
     assert done["reference"]["title"] == "Synaptic plasticity and memory" and done["reference"]["year"] == "2001"
     assert conflicts_of(devices.home) == []

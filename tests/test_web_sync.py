@@ -17,8 +17,8 @@ from tests.web_sync_support import WORK, Daemon, Devices, ok, ref_id, two_device
 
 
 @pytest.fixture
-def devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Devices:
-    return two_devices(tmp_path, monkeypatch)
+def devices(tmp_path: Path) -> Devices:
+    return two_devices(tmp_path)
 
 
 def status_of(library: Path) -> dict[str, Any]:

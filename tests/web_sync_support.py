@@ -10,9 +10,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-import p2psync.store.library as library_module
 from p2psync.model.people import parse_person
 from tests.support import P2PSYNC, cli
 from tests.sync_support import founded, joined
@@ -32,10 +29,10 @@ class Devices:
     work: Path
 
 
-def two_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Devices:
+def two_devices(tmp_path: Path) -> Devices:
     """A library founded on "Home laptop" with a few papers, joined by "Work laptop" (synced once)."""
-    monkeypatch.setattr(library_module, "device_name", lambda: HOME)  # the founder names itself after its host
     home = founded(tmp_path / "home", "Neuroscience")
+    home.members.rename(HOME)  # (a new library names its device after the host)
     for title, year, author, journal in PAPERS:
         values = {"title": title, "year": year, "authors": [parse_person(author)]}
         home.refs.add({**values, **({"journal": journal} if journal else {})})
