@@ -33,6 +33,9 @@ def test_sync_now_shows_progress_and_what_arrived_without_a_reload(devices: Devi
         ok("--library", str(devices.home), "ref", "edit", ref, "--year", "2003")
         ok("--library", str(devices.work), "ref", "edit", ref, "--year", "2005")  # the same field: a conflict
         ok("--library", str(devices.work), "ref", "add", "--title", "Made on the work laptop")
+        pdf = devices.work / "hebb1949.pdf"
+        pdf.write_bytes(b"%PDF-1.4\n" + b"h" * 300_000)
+        ok("--library", str(devices.work), "attach", ref_id(devices.work, "The organization"), str(pdf))
         with web_app(devices.home) as app:
             page.goto(app.login)
             page.goto(app.base + "/sync")
@@ -47,6 +50,7 @@ def test_sync_now_shows_progress_and_what_arrived_without_a_reload(devices: Devi
             assert state.startswith("Done: 1 of 1 devices synced"), state
             log = page.locator("#sync-log").inner_text()
             assert "Sync started." in log and f"{WORK} (" in log and "change sets in" in log, log
+            assert "Attachments to fetch: 1 (0.3 MB)." in log, log
             bar = page.locator("#sync-progress")
             assert bar.evaluate("b => b.value === b.max && b.max >= 1")
             # What the sync brought shows in the page's live parts, without a reload.
@@ -58,6 +62,7 @@ def test_sync_now_shows_progress_and_what_arrived_without_a_reload(devices: Devi
             [peer] = [p for p in status_of(devices.home)["peers"] if p["name"] == WORK]
             assert peer["received"] == 1 and peer["sent"] == 1
             assert "Made on the work laptop" in ok("--library", str(devices.home), "ref", "list")
+            assert status_of(devices.home)["missing_attachments"] == []  # the file came with the round
     finally:
         work.stop()
 

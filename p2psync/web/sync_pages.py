@@ -139,7 +139,7 @@ class RoundProgress:
                 self.done = self.total
                 self.say("relay", line[1], line[0])
 
-    def plan(self, files: int, size: int) -> None:
+    def plan(self, size: int, files: int) -> None:  # (the order fetch_attachments calls it in)
         self.bytes_total = size
         self.say("attachments", f"Attachments to fetch: {files} ({size / 1e6:.1f} MB).", bytes=0, bytes_total=size)
 
