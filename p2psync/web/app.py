@@ -146,14 +146,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-# No script, style or frame from anywhere but this app; the login token never leaves in a Referer
-# (same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" with a form's
-# POST, which the guard refuses, so no plain form could change anything).
+# No script, style or frame from anywhere but this app; the login token never leaves in a Referer.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'self'; form-action 'self'",
     "X-Frame-Options": "SAMEORIGIN",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
+    "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
 
