@@ -203,8 +203,7 @@ def search(text: tuple[str, ...], limit: int | None, trash: bool, as_json: bool)
 def rm(ref_ids: tuple[str, ...], as_json: bool) -> None:
     """Move references to the trash ('p2psync trash restore' brings them back)."""
     with open_library() as library:
-        ids = [library.resolve_ref(r) for r in ref_ids]
-        moved = [r for r in ids if library.trash_reference(r)]
+        moved = library.trash.put_many(ref_ids)
     if as_json:
         print_json({"trashed": moved})
     else:

@@ -29,9 +29,7 @@ def list_(as_json: bool) -> None:
 def restore(ref_ids: tuple[str, ...], as_json: bool) -> None:
     """Move references back from the trash into the library."""
     with open_library() as library:
-        ids = [library.resolve_ref(r) for r in ref_ids]
-        for ref_id in ids:
-            library.restore_reference(ref_id)
+        ids = library.trash.restore_many(ref_ids)
     if as_json:
         print_json({"restored": ids})
     else:

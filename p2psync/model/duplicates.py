@@ -23,9 +23,12 @@ from p2psync.model.fields import FIELDS
 
 def normalise(text: str) -> str:
     """Compare-friendly text: NFKD, accents stripped, casefolded, non-alphanumerics to one space."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    folded = stripped.casefold()
+    if text.isascii():  # the same result, without the per-character work (most titles and names)
+        folded = text.lower()
+    else:
+        decomposed = unicodedata.normalize("NFKD", text)
+        stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+        folded = stripped.casefold()
     return " ".join(re.sub(r"[\W_]+", " ", folded).split())
 
 

@@ -277,6 +277,37 @@ MIGRATIONS: list[str] = [
     -- replicated: each device's own latest name (the largest seq of its device.name entries)
     CREATE TABLE device_names (device TEXT PRIMARY KEY, name TEXT NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
     """,
+    # 13: the library list of the web app (store/library/listing.py): each sort order
+    # an index, the conflicted references found without reading every row, and the references
+    # that share a duplicate key (store/library/duplicates.py)
+    """
+    -- sort orders: an empty value sorts as '' (first ascending), so that a page's place in the
+    -- list is a (value, id) pair that compares with no NULL in it
+    CREATE INDEX refs_by_added_sort ON refs (deleted, trashed, coalesce(added, 0), id);
+    CREATE INDEX refs_by_title ON refs (deleted, trashed, coalesce(title, '') COLLATE NOCASE, id);
+    CREATE INDEX refs_by_author ON refs (deleted, trashed, coalesce(first_author, '') COLLATE NOCASE, id);
+    CREATE INDEX refs_by_year ON refs (deleted, trashed, coalesce(year, ''), id);
+    CREATE INDEX refs_by_journal ON refs
+        (deleted, trashed, coalesce(json_extract(data, '$.journal'), '') COLLATE NOCASE, id);
+    CREATE INDEX refs_in_conflict ON refs (id) WHERE conflict = 1;
+    CREATE INDEX attachments_in_conflict ON attachments (ref_id) WHERE conflict = 1;
+
+    -- local: the duplicate keys (model/duplicates.py) of every reference in the library (not
+    -- trashed, not deleted), the references that share one with another, and the references
+    -- whose keys must be worked out again (filled by the triggers below, emptied by
+    -- duplicates.catch_up before the duplicates are read)
+    CREATE TABLE duplicate_keys (key TEXT NOT NULL, num INTEGER NOT NULL, PRIMARY KEY (key, num)) WITHOUT ROWID;
+    CREATE INDEX duplicate_keys_by_num ON duplicate_keys (num);
+    CREATE TABLE duplicate_refs (num INTEGER PRIMARY KEY);
+    CREATE TABLE duplicate_backlog (num INTEGER PRIMARY KEY);
+    INSERT INTO duplicate_backlog (num) SELECT num FROM refs WHERE deleted = 0;
+    CREATE TRIGGER refs_duplicates_insert AFTER INSERT ON refs
+    BEGIN INSERT OR IGNORE INTO duplicate_backlog (num) VALUES (new.num); END;
+    CREATE TRIGGER refs_duplicates_update AFTER UPDATE OF data ON refs WHEN old.data IS NOT new.data
+    BEGIN INSERT OR IGNORE INTO duplicate_backlog (num) VALUES (new.num); END;
+    CREATE TRIGGER refs_duplicates_delete AFTER DELETE ON refs
+    BEGIN INSERT OR IGNORE INTO duplicate_backlog (num) VALUES (old.num); END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,7 +15,7 @@ from p2psync.engine import ops, registers
 from p2psync.errors import AmbiguousId, Conflict, UnknownGroup
 from p2psync.model.groups import SYNC_CONFLICTS, SYNC_CONFLICTS_ID, validate_group_name
 from p2psync.model.ids import is_id_prefix
-from p2psync.store.library.records import GroupName
+from p2psync.store.library.records import GroupName, GroupRow
 
 if TYPE_CHECKING:
     from p2psync.store.library import Library
@@ -139,16 +139,26 @@ class Groups:
         ]
 
     def listing(self) -> list[dict[str, Any]]:
+        return [group.as_dict() for group in self.rows()]
+
+    def rows(self, system: bool = True) -> list[GroupRow]:
+        """Every group by name, with how many references each holds; first, while it holds
+        something, the system group Sync Conflicts (unless `system` is False)."""
         rows = self.library.db.execute(
             "SELECT g.id, g.name, g.conflict, "
             "(SELECT count(*) FROM memberships m JOIN refs r ON r.id = m.ref_id "
             " WHERE m.group_id = g.id AND r.trashed = 0 AND r.deleted = 0) "
             "FROM groups g ORDER BY g.name COLLATE NOCASE, g.id"
         ).fetchall()
-        groups = [{"id": g, "name": n, "references": c, "conflict": bool(k)} for g, n, k, c in rows]
-        conflicts = self.library.refs.count(group=SYNC_CONFLICTS)
+        groups = [GroupRow(g, n, c, bool(k)) for g, n, k, c in rows]
+        conflicts = self.library.refs.count(group=SYNC_CONFLICTS) if system else 0
         if conflicts:  # the system group, shown while there is something in it
-            groups.insert(
-                0, {"id": SYNC_CONFLICTS_ID, "name": SYNC_CONFLICTS, "references": conflicts, "conflict": False}
-            )
+            groups.insert(0, GroupRow(SYNC_CONFLICTS_ID, SYNC_CONFLICTS, conflicts, False))
         return groups
+
+    def by_id(self, group_id: str) -> GroupName:
+        """A stored group by its exact id (what a page sends back)."""
+        row = self.library.db.execute("SELECT id, name FROM groups WHERE id = ?", [group_id]).fetchone()
+        if row is None:
+            raise UnknownGroup("There is no such group (it may have been deleted, here or on another device).")
+        return GroupName(row[0], row[1] or "")

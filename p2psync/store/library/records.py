@@ -85,6 +85,19 @@ class GroupName:
 
 
 @dataclass(frozen=True)
+class GroupRow:
+    """A group as `group list` shows it: how many references (not in the trash) it holds."""
+
+    id: str
+    name: str
+    references: int
+    conflict: bool  # its name is in conflict between devices
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class ReferenceDetail(ReferenceRow):
     """One reference as `ref show` shows it: the row, its groups and its attachments."""
 

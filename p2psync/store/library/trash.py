@@ -8,7 +8,7 @@ at once on this machine (store/transfers.py removes them at the next sync on the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from p2psync.engine import ops, registers
@@ -36,16 +36,38 @@ class Trash:
             writer.log(op)
         return True
 
-    def restore(self, ref: str) -> None:
-        refs = self.library.refs
+    def put_many(self, refs: Iterable[str]) -> list[str]:
+        """Move references to the trash in one transaction; return the ids of those not there yet.
+        An unknown id changes nothing."""
+        moved = []
         with self.library.writing() as writer:
-            ref_id = refs.resolve(ref)
-            state = refs.state(ref_id)
-            if registers.resolve(state.get("trashed", [])).value is not True:
-                raise Conflict(f"Reference {ref_id} is not in the trash.")
-            op = ops.put_fields(ops.REF_PUT, "ref", ref_id, state, {"trashed": None})
-            assert op is not None
-            writer.log(op)
+            for ref_id in dict.fromkeys(self.library.refs.resolve(r) for r in refs):
+                op = ops.put_fields(ops.REF_PUT, "ref", ref_id, self.library.refs.state(ref_id), {"trashed": True})
+                if op is not None:
+                    writer.log(op)
+                    moved.append(ref_id)
+        return moved
+
+    def restore_many(self, refs: Iterable[str]) -> list[str]:
+        """Bring references back from the trash in one transaction; return their ids. One that is
+        unknown or not in the trash changes nothing."""
+        with self.library.writing() as writer:
+            ids = list(dict.fromkeys(self.library.refs.resolve(r) for r in refs))
+            for ref_id in ids:
+                writer.log(self._restore_op(ref_id))
+        return ids
+
+    def restore(self, ref: str) -> None:
+        with self.library.writing() as writer:
+            writer.log(self._restore_op(self.library.refs.resolve(ref)))
+
+    def _restore_op(self, ref_id: str) -> dict[str, Any]:
+        state = self.library.refs.state(ref_id)
+        if registers.resolve(state.get("trashed", [])).value is not True:
+            raise Conflict(f"Reference {ref_id} is not in the trash.")
+        op = ops.put_fields(ops.REF_PUT, "ref", ref_id, state, {"trashed": None})
+        assert op is not None
+        return op
 
     def empty(self, progress: Callable[[int], None] | None = None) -> int:
         """Delete every reference in the trash for good (tombstones, so it propagates)."""
