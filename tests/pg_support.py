@@ -116,8 +116,10 @@ class Cluster:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_cluster() -> Cluster:
-    """initdb, then the postmaster on a free port of 127.0.0.1 (sockets in the cluster folder)."""
+def start_cluster(durable: bool = False) -> Cluster:
+    """initdb, then the postmaster on a free port of 127.0.0.1 (sockets in the cluster folder).
+    Tests run without fsync; `durable` (bench/bench_relay.py) keeps PostgreSQL's own defaults, so
+    that a commit is on disk when answered, as SQLite's synchronous=FULL is."""
     binaries = server_bin()
     assert binaries is not None
     user = run_as()
@@ -139,8 +141,8 @@ def start_cluster() -> Cluster:
         log = open(folder / "server.log", "wb")  # noqa: SIM115 (the server writes it until it stops)
         process = subprocess.Popen(
             [str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=64MB"],
+             "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=64MB",
+             *([] if durable else ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])],
             stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=environment, **as_user,
         )  # fmt: skip
         log.close()
