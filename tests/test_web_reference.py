@@ -126,7 +126,7 @@ def test_the_page_shows_every_field_groups_trash_and_attachments(served: Any, tm
     text = page.text
     assert "Synaptic &lt;i&gt;plasticity&lt;/i&gt;" in text and "<i>plasticity" not in text
     for shown in ("Journal Article", "1999", "Curie, Marie", "World Health Organization", "memory", "LTP",
-                  "First paragraph.\n\nSecond.", "Volume", ">12<", "Added", "Modified", f'href="/group/{group}"',
+                  "First paragraph.\n\nSecond.", "Volume", ">12<", "Added", "Modified", f'href="/?group={group}"',
                   "Neuro", "paper.pdf", f'href="/ref/{ref_id}/file/paper.pdf"', f"{len(PDF)} bytes"):  # fmt: skip
         assert shown in text, shown
     assert 'href="https://doi.org/10.1000/xyz"' in text
@@ -154,6 +154,7 @@ def test_a_missing_file_and_a_conflict_are_marked(tmp_path: Path) -> None:
         text = request(f"{app.base}/ref/{ref_id}", headers=session).text
         assert "scan.pdf" in text and "not on this machine yet" in text
         assert f'href="/conflicts/{ref_id}"' in text and "Sync Conflicts in title" in text
+        assert 'href="/?view=conflicts">Sync Conflicts</a>' in text  # the library's view of the group
         missing = request(f"{app.base}/ref/{ref_id}/file/scan.pdf", headers=session)
         assert missing.status == 404 and "not on this machine yet" in missing.text
 

@@ -23,6 +23,7 @@ from aiohttp.web_request import FileField
 
 from p2psync.errors import InvalidInput, UnknownAttachment
 from p2psync.model.attachments import validate_name
+from p2psync.model.groups import SYNC_CONFLICTS_ID
 from p2psync.store.library.records import ReferenceDetail
 from p2psync.web.app import SECURITY_HEADERS, notice, page, redirect, run
 from p2psync.web.reference_form import (
@@ -100,6 +101,7 @@ async def show(request: web.Request) -> web.StreamResponse:
         attachments=shown_attachments(record),
         title=record.title or "(untitled)",
         when=when,
+        conflicts_group=SYNC_CONFLICTS_ID,  # the library page's view of it
     )
 
 
