@@ -80,6 +80,7 @@ def test_create_with_a_message_beside_the_field_then_edit_and_attach(page: Any, 
         assert message.is_visible()
         assert "is not a year; write e.g. 2021, 2021a or 'in press'" in message.inner_text()
         assert page.locator("#field-title").get_attribute("aria-invalid") is None
+        assert page.evaluate("document.activeElement.id") == "field-year"  # the keyboard starts where the fix is
         assert page.input_value("#field-title") == "Synaptic plasticity: a Hebbian account"  # kept as typed
         assert refs(library) == []  # nothing saved
 
@@ -114,6 +115,11 @@ def test_create_with_a_message_beside_the_field_then_edit_and_attach(page: Any, 
         page.click("button:text('Attach')")
         link = page.locator("a:text('Bliss 1993.pdf')")
         link.wait_for()
+        with page.context.expect_event("response", lambda r: "/file/" in r.url) as waiting:
+            link.click()  # opens in a new tab, in the browser's PDF viewer
+        assert waiting.value.status == 200 and waiting.value.headers["content-type"] == "application/pdf"
+        for other in page.context.pages[1:]:
+            other.close()
         opened = page.request.get(app.base + link.get_attribute("href"))
         assert opened.status == 200 and opened.headers["content-type"] == "application/pdf"
         assert opened.body() == pdf_bytes

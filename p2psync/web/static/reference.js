@@ -20,6 +20,9 @@
       const answer = await response.json().catch(() => ({ error: `The server answered ${response.status}.` }));
       if (!response.ok) return say(answer.error || `The server answered ${response.status}.`, true);
       say(answer.attached.join(" "));
+      // refreshLive keeps a part that holds the focus as it is: move the focus out of the list
+      // (to the upload form the files came through) so that it shows the new attachments.
+      if (document.getElementById("reference")?.contains(document.activeElement)) form.querySelector("input[type=file]").focus();
       await p2p.refreshLive();
     } catch (error) {
       say(`Could not attach: ${error.message}`, true);
