@@ -20,7 +20,7 @@ from p2psync.store.library import Library
 from p2psync.store.sync import sync_libraries
 from tests.sync_support import founded, joined
 from tests.web_support import CHROMIUM, web_app
-from tests.web_sync_support import HOME, WORK, Daemon, ok, ref_id
+from tests.web_sync_support import HOME, WORK, Daemon, ok, ref_id, until
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 PAPERS = [
@@ -112,7 +112,7 @@ def main() -> None:
                 page.goto(app.base + "/sync")
                 page.get_by_role("button", name="Sync now").click()
                 page.wait_for_selector("#sync-state[data-state=done]", timeout=30_000)
-                page.wait_for_function("document.querySelector('#sync-local').innerText.includes('Conflicts: 1')")
+                until(page, lambda: "Conflicts: 1" in page.locator("#sync-local").inner_text())
                 page.screenshot(path=str(OUT / "sync-status.png"))
                 page.goto(f"{app.base}/conflicts/{ref}")
                 page.locator("fieldset[data-field=title] .version", has_text=WORK).get_by_role("radio").check()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.web_support import csrf_of, log_in, request, web_app
-from tests.web_sync_support import WORK, Daemon, Devices, ok, ref_id, two_devices
+from tests.web_sync_support import WORK, Daemon, Devices, ok, ref_id, two_devices, until
 
 
 @pytest.fixture
@@ -54,8 +54,8 @@ def test_sync_now_shows_progress_and_what_arrived_without_a_reload(devices: Devi
             bar = page.locator("#sync-progress")
             assert bar.evaluate("b => b.value === b.max && b.max >= 1")
             # What the sync brought shows in the page's live parts, without a reload.
-            page.wait_for_function("document.querySelector('#pending').textContent === '0'")
-            page.wait_for_function("document.querySelector('#sync-local').innerText.includes('Conflicts: 1')")
+            until(page, lambda: page.locator("#pending").inner_text() == "0")
+            until(page, lambda: "Conflicts: 1" in page.locator("#sync-local").inner_text())
             assert "1 change sets in, 1 out" in page.locator("#sync-devices tr.peer").inner_text()
             assert page.evaluate("window.notReloaded") is True
             # The same record as `p2psync status`: what the page says is what the CLI prints.
@@ -110,9 +110,7 @@ def test_a_peer_that_is_down_is_the_last_error_in_words(devices: Devices, page: 
         assert page.locator("#sync-state").inner_text().startswith("Finished, nothing synced")
         assert f"{WORK}: not synced: Could not reach {work.address}" in page.locator("#sync-log").inner_text()
         error = page.locator("#sync-devices tr.peer td.last-error")
-        page.wait_for_function(
-            "document.querySelector('#sync-devices td.last-error').innerText.includes('Could not reach')"
-        )
+        until(page, lambda: "Could not reach" in error.inner_text())
         [peer] = [p for p in status_of(devices.home)["peers"] if p["name"] == WORK]
         assert peer["last_error"] in error.inner_text()  # the page and `status` say the same words
         assert peer["last_error"].startswith(f"Could not reach {work.address}")

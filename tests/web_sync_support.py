@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from p2psync.model.people import parse_person
 from tests.support import P2PSYNC, cli
@@ -73,3 +76,13 @@ def ref_id(library: Path, title_start: str) -> str:
         if (row["title"] or "").startswith(title_start):
             return str(row["id"])
     raise AssertionError(f"no reference titled {title_start!r}... in {library}")
+
+
+def until(page: Any, check: Callable[[], bool], seconds: float = 15.0) -> None:
+    """Wait until `check()` holds, asking every 0.1 s (Playwright's wait_for_function evaluates
+    its text with eval, which the app's Content-Security-Policy forbids)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {check}")
+        page.wait_for_timeout(100)
