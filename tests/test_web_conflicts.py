@@ -190,3 +190,33 @@ def test_an_attachment_conflict_shows_both_files_to_open_and_keeps_the_one_chose
         assert out.read_bytes() == work_pdf.read_bytes()
     finally:
         daemon.stop()
+
+
+def test_a_delete_that_crossed_an_edit_is_chosen_on_the_page_like_any_field(devices: Devices) -> None:
+    ref = ref_id(devices.home, "Long-term potentiation")
+    ok("--library", str(devices.home), "ref", "rm", ref)
+    ok("--library", str(devices.home), "trash", "empty", "--yes")
+    ok("--library", str(devices.work), "ref", "edit", ref, "--field", "notes=Read again for the review")
+    with Library.open(devices.home) as home, Library.open(devices.work) as work:
+        sync_libraries(home, work)
+        work_id = work.device_id
+    [listed] = conflicts_of(devices.home)
+    assert listed["id"] == ref and listed["fields"] == ["deleted"]
+    with web_app(devices.home) as app:
+        session = log_in(app, app.login)
+        text = request(f"{app.base}/conflicts/{ref}", headers=session).text
+        assert "Deleted / changed" in text and "deleted the reference" in text and "changed it meanwhile" in text
+        assert 'name="value:deleted"' not in text  # no typed value for a deletion: one side or the other
+        csrf = csrf_of(app, session)
+        form = {**session, "Content-Type": "application/x-www-form-urlencoded"}
+        typed = request(
+            f"{app.base}/conflicts/{ref}",
+            "POST",
+            form,
+            urlencode({"csrf": csrf, "keep:deleted": "new", "value:deleted": "x"}),
+        )
+        assert typed.status == 400 and "takes no typed value" in typed.text
+        kept = request(f"{app.base}/conflicts/{ref}", "POST", form, urlencode({"csrf": csrf, "keep:deleted": work_id}))
+        assert kept.status == 303, kept.text
+    assert conflicts_of(devices.home) == []
+    assert reference(devices.home, ref)["notes"] == "Read again for the review"

@@ -7,6 +7,7 @@ words, on the page and in `p2psync status` alike."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,34 @@ def test_a_peer_that_is_down_is_the_last_error_in_words(devices: Devices, page: 
         assert peer["last_error_at"][:19].replace("T", " ") in error.inner_text()
         # The last sync that worked is still shown beside the error.
         assert "never synced" not in page.locator("#sync-devices tr.peer td.last-sync").inner_text()
+
+
+def test_sync_now_in_the_app_a_daemon_serves(devices: Devices) -> None:
+    """`daemon --web`: the page's round is the daemon node's own sync_once (its lock keeps the
+    daemon's rounds and the page's apart)."""
+    work = Daemon(devices.work, "--no-auto")
+    home = None
+    try:
+        ok("--library", str(devices.work), "ref", "add", "--title", "Made on the work laptop")
+        home = Daemon(devices.home, "--no-auto", "--web", "--address", work.address)
+        assert home.web is not None
+        answer = request(home.web)
+        port = home.web.split(":")[2].split("/")[0]
+        base, cookie = f"http://127.0.0.1:{port}", f"p2psync-{port}"
+        session = {"Cookie": f"{cookie}={answer.cookies[cookie]}"}
+        page = request(base + "/sync", headers=session).text
+        csrf = page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        ok("--library", str(devices.work), "ref", "add", "--title", "Also made on the work laptop")
+        started = request(base + "/sync", "POST", {**session, "X-CSRF-Token": csrf, "Accept": "application/json"})
+        assert started.status == 202
+        for _ in range(150):
+            page = request(base + "/sync", headers=session).text
+            if 'data-state="done"' in page:
+                break
+            time.sleep(0.1)
+        assert "Done: 1 of 1 devices synced" in page, page
+        assert "Also made on the work laptop" in ok("--library", str(devices.home), "ref", "list")
+    finally:
+        if home is not None:
+            home.stop()
+        work.stop()

@@ -54,7 +54,9 @@ class Daemon:
             [*P2PSYNC, "--library", str(library), "daemon", "--listen", "127.0.0.1:0", "--no-mdns", "--json", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
-        self.port = int(json.loads(read_first_line(self.process))["listening"].rsplit(":", 1)[1])
+        first = json.loads(read_first_line(self.process))
+        self.port = int(first["listening"].rsplit(":", 1)[1])
+        self.web: str | None = first.get("web")  # the login link, with --web
 
     @property
     def address(self) -> str:
