@@ -279,6 +279,12 @@ def test_upload_open_and_remove_an_attachment(served: Any) -> None:
     assert opened.status == 200 and opened.text.encode() == PDF
     assert opened.headers["Content-Type"] == "application/pdf"
     assert opened.headers["Content-Disposition"].startswith("inline;")
+    odd = "50% off #1 (draft) ünïcode.pdf"
+    assert post_files(app, session, csrf, f"/ref/{ref_id}/attach", [(odd, PDF)]).status == 303
+    odd_href = f"/ref/{ref_id}/file/{quote(odd, safe='')}"
+    assert odd_href in request(f"{app.base}/ref/{ref_id}", headers=session).text
+    assert request(app.base + odd_href, headers=session).text.encode() == PDF
+    assert post_form(app, session, f"{odd_href}/remove", [("csrf", csrf)]).status == 303
     confirm = request(f"{app.base}{href}/remove", headers=session)
     assert confirm.status == 200 and "Remove the attachment Smith 2020 – notes.pdf?" in confirm.text
     assert lib(app, "attachment", "list", ref_id) != []  # asking is not removing
@@ -310,6 +316,7 @@ def test_hostile_upload_names_are_refused_by_the_librarys_rules(served: Any) -> 
         ("..", "not empty, &#39;.&#39; or &#39;..&#39;"),
         ("a/b.pdf", "has a character not allowed"),
         (".p2psync-versions", "p2psync keeps for its own"),
+        (".P2PSYNC-partial-x", "p2psync keeps for its own"),
         ("x" * 300 + ".pdf", "longer than 255 bytes"),
         ("trailing. ", "starts or ends with a space"),
     ):
