@@ -185,3 +185,14 @@ def test_import_export_and_backup_from_the_files_page(page: Any, library: Path, 
     done = cli("--library", str(restored), "restore", str(archive))
     assert done.returncode == 0, done.stderr
     assert sorted(r["title"] for r in refs(restored)) == sorted(r["title"] for r in refs(library))
+
+
+def test_the_library_page_leads_to_a_new_reference_and_the_files_page(page: Any, library: Path) -> None:
+    with web_app(library) as app:
+        logged_in(page, app)
+        page.click("a:text('New reference')")
+        page.wait_for_url(app.base + "/ref/new")
+        page.go_back()
+        page.click("a:text('Import, export, back up')")
+        page.wait_for_url(app.base + "/files")
+        assert page.locator("nav[aria-label=Main] a[aria-current=page]").inner_text() == "Library"
