@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from p2psync.store.library import Library
+from p2psync.store.sync import sync_libraries
+from tests.support import cli
 from tests.web_support import csrf_of, log_in, request, web_app
 from tests.web_sync_support import WORK, Daemon, Devices, ok, ref_id, two_devices, until
 
@@ -150,3 +153,27 @@ def test_sync_now_in_the_app_a_daemon_serves(devices: Devices) -> None:
         if home is not None:
             home.stop()
         work.stop()
+
+
+def test_attachments_not_here_yet_are_listed_with_why_until_a_sync_brings_them(devices: Devices, page: Any) -> None:
+    pdf = devices.work / "bliss1993.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n" + b"b" * 1_200_000)
+    ok("--library", str(devices.work), "attach", ref_id(devices.work, "Synaptic plasticity"), str(pdf))
+    with Library.open(devices.home) as home, Library.open(devices.work) as work:
+        sync_libraries(home, work)  # the change set that names the file arrives; the file does not
+    assert cli("--library", str(devices.home), "sync", "--address", "127.0.0.1:9").returncode == 1  # nobody there
+    [missing] = status_of(devices.home)["missing_attachments"]
+    assert missing["detail"] == "no device of this library could be reached (1 tried)"
+    work_daemon = Daemon(devices.work, "--no-auto")
+    try:
+        with web_app(devices.home) as app:
+            page.goto(app.login)
+            page.goto(app.base + "/sync")
+            row = page.locator("#sync-local tr", has_text="bliss1993.pdf")
+            assert "1.2 MB" in row.inner_text() and missing["detail"] in row.inner_text()
+            page.evaluate("window.notReloaded = true")
+            ok("--library", str(devices.home), "sync", "--address", work_daemon.address)  # another process syncs
+            until(page, lambda: "None: every attachment is here." in page.locator("#sync-local").inner_text())
+            assert page.evaluate("window.notReloaded") is True
+    finally:
+        work_daemon.stop()

@@ -186,7 +186,7 @@ async def run_round(node: Node, hub: EventHub, entry: RoundLog) -> None:
     else:
         entry.ok, entry.summary = round_summary(done, linked)
         for item in done.attachments.missing:
-            entry.lines.append(f"Still missing: {item.name} of {item.ref}: {item.detail}")
+            progress.say("missing", f"Still missing: {item.name} of {item.ref}: {item.detail}", False)
     entry.finished = iso(int(time.time() * 1000))
     progress.done = progress.total
     progress.say("finished", entry.summary, entry.ok)
