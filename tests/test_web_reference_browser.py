@@ -165,6 +165,16 @@ def test_import_export_and_backup_from_the_files_page(page: Any, library: Path, 
             "The organization of behavior",
         ]
 
+        page.goto(app.base + "/")
+        page.check("input[aria-label='Select The organization of behavior']")
+        page.click("button:text('Export…')")
+        page.wait_for_url(app.base + "/files/selection")
+        page.select_option("#selection-format", "csl-json")
+        with page.expect_download() as waiting:
+            page.click("button:text('Download')")
+        chosen = json.loads(Path(waiting.value.path()).read_text())
+        assert [item["title"] for item in chosen] == ["The organization of behavior"]
+
         page.goto(app.base + "/files")
         page.select_option("#export-format", "bibtex")
         with page.expect_download() as waiting:

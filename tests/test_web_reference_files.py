@@ -117,6 +117,23 @@ def test_export_in_each_format_and_of_a_group(tmp_path: Path) -> None:
         only = request(f"{app.base}/files/export?format=ris&group={group}", headers=session)
         assert "The organization of behavior" in only.text and "Long-term" not in only.text
         assert 'filename="My-refs-Classics.ris"' in only.headers["Content-Disposition"]
+        form = {**session, "Content-Type": "application/x-www-form-urlencoded", "Origin": app.base}
+        token = csrf(app, session)
+        chosen = request(f"{app.base}/files/selection", "POST", form, f"csrf={token}&ref={ids[1]}&ref={ids[0]}&group=x")
+        assert chosen.status == 200 and "Export 2 selected references" in chosen.text
+        assert chosen.text.index(ids[1]) < chosen.text.index(ids[0])
+        body = f"csrf={token}&ref={ids[1]}&ref={ids[0]}&format=ris"
+        picked = request(f"{app.base}/files/export-selected", "POST", form, body)
+        assert picked.status == 200 and 'filename="My-refs-selection.ris"' in picked.headers["Content-Disposition"]
+        assert picked.text.index("The organization of behavior") < picked.text.index("Long-term potentiation")
+        for bad, status, said in (
+            (f"csrf={token}&format=ris", 400, "Select the references to export first."),
+            (f"csrf={token}&ref=zzzzzzzz&format=ris", 404, "No reference with id zzzzzzzz"),
+            (f"csrf={token}&ref={ids[0]}&format=docx", 400, "Unknown format"),
+            (f"csrf={token}&ref={ids[0]}&format=ris&group={group}", 400, "which it does not have"),
+        ):
+            answer = request(f"{app.base}/files/export-selected", "POST", form, bad)
+            assert answer.status == status and said in answer.text, bad
         unknown = request(f"{app.base}/files/export?format=docx", headers=session)
         assert unknown.status == 400 and "Unknown format" in unknown.text
         no_group = request(f"{app.base}/files/export?format=ris&group=nope", headers=session)

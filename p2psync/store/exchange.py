@@ -9,7 +9,7 @@ command line prints, which the web page shows too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from p2psync import formats
 from p2psync.formats.common import ReadResult
 from p2psync.store.importing import ImportReport, Refused, import_records
 from p2psync.store.library import Library
+from p2psync.store.library.records import ReferenceRow
 
 # A browser sends a file's bytes but never the folder it came from, so the files its records
 # name (PDF paths) have no folder they may safely be attached from (store/importing.py).
@@ -105,10 +106,14 @@ class Exported:
     references: int
 
 
-def export_text(library: Library, fmt: str, group: str | None = None) -> Exported:
-    """The library (or one group) written in a format, with each reference's attachment paths."""
+def export_text(library: Library, fmt: str, group: str | None = None, ids: Sequence[str] | None = None) -> Exported:
+    """The library (or one group, or the references `ids` names, in that order) written in a
+    format, with each reference's attachment paths."""
     fmt = formats.format_name(fmt)
-    records = list(library.list_references(group=group))
+    if ids is not None:  # (a row's own --json form: without the groups and attachments of `ref show`)
+        records = [ReferenceRow.as_dict(library.refs.get(ref_id)) for ref_id in ids]
+    else:
+        records = list(library.list_references(group=group))
     for record in records:
         record["attachments"] = [a["path"] for a in library.list_attachments(record["id"], scan=False)]
     return Exported(fmt, formats.write(records, fmt), len(records))

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.web_request import FileField
 
 from p2psync import formats
-from p2psync.errors import InvalidInput, P2PSyncError
+from p2psync.errors import InvalidInput, InvalidValue, P2PSyncError
 from p2psync.model.attachments import validate_name
 from p2psync.store import backup as backups
 from p2psync.store import exchange
@@ -28,6 +28,7 @@ from p2psync.web.reference_pages import READ_CHUNK, disposition, stream_file
 routes = web.RouteTableDef()
 IMPORT_FIELDS = frozenset({"csrf", "file", "format", "encoding", "skip_invalid", "allow_duplicates"})
 CHOICES = ("format", "encoding", "skip_invalid", "allow_duplicates")
+MAX_SELECTED = 5_000  # as the library page's selection
 SHOWN_IMPORTED = 20  # the imported references the page links to (the library lists them all)
 FORMAT_CHOICES = tuple((name, formats.LABELS[name]) for name in formats.FORMATS)
 
@@ -121,6 +122,41 @@ async def export(request: web.Request) -> web.StreamResponse:
             "Content-Disposition": disposition("attachment", name + formats.DEFAULT_EXTENSIONS[fmt]),
         },
     )
+
+
+@routes.post("/files/selection")
+async def selection(request: web.Request) -> web.StreamResponse:
+    """From the library page's selection: ask in which format to export the selected references."""
+    refs = _selected(await request.post())
+    return page(request, "files_selection.html", refs=refs, formats=FORMAT_CHOICES)
+
+
+@routes.post("/files/export-selected")
+async def export_selected(request: web.Request) -> web.StreamResponse:
+    posted = await request.post()
+    for key in posted:
+        if key not in ("csrf", "ref", "format"):
+            raise InvalidInput(f"The export form sent {key[:60]!r}, which it does not have.")
+    refs = _selected(posted)
+    fmt = formats.format_name(str(posted.get("format", "")))
+    exported = await run(request, lambda library: exchange.export_text(library, fmt, ids=refs))
+    name = await run(request, lambda library: file_stem(library.name))
+    return web.Response(
+        body=exported.text.encode("utf-8"),
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": disposition("attachment", f"{name}-selection{formats.DEFAULT_EXTENSIONS[fmt]}"),
+        },
+    )
+
+
+def _selected(posted: Any) -> list[str]:
+    refs = [r for r in posted.getall("ref", []) if isinstance(r, str)]
+    if not refs:
+        raise InvalidValue("Select the references to export first.")
+    if len(refs) > MAX_SELECTED:
+        raise InvalidValue(f"Export at most {MAX_SELECTED:,} selected references at a time; export a group instead.")
+    return list(dict.fromkeys(refs))
 
 
 def _backup(library: Library) -> dict[str, Any]:
