@@ -155,6 +155,16 @@ def test_a_missing_file_and_a_conflict_are_marked(tmp_path: Path) -> None:
         assert "scan.pdf" in text and "not on this machine yet" in text
         assert f'href="/conflicts/{ref_id}"' in text and "Sync Conflicts in title" in text
         assert 'href="/?view=conflicts">Sync Conflicts</a>' in text  # the library's view of the group
+        form = request(f"{app.base}/ref/{ref_id}/edit", headers=session).text
+        assert "Sync Conflicts in title" in form and f'href="/conflicts/{ref_id}"' in form
+        # Saving the form with another field changed leaves the conflict to the conflicts page.
+        token = form.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        fields = replaced(edit_fields(app, session, ref_id), volume="7")
+        headers = {**session, "Content-Type": "application/x-www-form-urlencoded", "Origin": app.base}
+        assert ("csrf", token) in fields
+        assert request(f"{app.base}/ref/{ref_id}/edit", "POST", headers, urlencode(fields)).status == 303
+        shown = json.loads(cli("--library", str(tmp_path / "a"), "ref", "show", ref_id, "--json").stdout)
+        assert shown["volume"] == "7" and "title" in shown["conflicts"]
         missing = request(f"{app.base}/ref/{ref_id}/file/scan.pdf", headers=session)
         assert missing.status == 404 and "not on this machine yet" in missing.text
 
