@@ -11,7 +11,7 @@ import pytest
 from p2psync.engine import changesets
 from p2psync.errors import Conflict, InvalidValue
 from p2psync.store import sync
-from p2psync.store.library import Library
+from p2psync.store.library import IN_CONFLICT, Library
 from p2psync.store.sync import changesets_since, receive, seal, sync_libraries, version_vector
 from tests.support import snapshot
 from tests.sync_support import digest, founded, joined, sync_all
@@ -110,6 +110,30 @@ def test_same_field_conflict_shows_the_same_everywhere_and_resolves_everywhere(p
     for lib in (a, b):
         assert lib.get_reference(ref)["title"] == "Work title" and lib.list_conflicts() == []
         assert lib.count_references(group="Sync Conflicts") == 0
+
+
+def test_conflicts_are_counted_from_their_own_index(pair: tuple[Library, Library], tmp_path: Path) -> None:
+    """info, status and the Sync Conflicts group count the references in conflict (a field's or an
+    attachment's, each reference once) without reading every reference: SQLite's plan scans only
+    the partial indexes that hold the rows in conflict (schema 13)."""
+    a, b = pair
+    both, field_only, file_only = a.add_references({"title": t} for t in ("both", "field", "file"))
+    a.add_reference({"title": "calm"})
+    sync_libraries(a, b)
+    pdf = tmp_path / "p.pdf"
+    for ref in (both, field_only):
+        a.edit_reference(ref, {"year": "1"})
+        b.edit_reference(ref, {"year": "2"})
+    for ref in (both, file_only):
+        pdf.write_bytes(b"%PDF a")
+        a.attach(ref, pdf)
+        pdf.write_bytes(b"%PDF b")
+        b.attach(ref, pdf)
+    sync_libraries(a, b)
+    assert a.info()["conflicts"] == 3 and a.count_references(group="Sync Conflicts") == 3
+    assert {r["id"] for r in a.list_references(group="Sync Conflicts")} == {both, field_only, file_only}
+    plan = [row[3] for row in a.db.execute(f"EXPLAIN QUERY PLAN SELECT count(*) FROM refs WHERE {IN_CONFLICT}")]
+    assert all("_in_conflict" in step for step in plan if step.startswith("SCAN")), plan
 
 
 def test_editing_a_conflicted_field_resolves_it(pair: tuple[Library, Library]) -> None:
