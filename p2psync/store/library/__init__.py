@@ -264,7 +264,7 @@ class Library:
                 "SELECT coalesce(sum(a.size), 0) FROM attachments a JOIN refs r ON r.id = a.ref_id "
                 "WHERE a.sha256 IS NOT NULL AND r.deleted = 0"
             ),
-            "conflicts": count(f"SELECT count(*) FROM refs WHERE {IN_CONFLICT}"),
+            "conflicts": self.conflicts.count(),
             "changes": count("SELECT count(*) FROM changelog"),
             "schema_version": schema.SCHEMA_VERSION,
         }

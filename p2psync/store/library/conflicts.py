@@ -33,6 +33,10 @@ class Conflicts:
         found = rows(self.library.db, f"SELECT * FROM refs WHERE {IN_CONFLICT} AND deleted = 0 ORDER BY added, id", [])
         return [{"id": r.id, "title": r.title, "fields": [*r.conflicts, *attachments.conflicts(r.id)]} for r in found]
 
+    def count(self) -> int:
+        """How many references are in conflict (deleted ones included, as `info` has always said)."""
+        return int(self.library.db.execute(f"SELECT count(*) FROM refs WHERE {IN_CONFLICT}").fetchone()[0])
+
     def versions(self, ref: str) -> dict[str, list[dict[str, Any]]]:
         """Every version of every field in conflict, oldest first (for 'conflicts show').
 
