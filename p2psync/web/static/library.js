@@ -27,7 +27,7 @@
     if (!part || !results()) return false;
     results().replaceWith(part);
     if (address) history.replaceState(null, "", address);
-    watchMore();
+    enhance();
     return true;
   }
 
@@ -91,8 +91,12 @@
       if (entries.some((entry) => entry.isIntersecting)) loadMore(link);
     }, { rootMargin: "300px" });
     observer.observe(link);
+  }
+
+  function enhance() {
     const all = document.getElementById("select-all");
-    if (all) all.hidden = false;
+    if (all) all.hidden = false; // (it needs this script)
+    watchMore();
   }
 
   // --- select all -----------------------------------------------------------------------------
@@ -118,7 +122,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     setUpSearch();
-    watchMore();
+    enhance();
     p2p.on("library", refresh);
   });
 })();
