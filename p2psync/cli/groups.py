@@ -20,11 +20,11 @@ def create(name: str, as_json: bool) -> None:
     """Create an empty group."""
     with open_library() as library:
         group_id = library.create_group(name)
-        found = library.find_group(group_id)
+        found = library.groups.find(group_id)
     if as_json:
-        print_json(found)
+        print_json(found.as_dict())
     else:
-        click.echo(f"Created group {found['name']!r} ({group_id}).")
+        click.echo(f"Created group {found.name!r} ({group_id}).")
 
 
 @group.command("rename")
@@ -35,13 +35,13 @@ def create(name: str, as_json: bool) -> None:
 def rename(name: str, new_name: str, as_json: bool) -> None:
     """Rename a group."""
     with open_library() as library:
-        group_id = library.find_group(name)["id"]
+        group_id = library.groups.find(name).id
         library.rename_group(group_id, new_name)
-        found = library.find_group(group_id)
+        found = library.groups.find(group_id)
     if as_json:
-        print_json(found)
+        print_json(found.as_dict())
     else:
-        click.echo(f"Renamed to {found['name']!r}.")
+        click.echo(f"Renamed to {found.name!r}.")
 
 
 @group.command("delete")
@@ -51,12 +51,12 @@ def rename(name: str, new_name: str, as_json: bool) -> None:
 def delete(name: str, as_json: bool) -> None:
     """Delete a group (its references stay in the library)."""
     with open_library() as library:
-        found = library.find_group(name)
-        library.delete_group(found["id"])
+        found = library.groups.find(name)
+        library.delete_group(found.id)
     if as_json:
-        print_json({"deleted": found})
+        print_json({"deleted": found.as_dict()})
     else:
-        click.echo(f"Deleted group {found['name']!r}; its references are still in the library.")
+        click.echo(f"Deleted group {found.name!r}; its references are still in the library.")
 
 
 @group.command("add")

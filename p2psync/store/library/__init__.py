@@ -323,7 +323,6 @@ class Library:
     restore_reference = _room("trash", Trash.restore)
     empty_trash = _room("trash", Trash.empty)
     create_group = _room("groups", Groups.create)
-    find_group = _room("groups", Groups.find)
     rename_group = _room("groups", Groups.rename)
     delete_group = _room("groups", Groups.delete)
     add_to_group = _room("groups", Groups.add_refs)
@@ -356,6 +355,9 @@ class Library:
 
     def get_reference(self, ref: str) -> dict[str, Any]:
         return self.refs.get(ref).as_dict()
+
+    def find_group(self, name_or_id: str) -> dict[str, str]:
+        return self.groups.find(name_or_id).as_dict()
 
     def devices(self) -> list[dict[str, Any]]:
         return [device.as_dict() for device in self.members.listing()]

@@ -42,10 +42,10 @@ class Groups:
         sql = "SELECT id, name FROM groups WHERE name = ? COLLATE NOCASE"
         return [(g, n) for g, n in self.library.db.execute(sql, [name])]
 
-    def find(self, name_or_id: str) -> dict[str, Any]:
+    def find(self, name_or_id: str) -> GroupName:
         """A group by exact name, then case-insensitive name, then id or unique id prefix."""
         if name_or_id.casefold() in (SYNC_CONFLICTS.casefold(), SYNC_CONFLICTS_ID):
-            return {"id": SYNC_CONFLICTS_ID, "name": SYNC_CONFLICTS}
+            return GroupName(SYNC_CONFLICTS_ID, SYNC_CONFLICTS)
         exact = [(g, n) for g, n in self._named(name_or_id) if n == name_or_id]
         matches = exact or self._named(name_or_id)
         if not matches and is_id_prefix(name_or_id.lower()):
@@ -57,11 +57,11 @@ class Groups:
             raise UnknownGroup(f"No group named {name_or_id!r}; see 'p2psync group list'.")
         if len(matches) > 1:
             raise AmbiguousId(f"More than one group is named {name_or_id!r}; use the group's id instead.")
-        return {"id": matches[0][0], "name": matches[0][1]}
+        return GroupName(matches[0][0], matches[0][1])
 
     def _user_group(self, group: str) -> str:
         """The id of a group the user may change (not the system group Sync Conflicts)."""
-        group_id = str(self.find(group)["id"])
+        group_id = self.find(group).id
         if group_id == SYNC_CONFLICTS_ID:
             raise Conflict(
                 f"'{SYNC_CONFLICTS}' is kept by p2psync: it holds the conflicted references until you resolve "

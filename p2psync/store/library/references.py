@@ -136,7 +136,7 @@ class References:
 
     def count(self, trashed: bool = False, group: str | None = None) -> int:
         db = self.library.db
-        group_id = self.library.groups.find(group)["id"] if group is not None else None
+        group_id = self.library.groups.find(group).id if group is not None else None
         if group_id == SYNC_CONFLICTS_ID:
             sql = f"SELECT count(*) FROM refs WHERE {IN_CONFLICT} AND deleted = 0 AND trashed = ?"
             return int(db.execute(sql, [int(trashed)]).fetchone()[0])
@@ -155,7 +155,7 @@ class References:
     ) -> Iterator[ReferenceRow]:
         """References oldest first, streamed from the database (flat memory at any size)."""
         params: list[Any] = [int(trashed)]
-        group_id = self.library.groups.find(group)["id"] if group is not None else None
+        group_id = self.library.groups.find(group).id if group is not None else None
         if group_id == SYNC_CONFLICTS_ID:
             sql = f"SELECT * FROM refs WHERE deleted = 0 AND trashed = ? AND {IN_CONFLICT} ORDER BY added, id"
         elif group_id is not None:
