@@ -125,7 +125,10 @@ async def make_devices(http: Http, accounts: int, tag: str, parallel: int = 16) 
             status, raw = await http.call("POST", "/login", body={**key, "device": _proof(email)})
             assert status == 200, raw
             second = orjson.loads(raw)
-            a, b = Device(n, first["token"], first["device"]), Device(n, second["token"], second["device"])
+            # each device starts at its own place in CYCLE, so that every step offers the same mix
+            offsets = random.Random(n).sample(range(len(CYCLE)), 2)
+            a = Device(n, first["token"], first["device"], step=offsets[0])
+            b = Device(n, second["token"], second["device"], step=offsets[1])
             a.partner, b.partner = b, a
             return [a, b]
 
