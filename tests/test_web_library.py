@@ -345,3 +345,42 @@ def test_the_store_finds_duplicates_by_the_importers_rule(tmp_path: Path) -> Non
         assert {r.id for r in listing.page(library, view).rows} == {one, two}
         library.trash.put_many([one])
         assert listing.page(library, view).rows == ()
+
+
+@pytest.mark.parametrize("few_rows", [0, 2_000])
+def test_a_view_reads_the_same_pages_from_its_set_or_from_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, few_rows: int
+) -> None:
+    """Small sets (a group, search hits) are sorted from the set; large ones walk the sort
+    order's index: both give the same pages, counts and places."""
+    from p2psync.store.library import listing
+
+    monkeypatch.setattr(listing, "FEW_ROWS", few_rows)
+    with Library.create(tmp_path / "lib") as library:
+        ids = library.add_references(
+            [{"title": f"{['Alpha', 'Beta', 'Gamma'][i % 3]} study {i}", "year": str(2000 + i % 4)} for i in range(30)]
+        )
+        group = library.groups.create("Some")
+        library.groups.add_refs(group, ids[::2])
+        library.trash.put_many([ids[0], ids[1]])
+        cases = [
+            listing.Listing(listing.View.GROUP, group, sort="year", descending=False),
+            listing.Listing(query="beta", sort="title", descending=True),
+            listing.Listing(listing.View.GROUP, group, query="study", sort="added"),
+            listing.Listing(listing.View.TRASH, query="study", sort="year"),
+        ]
+        expected = [14, 9, 14, 2]  # (ids[1], a "Beta", is in the trash)
+        for case, total in zip(cases, expected, strict=True):
+            seen: list[str] = []
+            after = None
+            for _ in range(10):
+                found = listing.page(library, case, after=after, size=4)
+                assert found.total == total
+                seen += [r.id for r in found.rows]
+                if found.next_after is None:
+                    break
+                after = found.next_after
+            assert len(seen) == len(set(seen)) == total, case
+            if total > 4:
+                back = listing.page(library, case, before=seen[4], size=4)
+                assert [r.id for r in back.rows] == seen[:4] and back.previous_before is None

@@ -140,17 +140,22 @@ class LibraryView:
     group_name: str | None  # the group listed, for rename and delete
 
 
-def _sidebar(library: Library) -> Sidebar:
+def _sidebar(library: Library, known: dict[View, int]) -> Sidebar:
+    """The views' and groups' counts (`known`: those the page has counted already)."""
+
+    def count(view: View) -> int:
+        return known[view] if view in known else lists.count(library, view)
+
     # The duplicates are counted once their keys are up to date; after a large sync or import
     # that takes seconds, which _catch_up_duplicates spends in the background, not in this page.
     waiting = duplicates.pending(library.db)
     if 0 < waiting <= duplicates.BATCH:
         duplicates.catch_up(library.db)
     return Sidebar(
-        total=lists.count(library, View.ALL),
-        conflicts=lists.count(library, View.CONFLICTS),
-        duplicates=None if waiting > duplicates.BATCH else lists.count(library, View.DUPLICATES),
-        trash=lists.count(library, View.TRASH),
+        total=count(View.ALL),
+        conflicts=count(View.CONFLICTS),
+        duplicates=None if waiting > duplicates.BATCH else count(View.DUPLICATES),
+        trash=count(View.TRASH),
         groups=tuple(library.groups.rows(system=False)),
     )
 
@@ -190,7 +195,11 @@ def _title(library: Library, listing: Listing) -> tuple[str, str | None]:
 def library_view(library: Library, state: ListState, sidebar: bool = True) -> LibraryView:
     title, group_name = _title(library, state.listing)
     found = lists.page(library, state.listing, state.after, state.before, state.page_number, state.size)
-    bar = _sidebar(library) if sidebar else Sidebar(0, 0, 0, 0, ())
+    listing = state.listing
+    known: dict[View, int] = {}
+    if not listing.query and listing.view is not View.GROUP:
+        known[listing.view] = found.total
+    bar = _sidebar(library, known) if sidebar else Sidebar(0, 0, 0, 0, ())
     return LibraryView(found, bar, title, group_name)
 
 

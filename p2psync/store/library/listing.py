@@ -11,15 +11,16 @@ index, then read in the list's order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from p2psync.errors import InvalidValue, UnknownGroup, UnknownReference
 from p2psync.model.ids import is_id_prefix
+from p2psync.store.db import Database
 from p2psync.store.library import duplicates
 from p2psync.store.library.records import ReferenceRow
-from p2psync.store.library.references import IN_CONFLICT, rows
+from p2psync.store.library.references import CONFLICTED, IN_CONFLICT, rows
 
 if TYPE_CHECKING:
     from p2psync.store.library import Library
@@ -74,10 +75,28 @@ class ReferencePage:
     previous_before: str | None = None  # the id to go back before (keyset), when rows come before
 
 
-def _view_sql(library: Library, listing: Listing) -> tuple[str, list[Any]]:
-    """The WHERE of a view, over `refs r`."""
-    params: list[Any] = [1 if listing.view is View.TRASH else 0]
-    where = "r.deleted = 0 AND r.trashed = ?"
+@dataclass
+class _Scope:
+    """The rows of a view (and search), over `refs r`: `where` always says which; `driver`, when
+    set, is a FROM that reaches them from a small set (a group's members, the conflicts, the
+    duplicates, a search's hits) instead of walking every row's index entry."""
+
+    where: str
+    params: list[Any]
+    driver: str | None = None
+    driver_params: list[Any] = field(default_factory=list)
+
+    def count(self, db: Database) -> int:
+        if self.driver is not None:
+            sql = f"SELECT count(*) FROM {self.driver} WHERE {self.where}"
+            return int(db.execute(sql, [*self.driver_params, *self.params]).fetchone()[0])
+        # (refs_by_added: the narrowest index that has deleted and trashed first)
+        sql = f"SELECT count(*) FROM refs r INDEXED BY refs_by_added WHERE {self.where}"
+        return int(db.execute(sql, self.params).fetchone()[0])
+
+
+def _view(library: Library, listing: Listing) -> _Scope:
+    scope = _Scope("r.deleted = 0 AND r.trashed = ?", [1 if listing.view is View.TRASH else 0])
     if listing.view is View.GROUP:
         group_id = str(listing.group)
         if (
@@ -85,14 +104,18 @@ def _view_sql(library: Library, listing: Listing) -> tuple[str, list[Any]]:
             or not library.db.execute("SELECT 1 FROM groups WHERE id = ?", [group_id]).fetchone()
         ):
             raise UnknownGroup("There is no such group (it may have been deleted, here or on another device).")
-        where += " AND r.id IN (SELECT ref_id FROM memberships WHERE group_id = ?)"
-        params.append(group_id)
+        scope.where += " AND r.id IN (SELECT ref_id FROM memberships WHERE group_id = ?)"
+        scope.params.append(group_id)
+        scope.driver = "memberships m CROSS JOIN refs r ON r.id = m.ref_id AND m.group_id = ?"
+        scope.driver_params = [group_id]
     elif listing.view is View.CONFLICTS:
-        where += f" AND r.{IN_CONFLICT}"
+        scope.where += f" AND r.{IN_CONFLICT}"
+        scope.driver = f"({CONFLICTED}) c CROSS JOIN refs r ON r.id = c.id"
     elif listing.view is View.DUPLICATES:
         duplicates.catch_up(library.db)
-        where += " AND r.num IN (SELECT num FROM duplicate_refs)"
-    return where, params
+        scope.where += " AND r.num IN (SELECT num FROM duplicate_refs)"
+        scope.driver = "duplicate_refs d CROSS JOIN refs r ON r.num = d.num"
+    return scope
 
 
 def fts_query(text: str) -> str:
@@ -118,24 +141,22 @@ def page(
         raise InvalidValue(f"A page holds 1 to {MAX_PAGE} references.")
     if not 1 <= page_number <= MAX_PAGE_NUMBER:
         raise InvalidValue("The page number must be a whole number from 1.")
-    where, params = _view_sql(library, listing)
+    scope = _view(library, listing)
     db = library.db
-    driven_by_hits = False
-    if listing.query:
-        total, driven_by_hits = _search(library, listing, where, params)
-        where += " AND r.num IN temp.search_hits"
-    else:
-        total = int(db.execute(f"SELECT count(*) FROM refs r WHERE {where}", params).fetchone()[0])
+    total = _search(library, listing, scope) if listing.query else scope.count(db)
+    where, params = scope.where, scope.params
     key = SORTS[listing.sort]
     backwards = before is not None
     # Walking back from `before` is walking forward in the opposite order, then turning the rows round.
     descending = listing.descending != backwards
     direction = "DESC" if descending else "ASC"
-    # Few hits: read them and sort them; many: walk the sort order's index, keeping the hits.
-    source = "temp.search_hits h CROSS JOIN refs r ON r.num = h.num" if driven_by_hits else "refs r"
+    # Few rows: read them and sort them; many: walk the sort order's index, keeping the view's.
+    few = scope.driver is not None and total <= FEW_ROWS
+    source = str(scope.driver) if few else "refs r"
+    source_params = scope.driver_params if few else []
     sql = f"SELECT r.* FROM {source} WHERE {where}"
     place = after if after is not None else before
-    query_params = list(params)
+    query_params = [*source_params, *params]
     if place is not None:
         sql += _beyond(key, descending)
         value = _place(library, key, place)
@@ -153,8 +174,9 @@ def page(
         later, earlier = True, more
     else:
         later = more
+        base_params = [*source_params, *params]
         earlier = page_number > 1 or (
-            place is not None and _any_before(library, listing, source, where, params, key, found[0].id)
+            place is not None and _any_before(library, listing, source, where, base_params, key, found[0].id)
         )
     return ReferencePage(
         tuple(found),
@@ -190,13 +212,14 @@ def _any_before(
     return library.db.execute(sql, [*params, value, value, first]).fetchone() is not None
 
 
-# Up to this many hits, a search's page is sorted from the hits; beyond, read in the order's index.
-FEW_HITS = 2_000
+# Up to this many rows, a page is sorted from the view's own set (or a search's hits); beyond,
+# read in the order's index (and the set only asked whether it holds each row).
+FEW_ROWS = 2_000
 
 
-def _search(library: Library, listing: Listing, where: str, params: list[Any]) -> tuple[int, bool]:
-    """Put the references that match the search in temp.search_hits (this connection's own table,
-    read by the page's query); return how many are in the view, and whether they are few.
+def _search(library: Library, listing: Listing, scope: _Scope) -> int:
+    """Put the references that match the search in temp.search_hits (this connection's own table)
+    and narrow the scope to them; return how many are in the view.
 
     The hits are found once per page: counting them in the view and finding the page's rows
     both read the table, where a subquery would run the full-text search twice."""
@@ -208,16 +231,14 @@ def _search(library: Library, listing: Listing, where: str, params: list[Any]) -
     db.execute("DELETE FROM temp.search_hits")
     db.execute("INSERT INTO temp.search_hits (num) SELECT rowid FROM refs_fts WHERE refs_fts MATCH ?", [match])
     hits = int(db.execute("SELECT count(*) FROM temp.search_hits").fetchone()[0])
-    few = hits <= FEW_HITS
-    if few:
-        sql = f"SELECT count(*) FROM temp.search_hits h CROSS JOIN refs r ON r.num = h.num WHERE {where}"
-        return int(db.execute(sql, params).fetchone()[0]), True
-    if listing.view is View.ALL:
-        # Deleted references leave the index, trashed ones stay: count what the trash holds of the hits.
+    scope.where += " AND r.num IN temp.search_hits"
+    if hits <= FEW_ROWS:
+        scope.driver, scope.driver_params = "temp.search_hits h CROSS JOIN refs r ON r.num = h.num", []
+    elif listing.view is View.ALL:
+        # Deleted references leave the index, trashed ones stay: take away what the trash holds.
         trashed = "SELECT count(*) FROM refs r WHERE r.deleted = 0 AND r.trashed = 1 AND r.num IN temp.search_hits"
-        return hits - int(db.execute(trashed).fetchone()[0]), False
-    sql = f"SELECT count(*) FROM refs r WHERE {where} AND r.num IN temp.search_hits"
-    return int(db.execute(sql, params).fetchone()[0]), False
+        return hits - int(db.execute(trashed).fetchone()[0])
+    return scope.count(db)
 
 
 def _in_conflict(library: Library, found: list[ReferenceRow]) -> frozenset[str]:
@@ -231,5 +252,4 @@ def _in_conflict(library: Library, found: list[ReferenceRow]) -> frozenset[str]:
 
 
 def count(library: Library, view: View, group: str | None = None) -> int:
-    where, params = _view_sql(library, Listing(view=view, group=group))
-    return int(library.db.execute(f"SELECT count(*) FROM refs r WHERE {where}", params).fetchone()[0])
+    return _view(library, Listing(view=view, group=group)).count(library.db)

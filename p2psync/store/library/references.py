@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 # A reference is in conflict when a field or one of its attachments is (the "Sync Conflicts" group).
 # (Asked as a list of ids, so that SQLite reads the partial indexes of schema 13, not every row.)
-IN_CONFLICT = "id IN (SELECT id FROM refs WHERE conflict = 1 UNION SELECT ref_id FROM attachments WHERE conflict = 1)"
+CONFLICTED = "SELECT id FROM refs WHERE conflict = 1 UNION SELECT ref_id FROM attachments WHERE conflict = 1"
+IN_CONFLICT = f"id IN ({CONFLICTED})"
 BATCH = 500  # references per transaction in bulk work, so other writers wait well under a second
 
 
