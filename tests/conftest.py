@@ -5,6 +5,7 @@ machine into a failure that says nothing about behaviour; the tests check behavi
 measures speed, so no example has a deadline."""
 
 import os
+import signal
 
 from hypothesis import settings
 
@@ -12,6 +13,14 @@ from hypothesis import settings
 # ones (64 MiB, about 0.5 s each): relay/kdf.py. Inherited by every relay, daemon and CLI the tests
 # start; tests/test_relay_accounts.py runs the production parameters without it.
 os.environ["P2PSYNC_TEST_ONLY_WEAK_KDF"] = "1"
+
+# A run stopped with SIGTERM (a CI timeout, `kill`) ends like Ctrl-C: the fixtures' clean-up runs,
+# so the PostgreSQL cluster and the servers the tests started do not outlive it.
+def _stop_like_ctrl_c(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
 
 settings.register_profile("p2psync", deadline=None)
 settings.load_profile("p2psync")

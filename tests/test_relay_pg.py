@@ -151,3 +151,25 @@ def test_storages_opened_at_the_same_moment_by_two_processes_on_an_empty_databas
             assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
             conn.execute("DROP SCHEMA public CASCADE")  # empty again for the next round
             conn.execute("CREATE SCHEMA public")
+
+
+def test_connections_the_database_dropped_are_replaced_not_answered_with_an_error(pg_url: str) -> None:
+    """A PostgreSQL restart (or an idle timeout) ends the pool's connections; the next calls must
+    get fresh ones, not one failure per stale connection."""
+    import psycopg
+
+    from p2psync.relay.storage_pg import PostgresStorage
+
+    storage = PostgresStorage(pg_url, pool_size=3)
+    try:
+        storage.ping()
+        storage.pool.wait(timeout=30)  # (the pool has opened its connections)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        for _ in range(5):
+            storage.ping()
+    finally:
+        storage.close()

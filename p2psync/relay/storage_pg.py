@@ -91,6 +91,9 @@ class PostgresStorage(PgChangeSets, PgKeys):
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True},
+            # A connection the server dropped (a restart, an idle timeout) is replaced when taken,
+            # instead of failing the one request that drew it (one round trip each time).
+            check=ConnectionPool.check_connection,
             timeout=30.0,
             name="p2psync-relay",
             open=False,
