@@ -183,6 +183,9 @@ async def run_round(node: Node, hub: EventHub, entry: RoundLog) -> None:
         done = await node.sync_once(lan, on_step=progress.step, on_plan=progress.plan, on_bytes=progress.advance)
     except (P2PSyncError, OSError) as exc:  # the round itself failed (not a peer: those are in the result)
         entry.ok, entry.summary = False, f"The sync stopped: {getattr(exc, 'message', None) or exc}"
+    except Exception:  # a bug: the page must still hear that the round is over
+        log.exception("Sync now failed")
+        entry.ok, entry.summary = False, "The sync stopped on an unexpected error; the app's log says more."
     else:
         entry.ok, entry.summary = round_summary(done, linked)
         for item in done.attachments.missing:
