@@ -106,3 +106,26 @@ def test_cli_device_rename_text_and_json(tmp_path: Path) -> None:
     bad = cli("--library", path, "device", "rename", "")
     assert bad.returncode != 0 and "A device name cannot be empty." in bad.stderr
     assert "Lab PC" in cli("--library", path, "peers").stdout
+
+
+def test_a_rename_travels_over_the_network_to_a_running_daemon(tmp_path: Path) -> None:
+    """Two real libraries on 127.0.0.1: `p2psync device rename` on one, `p2psync sync` to the
+    other's daemon, and the daemon's library names it so (and the renamed side hears back the
+    daemon's own rename)."""
+    from tests.test_daemon_loopback import start_daemon, stop
+
+    home, laptop = tmp_path / "home", tmp_path / "laptop"
+    with founded(home, "Home") as a:
+        joined(a, laptop, "vm").close()
+    assert cli("--library", str(home), "device", "rename", "Office desktop").returncode == 0
+    daemon, port = start_daemon(home)
+    try:
+        assert cli("--library", str(laptop), "device", "rename", "Ana's laptop").returncode == 0
+        done = cli("--library", str(laptop), "sync", "--address", f"127.0.0.1:{port}", "--lan-only")
+        assert done.returncode == 0, done.stderr
+    finally:
+        stop(daemon)
+    shown = {d["name"] for d in json.loads(cli("--library", str(home), "peers", "--json").stdout)}
+    assert shown == {"Office desktop", "Ana's laptop"}
+    shown = {d["name"] for d in json.loads(cli("--library", str(laptop), "peers", "--json").stdout)}
+    assert shown == {"Office desktop", "Ana's laptop"}

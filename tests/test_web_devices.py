@@ -218,3 +218,49 @@ def test_in_a_browser_two_libraries_pair_by_code_rename_and_remove(tmp_path: Pat
     finally:
         for context in contexts:
             context.close()
+
+
+def offer_code(app: WebApp, session: dict[str, str]) -> tuple[str, str, str]:
+    shown = post(app, session, "/pair/offer", listen="127.0.0.1:0", expiry="300")
+    assert shown.status == 303, shown.text
+    text = request(app.base + shown.headers["Location"], headers=session).text
+    code = re.search(r'id="pair-code">([^<]+)<', text).group(1)  # type: ignore[union-attr]
+    address = re.search(r'id="pair-address">([^<]+)<', text).group(1)  # type: ignore[union-attr]
+    return shown.headers["Location"], code, address
+
+
+def test_joining_with_references_on_both_sides_asks_first_then_backs_up_and_merges(tmp_path: Path) -> None:
+    home, work = tmp_path / "home" / "lib", tmp_path / "work" / "lib"
+    for path, title in ((home, "Home paper"), (work, "Work paper")):
+        assert cli("--library", str(path), "init", "--name", path.parent.name).returncode == 0
+        assert cli("--library", str(path), "ref", "add", "--title", title, "--year", "2001").returncode == 0
+    with web_app(home) as offering, web_app(work) as joining:
+        a, b = log_in(offering), log_in(joining)
+        # Declined: nothing changes on either side.
+        offer, code, address = offer_code(offering, a)
+        started = post(joining, b, "/pair/join", code=code, address=address, backup="yes")
+        progress = started.headers["Location"]
+        asked = wait_state(joining, b, progress + "/state", {"question", "failed", "paired"})
+        assert asked["state"] == "question"
+        assert asked["question"].startswith("Both libraries hold references: this one 1 (0 groups, 0 attachments)")
+        page = request(joining.base + progress, headers=b).text
+        assert "Merge the libraries" in page and "Do not merge" in page
+        assert post(joining, b, progress + "/answer", merge="no").status == 303
+        declined = wait_state(joining, b, progress + "/state", {"failed", "paired"})
+        assert declined["said"] == ["You declined the merge; nothing changed on either device."]
+        assert wait_state(offering, a, offer + "/state", {"failed", "paired"})["state"] == "failed"
+        assert len(peers_of(home)) == 1 and len(peers_of(work)) == 1
+        assert post(joining, b, progress + "/answer", merge="yes").status == 400  # no question waits now
+        # Agreed, with a new code: a backup beside each library, then one merged library.
+        offer, code, address = offer_code(offering, a)
+        started = post(joining, b, "/pair/join", code=code, address=address, backup="yes")
+        progress = started.headers["Location"]
+        assert wait_state(joining, b, progress + "/state", {"question", "failed"})["state"] == "question"
+        post(joining, b, progress + "/answer", merge="yes")
+        merged = wait_state(joining, b, progress + "/state", {"failed", "paired"})
+        assert merged["state"] == "paired", merged
+        assert merged["said"][1].startswith("Merged: 1 references added")
+        assert "merged its library into this one" in wait_state(offering, a, offer + "/state", {"paired"})["said"][0]
+        assert list((tmp_path / "work").glob("*-p2psync-*.zip")) and list((tmp_path / "home").glob("*-p2psync-*.zip"))
+        listed = cli("--library", str(work), "ref", "list").stdout
+        assert "Home paper" in listed and "Work paper" in listed
