@@ -37,10 +37,12 @@ import pytest  # noqa: E402
 CHROMIUM = os.environ.get("P2PSYNC_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless, driven by Playwright (never a browser Playwright downloads).
-    Missing here: the browser tests are skipped with this one line (make test installs it as root)."""
+    Missing here: the browser tests are skipped with this one line (make test installs it as root).
+    One per test module: while Playwright's sync API runs, its event loop is this thread's, and
+    asyncio.run in a later module's test would refuse to start."""
     if not shutil.which(CHROMIUM):
         pytest.skip(f"browser tests need Chromium at {CHROMIUM}: apt-get install chromium chromium-driver")
     try:
