@@ -7,6 +7,7 @@
   let generation = 0; // answers to an older request are dropped
   let observer = null;
   let loading = false;
+  const MOST_ROWS = 1000; // rows one page grows to by scrolling, however big the library
 
   function say(text) {
     const summary = document.getElementById("summary");
@@ -68,8 +69,13 @@
         observer?.disconnect();
         return;
       }
-      document.getElementById("rows").insertAdjacentHTML("beforeend", data.rows);
-      if (data.next) {
+      const rows = document.getElementById("rows");
+      rows.insertAdjacentHTML("beforeend", data.rows);
+      if (data.next && rows.rows.length >= MOST_ROWS) {
+        // Enough for one page to hold: "Next page" goes on from here on a page of its own.
+        observer.disconnect();
+        link.href = data.next.replace("/library/rows", "/");
+      } else if (data.next) {
         link.dataset.more = data.next;
         link.href = data.next.replace("/library/rows", "/");
         observer.unobserve(link);
