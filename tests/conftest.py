@@ -14,6 +14,7 @@ from hypothesis import settings
 # start; tests/test_relay_accounts.py runs the production parameters without it.
 os.environ["P2PSYNC_TEST_ONLY_WEAK_KDF"] = "1"
 
+
 # A run stopped with SIGTERM (a CI timeout, `kill`) ends like Ctrl-C: the fixtures' clean-up runs,
 # so the PostgreSQL cluster and the servers the tests started do not outlive it.
 def _stop_like_ctrl_c(_signum: int, _frame: object) -> None:

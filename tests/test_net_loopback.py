@@ -169,3 +169,24 @@ def test_unreachable_and_wrong_version_are_errors_in_words(pair: tuple[Path, Pat
     [outcome] = run(scenario())
     assert isinstance(outcome, PeerUnreachable)
     assert "Could not reach 127.0.0.1:9" in outcome.message
+
+
+def test_a_library_call_that_raises_stop_iteration_fails_instead_of_hanging(tmp_path: Path) -> None:
+    """asyncio cannot put StopIteration into a future: before, the awaiting caller (a web page, a
+    peer's request) waited for ever."""
+    import asyncio
+
+    from p2psync.net.worker import LibraryWorker
+    from p2psync.store.library import Library
+
+    Library.create(tmp_path / "lib").close()
+
+    async def call() -> None:
+        worker = LibraryWorker(tmp_path / "lib")
+        try:
+            await asyncio.wait_for(worker.call(lambda library: next(iter([]))), timeout=10)
+        finally:
+            await worker.close()
+
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        asyncio.run(call())

@@ -113,3 +113,46 @@ def test_in_a_browser_sign_up_usage_logout_login_purge_and_reset(
         assert page.get_by_text(link_rules.RESET_MESSAGE).is_visible()
         refs = cli("--library", str(library), "ref", "list")
         assert "Synaptic tagging" in refs.stdout  # every reference stays
+
+
+def test_the_app_keeps_answering_while_a_login_brings_a_big_library(relay: Relay, tmp_path: Path) -> None:
+    """Logging in to an account that holds 20,000 references pulls and applies them all; meanwhile
+    every other page of the app must still answer (the login's library work must not run on the
+    app's event loop)."""
+    import threading
+    import time
+
+    from p2psync.store.library import Library
+    from tests.test_relay_accounts import account
+
+    big = tmp_path / "big"
+    with Library.create(big, "Big") as made:
+        made.add_references(
+            {"title": f"Reference number {i} on synaptic plasticity", "year": str(1950 + i % 70)} for i in range(20_000)
+        )
+    done = account(tmp_path, big, "signup", relay.url, "big@example.org", SECRET)
+    assert done.returncode == 0, done.stderr
+    empty = tmp_path / "empty"
+    assert cli("--library", str(empty), "init", "--name", "Empty").returncode == 0
+    with web_app(empty, env=cli_env(tmp_path)) as app:
+        session = log_in(app)
+        body = urlencode(
+            {CSRF_FIELD: csrf_of(app, session), "relay": relay.url, "email": "big@example.org", "password": SECRET}
+        )
+        answers: list[Any] = []
+        headers = {**session, "Content-Type": FORM}
+        logging_in = threading.Thread(
+            target=lambda: answers.append(request(app.base + "/account/login", "POST", headers, body))
+        )
+        logging_in.start()
+        slowest = 0.0
+        deadline = time.monotonic() + 120
+        while logging_in.is_alive() and time.monotonic() < deadline:
+            start = time.monotonic()
+            assert request(app.base + "/devices", headers=session).status == 200
+            slowest = max(slowest, time.monotonic() - start)
+            time.sleep(0.05)
+        logging_in.join(timeout=120)
+        assert answers and answers[0].status == 303, answers[0].text[-600:] if answers else "no answer"
+        assert "20000" in cli("--library", str(empty), "info", "--json").stdout.replace(" ", "")
+        assert slowest < 1.0, f"a page waited {slowest:.1f} s behind the login"

@@ -32,7 +32,16 @@ class LibraryWorker:
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run function(library, *args) on the library's thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: function(self._open(), *args))
+
+        def run() -> T:
+            try:
+                return function(self._open(), *args)
+            except StopIteration as exc:
+                # A future cannot carry StopIteration: asyncio would leave the caller waiting for
+                # ever (a page that never answers). As a RuntimeError it fails like any bug.
+                raise RuntimeError(f"{function!r} raised StopIteration") from exc
+
+        return await loop.run_in_executor(self._pool, run)
 
     async def next_batch(self, items: Iterator[T], count: int) -> list[T]:
         """Up to `count` more items of an iterator made on the library's thread."""

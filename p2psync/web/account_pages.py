@@ -4,14 +4,16 @@ same relay functions as `p2psync account ...` (relay/account.py, relay/link_rule
 words (relay/account_words.py).
 
 The relay's account functions work on a Library held by their caller and await the relay between
-its calls; a page holds one of its own for the length of the request (a second SQLite connection
-beside the node's, used on this thread only), as each `p2psync account` command opens the library.
+its calls; a page runs them as each `p2psync account` command does, with a library connection and
+an event loop of their own, on a thread apart (`with_library`), so a login that pulls a whole
+library never holds up the app's other pages.
 Passwords are read from the form and handed on, never shown again or written anywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -30,12 +32,19 @@ MAX_FIELD = 1024  # a relay address or an e-mail longer than this is neither
 MAX_PASSWORD = 4096
 
 
-async def with_library(request: web.Request, operation: Callable[[Library], Awaitable[T]]) -> T:
-    library = Library.open(state(request).library_path)
-    try:
-        return await operation(library)
-    finally:
-        library.close()
+async def with_library(request: web.Request, operation: Callable[[Library], Coroutine[Any, Any, T]]) -> T:
+    """Run `operation` on a thread of its own, with its own library connection and event loop: a
+    login that pulls a whole library applies it there, and the app's loop goes on serving pages."""
+    path = state(request).library_path
+
+    def apart() -> T:
+        library = Library.open(path)
+        try:
+            return asyncio.run(operation(library))
+        finally:
+            library.close()
+
+    return await asyncio.to_thread(apart)
 
 
 def _form(request: web.Request, data: dict[str, Any], status: int = 200, **values: Any) -> web.Response:

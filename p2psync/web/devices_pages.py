@@ -28,7 +28,7 @@ class DevicesView:
 
 
 def _view(library: Library) -> DevicesView:
-    this = next(d for d in library.members.listing() if d.this_device)
+    this = library.members.this()
     relay = relay_state.summary(library)
     return DevicesView(this, peer_store.peer_status(library), relay.get("account_device") if relay else None)
 

@@ -54,6 +54,16 @@ class Members:
         ).fetchall()
         return [Device(i, short_id(i), n, k, p, i == self.library.device_id, r is not None) for i, n, k, p, r in rows]
 
+    def this(self) -> Device:
+        """This device as listed; while it is not a member (yet: a library that joined an account
+        is rebased first and receives its membership with the first pull), as it will be listed."""
+        for device in self.listing():
+            if device.this_device:
+                return device
+        me = self.library.device_id
+        public_key = base64.b64encode(self.library.identity().public_bytes).decode("ascii")  # as device.add has it
+        return Device(me, short_id(me), self.this_name(), None, public_key, True, False)
+
     def this_name(self) -> str:
         """The name this device has in the library's membership (what other devices call it)."""
         row = self.library.db.execute(
@@ -69,7 +79,7 @@ class Members:
         with self.library.writing() as writer:
             if name != self.this_name():
                 writer.log(ops.device_rename(name), checked=True)
-        return next(d for d in self.listing() if d.this_device)
+        return self.this()
 
     def add(self, public_key: bytes, name: str) -> str:
         """Introduce another device into this library (pairing does this); return its id."""
