@@ -173,3 +173,22 @@ def test_another_local_user_cannot_get_in(library: Path, tmp_path: Path) -> None
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert knock.stdout.strip() == "401", knock
+
+
+def test_an_open_page_does_not_hold_the_app_when_it_stops(library: Path) -> None:
+    """A page keeps an event stream open; stopping the app ends it at once, not at its next
+    keepalive (15 s)."""
+    import http.client
+    import signal
+    import time
+
+    with web_app(library) as app:
+        session = log_in(app, app.login)
+        stream = http.client.HTTPConnection("127.0.0.1", app.port, timeout=30)
+        stream.request("GET", "/events", headers=session)
+        assert stream.getresponse().status == 200
+        start = time.monotonic()
+        app.process.send_signal(signal.SIGTERM)
+        app.process.wait(timeout=30)
+        assert time.monotonic() - start < 5
+        stream.close()

@@ -38,7 +38,7 @@ class Event:
 
 @dataclass
 class EventHub:
-    listeners: set[asyncio.Queue[Event]] = field(default_factory=set)
+    listeners: set[asyncio.Queue[Event | None]] = field(default_factory=set)  # None: the app stops
     _watcher: asyncio.Task[None] | None = None
 
     def publish(self, kind: str, **data: Any) -> None:
@@ -53,6 +53,13 @@ class EventHub:
         self._watcher = asyncio.get_running_loop().create_task(self._watch(worker))
 
     async def stop(self) -> None:
+        """Stop watching and end every open stream now (an open page would otherwise hold the
+        app's shutdown until its next keepalive)."""
+        for queue in self.listeners:
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(None)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -74,7 +81,7 @@ class EventHub:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await response.prepare(request)
-        queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_LIMIT)
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_LIMIT)
         self.listeners.add(queue)
         try:
             await response.write(b": hello\n\n")
@@ -84,6 +91,8 @@ class EventHub:
                 except TimeoutError:
                     await response.write(b": keepalive\n\n")
                     continue
+                if event is None:
+                    break
                 await response.write(event.encode())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
