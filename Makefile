@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_attachments.py
 	$(BIN)/python bench/bench_relay.py
 	$(BIN)/python bench/bench_start.py
+	$(BIN)/python bench/bench_web.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
