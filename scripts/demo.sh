@@ -133,7 +133,7 @@ EOF
 # on a private bridge, found by mDNS alone.
 python "$(dirname "$0")/demo_lan.py"
 
-say "10. The same library in a browser: p2psync web (127.0.0.1 only; the link logs in once)."
+say "11. The same library in a browser: p2psync web (127.0.0.1 only; the link logs in once)."
 P2PSYNC_LIBRARY=$WORK_LIB p2psync web --no-open --json >"$DEMO/web.out" 2>"$DEMO/web.err" &
 web_pid=$!
 PIDS+=("$web_pid")
