@@ -54,7 +54,11 @@ ALLOWED: dict[str, set[str]] = {
     "cli": _NODE | {"node", "web", "sync_status"},
 }
 # The relay's server side runs without a library: it imports no store, net or node.
-RELAY_SERVER = {"server", "storage", "storage_keys", "migrations", "passwords", "account_api", "device_api"}
+RELAY_SERVER = {
+    "server", "requests", "storage", "storage_data", "storage_keys", "storage_migrations", "passwords",
+    "account_api", "device_api", "operations", "metrics", "blobs", "storage_pg", "storage_pg_data",
+    "storage_pg_keys", "storage_pg_migrations", "storage_move",
+}  # fmt: skip
 SANS_IO = {"net/protocol.py", "net/frames.py"}
 NO_IO = {"sqlite3", "asyncio", "aiohttp", "zeroconf"}
 PURE = {"engine": NO_IO, "model": NO_IO, "formats": NO_IO}

@@ -26,6 +26,15 @@ from aiohttp import web
 from p2psync.errors import Refusal, RelayCode
 from p2psync.relay import kdf, passwords
 from p2psync.relay.device_api import tie_device
+from p2psync.relay.requests import (
+    b64_field,
+    client_address,
+    email_field,
+    kdf_field,
+    login_fields,
+    malformed,
+    read_object,
+)
 from p2psync.relay.server import (
     ACCOUNT,
     DEVICE,
@@ -37,14 +46,7 @@ from p2psync.relay.server import (
     answer,
     authed,
     authed_any,
-    b64_field,
-    client_address,
-    email_field,
     iso,
-    kdf_field,
-    login_fields,
-    malformed,
-    read_object,
 )
 from p2psync.relay.storage import Claim, EmailTaken
 

@@ -23,9 +23,9 @@ from aiohttp import web
 from p2psync.errors import Refusal, RelayCode
 from p2psync.model.devices import is_device_id
 from p2psync.relay import keyring
+from p2psync.relay.requests import MAX_SEQUENCE, b64_field, malformed, read_object
 from p2psync.relay.server import (
     DEVICE,
-    MAX_SEQUENCE,
     MAX_WRAPPED_KEY,
     RELAY,
     TOKEN,
@@ -33,9 +33,6 @@ from p2psync.relay.server import (
     answer,
     authed,
     authed_any,
-    b64_field,
-    malformed,
-    read_object,
 )
 from p2psync.relay.storage_keys import DeviceRecord, EpochRecord
 
