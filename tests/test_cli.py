@@ -771,3 +771,30 @@ def test_every_command_takes_library_and_json_and_is_documented() -> None:
         assert f"### `p2psync {' '.join(path)}" in docs, f"docs/cli.md has no section for {path}"
         for option in options - {"--library", "--json", "-h", "--help"}:
             assert option in docs, f"docs/cli.md does not mention {option} of {path}"
+
+
+def test_ctrl_c_stops_a_sync_even_when_a_cancellation_is_absorbed() -> None:
+    """Ctrl-C on `p2psync sync` cancels the round; a library deep in the network path may absorb
+    one cancellation (a sync once went on waiting for a cut cable's read timeout). The round is
+    cancelled again until it stops, and the command reports the interruption either way."""
+    import asyncio
+    import contextlib
+    import os
+    import signal
+    import threading
+    import time
+
+    from p2psync.cli.sync_cmds import run_interruptibly
+
+    async def absorbs_one_cancellation() -> str:
+        with contextlib.suppress(asyncio.CancelledError):  # what a misbehaving library does
+            await asyncio.sleep(30)
+        await asyncio.sleep(30)
+        return "finished"
+
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_interruptibly(absorbs_one_cancellation())
+    assert time.monotonic() - start < 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back for the next test

@@ -8,7 +8,8 @@ import logging
 import re
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -29,6 +30,8 @@ from p2psync.net.protocol import DEFAULT_PORT
 from p2psync.node import DISCOVER_SECONDS, Address, Node, SyncResult, SyncRound, parse_address
 from p2psync.relay import link as relay_link
 from p2psync.store.transfers import Missing
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from p2psync.net.chunks import FetchReport
@@ -181,11 +184,52 @@ def _run_round(
             await node.close()
 
     try:
-        return asyncio.run(run())
+        return run_interruptibly(run())
     except KeyboardInterrupt:
         raise NetworkError(
             "The sync was interrupted; every change set that arrived whole is kept, so sync again to resume."
         ) from None
+
+
+RECANCEL_SECONDS = 0.5
+
+
+def run_interruptibly(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, with a Ctrl-C (or SIGTERM) that always stops: the round is cancelled, and
+    cancelled again every half second until it has stopped, since a library deep in the network
+    path may absorb one cancellation (a sync once went on waiting for a cut cable's read timeout);
+    then KeyboardInterrupt, even if the round had ended by itself meanwhile."""
+    interrupted = False
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+        task = loop.create_task(main)
+
+        def cancel_until_done() -> None:
+            if not task.done():
+                task.cancel()
+                loop.call_later(RECANCEL_SECONDS, cancel_until_done)
+
+        def on_signal() -> None:
+            nonlocal interrupted
+            if not interrupted:
+                interrupted = True
+                cancel_until_done()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            result = runner.run(_wait(task))
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        if interrupted:
+            raise KeyboardInterrupt
+        return result
+
+
+async def _wait(task: asyncio.Task[T]) -> T:
+    return await task
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
