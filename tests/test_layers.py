@@ -56,7 +56,7 @@ ALLOWED: dict[str, set[str]] = {
 # The relay's server side runs without a library: it imports no store, net or node.
 RELAY_SERVER = {
     "server", "requests", "storage", "storage_data", "storage_keys", "storage_migrations", "passwords",
-    "account_api", "device_api", "operations", "metrics", "blobs", "storage_pg", "storage_pg_data",
+    "account_api", "device_api", "operations", "metrics", "storage_blobs", "storage_pg", "storage_pg_data",
     "storage_pg_keys", "storage_pg_migrations", "storage_move",
 }  # fmt: skip
 SANS_IO = {"net/protocol.py", "net/frames.py"}

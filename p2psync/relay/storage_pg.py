@@ -33,7 +33,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from p2psync.errors import NetworkError
 from p2psync.relay import storage_pg_migrations as migrations
-from p2psync.relay.blobs import BlobStore, PgBlobs
 from p2psync.relay.outcomes import BindOutcome
 from p2psync.relay.passwords import FAILED_LOGIN_WINDOW, MAX_FAILED_LOGINS, retry_after
 from p2psync.relay.storage import (
@@ -47,6 +46,7 @@ from p2psync.relay.storage import (
     PurgeResult,
     login_limit_wait,
 )
+from p2psync.relay.storage_blobs import BlobStore, PgBlobs
 from p2psync.relay.storage_pg_data import PgChangeSets
 from p2psync.relay.storage_pg_keys import PgKeys
 

@@ -22,7 +22,7 @@ from p2psync.relay.storage_data import (
 from p2psync.relay.storage_keys import EpochMoved
 
 if TYPE_CHECKING:
-    from p2psync.relay.blobs import BlobStore
+    from p2psync.relay.storage_blobs import BlobStore
 
 T = TypeVar("T")
 Cursor = Any  # a psycopg cursor

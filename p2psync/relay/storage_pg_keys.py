@@ -21,7 +21,7 @@ from p2psync.relay.storage_keys import (
 )
 
 if TYPE_CHECKING:
-    from p2psync.relay.blobs import BlobStore
+    from p2psync.relay.storage_blobs import BlobStore
 
 T = TypeVar("T")
 Cursor = Any  # a psycopg cursor
