@@ -155,8 +155,7 @@ def _run_login(
         )
         backlog = library.search_backlog()
         if backlog:
-            for _ in library.catch_up_search():
-                pass
+            library.refs.index_now()
     if made:
         click.echo(f"Created a library at {library.path} to receive the account's library.", err=True)
     failed = report.sync.error if report.sync is not None else None

@@ -93,8 +93,7 @@ async def login(request: web.Request) -> web.StreamResponse:
                 raise InvalidValue("The two passwords differ; type the same one twice.")
         made_backup = (lambda lib: backups.before_merge(lib)) if backup else None
         report = await link_rules.login(library, url, email, password, signup, ask, made_backup)
-        for _ in library.catch_up_search():
-            pass
+        library.refs.index_now()
         return report
 
     try:

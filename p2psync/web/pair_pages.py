@@ -27,7 +27,6 @@ from p2psync.net.pair_offer import OfferSession
 from p2psync.node import Node
 from p2psync.store import backup as backups
 from p2psync.store import rebase
-from p2psync.store.library import Library
 from p2psync.web.app import page, redirect, state
 
 routes = web.RouteTableDef()
@@ -225,7 +224,7 @@ async def _join(request: web.Request, running: Running, host: str, port: int, ba
         result: JoinResult = await join(
             worker, running.code, host, port, ask_merge, backups.before_merge if backup else None
         )
-        await worker.call(_catch_up_search)
+        await worker.call(lambda library: library.refs.index_now())
     except P2PSyncError as exc:
         running.state, running.said = "failed", [exc.message]
     except Exception as exc:  # said, never left "working" forever
@@ -233,11 +232,6 @@ async def _join(request: web.Request, running: Running, host: str, port: int, ba
     else:
         running.state, running.said = "paired", result.sentences()
         state(request).hub.publish("library")
-
-
-def _catch_up_search(library: Library) -> None:
-    for _ in library.catch_up_search():
-        pass
 
 
 @routes.get("/pair/join/{id}")

@@ -20,7 +20,7 @@ from p2psync.model.ids import is_id_prefix
 from p2psync.store.db import Database
 from p2psync.store.library import duplicates
 from p2psync.store.library.records import ReferenceRow
-from p2psync.store.library.references import CONFLICTED, IN_CONFLICT, rows
+from p2psync.store.library.references import CONFLICTED, IN_CONFLICT, fts_query, rows
 
 if TYPE_CHECKING:
     from p2psync.store.library import Library
@@ -116,14 +116,6 @@ def _view(library: Library, listing: Listing) -> _Scope:
         scope.where += " AND r.num IN (SELECT num FROM duplicate_refs)"
         scope.driver = "duplicate_refs d CROSS JOIN refs r ON r.num = d.num"
     return scope
-
-
-def fts_query(text: str) -> str:
-    """Every word must match, each as a word or the start of one ("neur" finds "neuron")."""
-    words = [w for w in text.split() if w.strip('"')]
-    if not words:
-        raise InvalidValue("Give some words to search for.")
-    return " ".join('"' + w.replace('"', '""') + '"*' for w in words)
 
 
 def page(
@@ -224,8 +216,7 @@ def _search(library: Library, listing: Listing, scope: _Scope) -> int:
     The hits are found once per page: counting them in the view and finding the page's rows
     both read the table, where a subquery would run the full-text search twice."""
     match = fts_query(listing.query)
-    for _ in library.refs.catch_up_search():
-        pass
+    library.refs.index_now()
     db = library.db
     db.execute("CREATE TEMP TABLE IF NOT EXISTS search_hits (num INTEGER PRIMARY KEY)")
     db.execute("DELETE FROM temp.search_hits")

@@ -176,12 +176,8 @@ class References:
 
         Every word must match; a word matches as a prefix ("neur" finds "neuron").
         """
-        words = [w for w in text.split() if w.strip('"')]
-        if not words:
-            raise InvalidValue("Give some words to search for.")
-        query = " ".join('"' + w.replace('"', '""') + '"*' for w in words)
-        for _ in self.catch_up_search():
-            pass
+        query = fts_query(text)
+        self.index_now()
         sql = (
             "SELECT r.* FROM refs_fts f JOIN refs r ON r.num = f.rowid "
             "WHERE refs_fts MATCH ? AND r.trashed = ? ORDER BY bm25(refs_fts), r.id LIMIT ?"
@@ -191,6 +187,12 @@ class References:
     def search_backlog(self) -> int:
         """How many references are waiting to be indexed for search (after a large sync)."""
         return int(self.library.db.execute("SELECT count(*) FROM search_backlog").fetchone()[0])
+
+    def index_now(self) -> None:
+        """Bring the search index up to date before a search, without progress (catch_up_search
+        is the same work, batch by batch, for a progress bar)."""
+        for _ in self.catch_up_search():
+            pass
 
     def catch_up_search(self) -> Iterator[int]:
         """Index the references a sync left for later; yields progress (references per batch).
@@ -211,3 +213,12 @@ def rows(db: Database, sql: str, params: list[Any]) -> Iterator[ReferenceRow]:
     columns = [d[0] for d in cursor.description]
     for row in cursor:
         yield ReferenceRow.from_row(dict(zip(columns, row, strict=True)))
+
+
+def fts_query(text: str) -> str:
+    """The FTS5 query for a search: every word must match, each as a word or the start of one
+    ("neur" finds "neuron"). The same for `ref search` and the web app's list."""
+    words = [w for w in text.split() if w.strip('"')]
+    if not words:
+        raise InvalidValue("Give some words to search for.")
+    return " ".join('"' + w.replace('"', '""') + '"*' for w in words)
