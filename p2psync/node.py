@@ -5,6 +5,14 @@ library (it watches SQLite's data_version), when a member appears on the LAN (mD
 peer pushed changes to it (so that they travel on: A -> B -> C), on an interval, and once more on
 a clean stop. Everything here is I/O wiring; the rules are in engine/ and store/.
 
+An attachment edited in place (a PDF annotated in a viewer) travels without a wait on the way:
+the operating system tells the daemon's watcher (watching.py) which files were written; once the
+writes pause (50 ms) only those files are read and recorded as new versions, and the round that a
+new local change starts pushes them to the members at once. A daemon that receives such a push
+fetches the versions it names from the members it knows right away (`_pushed`), before the round
+that passes the news on. A periodic scan of every file stays as the fallback: every minute with
+the watcher, every SCAN_SECONDS without one.
+
 mDNS records are untrusted: they only say where to knock. Who answers is settled by mutual TLS
 with the member's pinned key (sync_with_peer with device=...).
 """
@@ -36,15 +44,21 @@ from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
 from p2psync.store.sync import unsealed_count, version_vector
+from p2psync.watching import AttachmentWatcher, Touched
 
 log = logging.getLogger("p2psync.node")
 WATCH_SECONDS = 0.2  # how often the daemon looks for changes made by other processes
 FORWARD_DELAY = 0.25  # after changes arrived: wait this long for more before passing them on...
 FORWARD_MAX_DELAY = 2.0  # ...but never longer than this after the first (a steady stream must not starve it)
 DISCOVER_SECONDS = 2.0  # how long a one-shot sync looks for members on the LAN
-# How often the daemon looks for attachment files edited in place. P2PSYNC_SCAN_SECONDS changes
-# it (tests make it long, to show that a receive records local edits by itself).
+# How often the daemon looks at every attachment file for edits in place when the operating
+# system's notifications are not there to say which (P2PSYNC_SCAN_SECONDS changes it: tests make it
+# long, with P2PSYNC_WATCH=0, to show that a receive records local edits by itself), and how often
+# as a fallback while they are.
 SCAN_SECONDS = float(os.environ.get("P2PSYNC_SCAN_SECONDS") or 2.0)
+WATCHED_SCAN_SECONDS = max(SCAN_SECONDS, 60.0)
+WATCH = os.environ.get("P2PSYNC_WATCH", "1") != "0"  # 0: no file notifications, the scan only
+UNSETTLED_SECONDS = 0.25  # a file still being written when read is read again this much later
 
 SyncResult = PeerSync | NetworkError
 
@@ -114,14 +128,16 @@ class Node:
         self._forward_at: float | None = None
         self._forward_first = 0.0
         self._lan: LanPresence | None = None
+        self._fetch_due = False  # a peer pushed change sets: fetch the attachments they name now
         self.last_fetch: FetchReport | None = None
+        self.watching = False  # the daemon's attachment watcher is running
 
     async def serve(self, host: str, port: int, setup: Callable[[web.Application], None] | None = None) -> int:
         """Start the peer server; returns the port it listens on. `setup` may add routes."""
         cert, key = await self.worker.call(
             lambda library: tls.certificate_files(library.identity(), self.worker.key_file, library.path)
         )
-        app = make_app(self.worker, on_change=self._changes_arrived, setup=setup)
+        app = make_app(self.worker, on_change=self._pushed, setup=setup)
         # Behind the gate (net/gate.py): handshake and header deadlines, a cap on strangers.
         self._runner, self.port = await listen(app, host, port, tls.server_context(cert, key))
         self.host = host
@@ -139,6 +155,15 @@ class Node:
         if self._forward_at is None:
             self._forward_first = now
         self._forward_at = min(now + FORWARD_DELAY, self._forward_first + FORWARD_MAX_DELAY)
+
+    def _pushed(self) -> None:
+        """A peer pushed change sets to our server: pass them on as any news, and have the daemon
+        fetch the attachment versions they name at once (`_fetch_pushed`), not after the forward
+        round's pause."""
+        self._changes_arrived()
+        if self._forwarding:
+            self._fetch_due = True
+            self._wake.set()
 
     async def sync(self, addresses: Iterable[Address], on_step: StepCallback | None = None) -> list[SyncResult]:
         """Sync with each address in turn (one sync at a time per node); failures are returned,
@@ -185,10 +210,19 @@ class Node:
             if isinstance(result, PeerSync) and result.device and result.device not in links:
                 host, port = _split(result.address)
                 links[result.device] = Link(host, port, result.device)
+        return await self._fetch_from(list(links.values()), failed, on_plan, on_bytes)
+
+    async def _fetch_from(
+        self,
+        links: list[Link],
+        failed: int = 0,
+        on_plan: Callable[[int, int], None] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> FetchReport:
         async with self._sync_lock:
             try:
                 report = await fetch_attachments(
-                    self.worker, list(links.values()), on_plan, on_bytes, unreachable=failed if not links else 0
+                    self.worker, links, on_plan, on_bytes, unreachable=failed if not links else 0
                 )
             except DiskFull as exc:  # filled up meanwhile (by something else): what arrived whole is kept
                 report = FetchReport(disk_full=exc.message)
@@ -308,21 +342,32 @@ class Node:
                 me, self.port, announce_addresses(self.host, mdns_interfaces), mdns_interfaces, self._wake.set
             )
             await self._lan.start()
+        watcher = AttachmentWatcher(self.path, self._wake.set) if WATCH else None
         try:
+            if watcher is not None and await watcher.start():
+                log.info("Watching %s for attachments edited in place.", watcher.folder)
             await self._round(static, relay=True)
             version = await self.worker.call(Library.data_version)
             known_foreign = await self.worker.call(_foreign_vector)
             next_interval = loop.time() + interval
-            next_scan = loop.time() + SCAN_SECONDS
+            last_scan = loop.time()
             while not stop.is_set():
+                self.watching = watcher is not None and watcher.running
                 await self._pause(stop)
                 if stop.is_set():
                     break
+                if self._fetch_due:
+                    self._fetch_due = False
+                    await self._fetch_pushed(static)
                 now = loop.time()
                 edited = False
-                if now >= next_scan:  # PDFs annotated in place become new versions (store/library/attachments.py)
-                    next_scan = now + SCAN_SECONDS
-                    edited = bool(await self.worker.call(_scan_edits))
+                # PDFs annotated in place become new versions (store/library/attachments.py): the
+                # files the watcher saw written at once, all of them now and then as a fallback.
+                touched = watcher.take() if watcher is not None else None
+                if now >= last_scan + (WATCHED_SCAN_SECONDS if self.watching else SCAN_SECONDS):
+                    last_scan, touched = now, "all"
+                if touched is not None:
+                    edited = await self._look(touched, watcher)
                 current = await self.worker.call(Library.data_version)
                 local_change = current != version or edited
                 version = current
@@ -347,9 +392,31 @@ class Node:
             await self._round(static, relay=True)  # a clean stop leaves nothing unsent
         finally:
             self._forwarding = False
+            self.watching = False
+            if watcher is not None:
+                await watcher.stop()
             if self._lan is not None:
                 lan, self._lan = self._lan, None
                 await lan.stop()
+
+    async def _look(self, touched: Touched, watcher: AttachmentWatcher | None) -> bool:
+        """Record the touched attachment files (or all) that were edited in place; True if any
+        was. A file still being written is looked at again a little later."""
+        edits = await self.worker.call(_scan_edits, touched)
+        if edits.modified:
+            log.info("attachments: %d edited here, recorded as new versions", edits.modified)
+        if edits.unsettled and watcher is not None and watcher.running:
+            asyncio.get_running_loop().call_later(UNSETTLED_SECONDS, watcher.touch, edits.unsettled)
+        return edits.modified > 0
+
+    async def _fetch_pushed(self, static: list[Address]) -> None:
+        """Fetch what a push named from the members known by device (on the LAN, remembered);
+        the pusher is among them: its address was remembered when it made itself known."""
+        lan = await self.members_on_lan()
+        known = await self.known_addresses()
+        links = [Link(a.host, a.port, a.device) for a in merge_targets(lan, known) if a.device is not None]
+        if links:
+            await self._fetch_from(links)
 
     def _log_relay(self, done: SyncRound) -> None:
         """The relay part of a daemon's round in the log; errors never stop the daemon (they are
@@ -447,9 +514,23 @@ async def _sync_relay(worker: LibraryWorker) -> Any:
         return exc
 
 
-def _scan_edits(library: Library) -> int:
-    """Attachment files changed in place since last looked at, now recorded as new versions."""
-    return sum(1 for change in library.scan_attachments() if change["change"] == "modified")
+@dataclass(frozen=True)
+class Edits:
+    """What a look at the attachment files found: how many were recorded as new versions, and
+    which were still being written (not recorded: looked at again)."""
+
+    modified: int
+    unsettled: list[tuple[str, str]]
+
+
+def _scan_edits(library: Library, touched: Touched) -> Edits:
+    """Attachment files changed in place since last looked at (those touched, or all), now
+    recorded as new versions."""
+    changes = library.scan_attachments(files=None if touched == "all" else touched)
+    return Edits(
+        sum(1 for change in changes if change["change"] == "modified"),
+        [(change["ref"], change["name"]) for change in changes if change["change"] == "unsettled"],
+    )
 
 
 def _foreign_vector(library: Library) -> dict[str, int]:

@@ -136,13 +136,16 @@ def test_a_daemon_starting_keeps_both_annotations(tmp_path: Path) -> None:
 
 def test_a_running_daemon_that_receives_a_push_keeps_both_annotations(tmp_path: Path) -> None:
     pa, pb, ref = shared_paper(tmp_path)
-    # B's daemon looks at its files only once an hour here, so what records B's edit in time can
-    # only be the receive itself (with a 2 s scan the outcome would depend on timing).
+    # B's daemon looks at its files only once an hour here, and has no file notifications, so
+    # what records B's edit in time can only be the receive itself (with a 2 s scan or the
+    # watcher the outcome would depend on timing).
     os.environ["P2PSYNC_SCAN_SECONDS"] = "3600"
+    os.environ["P2PSYNC_WATCH"] = "0"
     try:
         daemon_b, port_b = start_daemon(pb)
     finally:
         del os.environ["P2PSYNC_SCAN_SECONDS"]
+        del os.environ["P2PSYNC_WATCH"]
     daemon_a = None
     try:
         time.sleep(1.0)  # B's daemon has finished its start-up round and its first look

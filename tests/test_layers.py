@@ -48,7 +48,8 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"crypto", "engine", "model", "files", "formats"},
     "net": {"store", "crypto", "engine", "model", "files"},
     "relay": {"net", "store", "crypto", "engine", "model", "files"},
-    "node": _NODE,
+    "watching": {"store"},  # the daemon's file notifications: it names paths (store/folder.py), no more
+    "node": _NODE | {"watching"},
     "sync_status": {"relay", "store", "crypto", "engine", "model", "files"},
     "web": _NODE | {"node", "sync_status"},
     "cli": _NODE | {"node", "web", "sync_status"},

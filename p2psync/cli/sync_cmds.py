@@ -301,6 +301,7 @@ def daemon(
         pass  # fail early, in words, if there is no library
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("zeroconf").setLevel(logging.WARNING)  # its INFO lines are about packets, not peers
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its INFO lines count raw file events
 
     async def run() -> None:
         node = Node(path)

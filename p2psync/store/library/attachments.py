@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,8 +83,11 @@ class Attachments:
         entries: list[registers.Entry] = json.loads(row[0]) if row else []
         return entries
 
-    def record_file(self, ref_id: str, name: str, path: Path, manifest: dict[str, Any]) -> None:
-        """Note a file on disk as holding `manifest` (inside a write transaction)."""
+    def record_file(
+        self, ref_id: str, name: str, path: Path, manifest: dict[str, Any], mtime_ns: int | None = None
+    ) -> None:
+        """Note a file on disk as holding `manifest` (inside a write transaction); `mtime_ns`: the
+        mtime the manifest was read at, if known (a later write then shows as a change)."""
         db = self.library.db
         previous = db.execute(
             "SELECT sha256 FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name]
@@ -92,7 +96,13 @@ class Attachments:
             "INSERT INTO attachment_files (ref_id, name, size, sha256, mtime_ns) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (ref_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
             "mtime_ns = excluded.mtime_ns",
-            [ref_id, name, manifest["size"], manifest["sha256"], path.stat().st_mtime_ns],
+            [
+                ref_id,
+                name,
+                manifest["size"],
+                manifest["sha256"],
+                path.stat().st_mtime_ns if mtime_ns is None else mtime_ns,
+            ],
         )
         transfers.index_chunks(db, manifest)
         if previous and previous[0] != manifest["sha256"]:
@@ -218,20 +228,33 @@ class Attachments:
             return []
         return self.scan()
 
-    def scan(self, ref_id: str | None = None) -> list[dict[str, Any]]:
-        """Notice attachment files changed in place (size and mtime first, then the hash).
+    def scan(self, ref_id: str | None = None, files: Collection[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+        """Notice attachment files changed in place (size and mtime first, then the hash): all of
+        them, those of `ref_id`, or only `files` ((ref_id, name) pairs: the daemon's watcher names
+        the files the operating system saw touched, p2psync/watching.py).
 
-        A changed file is recorded as a new version of that attachment; a missing one is only
+        A changed file is recorded as a new version of that attachment, from a stable read only: a
+        file that changed while it was being hashed (a PDF viewer still saving) is reported as
+        'unsettled' and left for the next look, never recorded half written. A missing one is only
         reported (a file deleted by accident must not delete the attachment on every machine).
         """
-        sql = "SELECT ref_id, name, size, sha256, mtime_ns FROM attachment_files"
         db = self.library.db
-        rows = db.execute(sql + (" WHERE ref_id = ?" if ref_id else ""), [ref_id] if ref_id else []).fetchall()
+        sql = "SELECT ref_id, name, size, sha256, mtime_ns FROM attachment_files"
+        if files is not None:
+            rows = []
+            for pair in sorted(set(files)):
+                row = db.execute(sql + " WHERE ref_id = ? AND name = ?", list(pair)).fetchone()
+                if row is not None:  # a file the library does not know is not an attachment
+                    rows.append(row)
+        else:
+            rows = db.execute(sql + (" WHERE ref_id = ?" if ref_id else ""), [ref_id] if ref_id else []).fetchall()
         found: list[dict[str, Any]] = []
+        edited: list[tuple[tuple[str, str, int, str, int], dict[str, Any], int]] = []
         # Every seal and receive runs this: one os.stat on a text path per file (a Path is made
         # only for a file that changed), about 5 us a file instead of 15-20.
         top = f"{self.library.path / folder.ATTACHMENTS_DIR}{os.sep}"
-        for r_id, name, size, digest, mtime_ns in rows:
+        for row in rows:
+            r_id, name, size, _digest, mtime_ns = row
             try:
                 stat = os.stat(f"{top}{r_id}{os.sep}{name}")
             except FileNotFoundError:
@@ -243,7 +266,7 @@ class Attachments:
             if self._unsyncable.get((r_id, name)) == (stat.st_size, stat.st_mtime_ns):
                 continue
             try:
-                manifest = manifest_of(path)
+                read = stable_manifest(path)
             except FileNotFoundError:
                 found.append({"ref": r_id, "name": name, "change": "missing"})
                 continue
@@ -251,9 +274,31 @@ class Attachments:
                 self._unsyncable[(r_id, name)] = (stat.st_size, stat.st_mtime_ns)
                 found.append({"ref": r_id, "name": name, "change": "too_large", "error": exc.message})
                 continue
-            new_size, new_digest = manifest["size"], manifest["sha256"]
-            with self.library.writing() as writer:
-                if new_digest != digest:
+            if read is None:
+                found.append({"ref": r_id, "name": name, "change": "unsettled"})
+                continue
+            edited.append((row, *read))
+        if edited:
+            found += self._record_edits(edited)
+        return found
+
+    def _record_edits(
+        self, edited: list[tuple[tuple[str, str, int, str, int], dict[str, Any], int]]
+    ) -> list[dict[str, Any]]:
+        """Record files read whole (one transaction for all: a burst of saves costs one commit)."""
+        found = []
+        db = self.library.db
+        with self.library.writing() as writer:
+            for (r_id, name, size, digest, mtime_ns), manifest, read_mtime in edited:
+                # Another process (an attach, a one-shot sync landing a fetched file) may have put
+                # a file in place and recorded it since this scan read the record: then what was
+                # hashed is that file, not an edit. Left for the next look, against the new record.
+                now = db.execute(
+                    "SELECT size, sha256, mtime_ns FROM attachment_files WHERE ref_id = ? AND name = ?", [r_id, name]
+                ).fetchone()
+                if now is None or tuple(now) != (size, digest, mtime_ns):
+                    continue
+                if manifest["sha256"] != digest:
                     entries = self.entries(r_id, name)
                     # The edit was made to the version this file held (`digest`) and replaces
                     # only that one. If a peer's version replaced it in the register meanwhile,
@@ -261,6 +306,32 @@ class Attachments:
                     base = [e for e in entries if isinstance(e[3], dict) and e[3]["sha256"] == digest]
                     if registers.changed(entries, manifest):
                         writer.log(ops.attachment_put(r_id, name, manifest, registers.dots(base)))
-                    found.append({"ref": r_id, "name": name, "change": "modified", "size": new_size})
-                self.record_file(r_id, name, path, manifest)
+                    found.append({"ref": r_id, "name": name, "change": "modified", "size": manifest["size"]})
+                self.record_file(r_id, name, self.file(r_id, name), manifest, read_mtime)
         return found
+
+
+# A file's mtime only moves on in steps of the kernel's clock tick (1 to 10 ms on Linux): a write
+# within the same tick as the look before the read would leave size and mtime as they were.
+RACY_NS = 20_000_000
+
+
+def stable_manifest(path: Path) -> tuple[dict[str, Any], int] | None:
+    """The manifest of a file and the mtime it describes, if the file stayed the same while it was
+    read (size, mtime, ctime and inode before and after); None if it changed meanwhile. A file
+    written within RACY_NS of the first look is given that long first, so that a write in the
+    same clock tick cannot go unseen."""
+    before = os.stat(path)
+    age = time.time_ns() - before.st_mtime_ns
+    if 0 <= age < RACY_NS:
+        time.sleep((RACY_NS - age) / 1e9)
+        before = os.stat(path)
+    manifest = manifest_of(path)
+    after = os.stat(path)
+    if _identity(before) != _identity(after) or manifest["size"] != after.st_size:
+        return None
+    return manifest, after.st_mtime_ns
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
