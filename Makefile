@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_relay.py
 	$(BIN)/python bench/bench_start.py
 	$(BIN)/python bench/bench_web.py
+	$(BIN)/python bench/bench_scale.py  # 10,000 and 100,000; add --sizes 10000,100000,1000000 (see docs)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
