@@ -37,8 +37,8 @@ from p2psync.net.protocol import (
     VERSION_HEADER,
 )
 from p2psync.net.worker import LibraryWorker, receive_stream
+from p2psync.store import bulk, rebase
 from p2psync.store import peers as peer_store
-from p2psync.store import rebase
 from p2psync.store.library import Library
 from p2psync.store.peers import member_keys
 from p2psync.store.rebase import MergeReport
@@ -152,7 +152,7 @@ async def _sync(
             theirs = answer.get("vv")
             if not isinstance(theirs, dict):
                 raise ProtocolMismatch(f"The peer at {result.address} answered the version exchange wrongly.")
-            await _pull(session, base, worker, my_vv, result)
+            await _pull(session, base, worker, my_vv, result, bulk.is_bulk(my_vv, theirs))
             # Content set aside when this library joined another is written back once the
             # other library has arrived, and so travels with this very push.
             result.merge = await worker.call(_finish_merge)
@@ -250,7 +250,12 @@ async def _post_json(session: aiohttp.ClientSession, url: str, body: Any) -> Any
 
 
 async def _pull(
-    session: aiohttp.ClientSession, base: str, worker: LibraryWorker, my_vv: dict[str, int], result: PeerSync
+    session: aiohttp.ClientSession,
+    base: str,
+    worker: LibraryWorker,
+    my_vv: dict[str, int],
+    result: PeerSync,
+    is_bulk: bool = False,
 ) -> None:
     async with session.post(
         base + PREFIX + "/pull", data=encode({"vv": my_vv}), headers={"Content-Type": "application/json"}
@@ -258,7 +263,7 @@ async def _pull(
         if response.status >= 400:
             await read_json(response)
         chunks = response.content.iter_chunked(256 * 1024)
-        ended = await receive_stream(worker, chunks, result.device or result.address, result.received)
+        ended = await receive_stream(worker, chunks, result.device or result.address, result.received, is_bulk)
     if not ended:
         raise PeerUnreachable(f"The stream from {result.address} was cut; sync again to resume.")
 

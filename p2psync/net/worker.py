@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from p2psync.net import frames
 from p2psync.net.protocol import BATCH_BYTES
+from p2psync.store import bulk as store_bulk
 from p2psync.store.library import KEY_FILE, Library
 from p2psync.store.sync import ReceiveReport, receive
 
@@ -70,10 +71,23 @@ class LibraryWorker:
         self._pool.shutdown(wait=True)
 
 
-async def receive_stream(worker: LibraryWorker, chunks: AsyncIterable[bytes], peer: str, total: ReceiveReport) -> bool:
+async def receive_stream(
+    worker: LibraryWorker, chunks: AsyncIterable[bytes], peer: str, total: ReceiveReport, bulk: bool = False
+) -> bool:
     """Apply a framed change-set stream as it arrives, in batches of about BATCH_BYTES, adding
     to `total`. Whatever arrived whole is applied even if the stream breaks or turns out bad
-    (the exception then propagates). Returns whether the stream ended with its end mark."""
+    (the exception then propagates). Returns whether the stream ended with its end mark.
+    bulk: the stream brings far more than the library holds (store/bulk.py): the random-order
+    sort indexes are dropped for it and built again at its end."""
+    deferred = await worker.call(store_bulk.defer_indexes) if bulk else None
+    try:
+        return await _receive_stream(worker, chunks, peer, total)
+    finally:
+        if deferred is not None:
+            await worker.call(store_bulk.build_indexes, deferred)
+
+
+async def _receive_stream(worker: LibraryWorker, chunks: AsyncIterable[bytes], peer: str, total: ReceiveReport) -> bool:
     reader = frames.FrameReader()
     batch: list[bytes] = []
     size = 0

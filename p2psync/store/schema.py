@@ -12,6 +12,7 @@ headers' ranges, and updating every log row at sealing time doubled its cost).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from p2psync.errors import LibraryCorrupt
@@ -327,6 +328,65 @@ REPLICATED_TABLES = (
 )
 
 
+# The sort indexes of the library list (migration 13) whose rows arrive in random order: a
+# receive of far more references than the library holds drops them and builds them again at its
+# end (store/bulk.py), since inserting a million rows into each, in random places, rewrites most
+# of their pages at every commit. The statements are migration 13's (a test holds them equal).
+DEFERRABLE_INDEXES = {
+    "refs_by_title": "CREATE INDEX refs_by_title ON refs (deleted, trashed, coalesce(title, '') COLLATE NOCASE, id)",
+    "refs_by_author": (
+        "CREATE INDEX refs_by_author ON refs (deleted, trashed, coalesce(first_author, '') COLLATE NOCASE, id)"
+    ),
+    "refs_by_year": "CREATE INDEX refs_by_year ON refs (deleted, trashed, coalesce(year, ''), id)",
+    "refs_by_journal": (
+        "CREATE INDEX refs_by_journal ON refs "
+        "(deleted, trashed, coalesce(json_extract(data, '$.journal'), '') COLLATE NOCASE, id)"
+    ),
+}
+DEFERRED_BY = "sort_indexes_deferred_by"  # meta key: the process receiving without them (its pid)
+
+
+def missing_indexes(db: Database) -> list[str]:
+    """The deferrable indexes not in the library now (one look at the schema table)."""
+    names = list(DEFERRABLE_INDEXES)
+    marks = ",".join("?" * len(names))
+    sql = f"SELECT name FROM sqlite_schema WHERE type = 'index' AND name IN ({marks})"
+    present = {n for (n,) in db.execute(sql, names)}
+    return [name for name in names if name not in present]
+
+
+def build_indexes(db: Database, names: list[str]) -> None:
+    """Build these deferrable indexes again, in one transaction, and clear the mark."""
+    with write_transaction(db):
+        for name in names:
+            db.execute(DEFERRABLE_INDEXES[name].replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
+        db.execute("DELETE FROM meta WHERE key = ?", [DEFERRED_BY])
+
+
+def _restore_indexes(db: Database) -> None:
+    """A process that dropped the sort indexes for a bulk receive and was killed before building
+    them again left them out: build them now, unless that process is still receiving."""
+    missing = missing_indexes(db)
+    if not missing:
+        return
+    row = db.execute("SELECT value FROM meta WHERE key = ?", [DEFERRED_BY]).fetchone()
+    if row is not None and _alive(int(row[0])):
+        return
+    build_indexes(db, missing)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # no signal: only whether it exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, under another user
+        return True
+    return True
+
+
 def migrate(db: Database) -> int:
     """Bring the schema up to date; return the version it is now at."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -344,6 +404,7 @@ def migrate(db: Database) -> int:
                 db.execute(statement)
             version += 1
             db.execute(f"PRAGMA user_version = {version}")
+    _restore_indexes(db)
     return version
 
 
