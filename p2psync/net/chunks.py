@@ -17,20 +17,20 @@ import hashlib
 import logging
 import os
 import shutil
-import struct
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from p2psync.engine.canonical import encode
-from p2psync.errors import DiskFull, NetworkError, P2PSyncError, ProtocolMismatch
-from p2psync.model.chunking import MAX_SIZE, offsets
+from p2psync.errors import DiskFull, P2PSyncError
+from p2psync.model.chunking import offsets
 from p2psync.net import tls
-from p2psync.net.protocol import LIBRARY_HEADER, PREFIX, PROTOCOL_VERSION, VERSION_HEADER
+from p2psync.net.chunk_client import ChunkConnection
+from p2psync.net.chunk_io import ChunkStream, Parsed, PartialFile, frame_chunks, verify_and_write
 from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
 from p2psync.store import transfers
@@ -38,10 +38,10 @@ from p2psync.store.db import is_disk_full
 from p2psync.store.transfers import Missing, MissingFile, Need
 
 MAX_CHUNKS_PER_REQUEST = 512
-SEGMENT_BYTES = 8 * 1024 * 1024  # one request asks for about this much of one file
+SEGMENT_BYTES = 16 * 1024 * 1024  # one request asks for about this much of one file (most files: all of it,
+# so its chunks arrive in order and feed the whole-file hash as they are written)
 PARALLEL_PER_PEER = 4  # requests in flight to one peer
-WRITE_BATCH = 1024 * 1024  # chunks received are verified and written in batches of about this
-_LENGTH = struct.Struct(">I")
+SEND_BATCH = 2 * 1024 * 1024  # chunks are read from disk and sent in batches of about this
 log = logging.getLogger("p2psync.server")
 
 
@@ -50,7 +50,7 @@ log = logging.getLogger("p2psync.server")
 
 async def serve_chunks(request: web.Request, worker: LibraryWorker, body: Any) -> web.StreamResponse:
     """Answer a list of chunk names with, for each in order, its length and bytes (length 0:
-    not here). Files are read off the event loop, about WRITE_BATCH at a time."""
+    not here). Files are read off the event loop, about SEND_BATCH at a time (net/chunk_io.py)."""
     wanted = body.get("chunks") if isinstance(body, dict) else None
     if (
         not isinstance(wanted, list)
@@ -67,26 +67,39 @@ async def serve_chunks(request: web.Request, worker: LibraryWorker, body: Any) -
     response = web.StreamResponse(headers={"Content-Type": "application/x-p2psync-chunks"})
     await response.prepare(request)
     loop = asyncio.get_running_loop()
-    start = 0
+    batches = _batches(locations)
+    sent = 0
     try:
-        while start < len(locations):
-            end, size = start, 0
-            while end < len(locations) and (size < WRITE_BATCH or end == start):
-                size += locations[end].size if locations[end] is not None else 0  # type: ignore[union-attr]
-                end += 1
-            datas = await loop.run_in_executor(None, _read_all, locations[start:end])
-            await response.write(b"".join(_LENGTH.pack(len(d)) + d if d else _LENGTH.pack(0) for d in datas))
-            start = end
+        # The next batch is read from disk while this one is encrypted and sent.
+        ahead = loop.run_in_executor(None, frame_chunks, batches[0]) if batches else None
+        for i in range(len(batches)):
+            assert ahead is not None
+            data = await ahead
+            ahead = loop.run_in_executor(None, frame_chunks, batches[i + 1]) if i + 1 < len(batches) else None
+            await response.write(data)
+            sent += len(batches[i])
         await response.write_eof()
     except ConnectionResetError:
         # The fetcher went away (it stopped, or takes these chunks from another peer): not a fault
         # of this device, so no traceback; aiohttp drops the rest of the answer quietly.
-        log.debug("a peer left while being sent chunks (%d of %d sent)", start, len(locations))
+        log.debug("a peer left while being sent chunks (%d of %d sent)", sent, len(locations))
     return response
 
 
-def _read_all(locations: list[transfers.Location | None]) -> list[bytes | None]:
-    return transfers.read_chunks(locations)
+def _batches(locations: list[transfers.Location | None]) -> list[list[transfers.Location | None]]:
+    """The chunks cut into runs of about SEND_BATCH bytes (at least one chunk each)."""
+    out: list[list[transfers.Location | None]] = []
+    current: list[transfers.Location | None] = []
+    size = 0
+    for location in locations:
+        current.append(location)
+        size += location.size if location is not None else 0
+        if size >= SEND_BATCH:
+            out.append(current)
+            current, size = [], 0
+    if current:
+        out.append(current)
+    return out
 
 
 def _is_hex(text: str) -> bool:
@@ -147,19 +160,6 @@ class FetchReport:
     def interrupted(self) -> bool:
         """Whether a file is missing for a reason the next sync may cure (a cut, a bad copy)."""
         return any(m.reason in (Missing.UNREACHABLE, Missing.VERIFICATION) for m in self.missing)
-
-
-@dataclass
-class PartialFile:
-    """One version being assembled in its partial file (store/transfers.py): what is still to
-    fetch, and what went wrong; shared by the LAN fetch here and the relay's (relay/attachments.py)."""
-
-    need: Need
-    starts: list[int]
-    remaining: set[int]
-    refused_at: dict[int, set[str]] = field(default_factory=dict)  # chunk index -> peers whose copy failed
-    failed: Missing | None = None  # why, once given up
-    finished: bool = False
 
 
 @dataclass
@@ -333,28 +333,13 @@ def copy_located(file: PartialFile, batch: list[int], locations: list[transfers.
     return sum(file.need.chunks[i][1] for i in good)
 
 
-def verify_and_write(file: PartialFile, items: list[tuple[int, bytes]]) -> tuple[list[int], list[int]]:
-    """Write the chunks whose bytes match their names; return (good, bad) indexes."""
-    good, bad = [], []
-    fd = os.open(file.need.partial, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        for index, data in items:
-            if hashlib.sha256(data).hexdigest() == file.need.chunks[index][0]:
-                os.pwrite(fd, data, file.starts[index])
-                good.append(index)
-            else:
-                bad.append(index)
-    finally:
-        os.close(fd)
-    return good, bad
-
-
 async def _finish(worker: LibraryWorker, file: PartialFile, report: FetchReport) -> None:
     if file.finished:
         return
     file.finished = True
 
-    if not await asyncio.get_running_loop().run_in_executor(None, transfers.seal_partial, file.need):
+    seal = transfers.seal_partial
+    if not await asyncio.get_running_loop().run_in_executor(None, seal, file.need, file.digest, file.hashed):
         file.failed = Missing.MANIFEST
         return
     where = await worker.call(transfers.finish, file.need)
@@ -407,7 +392,7 @@ async def _fetch_remote(
                 return segment
         return None
 
-    async def run(peer: _Peer, session: aiohttp.ClientSession) -> None:
+    async def run(peer: _Peer, connection: ChunkConnection) -> None:
         nonlocal busy
         while True:
             async with cond:
@@ -421,8 +406,8 @@ async def _fetch_remote(
                         return
                     await cond.wait()
             try:
-                await _fetch_segment(worker, session, peer, segment, report, advance, queue)
-            except (P2PSyncError, aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+                await _fetch_segment(worker, pool, connection, segment, report, advance, queue)
+            except (P2PSyncError, TimeoutError, OSError) as exc:
                 if is_disk_full(exc) or isinstance(exc, DiskFull):  # our disk, not the peer's fault: stop all
                     rest = sum(segment.file.need.chunks[i][1] for i in segment.indexes if i in segment.file.remaining)
                     report.disk_full = report.disk_full or DiskFull(worker.path, rest).message
@@ -440,14 +425,16 @@ async def _fetch_remote(
                     busy -= 1
                     cond.notify_all()
 
-    sessions = [_session(identity, peer.link) for peer in peers]
+    # One connection, and one thread to read it, per request in flight (net/chunk_client.py).
+    connections = [[_connection(identity, peer.link) for _ in range(parallel)] for peer in peers]
+    pool = ThreadPoolExecutor(max_workers=len(peers) * parallel, thread_name_prefix="p2psync-chunks")
     try:
-        await asyncio.gather(
-            *(run(peer, session) for peer, session in zip(peers, sessions, strict=True) for _ in range(parallel))
-        )
+        await asyncio.gather(*(run(peer, c) for peer, mine in zip(peers, connections, strict=True) for c in mine))
     finally:
-        for session in sessions:
-            await session.close()
+        for mine in connections:
+            for connection in mine:
+                connection.close()
+        pool.shutdown(wait=False)
     for segment in queue:  # left when every peer died
         _give_up(segment, peers)
     for peer in peers:
@@ -460,8 +447,6 @@ async def _fetch_remote(
 def _in_words(exc: BaseException) -> str:
     if isinstance(exc, P2PSyncError):
         return exc.message
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"could not be reached ({exc.os_error.strerror or exc.os_error})"
     if isinstance(exc, TimeoutError):
         return "stopped answering"
     return "the connection broke off"
@@ -487,76 +472,51 @@ def _identity(library: Any, worker: LibraryWorker) -> tuple[dict[str, bytes], st
     return keys, library.library_id, files, library.device_id
 
 
-def _session(identity: tuple[dict[str, bytes], str, tuple[Any, Any], str], link: Link) -> aiohttp.ClientSession:
+def _connection(identity: tuple[dict[str, bytes], str, tuple[Any, Any], str], link: Link) -> ChunkConnection:
     keys, library_id, (cert, key), _me = identity
     expected = keys.get(link.device)
     context = tls.client_context(cert, key, lambda shown: shown == expected)
-    timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=20.0)
-    headers = {VERSION_HEADER: str(PROTOCOL_VERSION), LIBRARY_HEADER: library_id}
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=context, limit=PARALLEL_PER_PEER), timeout=timeout, headers=headers
-    )
+    return ChunkConnection(link.host, link.port, link.device, context, lambda shown: shown == expected, library_id)
 
 
 async def _fetch_segment(
     worker: LibraryWorker,
-    session: aiohttp.ClientSession,
-    peer: _Peer,
+    pool: ThreadPoolExecutor,
+    connection: ChunkConnection,
     segment: _Segment,
     report: FetchReport,
     advance: Progress,
     queue: list[_Segment],
 ) -> None:
     file = segment.file
-    device = peer.link.device
+    device = connection.device
     names = [file.need.chunks[i][0] for i in segment.indexes]
     loop = asyncio.get_running_loop()
     lacking: list[int] = []
     refused: list[int] = []
-    async with session.post(
-        peer.link.base + PREFIX + "/chunks",
-        data=encode({"chunks": names}),
-        headers={"Content-Type": "application/json"},
-    ) as response:
-        if response.status >= 400:
-            raise NetworkError(f"The device {device[:7]} refused to send chunks ({response.status}).")
-        batch: list[tuple[int, bytes]] = []
-        batch_bytes = 0
 
-        async def flush() -> None:
-            nonlocal batch, batch_bytes
-            items, batch, batch_bytes = batch, [], 0
-            good, bad = await loop.run_in_executor(None, verify_and_write, file, items)
-            for i in good:
-                file.remaining.discard(i)
-            moved = sum(file.need.chunks[i][1] for i in good)
-            report.bytes_fetched += moved
-            report.by_peer[device] = report.by_peer.get(device, 0) + moved
-            advance(moved)
-            if bad:
-                report.chunks_refused += len(bad)
-                report.refused_by_peer[device] = report.refused_by_peer.get(device, 0) + len(bad)
-                refused.extend(bad)
+    def count(parsed: Parsed) -> None:
+        for i in parsed.good:
+            file.remaining.discard(i)
+        moved = sum(file.need.chunks[i][1] for i in parsed.good)
+        report.bytes_fetched += moved
+        report.by_peer[device] = report.by_peer.get(device, 0) + moved
+        advance(moved)
+        lacking.extend(parsed.lacking)
+        if parsed.bad:
+            report.chunks_refused += len(parsed.bad)
+            report.refused_by_peer[device] = report.refused_by_peer.get(device, 0) + len(parsed.bad)
+            refused.extend(parsed.bad)
 
-        for index in segment.indexes:
-            (length,) = _LENGTH.unpack(await response.content.readexactly(4))
-            if length == 0:
-                lacking.append(index)
-                continue
-            if length > MAX_SIZE:  # no chunk is that long: the stream cannot be trusted further
-                raise ProtocolMismatch(f"The device {device[:7]} sent a chunk longer than any chunk can be.")
-            data = await response.content.readexactly(length)
-            if length != file.need.chunks[index][1]:  # the wrong bytes, like a failed hash
-                report.chunks_refused += 1
-                report.refused_by_peer[device] = report.refused_by_peer.get(device, 0) + 1
-                refused.append(index)
-                continue
-            batch.append((index, data))
-            batch_bytes += length
-            if batch_bytes >= WRITE_BATCH:
-                await flush()
-        if batch:
-            await flush()
+    def on_batch(parsed: Parsed) -> None:  # (from the connection's thread; counted on the loop, in order,
+        loop.call_soon_threadsafe(count, parsed)  # before the fetch's own result arrives)
+
+    stream = ChunkStream(file, segment.indexes, device)
+    try:
+        await loop.run_in_executor(pool, connection.fetch, names, stream, on_batch)
+    except asyncio.CancelledError:
+        connection.close()  # wakes the thread: it stops with the connection
+        raise
     for index in refused:
         file.refused_at.setdefault(index, set()).add(device)
     retry = sorted(set(lacking) | set(refused))

@@ -427,16 +427,18 @@ def _keep_version(db: Database, ref_id: str, name: str, sha: str, size: int, pat
 HASH_BLOCK = 1 << 20  # bytes read at a time to hash a whole file
 
 
-def seal_partial(need: Need) -> bool:
+def seal_partial(need: Need, digest: Any = None, hashed: int = 0) -> bool:
     """Give a partial file whose every chunk is written its length and fsync it; whether it is,
-    as a whole, the file the manifest names. If not it is removed: the same chunks would only
-    make the same wrong file again (reason 'manifest')."""
+    as a whole, the file the manifest names. `digest` (a hashlib.sha256) has already seen the
+    file's first `hashed` bytes as they were written; only the rest is read back. If the file is
+    not the one named, it is removed: the same chunks would only make the same wrong file again
+    (reason 'manifest')."""
     path = Path(need.partial)
+    whole = digest if digest is not None else hashlib.sha256()
+    at = hashed if digest is not None else 0
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         os.ftruncate(fd, need.size)  # (a no-op unless the file is empty or was longer)
-        whole = hashlib.sha256()
-        at = 0
         while block := os.pread(fd, HASH_BLOCK, at):
             whole.update(block)
             at += len(block)
