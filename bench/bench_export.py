@@ -78,7 +78,8 @@ def main() -> None:
             met = "met" if wall < TARGET_SECONDS else "NOT met"
             print(
                 f"export {args.refs:,} refs as {fmt:<12} {wall:6.2f} s wall, {cpu:6.2f} s CPU, peak RSS {rss:5.0f} MB, "
-                f"{size:5.1f} MB file  (target < {TARGET_SECONDS:.0f} s: {met}; ratio to target {wall / TARGET_SECONDS:.2f})"
+                f"{size:5.1f} MB file  (target < {TARGET_SECONDS:.0f} s: {met}; "
+                f"ratio to target {wall / TARGET_SECONDS:.2f})"
             )
             results[fmt] = {"seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "peak_rss_mb": round(rss, 1)}
     print(json.dumps({"bench": "export", "refs": args.refs, "target_seconds": TARGET_SECONDS, "formats": results}))

@@ -1,5 +1,5 @@
 """Export output pinned byte for byte (issue 22): the streamed, batched export writes exactly what
-the export wrote before it (tests/data/formats/pinned/, made by the code of 4d5a11f).
+the export wrote before it (tests/data/pinned-export/, made by the code of 4d5a11f).
 
 The library is varied: every good fixture file of every format imported (all reference types
 they hold, people as names and institutions, non-ASCII text, long notes, keywords, dates), a
@@ -24,7 +24,7 @@ from p2psync.store import exchange
 from p2psync.store.library import Library
 
 DATA = Path(__file__).parent / "data" / "formats"
-PINNED = DATA / "pinned"
+PINNED = Path(__file__).parent / "data" / "pinned-export"
 GOOD = sorted(p for d in ("ris", "bibtex", "endnote-xml", "csl-json") for p in (DATA / d).iterdir())
 
 
@@ -33,6 +33,9 @@ def varied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Library:
     counter = itertools.count(1)
     sequential = lambda: base64.b32encode(next(counter).to_bytes(10, "big")).decode().lower()  # noqa: E731
     monkeypatch.setattr("p2psync.store.library.new_id", sequential)
+    monkeypatch.setattr("p2psync.formats.bibtex.WRITE_BATCH", 7)  # batches joined as one text
+    monkeypatch.setattr("p2psync.store.exchange.EXPORT_BATCH", 9)
+    monkeypatch.setattr("p2psync.formats.endnote_xml.WRITE_BATCH", 5)
     library = Library.create(tmp_path / "lib")
     ids: list[str] = []
     for path in GOOD:

@@ -155,3 +155,40 @@ def test_export_then_import_elsewhere_keeps_the_references(lib: Path, tmp_path: 
 def test_export_needs_a_format_it_can_tell(lib: Path, tmp_path: Path) -> None:
     done = run(lib, "export", str(tmp_path / "out.txt"))
     assert done.returncode == 1 and "--format" in done.stderr
+
+
+def _on_a_terminal(lib: Path, *args: str) -> tuple[int, str]:
+    """Run p2psync with stdout and stderr on a pseudo-terminal; return its code and all it wrote."""
+    master, slave = os.openpty()
+    env = dict(os.environ, P2PSYNC_LIBRARY=str(lib), TERM="xterm", COLUMNS="100")
+    env.pop("NO_COLOR", None)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "p2psync", *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env
+        )
+        os.close(slave)
+        written = b""
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the terminal's other side closed
+                break
+            if not data:
+                break
+            written += data
+        code = proc.wait(timeout=120)
+    finally:
+        os.close(master)
+    return code, written.decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_export_shows_progress_on_a_terminal_and_not_with_json_or_piped(lib: Path, tmp_path: Path) -> None:
+    assert run(lib, "import", str(DATA / "ris" / "embase.ris")).returncode == 0
+    out = tmp_path / "out.ris"
+    code, shown = _on_a_terminal(lib, "export", str(out))
+    assert code == 0 and "Exporting to out.ris" in shown and "Wrote " in shown
+    code, shown = _on_a_terminal(lib, "export", str(out), "--json")
+    assert code == 0 and "Exporting" not in shown and json.loads(shown)["references"] > 0
+    piped = run(lib, "export", str(out))
+    assert piped.returncode == 0 and piped.stderr == "" and piped.stdout.startswith("Wrote ")

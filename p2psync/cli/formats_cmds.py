@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -9,7 +11,6 @@ import click
 from p2psync import formats
 from p2psync.cli.common import json_option, library_option, open_library, print_json, progress
 from p2psync.errors import InvalidValue
-from p2psync.files import write_atomic
 from p2psync.store import exchange
 
 FORMAT_CHOICES = click.Choice(sorted(formats.FORMATS), case_sensitive=False)
@@ -47,7 +48,7 @@ def import_(
     """
     parsed = exchange.read_for_import(file, fmt, encoding, skip_invalid)
     folder = files_from.resolve() if files_from else file.resolve().parent
-    with open_library() as library, progress(len(parsed.result.records), f"Importing {file.name}") as advance:
+    with open_library() as library, _progress(as_json, len(parsed.result.records), f"Importing {file.name}") as advance:
         outcome = exchange.import_parsed(library, parsed, folder, allow_duplicates=allow_duplicates, progress=advance)
     if as_json:
         print_json(outcome.as_dict())
@@ -69,10 +70,17 @@ def export(file: Path, fmt: str | None, group: str | None, as_json: bool) -> Non
         fmt = by_extension.get(file.suffix.lower())
         if fmt is None:
             raise InvalidValue(f"Say which format to write with --format ({', '.join(sorted(formats.FORMATS))}).")
+    fmt = formats.format_name(fmt)
     with open_library() as library:
-        exported = exchange.export_text(library, fmt, group)
-    write_atomic(file, exported.text.encode("utf-8"))
+        total = exchange.export_count(library, group)
+        with _progress(as_json, total, f"Exporting to {file.name}") as advance:
+            written = exchange.export_file(library, fmt, file, group, progress=advance)
     if as_json:
-        print_json({"format": exported.format, "path": str(file), "references": exported.references})
+        print_json({"format": fmt, "path": str(file), "references": written})
     else:
-        click.echo(f"Wrote {exported.references} reference(s) to {file} ({formats.LABELS[exported.format]}).")
+        click.echo(f"Wrote {written} reference(s) to {file} ({formats.LABELS[fmt]}).")
+
+
+def _progress(as_json: bool, total: int, label: str) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    """A progress bar on a terminal (stderr), but nothing beside --json's output."""
+    return contextlib.nullcontext(lambda n: None) if as_json else progress(total, label)

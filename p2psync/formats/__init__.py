@@ -22,6 +22,7 @@ from p2psync.formats.detect import (
     read,
     read_file,
     write,
+    write_chunks,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "read",
     "read_file",
     "write",
+    "write_chunks",
 ]

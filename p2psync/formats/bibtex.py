@@ -444,9 +444,24 @@ def _split_unescaped(text: str, sep: str) -> list[str]:
 _KEY_OK = re.compile(r"[^\s,{}()\"#%'=~\\@]+")
 
 
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+_DIGITS = re.compile(r"\d*")
+
+
 def _ascii_word(text: str) -> str:
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9]", "", folded)
+    return _NOT_ALNUM.sub("", folded)
+
+
+def _key_word(title: str) -> str:
+    """The title's first ASCII word of more than three letters, else its first word."""
+    first = ""
+    for raw in title.split():
+        word = _ascii_word(raw)
+        if len(word) > 3:
+            return word
+        first = first or word
+    return first
 
 
 def _make_key(v: dict[str, Any], used: set[str], suffixes: dict[str, int]) -> str:
@@ -458,10 +473,9 @@ def _make_key(v: dict[str, Any], used: set[str], suffixes: dict[str, int]) -> st
     if people:
         name = people[0].get("family") or people[0].get("literal") or ""
         who = _ascii_word(name.split()[0]) if name.split() else ""
-    year_match = re.match(r"\d*", str(v.get("year") or v.get("date") or ""))
+    year_match = _DIGITS.match(str(v.get("year") or v.get("date") or ""))
     year = year_match.group(0) if year_match else ""
-    words = [w for w in (_ascii_word(w) for w in str(v.get("title", "")).split()) if w]
-    word = next((w for w in words if len(w) > 3), words[0] if words else "")
+    word = _key_word(str(v.get("title", "")))
     base = (who or "anon") + year + word.lower()
     key = base
     suffix = suffixes.get(base, 0)  # remembered per base, so many alike references stay linear
@@ -478,17 +492,36 @@ def write(records: Iterable[dict[str, Any]]) -> str:
     The citation key is the reference's label when that is a usable, unused key; otherwise one is
     made from the first author, the year and the first long title word (Curie1903radioactive).
     """
-    blocks = []
+    return "".join(write_chunks(records))
+
+
+WRITE_BATCH = 500  # entries handed to bibtexparser at a time
+
+
+def write_chunks(records: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """`write`'s text, WRITE_BATCH entries at a time. bibtexparser writes each entry on its own
+    (value_column 0: no alignment across entries) with a block separator between entries, so
+    batches joined by that separator are the whole library's text. The keys already used stay
+    known for the whole file."""
     used: set[str] = set()
     suffixes: dict[str, int] = {}
+    blocks: list[Entry] = []
+    separator = bibtexparser.BibtexFormat().block_separator
+    first = True
     for record in records:
         v = values(record)
         key = _make_key(v, used, suffixes)
         used.add(key)
         entry_type, subtype = WRITE_TYPES.get(ref_type(record), ("misc", None))
         blocks.append(Entry(entry_type, key, _fields(record, v, subtype)))
-    if not blocks:
-        return ""
+        if len(blocks) >= WRITE_BATCH:
+            yield ("" if first else separator) + _write_blocks(blocks)
+            blocks, first = [], False
+    if blocks:
+        yield ("" if first else separator) + _write_blocks(blocks)
+
+
+def _write_blocks(blocks: list[Entry]) -> str:
     fmt = bibtexparser.BibtexFormat()
     fmt.indent = "  "
     # Values are escaped already; only braces go around them. In place: the default copies all.

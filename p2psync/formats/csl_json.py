@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from p2psync.formats.common import (
@@ -329,8 +329,19 @@ def _csl_date(iso: str) -> dict[str, Any]:
 
 def write(records: Iterable[dict[str, Any]]) -> str:
     """A CSL-JSON array for public reference dicts; the reference id becomes the item id."""
-    items = [_item(record, number) for number, record in enumerate(records, start=1)]
-    return json.dumps(items, ensure_ascii=False, indent=2) + "\n"
+    return "".join(write_chunks(records))
+
+
+def write_chunks(records: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """`write`'s text, one item at a time: what json.dumps(items, indent=2) writes for the whole
+    array, each item indented one level (JSON strings hold no raw line break, so indenting
+    every line of an item's own dump is exact)."""
+    opened = False
+    for number, record in enumerate(records, start=1):
+        item = json.dumps(_item(record, number), ensure_ascii=False, indent=2).replace("\n", "\n  ")
+        yield ("[\n  " if not opened else ",\n  ") + item
+        opened = True
+    yield "\n]\n" if opened else "[]\n"
 
 
 def _item(record: dict[str, Any], number: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -126,9 +126,14 @@ def read(text: str, fmt: str, skip_invalid: bool = False) -> ReadResult:
 
 def write(records: Iterable[dict[str, Any]], fmt: str) -> str:
     """Write public reference dicts in the named format."""
+    return "".join(write_chunks(records, fmt))
+
+
+def write_chunks(records: Iterable[dict[str, Any]], fmt: str) -> Iterator[str]:
+    """`write`'s text in pieces, a record (or a batch) at a time, for an export that streams."""
     module = FORMATS[format_name(fmt)]
-    text: str = module.write(records)
-    return text
+    chunks: Iterator[str] = module.write_chunks(records)
+    return chunks
 
 
 def read_file(path: str | Path, encoding: str | None = None) -> str:

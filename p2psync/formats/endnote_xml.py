@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from p2psync.formats.common import (
@@ -335,12 +335,34 @@ def _styled(parent: ET.Element, tag: str, text: str) -> ET.Element:
 
 def write(records: Iterable[dict[str, Any]]) -> str:
     """EndNote XML for public reference dicts, as EndNote writes it (values in <style> runs)."""
-    root = ET.Element("xml")
-    container = ET.SubElement(root, "records")
+    return "".join(write_chunks(records))
+
+
+def write_chunks(records: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """`write`'s text, WRITE_BATCH records at a time: <record> elements serialise the same in a
+    small <records> as in the whole tree (no namespaces, no shared state), between the document's
+    opening and closing."""
+    head = '<?xml version="1.0" encoding="UTF-8"?>\n<xml>'
+    opened = False
+    container = ET.Element("records")
     for number, record in enumerate(records, start=1):
         _record(container, record, number)
-    body = ET.tostring(root, encoding="unicode")
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + body.replace("\r", "&#xD;") + "\n"
+        if len(container) >= WRITE_BATCH:
+            yield _records_text(container) if opened else head + "<records>" + _records_text(container)
+            container, opened = ET.Element("records"), True
+    if len(container):
+        yield _records_text(container) if opened else head + "<records>" + _records_text(container)
+        opened = True
+    yield "</records></xml>\n" if opened else head + "<records /></xml>\n"
+
+
+WRITE_BATCH = 200  # records serialised at a time
+
+
+def _records_text(container: ET.Element) -> str:
+    """The <record> elements of a <records> element, serialised (without the <records> around them)."""
+    text = ET.tostring(container, encoding="unicode")
+    return text[len("<records>") : -len("</records>")].replace("\r", "&#xD;")
 
 
 def _record(container: ET.Element, record: dict[str, Any], number: int) -> None:

@@ -146,7 +146,9 @@ def parse_names(raw: str, source: str, b: RecordBuilder) -> list[Person]:
 
 _SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "%": r"\%", "&": r"\&",
             "#": r"\#", "$": r"\$", "_": r"\_", "~": r"\textasciitilde{}"}  # fmt: skip
-_SPECIAL_RE = re.compile("|".join(re.escape(ch) for ch in _SPECIAL))
+_SPECIAL_TABLE = str.maketrans(_SPECIAL)  # (one character each: a translation, no regex)
+_DOUBLED = re.compile(r"-(?=-)|`(?=`)|'(?=')")
+_MARK_QUOTE = re.compile(r"([?!])`")
 
 
 def escape(text: str) -> str:
@@ -155,11 +157,10 @@ def escape(text: str) -> str:
     Also breaks up '--', '``', "''" and '?`' so that LaTeX does not turn them into dashes,
     quotes or inverted marks ('-{}-'). '^' is left as is: LaTeX has no escape that reads back.
     """
-    text = _SPECIAL_RE.sub(lambda m: _SPECIAL[m.group(0)], text)
-    text = re.sub(r"-(?=-)", "-{}", text)
-    text = re.sub(r"`(?=`)", "`{}", text)
-    text = re.sub(r"'(?=')", "'{}", text)
-    return re.sub(r"([?!])`", r"\1{}`", text)
+    text = text.translate(_SPECIAL_TABLE)
+    if "--" in text or "``" in text or "''" in text:
+        text = _DOUBLED.sub(lambda m: m.group(0) + "{}", text)
+    return _MARK_QUOTE.sub(r"\1{}`", text) if "`" in text else text
 
 
 def _name_part(text: str) -> str:

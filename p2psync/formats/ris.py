@@ -9,7 +9,7 @@ tag lines and rispy's writer to write them. See docs/formats.md for the mapping 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import rispy
@@ -392,11 +392,24 @@ _WRITE_LIST_TAGS = ["AU", "A2", "A4", "SN", "L1", "KW", "UR"]
 
 def write(records: Iterable[dict[str, Any]]) -> str:
     """RIS text for public reference dicts (id becomes ID; trash and dates are not written)."""
-    refs = [_to_ris(record) for record in records]
-    if not refs:
-        return ""
+    return "".join(write_chunks(records))
+
+
+def write_chunks(records: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """`write`'s text, one record at a time (an export streams it to its file).
+
+    rispy writes a list whole: each record's lines, an empty line between records, a newline
+    after the last. Here each record is rispy's own lines, the empty line coming before every
+    record but the first: the same text, never the whole list in memory.
+    """
     writer = _Writer(mapping=_MAPPING, list_tags=_WRITE_LIST_TAGS, delimiter_tags_mapping={})
-    return writer.formats(refs)
+    separator = (writer.SEPARATOR or "") + writer.NEWLINE if writer.SEPARATOR is not None else ""
+    first = True
+    for record in records:
+        lines = writer._format_reference(_to_ris(record), count=1, n=1)  # (n=1: no separator after it)
+        text = writer.NEWLINE.join(lines) + writer.NEWLINE
+        yield text if first else separator + text
+        first = False
 
 
 def _to_ris(record: dict[str, Any]) -> dict[str, Any]:

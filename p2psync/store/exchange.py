@@ -9,12 +9,13 @@ command line prints, which the web page shows too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from p2psync import formats
+from p2psync.files import atomic_writer
 from p2psync.formats.common import ReadResult
 from p2psync.store.importing import ImportReport, Refused, import_records
 from p2psync.store.library import Library
@@ -106,14 +107,97 @@ class Exported:
     references: int
 
 
+EXPORT_BATCH = 500  # references whose attachments are read in one query
+
+
 def export_text(library: Library, fmt: str, group: str | None = None, ids: Sequence[str] | None = None) -> Exported:
     """The library (or one group, or the references `ids` names, in that order) written in a
     format, with each reference's attachment paths."""
     fmt = formats.format_name(fmt)
+    records = _Counter(export_records(library, group, ids))
+    text = "".join(formats.write_chunks(records, fmt))
+    return Exported(fmt, text, records.count)
+
+
+def export_file(
+    library: Library,
+    fmt: str,
+    path: Path,
+    group: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write the library (or one group) to `path` in a format, streamed: the file is written whole
+    (temporary file, fsync, rename) without the text or the references all in memory. Returns
+    how many references it holds; `progress(n)` is told of each reference written."""
+    fmt = formats.format_name(fmt)
+    records = _Counter(export_records(library, group), progress)
+    with atomic_writer(path) as out:
+        pending: list[str] = []
+        size = 0
+        for chunk in formats.write_chunks(records, fmt):
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= 1 << 20:  # (one write per MB of text, not per record)
+                out.write("".join(pending).encode("utf-8"))
+                pending, size = [], 0
+        out.write("".join(pending).encode("utf-8"))
+    return records.count
+
+
+def export_count(library: Library, group: str | None = None) -> int:
+    """How many references `export_file` will write (for a progress bar)."""
+    return library.refs.count(group=group)
+
+
+def export_records(
+    library: Library, group: str | None = None, ids: Sequence[str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The references to export as the dicts the writers take, with their attachment paths,
+    streamed: the attachments of EXPORT_BATCH references are read in one query (one query per
+    reference was nine tenths of an export's time)."""
     if ids is not None:  # (a row's own --json form: without the groups and attachments of `ref show`)
-        records = [ReferenceRow.as_dict(library.refs.get(ref_id)) for ref_id in ids]
+        source: Iterable[dict[str, Any]] = (ReferenceRow.as_dict(library.refs.get(ref_id)) for ref_id in ids)
     else:
-        records = list(library.list_references(group=group))
-    for record in records:
-        record["attachments"] = [a["path"] for a in library.list_attachments(record["id"], scan=False)]
-    return Exported(fmt, formats.write(records, fmt), len(records))
+        source = library.list_references(group=group)
+    batch: list[dict[str, Any]] = []
+    for record in source:
+        batch.append(record)
+        if len(batch) >= EXPORT_BATCH:
+            yield from _with_attachments(library, batch)
+            batch = []
+    yield from _with_attachments(library, batch)
+
+
+def _with_attachments(library: Library, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The batch, each record with its attachments' paths as Attachments.listing gives them (the
+    files that are here or in conflict, by name)."""
+    if not batch:
+        return batch
+    ids = list({record["id"] for record in batch})
+    marks = ", ".join("?" * len(ids))
+    found: dict[str, list[str]] = {}
+    for ref_id, name in library.db.execute(
+        f"SELECT ref_id, name FROM attachments WHERE ref_id IN ({marks}) "
+        "AND (sha256 IS NOT NULL OR conflict = 1) ORDER BY ref_id, name",
+        ids,
+    ):
+        found.setdefault(ref_id, []).append(str(library.attachment_file(ref_id, name)))
+    for record in batch:
+        record["attachments"] = list(found.get(record["id"], []))
+    return batch
+
+
+class _Counter:
+    """The records passing through to a writer, counted (and told to a progress bar)."""
+
+    def __init__(self, records: Iterable[dict[str, Any]], progress: Callable[[int], None] | None = None) -> None:
+        self.records = records
+        self.progress = progress
+        self.count = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for record in self.records:
+            yield record
+            self.count += 1
+            if self.progress:
+                self.progress(1)
