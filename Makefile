@@ -37,6 +37,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_library.py
 	$(BIN)/python bench/bench_import.py
+	$(BIN)/python bench/bench_export.py
 	$(BIN)/python bench/bench_sync.py
 	$(BIN)/python bench/bench_lan.py
 	$(BIN)/python bench/bench_attachments.py
