@@ -18,6 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -249,7 +250,7 @@ class Attachments:
         else:
             rows = db.execute(sql + (" WHERE ref_id = ?" if ref_id else ""), [ref_id] if ref_id else []).fetchall()
         found: list[dict[str, Any]] = []
-        edited: list[tuple[tuple[str, str, int, str, int], dict[str, Any], int]] = []
+        changed: list[tuple[Any, os.stat_result]] = []
         # Every seal and receive runs this: one os.stat on a text path per file (a Path is made
         # only for a file that changed), about 5 us a file instead of 15-20.
         top = f"{self.library.path / folder.ATTACHMENTS_DIR}{os.sep}"
@@ -262,22 +263,20 @@ class Attachments:
                 continue
             if stat.st_size == size and stat.st_mtime_ns == mtime_ns:
                 continue
-            path = self.file(r_id, name)
-            if self._unsyncable.get((r_id, name)) == (stat.st_size, stat.st_mtime_ns):
-                continue
-            try:
-                read = stable_manifest(path)
-            except FileNotFoundError:
+            if self._unsyncable.get((r_id, name)) != (stat.st_size, stat.st_mtime_ns):
+                changed.append((row, stat))
+        edited: list[tuple[tuple[str, str, int, str, int], dict[str, Any], int]] = []
+        for (row, stat), read in zip(changed, _read_all([self.file(r[0], r[1]) for r, _ in changed]), strict=True):
+            r_id, name = row[0], row[1]
+            if isinstance(read, FileNotFoundError):
                 found.append({"ref": r_id, "name": name, "change": "missing"})
-                continue
-            except InvalidValue as exc:  # grown past what a manifest can describe: keep the last version
+            elif isinstance(read, InvalidValue):  # grown past what a manifest can describe: keep the last version
                 self._unsyncable[(r_id, name)] = (stat.st_size, stat.st_mtime_ns)
-                found.append({"ref": r_id, "name": name, "change": "too_large", "error": exc.message})
-                continue
-            if read is None:
+                found.append({"ref": r_id, "name": name, "change": "too_large", "error": read.message})
+            elif read is None:
                 found.append({"ref": r_id, "name": name, "change": "unsettled"})
-                continue
-            edited.append((row, *read))
+            else:
+                edited.append((row, *read))
         if edited:
             found += self._record_edits(edited)
         return found
@@ -309,6 +308,27 @@ class Attachments:
                     found.append({"ref": r_id, "name": name, "change": "modified", "size": manifest["size"]})
                 self.record_file(r_id, name, self.file(r_id, name), manifest, read_mtime)
         return found
+
+
+ReadResult = tuple[dict[str, Any], int] | None | FileNotFoundError | InvalidValue
+HASH_THREADS = 4  # files hashed at once by one scan (chunking and SHA-256 run without the GIL)
+
+
+def _read_all(paths: list[Path]) -> list[ReadResult]:
+    """stable_manifest of each file, several at a time: a burst of saved files is read on every
+    core (pyfastcdc and hashlib release the GIL), in the order given."""
+
+    def read(path: Path) -> ReadResult:
+        try:
+            return stable_manifest(path)
+        except (FileNotFoundError, InvalidValue) as exc:
+            return exc
+
+    threads = min(len(paths), HASH_THREADS, os.cpu_count() or 1)
+    if threads <= 1:
+        return [read(path) for path in paths]
+    with ThreadPoolExecutor(threads, thread_name_prefix="p2psync-hash") as pool:
+        return list(pool.map(read, paths))
 
 
 # A file's mtime only moves on in steps of the kernel's clock tick (1 to 10 ms on Linux): a write
