@@ -145,3 +145,40 @@ def test_a_file_hashed_as_it_was_written_is_still_refused_if_it_is_not_the_named
     _feed_in_pieces(stream, bytes(frame_chunks(_locations(path, chunks))), [1 << 20])
     assert not transfers.seal_partial(file.need, file.digest, file.hashed)
     assert not Path(file.need.partial).exists()
+
+
+def test_files_land_together_and_a_failed_batch_moves_none(tmp_path: Path) -> None:
+    from p2psync.store.sync import sync_libraries
+    from tests.sync_support import founded, joined
+
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    ref = a.add_reference({"title": "Two files"})
+    sources = []
+    for seed in (1, 2):
+        data, _, path = _file(tmp_path, seed=seed, size=200_000)
+        a.attach(ref, path)
+        sources.append(data)
+    sync_libraries(a, b)
+    needs = sorted(transfers.needs(b), key=lambda n: n.name)
+    assert [n.name for n in needs] == ["source-1.pdf", "source-2.pdf"]
+    for need, data in zip(needs, sources, strict=True):
+        Path(need.partial).parent.mkdir(parents=True, exist_ok=True)
+        Path(need.partial).write_bytes(data)
+    # The second file's place is taken by a folder: it cannot land, so neither does the first.
+    blocker = b.attachment_file(ref, "source-2.pdf")
+    Path(blocker).mkdir(parents=True)
+    (Path(blocker) / "in-the-way").write_bytes(b"x")
+    with pytest.raises(OSError):
+        transfers.finish_all(b, needs)
+    assert all(Path(n.partial).read_bytes() == d for n, d in zip(needs, sources, strict=True))
+    assert not Path(b.attachment_file(ref, "source-1.pdf")).exists()
+    assert b.db.execute("SELECT COUNT(*) FROM attachment_files").fetchone()[0] == 0
+    (Path(blocker) / "in-the-way").unlink()
+    Path(blocker).rmdir()
+    assert transfers.finish_all(b, needs) == ["shown", "shown"]
+    for name, data in zip(("source-1.pdf", "source-2.pdf"), sources, strict=True):
+        assert Path(b.attachment_file(ref, name)).read_bytes() == data
+    assert transfers.needs(b) == []
+    a.close()
+    b.close()

@@ -199,6 +199,7 @@ async def fetch_attachments(
     if not needs:
         return report
     loop = asyncio.get_running_loop()
+    landing = _Landing(worker)
     files: list[PartialFile] = []
     for need in needs:
         starts = offsets(need.chunks)
@@ -216,22 +217,22 @@ async def fetch_attachments(
             advance(copied)
     for file in list(files):
         if not file.remaining:
-            await _finish(worker, file, report)
+            await _finish(landing, file, report)
     pending = [f for f in files if f.remaining]
     firsts, followers = transfers.travel_once(pending, lambda f: f.need.sha256)
     if firsts:
-        await _fetch_remote(worker, firsts, links, report, advance, parallel)
+        await _fetch_remote(worker, landing, firsts, links, report, advance, parallel)
     for file in followers:
         copied = await _copy_local(worker, file)
         report.bytes_local += copied
         advance(copied)
         if not file.remaining:
-            await _finish(worker, file, report)
+            await _finish(landing, file, report)
     if rest := [f for f in followers if f.remaining]:
-        await _fetch_remote(worker, rest, links, report, advance, parallel)
+        await _fetch_remote(worker, landing, rest, links, report, advance, parallel)
     for file in pending:  # whole, but the connection broke after its last chunk was written
         if not file.remaining and file.failed is None:
-            await _finish(worker, file, report)
+            await _finish(landing, file, report)
     return await _report_missing(worker, files, links, unreachable, report)
 
 
@@ -333,18 +334,55 @@ def copy_located(file: PartialFile, batch: list[int], locations: list[transfers.
     return sum(file.need.chunks[i][1] for i in good)
 
 
-async def _finish(worker: LibraryWorker, file: PartialFile, report: FetchReport) -> None:
+async def _finish(landing: _Landing, file: PartialFile, report: FetchReport) -> None:
     if file.finished:
         return
     file.finished = True
-
     seal = transfers.seal_partial
     if not await asyncio.get_running_loop().run_in_executor(None, seal, file.need, file.digest, file.hashed):
         file.failed = Missing.MANIFEST
         return
-    where = await worker.call(transfers.finish, file.need)
-    if where != "dropped":
+    if await landing.land(file.need) != "dropped":
         report.files += 1
+
+
+class _Landing:
+    """Puts whole files in place in batches (transfers.finish_all): while the library's thread
+    records one batch, the files sealed meanwhile wait and go together in the next."""
+
+    def __init__(self, worker: LibraryWorker) -> None:
+        self.worker = worker
+        self.waiting: list[tuple[Need, asyncio.Future[str]]] = []
+        self.busy = False
+
+    async def land(self, need: Need) -> str:
+        """Where the file went (as transfers.finish says)."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.waiting.append((need, future))
+        if not self.busy:  # this call records batches until none is waiting; the others wait
+            self.busy = True
+            try:
+                while self.waiting:
+                    batch, self.waiting = self.waiting, []
+                    try:
+                        places = await self.worker.call(transfers.finish_all, [n for n, _ in batch])
+                    except Exception as exc:
+                        for _, waiting in batch:
+                            if not waiting.done():
+                                waiting.set_exception(exc)
+                    except BaseException:
+                        self.waiting = batch + self.waiting
+                        raise
+                    else:
+                        for (_, waiting), place in zip(batch, places, strict=True):
+                            if not waiting.done():
+                                waiting.set_result(place)
+            finally:
+                self.busy = False
+                for _, waiting in self.waiting:  # (only when cancelled: nobody is left to record them)
+                    waiting.cancel()
+                self.waiting = []
+        return await future
 
 
 def _segments(file: PartialFile) -> list[_Segment]:
@@ -364,6 +402,7 @@ def _segments(file: PartialFile) -> list[_Segment]:
 
 async def _fetch_remote(
     worker: LibraryWorker,
+    landing: _Landing,
     files: list[PartialFile],
     links: list[Link],
     report: FetchReport,
@@ -406,7 +445,7 @@ async def _fetch_remote(
                         return
                     await cond.wait()
             try:
-                await _fetch_segment(worker, pool, connection, segment, report, advance, queue)
+                await _fetch_segment(landing, pool, connection, segment, report, advance, queue)
             except (P2PSyncError, TimeoutError, OSError) as exc:
                 if is_disk_full(exc) or isinstance(exc, DiskFull):  # our disk, not the peer's fault: stop all
                     rest = sum(segment.file.need.chunks[i][1] for i in segment.indexes if i in segment.file.remaining)
@@ -480,7 +519,7 @@ def _connection(identity: tuple[dict[str, bytes], str, tuple[Any, Any], str], li
 
 
 async def _fetch_segment(
-    worker: LibraryWorker,
+    landing: _Landing,
     pool: ThreadPoolExecutor,
     connection: ChunkConnection,
     segment: _Segment,
@@ -523,4 +562,4 @@ async def _fetch_segment(
     if retry:
         queue.append(_Segment(file, retry, segment.excluded | {device}))
     elif not file.remaining and file.failed is None:
-        await _finish(worker, file, report)
+        await _finish(landing, file, report)

@@ -17,6 +17,7 @@ Everything here runs on the library's thread; the bytes are moved by net/chunks.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -455,8 +456,35 @@ def finish(library: Any, need: Need) -> str:
     """A partial file is whole and verified (and fsynced): put it in place and record it, in one
     transaction. Returns where it went ('shown', 'kept' for a conflict's other version, or
     'dropped' if no register wants it any more)."""
+    return finish_all(library, [need])[0]
+
+
+def finish_all(library: Any, needs: list[Need]) -> list[str]:
+    """finish() for several files in one transaction, each folder fsynced once afterwards (a
+    first sync lands hundreds of files: a commit and three folder fsyncs each cost more than the
+    bytes). If placing one fails, the files already moved go back and none is recorded."""
+    for ref_id in dict.fromkeys(need.ref_id for need in needs):
+        library.scan_attachments(ref_id)  # an edit in place made meanwhile is kept as a version first
+    out: list[str] = []
+    folders: set[Path] = set()
+    moves: list[tuple[Path, Path]] = []  # (from, to), to undo them if the transaction fails
+    try:
+        with write_transaction(library.db):
+            for need in needs:
+                out.append(_place(library, need, moves, folders))
+    except BaseException:
+        for source, target in reversed(moves):
+            with contextlib.suppress(OSError):
+                os.replace(target, source)
+        raise
+    for folder in folders:
+        fsync_dir(folder)  # (a folder that is not there is skipped)
+    return out
+
+
+def _place(library: Any, need: Need, moves: list[tuple[Path, Path]], folders: set[Path]) -> str:
+    """Move one whole partial file where it belongs and record it (inside finish_all's transaction)."""
     partial = Path(need.partial)
-    library.scan_attachments(need.ref_id)  # an edit in place made meanwhile is kept as a version first
     db = library.db
     row = db.execute(
         "SELECT a.sha256, a.state FROM attachments a JOIN refs r ON r.id = a.ref_id "
@@ -469,40 +497,41 @@ def finish(library: Any, need: Need) -> str:
         return "dropped"
     manifest = wanted[need.sha256]
     main = Path(library.attachment_file(need.ref_id, need.name))
-    with write_transaction(db):
-        current = db.execute(
-            "SELECT sha256, size FROM attachment_files WHERE ref_id = ? AND name = ?", [need.ref_id, need.name]
-        ).fetchone()
-        if row[0] == need.sha256 or current is None:
-            if current and current[0] in wanted and current[0] != need.sha256 and main.exists():
-                aside = version_path(library, need.ref_id, current[0])  # a conflict's other side stays
-                aside.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(main, aside)
-                _keep_version(db, need.ref_id, need.name, current[0], current[1], aside)
-            main.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(partial, main)
-            db.execute(
-                "INSERT INTO attachment_files (ref_id, name, size, sha256, mtime_ns) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (ref_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
-                "mtime_ns = excluded.mtime_ns",
-                [need.ref_id, need.name, need.size, need.sha256, main.stat().st_mtime_ns],
-            )
-            if current and current[0] not in wanted:
-                forget_unused(db, current[0])
-            where = "shown"
-        else:
-            target = version_path(library, need.ref_id, need.sha256)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(partial, target)
-            _keep_version(db, need.ref_id, need.name, need.sha256, need.size, target)
-            where = "kept"
-        index_chunks(db, manifest)
+
+    def move(source: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        moves.append((source, target))
+        folders.update((source.parent, target.parent))
+
+    current = db.execute(
+        "SELECT sha256, size FROM attachment_files WHERE ref_id = ? AND name = ?", [need.ref_id, need.name]
+    ).fetchone()
+    if row[0] == need.sha256 or current is None:
+        if current and current[0] in wanted and current[0] != need.sha256 and main.exists():
+            aside = version_path(library, need.ref_id, current[0])  # a conflict's other side stays
+            move(main, aside)
+            _keep_version(db, need.ref_id, need.name, current[0], current[1], aside)
+        move(partial, main)
         db.execute(
-            "DELETE FROM attachment_missing WHERE ref_id = ? AND name = ? AND sha256 = ?",
-            [need.ref_id, need.name, need.sha256],
+            "INSERT INTO attachment_files (ref_id, name, size, sha256, mtime_ns) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (ref_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
+            "mtime_ns = excluded.mtime_ns",
+            [need.ref_id, need.name, need.size, need.sha256, main.stat().st_mtime_ns],
         )
-    for folder in {main.parent, partial.parent, version_path(library, need.ref_id, need.sha256).parent}:
-        fsync_dir(folder)  # (a folder that is not there is skipped)
+        if current and current[0] not in wanted:
+            forget_unused(db, current[0])
+        where = "shown"
+    else:
+        target = version_path(library, need.ref_id, need.sha256)
+        move(partial, target)
+        _keep_version(db, need.ref_id, need.name, need.sha256, need.size, target)
+        where = "kept"
+    index_chunks(db, manifest)
+    db.execute(
+        "DELETE FROM attachment_missing WHERE ref_id = ? AND name = ? AND sha256 = ?",
+        [need.ref_id, need.name, need.sha256],
+    )
     return where
 
 
