@@ -145,8 +145,14 @@ def receiver(library: str, port: int, key: str, runs: int, index: bool) -> None:
             await node.close()
 
     asyncio.run(run())
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the parsing child (KB on Linux)
-    say({"rss": _own_peak_mb(), "rss_child": children, "cpu_total": time.process_time()})
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the parsing child, once it has ended
+    say(
+        {
+            "rss": _own_peak_mb(),
+            "rss_child": children.ru_maxrss / 1024,  # (KB on Linux)
+            "child_cpu": children.ru_utime + children.ru_stime,
+        }
+    )
 
 
 def _own_peak_mb() -> float:
@@ -258,6 +264,7 @@ def measure(
 PER_REF = [
     ("first", "first sync, wall", 1e6),
     ("first_cpu", "first sync, receiver CPU", 1e6),
+    ("child_cpu", "first sync, parser CPU", 1e6),
     ("first_server_cpu", "first sync, sender CPU", 1e6),
     ("file_sender", "sender library file", 1e6),
     ("file_receiver", "receiver library file", 1e6),
@@ -269,13 +276,14 @@ FLAT = [("no_change", "no-change sync"), ("rss_daemon", "sender peak RSS"), ("rs
 def report(results: list[dict[str, Any]]) -> dict[str, Any]:
     print("Scale: first sync and no-change sync between two processes over loopback (mDNS off)")
     head = (
-        f"{'refs':>10} {'first s':>8} {'us/ref':>7} {'rcv cpu':>8} {'snd cpu':>8} {'no-chg ms':>10}"
+        f"{'refs':>10} {'first s':>8} {'us/ref':>7} {'rcv cpu':>8} {'+child':>7} {'snd cpu':>8} {'no-chg ms':>10}"
         f" {'RSS snd':>8} {'RSS rcv':>8} {'RSS prep':>9} {'file snd':>9} {'file rcv':>9}"
     )
     print(head)
     for r in results:
         print(
             f"{r['size']:>10,} {r['first']:>8.2f} {r['first'] / r['size'] * 1e6:>7.1f} {r['first_cpu']:>8.2f}"
+            f" {r['child_cpu']:>7.2f}"
             f" {r['first_server_cpu']:>8.2f} {statistics.median(r['no_change']) * 1000:>10.1f}"
             f" {r['rss_daemon']:>7.0f}M {r['rss']:>7.0f}M {r['rss_child']:>8.0f}M"
             f" {r['file_sender']:>8.0f}M {r['file_receiver']:>8.0f}M"
@@ -323,6 +331,7 @@ def report(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "first_s": round(r["first"], 3),
                 "first_us_per_ref": round(r["first"] / r["size"] * 1e6, 2),
                 "first_cpu_receiver_s": round(r["first_cpu"], 2),
+                "first_cpu_parser_s": round(r["child_cpu"], 2),
                 "first_cpu_sender_s": round(r["first_server_cpu"], 2),
                 "no_change_ms": round(statistics.median(r["no_change"]) * 1000, 2),
                 "rss_sender_mb": round(r["rss_daemon"], 1),

@@ -14,7 +14,8 @@ from p2psync.net import frames
 from p2psync.net.protocol import BATCH_BYTES
 from p2psync.store import bulk as store_bulk
 from p2psync.store.library import KEY_FILE, Library
-from p2psync.store.sync import ReceiveReport, receive
+from p2psync.store.prepare import Preparer
+from p2psync.store.sync import PARALLEL_AFTER_BYTES, ReceiveReport, receive
 
 T = TypeVar("T")
 
@@ -88,15 +89,17 @@ async def receive_stream(
 
 
 async def _receive_stream(worker: LibraryWorker, chunks: AsyncIterable[bytes], peer: str, total: ReceiveReport) -> bool:
+    """While one batch is applied on the library's thread, the next is read from the network;
+    past PARALLEL_AFTER_BYTES, one child process (store/prepare.py) parses every later batch, so
+    that a large receive uses two cores."""
     reader = frames.FrameReader()
     batch: list[bytes] = []
-    size = 0
+    size = received = 0
+    applying: asyncio.Future[None] | None = None
+    preparer: Preparer | None = None
 
-    async def apply() -> None:
-        nonlocal batch, size
-        report = await worker.call(receive, batch, peer, False)  # batches: no child per batch
-        batch, size = [], 0
-        total.add(report)
+    async def apply(wires: list[bytes]) -> None:
+        total.add(await worker.call(receive, wires, peer, False, preparer))
 
     try:
         async for chunk in chunks:
@@ -104,8 +107,27 @@ async def _receive_stream(worker: LibraryWorker, chunks: AsyncIterable[bytes], p
                 batch.append(wire)
                 size += len(wire)
                 if size >= BATCH_BYTES:
-                    await apply()
+                    received += size
+                    if preparer is None and received > PARALLEL_AFTER_BYTES:
+                        preparer = await worker.call(_start_preparer)
+                    if applying is not None:
+                        await applying  # one batch applied at a time, in order
+                    applying = asyncio.ensure_future(apply(batch))
+                    batch, size = [], 0
     finally:
-        if batch:
-            await apply()
+        try:
+            if applying is not None:
+                await applying
+            if batch:
+                await apply(batch)
+        finally:
+            if preparer is not None:
+                await asyncio.get_running_loop().run_in_executor(None, preparer.close)
     return reader.ended
+
+
+def _start_preparer(library: Library) -> Preparer | None:
+    try:
+        return Preparer(library.library_id)
+    except OSError:  # no interpreter to start (an embedded Python): parsed here
+        return None

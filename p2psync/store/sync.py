@@ -254,7 +254,13 @@ class _Batch:
 ATTACHMENT_PUT = f'"{ops.ATTACHMENT_PUT}"'.encode()
 
 
-def receive(library: Library, wires: Iterable[bytes], peer: str = "peer", parallel: bool = True) -> ReceiveReport:
+def receive(
+    library: Library,
+    wires: Iterable[bytes],
+    peer: str = "peer",
+    parallel: bool = True,
+    preparer: Preparer | None = None,
+) -> ReceiveReport:
     """Check and apply change sets from a peer. Each is applied whole or not at all; a rejected
     one is recorded (for `status`) and the author's later change sets are not applied. One whose
     dependencies have not arrived waits (with every later one of its author) until they do.
@@ -263,7 +269,8 @@ def receive(library: Library, wires: Iterable[bytes], peer: str = "peer", parall
     those afterwards). Callers that read wires from a network should pass what has arrived, not a
     generator that waits on the network, since a batch holds the library's write lock.
     parallel: past PARALLEL_AFTER_BYTES, parse in a second process (store/prepare.py); callers
-    that pass one small batch after another say False, since each would start its own.
+    that pass one small batch after another say False, since each would start its own, and may
+    pass one `preparer` of their own that parses every batch (they close it).
     """
     # A file edited in place here is recorded before a peer's version of it can land. (An edit
     # replaces only the version it was made from, so one recorded later is a conflict all the
@@ -272,7 +279,7 @@ def receive(library: Library, wires: Iterable[bytes], peer: str = "peer", parall
     if not isinstance(wires, list) or any(ATTACHMENT_PUT in wire for wire in wires):
         library.record_local_edits()
     report = ReceiveReport()
-    incoming = _ReadAhead(wires, library.library_id, PARALLEL_AFTER_BYTES if parallel else None)
+    incoming = _ReadAhead(wires, library.library_id, PARALLEL_AFTER_BYTES if parallel else None, preparer)
     try:
         with bulk_journal(library.db) as use_rollback_journal:
             batch = _Batch(library, incoming, use_rollback_journal)
@@ -315,14 +322,21 @@ class _ReadAhead:
 
     LIMIT = 24  # wires taken ahead at most (each at most MAX_BYTES)
 
-    def __init__(self, wires: Iterable[bytes], library_id: str, parallel_after: int | None = None) -> None:
+    def __init__(
+        self,
+        wires: Iterable[bytes],
+        library_id: str,
+        parallel_after: int | None = None,
+        shared: Preparer | None = None,
+    ) -> None:
         self.wires = iter(wires)
         self.library_id = library_id
         self.raw: deque[bytes] = deque()  # taken, not parsed yet
         self.ahead: deque[cs_engine.ChangeSet | cs_engine.ChangeSetRejected] = deque()  # parsed, in order
         self.parallel_after = parallel_after
         self.taken_bytes = 0
-        self.preparer: Preparer | None = None
+        self.preparer: Preparer | None = shared
+        self.shared = shared is not None  # the caller's, for several receives: closed by the caller
         self.submitted: deque[bytes] = deque()  # given to the preparer, not answered yet
 
     def prefetch(self) -> None:
@@ -367,7 +381,8 @@ class _ReadAhead:
 
     def close(self) -> None:
         if self.preparer is not None:
-            self.preparer.close()
+            if not self.shared or self.submitted:  # (a shared one with answers unread is out of step: ended)
+                self.preparer.close()
             self.preparer = None
             self.parallel_after = None  # not twice
 
