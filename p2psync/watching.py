@@ -147,7 +147,10 @@ class AttachmentWatcher:
 
 
 def _in_words(exc: BaseException) -> str:
+    """The notifier's error, with what to do where it is inotify's limits (notify reports them as
+    'OS file watch limit reached', older kernels' ENOSPC 'No space left on device', or EMFILE)."""
     text = str(exc) or type(exc).__name__
-    if "inotify" in text.lower() or "limit" in text.lower():
-        return f"{text}; raise fs.inotify.max_user_watches or max_user_instances to get them back"
+    limits = ("limit", "no space left", "too many open files", "os error 28", "os error 24")
+    if any(word in text.lower() for word in limits):
+        return f"{text}; raise fs.inotify.max_user_watches or fs.inotify.max_user_instances (sysctl) to get them back"
     return text
