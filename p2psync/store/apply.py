@@ -17,7 +17,7 @@ from p2psync.engine import effects, merge, ops, registers
 from p2psync.engine.canonical import dumps, loads
 from p2psync.model.fields import FIELDS, LIST, PEOPLE
 from p2psync.model.people import display_person
-from p2psync.store import logtext
+from p2psync.store import logtext, search_build
 from p2psync.store.db import Database, write_transaction
 
 State = dict[str, list[registers.Entry]]
@@ -134,7 +134,8 @@ def materialize(state: State) -> tuple[dict[str, Any], list[str]]:
     return data, conflicts
 
 
-def _search_row(data: dict[str, Any]) -> list[str | None]:
+def search_row(data: dict[str, Any]) -> list[str | None]:
+    """The texts of SEARCH_COLUMNS that refs_fts indexes for a reference's data."""
     return [search_text(name, data.get(name)) for name in SEARCH_COLUMNS]
 
 
@@ -158,6 +159,7 @@ _INSERT_REF = f"INSERT INTO refs (id, {', '.join(REF_COLUMNS)}, origin) VALUES (
 # Python str and encoding back (most library text is not ASCII).
 _INSERT_NEW_REF = _INSERT_REF.replace(", ?, ?, ?)", ", CAST(? AS TEXT), ?, ?)")
 assert REF_COLUMNS[-2:] == ("data", "state") and _INSERT_NEW_REF.count("CAST") == 1
+_DATA = 1 + REF_COLUMNS.index("data")  # where a new_ref_row holds the fields text
 
 
 def ref_columns(state: State) -> tuple[list[Any], dict[str, Any], bool]:
@@ -224,13 +226,14 @@ def new_ref_row(
 
 
 def insert_new_refs(db: Database, rows: list[list[Any]]) -> None:
-    """Write plain new references (new_ref_row) in one statement and queue them for the search index."""
+    """Write plain new references (new_ref_row) in one statement and queue them for the search
+    index (and hand them to the index being built beside a first sync: store/search_build.py)."""
     db.conn.executemany(_INSERT_NEW_REF, rows)
     # New rows get max(num) + 1 each, so the batch holds the last len(rows) numbers.
     last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
-    db.conn.executemany(
-        "INSERT INTO search_backlog (num) VALUES (?)", [(n,) for n in range(last - len(rows) + 1, last + 1)]
-    )
+    first = last - len(rows) + 1
+    db.conn.executemany("INSERT INTO search_backlog (num) VALUES (?)", [(n,) for n in range(first, last + 1)])
+    search_build.add(db, first, [row[_DATA] for row in rows])
 
 
 def _store_ref(db: Database, ref: StoredRef, state: State, defer_index: bool = False) -> None:
@@ -242,7 +245,7 @@ def _store_ref(db: Database, ref: StoredRef, state: State, defer_index: bool = F
         db.execute(
             "INSERT INTO refs_fts (refs_fts, rowid, title, authors, abstract, keywords, notes) "
             "VALUES ('delete', ?, ?, ?, ?, ?, ?)",
-            [ref.num, *_search_row(ref.data)],
+            [ref.num, *search_row(ref.data)],
         )
     if not state:
         db.execute("DELETE FROM refs WHERE id = ?", [ref.id])
@@ -265,7 +268,7 @@ def _store_ref(db: Database, ref: StoredRef, state: State, defer_index: bool = F
     elif not deleted:
         db.execute(
             "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)",
-            [num, *_search_row(data)],
+            [num, *search_row(data)],
         )
 
 
@@ -282,7 +285,7 @@ def index_backlog(db: Database, batch: int = 2_000) -> Iterator[int]:
             db.conn.executemany(
                 "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (num, *_search_row(loads(data)))
+                    (num, *search_row(loads(data)))
                     for _id, num, data, deleted in rows
                     if num is not None and not deleted
                 ],

@@ -33,7 +33,7 @@ from p2psync.engine.delivery import Delivery
 from p2psync.engine.vectors import VersionVector
 from p2psync.errors import InvalidValue, LibraryCorrupt
 from p2psync.model.devices import library_id_for
-from p2psync.store import logtext
+from p2psync.store import logtext, search_build
 from p2psync.store.apply import apply_entry, insert_new_refs, is_plain_new_ref, new_ref_row
 from p2psync.store.db import (
     begin_immediate,
@@ -248,6 +248,7 @@ class _Batch:
         if self.deadline is not None:
             self.deadline = None
             rollback(self.db)
+            search_build.drop(self.db)  # it may hold rows undone here
 
 
 # How an attachment operation's kind stands in a change set's canonical bytes.
@@ -266,8 +267,10 @@ def receive(
     dependencies have not arrived waits (with every later one of its author) until they do.
 
     New references are written without their search-index rows (Library.catch_up_search does
-    those afterwards). Callers that read wires from a network should pass what has arrived, not a
-    generator that waits on the network, since a batch holds the library's write lock.
+    those afterwards); past BUILD_AFTER_BYTES into a library with no reference yet, a child
+    process builds them meanwhile (store/search_build.py). Callers that read wires from a network
+    should pass what has arrived, not a generator that waits on the network, since a batch holds
+    the library's write lock.
     parallel: past PARALLEL_AFTER_BYTES, parse in a second process (store/prepare.py); callers
     that pass one small batch after another say False, since each would start its own, and may
     pass one `preparer` of their own that parses every batch (they close it).
@@ -279,6 +282,7 @@ def receive(
     if not isinstance(wires, list) or any(ATTACHMENT_PUT in wire for wire in wires):
         library.record_local_edits()
     report = ReceiveReport()
+    wires = _with_search_build(library, wires)
     incoming = _ReadAhead(wires, library.library_id, PARALLEL_AFTER_BYTES if parallel else None, preparer)
     try:
         with bulk_journal(library.db) as use_rollback_journal:
@@ -291,6 +295,30 @@ def receive(
 
 # Past this much in one receive, a child process parses ahead (it takes ~0.2 s to start).
 PARALLEL_AFTER_BYTES = 8 * 1024 * 1024
+
+
+def _with_search_build(library: Library, wires: Iterable[bytes]) -> Iterable[bytes]:
+    """The wires, starting the search index's build beside the receive (store/search_build.py)
+    once BUILD_AFTER_BYTES of them have come into a library that held no reference when this
+    receive began. (A network receive comes in batches: the first one starts it, the later ones
+    find it running.)"""
+    db = library.db
+    if search_build.running(db) or db.execute("SELECT 1 FROM refs LIMIT 1").fetchone() is not None:
+        return wires
+    if isinstance(wires, list):
+        if sum(len(wire) for wire in wires) >= search_build.BUILD_AFTER_BYTES:
+            search_build.start(db, library.path)
+        return wires
+
+    def counted() -> Iterator[bytes]:
+        taken = 0
+        for wire in wires:
+            taken += len(wire)
+            if taken >= search_build.BUILD_AFTER_BYTES and not search_build.running(db):
+                search_build.start(db, library.path)
+            yield wire
+
+    return counted()
 
 
 def _receive_all(library: Library, incoming: _ReadAhead, batch: _Batch, report: ReceiveReport, peer: str) -> None:
@@ -448,6 +476,7 @@ def _drain(library: Library, batch: _Batch, delivery: Delivery, report: ReceiveR
         except cs_engine.ChangeSetRejected as exc:
             db.execute("ROLLBACK TO change_set")
             db.execute("RELEASE change_set")
+            search_build.drop(db)  # it may hold rows undone here
             delivery.reject(cs)
             _reject(library, report, peer, exc)
             continue

@@ -45,7 +45,7 @@ from p2psync.engine.canonical import dumps
 from p2psync.errors import FileProblem, InvalidValue, LibraryCorrupt, LibraryExists, LibraryNotFound
 from p2psync.model.devices import library_id_for, short_id
 from p2psync.model.ids import new_id
-from p2psync.store import folder, logtext, schema
+from p2psync.store import folder, logtext, schema, search_build
 from p2psync.store.apply import apply_entry
 from p2psync.store.db import Database, connect, write_transaction
 from p2psync.store.files import fsync_dir, keep_private
@@ -195,6 +195,7 @@ class Library:
         return cls(path, db)
 
     def close(self) -> None:
+        search_build.drop(self.db)  # a first sync's index build not brought in: the backlog has it all
         with contextlib.suppress(sqlite3.Error):
             self.db.conn.close()
 

@@ -16,8 +16,10 @@ from p2psync.errors import AmbiguousId, InvalidValue, UnknownReference
 from p2psync.model import fields as catalogue
 from p2psync.model.groups import SYNC_CONFLICTS, SYNC_CONFLICTS_ID
 from p2psync.model.ids import is_id_prefix
+from p2psync.store import search_build
 from p2psync.store.apply import index_backlog, load_ref
 from p2psync.store.db import Database
+from p2psync.store.folder import DB_FILE
 from p2psync.store.library.records import GroupName, ReferenceDetail, ReferenceRow
 
 if TYPE_CHECKING:
@@ -198,8 +200,12 @@ class References:
         """Index the references a sync left for later; yields progress (references per batch).
 
         A bulk receive writes references without their search rows (indexing is most of the cost
-        of storing a reference); searching first brings the index up to date.
+        of storing a reference); searching first brings the index up to date. What a first sync's
+        build indexed on the other core meanwhile comes in first (store/search_build.py).
         """
+        built = search_build.finish(self.library.db, self.library.path / DB_FILE)
+        if built:
+            yield built
         yield from index_backlog(self.library.db)
 
     def _rows(self, sql: str, params: list[Any]) -> Iterator[ReferenceRow]:
