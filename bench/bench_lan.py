@@ -6,8 +6,11 @@ figures; asserts nothing.
 (a) First sync of N references to an empty peer: the founder's library (built here with the
     reference generator of bench_library.py / bench_sync.py, fixed seed, already sealed) is served
     by `p2psync daemon` in its own process; the empty peer syncs in this process with
-    `Node(path).sync(...)`. Reported: the sync itself, and the search indexing done afterwards
-    (what `p2psync sync` does next), separately. Target: <= 10 s for 100,000.
+    `Node(path).sync(...)`. Reported: the sync itself (target <= 10 s for 100,000), then what
+    `p2psync sync` does next to make the library searchable (bring in the index built beside the
+    receive, store/search_build.py, and index what is left), and the two together: the time
+    from the sync's start until a search answers as after a full index (target <= 5 s). Also the
+    receiving process's peak RSS and the index-building child's (target <= 200 MB each).
 (b) A no-change sync of that library: the same Node, kept open, syncs again with nothing new;
     median and p90 of --runs. Target: <= 100 ms. For information, also the wall time of a fresh
     `p2psync sync --address ...` process (interpreter start and indexing check included).
@@ -15,6 +18,13 @@ figures; asserts nothing.
     in process beforehand); this process edits a reference's title in library A (Library.open +
     edit_reference) and polls B's database (read-only SQLite, every 10 ms) until the new title is
     there; median and max of --runs. Target: <= 1 s. mDNS is off everywhere (addresses given).
+(d) `p2psync pair CODE` with the same N references, as a new device really starts: `p2psync pair`
+    offers the founder's library (a process), `p2psync pair CODE --address ...` joins with a new,
+    empty library (another process, timed from its start). Until paired = until the offering
+    process ends (it ends when the joiner reports its first sync done); until searchable = until
+    the joining process ends (it makes the library searchable before it exits). Target: <= 5 s.
+
+Ends with one JSON line of every figure.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import itertools
 import json
 import os
 import random
+import resource
 import signal
 import sqlite3
 import statistics
@@ -45,6 +56,7 @@ from p2psync.errors import P2PSyncError
 from p2psync.net.client import sync_with_peer
 from p2psync.node import Address, Node
 from p2psync.store import peers as peer_store
+from p2psync.store import search_build
 from p2psync.store.library import DB_FILE, Library
 from p2psync.store.sync import changesets_since, seal, sync_libraries
 
@@ -193,9 +205,13 @@ def first_sync_and_no_change(root: Path, refs: int, runs: int) -> dict[str, Any]
                 out["first_cpu"] = time.process_time() - cpu
                 out["first_server_cpu"] = cpu_seconds(daemon.proc.pid) - server_cpu
                 out["applied"] = result.received.applied
-                start = time.perf_counter()
+                out["build_rss"] = await node.worker.call(_build_child_peak_rss)
+                start, cpu = time.perf_counter(), time.process_time()
                 await node.worker.call(lambda library: sum(library.catch_up_search()))
                 out["index"] = time.perf_counter() - start
+                out["index_cpu"] = time.process_time() - cpu
+                out["searchable"] = out["first"] + out["index"]
+                out["receive_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 out["visible"] = await node.worker.call(lambda library: library.info()["references"])
                 times = []
                 for _ in range(runs):
@@ -225,6 +241,57 @@ def first_sync_and_no_change(root: Path, refs: int, runs: int) -> dict[str, Any]
         out["bare"] = time.perf_counter() - start
     finally:
         daemon.stop()
+    return out
+
+
+def _build_child_peak_rss(library: Library) -> float | None:
+    """Peak RSS (MB) of the child building the search index beside the receive, if one runs."""
+    build = search_build._builds.get(library.db)
+    if build is None:
+        return None
+    try:
+        status = Path(f"/proc/{build.process.pid}/status").read_text()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), None)
+
+
+def pair_join(root: Path) -> dict[str, Any]:
+    """(d): `p2psync pair` on the founder's library, `p2psync pair CODE` from a new empty one."""
+    founder, joiner = root / "big-a", root / "big-c"
+    offer = subprocess.Popen(
+        [*P2PSYNC, "pair", "--library", str(founder), "--listen", "127.0.0.1:0", "--no-mdns", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    assert offer.stdout is not None
+    line = _readline(offer.stdout, START_LIMIT)
+    if not line:
+        offer.kill()
+        offer.wait()
+        raise SystemExit("`p2psync pair` did not print its code")
+    shown = json.loads(line)
+    start = time.perf_counter()
+    join = subprocess.Popen(
+        [*P2PSYNC, "pair", shown["code"], "--address", shown["listening"], "--library", str(joiner), "--no-mdns"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    out: dict[str, Any] = {}
+    for name, proc in (("paired", offer), ("searchable", join)):
+        _, status, usage = os.wait4(proc.pid, 0)
+        out[name] = time.perf_counter() - start
+        out[f"{name}_status"] = os.waitstatus_to_exitcode(status)
+        out[f"{name}_cpu"] = usage.ru_utime + usage.ru_stime
+        out[f"{name}_rss"] = usage.ru_maxrss / 1024
+    offer.stdout.close()
+    if out["paired_status"] or out["searchable_status"]:
+        raise SystemExit(f"pairing failed: {out}")
+    with Library.open(joiner) as library:
+        out["visible"] = library.info()["references"]
+        out["backlog"] = library.search_backlog()
     return out
 
 
@@ -297,14 +364,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="p2psync-bench-lan-") as tmp:
         root = Path(tmp)
         big = first_sync_and_no_change(root, args.refs, args.runs)
+        paired = pair_join(root)
         latencies = edit_to_visible(root, args.small, args.runs)
     nc = big["no_change"]
     first = big["first"]
     finite = [x for x in latencies if x != float("inf")]
     edit_median = statistics.median(latencies)
+    build_rss = "none" if big["build_rss"] is None else f"{big['build_rss']:7.0f} MB"
     rows = [
         ("(a) first sync, empty peer", f"{first:7.2f} s", "<= 10 s", verdict(first, 10)),
-        ("    then search indexing", f"{big['index']:7.2f} s", "", ""),
+        ("    then making it searchable", f"{big['index']:7.2f} s", "", ""),
+        (
+            "    searchable from the sync's start",
+            f"{big['searchable']:7.2f} s",
+            "<= 5 s",
+            verdict(big["searchable"], 5),
+        ),
+        (
+            "    peak RSS, receiving process",
+            f"{big['receive_rss']:7.0f} MB",
+            "<= 200 MB",
+            verdict(big["receive_rss"], 200),
+        ),
+        ("    peak RSS, index-building child", build_rss, "<= 200 MB", verdict(big["build_rss"] or 0, 200)),
         (
             "(b) no-change sync, median",
             f"{statistics.median(nc) * 1000:7.1f} ms",
@@ -315,6 +397,14 @@ def main() -> None:
         ("    `p2psync sync` process", f"{big['cli']:7.2f} s", "(info)", ""),
         ("(c) edit visible on peer, median", f"{edit_median * 1000:7.0f} ms", "<= 1 s", verdict(edit_median, 1)),
         ("    max", f"{max(latencies) * 1000:7.0f} ms", "", ""),
+        ("(d) `pair CODE`: until paired", f"{paired['paired']:7.2f} s", "", ""),
+        ("    until searchable", f"{paired['searchable']:7.2f} s", "<= 5 s", verdict(paired["searchable"], 5)),
+        (
+            "    peak RSS, joining process",
+            f"{paired['searchable_rss']:7.0f} MB",
+            "<= 200 MB",
+            verdict(paired["searchable_rss"], 200),
+        ),
     ]
     print(
         f"LAN sync over loopback: {args.refs:,} references for (a) and (b), {args.small:,} for (c); "
@@ -331,10 +421,36 @@ def main() -> None:
         f"(a) CPU during it: {big['first_cpu']:.2f} s in the receiving process, "
         f"{big['first_server_cpu']:.2f} s in the serving daemon"
     )
+    print(f"(a) then CPU to make it searchable: {big['index_cpu']:.2f} s in the receiving process")
     print(f"(b) a bare `p2psync --version` process takes {big['bare']:.2f} s of that `p2psync sync` time")
+    print(
+        f"(d) pair vs sync, until searchable: {paired['searchable']:.2f} s against {big['searchable']:.2f} s "
+        f"(ratio {paired['searchable'] / big['searchable']:.2f}; pair includes starting its process and "
+        f"making the library); CPU {paired['searchable_cpu']:.2f} s joining, {paired['paired_cpu']:.2f} s "
+        f"offering; {paired['visible']:,} references visible, {paired['backlog']} left to index"
+    )
     if len(finite) < len(latencies):
         print(f"(c) {len(latencies) - len(finite)} edit(s) not visible within {VISIBLE_LIMIT:.0f} s")
     print(f"(whole bench: {time.perf_counter() - started:.0f} s)")
+    figures = {
+        "refs": args.refs,
+        "first_sync_s": round(first, 3),
+        "index_after_s": round(big["index"], 3),
+        "index_after_cpu_s": round(big["index_cpu"], 3),
+        "searchable_sync_s": round(big["searchable"], 3),
+        "searchable_pair_s": round(paired["searchable"], 3),
+        "paired_s": round(paired["paired"], 3),
+        "pair_join_cpu_s": round(paired["searchable_cpu"], 3),
+        "first_sync_cpu_s": round(big["first_cpu"], 3),
+        "receive_rss_mb": round(big["receive_rss"], 1),
+        "build_child_rss_mb": None if big["build_rss"] is None else round(big["build_rss"], 1),
+        "pair_join_rss_mb": round(paired["searchable_rss"], 1),
+        "no_change_median_ms": round(statistics.median(nc) * 1000, 2),
+        "no_change_p90_ms": round(p90(nc) * 1000, 2),
+        "edit_visible_median_ms": round(edit_median * 1000, 1),
+        "targets": {"searchable_s": 5, "no_change_ms": 100, "rss_mb": 200, "first_sync_s": 10, "edit_visible_s": 1},
+    }
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

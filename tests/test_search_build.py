@@ -141,13 +141,16 @@ def test_a_change_set_rejected_after_its_rows_were_handed_over_drops_the_build(
     assert results[0]["searches"][("paper", False)]
 
 
-def test_closing_the_library_ends_the_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_closing_the_library_brings_the_build_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`p2psync sync` and `pair CODE` close the connection that received before they index."""
     a = _founder(tmp_path)
     built = _received(a, tmp_path / "built", monkeypatch, build=True)
     process = search_build._builds[built.db].process
+    backlog = built.search_backlog()
     built.close()
-    assert process.wait(timeout=10) is not None
+    assert process.poll() is not None
     with Library.open(tmp_path / "built") as again:
+        assert 0 < again.search_backlog() < backlog / 4  # what changed after it was handed over
         later = _received(a, tmp_path / "later", monkeypatch, build=False)
         assert _index(again) == _index(later)
     assert list((tmp_path / "built").glob(".search-build-*")) == []

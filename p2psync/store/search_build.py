@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from p2psync.engine.canonical import loads
+from p2psync.errors import P2PSyncError
 from p2psync.store.db import Database, write_transaction
 
 BUILD_AFTER_BYTES = 8 * 1024 * 1024  # smaller first syncs index afterwards: a child takes ~0.2 s to start
@@ -214,6 +215,17 @@ def finish(db: Database, db_path: Path) -> int:
         return _copy(db_path, build.path) if build.wait() else 0
     finally:
         _remove(build.path)
+
+
+def close(db: Database, db_path: Path) -> None:
+    """The library is being closed: bring its build in if it can be (a command that syncs, then
+    indexes what is left, closes the connection that received in between), else drop it."""
+    if db not in _builds:
+        return
+    if not db.conn.in_transaction:  # (else the copy would wait for this very connection's lock)
+        with contextlib.suppress(P2PSyncError, sqlite3.Error, OSError):  # the backlog has it all
+            finish(db, db_path)
+    drop(db)
 
 
 def _copy(db_path: Path, built: Path) -> int:

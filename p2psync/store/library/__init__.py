@@ -195,7 +195,7 @@ class Library:
         return cls(path, db)
 
     def close(self) -> None:
-        search_build.drop(self.db)  # a first sync's index build not brought in: the backlog has it all
+        search_build.close(self.db, self.path / DB_FILE)  # a first sync's index, built meanwhile
         with contextlib.suppress(sqlite3.Error):
             self.db.conn.close()
 
