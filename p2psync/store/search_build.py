@@ -48,7 +48,7 @@ from p2psync.store.db import Database, write_transaction
 
 BUILD_AFTER_BYTES = 8 * 1024 * 1024  # smaller first syncs index afterwards: a child takes ~0.2 s to start
 FINISH_SECONDS = 600.0  # the child's work is at most what indexing the backlog would be
-QUEUED = 32  # batches handed over but not yet written to the child (each ~1 MB): bounds memory
+QUEUED = 8  # batches handed over but not yet written to the child (each ~1 MB): bounds memory
 _SHADOW = ("data", "idx", "docsize")  # FTS5's tables of a contentless index with column sizes
 _PREFIX = ".search-build-"
 _INSERT = "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)"
