@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -63,6 +65,7 @@ async def serve_chunks(request: web.Request, worker: LibraryWorker, body: Any) -
             ).decode(),
             content_type="application/json",
         )
+    _keep_freed_memory()
     locations = await worker.call(transfers.locate, wanted)
     response = web.StreamResponse(headers={"Content-Type": "application/x-p2psync-chunks"})
     await response.prepare(request)
@@ -84,6 +87,18 @@ async def serve_chunks(request: web.Request, worker: LibraryWorker, body: Any) -
         # of this device, so no traceback; aiohttp drops the rest of the answer quietly.
         log.debug("a peer left while being sent chunks (%d of %d sent)", sent, len(locations))
     return response
+
+
+@functools.cache
+def _keep_freed_memory() -> None:
+    """Let glibc keep (up to 32 MiB of) freed memory instead of handing each freed batch back to
+    the kernel and faulting it in again for the next one: profiled, those page faults and
+    zeroings were an eighth of the sender's CPU. Once per process, at the first chunks it serves;
+    nothing where the C library is not glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 8 * 1024 * 1024)  # M_MMAP_THRESHOLD: batches come from the heap, not mmap
+        libc.mallopt(-1, 32 * 1024 * 1024)  # M_TRIM_THRESHOLD: free memory kept before trimming
 
 
 def _batches(locations: list[transfers.Location | None]) -> list[list[transfers.Location | None]]:
