@@ -72,9 +72,9 @@ async def serve_chunks(request: web.Request, worker: LibraryWorker, body: Any) -
     loop = asyncio.get_running_loop()
     batches = _batches(locations)
     sent = 0
+    # The next batch is read from disk while this one is encrypted and sent.
+    ahead = loop.run_in_executor(None, frame_chunks, batches[0]) if batches else None
     try:
-        # The next batch is read from disk while this one is encrypted and sent.
-        ahead = loop.run_in_executor(None, frame_chunks, batches[0]) if batches else None
         for i in range(len(batches)):
             assert ahead is not None
             data = await ahead
@@ -82,10 +82,13 @@ async def serve_chunks(request: web.Request, worker: LibraryWorker, body: Any) -
             await response.write(data)
             sent += len(batches[i])
         await response.write_eof()
-    except ConnectionResetError:
+    except ConnectionError:  # (reset, or aiohttp's "Connection lost" while waiting to send more)
         # The fetcher went away (it stopped, or takes these chunks from another peer): not a fault
         # of this device, so no traceback; aiohttp drops the rest of the answer quietly.
         log.debug("a peer left while being sent chunks (%d of %d sent)", sent, len(locations))
+    finally:
+        if ahead is not None:
+            ahead.cancel()  # (the batch read ahead is not wanted any more)
     return response
 
 
