@@ -182,3 +182,53 @@ def test_files_land_together_and_a_failed_batch_moves_none(tmp_path: Path) -> No
     assert transfers.needs(b) == []
     a.close()
     b.close()
+
+
+def test_the_chunk_connection_pins_the_peer_key_and_fetches_from_a_real_server(tmp_path: Path) -> None:
+    import asyncio
+
+    from p2psync.errors import NetworkError
+    from p2psync.net import tls
+    from p2psync.net.chunk_client import ChunkConnection
+    from p2psync.node import Node
+    from tests.sync_support import founded, joined
+
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    data, chunks, path = _file(tmp_path)
+    a.attach(a.add_reference({"title": "Served"}), path)
+    key_a, device_a, library_id = a.identity().public_bytes, a.device_id, a.library_id
+    cert, key = tls.certificate_files(b.identity(), tmp_path / "b" / "device.key", tmp_path / "b")
+    a.close()
+    b.close()
+
+    def connection(accept: bool) -> ChunkConnection:
+        def check(shown: bytes) -> bool:
+            return accept and shown == key_a
+
+        return ChunkConnection("127.0.0.1", port, device_a, tls.client_context(cert, key, check), check, library_id)
+
+    async def scenario() -> tuple[PartialFile, ChunkStream, str]:
+        nonlocal port
+        node = Node(tmp_path / "a")
+        port = await node.serve("127.0.0.1", 0)
+        try:
+            file = _partial(tmp_path, data, chunks)
+            wanted = [str(c[0]) for c in chunks]
+            refused = ""
+            try:  # a server whose key is not the one expected gets no request
+                await asyncio.to_thread(connection(False).fetch, wanted, ChunkStream(file, [0], "d"), print)
+            except NetworkError as exc:
+                refused = exc.message
+            stream = ChunkStream(file, list(range(len(chunks))), device_a)
+            batches: list[object] = []
+            await asyncio.to_thread(connection(True).fetch, wanted, stream, batches.append)
+            return file, stream, refused
+        finally:
+            await node.close()
+
+    port = 0
+    file, stream, refused = asyncio.run(scenario())
+    assert refused.startswith("The device at 127.0.0.1") and "is not" in refused
+    assert stream.complete and Path(file.need.partial).read_bytes() == data
+    assert file.hashed == len(data) and transfers.seal_partial(file.need, file.digest, file.hashed)
