@@ -48,7 +48,7 @@ def import_(
     """
     parsed = exchange.read_for_import(file, fmt, encoding, skip_invalid)
     folder = files_from.resolve() if files_from else file.resolve().parent
-    with open_library() as library, _progress(as_json, len(parsed.result.records), f"Importing {file.name}") as advance:
+    with open_library() as library, _progress(as_json, parsed.result.count, f"Importing {file.name}") as advance:
         outcome = exchange.import_parsed(library, parsed, folder, allow_duplicates=allow_duplicates, progress=advance)
     if as_json:
         print_json(outcome.as_dict())

@@ -10,6 +10,7 @@ from p2psync.formats.common import (
     InvalidRecord,
     ParsedRecord,
     ReadResult,
+    RecordStream,
     duplicate_keys,
     normalise,
 )
@@ -24,6 +25,7 @@ from p2psync.formats.detect import (
     write,
     write_chunks,
 )
+from p2psync.formats.reading import read_path
 
 __all__ = [
     "DEFAULT_EXTENSIONS",
@@ -33,12 +35,14 @@ __all__ = [
     "InvalidRecord",
     "ParsedRecord",
     "ReadResult",
+    "RecordStream",
     "duplicate_keys",
     "format_name",
     "guess_format",
     "normalise",
     "read",
     "read_file",
+    "read_path",
     "write",
     "write_chunks",
 ]

@@ -9,7 +9,7 @@ dicts that Library.list_references yields.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import unquote
@@ -63,6 +63,24 @@ class ReadResult:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+class RecordStream:
+    """A reader's records handed out one at a time (each pass reads the file again), after a first
+    pass that counted the good ones (`count`) and found the invalid ones. A ReadResult's records
+    make one too."""
+
+    def __init__(self, count: int, invalid: list[InvalidRecord], records: Callable[[], Iterator[ParsedRecord]]) -> None:
+        self.count = count
+        self.invalid = invalid
+        self._records = records
+
+    @classmethod
+    def of(cls, result: ReadResult) -> RecordStream:
+        return cls(len(result.records), result.invalid, lambda: iter(result.records))
+
+    def __iter__(self) -> Iterator[ParsedRecord]:
+        return self._records()
 
 
 def where(position: int, line: int | None) -> str:

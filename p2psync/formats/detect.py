@@ -115,6 +115,26 @@ def guess_format(text: str, filename: str | None = None) -> str:
     )
 
 
+def guess_from_start(start: str, filename: str | None = None) -> str | None:
+    """guess_format's answer when the start of a text (ending at a line end) already decides it
+    as RIS, whatever follows; else None (then the whole text decides). Only RIS is read from a
+    file line by line, so only RIS needs deciding early."""
+    body = strip_bom(start).lstrip()
+    if not body or body[0] in "[{<":
+        return None
+    ris_match = _RIS.search(body)
+    if ris_match is None:
+        return None
+    bib_match = _BIBTEX.search(body)
+    hint = _from_extension(filename)
+    if bib_match is None:
+        # A BibTeX line further on would make it BibTeX only if the name says so.
+        return None if hint == "bibtex" else "ris"
+    if hint in ("ris", "bibtex"):
+        return hint if hint == "ris" else None
+    return "ris" if ris_match.start() < bib_match.start() else None
+
+
 def read(text: str, fmt: str, skip_invalid: bool = False) -> ReadResult:
     """Read text in the named format (see FORMATS; aliases such as 'bib' work too)."""
     module = FORMATS[format_name(fmt)]

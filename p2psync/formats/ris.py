@@ -2,14 +2,16 @@
 
 Records run from a `TY  - ` line to an `ER  - ` line. rispy's parser silently skips a record
 without a TY line and merges records whose ER is missing, so this module splits the file into
-records itself (keeping line numbers for messages) and uses rispy's line parser to recognise
-tag lines and rispy's writer to write them. See docs/formats.md for the mapping tables.
+records itself (keeping line numbers for messages), recognising tag lines by rispy's rule, and
+uses rispy's writer to write them. A file is read line by line, twice (read_lines): once to count
+the records and find the invalid ones before anything is imported, then record by record as the
+import goes, so a file of any size takes little memory. See docs/formats.md for the mapping tables.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import rispy
@@ -21,6 +23,7 @@ from p2psync.formats.common import (
     ParsedRecord,
     ReadResult,
     RecordBuilder,
+    RecordStream,
     attachment_paths,
     clean_pages,
     finish,
@@ -121,7 +124,6 @@ class _Record:
             self.items[-1] = (tag, f"{previous} {content.strip()}".strip())
 
 
-_PARSER = rispy.RisParser()
 # A line of a long text that would read as a tag line ('ER  - ...') is written with one more
 # leading space, and the reader takes one off: the text survives and the record is not cut.
 _TAG_LIKE = re.compile(r"^ *[A-Z][A-Z0-9]  -")
@@ -133,78 +135,100 @@ def _escape_long(text: str) -> str:
 
 
 def _tag(line: str) -> tuple[str | None, str]:
-    """(tag, content) for a tag line ('AU  - Curie, Marie'), (None, text) otherwise: rispy's rule."""
-    tag, content = _PARSER.parse_line(line)
-    return tag, content
+    """(tag, content) for a tag line ('AU  - Curie, Marie'), (None, text) otherwise: rispy's rule
+    (RisParser.parse_line), written out here because it runs for every line of a file."""
+    if line[2:5] == "  -" and line[:2].isupper() and line[0:1].isalpha():
+        return line[:2], line[6:].strip()
+    return None, line.strip()
 
 
-def _split(text: str) -> tuple[list[tuple[int, _Record]], list[InvalidRecord], dict[int, list[str]]]:
-    """Split the text into records; return (numbered records, invalid ones, stray-line notes)."""
-    records: list[tuple[int, _Record]] = []
-    invalid: list[InvalidRecord] = []
-    stray: dict[int, list[str]] = {}  # position of the record a stray line is reported on
-    current: _Record | None = None
-    orphan: _Record | None = None  # tag lines outside TY..ER
-    position = 0
-    number = 0
-    for number, raw in enumerate(text_lines(strip_bom(text)), start=1):
-        line = raw.lstrip("\ufeff")
-        tag, content = _tag(line)
-        if current is not None:
-            if tag == "ER":
-                records.append((position, current))
-                current = None
-            elif tag == "TY":
-                invalid.append(
-                    InvalidRecord(
-                        position,
-                        current.line,
-                        (f"it has no ER line before the next TY line (line {number}); end every record with 'ER  - '"),
+class _Splitter:
+    """Splits lines into records (with their numbers), noting the invalid ones and stray lines.
+
+    `records(lines)` yields each record as its ER line ends it, so a file is read record by record;
+    `invalid` and `stray` are complete once the lines are all read.
+    """
+
+    def __init__(self) -> None:
+        self.invalid: list[InvalidRecord] = []
+        self.stray: dict[int, list[str]] = {}  # position of the record a stray line is reported on
+        self.found = 0  # records yielded
+        self.any_text = False  # a line holds more than white space
+
+    def records(self, lines: Iterable[str]) -> Iterator[tuple[int, _Record]]:
+        invalid, stray = self.invalid, self.stray
+        current: _Record | None = None
+        orphan: _Record | None = None  # tag lines outside TY..ER
+        position = 0
+        number = 0
+        for number, raw in enumerate(lines, start=1):
+            line = raw.lstrip("\ufeff")
+            tag, content = _tag(line)
+            if not self.any_text and raw.strip():
+                self.any_text = True
+            if current is not None:
+                if tag == "ER":
+                    self.found += 1
+                    yield position, current
+                    current = None
+                elif tag == "TY":
+                    invalid.append(
+                        InvalidRecord(
+                            position,
+                            current.line,
+                            (
+                                f"it has no ER line before the next TY line (line {number}); "
+                                "end every record with 'ER  - '"
+                            ),
+                        )
                     )
-                )
+                    position += 1
+                    current = _Record(number)
+                    current.add("TY", content)
+                elif tag is None:
+                    current.continue_last(line.rstrip())
+                else:
+                    current.add(tag, content)
+                continue
+            if tag == "TY":
+                if orphan is not None:
+                    _note_stray(stray, orphan, number - 1, position)
+                    orphan = None
                 position += 1
                 current = _Record(number)
                 current.add("TY", content)
-            elif tag is None:
-                current.continue_last(line.rstrip())
-            else:
-                current.add(tag, content)
-            continue
-        if tag == "TY":
-            if orphan is not None:
-                _note_stray(stray, orphan, number - 1, position)
+            elif tag == "ER":
+                position += 1
+                start = orphan.line if orphan is not None else number
+                invalid.append(
+                    InvalidRecord(
+                        position,
+                        start,
+                        ("it has no TY line; every record must start with a 'TY  - ' line naming its type"),
+                    )
+                )
                 orphan = None
-            position += 1
-            current = _Record(number)
-            current.add("TY", content)
-        elif tag == "ER":
-            position += 1
-            start = orphan.line if orphan is not None else number
+            elif tag is not None:
+                if orphan is None:
+                    orphan = _Record(number)
+                orphan.add(tag, content)
+            # Untagged lines between records (vendor headers, '1.' counters) are ignored.
+        if current is not None:
             invalid.append(
-                InvalidRecord(
-                    position, start, ("it has no TY line; every record must start with a 'TY  - ' line naming its type")
-                )
+                InvalidRecord(position, current.line, ("it ends without an ER line; the file may have been cut short"))
             )
-            orphan = None
-        elif tag is not None:
-            if orphan is None:
-                orphan = _Record(number)
-            orphan.add(tag, content)
-        # Untagged lines between records (vendor headers, '1.' counters) are ignored.
-    if current is not None:
-        invalid.append(
-            InvalidRecord(position, current.line, ("it ends without an ER line; the file may have been cut short"))
-        )
-    if orphan is not None:
-        if records or invalid:
-            _note_stray(stray, orphan, number, position)
-        else:
-            invalid.append(
-                InvalidRecord(
-                    1, orphan.line, ("it has no TY line; every record must start with a 'TY  - ' line naming its type")
+        if orphan is not None:
+            if self.found or invalid:
+                _note_stray(stray, orphan, number, position)
+            else:
+                invalid.append(
+                    InvalidRecord(
+                        1,
+                        orphan.line,
+                        ("it has no TY line; every record must start with a 'TY  - ' line naming its type"),
+                    )
                 )
-            )
-    return records, invalid, stray
+        invalid.sort(key=lambda item: item.position)
 
 
 def _note_stray(stray: dict[int, list[str]], orphan: _Record, last_line: int, previous: int) -> None:
@@ -216,21 +240,43 @@ def _note_stray(stray: dict[int, list[str]], orphan: _Record, last_line: int, pr
     )
 
 
+NO_RECORDS = (
+    "The file has no RIS records: no line starts with 'TY  - '. "
+    "Check that it is an RIS export (each record starts 'TY  - JOUR' and ends 'ER  - ')."
+)
+
+
 def read(text: str, skip_invalid: bool = False) -> ReadResult:
     """Read RIS text. Raises FormatError for bad records unless skip_invalid."""
-    records, invalid, stray = _split(text)
-    if not records and not invalid and text.strip():
-        raise FormatError(
-            "The file has no RIS records: no line starts with 'TY  - '. "
-            "Check that it is an RIS export (each record starts 'TY  - JOUR' and ends 'ER  - ')."
-        )
-    parsed = []
+    splitter = _Splitter()
+    parsed = list(_converted(splitter.records(text_lines(strip_bom(text))), None))
+    if not parsed and not splitter.invalid and text.strip():
+        raise FormatError(NO_RECORDS)
+    for record in parsed:
+        record.warnings += splitter.stray.get(record.position, [])
+    return finish(parsed, splitter.invalid, LABEL, skip_invalid)
+
+
+def read_lines(lines: Callable[[], Iterable[str]], skip_invalid: bool = False) -> RecordStream:
+    """Read RIS from lines that can be read twice (a file): once to find the records, the
+    invalid ones and the stray lines, then again record by record as the stream is iterated.
+    Raises what `read` raises, before any record is handed out."""
+    first = _Splitter()
+    for _ in first.records(lines()):
+        pass
+    if not first.found and not first.invalid and first.any_text:
+        raise FormatError(NO_RECORDS)
+    finish([], first.invalid, LABEL, skip_invalid)  # (raises for invalid records unless skipping)
+    stray = first.stray
+    return RecordStream(first.found, first.invalid, lambda: _converted(_Splitter().records(lines()), stray))
+
+
+def _converted(records: Iterable[tuple[int, _Record]], stray: dict[int, list[str]] | None) -> Iterator[ParsedRecord]:
     for position, record in records:
         result = _convert(position, record)
-        result.warnings += stray.get(position, [])
-        parsed.append(result)
-    invalid.sort(key=lambda item: item.position)
-    return finish(parsed, invalid, LABEL, skip_invalid)
+        if stray is not None:
+            result.warnings += stray.get(position, [])
+        yield result
 
 
 def _type_of(code: str, hints: list[str], builder: RecordBuilder) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from p2psync import formats
 from p2psync.files import atomic_writer
-from p2psync.formats.common import ReadResult
+from p2psync.formats.common import InvalidRecord, ParsedRecord, RecordStream
 from p2psync.store.importing import ImportReport, Refused, import_records
 from p2psync.store.library import Library
 from p2psync.store.library.records import ReferenceRow
@@ -28,51 +28,55 @@ NO_FOLDER = "files are attached only by 'p2psync import' (an upload does not say
 
 @dataclass(frozen=True)
 class ParsedFile:
-    """A file read for import: its format and what the reader found in it."""
+    """A file read for import: its format and its records (an RIS file's are read from the file
+    again, one at a time, as they are imported; `result.count` says how many, `result.invalid`
+    which could not be read)."""
 
     format: str
-    result: ReadResult
+    result: RecordStream
 
 
 def read_for_import(path: Path, fmt: str | None, encoding: str | None, skip_invalid: bool) -> ParsedFile:
-    """Decode, recognise (unless `fmt` is given) and parse a file (its name is a hint to the
-    format and names it in errors)."""
-    text = formats.read_file(path, encoding=encoding)
-    fmt = formats.format_name(fmt) if fmt else formats.guess_format(text, path.name)
-    return ParsedFile(fmt, formats.read(text, fmt, skip_invalid=skip_invalid))
+    """Decode, recognise (unless `fmt` is given) and check a file (its name is a hint to the
+    format and names it in errors): a file that cannot be read raises here, before the library
+    is touched."""
+    fmt, records = formats.read_path(path, fmt, encoding, skip_invalid)
+    return ParsedFile(fmt, records)
 
 
 @dataclass(frozen=True)
 class ImportOutcome:
     format: str
     report: ImportReport
-    result: ReadResult
+    invalid: list[InvalidRecord]
+    warnings: list[tuple[int, str]]  # (position, message) of every record read, in file order
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "format": self.format,
             **self.report.as_dict(),
-            "invalid": [{"position": i.position, "line": i.line, "message": i.message} for i in self.result.invalid],
-            "warnings": [{"position": r.position, "message": w} for r in self.result.records for w in r.warnings],
+            "invalid": [{"position": i.position, "line": i.line, "message": i.message} for i in self.invalid],
+            "warnings": [{"position": position, "message": w} for position, w in self.warnings],
         }
 
     def summary(self, file_name: str) -> list[str]:
         """What the command line prints after an import (the web page shows the same lines)."""
-        out = self.as_dict()
-        lines = [f"Imported {out['imported']} reference(s) from {file_name} ({formats.LABELS[self.format]})."]
-        if out["duplicates"]:
-            lines.append(f"Skipped {len(out['duplicates'])} already in the library (--allow-duplicates imports them):")
-            lines += [f"  record {d['position']}: {d['title']!r} is {d['existing']}" for d in out["duplicates"][:20]]
-        if self.report.attached:
-            lines.append(f"Attached {len(self.report.attached)} file(s).")
-        if out["skipped_attachments"]:
-            lines.append(f"Skipped {len(out['skipped_attachments'])} file(s) that the records name:")
-            lines += [f"  record {m['position']}: {m['path']}: {m['reason']}" for m in out["skipped_attachments"][:20]]
-        if out["invalid"]:
-            lines.append(f"Skipped {len(out['invalid'])} invalid record(s):")
+        report = self.report
+        lines = [f"Imported {len(report.imported)} reference(s) from {file_name} ({formats.LABELS[self.format]})."]
+        if report.duplicates:
+            lines.append(f"Skipped {len(report.duplicates)} already in the library (--allow-duplicates imports them):")
+            lines += [f"  record {d['position']}: {d['title']!r} is {d['existing']}" for d in report.duplicates[:20]]
+        if report.attached:
+            lines.append(f"Attached {len(report.attached)} file(s).")
+        if report.skipped_attachments:
+            skipped = report.skipped_attachments
+            lines.append(f"Skipped {len(skipped)} file(s) that the records name:")
+            lines += [f"  record {m['position']}: {m['path']}: {m['reason']}" for m in skipped[:20]]
+        if self.invalid:
+            lines.append(f"Skipped {len(self.invalid)} invalid record(s):")
             lines += [
-                f"  record {i['position']}" + (f" (line {i['line']})" if i["line"] else "") + f": {i['message']}"
-                for i in out["invalid"][:20]
+                f"  record {i.position}" + (f" (line {i.line})" if i.line else "") + f": {i.message}"
+                for i in self.invalid[:20]
             ]
         return lines
 
@@ -86,18 +90,29 @@ def import_parsed(
 ) -> ImportOutcome:
     """Import what `read_for_import` found, all or nothing. Files the records name are attached
     from `files_from` only; with None (an upload) none is, and each is listed as skipped."""
-    records = parsed.result.records
     refused: list[tuple[int, str]] = []
-    if files_from is None:
-        for record in records:
-            refused += [(record.position, named) for named in record.attachments]
-            record.attachments = []
+    warnings: list[tuple[int, str]] = []
+
+    def records() -> Iterator[ParsedRecord]:
+        for record in parsed.result:
+            warnings.extend((record.position, w) for w in record.warnings)
+            if files_from is None:
+                refused.extend((record.position, named) for named in record.attachments)
+                record.attachments = []
+            yield record
+
     report = import_records(
-        library, records, files_from or library.path, allow_duplicates=allow_duplicates, progress=progress
+        library,
+        records(),
+        files_from or library.path,
+        allow_duplicates=allow_duplicates,
+        progress=progress,
+        expected=parsed.result.count,
     )
+    library.refs.index_now()  # (a large import leaves its references to the search backlog)
     for position, named in refused:
         report.skip(position, named, Refused(NO_FOLDER))
-    return ImportOutcome(parsed.format, report, parsed.result)
+    return ImportOutcome(parsed.format, report, parsed.result.invalid, warnings)
 
 
 @dataclass(frozen=True)

@@ -20,25 +20,29 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
 import shutil
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
 from p2psync.engine import clock, ops
-from p2psync.errors import InvalidInput
+from p2psync.engine.canonical import dumps
+from p2psync.errors import InvalidInput, InvalidValue
 from p2psync.model.attachments import validate_name
 from p2psync.model.chunking import manifest_of
 from p2psync.model.duplicates import duplicate_keys, identical_key
 from p2psync.model.ids import new_id
+from p2psync.store import logtext, schema
+from p2psync.store.apply import insert_new_refs, new_ref_row
 from p2psync.store.files import CHUNK, atomic_writer
-from p2psync.store.library import Library
+from p2psync.store.library import Library, Writer
 from p2psync.store.library.references import new_reference_values
 
 # Kernel and device trees: no document lives there, and reading some of them leaks secrets
@@ -60,9 +64,44 @@ class Record(Protocol):
     position: int
 
 
+class Ids:
+    """The ids of the imported references, compactly (16 ASCII bytes each, not a str object
+    each: a million ids take 16 MB, not 80). Reads like a list of str."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._others: list[str] = []  # (ids not of 16 ASCII characters, in case; never mixed)
+
+    def append(self, ref_id: str) -> None:
+        if len(ref_id) == 16 and ref_id.isascii() and not self._others:
+            self._data += ref_id.encode("ascii")
+        else:
+            if not self._others:
+                self._others = list(self)
+                self._data = bytearray()
+            self._others.append(ref_id)
+
+    def __len__(self) -> int:
+        return len(self._others) or len(self._data) // 16
+
+    def __iter__(self) -> Iterator[str]:
+        if self._others:
+            yield from self._others
+            return
+        data = self._data
+        for start in range(0, len(data), 16):
+            yield data[start : start + 16].decode("ascii")
+
+    def __getitem__(self, index: slice) -> list[str]:
+        return list(itertools.islice(self, *index.indices(len(self))))
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == (list(other) if isinstance(other, Ids) else other)
+
+
 @dataclass
 class ImportReport:
-    imported: list[str] = field(default_factory=list)
+    imported: Ids = field(default_factory=Ids)
     duplicates: list[dict[str, Any]] = field(default_factory=list)  # position, title, existing
     attached: list[dict[str, Any]] = field(default_factory=list)  # position, ref, name
     skipped_attachments: list[dict[str, Any]] = field(default_factory=list)  # position, path, reason
@@ -77,7 +116,7 @@ class ImportReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "imported": len(self.imported),
-            "ids": self.imported,
+            "ids": list(self.imported),
             "duplicates": self.duplicates,
             "attached": self.attached,
             "skipped_attachments": self.skipped_attachments,
@@ -115,71 +154,80 @@ class FileRules:
         return cls(os.path.realpath(folder), library, frozenset(inodes))
 
 
-def existing_keys(library: Library) -> dict[str, str]:
-    """Duplicate key -> id of a reference in the library (trash included: EndNote does too)."""
-    index: dict[str, str] = {}
-    cursor = library.db.conn.cursor()
-    cursor.execute("SELECT id, data FROM refs WHERE deleted = 0 ORDER BY added, id")
-    for ref_id, data in cursor:
-        fields = json.loads(data)
-        for key in [*duplicate_keys(fields), identical_key(fields)]:
-            index.setdefault(key, ref_id)
-    return index
+class SeenKeys:
+    """Duplicate key -> the reference (or earlier record of the file) that has it: the library's
+    references (trash included: EndNote does too), the earliest added first, then the file's
+    records as they are imported. Kept in a temporary table of this connection, not in memory:
+    a million records have three million keys. Asked for a batch of records at a time."""
+
+    def __init__(self, library: Library) -> None:
+        self.db = library.db
+        self.db.execute(f"PRAGMA temp.cache_size = {-KEYS_CACHE_KB}")
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS import_keys (key TEXT PRIMARY KEY, ref TEXT) WITHOUT ROWID")
+        self.db.execute("DELETE FROM temp.import_keys")
+        cursor = library.db.conn.cursor()
+        cursor.execute("SELECT id, data FROM refs WHERE deleted = 0 ORDER BY added, id")
+        while rows := cursor.fetchmany(KEY_BATCH):
+            self.add([(key, ref_id) for ref_id, data in rows for key in _keys_of(json.loads(data))])
+
+    def find(self, keys: Iterable[str]) -> dict[str, str]:
+        """Those of the keys already seen, with who has each."""
+        wanted = list(set(keys))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), 900):
+            part = wanted[start : start + 900]
+            marks = ", ".join("?" * len(part))
+            found.update(self.db.execute(f"SELECT key, ref FROM temp.import_keys WHERE key IN ({marks})", part))
+        return found
+
+    def add(self, pairs: list[tuple[str, str]]) -> None:
+        """Remember keys not seen yet (a key seen keeps its first holder)."""
+        self.db.conn.executemany("INSERT OR IGNORE INTO temp.import_keys (key, ref) VALUES (?, ?)", pairs)
+
+    def close(self) -> None:
+        self.db.execute("DROP TABLE IF EXISTS temp.import_keys")
+
+
+KEY_BATCH = 2_000  # records whose keys are looked up at once
+KEYS_CACHE_KB = 16_000  # page cache of the temporary key table
+
+
+def _keys_of(values: dict[str, Any]) -> list[str]:
+    return [*duplicate_keys(values), identical_key(values)]
 
 
 def import_records(
     library: Library,
-    records: Sequence[Record],
+    records: Iterable[Record],
     base_dir: Path,
     allow_duplicates: bool = False,
     progress: Callable[[int], None] | None = None,
+    expected: int = 0,
 ) -> ImportReport:
-    """Import records; files they name are attached from base_dir only (see open_named_file)."""
+    """Import records, streamed: read, checked and written KEY_BATCH at a time, all in one write
+    transaction (a failure, or a killed process, leaves the library as it was). Files they name
+    are attached from base_dir only (see open_named_file). `expected`: how many records there
+    are, if known (a large import builds the list's sort indexes once, at its end)."""
     report = ImportReport()
-    index = existing_keys(library)
     rules = FileRules.make(base_dir, library.path)
-    prepared: list[tuple[Record, dict[str, Any]]] = []
-    for record in records:
-        try:
-            values = new_reference_values(record.fields)
-        except InvalidInput as exc:
-            raise InvalidInput(f"Record {record.position} cannot be imported: {exc}") from None
-        keys = [*duplicate_keys(values), identical_key(values)]
-        same = next((index[k] for k in keys if k in index), None)
-        if same is not None and not allow_duplicates:
-            report.duplicates.append({"position": record.position, "title": values.get("title"), "existing": same})
-            continue
-        prepared.append((record, values))
-        ref_placeholder = f"record {record.position} of this file"
-        for key in keys:
-            index.setdefault(key, ref_placeholder)  # a later record of this file is a duplicate too
-
     placed: list[Path] = []
     try:
         with library.writing() as writer:
-            for record, values in prepared:
-                ref_id = new_id()
-                added = clock.tick(writer.ts)
-                writer.log(ops.ref_put(ref_id, {**values, "added": added}), checked=True)
-                report.imported.append(ref_id)
-                used: set[str] = set()
-                for named in record.attachments:
-                    try:
-                        source, name = open_named_file(named, rules)
-                        with source:
-                            name = _unique_name(name, used)
-                            target = library.attachment_file(ref_id, name)
-                            placed.append(target)
-                            copy_atomic(source, target)
-                    except Refused as refused:
-                        report.skip(record.position, named, refused)
-                        continue
-                    manifest = manifest_of(target)
-                    writer.log(ops.attachment_put(ref_id, name, manifest))
-                    library.attachments.record_file(ref_id, name, target, manifest)
-                    report.attached.append({"position": record.position, "ref": ref_id, "name": name})
+            deferred = _defer_sort_indexes(library, expected)
+            seen = SeenKeys(library)
+            for batch in _batches(records, KEY_BATCH):
+                new = _new_ones(batch, seen, report, allow_duplicates)
+                plain = [(record, values) for record, values in new if not record.attachments]
+                if len(plain) == len(new):
+                    _write_new_refs(library, writer, plain, report)
+                else:  # (in file order: a record's files are logged after it)
+                    for record, values in new:
+                        _import_one(library, writer, record, values, rules, report, placed)
                 if progress:
-                    progress(1)
+                    progress(len(batch))
+            seen.close()
+            for name in deferred:
+                library.db.execute(schema.DEFERRABLE_INDEXES[name])
     except BaseException:
         for path in placed:  # the transaction rolled back: leave no orphan files
             path.unlink(missing_ok=True)
@@ -187,6 +235,129 @@ def import_records(
                 path.parent.rmdir()
         raise
     return report
+
+
+# An import at least this large, and larger than the library, drops the sort indexes of the
+# library list in its transaction and builds them at its end, in one sorted pass each: inserted
+# at random places, they made every spill of the page cache rewrite most of their pages (as in
+# a first sync, store/bulk.py). In the same transaction: a failure or a kill leaves them as
+# they were, with the rest.
+BULK_IMPORT = 20_000
+
+
+def _defer_sort_indexes(library: Library, expected: int) -> list[str]:
+    if expected < BULK_IMPORT or expected <= library.refs.count():
+        return []
+    present = [n for n in schema.DEFERRABLE_INDEXES if n not in schema.missing_indexes(library.db)]
+    for name in present:
+        library.db.execute(f"DROP INDEX {name}")
+    return present
+
+
+def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _new_ones(
+    batch: list[Record], seen: SeenKeys, report: ImportReport, allow_duplicates: bool
+) -> list[tuple[Record, dict[str, Any]]]:
+    """The batch's records to import, with their checked values; the duplicates are reported.
+    A record is a duplicate of the first reference, or earlier record, that has one of its keys."""
+    checked: list[tuple[Record, dict[str, Any], list[str]]] = []
+    for record in batch:
+        try:
+            values = new_reference_values(record.fields)
+        except InvalidInput as exc:
+            raise InvalidInput(f"Record {record.position} cannot be imported: {exc}") from None
+        checked.append((record, values, _keys_of(values)))
+    known = seen.find(key for _record, _values, keys in checked for key in keys)
+    new: list[tuple[Record, dict[str, Any]]] = []
+    added: list[tuple[str, str]] = []
+    for record, values, keys in checked:
+        same = next((known[k] for k in keys if k in known), None)
+        if same is not None and not allow_duplicates:
+            report.duplicates.append({"position": record.position, "title": values.get("title"), "existing": same})
+            continue
+        new.append((record, values))
+        holder = f"record {record.position} of this file"
+        for key in keys:
+            if key not in known:  # a later record of this file is a duplicate too
+                known[key] = holder
+                added.append((key, holder))
+    seen.add(added)
+    return new
+
+
+_OP_AROUND = len(logtext.HEAD) + len(logtext.TAIL_BEFORE_ID) + len(logtext.TAIL_AFTER_ID)  # (op text = fields + these)
+
+
+def _write_new_refs(
+    library: Library, writer: Writer, new: list[tuple[Record, dict[str, Any]]], report: ImportReport
+) -> None:
+    """Log and write references that name no files, together: what Writer.log of each one's
+    ref.put does, the way a first sync writes the references it creates (store/sync.py). The
+    entry's text is kept once, in the reference's row (store/logtext.py), each row is written by
+    apply.new_ref_row (equal to what applying the entry writes; tests/test_bulk_receive.py), and
+    the search index is written from the backlog after the import (index_now)."""
+    if not new:
+        return
+    db = library.db
+    base = int(db.execute("SELECT coalesce(max(num), 0) + 1 FROM changelog").fetchone()[0])
+    device = library.device_id
+    log_rows: list[tuple[int, str, int, int, str, str]] = []
+    ref_rows: list[list[Any]] = []
+    for index, (_record, values) in enumerate(new):
+        ref_id = new_id()
+        fields = {**values, "added": clock.tick(writer.ts)}
+        text = dumps(fields).encode("utf-8")
+        if len(text) + len(ref_id) + _OP_AROUND > ops.MAX_OP_BYTES:  # (Writer.log's limit, on the whole op)
+            raise InvalidValue("This change is too large to sync (over 3 MB of text in one reference); shorten it.")
+        writer.seq += 1
+        writer.ts = clock.tick(writer.ts)
+        op = ops.ref_put(ref_id, fields)
+        log_rows.append((base + index, device, writer.seq, writer.ts, "", ref_id))
+        ref_rows.append(new_ref_row(device, writer.seq, writer.ts, op, text, base + index))
+        report.imported.append(ref_id)
+    db.conn.executemany("INSERT INTO changelog (num, device, seq, ts, op, ref) VALUES (?, ?, ?, ?, ?, ?)", log_rows)
+    insert_new_refs(db, ref_rows)
+
+
+def _import_one(
+    library: Library,
+    writer: Writer,
+    record: Record,
+    values: dict[str, Any],
+    rules: FileRules,
+    report: ImportReport,
+    placed: list[Path],
+) -> None:
+    ref_id = new_id()
+    added = clock.tick(writer.ts)
+    writer.log(ops.ref_put(ref_id, {**values, "added": added}), checked=True)
+    report.imported.append(ref_id)
+    used: set[str] = set()
+    for named in record.attachments:
+        try:
+            source, name = open_named_file(named, rules)
+            with source:
+                name = _unique_name(name, used)
+                target = library.attachment_file(ref_id, name)
+                placed.append(target)
+                copy_atomic(source, target)
+        except Refused as refused:
+            report.skip(record.position, named, refused)
+            continue
+        manifest = manifest_of(target)
+        writer.log(ops.attachment_put(ref_id, name, manifest))
+        library.attachments.record_file(ref_id, name, target, manifest)
+        report.attached.append({"position": record.position, "ref": ref_id, "name": name})
 
 
 def copy_atomic(source: BinaryIO, target: Path) -> None:
