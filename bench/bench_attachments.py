@@ -26,11 +26,11 @@ not part of any figure).
 
 Unless --no-syncthing, ../shared/tools/syncthing-baseline (Syncthing 1.19 from Debian, two
 instances in a loopback-only network namespace; needs root and `ip netns`, installs the
-syncthing package itself if missing) runs --runs times on the same sizes, and the ratios
-p2psync / Syncthing are printed; NETNS and WORKDIR, when set, are passed on to it (two benches
-on one machine need different ones). The p2psync processes run the p2psync of this tree
-(PYTHONPATH), not whichever one the venv was installed from. MB = 10^6 bytes throughout. The last
-line is one JSON document.
+syncthing package itself if missing) runs --runs times on the same sizes, each run right after a
+p2psync run (so that both meet the same load), and the ratios p2psync / Syncthing are printed;
+NETNS and WORKDIR, when set, are passed on to it (two benches on one machine need different
+ones). The p2psync processes run the p2psync of this tree (PYTHONPATH), not whichever one the
+venv was installed from. MB = 10^6 bytes throughout. The last line is one JSON document.
 """
 
 from __future__ import annotations
@@ -491,54 +491,56 @@ def bare_start() -> float:
 # --- Syncthing -----------------------------------------------------------------------------------
 
 
-def syncthing_runs(args: argparse.Namespace, results_root: Path) -> tuple[list[dict[str, Any]], str]:
-    """Run the baseline --runs times; (results, why skipped or failed: '' if all ran)."""
+def syncthing_missing() -> str:
+    """Why the baseline cannot run here ('' if it can)."""
     if not BASELINE.is_file():
-        return [], f"{BASELINE} not found"
+        return f"{BASELINE} not found"
     if os.geteuid() != 0:
-        return [], "not root (the baseline needs root for `ip netns`)"
+        return "not root (the baseline needs root for `ip netns`)"
     if shutil.which("ip") is None:
-        return [], "no `ip` command (iproute2) for the network namespace"
+        return "no `ip` command (iproute2) for the network namespace"
     if shutil.which("syncthing") is None:
         print(
             "  syncthing is not installed: the baseline script installs Debian's package itself "
             "(its ensure_pkg: apt-get install -y syncthing)",
             file=sys.stderr,
         )
-    results = []
-    for run in range(args.runs):
-        folder = results_root / f"syncthing-{run}"
-        folder.mkdir()
-        env = {
-            **ENV,
-            "TOTAL_MB": str(args.total_mb),
-            "FILES": str(args.files),
-            "MIN_MB": str(MIN_MB),
-            "MAX_MB": str(MAX_MB),
-            "SEED": str(args.seed),
-            "DELTA_FILES": str(min(DELTA_FILES, args.files)),
-            "DELTA_KB": str(DELTA_KIB),
-            "RESULTS_DIR": str(folder),
-        }
-        log = results_root / f"syncthing-{run}.log"
-        print(f"  syncthing run {run + 1}/{args.runs} ...", file=sys.stderr)
-        with log.open("wb") as handle:
-            proc = subprocess.Popen(["bash", str(BASELINE)], env=env, stdout=handle, stderr=subprocess.STDOUT)
+    return ""
+
+
+def syncthing_run(args: argparse.Namespace, results_root: Path, run: int) -> tuple[dict[str, Any] | None, str]:
+    """One run of the baseline: (its result, or None and why it failed)."""
+    folder = results_root / f"syncthing-{run}"
+    folder.mkdir()
+    env = {
+        **ENV,
+        "TOTAL_MB": str(args.total_mb),
+        "FILES": str(args.files),
+        "MIN_MB": str(MIN_MB),
+        "MAX_MB": str(MAX_MB),
+        "SEED": str(args.seed),
+        "DELTA_FILES": str(min(DELTA_FILES, args.files)),
+        "DELTA_KB": str(DELTA_KIB),
+        "RESULTS_DIR": str(folder),
+    }
+    log = results_root / f"syncthing-{run}.log"
+    print(f"  syncthing run {run + 1}/{args.runs} ...", file=sys.stderr)
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(["bash", str(BASELINE)], env=env, stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            code = proc.wait(timeout=BASELINE_LIMIT)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)  # its trap stops the syncthings it started, removes the netns
             try:
-                code = proc.wait(timeout=BASELINE_LIMIT)
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGTERM)  # its trap stops the syncthings it started, removes the netns
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-                return results, f"baseline run {run + 1} took more than {BASELINE_LIMIT:.0f} s"
-        found = sorted(folder.glob("*.json"))
-        if code != 0 or not found:
-            return results, f"baseline run {run + 1} exited {code}:\n{tail(log)}"
-        results.append(json.loads(found[-1].read_text()))
-    return results, ""
+                proc.kill()
+                proc.wait(timeout=10)
+            return None, f"baseline run {run + 1} took more than {BASELINE_LIMIT:.0f} s"
+    found = sorted(folder.glob("*.json"))
+    if code != 0 or not found:
+        return None, f"baseline run {run + 1} exited {code}:\n{tail(log)}"
+    return json.loads(found[-1].read_text()), ""
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -587,6 +589,9 @@ def main() -> None:
             file=sys.stderr,
         )
         startup = bare_start()
+        if not args.no_syncthing:
+            st_skip = syncthing_missing()
+        # The two tools take turns, run by run, so that both meet the same load on a shared machine.
         for run in range(args.runs):
             root = tmp_path / f"run-{run}"
             root.mkdir()
@@ -598,9 +603,11 @@ def main() -> None:
                 break
             finally:
                 shutil.rmtree(root, ignore_errors=True)
+            if not st_skip:
+                result, st_skip = syncthing_run(args, tmp_path, run)
+                if result is not None:
+                    st_results.append(result)
         shutil.rmtree(tmp_path / "source", ignore_errors=True)
-        if not args.no_syncthing:
-            st_results, st_skip = syncthing_runs(args, tmp_path)
 
     print(
         f"\nAttachment sync over loopback (127.0.0.1): {len(files)} files, {total / 1e6:.1f} MB "
