@@ -5,6 +5,7 @@ child going wrong must cost nothing but time."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import marshal
 import subprocess
@@ -311,3 +312,13 @@ def test_the_child_ends_when_the_receiver_is_killed(tmp_path: Path) -> None:
     b = Library.open(tmp_path / "b")
     receive(b, changesets_since(a, version_vector(b)), parallel=False)
     assert snapshot(b) == snapshot(a)
+
+
+def test_a_frame_length_beyond_the_limit_ends_the_stream() -> None:
+    """An out-of-step pipe reads as its end (the receiver then parses the rest itself), not as a
+    request for gigabytes of memory."""
+    good = (5).to_bytes(8, "little") + b"hello"
+    bad = (prepare.FRAME_LIMIT + 1).to_bytes(8, "little") + b"x" * 16
+    stream = io.BytesIO(good + bad)
+    assert prepare._read_frame(stream) == b"hello"
+    assert prepare._read_frame(stream) is None

@@ -38,6 +38,9 @@ from p2psync.engine.canonical import loads
 from p2psync.store import logtext
 from p2psync.store.apply import is_plain_new_ref, new_ref_row
 
+# A wire is at most MAX_BYTES, an answer a few times its size. Seen once, in a profiled 1,000,000-
+# reference receive: a length beyond memory (MemoryError); the receiver then parses the rest itself.
+FRAME_LIMIT = 8 * cs_engine.MAX_BYTES
 ANSWER_SECONDS = 60.0  # a child that answers nothing for this long is given up (parsing takes ms)
 DATA, ORIGIN = 10, 12  # where new_ref_row puts the data text and the origin
 
@@ -119,6 +122,8 @@ def _read_frame(stream: BinaryIO) -> bytes | None:
     if len(header) < 8:
         return None
     size = int.from_bytes(header, "little")
+    if size > FRAME_LIMIT:  # not a frame of ours: the stream is out of step, so it ends here
+        return None
     payload = stream.read(size)
     return payload if len(payload) == size else None
 
@@ -227,7 +232,7 @@ class Preparer:
                 self._ready.set()
                 while (payload := _read_frame(stdout)) is not None:  # type: ignore[arg-type]
                     self._answers.put(payload)
-        except OSError:
+        except (OSError, MemoryError):
             pass
         finally:
             self._answers.put(None)
