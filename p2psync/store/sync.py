@@ -150,12 +150,15 @@ def _chain_heads(library: Library) -> dict[str, str]:
 def changesets_since(library: Library, theirs: dict[str, int]) -> Iterator[bytes]:
     """The change sets a peer with version vector `theirs` lacks, in an order they can apply,
     as the exact bytes their authors signed (assembled from the log)."""
-    headers = library.db.execute(
-        "SELECT num, author, first, last, prev, deps, sig FROM changesets ORDER BY num"
-    ).fetchall()
+    # Only the headers the peer lacks (changesets_by_author): reading all took 2-10 ms at 1M refs.
+    headers: list[Any] = []
+    for (author,) in library.db.execute("SELECT DISTINCT author FROM changesets").fetchall():
+        headers += library.db.execute(
+            "SELECT num, author, first, last, prev, deps, sig FROM changesets WHERE author = ? AND last > ?",
+            [author, theirs.get(author, 0)],
+        ).fetchall()
+    headers.sort()  # by num: the order they were stored in, which a peer can apply
     for _num, author, first, last, prev, deps, sig in headers:
-        if last <= theirs.get(author, 0):
-            continue
         items = _entry_items(library, author, first, last)
         body = cs_engine.assemble_body(library.library_id, author, prev, loads(deps), items)
         yield cs_engine.wire_bytes(body, base64.b64decode(sig))
