@@ -91,7 +91,7 @@ def test_an_index_built_beside_the_receive_is_the_one_built_afterwards(
     done = list(built.refs.catch_up_search())
     assert done[0] > 300  # the build's part comes first, at once; the changed ones after it
     assert sum(done) == built_backlog
-    assert _index(built) == _index(later)
+    assert _index(built) == _index(later) == _reindexed(later)
     assert _index(built)["searches"][("edited", False)]  # found by the words they have now...
     assert len(_index(built)["searches"][("original", False)]) == 400 - 30 - 3  # ...not by those they had
     assert list(built.path.glob(".search-build-*")) == []
@@ -114,6 +114,31 @@ def test_an_index_written_meanwhile_elsewhere_drops_the_build(tmp_path: Path, mo
     assert next(built.refs.catch_up_search(), 0) == 0  # nothing copied: the index was not empty
     later = _received(a, tmp_path / "later", monkeypatch, build=False)
     assert _index(built) == _index(later)
+
+
+def _reindexed(library: Library) -> dict[str, Any]:
+    """_index after indexing the whole library again from nothing, the way the backlog does."""
+    db = library.db
+    with db.conn:
+        db.execute("INSERT INTO refs_fts (refs_fts) VALUES ('delete-all')")
+        db.execute("INSERT OR IGNORE INTO search_backlog (num) SELECT num FROM refs WHERE deleted = 0")
+    return _index(library)
+
+
+def test_a_reference_changed_by_another_connection_meanwhile_is_indexed_as_it_is_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = _founder(tmp_path)
+    built = _received(a, tmp_path / "built", monkeypatch, build=True)
+    with Library.open(built.path) as other:  # `ref edit` in another process, between two batches
+        [ref] = [r.id for r in other.refs.listing() if r.title == "Paper 123 original zeta"]
+        other.edit_reference(ref, {"title": "Changed elsewhere"})
+    assert next(built.refs.catch_up_search()) > 300  # the build came in, without that one
+    index = _index(built)
+    assert index["searches"][("smith", False)]
+    assert [r.id for r in built.refs.search("elsewhere")] == [ref]
+    assert [r.id for r in built.refs.search("paper 123")] == []
+    assert index == _reindexed(built)
 
 
 def test_a_change_set_rejected_after_its_rows_were_handed_over_drops_the_build(
