@@ -206,8 +206,10 @@ async def join(
 
 
 # What a received reference takes on disk, generously (about 2.8 KB measured for a 100,000-
-# reference library, docs/performance.md), and room kept beyond it for the log and indexes.
-BYTES_PER_REFERENCE = 4096
+# reference library, docs/performance.md), plus what the search index built beside a first sync
+# holds until the sync ends (store/search_build.py: a copy of its fields text and its words,
+# about 2.5 KB), and room kept beyond it for the log and indexes.
+BYTES_PER_REFERENCE = 6144
 ROOM_MARGIN = 16 * 1024 * 1024
 
 

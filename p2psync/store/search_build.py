@@ -9,7 +9,8 @@ on a library that holds no reference at all (a first sync, or an empty library j
 database file of its own (SQLite allows one writer per file, and the receive is it): the
 receiver hands it the row number and fields text of each batch of new references as it inserts
 them, and the child indexes them with apply.search_row into an FTS5 table defined exactly as
-`refs_fts` is, keeping beside each row the fields text it indexed.
+`refs_fts` is, keeping beside each row the fields text it indexed. (So the build's file holds
+about 2.5 KB a reference until it is brought in: pair_join's check for room counts it.)
 
 `finish` (References.catch_up_search, so before any search) waits for the child, then, in one
 transaction and on a connection of its own, if the library's index is still empty: takes out of
