@@ -5,6 +5,9 @@ anything going wrong must cost only time."""
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +182,20 @@ def test_closing_the_library_brings_the_build_in(tmp_path: Path, monkeypatch: py
         later = _received(a, tmp_path / "later", monkeypatch, build=False)
         assert _index(again) == _index(later)
     assert list((tmp_path / "built").glob(".search-build-*")) == []
+
+
+def test_dropping_a_build_whose_child_stopped_reading_is_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rollback drops the build at once, even with the queue to the child full."""
+    monkeypatch.setattr(search_build, "FINISH_SECONDS", 20.0)
+    library = founded(tmp_path / "lib")
+    search_build.start(library.db, library.path)
+    build = search_build._builds[library.db]
+    build.process.send_signal(signal.SIGSTOP)  # it reads nothing more: the pipe, then the queue, fill up
+    text = "x" * 100_000
+    feeder = threading.Thread(target=lambda: [build.add(i * 10 + 1, [text] * 10) for i in range(40)], daemon=True)
+    feeder.start()
+    feeder.join(timeout=5)  # blocked on the full queue by now
+    started = time.monotonic()
+    search_build.drop(library.db)
+    assert time.monotonic() - started < 10
+    assert build.process.poll() is not None

@@ -143,8 +143,10 @@ class SearchBuild:
         self.failed = True
         if self.process.poll() is None:
             self.process.kill()  # our own child, by its handle
+        # The writer drains the queue once its write to the killed child fails, so there is room
+        # for the end mark within moments (without it, it would wait on the queue for ever).
         with contextlib.suppress(queue.Full):
-            self._outbox.put_nowait(None)
+            self._outbox.put(None, timeout=10)
         self._end()
 
     def wait(self) -> bool:
