@@ -201,7 +201,7 @@ def test_a_burst_of_ten_thousand_writes_is_a_few_looks(tmp_path: Path) -> None:
     for folder in refs:
         folder.mkdir()
 
-    async def burst() -> tuple[list[object], int]:
+    async def burst() -> tuple[list[object], int, float]:
         woken = asyncio.Event()
         watcher = AttachmentWatcher(library, woken.set)
         assert await watcher.start()
@@ -216,6 +216,7 @@ def test_a_burst_of_ten_thousand_writes_is_a_few_looks(tmp_path: Path) -> None:
                     (top / ".p2psync" / "partial" / f"part{i}").write_bytes(b"y")
                 (top / "refnew").mkdir()
 
+            began = time.monotonic()
             writing = asyncio.get_running_loop().run_in_executor(None, write)
             quiet_since = time.monotonic()
             deadline = time.monotonic() + 30
@@ -230,18 +231,21 @@ def test_a_burst_of_ten_thousand_writes_is_a_few_looks(tmp_path: Path) -> None:
                     quiet_since = time.monotonic()
                 await asyncio.sleep(0.05)  # the daemon's look takes a while: more arrives meanwhile
             await writing
-            return taken, watcher.batches
+            return taken, watcher.batches, time.monotonic() - began
         finally:
             await watcher.stop()
 
-    taken, batches = asyncio.run(burst())
+    taken, batches, took = asyncio.run(burst())
     named: set[object] = set()
     for files in taken:
         assert isinstance(files, set)
         named |= files
     assert named == {(folder.name, NAME) for folder in refs}
-    assert len(taken) <= 40, len(taken)  # one look per quiet spell or second, not one per write
-    assert batches <= 40, batches
+    # One look per quiet spell (50 ms without a write) or per second, not one per write: a few
+    # here, where the 10,000 writes take well under a second (more only if the machine paused
+    # the writer that often).
+    bound = max(40, int(took / 0.05))
+    assert len(taken) <= bound and batches <= bound, (len(taken), batches, took)
 
     # Past MAX_NAMED files at once the watcher asks for one look at everything instead.
     async def many() -> object:
