@@ -358,7 +358,7 @@ class Node:
                     break
                 if self._fetch_due:
                     self._fetch_due = False
-                    await self._fetch_pushed(static)
+                    await self._fetch_pushed()
                 now = loop.time()
                 edited = False
                 # PDFs annotated in place become new versions (store/library/attachments.py): the
@@ -409,7 +409,7 @@ class Node:
             asyncio.get_running_loop().call_later(UNSETTLED_SECONDS, watcher.touch, edits.unsettled)
         return edits.modified > 0
 
-    async def _fetch_pushed(self, static: list[Address]) -> None:
+    async def _fetch_pushed(self) -> None:
         """Fetch what a push named from the members known by device (on the LAN, remembered);
         the pusher is among them: its address was remembered when it made itself known."""
         lan = await self.members_on_lan()
