@@ -12,13 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from p2psync import formats
 from p2psync.errors import P2PSyncError
-from p2psync.store import exchange, importing, schema
+from p2psync.store import exchange, import_reader, importing, schema
 from p2psync.store.library import Library
 from tests.support import snapshot
 
@@ -107,13 +108,27 @@ def _ris(path: Path, count: int, start: int = 0, extra: dict[int, str] | None = 
             )
 
 
+@pytest.mark.parametrize("child", [False, True], ids=["here", "child-process"])
 def test_streamed_import_writes_what_applying_its_own_log_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, child: bool
 ) -> None:
     """References without files are written together (the way a first sync writes new ones);
     those with files one by one. Replaying the import's log into an empty library through the
-    ordinary apply path must give the same tables and search index."""
+    ordinary apply path must give the same tables and search index. A large file's records are
+    read and checked by a second process: the same import."""
     monkeypatch.setattr(importing, "KEY_BATCH", 7)
+    monkeypatch.setattr(import_reader, "BATCH", 4)
+    monkeypatch.setattr(import_reader, "CHILD_FROM", 0 if child else 10**9)
+    answered: list[int] = []
+    batches = import_reader._Child.batches
+
+    def counted(self: import_reader._Child) -> Iterator[list[tuple[object, ...]]]:  # (a spy: the child answers)
+        for batch in batches(self):
+            answered.append(len(batch))
+            yield batch
+        assert self.finished
+
+    monkeypatch.setattr(import_reader._Child, "batches", counted)
     (tmp_path / "f.pdf").write_bytes(b"%PDF-1.4 x")
     path = tmp_path / "in.ris"
     _ris(path, 40, extra={5: "L1  - f.pdf\n", 22: "L1  - f.pdf\nL1  - missing.pdf\n"})
@@ -125,6 +140,7 @@ def test_streamed_import_writes_what_applying_its_own_log_writes(
     assert snapshot(replay) == snapshot(library)
     assert [r["id"] for r in library.list_references()] == list(outcome.report.imported)
     assert library.search("about") and len(list(library.search("words"))) == 40
+    assert sum(answered) == (40 if child else 0)
 
 
 def test_duplicates_are_found_across_batches_and_in_the_library(

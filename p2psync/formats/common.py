@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
@@ -74,6 +75,8 @@ class RecordStream:
         self.count = count
         self.invalid = invalid
         self._records = records
+        self.stray: dict[int, list[str]] = {}  # (RIS) notes of lines outside records, by position
+        self.source: tuple[Path, str | None, dict[int, list[str]]] | None = None  # (file, encoding, stray)
 
     @classmethod
     def of(cls, result: ReadResult) -> RecordStream:

@@ -27,7 +27,9 @@ def read_path(path: Path, fmt: str | None, encoding: str | None, skip_invalid: b
     """The format of a file (`fmt`, or guessed from its content and name) and its records."""
     fmt = format_name(fmt) if fmt else _guess_streaming(path, encoding)
     if fmt == "ris" and _streamable(encoding):
-        return fmt, ris.read_lines(lambda: file_lines(path, encoding), skip_invalid=skip_invalid)
+        stream = ris.read_lines(lambda: file_lines(path, encoding), skip_invalid=skip_invalid)
+        stream.source = (path, encoding, stream.stray)  # (so that another process can read it too)
+        return fmt, stream
     text = read_file(path, encoding=encoding)
     if fmt is None:
         fmt = guess_format(text, path.name)

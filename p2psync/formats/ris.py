@@ -267,8 +267,14 @@ def read_lines(lines: Callable[[], Iterable[str]], skip_invalid: bool = False) -
     if not first.found and not first.invalid and first.any_text:
         raise FormatError(NO_RECORDS)
     finish([], first.invalid, LABEL, skip_invalid)  # (raises for invalid records unless skipping)
-    stray = first.stray
-    return RecordStream(first.found, first.invalid, lambda: _converted(_Splitter().records(lines()), stray))
+    stream = RecordStream(first.found, first.invalid, lambda: records_of(lines, first.stray))
+    stream.stray = first.stray
+    return stream
+
+
+def records_of(lines: Callable[[], Iterable[str]], stray: dict[int, list[str]]) -> Iterator[ParsedRecord]:
+    """The records of a file's lines, with the stray-line notes a first pass found (read_lines)."""
+    return _converted(_Splitter().records(lines()), stray)
 
 
 def _converted(records: Iterable[tuple[int, _Record]], stray: dict[int, list[str]] | None) -> Iterator[ParsedRecord]:

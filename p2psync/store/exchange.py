@@ -16,7 +16,8 @@ from typing import Any
 
 from p2psync import formats
 from p2psync.files import atomic_writer
-from p2psync.formats.common import InvalidRecord, ParsedRecord, RecordStream
+from p2psync.formats.common import InvalidRecord, RecordStream
+from p2psync.store.import_reader import CheckedRecord, checked_records
 from p2psync.store.importing import ImportReport, Refused, import_records
 from p2psync.store.library import Library
 from p2psync.store.library.records import ReferenceRow
@@ -93,8 +94,8 @@ def import_parsed(
     refused: list[tuple[int, str]] = []
     warnings: list[tuple[int, str]] = []
 
-    def records() -> Iterator[ParsedRecord]:
-        for record in parsed.result:
+    def records() -> Iterator[CheckedRecord]:
+        for record in checked_records(parsed.result):  # (a large file's are read by a second process)
             warnings.extend((record.position, w) for w in record.warnings)
             if files_from is None:
                 refused.extend((record.position, named) for named in record.attachments)
@@ -109,7 +110,6 @@ def import_parsed(
         progress=progress,
         expected=parsed.result.count,
     )
-    library.refs.index_now()  # (a large import leaves its references to the search backlog)
     for position, named in refused:
         report.skip(position, named, Refused(NO_FOLDER))
     return ImportOutcome(parsed.format, report, parsed.result.invalid, warnings)

@@ -37,13 +37,12 @@ from p2psync.engine.canonical import dumps
 from p2psync.errors import InvalidInput, InvalidValue
 from p2psync.model.attachments import validate_name
 from p2psync.model.chunking import manifest_of
-from p2psync.model.duplicates import duplicate_keys, identical_key
 from p2psync.model.ids import new_id
 from p2psync.store import logtext, schema
-from p2psync.store.apply import insert_new_refs, new_ref_row
+from p2psync.store.apply import SEARCH_COLUMNS, insert_new_refs, new_ref_row, search_text
 from p2psync.store.files import CHUNK, atomic_writer
+from p2psync.store.import_reader import CheckedRecord, checked, keys_of
 from p2psync.store.library import Library, Writer
-from p2psync.store.library.references import new_reference_values
 
 # Kernel and device trees: no document lives there, and reading some of them leaks secrets
 # (/proc/self/environ) or never ends (/dev/zero).
@@ -168,7 +167,7 @@ class SeenKeys:
         cursor = library.db.conn.cursor()
         cursor.execute("SELECT id, data FROM refs WHERE deleted = 0 ORDER BY added, id")
         while rows := cursor.fetchmany(KEY_BATCH):
-            self.add([(key, ref_id) for ref_id, data in rows for key in _keys_of(json.loads(data))])
+            self.add([(key, ref_id) for ref_id, data in rows for key in keys_of(json.loads(data))])
 
     def find(self, keys: Iterable[str]) -> dict[str, str]:
         """Those of the keys already seen, with who has each."""
@@ -190,10 +189,6 @@ class SeenKeys:
 
 KEY_BATCH = 2_000  # records whose keys are looked up at once
 KEYS_CACHE_KB = 16_000  # page cache of the temporary key table
-
-
-def _keys_of(values: dict[str, Any]) -> list[str]:
-    return [*duplicate_keys(values), identical_key(values)]
 
 
 def import_records(
@@ -270,17 +265,11 @@ def _new_ones(
 ) -> list[tuple[Record, dict[str, Any]]]:
     """The batch's records to import, with their checked values; the duplicates are reported.
     A record is a duplicate of the first reference, or earlier record, that has one of its keys."""
-    checked: list[tuple[Record, dict[str, Any], list[str]]] = []
-    for record in batch:
-        try:
-            values = new_reference_values(record.fields)
-        except InvalidInput as exc:
-            raise InvalidInput(f"Record {record.position} cannot be imported: {exc}") from None
-        checked.append((record, values, _keys_of(values)))
-    known = seen.find(key for _record, _values, keys in checked for key in keys)
+    done = [record if isinstance(record, CheckedRecord) else checked(record) for record in batch]
+    known = seen.find(key for record in done for key in record.keys)
     new: list[tuple[Record, dict[str, Any]]] = []
     added: list[tuple[str, str]] = []
-    for record, values, keys in checked:
+    for record, values, keys in ((r, r.values, r.keys) for r in done):
         same = next((known[k] for k in keys if k in known), None)
         if same is not None and not allow_duplicates:
             report.duplicates.append({"position": record.position, "title": values.get("title"), "existing": same})
@@ -305,7 +294,7 @@ def _write_new_refs(
     ref.put does, the way a first sync writes the references it creates (store/sync.py). The
     entry's text is kept once, in the reference's row (store/logtext.py), each row is written by
     apply.new_ref_row (equal to what applying the entry writes; tests/test_bulk_receive.py), and
-    the search index is written from the backlog after the import (index_now)."""
+    its search index row with them."""
     if not new:
         return
     db = library.db
@@ -327,6 +316,18 @@ def _write_new_refs(
         report.imported.append(ref_id)
     db.conn.executemany("INSERT INTO changelog (num, device, seq, ts, op, ref) VALUES (?, ?, ?, ?, ?, ?)", log_rows)
     insert_new_refs(db, ref_rows)
+    # Indexed for search now, from the values at hand (reading them back from the backlog after
+    # the import cost a third as much again): the rows just written hold the last numbers.
+    last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+    first = last - len(ref_rows) + 1
+    db.execute("DELETE FROM search_backlog WHERE num >= ?", [first])
+    db.conn.executemany(
+        "INSERT INTO refs_fts (rowid, title, authors, abstract, keywords, notes) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (first + index, *(search_text(name, values.get(name)) for name in SEARCH_COLUMNS))
+            for index, (_record, values) in enumerate(new)
+        ],
+    )
 
 
 def _import_one(
