@@ -168,7 +168,7 @@ class SeenKeys:
         cursor = library.db.conn.cursor()
         cursor.execute("SELECT id, data FROM refs WHERE deleted = 0 ORDER BY added, id")
         while rows := cursor.fetchmany(KEY_BATCH):
-            self.add([(key, ref_id) for ref_id, data in rows for key in keys_of(json.loads(data))])
+            self.add([(key, ref_id) for ref_id, data in rows for key in telling(keys_of(json.loads(data)))])
 
     def find(self, keys: Iterable[str]) -> dict[str, str]:
         """Those of the keys already seen, with who has each."""
@@ -196,6 +196,13 @@ class SeenKeys:
 KEY_BATCH = 2_000  # records whose keys are looked up at once
 KEYS_CACHE_KB = 32_000  # page cache of the temporary key table
 IMPORT_CACHE_KB = 64_000  # the library's page cache during an import (fewer spills of its indexes)
+
+
+def telling(keys: list[str]) -> list[str]:
+    """The keys that can find a duplicate (keys_of's, the identical key last): two references equal
+    in every field share their other keys too, so the identical key tells only when there are no
+    others (and then the first key found is the same). A third fewer keys to keep."""
+    return keys[:-1] or keys
 
 
 def _digest(key: str) -> bytes:
@@ -282,10 +289,10 @@ def _new_ones(
     """The batch's records to import, with their checked values; the duplicates are reported.
     A record is a duplicate of the first reference, or earlier record, that has one of its keys."""
     done = [record if isinstance(record, CheckedRecord) else checked(record) for record in batch]
-    known = seen.find(key for record in done for key in record.keys)
+    known = seen.find(key for record in done for key in telling(record.keys))
     new: list[tuple[Record, dict[str, Any]]] = []
     added: list[tuple[str, str | int]] = []
-    for record, values, keys in ((r, r.values, r.keys) for r in done):
+    for record, values, keys in ((r, r.values, telling(r.keys)) for r in done):
         same = next((known[k] for k in keys if k in known), None)
         if same is not None and not allow_duplicates:
             report.duplicates.append({"position": record.position, "title": values.get("title"), "existing": same})
