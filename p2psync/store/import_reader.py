@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import importlib
 import marshal
 import queue
@@ -50,13 +51,17 @@ class CheckedRecord:
     attachments: list[str]
     warnings: list[str]
     values: dict[str, Any]
-    keys: list[str]
+    keys: list[bytes]  # key_digests
     fields: dict[str, Any] = field(default_factory=dict)  # (not sent: values are what is imported)
 
 
-def keys_of(values: dict[str, Any]) -> list[str]:
-    """A reference's duplicate keys, as the importer compares them."""
-    return [*duplicate_keys(values), identical_key(values)]
+def key_digests(values: dict[str, Any]) -> list[bytes]:
+    """A reference's duplicate keys as the importer keeps them: 16-byte digests (128 bits, as
+    identical_key's own hash), a third of the text's size. The identical-content key is kept only
+    when there is no other: two references equal in every field share their other keys too, so
+    it finds a duplicate only then (and the same one)."""
+    keys = duplicate_keys(values) or [identical_key(values)]
+    return [hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest() for key in keys]
 
 
 def checked(record: Any) -> CheckedRecord:
@@ -65,7 +70,7 @@ def checked(record: Any) -> CheckedRecord:
         values = new_reference_values(record.fields)
     except InvalidInput as exc:
         raise InvalidInput(f"Record {record.position} cannot be imported: {exc}") from None
-    return CheckedRecord(record.position, record.attachments, record.warnings, values, keys_of(values))
+    return CheckedRecord(record.position, record.attachments, record.warnings, values, key_digests(values))
 
 
 # --- the child's side -----------------------------------------------------------------------------

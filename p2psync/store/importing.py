@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import itertools
 import json
 import os
@@ -42,7 +41,7 @@ from p2psync.model.ids import new_id
 from p2psync.store import logtext, schema
 from p2psync.store.apply import SEARCH_COLUMNS, insert_new_refs, new_ref_row, search_text
 from p2psync.store.files import CHUNK, atomic_writer
-from p2psync.store.import_reader import CheckedRecord, checked, keys_of
+from p2psync.store.import_reader import CheckedRecord, checked, key_digests
 from p2psync.store.library import Library, Writer
 
 # Kernel and device trees: no document lives there, and reading some of them leaks secrets
@@ -168,26 +167,23 @@ class SeenKeys:
         cursor = library.db.conn.cursor()
         cursor.execute("SELECT id, data FROM refs WHERE deleted = 0 ORDER BY added, id")
         while rows := cursor.fetchmany(KEY_BATCH):
-            self.add([(key, ref_id) for ref_id, data in rows for key in telling(keys_of(json.loads(data)))])
+            self.add([(key, ref_id) for ref_id, data in rows for key in key_digests(json.loads(data))])
 
-    def find(self, keys: Iterable[str]) -> dict[str, str]:
-        """Those of the keys already seen, with who has each."""
-        by_digest = {_digest(key): key for key in set(keys)}
-        wanted = list(by_digest)
-        found: dict[str, str] = {}
+    def find(self, keys: Iterable[bytes]) -> dict[bytes, str]:
+        """Those of the keys (digests) already seen, with who has each."""
+        wanted = list(set(keys))
+        found: dict[bytes, str] = {}
         for start in range(0, len(wanted), 900):
             part = wanted[start : start + 900]
             marks = ", ".join("?" * len(part))
             for digest, ref in self.db.execute(f"SELECT key, ref FROM temp.import_keys WHERE key IN ({marks})", part):
-                found[by_digest[digest]] = ref if isinstance(ref, str) else f"record {ref} of this file"
+                found[digest] = ref if isinstance(ref, str) else f"record {ref} of this file"
         return found
 
-    def add(self, pairs: list[tuple[str, str | int]]) -> None:
+    def add(self, pairs: list[tuple[bytes, str | int]]) -> None:
         """Remember keys not seen yet (a key seen keeps its first holder): a reference's id, or
         the position of a record of this file."""
-        self.db.conn.executemany(
-            "INSERT OR IGNORE INTO temp.import_keys (key, ref) VALUES (?, ?)", [(_digest(k), r) for k, r in pairs]
-        )
+        self.db.conn.executemany("INSERT OR IGNORE INTO temp.import_keys (key, ref) VALUES (?, ?)", pairs)
 
     def close(self) -> None:
         self.db.execute("DROP TABLE IF EXISTS temp.import_keys")
@@ -195,19 +191,7 @@ class SeenKeys:
 
 KEY_BATCH = 2_000  # records whose keys are looked up at once
 KEYS_CACHE_KB = 32_000  # page cache of the temporary key table
-IMPORT_CACHE_KB = 64_000  # the library's page cache during an import (fewer spills of its indexes)
-
-
-def telling(keys: list[str]) -> list[str]:
-    """The keys that can find a duplicate (keys_of's, the identical key last): two references equal
-    in every field share their other keys too, so the identical key tells only when there are no
-    others (and then the first key found is the same). A third fewer keys to keep."""
-    return keys[:-1] or keys
-
-
-def _digest(key: str) -> bytes:
-    """A key as 16 bytes (128 bits, as identical_key's own hash): the table is a third the size."""
-    return hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+IMPORT_CACHE_KB = 48_000  # the library's page cache during an import (fewer spills of its indexes)
 
 
 def import_records(
@@ -289,10 +273,10 @@ def _new_ones(
     """The batch's records to import, with their checked values; the duplicates are reported.
     A record is a duplicate of the first reference, or earlier record, that has one of its keys."""
     done = [record if isinstance(record, CheckedRecord) else checked(record) for record in batch]
-    known = seen.find(key for record in done for key in telling(record.keys))
+    known = seen.find(key for record in done for key in record.keys)
     new: list[tuple[Record, dict[str, Any]]] = []
-    added: list[tuple[str, str | int]] = []
-    for record, values, keys in ((r, r.values, telling(r.keys)) for r in done):
+    added: list[tuple[bytes, str | int]] = []
+    for record, values, keys in ((r, r.values, r.keys) for r in done):
         same = next((known[k] for k in keys if k in known), None)
         if same is not None and not allow_duplicates:
             report.duplicates.append({"position": record.position, "title": values.get("title"), "existing": same})
