@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from p2psync.engine import changesets as cs_engine
 from p2psync.engine import ops
 from p2psync.engine.canonical import encode
-from p2psync.store import prepare, sync
+from p2psync.store import child_process, prepare, sync
 from p2psync.store.apply import is_plain_new_ref, new_ref_row
 from p2psync.store.library import Library
 from p2psync.store.sync import changesets_since, receive, seal, version_vector
@@ -320,5 +320,5 @@ def test_a_frame_length_beyond_the_limit_ends_the_stream() -> None:
     good = (5).to_bytes(8, "little") + b"hello"
     bad = (prepare.FRAME_LIMIT + 1).to_bytes(8, "little") + b"x" * 16
     stream = io.BytesIO(good + bad)
-    assert prepare._read_frame(stream) == b"hello"
-    assert prepare._read_frame(stream) is None
+    assert child_process.read_frame(stream, prepare.FRAME_LIMIT) == b"hello"
+    assert child_process.read_frame(stream, prepare.FRAME_LIMIT) is None

@@ -21,7 +21,6 @@ import importlib
 import marshal
 import queue
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,14 +32,12 @@ from p2psync.formats import ris
 from p2psync.formats.common import RecordStream
 from p2psync.formats.reading import file_lines
 from p2psync.model.duplicates import duplicate_keys, identical_key
+from p2psync.store import child_process
 from p2psync.store.library.references import new_reference_values
 
 CHILD_FROM = 20_000  # records: below this the child's start (a few hundred ms) is not worth it
 BATCH = 500
 AHEAD = 16  # batches the child may run ahead (memory stays bounded)
-_CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from p2psync.store import import_reader; " + (
-    "import_reader.serve(sys.stdin.buffer, sys.stdout.buffer)"
-)
 
 
 @dataclass
@@ -79,35 +76,20 @@ def checked(record: Any) -> CheckedRecord:
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """The child: (path, encoding, stray notes), then batches of checked records, then the end."""
     gc.disable()  # millions of small containers, none in cycles
-    path, encoding, stray = marshal.loads(_read_frame(stdin) or b"")
+    path, encoding, stray = marshal.loads(child_process.read_frame(stdin) or b"")
     try:
         batch: list[tuple[Any, ...]] = []
         for record in ris.records_of(lambda: file_lines(Path(path), encoding), stray):
             done = checked(record)
             batch.append((done.position, done.attachments, done.warnings, done.values, done.keys))
             if len(batch) >= BATCH:
-                _write_frame(stdout, marshal.dumps(("batch", batch)))
+                child_process.write_frame(stdout, marshal.dumps(("batch", batch)))
                 batch = []
-        _write_frame(stdout, marshal.dumps(("batch", batch)))
-        _write_frame(stdout, marshal.dumps(("end",)))
+        child_process.write_frame(stdout, marshal.dumps(("batch", batch)))
+        child_process.write_frame(stdout, marshal.dumps(("end",)))
     except P2PSyncError as exc:
         kind = type(exc)
-        _write_frame(stdout, marshal.dumps(("error", kind.__module__, kind.__qualname__, exc.message)))
-
-
-def _read_frame(stream: BinaryIO) -> bytes | None:
-    header = stream.read(8)
-    if len(header) < 8:
-        return None
-    size = int.from_bytes(header, "little")
-    payload = stream.read(size)
-    return payload if len(payload) == size else None
-
-
-def _write_frame(stream: BinaryIO, payload: bytes) -> None:
-    stream.write(len(payload).to_bytes(8, "little"))
-    stream.write(payload)
-    stream.flush()
+        child_process.write_frame(stdout, marshal.dumps(("error", kind.__module__, kind.__qualname__, exc.message)))
 
 
 # --- the importer's side --------------------------------------------------------------------------
@@ -139,16 +121,10 @@ class _Child:
         self.finished = False
         self._answers: queue.Queue[tuple[Any, ...] | None] = queue.Queue(AHEAD)
         path, encoding, stray = source
-        root = str(Path(__file__).resolve().parents[2])
         try:
-            self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
-                [sys.executable, "-P", "-c", _CHILD, root],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
+            self.process: subprocess.Popen[bytes] | None = child_process.start("import_reader")
             assert self.process.stdin is not None
-            _write_frame(self.process.stdin, marshal.dumps((str(path), encoding, stray)))  # type: ignore[arg-type]
+            child_process.write_frame(self.process.stdin, marshal.dumps((str(path), encoding, stray)))  # type: ignore[arg-type]
             self.process.stdin.close()
         except OSError:
             self.process = None
@@ -188,7 +164,7 @@ class _Child:
         assert self.process is not None and self.process.stdout is not None
         stdout = self.process.stdout
         try:
-            while (payload := _read_frame(stdout)) is not None:  # type: ignore[arg-type]
+            while (payload := child_process.read_frame(stdout)) is not None:  # type: ignore[arg-type]
                 self._answers.put(marshal.loads(payload))
         except (OSError, ValueError, EOFError):
             pass

@@ -26,16 +26,14 @@ import gc
 import marshal
 import queue
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from p2psync.engine import changesets as cs_engine
 from p2psync.engine import ops
 from p2psync.engine.canonical import loads
-from p2psync.store import logtext
+from p2psync.store import child_process, logtext
 from p2psync.store.apply import is_plain_new_ref, new_ref_row
 
 # A wire is at most MAX_BYTES, an answer a few times its size. Seen once, in a profiled 1,000,000-
@@ -107,39 +105,17 @@ def prepare(wire: bytes, library_id: str) -> tuple[Any, ...]:
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """The child: the library id, then wires, each answered in order; ends when stdin does."""
     gc.disable()  # as in sync.receive: millions of small containers, none in cycles
-    library_id = (_read_frame(stdin) or b"").decode("ascii")
-    _write_frame(stdout, b"ready")
-    while (wire := _read_frame(stdin)) is not None:
+    library_id = (child_process.read_frame(stdin, FRAME_LIMIT) or b"").decode("ascii")
+    child_process.write_frame(stdout, b"ready")
+    while (wire := child_process.read_frame(stdin, FRAME_LIMIT)) is not None:
         try:
             answer = prepare(wire, library_id)
         except Exception as exc:  # a bug: the receiver parses this wire itself and meets it there
             answer = (_FAILED, repr(exc))
-        _write_frame(stdout, marshal.dumps(answer))
-
-
-def _read_frame(stream: BinaryIO) -> bytes | None:
-    header = stream.read(8)
-    if len(header) < 8:
-        return None
-    size = int.from_bytes(header, "little")
-    if size > FRAME_LIMIT:  # not a frame of ours: the stream is out of step, so it ends here
-        return None
-    payload = stream.read(size)
-    return payload if len(payload) == size else None
-
-
-def _write_frame(stream: BinaryIO, payload: bytes) -> None:
-    stream.write(len(payload).to_bytes(8, "little"))
-    stream.write(payload)
-    stream.flush()
+        child_process.write_frame(stdout, marshal.dumps(answer))
 
 
 # --- the receiver's side --------------------------------------------------------------------------
-
-# -P: nothing from the working directory shadows the package; the package's own root comes first.
-_CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from p2psync.store import prepare; " + (
-    "prepare.serve(sys.stdin.buffer, sys.stdout.buffer)"
-)
 
 
 class Preparer:
@@ -150,13 +126,7 @@ class Preparer:
 
     def __init__(self, library_id: str) -> None:
         self.library_id = library_id
-        root = str(Path(__file__).resolve().parents[2])
-        self.process = subprocess.Popen(
-            [sys.executable, "-P", "-c", _CHILD, root],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
+        self.process = child_process.start("prepare")
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._answers: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._ready = threading.Event()
@@ -217,7 +187,7 @@ class Preparer:
         assert stdin is not None
         try:
             while (item := self._outbox.get()) is not None:
-                _write_frame(stdin, item)  # type: ignore[arg-type]
+                child_process.write_frame(stdin, item)  # type: ignore[arg-type]
         except OSError:  # the child has gone; the reader sees the end
             pass
         finally:
@@ -228,9 +198,9 @@ class Preparer:
         stdout = self.process.stdout
         assert stdout is not None
         try:
-            if _read_frame(stdout) == b"ready":  # type: ignore[arg-type]
+            if child_process.read_frame(stdout, FRAME_LIMIT) == b"ready":  # type: ignore[arg-type]
                 self._ready.set()
-                while (payload := _read_frame(stdout)) is not None:  # type: ignore[arg-type]
+                while (payload := child_process.read_frame(stdout, FRAME_LIMIT)) is not None:  # type: ignore[arg-type]
                     self._answers.put(payload)
         except (OSError, MemoryError):
             pass

@@ -36,7 +36,6 @@ import os
 import queue
 import sqlite3
 import subprocess
-import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ from typing import BinaryIO
 
 from p2psync.engine.canonical import loads
 from p2psync.errors import P2PSyncError
+from p2psync.store import child_process
 from p2psync.store.db import Database, write_transaction
 
 BUILD_AFTER_BYTES = 8 * 1024 * 1024  # smaller first syncs index afterwards: a child takes ~0.2 s to start
@@ -67,7 +67,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     from p2psync.store.apply import search_row
 
     gc.disable()  # millions of small containers, none in cycles (as in sync.receive)
-    path, create = marshal.loads(_read_frame(stdin) or b"")
+    path, create = marshal.loads(child_process.read_frame(stdin) or b"")
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode = OFF")  # a scratch file: dropped whole if anything fails
     con.execute("PRAGMA synchronous = OFF")
@@ -78,37 +78,17 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     con.execute("INSERT INTO refs_fts (refs_fts, rank) VALUES ('automerge', 0)")
     con.execute("CREATE TABLE texts (num INTEGER PRIMARY KEY, data TEXT NOT NULL)")
     con.execute("BEGIN")
-    while (frame := _read_frame(stdin)) is not None:
+    while (frame := child_process.read_frame(stdin)) is not None:
         first, texts = marshal.loads(frame)
         numbered = list(enumerate(texts, first))
         con.executemany("INSERT INTO texts (num, data) VALUES (?, CAST(? AS TEXT))", numbered)
         con.executemany(_INSERT, [(num, *search_row(loads(text))) for num, text in numbered])
     con.execute("COMMIT")
     con.close()
-    _write_frame(stdout, b"ok")
-
-
-def _read_frame(stream: BinaryIO) -> bytes | None:
-    header = stream.read(8)
-    if len(header) < 8:
-        return None
-    size = int.from_bytes(header, "little")
-    payload = stream.read(size)
-    return payload if len(payload) == size else None
-
-
-def _write_frame(stream: BinaryIO, payload: bytes) -> None:
-    stream.write(len(payload).to_bytes(8, "little"))
-    stream.write(payload)
-    stream.flush()
+    child_process.write_frame(stdout, b"ok")
 
 
 # --- the receiver's side --------------------------------------------------------------------------
-
-# -P: nothing from the working directory shadows the package; the package's own root comes first.
-_CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from p2psync.store import search_build; " + (
-    "search_build.serve(sys.stdin.buffer, sys.stdout.buffer)"
-)
 
 
 class SearchBuild:
@@ -120,13 +100,7 @@ class SearchBuild:
         self.path = folder / f"{_PREFIX}{os.getpid()}.sqlite3"
         _remove(self.path)
         create = db.execute("SELECT sql FROM sqlite_master WHERE name = 'refs_fts'").fetchone()[0]
-        root = str(Path(__file__).resolve().parents[2])
-        self.process = subprocess.Popen(
-            [sys.executable, "-P", "-c", _CHILD, root],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
+        self.process = child_process.start("search_build")
         self.handed: set[int] = set()  # the first row number of every batch handed over
         self.failed = False
         self._outbox: queue.Queue[bytes | None] = queue.Queue(QUEUED)
@@ -148,6 +122,8 @@ class SearchBuild:
         with contextlib.suppress(queue.Full):
             self._outbox.put(None, timeout=10)
         self._end()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)  # reaped: no zombie left behind by a dropped build
 
     def wait(self) -> bool:
         """Let the child index what it was given and commit; whether it did."""
@@ -160,7 +136,7 @@ class SearchBuild:
             self.drop()
             return False
         assert self.process.stdout is not None
-        ok = self.process.returncode == 0 and _read_frame(self.process.stdout) == b"ok"  # type: ignore[arg-type]
+        ok = self.process.returncode == 0 and child_process.read_frame(self.process.stdout) == b"ok"  # type: ignore[arg-type]
         self._end()
         return ok
 
@@ -174,7 +150,7 @@ class SearchBuild:
         assert stdin is not None
         try:
             while (item := self._outbox.get()) is not None:
-                _write_frame(stdin, item)  # type: ignore[arg-type]
+                child_process.write_frame(stdin, item)  # type: ignore[arg-type]
         except OSError:  # the child has gone: wait() finds no b"ok"
             self.failed = True
             while self._outbox.get() is not None:  # let add() go on without blocking
