@@ -49,13 +49,7 @@ def frame_chunks(locations: list[transfers.Location | None]) -> bytearray:
                     os.close(fd)
                     fd = -1
                 path = location.path
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except OSError:
-                    seen = (-1, -1)
-                else:
-                    stat = os.fstat(fd)
-                    seen = (stat.st_size, stat.st_mtime_ns)
+                fd, seen = transfers.open_indexed(path)
             if location is None or fd < 0 or seen != (location.file_size, location.mtime_ns):
                 LENGTH.pack_into(out, at, 0)
                 at += 4

@@ -157,6 +157,22 @@ def _where_file(library: Any, file_sha: str) -> tuple[str, int, int] | None:
     return None
 
 
+def open_indexed(path: str) -> tuple[int, tuple[int, int]]:
+    """An indexed file opened for reading its chunks, and its (size, mtime) as opened, which a
+    chunk's Location must match (else the file changed since it was indexed); (-1, (-1, -1))
+    when it cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return -1, (-1, -1)
+    try:
+        stat = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return -1, (-1, -1)
+    return fd, (stat.st_size, stat.st_mtime_ns)
+
+
 def read_chunks(locations: list[Location | None]) -> list[bytes | None]:
     """Each chunk's bytes, or None if its file is gone or changed since it was indexed (an edit
     in place not yet scanned: its chunks are not what the index says). Each file is opened once
@@ -173,13 +189,7 @@ def read_chunks(locations: list[Location | None]) -> list[bytes | None]:
                     os.close(fd)
                     fd = -1
                 path = location.path
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except OSError:
-                    seen = (-1, -1)
-                else:
-                    stat = os.fstat(fd)
-                    seen = (stat.st_size, stat.st_mtime_ns)
+                fd, seen = open_indexed(path)
             if fd < 0 or seen != (location.file_size, location.mtime_ns):
                 out.append(None)
                 continue
