@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import json
+import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +98,17 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def tls_context() -> ssl.SSLContext:
+    """The system's trust store, as $SSL_CERT_FILE / $SSL_CERT_DIR say now (aiohttp's own default
+    context is made once at import, before a caller could set them)."""
+    return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context()  # reads the two variables (OpenSSL's default verify paths)
 
 
 def b64(data: bytes) -> str:
@@ -191,8 +205,15 @@ class RelayClient(DeviceEndpoints):
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
+            host = urlsplit(self.url).hostname or ""
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, headers={VERSION_HEADER: str(PROTOCOL_VERSION)}, raise_for_status=False
+                timeout=self._timeout,
+                headers={VERSION_HEADER: str(PROTOCOL_VERSION)},
+                raise_for_status=False,
+                connector=aiohttp.TCPConnector(ssl=tls_context()),
+                # HTTPS_PROXY / NO_PROXY (and ~/.netrc) as every other tool reads them; a relay on this
+                # machine is never reached through a proxy.
+                trust_env=not _loopback(host),
             )
         return self._session
 
@@ -233,6 +254,12 @@ class RelayClient(DeviceEndpoints):
                 status = response.status
                 if answer_headers is not None:
                     answer_headers.update(response.headers)
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise RelayUnreachable(
+                f"The relay at {self.url} could not be reached: this machine does not trust its TLS certificate "
+                f"({exc.certificate_error}); if the relay uses its own CA, point SSL_CERT_FILE to that CA's "
+                "certificate, then sync again."
+            ) from None
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror or str(exc.os_error) or "no connection"
             raise RelayUnreachable(
