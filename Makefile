@@ -4,13 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test test-quick demo lint bench clean vectors
+.PHONY: test test-quick demo lint bench clean vectors constraints
 
-$(STAMP): pyproject.toml setup.py p2psync/_speedups.c
+# constraints.txt: the tested versions, so a clean clone installs what the tests ran with (docs/dependencies.md).
+$(STAMP): pyproject.toml setup.py p2psync/_speedups.c constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "p2psync needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 test: $(STAMP)
@@ -52,3 +53,15 @@ clean:
 # Regenerate the protocol test vectors (protocol/vectors/) from protocol/make_vectors.py.
 vectors: $(STAMP)
 	$(BIN)/python protocol/make_vectors.py
+
+# Refresh constraints.txt: the newest versions pyproject.toml's ranges allow, resolved in a fresh
+# temporary venv (never this one), written whole, then the tests run on them (make test reinstalls).
+constraints:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install --quiet '.[test]'; \
+	{ sed -n '/^#/p' constraints.txt; "$$tmp/venv/bin/python" -m pip freeze --exclude p2psync; } > constraints.txt.new; \
+	mv constraints.txt.new constraints.txt; \
+	echo "constraints.txt refreshed; running the tests on it."
+	$(MAKE) test
