@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from p2psync.cli.common import json_option, library_option, open_library, print_json, progress
+from p2psync.opener import open_file
 
 
 @click.command()
@@ -66,6 +67,26 @@ def path(ref_id: str, name: str, as_json: bool) -> None:
         print_json({"path": str(where)})
     else:
         click.echo(str(where))
+
+
+@attachment.command("open")
+@click.argument("ref_id", metavar="ID")
+@click.argument("name")
+@library_option
+@json_option
+def open_(ref_id: str, name: str, as_json: bool) -> None:
+    """Open the file with the desktop's default application (xdg-open on Linux, open on macOS,
+    the file's association on Windows; $P2PSYNC_OPENER names another command).
+
+    Annotations saved in place are noticed and synced as a new version of the file.
+    """
+    with open_library() as library:
+        where = library.attachment_path(ref_id, name)  # one sentence if missing or not fetched yet
+    command = open_file(where)
+    if as_json:
+        print_json({"path": str(where), "opener": command})
+    else:
+        click.echo(f"Opened {where} with {command}.")
 
 
 @attachment.command("export")

@@ -130,6 +130,17 @@ def open_library() -> Iterator[Library]:
         library.close()
 
 
+def warn_about_folder(path: Path) -> list[dict[str, str]]:
+    """Say on stderr, in one sentence each, why the library's folder is at risk (inside a
+    cloud-synced folder, on removable media: folder_warnings.py); returns the list for --json."""
+    from p2psync.folder_warnings import folder_warnings
+
+    warnings = folder_warnings(path)
+    for warning in warnings:
+        click.echo(warning.message, err=True)
+    return [warning.as_dict() for warning in warnings]
+
+
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 

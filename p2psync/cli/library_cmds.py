@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json
+from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json, warn_about_folder
 from p2psync.store.library import Library, members
 
 
@@ -17,8 +17,9 @@ def init(name: str | None, as_json: bool) -> None:
     path = library_path()
     with Library.create(path, name) as library:
         data = library.info()
+    warnings = warn_about_folder(path)
     if as_json:
-        print_json(data)
+        print_json({**data, "warnings": warnings})
     else:
         click.echo(f"Created library {data['name']!r} at {data['path']}")
         click.echo(f"This device: {data['device_short_id']} (full id {data['device_id']})")

@@ -22,6 +22,7 @@ from p2psync.cli.common import (
     open_library,
     print_json,
     progress,
+    warn_about_folder,
     yes_option,
 )
 from p2psync.cli.sync_cmds import parse_duration
@@ -120,6 +121,7 @@ def _offer(
     path = library_path()
     with open_library():
         pass  # the offering side must have the library: fail early, in words
+    warnings = warn_about_folder(path)
 
     async def run() -> OfferOutcome:
         node = Node(path)
@@ -155,7 +157,7 @@ def _offer(
 
     outcome = asyncio.run(run())
     if as_json:
-        print_json(outcome.as_dict())
+        print_json({**outcome.as_dict(), "warnings": warnings})
         return
     for line in outcome.sentences():
         click.echo(line)
@@ -205,6 +207,7 @@ def _join(
     if address is None and no_mdns:
         raise InvalidValue("With --no-mdns, give the other device's address with --address HOST:PORT.")
     path = library_path()
+    warnings = warn_about_folder(path)  # (before the wait: a library about to fill up is at risk too)
     # A new, empty library becomes a copy of the other one; if pairing fails before it joined,
     # it is removed again (once it took the other's id, it stays: the next sync finishes the join).
     with library_made_if_absent(path, lambda library, made_id: library.library_id == made_id) as made:
@@ -214,7 +217,7 @@ def _join(
     with open_library() as library, progress(library.search_backlog(), "Indexing for search") as advance:
         for done in library.catch_up_search():
             advance(done)
-    _print_joined(result, as_json)
+    _print_joined(result, as_json, warnings)
 
 
 def _join_with(
@@ -253,9 +256,9 @@ def _join_with(
     return asyncio.run(run())
 
 
-def _print_joined(result: JoinResult, as_json: bool) -> None:
+def _print_joined(result: JoinResult, as_json: bool, warnings: list[dict[str, str]]) -> None:
     if as_json:
-        print_json(result.as_dict())
+        print_json({**result.as_dict(), "warnings": warnings})
         return
     for line in result.sentences():
         click.echo(line)

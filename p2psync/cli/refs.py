@@ -19,6 +19,7 @@ from p2psync.cli.common import (
 from p2psync.errors import InvalidValue
 from p2psync.model import fields as catalogue
 from p2psync.model.people import display_person, parse_person
+from p2psync.store.library.references import list_sorts
 
 if TYPE_CHECKING:  # the store is imported by the commands that open a library
     from p2psync.store.library import ReferenceRow
@@ -172,12 +173,26 @@ def print_references(records: Iterable[ReferenceRow], as_json: bool) -> None:
 @click.option("--trash", is_flag=True, help="List the trash instead.")
 @click.option("--limit", type=click.IntRange(min=0), help="At most this many.")
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many first.")
+@click.option(
+    "--sort",
+    type=click.Choice(list(list_sorts())),
+    default="added",
+    show_default=True,
+    help="Order by this field (ties by id).",
+)
+@click.option("--reverse", is_flag=True, help="The opposite order (newest, Z to A, latest year first).")
 @library_option
 @json_option
-def list_(group: str | None, trash: bool, limit: int | None, offset: int, as_json: bool) -> None:
-    """List references, oldest first (id, year, first author, title; '!' marks a conflict)."""
+def list_(
+    group: str | None, trash: bool, limit: int | None, offset: int, sort: str, reverse: bool, as_json: bool
+) -> None:
+    """List references, oldest first unless --sort says otherwise (id, year, first author, title;
+    '!' marks a conflict)."""
     with open_library() as library:
-        print_references(library.refs.listing(trashed=trash, group=group, limit=limit, offset=offset), as_json)
+        records = library.refs.listing(
+            trashed=trash, group=group, limit=limit, offset=offset, sort=sort, descending=reverse
+        )
+        print_references(records, as_json)
 
 
 @ref.command("search")

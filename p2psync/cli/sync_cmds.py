@@ -25,6 +25,7 @@ from p2psync.cli.common import (
     progress,
 )
 from p2psync.errors import InvalidValue, LibraryError, NetworkError, P2PSyncError, RelayError, RelayNotLinked
+from p2psync.folder_warnings import folder_warnings
 from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
 from p2psync.node import DISCOVER_SECONDS, Address, Node, SyncResult, SyncRound, parse_address
@@ -302,6 +303,9 @@ def daemon(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("zeroconf").setLevel(logging.WARNING)  # its INFO lines are about packets, not peers
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its INFO lines count raw file events
+    warnings = folder_warnings(path)
+    for warning in warnings:  # into the daemon's log (stderr), where a service manager keeps it
+        logging.getLogger("p2psync.daemon").warning("%s", warning.message)
 
     async def run() -> None:
         node = Node(path)
@@ -318,7 +322,8 @@ def daemon(
                 web_server = await start_web(node, web_port)
             if as_json:  # one document, at once, so that a script learns the port (with --listen ...:0)
                 device = await node.worker.call(lambda library: library.device_id)
-                document = {"listening": f"{where.host}:{port}", "device_id": device}
+                document: dict[str, Any] = {"listening": f"{where.host}:{port}", "device_id": device}
+                document["warnings"] = [warning.as_dict() for warning in warnings]
                 if web_server is not None:
                     document["web"] = web_server.login_url()
                 click.echo(json.dumps(document))

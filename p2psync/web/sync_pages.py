@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from p2psync.errors import NetworkError, P2PSyncError
+from p2psync.folder_warnings import folder_warnings
 from p2psync.net.client import PeerSync
 from p2psync.node import Node, PeerDone, PeersPlanned, RelayDone, RoundStep, SyncRound
 from p2psync.relay import state as relay_link
@@ -200,10 +201,13 @@ async def run_round(node: Node, hub: EventHub, entry: RoundLog) -> None:
 async def sync_page(request: web.Request) -> web.StreamResponse:
     status = await run(request, sync_status)
     runner = runner_of(state(request).node)
+    # The same warnings as `init`, `pair` and the daemon's start (a few directory reads: off the loop).
+    warnings = await asyncio.to_thread(folder_warnings, state(request).node.path)
     return page(
         request,
         "sync.html",
         overview=status,
+        folder_warnings=warnings,
         devices=status.devices,
         missing=status.missing_attachments[:MISSING_ON_PAGE],
         missing_more=max(0, len(status.missing_attachments) - MISSING_ON_PAGE),

@@ -32,6 +32,14 @@ IN_CONFLICT = f"id IN ({CONFLICTED})"
 BATCH = 500  # references per transaction in bulk work, so other writers wait well under a second
 
 
+def list_sorts() -> dict[str, str]:
+    """The orders a reference list can take (`ref list --sort`): the web app's sort columns
+    (listing.SORTS, each on its index), and `modified` (the time of the last edit, no index)."""
+    from p2psync.store.library.listing import SORTS  # (listing.py imports this module)
+
+    return {**SORTS, "modified": "r.modified"}
+
+
 def new_reference_values(record: dict[str, Any]) -> dict[str, Any]:
     """A new reference's fields: validated against the catalogue, empty ones dropped, a type set."""
     values = catalogue.validate_fields({k: v for k, v in record.items()})
@@ -154,22 +162,33 @@ class References:
         return int(row[0])
 
     def listing(
-        self, trashed: bool = False, group: str | None = None, limit: int | None = None, offset: int = 0
+        self,
+        trashed: bool = False,
+        group: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        sort: str = "added",
+        descending: bool = False,
     ) -> Iterator[ReferenceRow]:
-        """References oldest first, streamed from the database (flat memory at any size)."""
+        """References in the order of `sort` (one of LIST_SORTS; oldest first by default), streamed
+        from the database (flat memory at any size)."""
+        if sort not in list_sorts():
+            raise InvalidValue(f"Cannot sort by {sort[:40]!r}: sort by {', '.join(list_sorts())}.")
+        direction = "DESC" if descending else "ASC"
+        order = f" ORDER BY {list_sorts()[sort]} {direction}, r.id {direction}"
         params: list[Any] = [int(trashed)]
         group_id = self.library.groups.find(group).id if group is not None else None
         if group_id == SYNC_CONFLICTS_ID:
-            sql = f"SELECT * FROM refs WHERE deleted = 0 AND trashed = ? AND {IN_CONFLICT} ORDER BY added, id"
+            sql = f"SELECT r.* FROM refs r WHERE r.deleted = 0 AND r.trashed = ? AND r.{IN_CONFLICT}"
         elif group_id is not None:
             sql = (
                 "SELECT r.* FROM memberships m JOIN refs r ON r.id = m.ref_id "
-                "WHERE r.deleted = 0 AND r.trashed = ? AND m.group_id = ? ORDER BY r.added, r.id"
+                "WHERE r.deleted = 0 AND r.trashed = ? AND m.group_id = ?"
             )
             params.append(group_id)
         else:
-            sql = "SELECT * FROM refs WHERE deleted = 0 AND trashed = ? ORDER BY added, id"
-        sql += " LIMIT ? OFFSET ?"
+            sql = "SELECT r.* FROM refs r WHERE r.deleted = 0 AND r.trashed = ?"
+        sql += order + " LIMIT ? OFFSET ?"
         params += [-1 if limit is None else limit, offset]
         yield from self._rows(sql, params)
 
