@@ -16,6 +16,7 @@ The rule table (package -> what of p2psync it may import, besides itself):
                                                                            the server side uses neither)
     node                       relay, net, store, crypto, engine, model, files
     sync_status                relay, store, crypto, engine, model, files  what `status` shows (light)
+    service_files              nothing of p2psync                          start-at-login files (pure)
     web                        node and everything node may import (not cli)
     cli                        everything
 
@@ -51,8 +52,9 @@ ALLOWED: dict[str, set[str]] = {
     "watching": {"store"},  # the daemon's file notifications: it names paths (store/folder.py), no more
     "node": _NODE | {"watching"},
     "sync_status": {"relay", "store", "crypto", "engine", "model", "files"},
+    "service_files": set(),  # the start-at-login files `daemon install` writes: pure text, nothing below
     "web": _NODE | {"node", "sync_status"},
-    "cli": _NODE | {"node", "web", "sync_status"},
+    "cli": _NODE | {"node", "web", "sync_status", "service_files"},
 }
 # The relay's server side runs without a library: it imports no store, net or node.
 RELAY_SERVER = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from p2psync.cli.common import json_option, library_option, open_library, print_json
+from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json
+from p2psync.cli.daemon_install import installed
 from p2psync.sync_status import MISSING_SHOWN, sync_status
 
 
@@ -17,8 +18,10 @@ def status(as_json: bool) -> None:
     changes not yet sent, conflicts, and recent problems with what peers (or the relay) sent."""
     with open_library() as library:
         data = sync_status(library)  # the same record the web app's Sync Status page shows
+    service = installed(library_path())  # daemon install: where its log is
     if as_json:
-        print_json(data.as_dict())
+        at_login = {"path": str(service.path), "logs": service.logs} if service else None
+        print_json({**data.as_dict(), "start_at_login": at_login})
         return
     relay = data.relay
     if not data.devices and not relay:
@@ -53,3 +56,5 @@ def status(as_json: bool) -> None:
             click.echo(f"    ... and {len(missing) - MISSING_SHOWN} more (status --json lists all)")
     for problem in data.problems:
         click.echo(f"Problem from {problem.peer[:7]} ({problem.reason}): {problem.message}")
+    if service:
+        click.echo(f"Starts at login: {service.path}; its log: {service.logs}")

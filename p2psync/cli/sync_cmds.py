@@ -243,7 +243,7 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
 
 
-@click.command()
+@click.group(invoke_without_command=True)  # `daemon` runs it; `daemon install|uninstall` start it at login
 @click.option(
     "--listen",
     default=f"0.0.0.0:{DEFAULT_PORT}",
@@ -292,7 +292,11 @@ def daemon(
 
     With --web the daemon also serves the web app and prints its login link; `p2psync web` then
     prints a new link to this same app whenever you want one.
+
+    `p2psync daemon install` starts it at every login (`daemon uninstall` stops that).
     """
+    if click.get_current_context().invoked_subcommand:
+        return  # install or uninstall: they take their own options
     where = parse_address(listen, DEFAULT_PORT, allow_any_port=True)
     every = parse_duration(interval)
     static = _addresses(addresses, None)
@@ -339,3 +343,9 @@ def daemon(
         click.echo("Stopped cleanly.", err=True)
 
     asyncio.run(run())
+
+
+from p2psync.cli.daemon_install import install, uninstall  # noqa: E402  (after daemon: it is their group)
+
+daemon.add_command(install)
+daemon.add_command(uninstall)
