@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable, Collection, Iterable
@@ -39,7 +40,8 @@ from p2psync.net.client import PeerSync, sync_with_peer
 from p2psync.net.discovery import browse_until
 from p2psync.net.presence import LanPresence, members_seen
 from p2psync.net.presence import announce_addresses as announce_addresses  # (re-exported)
-from p2psync.net.server import listen, make_app
+from p2psync.net.protocol import PREFIX
+from p2psync.net.server import PEER, listen, make_app
 from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
@@ -59,6 +61,7 @@ SCAN_SECONDS = float(os.environ.get("P2PSYNC_SCAN_SECONDS") or 2.0)
 WATCHED_SCAN_SECONDS = max(SCAN_SECONDS, 60.0)
 WATCH = os.environ.get("P2PSYNC_WATCH", "1") != "0"  # 0: no file notifications, the scan only
 UNSETTLED_SECONDS = 0.25  # a file still being written when read is read again this much later
+PUSH_PATH = PREFIX + "/push"
 
 SyncResult = PeerSync | NetworkError
 
@@ -92,6 +95,20 @@ RoundStep = PeersPlanned | PeerDone | RelayDone
 StepCallback = Callable[[RoundStep], None]
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """A member synced with this device's server (its push ended well): who, from where, and how
+    many of the change sets it pushed were new here. A waiting one-shot sync (meeting.py) counts
+    the member as met."""
+
+    device: str
+    address: str
+    applied: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "address": self.address, "applied": self.applied}
+
+
 @dataclass
 class SyncRound:
     """What one round of Node.sync_once did: the peers tried, in order, and what came of each;
@@ -105,13 +122,14 @@ class SyncRound:
     relay: Any = None
     relay_error: P2PSyncError | None = None
     named_failed: list[str] = field(default_factory=list)
+    arrivals: list[Arrival] = field(default_factory=list)  # members that synced with us (sync --wait)
 
     @property
     def lan_ok(self) -> bool:
-        return any(not isinstance(r, NetworkError) for r in self.peers)
+        return any(not isinstance(r, NetworkError) for r in self.peers) or bool(self.arrivals)
 
 
-def _other_members(library: Library) -> list[str]:
+def other_members(library: Library) -> list[str]:
     return [d.device_id for d in library.members.listing() if not d.revoked and not d.this_device]
 
 
@@ -131,17 +149,59 @@ class Node:
         self._fetch_due = False  # a peer pushed change sets: fetch the attachments they name now
         self.last_fetch: FetchReport | None = None
         self.watching = False  # the daemon's attachment watcher is running
+        # The server's requests, for a waiting one-shot sync (meeting.py): how many are being
+        # answered, when the last ended, and who synced with us.
+        self.serving = 0
+        self.last_served = 0.0
+        self.on_arrival: Callable[[Arrival], None] | None = None
 
     async def serve(self, host: str, port: int, setup: Callable[[web.Application], None] | None = None) -> int:
         """Start the peer server; returns the port it listens on. `setup` may add routes."""
         cert, key = await self.worker.call(
             lambda library: tls.certificate_files(library.identity(), self.worker.key_file, library.path)
         )
-        app = make_app(self.worker, on_change=self._pushed, setup=setup)
+
+        def set_up(app: web.Application) -> None:
+            app.middlewares.append(self._note_request)  # (last: inside the membership check)
+            if setup is not None:
+                setup(app)
+
+        app = make_app(self.worker, on_change=self._pushed, setup=set_up)
         # Behind the gate (net/gate.py): handshake and header deadlines, a cap on strangers.
         self._runner, self.port = await listen(app, host, port, tls.server_context(cert, key))
         self.host = host
         return self.port
+
+    @web.middleware
+    async def _note_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Count the requests being answered, and tell on_arrival of a member's finished push
+        (the last step of its sync: it has pulled ours and pushed its own)."""
+        self.serving += 1
+        try:
+            response = await handler(request)
+        finally:
+            self.serving -= 1
+            self.last_served = asyncio.get_running_loop().time()
+        device = request.get(PEER)
+        if self.on_arrival is not None and request.path == PUSH_PATH and response.status == 200 and device:
+            applied = 0
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                applied = int(json.loads(getattr(response, "body", b"") or b"{}").get("applied", 0))
+            self.on_arrival(Arrival(device, f"{request.remote}", applied))
+        return response
+
+    async def start_lan(self, interfaces: list[str] | None) -> None:
+        """Announce this device on mDNS and keep track of the members that appear (serve() first)."""
+        if self.port is None or self.host is None:
+            raise RuntimeError("serve() before start_lan(): the announcement needs the port")
+        me = await self.worker.call(lambda library: library.device_id)
+        self._lan = LanPresence(me, self.port, announce_addresses(self.host, interfaces), interfaces, self._wake.set)
+        await self._lan.start()
+
+    async def stop_lan(self) -> None:
+        if self._lan is not None:
+            lan, self._lan = self._lan, None
+            await lan.stop()
 
     def _changes_arrived(self) -> None:
         """Change sets from a peer were applied (pushed to our server, or pulled by us): pass them on
@@ -243,7 +303,7 @@ class Node:
         """Remembered addresses of current members (other than this device)."""
 
         def collect(library: Library) -> list[Address]:
-            members = set(_other_members(library))
+            members = set(other_members(library))
             out = []
             for device, text in peer_store.remembered_addresses(library).items():
                 if device in members:
@@ -258,7 +318,7 @@ class Node:
     ) -> list[Address]:
         """Look on the LAN (mDNS) for the other members (or only `device`) for at most `timeout`
         seconds, less once all of them were seen. Raises DiscoveryError where mDNS cannot work."""
-        members = await self.worker.call(_other_members)
+        members = await self.worker.call(other_members)
         wanted = [m for m in members if device is None or m == device]
         me = await self.worker.call(lambda library: library.device_id)
         if not wanted:
@@ -314,7 +374,7 @@ class Node:
     async def members_on_lan(self) -> list[Address]:
         """The members a daemon's mDNS sees now, at their freshest address (none without mDNS):
         what a round started by another face (the web app) tries first, as the daemon's own does."""
-        return self._lan_now(await self.worker.call(_other_members))
+        return self._lan_now(await self.worker.call(other_members))
 
     def _lan_now(self, members: list[str]) -> list[Address]:
         """Members seen on the LAN now, at their freshest address (tried first in a round)."""
@@ -335,13 +395,7 @@ class Node:
         loop = asyncio.get_running_loop()
         self._forwarding = auto
         if mdns:
-            if self.port is None or self.host is None:
-                raise RuntimeError("serve() before run_daemon(mdns=True): the announcement needs the port")
-            me = await self.worker.call(lambda library: library.device_id)
-            self._lan = LanPresence(
-                me, self.port, announce_addresses(self.host, mdns_interfaces), mdns_interfaces, self._wake.set
-            )
-            await self._lan.start()
+            await self.start_lan(mdns_interfaces)
         watcher = AttachmentWatcher(self.path, self._wake.set) if WATCH else None
         try:
             if watcher is not None and await watcher.start():
@@ -395,9 +449,7 @@ class Node:
             self.watching = False
             if watcher is not None:
                 await watcher.stop()
-            if self._lan is not None:
-                lan, self._lan = self._lan, None
-                await lan.stop()
+            await self.stop_lan()
 
     async def _look(self, touched: Touched, watcher: AttachmentWatcher | None) -> bool:
         """Record the touched attachment files (or all) that were edited in place; True if any
@@ -449,7 +501,7 @@ class Node:
 
     async def _meet(self, lan: LanPresence) -> None:
         """Sync with each member that appeared (or moved) on the LAN, at the address it announced."""
-        due = lan.due(await self.worker.call(_other_members), asyncio.get_running_loop().time())
+        due = lan.due(await self.worker.call(other_members), asyncio.get_running_loop().time())
         for address in due:
             log.info("Device %s is on the LAN at %s.", (address.device or "")[:7], address)
             [result] = await self.sync([address])

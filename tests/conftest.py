@@ -13,6 +13,9 @@ from hypothesis import settings
 # ones (64 MiB, about 0.5 s each): relay/kdf.py. Inherited by every relay, daemon and CLI the tests
 # start; tests/test_relay_accounts.py runs the production parameters without it.
 os.environ["P2PSYNC_TEST_ONLY_WEAK_KDF"] = "1"
+# `p2psync sync` dials out once and ends, as before issue 23 (its default --wait of 30 s would
+# listen on 0.0.0.0 and wait for members a test left down); tests/test_sync_wait.py sets --wait.
+os.environ["P2PSYNC_SYNC_WAIT"] = "0"
 
 
 # A run stopped with SIGTERM (a CI timeout, `kill`) ends like Ctrl-C: the fixtures' clean-up runs,

@@ -26,6 +26,7 @@ from p2psync.cli.common import (
 )
 from p2psync.errors import InvalidValue, LibraryError, NetworkError, P2PSyncError, RelayError, RelayNotLinked
 from p2psync.folder_warnings import folder_warnings
+from p2psync.meeting import WAIT_SECONDS, sync_and_wait
 from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
 from p2psync.node import DISCOVER_SECONDS, Address, Node, SyncResult, SyncRound, parse_address
@@ -33,6 +34,7 @@ from p2psync.relay import link as relay_link
 from p2psync.store.transfers import Missing
 
 T = TypeVar("T")
+ENV_WAIT = "P2PSYNC_SYNC_WAIT"  # the default of `sync --wait` (the test suite sets 0: tests/conftest.py)
 
 if TYPE_CHECKING:
     from p2psync.net.chunks import FetchReport
@@ -48,6 +50,22 @@ def _addresses(texts: tuple[str, ...], peer: str | None) -> list[Address]:
 @click.option("--address", "addresses", multiple=True, metavar="HOST:PORT", help="Where a peer listens (repeatable).")
 @click.option("--lan-only", is_flag=True, help="Sync only with peers on the network, not through the relay.")
 @click.option("--relay-only", is_flag=True, help="Sync only through the relay (online account).")
+@click.option(
+    "--wait",
+    default=str(int(WAIT_SECONDS)) + "s",
+    show_default=True,
+    envvar=ENV_WAIT,
+    show_envvar=True,
+    metavar="DURATION",
+    help="Also accept the other devices meanwhile, and wait this long for those not met yet (0: no wait).",
+)
+@click.option(
+    "--listen",
+    default=f"0.0.0.0:{DEFAULT_PORT}",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to accept the other devices while waiting (taken: any free port).",
+)
 @mdns_options
 @library_option
 @json_option
@@ -56,6 +74,8 @@ def sync(
     addresses: tuple[str, ...],
     lan_only: bool,
     relay_only: bool,
+    wait: str,
+    listen: str,
     no_mdns: bool,
     mdns_interfaces: tuple[str, ...],
     as_json: bool,
@@ -64,7 +84,14 @@ def sync(
 
     Peers are reached at the addresses given with --address and where members were last reached;
     without --address (and unless --no-mdns) members are also looked for on the LAN, for about two
-    seconds at most. Each change set is applied whole or not at all, so an interrupted sync loses
+    seconds at most.
+
+    Run by hand on two machines with no daemon, the two meet: while it runs, and for up to --wait
+    (30 s by default) until every other member was synced with once, this sync also accepts
+    them, as a daemon does (at --listen, mutual TLS, announced on the LAN unless --no-mdns or
+    --address), and dials again those not met yet. So running `p2psync sync` on both machines
+    within the wait syncs both ways, attachments too. It ends as soon as all are met; --wait 0
+    dials out once and ends. Each change set is applied whole or not at all, so an interrupted sync loses
     nothing: run it again and it resumes. Attachments the change sets name are fetched next, from
     every peer reached (only what this machine lacks; an interrupted file resumes). A library
     linked to an online account (p2psync account) then syncs through the relay too, change sets
@@ -85,7 +112,11 @@ def sync(
     interfaces = check_interfaces(list(mdns_interfaces)) if mdns_interfaces else None
     look = not relay_only and not no_mdns and not addresses
     given = [] if relay_only else _addresses(addresses, device)
-    done = _run_round(given, look, interfaces, device, lan=not relay_only, relay=linked and not lan_only)
+    seconds = 0.0 if relay_only else parse_wait(wait)
+    where = parse_address(listen, DEFAULT_PORT, allow_any_port=True)
+    done = _run_round(
+        given, look, interfaces, device, lan=not relay_only, relay=linked and not lan_only, wait=seconds, where=where
+    )
     if not done.targets and not relay_only and not linked:
         raise NetworkError(
             "No peer to sync with: no member was found on the LAN or reached before; pair a device "
@@ -107,8 +138,16 @@ def sync(
             with open_library() as library:
                 relay_json = {"relay": relay_link.read_link(library).url, "error": relay_error}
         peers_json = [r.as_dict() if not isinstance(r, P2PSyncError) else {"error": r.message} for r in unique]
-        print_json({"peers": peers_json, "attachments": done.attachments.as_dict(), "relay": relay_json})
+        print_json(
+            {
+                "peers": peers_json,
+                "attachments": done.attachments.as_dict(),
+                "relay": relay_json,
+                "arrivals": [a.as_dict() for a in done.arrivals],
+            }
+        )
     else:
+        _echo_arrivals(done)
         _echo_round(unique, done.attachments, relay, relay_error, relay_only)
     relay_ok = relay is not None and relay_error is None
     if relay_only and relay_error:
@@ -123,6 +162,16 @@ def sync(
         raise LibraryError(done.attachments.disk_full)
     if done.attachments.interrupted:
         raise NetworkError("Some attachments did not arrive whole (see above); sync again to resume where it stopped.")
+
+
+def _echo_arrivals(done: SyncRound) -> None:
+    """The members that synced with this device while it waited (sync --wait)."""
+    names = {r.device: r.name for r in done.peers if not isinstance(r, P2PSyncError) and r.device}
+    for arrival in done.arrivals:
+        click.echo(
+            f"{names.get(arrival.device) or 'A member'} ({arrival.device[:7]}) synced with this device "
+            f"from {arrival.address}: {arrival.applied} change sets in"
+        )
 
 
 def _echo_round(
@@ -158,15 +207,26 @@ def _echo_round(
 
 
 def _run_round(
-    given: list[Address], look: bool, interfaces: list[str] | None, device: str | None, lan: bool, relay: bool
+    given: list[Address],
+    look: bool,
+    interfaces: list[str] | None,
+    device: str | None,
+    lan: bool,
+    relay: bool,
+    wait: float = 0.0,
+    where: Address | None = None,
 ) -> SyncRound:
     """One round through the node's orchestrator (Node.sync_once), with the LAN looked at first
-    (about two seconds at most) when no address was given, and a progress bar for attachments."""
+    (about two seconds at most) when no address was given, and a progress bar for attachments.
+    With a `wait`, the node also serves at `where` (announced on the LAN with `look`) and waits
+    for the members not met yet (meeting.py)."""
     path = library_path()
 
     async def run() -> SyncRound:
         node = Node(path)
         try:
+            if wait > 0 and where is not None:
+                await _serve_while_waiting(node, where, look, interfaces, wait)
             found: list[Address] = []
             if lan and look:
                 try:
@@ -176,12 +236,17 @@ def _run_round(
             groups = [given, found] if lan else []
             bar = TransferProgress("Fetching attachments")
             try:
+                if wait > 0:
+                    return await sync_and_wait(
+                        node, given, found, wait, device, relay, on_plan=bar.plan, on_bytes=bar.advance
+                    )
                 return await node.sync_once(
                     *groups, named=given, device=device, relay=relay, lan=lan, on_plan=bar.plan, on_bytes=bar.advance
                 )
             finally:
                 bar.close()
         finally:
+            await node.stop_lan()
             await node.close()
 
     try:
@@ -190,6 +255,24 @@ def _run_round(
         raise NetworkError(
             "The sync was interrupted; every change set that arrived whole is kept, so sync again to resume."
         ) from None
+
+
+async def _serve_while_waiting(
+    node: Node, where: Address, announce: bool, interfaces: list[str] | None, wait: float
+) -> None:
+    """Accept the other devices as a daemon would, at `where` (or any free port if it is taken:
+    a daemon of this machine may hold it), announced on the LAN with `announce`."""
+    try:
+        port = await node.serve(where.host, where.port)
+    except NetworkError:
+        port = await node.serve(where.host, 0)
+    if announce:
+        await node.start_lan(interfaces)
+    click.echo(
+        f"Accepting this library's other devices on {where.host}:{port} for up to {wait:g} s "
+        "(run 'p2psync sync' on them too; --wait 0 to not wait).",
+        err=True,
+    )
 
 
 RECANCEL_SECONDS = 0.5
@@ -234,6 +317,16 @@ async def _wait(task: asyncio.Task[T]) -> T:
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+
+
+def parse_wait(text: str) -> float:
+    """A --wait: a duration, or 0 for none. A bad one is a usage error (exit 2)."""
+    if re.fullmatch(r"\s*0+(\.0*)?\s*[smh]?\s*", text):
+        return 0.0
+    try:
+        return parse_duration(text)
+    except InvalidValue as exc:
+        raise click.BadParameter(exc.message, param_hint="'--wait'") from None
 
 
 def parse_duration(text: str) -> float:
