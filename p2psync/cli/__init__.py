@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "relay": ("relay_cmds", "relay"),
     "account": ("account_cmds", "account"),
     "web": ("web_cmd", "web"),
+    "completion": ("completion", "completion"),
 }
 
 
@@ -119,7 +120,8 @@ cli.commands = LazyCommands(COMMANDS)
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=False, obj={})
+        # complete_var: the completion script's variable, whatever name started us (`python -m p2psync` too)
+        cli.main(standalone_mode=False, obj={}, complete_var="_P2PSYNC_COMPLETE")
     except P2PSyncError as exc:
         click.echo(f"Error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
