@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from p2psync.relay import storage_pg_migrations as pg
 from p2psync.store.library import Library
 from tests import relay_link as link
 from tests.sync_support import digest
@@ -119,7 +120,7 @@ def test_two_relays_starting_at_once_on_an_empty_database_migrate_it_once(pg_url
     relays = [listening(proc) for proc in procs]
     try:
         with psycopg.connect(pg_url) as conn:
-            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (str(pg.LATEST),)
     finally:
         for relay in relays:
             stop_pg_relay(relay)
@@ -148,7 +149,7 @@ def test_storages_opened_at_the_same_moment_by_two_processes_on_an_empty_databas
         import psycopg
 
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (str(pg.LATEST),)
             conn.execute("DROP SCHEMA public CASCADE")  # empty again for the next round
             conn.execute("CREATE SCHEMA public")
 

@@ -286,6 +286,7 @@ def test_signup_login_logout(relay: RelayProcess) -> None:
         "device": user.device,
         "key_epoch": 0,
         "wrapped_epoch": 0,
+        "recovery_epoch": None,
     }
     assert user.call("POST", "/logout")[0] == 204
     status, body = user.call("GET", "/account")

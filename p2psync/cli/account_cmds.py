@@ -24,8 +24,9 @@ from p2psync.cli.common import (
     print_json,
     yes_option,
 )
-from p2psync.errors import ConfirmationRequired, InvalidValue, RelayError, RelayLinkedElsewhere
+from p2psync.errors import ConfirmationRequired, InvalidValue, P2PSyncError, RelayError, RelayLinkedElsewhere
 from p2psync.relay import account as relay_account
+from p2psync.relay import account_recovery as recovery_keys
 from p2psync.relay import account_words as words
 from p2psync.relay import link, link_rules
 from p2psync.relay.client import normalize_url
@@ -156,19 +157,37 @@ def _run_login(
         backlog = library.search_backlog()
         if backlog:
             library.refs.index_now()
+        recovery = _first_recovery_key(library) if signup else None
     if made:
         click.echo(f"Created a library at {library.path} to receive the account's library.", err=True)
     failed = report.sync.error if report.sync is not None else None
     if as_json:
-        print_json(report.as_dict())
+        print_json({**report.as_dict(), **({"recovery_key": recovery.words} if recovery else {})})
         if failed:
             raise RelayError(failed)  # logged in, but the first sync stopped short (e.g. the storage limit)
         return
     click.echo(words.logged_in_sentence(report, signup))
+    if recovery is not None:
+        _echo_recovery_key(recovery)
     if report.sync is not None:
         echo_sync(report.sync, show_error=False)
     if failed:
         raise RelayError(failed)
+
+
+def _first_recovery_key(library: Library) -> recovery_keys.RecoveryKey | None:
+    """A new account's recovery key; a relay that cannot make one now does not undo the sign-up."""
+    try:
+        return asyncio.run(recovery_keys.make_if_none(library))
+    except P2PSyncError as exc:
+        click.echo(f"No recovery key could be made now ({exc.message}); make one with 'p2psync account recovery-key'.",
+                   err=True)  # fmt: skip
+        return None
+
+
+def _echo_recovery_key(key: recovery_keys.RecoveryKey) -> None:
+    click.echo(recovery_keys.SHOWN_ONCE)
+    click.echo(f"\n    {key.words}\n")
 
 
 def _check_link_first(library: Library, url: str, email: str) -> None:
@@ -321,3 +340,65 @@ def password(password_stdin: bool, as_json: bool) -> None:
         print_json(data)
         return
     click.echo(f"The password of {data['email']} on {data['relay']} is changed; log in with it on your other devices.")
+
+
+@account.command("recovery-key")
+@library_option
+@json_option
+def recovery_key(as_json: bool) -> None:
+    """Make a new recovery key (the old one stops working).
+
+    While logged in: the account's library key is wrapped with new words, shown once. With them,
+    'p2psync account recover' sets a new password if you forget yours.
+    """
+    with open_library() as library:
+        key = asyncio.run(recovery_keys.make(library))
+    if as_json:
+        print_json(key.as_dict())
+        return
+    _echo_recovery_key(key)
+
+
+@account.command()
+@click.option("--email", required=True, metavar="E", help="The account's e-mail address.")
+@click.option("--relay", "url", metavar="URL", help="The relay's address (default: the one this library is linked to).")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the recovery key, then the new password, from stdin.")
+@library_option
+@json_option
+def recover(email: str, url: str | None, from_stdin: bool, as_json: bool) -> None:
+    """Set a new password with the recovery key.
+
+    The recovery key and the new password are asked (hidden), or read from stdin with --stdin (first
+    line the key, second the password). A wrong key changes nothing. Every device then logs in
+    again with the new password.
+    """
+    check_email(email)
+    if url is None:
+        with open_library() as library:
+            url = link.read_link(library).url
+        if not url:
+            raise click.UsageError("This library is not linked to a relay; give its address with --relay URL.")
+    normalize_url(url)
+    if from_stdin:
+        key = sys.stdin.readline().strip()
+        new = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        raise click.UsageError(
+            "No terminal to ask on; give the recovery key and the new password on stdin with --stdin."
+        )
+    else:
+        key = str(click.prompt("Recovery key", hide_input=True, err=True))
+        new = str(click.prompt("New password", hide_input=True, confirmation_prompt=True, err=True))
+    try:
+        key = recovery_keys.parse_words(key)
+    except InvalidValue as exc:
+        raise click.UsageError(exc.message) from None
+    data = asyncio.run(recovery_keys.recover(url, email, key, new))
+    if as_json:
+        print_json(data)
+        return
+    click.echo(
+        f"The password of {data['email']} on {data['relay']} is set anew; log in with it on every device "
+        "('p2psync account login'). Your recovery key stays valid; make a new one once logged in if it may have been "
+        "seen ('p2psync account recovery-key')."
+    )

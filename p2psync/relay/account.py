@@ -82,7 +82,7 @@ async def status(library: Library, online: bool = True) -> dict[str, Any]:
     info = summary(library)
     if info is None:
         return out
-    out.update(info, linked=True, bound_library=None, usage=None, online_error=None)
+    out.update(info, linked=True, bound_library=None, usage=None, recovery=None, online_error=None)
     if online and info["logged_in"]:
         try:
             account = await account_info(library)
@@ -97,4 +97,5 @@ async def status(library: Library, online: bool = True) -> dict[str, Any]:
                 "change_sets": account.change_sets,
                 "chunks": account.chunks,
             }
+            out["recovery"] = {"epoch": account.recovery_epoch, "key_epoch": account.key_epoch}
     return out

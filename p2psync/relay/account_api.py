@@ -199,6 +199,7 @@ async def account_info(request: web.Request, account: str) -> web.Response:
             "device": request.get(DEVICE),
             "key_epoch": info.key_epoch,
             "wrapped_epoch": info.wrapped_epoch,
+            "recovery_epoch": await relay.call(relay.storage.recovery_epoch, account),
         }
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from p2psync.relay import account_recovery
 from p2psync.relay.client import Account
 from p2psync.relay.link_rules import LoginMode, LoginReport
 
@@ -39,6 +40,9 @@ def status_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
         limit = f"{quota / 1e6:.1f} MB" if quota is not None else "no limit"
         counts = f"({usage['change_sets']} change sets, {usage['chunks']} chunks)"
         lines.append(("Storage", f"{usage['used_bytes'] / 1e6:.1f} MB of {limit} {counts}"))
+    recovery = data.get("recovery")
+    if recovery:
+        lines.append(("Recovery", account_recovery.status_text(recovery["epoch"], recovery["key_epoch"])))
     moved = data.get("moved") or {}
     last = f"{data['last_sync']}" if data["last_sync"] else "never"
     lines.append(("Last sync", last + (moved_text(moved) if data["last_sync"] else "")))

@@ -37,6 +37,7 @@ from p2psync.errors import (
     RelayUnreachable,
 )
 from p2psync.model.devices import is_device_id
+from p2psync.relay.account_recovery_client import RecoveryEndpoints
 from p2psync.relay.device_client import DeviceEndpoints, KeyEpochMoved
 from p2psync.relay.kdf import TEST_ENV, KdfParams
 from p2psync.relay.keyring import DeviceProof
@@ -157,6 +158,7 @@ class Account:
     device: str | None = None  # the device this token is tied to (None: a login from before devices)
     key_epoch: int = 0  # the library key's epoch in force
     wrapped_epoch: int = 0  # the epoch of the key in wrapped_key
+    recovery_epoch: int | None = None  # the epoch of the key the recovery key opens (None: no recovery key)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -182,7 +184,7 @@ class Item:
     key: int = 0  # the epoch of the library key it needs
 
 
-class RelayClient(DeviceEndpoints):
+class RelayClient(DeviceEndpoints, RecoveryEndpoints):
     def __init__(self, url: str, token: str | None = None, timeout: float | None = None) -> None:
         self.url = normalize_url(url)
         self.base = self.url + PREFIX
@@ -377,6 +379,7 @@ class RelayClient(DeviceEndpoints):
             device=device if is_device_id(device := body.get("device")) else None,
             key_epoch=int(body.get("key_epoch", 0)) if _count(body.get("key_epoch", 0)) else 0,
             wrapped_epoch=int(body.get("wrapped_epoch", 0)) if _count(body.get("wrapped_epoch", 0)) else 0,
+            recovery_epoch=recovery if _count(recovery := body.get("recovery_epoch")) else None,
         )
 
     async def change_password(self, login_key: bytes, wrapped_key: bytes, kdf: KdfParams) -> None:

@@ -495,7 +495,12 @@ def make_app(
     signups_per_hour: int = SIGNUPS_PER_HOUR,
 ) -> web.Application:
     """The relay's application. It owns `storage` from now on: the app's cleanup closes it."""
-    from p2psync.relay import account_api, device_api, operations  # they build on this module's helpers
+    from p2psync.relay import (  # they build on this module's helpers
+        account_api,
+        account_recovery_api,
+        device_api,
+        operations,
+    )
 
     app = web.Application(
         middlewares=[access_log, errors_to_json, protocol_version],
@@ -526,6 +531,7 @@ def make_app(
         ("PUT", "/chunks/{id}", put_chunk),
         ("GET", "/chunks/{id}", get_chunk),
         *device_api.ROUTES,
+        *account_recovery_api.ROUTES,
     ]
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, handler)

@@ -31,10 +31,12 @@ from typing import IO, Any, Protocol
 
 from p2psync.errors import Conflict, P2PSyncError
 from p2psync.relay import storage_migrations as migrations
+from p2psync.relay import storage_recovery as recovery
 from p2psync.relay.outcomes import BindOutcome
 from p2psync.relay.passwords import FAILED_LOGIN_WINDOW, MAX_FAILED_LOGINS, retry_after
 from p2psync.relay.storage_data import ChangeSetIn, ChangeSetStorage, Gap, PushResult, QuotaExceeded, StoredChangeSet
 from p2psync.relay.storage_keys import KeyStorage, KeyStore
+from p2psync.relay.storage_recovery import RecoveryStorage, RecoveryStore
 
 log = logging.getLogger("p2psync.relay")
 
@@ -117,7 +119,7 @@ class PurgeResult:
     bytes: int
 
 
-class RelayStorage(KeyStore, Protocol):
+class RelayStorage(KeyStore, RecoveryStore, Protocol):
     """The relay's storage. Times are Unix seconds given by the caller (the server's clock)."""
 
     workers: int  # how many threads may call it at once (the server's storage threads)
@@ -294,7 +296,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class SqliteStorage(ChangeSetStorage, KeyStorage):
+class SqliteStorage(ChangeSetStorage, KeyStorage, RecoveryStorage):
     """RelayStorage on SQLite (WAL, synchronous=FULL) plus blob files under data_dir:
 
     data_dir/relay.sqlite3   accounts, tokens, attempts, the index of change sets and chunks
@@ -562,8 +564,8 @@ class SqliteStorage(ChangeSetStorage, KeyStorage):
                     db.execute(f"DELETE FROM {table} WHERE account = ?", [account])
                 self._forget_keys(db, account)
                 db.execute(
-                    "UPDATE accounts SET library_id = NULL, wrapped_key = NULL, used_bytes = 0, epoch = epoch + 1 "
-                    "WHERE id = ?",
+                    "UPDATE accounts SET library_id = NULL, wrapped_key = NULL, used_bytes = 0, epoch = epoch + 1, "
+                    f"{recovery.FORGET} WHERE id = ?",
                     [account],
                 )
                 db.execute("INSERT OR IGNORE INTO doomed (account, epoch) VALUES (?, ?)", [account, epoch])

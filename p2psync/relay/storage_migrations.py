@@ -66,7 +66,16 @@ _DEVICES_AND_KEYS = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {2: _DEVICES_AND_KEYS}
+# 3: the recovery key (storage_recovery.py): a verifier of it and the library key wrapped with it.
+_RECOVERY = (
+    "ALTER TABLE accounts ADD COLUMN recovery_salt BLOB",
+    "ALTER TABLE accounts ADD COLUMN recovery_verifier BLOB",
+    "ALTER TABLE accounts ADD COLUMN recovery_kdf TEXT",
+    "ALTER TABLE accounts ADD COLUMN recovery_wrapped BLOB",
+    "ALTER TABLE accounts ADD COLUMN recovery_epoch INTEGER",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {2: _DEVICES_AND_KEYS, 3: _RECOVERY}
 LATEST = max(MIGRATIONS)
 
 

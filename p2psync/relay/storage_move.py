@@ -32,7 +32,8 @@ from p2psync.relay.storage_pg import PostgresStorage
 # (table, its columns) in an order that satisfies the foreign keys; the same names on both sides.
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("accounts", ("id", "email", "salt", "login_hash", "library_id", "wrapped_key", "used_bytes", "next_num",
-                  "epoch", "created", "kdf", "key_epoch", "wrapped_epoch")),
+                  "epoch", "created", "kdf", "key_epoch", "wrapped_epoch", "recovery_salt", "recovery_verifier",
+                  "recovery_kdf", "recovery_wrapped", "recovery_epoch")),
     ("tokens", ("hash", "account", "expires", "device")),
     ("login_attempts", ("email", "client", "at")),
     ("signup_attempts", ("client", "at")),

@@ -33,6 +33,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from p2psync.errors import NetworkError
 from p2psync.relay import storage_pg_migrations as migrations
+from p2psync.relay import storage_recovery as recovery
 from p2psync.relay.outcomes import BindOutcome
 from p2psync.relay.passwords import FAILED_LOGIN_WINDOW, MAX_FAILED_LOGINS, retry_after
 from p2psync.relay.storage import (
@@ -49,6 +50,7 @@ from p2psync.relay.storage import (
 from p2psync.relay.storage_blobs import BlobStore, PgBlobs
 from p2psync.relay.storage_pg_data import PgChangeSets
 from p2psync.relay.storage_pg_keys import PgKeys
+from p2psync.relay.storage_pg_recovery import PgRecovery
 
 T = TypeVar("T")
 Cursor = psycopg.Cursor[Any]
@@ -73,7 +75,7 @@ def is_database_url(text: str) -> bool:
     return text.startswith(("postgresql://", "postgres://"))
 
 
-class PostgresStorage(PgChangeSets, PgKeys):
+class PostgresStorage(PgChangeSets, PgKeys, PgRecovery):
     """RelayStorage on a PostgreSQL database given by a libpq URL (postgresql://USER@HOST:PORT/DB;
     a password comes from the URL, PGPASSWORD or ~/.pgpass)."""
 
@@ -297,8 +299,8 @@ class PostgresStorage(PgChangeSets, PgKeys):
             self.blobs.drop_account(cur, account)
             self._forget_keys(cur, account)
             cur.execute(
-                "UPDATE accounts SET library_id = NULL, wrapped_key = NULL, used_bytes = 0, epoch = epoch + 1 "
-                "WHERE id = %s",
+                "UPDATE accounts SET library_id = NULL, wrapped_key = NULL, used_bytes = 0, epoch = epoch + 1, "
+                f"{recovery.FORGET} WHERE id = %s",
                 [account],
             )
             return PurgeResult(change_sets, chunks, used)

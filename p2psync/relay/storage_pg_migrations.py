@@ -131,7 +131,13 @@ _TABLES = (
     )""",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {2: _TABLES}
+# 3: the recovery key, as SQLite's schema 3 (storage_recovery.py).
+_RECOVERY = (
+    """ALTER TABLE accounts ADD COLUMN recovery_salt BYTEA, ADD COLUMN recovery_verifier BYTEA,
+        ADD COLUMN recovery_kdf TEXT, ADD COLUMN recovery_wrapped BYTEA, ADD COLUMN recovery_epoch BIGINT""",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {2: _TABLES, 3: _RECOVERY}
 FIRST = min(MIGRATIONS)
 LATEST = max(MIGRATIONS)
 

@@ -1,7 +1,8 @@
-"""The online account on the web: the link, storage used against the quota, login and sign-up,
-logout, reset (also by the e-mail with #!resetLocalSync, as on the command line) and purge. The
-same relay functions as `p2psync account ...` (relay/account.py, relay/link_rules.py) and the same
-words (relay/account_words.py).
+"""The online account on the web: the link, storage used against the quota, login and sign-up
+(which shows the new account's recovery key once), a new recovery key, logout, reset (also by the
+e-mail with #!resetLocalSync, as on the command line) and purge. The same relay functions as
+`p2psync account ...` (relay/account.py, relay/account_recovery.py, relay/link_rules.py) and the
+same words (relay/account_words.py).
 
 The relay's account functions work on a Library held by their caller and await the relay between
 its calls; a page runs them as each `p2psync account` command does, with a library connection and
@@ -20,8 +21,8 @@ from aiohttp import web
 
 from p2psync.errors import InvalidValue, P2PSyncError
 from p2psync.relay import account as relay_account
+from p2psync.relay import account_recovery, link_rules
 from p2psync.relay import account_words as words
-from p2psync.relay import link_rules
 from p2psync.store import backup as backups
 from p2psync.store.library import Library
 from p2psync.web.app import notice, page, redirect, state
@@ -54,6 +55,8 @@ def _form(request: web.Request, data: dict[str, Any], status: int = 200, **value
         "error": "",
         "signup": False,
         "not_linked": words.NOT_LINKED,
+        "recovery": None,
+        "shown_once": account_recovery.SHOWN_ONCE,
     }
     return page(request, "account.html", status=status, data=data, lines=_lines(data), **{**defaults, **values})
 
@@ -94,8 +97,14 @@ async def login(request: web.Request) -> web.StreamResponse:
         made_backup = (lambda lib: backups.before_merge(lib)) if backup else None
         report = await link_rules.login(library, url, email, password, signup, ask, made_backup)
         library.refs.index_now()
+        if signup and report.mode != link_rules.LoginMode.RESET:
+            try:
+                recovery.append(await account_recovery.make_if_none(library))
+            except P2PSyncError as exc:  # the sign-up stands; the page says how to make one later
+                notice(request, f"No recovery key could be made now ({exc.message}); make one below.")
         return report
 
+    recovery: list[account_recovery.RecoveryKey | None] = []
     try:
         report = await with_library(request, logging_in)
     except P2PSyncError as exc:
@@ -109,7 +118,27 @@ async def login(request: web.Request) -> web.StreamResponse:
         notice(request, f"Relay: {report.sync.sentence()}")
         if report.sync.error:
             notice(request, f"Relay: {report.sync.error}")
+    if recovery and recovery[0] is not None:
+        return await _recovery_page(request, recovery[0])
     return redirect("/account")
+
+
+async def _recovery_page(request: web.Request, key: account_recovery.RecoveryKey) -> web.Response:
+    """The Account page with the recovery key, once: never stored, never cached."""
+    data = await with_library(request, relay_account.status)
+    response = _form(request, data, recovery=key)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@routes.post("/account/recovery-key")
+async def recovery_key(request: web.Request) -> web.StreamResponse:
+    try:
+        key = await with_library(request, account_recovery.make)
+    except P2PSyncError as exc:
+        notice(request, exc.message)
+        return redirect("/account")
+    return await _recovery_page(request, key)
 
 
 @routes.post("/account/logout")
