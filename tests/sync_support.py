@@ -42,7 +42,8 @@ def view(library: Library) -> dict[str, Any]:
                         version["value"].pop("path", None)  # is, and whether it is here yet, are this
                         version["value"].pop("present", None)  # machine's own business, not replicated
             refs.append(record)
-    groups = [(g["id"], g["name"], g["references"], g["conflict"]) for g in library.list_groups()]
+    groups = [(g["id"], g["name"], g["references"], g["conflict"], g["query"], g["set"]) for g in library.list_groups()]
+    groups += [(s.id, s.name, [g.id for g in s.groups], s.conflict) for s in library.sets.rows()]
     devices = [(d["device_id"], d["name"], d["introducer"], d["revoked"]) for d in library.devices()]
     return {"refs": sorted(refs, key=lambda r: r["id"]), "groups": groups, "devices": devices}
 

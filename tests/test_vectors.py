@@ -722,6 +722,7 @@ BEYOND_SCHEMA = {
     "chunks not adding up to the size",
     "attachment name of 256 UTF-8 bytes",
     "seen names a field the op does not write",
+    "group.put seen naming a field it does not set",
     "added written with a fraction (1.0)",
     "dot with sequence written 1.0",
 }

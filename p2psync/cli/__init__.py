@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("library_cmds", "init"),
     "info": ("library_cmds", "info"),
     "device": ("library_cmds", "device"),
+    "library": ("library_cmds", "library"),
     "ref": ("refs", "ref"),
     "trash": ("trash", "trash"),
     "group": ("groups", "group"),

@@ -1,4 +1,4 @@
-"""init, info, device, device rename."""
+"""init, info, library rename, device, device rename."""
 
 from __future__ import annotations
 
@@ -81,6 +81,27 @@ def rename(name: str, as_json: bool) -> None:
         print_json(renamed.as_dict())
     else:
         click.echo(members.renamed_sentence(renamed))
+
+
+@click.group()
+def library() -> None:
+    """The library as a whole (its name syncs to every device)."""
+
+
+@library.command("rename")
+@click.argument("name")
+@library_option
+@json_option
+def library_rename(name: str, as_json: bool) -> None:
+    """Rename the library here and, with the next sync, on every device it syncs with (if two
+    devices rename it before they sync, the later rename wins everywhere)."""
+    with open_library() as opened:
+        new_name = opened.rename(name)
+        data = {"name": new_name, "library_id": opened.library_id}
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(f"Renamed the library to {new_name!r}; other devices take the name at their next sync.")
 
 
 def _size(n: int) -> str:

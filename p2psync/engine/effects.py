@@ -17,6 +17,9 @@ here, and the store only knows tables.
     device.add       DeviceIntroduced                           the store keeps the smallest dot
     device.revoke    DeviceRevoked                              the store keeps the smallest upto
     device.name      DeviceNamed                                the store keeps the largest seq
+    groupset.put     GroupSetWrite(PutFields)
+    groupset.delete  GroupSetWrite(ForgetSeen, tombstone)        its groups stay, shown unfiled
+    library.name     LibraryNamed(WriteValue)                   one register for the library
 """
 
 from __future__ import annotations
@@ -175,7 +178,31 @@ class DeviceNamed:
     seq: int
 
 
-Effect = RefWrite | GroupWrite | MemberWrite | AttachmentWrite | DeviceIntroduced | DeviceRevoked | DeviceNamed
+@dataclass(frozen=True)
+class GroupSetWrite:
+    set: str
+    change: Callable[[State], State]
+    tombstone: bool = False
+
+
+@dataclass(frozen=True)
+class LibraryNamed:
+    """The library's name register: the newest (ts, device, seq) of concurrent names is shown."""
+
+    change: Callable[[list[registers.Entry]], list[registers.Entry]]
+
+
+Effect = (
+    RefWrite
+    | GroupWrite
+    | MemberWrite
+    | AttachmentWrite
+    | DeviceIntroduced
+    | DeviceRevoked
+    | DeviceNamed
+    | GroupSetWrite
+    | LibraryNamed
+)
 
 
 def effects(op: ops.Op, dot: Dot, ts: int) -> list[Effect]:
@@ -225,6 +252,18 @@ def _device_name(op: ops.Op, dot: Dot, ts: int) -> list[Effect]:
     return [DeviceNamed(dot[0], op["name"], dot[1])]
 
 
+def _groupset_put(op: ops.Op, dot: Dot, ts: int) -> list[Effect]:
+    return [GroupSetWrite(op["set"], PutFields(dot, ts, op["fields"], op["seen"]))]
+
+
+def _groupset_delete(op: ops.Op, dot: Dot, ts: int) -> list[Effect]:
+    return [GroupSetWrite(op["set"], ForgetSeen(op["seen"]), tombstone=True)]
+
+
+def _library_name(op: ops.Op, dot: Dot, ts: int) -> list[Effect]:
+    return [LibraryNamed(WriteValue(dot, ts, op["name"], op["seen"]))]
+
+
 _BY_KIND: dict[str, Callable[[ops.Op, Dot, int], list[Effect]]] = {
     ops.REF_PUT: _ref_put,
     ops.REF_DELETE: _ref_delete,
@@ -236,5 +275,8 @@ _BY_KIND: dict[str, Callable[[ops.Op, Dot, int], list[Effect]]] = {
     ops.DEVICE_ADD: _device_add,
     ops.DEVICE_REVOKE: _device_revoke,
     ops.DEVICE_NAME: _device_name,
+    ops.GROUPSET_PUT: _groupset_put,
+    ops.GROUPSET_DELETE: _groupset_delete,
+    ops.LIBRARY_NAME: _library_name,
 }
 assert set(_BY_KIND) == set(ops.KINDS)

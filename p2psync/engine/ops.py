@@ -8,14 +8,18 @@ that writes the tables, for local edits and for replay alike).
     ref.put          {"ref", "fields": {name: value|null}, "seen": {name: [dot...]}}
     ref.delete       {"ref", "seen": {name: [dot...]}}      permanent delete: a mark (merge.py);
                                                              groups and attachments stay, hidden
-    group.put        {"group", "fields": {"name": str}, "seen": {"name": [dot...]}}
-    group.delete     {"group", "seen": {"name": [dot...]}, "members": {ref: [dot...]}}
+    group.put        {"group", "fields": {field: value}, "seen": {field: [dot...]}}
+                     fields: name (str), query (str: a smart group's search), set (a set id|null)
+    group.delete     {"group", "seen": {field: [dot...]}, "members": {ref: [dot...]}}
     member.add       {"group", "refs": [ref...]}                      add-wins set
     member.remove    {"group", "seen": {ref: [dot...]}}
     attachment.put   {"ref", "name", "value": manifest|null, "seen": [dot...]}
     device.add       {"device", "key", "name", "introducer", "signature"}   library membership
     device.revoke    {"device", "upto"}     no change set of device past sequence upto is accepted
     device.name      {"name"}               the author's own name for people (its latest wins)
+    groupset.put     {"set", "fields": {"name": str}, "seen": {"name": [dot...]}}   a folder of groups
+    groupset.delete  {"set", "seen": {"name": [dot...]}}
+    library.name     {"name", "seen": [dot...]}             the library's name, one register
 
 A dot is [device, seq]. "seen" lists exactly the entries the author's write replaces.
 
@@ -27,6 +31,18 @@ signature). Any other device is introduced by a member, whose key signs the intr
 device.name renames its author, and only its author (the op names no device, so no device can
 rename another): of a device's names, the one in its entry with the largest seq is shown, the
 same on every machine whatever the arrival order, since one device's entries are totally ordered.
+
+Smart groups and group sets (issue 23). A smart group is a group whose register `query` holds a
+search (model/groups.py): group.put carries it beside the name, so a smart group is renamed,
+deleted and merged by exactly the rules of a plain group (a rename concurrent with a delete
+brings it back; a rename of a smart group writes its query again so it comes back smart). The
+register `set` files a group in a group set (one register: at most one set, the newest write
+shown). A group set is its own object (groupset.put/delete); a group whose set is deleted, or
+never arrived, shows unfiled, so a set deleted while another device files a group in it
+converges without a rule of its own. A group whose name register is empty (a move concurrent
+with its delete) is not shown. library.name is one register for the whole library. Peers of an
+older version refuse a change set that holds any of these (an unknown kind, or a group.put with
+more than a name) as `schema`, whole, and apply it once they are updated (protocol/merge.md §8).
 
 """
 
@@ -42,7 +58,7 @@ from p2psync.model import devices
 from p2psync.model import fields as catalogue
 from p2psync.model.attachments import validate_manifest, validate_name
 from p2psync.model.devices import device_id_for, is_device_id, is_device_name
-from p2psync.model.groups import validate_group_name
+from p2psync.model.groups import validate_group_name, validate_library_name, validate_set_name, validate_smart_query
 from p2psync.model.ids import is_id
 
 try:  # the C proof of normal form (p2psync/_speedups.c); optional, for machines with a compiler
@@ -58,6 +74,9 @@ GROUP_PUT, GROUP_DELETE = "group.put", "group.delete"
 MEMBER_ADD, MEMBER_REMOVE = "member.add", "member.remove"
 ATTACHMENT_PUT = "attachment.put"
 DEVICE_ADD, DEVICE_REVOKE, DEVICE_NAME = "device.add", "device.revoke", "device.name"
+GROUPSET_PUT, GROUPSET_DELETE = "groupset.put", "groupset.delete"
+LIBRARY_NAME = "library.name"
+GROUP_FIELDS = frozenset({"name", "query", "set"})  # the registers of a group
 KINDS = (
     REF_PUT,
     REF_DELETE,
@@ -69,6 +88,9 @@ KINDS = (
     DEVICE_ADD,
     DEVICE_REVOKE,
     DEVICE_NAME,
+    GROUPSET_PUT,
+    GROUPSET_DELETE,
+    LIBRARY_NAME,
 )
 MAX_DEVICE_NAME = devices.MAX_DEVICE_NAME
 MAX_INT = 2**53  # every integer must survive any JSON implementation exactly
@@ -110,8 +132,33 @@ def ref_put(ref_id: str, fields: dict[str, Any], seen: Seen | None = None) -> Op
     return {"op": REF_PUT, "ref": ref_id, "fields": fields, "seen": {} if seen is None else seen}
 
 
-def group_put(group_id: str, name: str, seen: Seen | None = None) -> Op:
-    return {"op": GROUP_PUT, "group": group_id, "fields": {"name": name}, "seen": {} if seen is None else seen}
+def group_put(
+    group_id: str, name: str, seen: Seen | None = None, query: str | None = None, group_set: str | None = None
+) -> Op:
+    """A new group (or a rename): a smart one when `query` is given, filed in `group_set` if given."""
+    fields: dict[str, Any] = {"name": name}
+    if query is not None:
+        fields["query"] = query
+    if group_set is not None:
+        fields["set"] = group_set
+    return {"op": GROUP_PUT, "group": group_id, "fields": fields, "seen": {} if seen is None else seen}
+
+
+def groupset_put(set_id: str, name: str, seen: Seen | None = None) -> Op:
+    return {"op": GROUPSET_PUT, "set": set_id, "fields": {"name": name}, "seen": {} if seen is None else seen}
+
+
+def delete_groupset(set_id: str, state: State) -> Op:
+    return {
+        "op": GROUPSET_DELETE,
+        "set": set_id,
+        "seen": {name: registers.dots(entries) for name, entries in state.items() if entries},
+    }
+
+
+def library_rename(name: str, entries: list[registers.Entry]) -> Op:
+    """The library's new name, replacing every name this device has seen."""
+    return {"op": LIBRARY_NAME, "name": name, "seen": registers.dots(entries)}
 
 
 def member_add(group_id: str, refs: list[str]) -> Op:
@@ -202,6 +249,9 @@ _KEYS = {
     DEVICE_ADD: frozenset({"op", "device", "key", "name", "introducer", "signature"}),
     DEVICE_REVOKE: frozenset({"op", "device", "upto"}),
     DEVICE_NAME: frozenset({"op", "name"}),
+    GROUPSET_PUT: frozenset({"op", "set", "fields", "seen"}),
+    GROUPSET_DELETE: frozenset({"op", "set", "seen"}),
+    LIBRARY_NAME: frozenset({"op", "name", "seen"}),
 }
 
 
@@ -211,27 +261,43 @@ def check(op: Any) -> Op:
     This is the schema every incoming operation must pass before it touches a table.
     """
     if not isinstance(op, dict) or op.get("op") not in KINDS:
-        raise InvalidValue(f"Unknown operation {op.get('op') if isinstance(op, dict) else op!r}.")
+        kind = op.get("op") if isinstance(op, dict) else op
+        if isinstance(kind, str) and len(kind) <= 40 and kind.isascii() and kind.isprintable():
+            # What an older version sees of a newer one's operation: say what to do about it.
+            raise InvalidValue(
+                f"Unknown operation {kind!r}: a newer version of p2psync wrote it; update p2psync on this "
+                "device to receive it."
+            )
+        raise InvalidValue("Unknown operation: an operation names its kind in 'op'.")
     kind = op["op"]
     expected = _KEYS[kind]
     if op.keys() != expected:
         raise InvalidValue(f"Operation {kind} must have exactly the keys {sorted(expected)}.")
-    for key in ("ref", "group"):
+    for key in ("ref", "group", "set"):
         if key in op:
             _check_id(op[key])
     if kind == REF_PUT:
         _check_ref_fields(op["fields"])
         _check_seen_map(op["seen"], allowed=set(op["fields"]))
     elif kind == GROUP_PUT:
+        _check_group_fields(op["fields"])
+        _check_seen_map(op["seen"], allowed=set(op["fields"]))
+    elif kind == GROUPSET_PUT:
         if not isinstance(op["fields"], dict) or set(op["fields"]) != {"name"}:
-            raise InvalidValue("A group.put operation sets exactly the field 'name'.")
-        if validate_group_name(op["fields"]["name"]) != op["fields"]["name"]:
-            raise InvalidValue("A group name in an operation is not in normal form.")
+            raise InvalidValue("A groupset.put operation sets exactly the field 'name'.")
+        if validate_set_name(op["fields"]["name"]) != op["fields"]["name"]:
+            raise InvalidValue("A group set name in an operation is not in normal form.")
         _check_seen_map(op["seen"], allowed={"name"})
+    elif kind == GROUPSET_DELETE:
+        _check_seen_map(op["seen"], allowed={"name"})
+    elif kind == LIBRARY_NAME:
+        if validate_library_name(op["name"]) != op["name"]:
+            raise InvalidValue("A library name in an operation is not in normal form.")
+        _check_dots(op["seen"])
     elif kind == REF_DELETE:
         _check_seen_map(op["seen"], allowed=set(catalogue.FIELDS) | catalogue.SYSTEM_FIELDS)
     elif kind == GROUP_DELETE:
-        _check_seen_map(op["seen"], allowed={"name"})
+        _check_seen_map(op["seen"], allowed=set(GROUP_FIELDS))
         _check_seen_map(op["members"], id_keys=True)
     elif kind == MEMBER_ADD:
         refs = op["refs"]
@@ -262,6 +328,18 @@ def check(op: Any) -> Op:
             "characters or a space at either end."
         )
     return op
+
+
+def _check_group_fields(values: Any) -> None:
+    """A group.put's fields: some of name, query and set, each in normal form."""
+    if not isinstance(values, dict) or not values or not set(values) <= GROUP_FIELDS:
+        raise InvalidValue("A group.put operation sets some of the fields 'name', 'query' and 'set', and no other.")
+    if "name" in values and validate_group_name(values["name"]) != values["name"]:
+        raise InvalidValue("A group name in an operation is not in normal form.")
+    if "query" in values and validate_smart_query(values["query"]) != values["query"]:
+        raise InvalidValue("A smart group's search in an operation is not in normal form.")
+    if "set" in values and values["set"] is not None:
+        _check_id(values["set"])
 
 
 def _check_device_add(op: Op) -> None:
@@ -296,7 +374,7 @@ def _b64(text: str, what: str) -> bytes:
 def seen_dots(op: Op) -> list[tuple[str, int]]:
     """Every dot an (already checked) operation says it had seen."""
     found: list[Any] = []
-    if op["op"] == ATTACHMENT_PUT:
+    if op["op"] in (ATTACHMENT_PUT, LIBRARY_NAME):
         found = list(op["seen"])
     elif "seen" in op:
         found = [d for dots in op["seen"].values() for d in dots]

@@ -1,6 +1,7 @@
 """Applying one change-log entry to the replicated tables.
 
-This is the only code that writes refs, groups, memberships, attachments and tombstones. Local
+This is the only code that writes refs, groups, group sets, memberships, attachments, the
+library's name and tombstones. Local
 edits, replays of the log and (with the sync engine) change sets from peers all come through
 apply_entry, so the same entries give the same tables whatever their origin. What each operation
 does is the engine's (engine/effects.py, with the merge rules of engine/registers.py and merge.py);
@@ -81,6 +82,12 @@ def apply_entry(
                     "ON CONFLICT (device) DO UPDATE SET upto = min(upto, excluded.upto)",
                     [revoked, upto],
                 )
+            case effects.GroupSetWrite(set_id, change, tombstone):
+                _store_group_set(db, set_id, change(_load_group_set_state(db, set_id)))
+                if tombstone:
+                    db.execute("INSERT OR IGNORE INTO tombstones (kind, id) VALUES ('groupset', ?)", [set_id])
+            case effects.LibraryNamed(change):
+                _store_library_name(db, change(load_library_name(db)))
             case effects.DeviceNamed(named, name, name_seq):
                 db.execute(
                     "INSERT INTO device_names (device, name, seq) VALUES (?, ?, ?) ON CONFLICT (device) "
@@ -325,9 +332,47 @@ def _store_group(db: Database, group_id: str, state: State) -> None:
         return
     data, conflicts = materialize(state)
     db.execute(
-        "INSERT INTO groups (id, name, conflict, state) VALUES (?, ?, ?, ?) "
+        "INSERT INTO groups (id, name, conflict, state, query, set_id) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET name = excluded.name, conflict = excluded.conflict, state = excluded.state, "
+        "query = excluded.query, set_id = excluded.set_id",
+        [group_id, data.get("name"), 1 if conflicts else 0, dumps(state), data.get("query"), data.get("set")],
+    )
+
+
+def _load_group_set_state(db: Database, set_id: str) -> State:
+    row = db.execute("SELECT state FROM group_sets WHERE id = ?", [set_id]).fetchone()
+    return loads(row[0]) if row else {}
+
+
+def _store_group_set(db: Database, set_id: str, state: State) -> None:
+    state = {name: entries for name, entries in state.items() if entries}
+    if not state:
+        db.execute("DELETE FROM group_sets WHERE id = ?", [set_id])
+        return
+    data, conflicts = materialize(state)
+    db.execute(
+        "INSERT INTO group_sets (id, name, conflict, state) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (id) DO UPDATE SET name = excluded.name, conflict = excluded.conflict, state = excluded.state",
-        [group_id, data.get("name"), 1 if conflicts else 0, dumps(state)],
+        [set_id, data.get("name"), 1 if conflicts else 0, dumps(state)],
+    )
+
+
+# --- the library's name -----------------------------------------------------------------------
+
+
+def load_library_name(db: Database) -> list[registers.Entry]:
+    """The entries of the library's name register (none until a device renames the library)."""
+    row = db.execute("SELECT state FROM library_name WHERE id = 1").fetchone()
+    entries: list[registers.Entry] = loads(row[0]) if row else []
+    return entries
+
+
+def _store_library_name(db: Database, entries: list[registers.Entry]) -> None:
+    name = registers.resolve(entries).value  # concurrent names: the newest (ts, device, seq) shows
+    db.execute(
+        "INSERT INTO library_name (id, name, state) VALUES (1, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET name = excluded.name, state = excluded.state",
+        [name, dumps(entries)],
     )
 
 

@@ -309,6 +309,25 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER refs_duplicates_delete AFTER DELETE ON refs
     BEGIN INSERT OR IGNORE INTO duplicate_backlog (num) VALUES (old.num); END;
     """,
+    # 14: smart groups (a group's query register), group sets, and the library's name, all
+    # replicated (engine/ops.py: group.put's query and set, groupset.put/delete, library.name)
+    """
+    -- replicated: a smart group's search (NULL: a plain group) and the set a group is filed in
+    -- (NULL, or a set that is deleted or has not arrived: unfiled)
+    ALTER TABLE groups ADD COLUMN query TEXT;
+    ALTER TABLE groups ADD COLUMN set_id TEXT;
+    CREATE INDEX groups_by_set ON groups (set_id) WHERE set_id IS NOT NULL;
+    -- replicated: group sets (a named folder of groups); name NULL while its register is empty
+    CREATE TABLE group_sets (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        conflict INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL
+    ) WITHOUT ROWID;
+    -- replicated: the library's name register, one row once a device has renamed the library
+    -- (until then the name given at init, in meta, is shown)
+    CREATE TABLE library_name (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL, state TEXT NOT NULL);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -325,6 +344,8 @@ REPLICATED_TABLES = (
     "devices",
     "revocations",
     "device_names",
+    "group_sets",
+    "library_name",
 )
 
 

@@ -18,6 +18,7 @@ from vectors_model.spec import (
     B,
     C,
     G,
+    S,
     b64,
     device_add,
 )
@@ -110,6 +111,51 @@ def op_vectors() -> dict[str, Any]:
         ("device.name of 100 characters, spaces inside", {"op": rules.DEVICE_NAME, "name": "a" + " " * 98 + "b"}),
         ("device.name in another script", {"op": rules.DEVICE_NAME, "name": "Λάπτοπ της Άννας"}),
         ("device.name with a no-break space at the end", {"op": rules.DEVICE_NAME, "name": "lab\u00a0"}),
+        (
+            "group.put: a smart group, filed in a set",
+            {
+                "op": rules.GROUP_PUT,
+                "group": G,
+                "fields": {"name": "Neuro", "query": "neur cortex", "set": S},
+                "seen": {},
+            },
+        ),
+        (
+            "group.put: a smart group's rename writes its query again",
+            {
+                "op": rules.GROUP_PUT,
+                "group": G,
+                "fields": {"name": "Brain", "query": "neur cortex"},
+                "seen": {"name": [dot], "query": [dot]},
+            },
+        ),
+        (
+            "group.put: a query of 500 characters",
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"query": "q" * 500}, "seen": {}},
+        ),
+        (
+            "group.put: a query with quotes",
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"query": 'say "hi"'}, "seen": {}},
+        ),
+        ("group.put: move to a set", {"op": rules.GROUP_PUT, "group": G, "fields": {"set": S}, "seen": {"set": [dot]}}),
+        (
+            "group.put: out of its set",
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"set": None}, "seen": {"set": [dot]}},
+        ),
+        (
+            "group.delete of a smart group in a set",
+            {
+                "op": rules.GROUP_DELETE,
+                "group": G,
+                "seen": {"name": [dot], "query": [dot], "set": [dot]},
+                "members": {},
+            },
+        ),
+        ("groupset.put", {"op": rules.GROUPSET_PUT, "set": S, "fields": {"name": "Projects"}, "seen": {"name": [dot]}}),
+        ("groupset.delete", {"op": rules.GROUPSET_DELETE, "set": S, "seen": {"name": [dot]}}),
+        ("groupset.delete of nothing", {"op": rules.GROUPSET_DELETE, "set": S, "seen": {}}),
+        ("library.name", {"op": rules.LIBRARY_NAME, "name": "Ana's library", "seen": [dot]}),
+        ("library.name, the first", {"op": rules.LIBRARY_NAME, "name": "Βιβλιοθήκη", "seen": []}),
     ]
     invalid: list[tuple[str, Any]] = [
         ("not an object", ["ref.put"]),
@@ -319,6 +365,56 @@ def op_vectors() -> dict[str, Any]:
         ("device.name with a space last", {"op": rules.DEVICE_NAME, "name": "lab "}),
         ("device.name that is a number", {"op": rules.DEVICE_NAME, "name": 7}),
         ("device.name naming a device", {"op": rules.DEVICE_NAME, "name": "lab", "device": B.id}),
+        ("group.put setting nothing", {"op": rules.GROUP_PUT, "group": G, "fields": {}, "seen": {}}),
+        (
+            "group.put: a query of 501 characters",
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"query": "q" * 501}, "seen": {}},
+        ),
+        (
+            "group.put: a query not in normal form",
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"query": "neur  cat"}, "seen": {}},
+        ),
+        ("group.put: an empty query", {"op": rules.GROUP_PUT, "group": G, "fields": {"query": ""}, "seen": {}}),
+        ("group.put: a query null", {"op": rules.GROUP_PUT, "group": G, "fields": {"query": None}, "seen": {}}),
+        (
+            "group.put: a query of quotes only",
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"query": '"" """'}, "seen": {}},
+        ),
+        (
+            "group.put: a query with a control character",
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"query": "a\u0000b"}, "seen": {}},
+        ),
+        (
+            "group.put: a set that is no id",
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"set": "Projects"}, "seen": {}},
+        ),
+        (
+            "group.put seen naming a field it does not set",
+            {"op": rules.GROUP_PUT, "group": G, "fields": {"set": S}, "seen": {"name": [dot]}},
+        ),
+        (
+            "group.delete seen naming another field",
+            {"op": rules.GROUP_DELETE, "group": G, "seen": {"colour": [dot]}, "members": {}},
+        ),
+        ("groupset.put without a name", {"op": rules.GROUPSET_PUT, "set": S, "fields": {}, "seen": {}}),
+        (
+            "groupset.put with a query",
+            {"op": rules.GROUPSET_PUT, "set": S, "fields": {"name": "P", "query": "x"}, "seen": {}},
+        ),
+        (
+            "groupset.put name not in normal form",
+            {"op": rules.GROUPSET_PUT, "set": S, "fields": {"name": " P"}, "seen": {}},
+        ),
+        (
+            "groupset.put of a set that is no id",
+            {"op": rules.GROUPSET_PUT, "set": "P", "fields": {"name": "P"}, "seen": {}},
+        ),
+        ("groupset.delete naming groups", {"op": rules.GROUPSET_DELETE, "set": S, "seen": {}, "members": {}}),
+        ("library.name empty", {"op": rules.LIBRARY_NAME, "name": "", "seen": []}),
+        ("library.name of 201 characters", {"op": rules.LIBRARY_NAME, "name": "x" * 201, "seen": []}),
+        ("library.name with a control character", {"op": rules.LIBRARY_NAME, "name": "lab\u0085x", "seen": []}),
+        ("library.name without seen", {"op": rules.LIBRARY_NAME, "name": "Lab"}),
+        ("library.name with a seen map", {"op": rules.LIBRARY_NAME, "name": "Lab", "seen": {"name": [dot]}}),
     ]
     for name, op in valid:
         if not op_schema.is_valid(copy.deepcopy(op)):

@@ -76,6 +76,7 @@ MAX_TEXT, MAX_LONG, MAX_PEOPLE, MAX_LIST_ITEMS, MAX_GROUP_NAME, MAX_DEVICE_NAME 
     200,
     100,
 )
+MAX_SMART_QUERY, MAX_LIBRARY_NAME = 500, 200
 
 KEYS = {
     rules.REF_PUT: {"op", "ref", "fields", "seen"},
@@ -88,7 +89,11 @@ KEYS = {
     rules.DEVICE_ADD: {"op", "device", "key", "name", "introducer", "signature"},
     rules.DEVICE_REVOKE: {"op", "device", "upto"},
     rules.DEVICE_NAME: {"op", "name"},
+    rules.GROUPSET_PUT: {"op", "set", "fields", "seen"},
+    rules.GROUPSET_DELETE: {"op", "set", "seen"},
+    rules.LIBRARY_NAME: {"op", "name", "seen"},
 }
+GROUP_FIELDS = ("name", "query", "set")
 
 
 def is_int(value: Any, low: int, high: int = rules.MAX_INT) -> bool:
@@ -238,7 +243,7 @@ def is_valid(op: Any) -> bool:
     if not isinstance(op, dict) or op.get("op") not in KEYS or set(op) != KEYS[op["op"]]:
         return False
     kind = op["op"]
-    if any(key in op and not is_object_id(op[key]) for key in ("ref", "group")):
+    if any(key in op and not is_object_id(op[key]) for key in ("ref", "group", "set")):
         return False
     if kind == rules.REF_PUT:
         fields = op["fields"]
@@ -254,12 +259,27 @@ def is_valid(op: Any) -> bool:
         fields = op["fields"]
         return (
             isinstance(fields, dict)
+            and len(fields) > 0
+            and set(fields) <= set(GROUP_FIELDS)
+            and ("name" not in fields or space_normal(fields["name"], MAX_GROUP_NAME))
+            and ("query" not in fields or is_smart_query(fields["query"]))
+            and ("set" not in fields or fields["set"] is None or is_object_id(fields["set"]))
+            and is_seen_map(op["seen"], lambda k: k in fields)
+        )
+    if kind == rules.GROUP_DELETE:
+        return is_seen_map(op["seen"], lambda k: k in GROUP_FIELDS) and is_seen_map(op["members"], is_object_id)
+    if kind == rules.GROUPSET_PUT:
+        fields = op["fields"]
+        return (
+            isinstance(fields, dict)
             and set(fields) == {"name"}
             and space_normal(fields["name"], MAX_GROUP_NAME)
             and is_seen_map(op["seen"], lambda k: k == "name")
         )
-    if kind == rules.GROUP_DELETE:
-        return is_seen_map(op["seen"], lambda k: k == "name") and is_seen_map(op["members"], is_object_id)
+    if kind == rules.GROUPSET_DELETE:
+        return is_seen_map(op["seen"], lambda k: k == "name")
+    if kind == rules.LIBRARY_NAME:
+        return space_normal(op["name"], MAX_LIBRARY_NAME) and not has_control(op["name"]) and is_dot_list(op["seen"])
     if kind == rules.MEMBER_ADD:
         refs = op["refs"]
         return (
@@ -293,6 +313,21 @@ def is_valid(op: Any) -> bool:
     return is_device_id(op["device"]) and is_int(op["upto"], 0)  # device.revoke
 
 
+def has_control(value: str) -> bool:
+    """A control character: U+0000-U+001F or U+007F-U+009F."""
+    return any(ord(ch) <= 0x1F or 0x7F <= ord(ch) <= 0x9F for ch in value)
+
+
+def is_smart_query(value: Any) -> bool:
+    """merge.md §2.3, a smart group's query: white-space normal text of at most 500 code points,
+    no control character, and at least one word (between spaces) that is not only double quotes."""
+    return (
+        space_normal(value, MAX_SMART_QUERY)
+        and not has_control(value)
+        and any(word.strip('"') for word in value.split(" "))
+    )
+
+
 def is_device_name(value: Any) -> bool:
     """merge.md §2.5, device.name: 1 to 100 code points, none a control character (U+0000-U+001F,
     U+007F-U+009F), and no space first or last."""
@@ -303,7 +338,7 @@ def is_device_name(value: Any) -> bool:
 
 def seen_dots(op: dict[str, Any]) -> list[list[Any]]:
     """changesets.md §8.1, P17: the dots an operation has seen."""
-    if op["op"] == rules.ATTACHMENT_PUT:
+    if op["op"] in (rules.ATTACHMENT_PUT, rules.LIBRARY_NAME):
         return list(op["seen"])
     found = [d for lst in op.get("seen", {}).values() for d in lst]
     if op["op"] == rules.GROUP_DELETE:

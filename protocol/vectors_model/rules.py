@@ -21,6 +21,8 @@ GROUP_PUT, GROUP_DELETE = "group.put", "group.delete"
 MEMBER_ADD, MEMBER_REMOVE = "member.add", "member.remove"
 ATTACHMENT_PUT = "attachment.put"
 DEVICE_ADD, DEVICE_REVOKE, DEVICE_NAME = "device.add", "device.revoke", "device.name"
+GROUPSET_PUT, GROUPSET_DELETE = "groupset.put", "groupset.delete"
+LIBRARY_NAME = "library.name"
 DELETED = "deleted"  # the register a permanent delete writes (§5.3)
 
 # merge.md §2.6 and changesets.md §11: the limits

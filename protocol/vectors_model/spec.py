@@ -22,6 +22,7 @@ TS = T0 + 300_000  # the timestamp of the entries made up for the rejection case
 RA, RB, RC, RD, RE = "refaaaaaaaaaaaaa", "refbbbbbbbbbbbbb", "refccccccccccccc", "refddddddddddddd", "refeeeeeeeeeeeee"
 RX = "refxxxxxxxxxxxxx"  # only in the rejection exchanges
 G, H = "grpggggggggggggg", "grphhhhhhhhhhhhh"
+S = "setsssssssssssss"  # a group set
 
 
 # --- recipes (as written in the spec) --------------------------------

@@ -22,6 +22,8 @@ class World:
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     revocations: dict[str, int] = field(default_factory=dict)
     device_names: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> {name, seq}
+    group_sets: dict[str, State] = field(default_factory=dict)
+    library_name: list[rules.Entry] = field(default_factory=list)  # one register
 
     def _remove_member(self, group: str, ref: str, seen: list[Any]) -> None:
         left = rules.remove(self.members.get((group, ref), []), seen)
@@ -34,8 +36,12 @@ class World:
         """One log entry; the same decisions as store/apply.py, in terms of registers."""
         dot = (device, seq)
         kind = op["op"]
-        if kind in (rules.REF_PUT, rules.GROUP_PUT):
-            table, key = (self.refs, "ref") if kind == rules.REF_PUT else (self.groups, "group")
+        if kind in (rules.REF_PUT, rules.GROUP_PUT, rules.GROUPSET_PUT):
+            table, key = {
+                rules.REF_PUT: (self.refs, "ref"),
+                rules.GROUP_PUT: (self.groups, "group"),
+                rules.GROUPSET_PUT: (self.group_sets, "set"),
+            }[kind]
             state = table.setdefault(op[key], {})
             for name, value in op["fields"].items():
                 state[name] = rules.write(state.get(name, []), dot, ts, value, op["seen"].get(name, []))
@@ -46,19 +52,23 @@ class World:
             state[rules.DELETED] = rules.write(
                 state.get(rules.DELETED, []), dot, ts, rules.covered_dots(op["seen"]), op["seen"].get(rules.DELETED, [])
             )
-        elif kind == rules.GROUP_DELETE:
-            group = op["group"]
-            state = self.groups.get(group, {})
+        elif kind in (rules.GROUP_DELETE, rules.GROUPSET_DELETE):
+            table, key = (self.groups, "group") if kind == rules.GROUP_DELETE else (self.group_sets, "set")
+            obj = op[key]
+            state = table.get(obj, {})
             for name, seen in op["seen"].items():
                 if name in state:
                     state[name] = rules.remove(state[name], seen)
             state = {name: entries for name, entries in state.items() if entries}
             if state:
-                self.groups[group] = state
+                table[obj] = state
             else:
-                self.groups.pop(group, None)
-            for ref, seen in op["members"].items():
-                self._remove_member(group, ref, seen)
+                table.pop(obj, None)
+            # A group set's delete writes nothing to its groups: they show unfiled (merge.md §5.6).
+            for ref, seen in op.get("members", {}).items():
+                self._remove_member(obj, ref, seen)
+        elif kind == rules.LIBRARY_NAME:
+            self.library_name = rules.write(self.library_name, dot, ts, op["name"], op["seen"])
         elif kind == rules.MEMBER_ADD:
             for ref in op["refs"]:
                 key = (op["group"], ref)

@@ -4,7 +4,8 @@
 work is done in rooms by area, one small class each over the same open library:
 
     library.refs         references.py   add, edit, find by id prefix, list, count, search
-    library.groups       groups.py       groups and memberships; the system group Sync Conflicts
+    library.groups       groups.py       groups, smart groups and memberships; Sync Conflicts
+    library.sets         group_sets.py   group sets (named folders of groups)
     library.trash        trash.py        into the trash, back out, emptying it for good
     library.attachments  attachments.py  attach, list, export, remove; files edited in place
     library.conflicts    conflicts.py    every version of what is in conflict; resolving
@@ -44,14 +45,16 @@ from p2psync.engine import clock, ops
 from p2psync.engine.canonical import dumps
 from p2psync.errors import FileProblem, InvalidValue, LibraryCorrupt, LibraryExists, LibraryNotFound
 from p2psync.model.devices import library_id_for, short_id
+from p2psync.model.groups import validate_library_name
 from p2psync.model.ids import new_id
 from p2psync.store import folder, logtext, schema, search_build
-from p2psync.store.apply import apply_entry
+from p2psync.store.apply import apply_entry, load_library_name
 from p2psync.store.db import Database, connect, write_transaction
 from p2psync.store.files import fsync_dir, keep_private
 from p2psync.store.folder import ATTACHMENTS_DIR, DB_FILE, KEY_FILE
 from p2psync.store.library.attachments import ATTACHMENT_FIELD, Attachments
 from p2psync.store.library.conflicts import Conflicts
+from p2psync.store.library.group_sets import GroupSets
 from p2psync.store.library.groups import Groups
 from p2psync.store.library.members import Members, device_add_op, device_name
 from p2psync.store.library.records import Device, GroupName, ReferenceDetail, ReferenceRow, iso
@@ -133,6 +136,7 @@ class Library:
         self.device_id: str = meta["device_id"]
         self.refs = References(self)
         self.groups = Groups(self)
+        self.sets = GroupSets(self)
         self.trash = Trash(self)
         self.attachments = Attachments(self)
         self.conflicts = Conflicts(self)
@@ -235,7 +239,19 @@ class Library:
 
     @property
     def name(self) -> str:
-        return self._meta("name") or ""
+        """The library's name: the replicated one once a device has renamed the library
+        (library.name), else the one given at init (or taken when joining by pairing)."""
+        row = self.db.execute("SELECT name FROM library_name WHERE id = 1").fetchone()
+        return str(row[0]) if row else self._meta("name") or ""
+
+    def rename(self, name: str) -> str:
+        """Rename the library on every device it syncs with (the newest rename wins); return the
+        name in its normal form."""
+        name = validate_library_name(name)
+        with self.writing() as writer:
+            if name != self.name or self.db.execute("SELECT 1 FROM library_name").fetchone() is None:
+                writer.log(ops.library_rename(name, load_library_name(self.db)))
+        return name
 
     @property
     def library_id(self) -> str:
@@ -256,7 +272,8 @@ class Library:
             "created": iso(int(self._meta("created") or 0)),
             "references": count("SELECT count(*) FROM refs WHERE deleted = 0 AND trashed = 0"),
             "trash": count("SELECT count(*) FROM refs WHERE deleted = 0 AND trashed = 1"),
-            "groups": count("SELECT count(*) FROM groups"),
+            "groups": count("SELECT count(*) FROM groups WHERE name IS NOT NULL"),
+            "group_sets": count("SELECT count(*) FROM group_sets WHERE name IS NOT NULL"),
             "attachments": count(
                 "SELECT count(*) FROM attachments a JOIN refs r ON r.id = a.ref_id "
                 "WHERE a.sha256 IS NOT NULL AND r.deleted = 0"

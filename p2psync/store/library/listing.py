@@ -85,6 +85,7 @@ class _Scope:
     params: list[Any]
     driver: str | None = None
     driver_params: list[Any] = field(default_factory=list)
+    search: str = ""  # a smart group's search: its rows are those that match it (with the list's)
 
     def count(self, db: Database) -> int:
         if self.driver is not None:
@@ -101,9 +102,13 @@ def _view(library: Library, listing: Listing) -> _Scope:
         group_id = str(listing.group)
         if (
             not is_id_prefix(group_id)
-            or not library.db.execute("SELECT 1 FROM groups WHERE id = ?", [group_id]).fetchone()
+            or not library.db.execute("SELECT 1 FROM groups WHERE id = ? AND name IS NOT NULL", [group_id]).fetchone()
         ):
             raise UnknownGroup("There is no such group (it may have been deleted, here or on another device).")
+        smart = library.groups.query_of(group_id)
+        if smart is not None:
+            scope.search = smart
+            return scope
         scope.where += " AND r.id IN (SELECT ref_id FROM memberships WHERE group_id = ?)"
         scope.params.append(group_id)
         scope.driver = "memberships m CROSS JOIN refs r ON r.id = m.ref_id AND m.group_id = ?"
@@ -135,7 +140,8 @@ def page(
         raise InvalidValue("The page number must be a whole number from 1.")
     scope = _view(library, listing)
     db = library.db
-    total = _search(library, listing, scope) if listing.query else scope.count(db)
+    words = " ".join(w for w in (scope.search, listing.query) if w)
+    total = _search(library, listing.view, words, scope) if words else scope.count(db)
     where, params = scope.where, scope.params
     key = SORTS[listing.sort]
     backwards = before is not None
@@ -209,13 +215,13 @@ def _any_before(
 FEW_ROWS = 2_000
 
 
-def _search(library: Library, listing: Listing, scope: _Scope) -> int:
+def _search(library: Library, view: View, text: str, scope: _Scope) -> int:
     """Put the references that match the search in temp.search_hits (this connection's own table)
     and narrow the scope to them; return how many are in the view.
 
     The hits are found once per page: counting them in the view and finding the page's rows
     both read the table, where a subquery would run the full-text search twice."""
-    match = fts_query(listing.query)
+    match = fts_query(text)
     library.refs.index_now()
     db = library.db
     db.execute("CREATE TEMP TABLE IF NOT EXISTS search_hits (num INTEGER PRIMARY KEY)")
@@ -225,7 +231,7 @@ def _search(library: Library, listing: Listing, scope: _Scope) -> int:
     scope.where += " AND r.num IN temp.search_hits"
     if hits <= FEW_ROWS:
         scope.driver, scope.driver_params = "temp.search_hits h CROSS JOIN refs r ON r.num = h.num", []
-    elif listing.view is View.ALL:
+    elif view is View.ALL:
         # Deleted references leave the index, trashed ones stay: take away what the trash holds.
         trashed = "SELECT count(*) FROM refs r WHERE r.deleted = 0 AND r.trashed = 1 AND r.num IN temp.search_hits"
         return hits - int(db.execute(trashed).fetchone()[0])
@@ -243,4 +249,5 @@ def _in_conflict(library: Library, found: list[ReferenceRow]) -> frozenset[str]:
 
 
 def count(library: Library, view: View, group: str | None = None) -> int:
-    return _view(library, Listing(view=view, group=group)).count(library.db)
+    scope = _view(library, Listing(view=view, group=group))
+    return _search(library, view, scope.search, scope) if scope.search else scope.count(library.db)

@@ -86,15 +86,42 @@ class GroupName:
 
 @dataclass(frozen=True)
 class GroupRow:
-    """A group as `group list` shows it: how many references (not in the trash) it holds."""
+    """A group as `group list` shows it: how many references (not in the trash) it holds; a smart
+    group's are those that match its search now."""
 
     id: str
     name: str
     references: int
     conflict: bool  # its name is in conflict between devices
+    query: str | None = None  # a smart group's search; None for a plain group
+    set: str | None = None  # the id of the group set it is filed in (None: unfiled)
+
+    @property
+    def smart(self) -> bool:
+        return self.query is not None
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        record = dataclasses.asdict(self)
+        record["smart"] = self.smart
+        return record
+
+
+@dataclass(frozen=True)
+class GroupSetRow:
+    """A group set (a named folder of groups) with the groups filed in it, by name."""
+
+    id: str
+    name: str
+    conflict: bool  # its name is in conflict between devices
+    groups: tuple[GroupRow, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "conflict": self.conflict,
+            "groups": [g.as_dict() for g in self.groups],
+        }
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,9 @@ class References:
         if group_id == SYNC_CONFLICTS_ID:
             sql = f"SELECT count(*) FROM refs WHERE {IN_CONFLICT} AND deleted = 0 AND trashed = ?"
             return int(db.execute(sql, [int(trashed)]).fetchone()[0])
+        smart = self.library.groups.query_of(group_id) if group_id is not None else None
+        if smart is not None:  # a smart group: what matches its search now
+            return self.library.groups.smart_count(smart) if not trashed else 0
         if group_id is not None:
             row = db.execute(
                 "SELECT count(*) FROM memberships m JOIN refs r ON r.id = m.ref_id "
@@ -178,6 +181,11 @@ class References:
         order = f" ORDER BY {list_sorts()[sort]} {direction}, r.id {direction}"
         params: list[Any] = [int(trashed)]
         group_id = self.library.groups.find(group).id if group is not None else None
+        smart = self.library.groups.query_of(group_id) if group_id is not None else None
+        if smart is not None:  # a smart group: what matches its search now (the trash: nothing)
+            if not trashed:
+                yield from self.library.groups.smart_members(smart, limit, offset)
+            return
         if group_id == SYNC_CONFLICTS_ID:
             sql = f"SELECT r.* FROM refs r WHERE r.deleted = 0 AND r.trashed = ? AND r.{IN_CONFLICT}"
         elif group_id is not None:
