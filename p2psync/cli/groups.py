@@ -58,7 +58,9 @@ def rename(name: str, new_name: str, as_json: bool) -> None:
 @library_option
 @json_option
 def delete(name: str, as_json: bool) -> None:
-    """Delete a group, plain or smart (its references stay in the library)."""
+    """Delete a group, plain or smart.
+
+    Its references stay in the library."""
     with open_library() as library:
         found = library.groups.find(name)
         library.delete_group(found.id)
@@ -102,7 +104,9 @@ def remove(name: str, ref_ids: tuple[str, ...], as_json: bool) -> None:
 @library_option
 @json_option
 def list_(as_json: bool) -> None:
-    """List groups with how many references each holds (smart groups: what matches now)."""
+    """List groups and how many references each holds.
+
+    A smart group holds what matches its search now."""
     with open_library() as library:
         groups = library.groups.rows()
         sets = {s.id: s.name for s in library.sets.rows(groups)}
@@ -123,7 +127,9 @@ def _where(g: GroupRow, sets: dict[str, str]) -> str:
 
 @group.group("smart")
 def smart() -> None:
-    """Smart groups: a saved search whose references are always the ones that match it now.
+    """Smart groups: saved searches that stay current.
+
+    A smart group's references are always the ones that match its search now.
 
     The search takes the words 'ref search' takes: every word must match, as a word or the start
     of one, in the title, authors, abstract, keywords or notes. Rename or delete a smart group
@@ -138,7 +144,9 @@ def smart() -> None:
 @library_option
 @json_option
 def smart_create(name: str, query: str, group_set: str | None, as_json: bool) -> None:
-    """Create a smart group NAME that holds the references matching QUERY."""
+    """Create a smart group from a search.
+
+    The smart group NAME holds the references that match QUERY, whenever it is read."""
     with open_library() as library:
         group_id = library.groups.create_smart(name, query, group_set)
         found = _row(library, group_id)
@@ -172,7 +180,7 @@ def smart_edit(name: str, query: str, as_json: bool) -> None:
 @library_option
 @json_option
 def smart_list(show_all: bool, as_json: bool) -> None:
-    """List smart groups with their search and the references that match it now."""
+    """List smart groups and what matches each now."""
     limit = None if show_all else MEMBERS_SHOWN
     with open_library() as library:
         found = []
@@ -202,7 +210,9 @@ def _row(library: Library, group_id: str) -> GroupRow:
 
 @group.group("set")
 def set_() -> None:
-    """Group sets: named folders of groups (a group is in at most one set)."""
+    """Group sets: named folders of groups.
+
+    A group, plain or smart, is in at most one set."""
 
 
 @set_.command("create")
@@ -272,7 +282,7 @@ def set_add(name: str, groups: tuple[str, ...], as_json: bool) -> None:
 @library_option
 @json_option
 def set_remove(groups: tuple[str, ...], as_json: bool) -> None:
-    """Take groups out of their group set (they stay, outside any set)."""
+    """Take groups out of their group set (they stay)."""
     with open_library() as library:
         taken = library.groups.file_many(groups, None)
     if as_json:

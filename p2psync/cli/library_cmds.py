@@ -93,8 +93,10 @@ def library() -> None:
 @library_option
 @json_option
 def library_rename(name: str, as_json: bool) -> None:
-    """Rename the library here and, with the next sync, on every device it syncs with (if two
-    devices rename it before they sync, the later rename wins everywhere)."""
+    """Rename the library on every device.
+
+    The name changes here now and on the other devices with the next sync; if two devices
+    rename it before they sync, the later rename wins everywhere."""
     with open_library() as opened:
         new_name = opened.rename(name)
         data = {"name": new_name, "library_id": opened.library_id}
