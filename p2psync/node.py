@@ -35,13 +35,15 @@ from p2psync.errors import DiskFull, NetworkError, P2PSyncError, PeerUnreachable
 from p2psync.net import tls
 from p2psync.net.addresses import Address, merge_targets
 from p2psync.net.addresses import parse_address as parse_address  # (re-exported for the CLI)
+from p2psync.net.chunk_server import ChunkServer
+from p2psync.net.chunk_server import server_context as chunk_context
 from p2psync.net.chunks import FetchReport, Link, fetch_attachments
 from p2psync.net.client import PeerSync, sync_with_peer
 from p2psync.net.discovery import browse_until
 from p2psync.net.presence import LanPresence, members_seen
 from p2psync.net.presence import announce_addresses as announce_addresses  # (re-exported)
 from p2psync.net.protocol import PREFIX
-from p2psync.net.server import PEER, listen, make_app
+from p2psync.net.server import CHUNKS_PORT, PEER, listen, make_app
 from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
@@ -138,6 +140,7 @@ class Node:
         self.path = Path(path)
         self.worker = LibraryWorker(self.path)
         self._runner: web.AppRunner | None = None
+        self.chunk_server: ChunkServer | None = None  # (None until serve(), or if it could not listen)
         self.host: str | None = None
         self.port: int | None = None
         self._sync_lock = asyncio.Lock()
@@ -170,7 +173,20 @@ class Node:
         # Behind the gate (net/gate.py): handshake and header deadlines, a cap on strangers.
         self._runner, self.port = await listen(app, host, port, tls.server_context(cert, key))
         self.host = host
+        # Attachment chunks are served from threads on a port of their own, told in the /vv answer.
+        chunk_server = ChunkServer(self.worker, chunk_context(cert, key), self._note_chunk_request)
+        try:
+            app[CHUNKS_PORT].append(chunk_server.start(host))
+            self.chunk_server = chunk_server
+        except OSError as exc:  # (peers then fetch chunks from the peer server itself)
+            log.warning("attachment chunks are served by the peer server only: %s", exc)
         return self.port
+
+    def _note_chunk_request(self, started: bool) -> None:
+        """The chunk listener's requests count as the server's (a waiting sync lets them end)."""
+        self.serving += 1 if started else -1
+        if not started:
+            self.last_served = asyncio.get_running_loop().time()
 
     @web.middleware
     async def _note_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -269,7 +285,7 @@ class Node:
         for result in results:
             if isinstance(result, PeerSync) and result.device and result.device not in links:
                 host, port = _split(result.address)
-                links[result.device] = Link(host, port, result.device)
+                links[result.device] = Link(host, port, result.device, result.chunks_port)
         return await self._fetch_from(list(links.values()), failed, on_plan, on_bytes)
 
     async def _fetch_from(
@@ -542,6 +558,9 @@ class Node:
             )
 
     async def close(self) -> None:
+        if self.chunk_server is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.chunk_server.close)
+            self.chunk_server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -47,9 +47,19 @@ class ChunkConnection:
             "Content-Type": "application/json",
         }
         self._conn: http.client.HTTPSConnection | None = None
+        self.fallback_port: int | None = None  # where to go if `port` (a chunk listener) cannot be reached
         self._buffer = bytearray(READ_BYTES + MAX_SIZE + 4)  # (+ a chunk not yet whole)
 
     def _connect(self) -> http.client.HTTPSConnection:
+        try:
+            return self._connect_once()
+        except (NetworkError, OSError):  # (refused, timed out, cut in the handshake: a firewall, a full listener)
+            if self.fallback_port is None:
+                raise
+            self.port, self.fallback_port = self.fallback_port, None  # (for the rest of this connection's life)
+            return self._connect_once()
+
+    def _connect_once(self) -> http.client.HTTPSConnection:
         conn = http.client.HTTPSConnection(self.host, self.port, timeout=CONNECT_TIMEOUT, context=self._context)
         try:
             conn.connect()

@@ -33,9 +33,24 @@ _MAX_IOV = 512  # buffers given to one preadv (Linux allows 1024)
 def frame_chunks(locations: list[transfers.Location | None]) -> bytearray:
     """The wire form of a batch of chunks: each one's length and bytes, or length 0 where the
     chunk is not here or its file changed since it was indexed (as transfers.read_chunks)."""
-    out = bytearray(sum(4 + (loc.size if loc is not None else 0) for loc in locations))
+    out = bytearray(framed_size(locations))
+    end = frame_into(out, 0, locations)
+    if end is None:
+        return _framed_slowly(locations)
+    del out[end:]  # the room kept for chunks that were not here
+    return out
+
+
+def framed_size(locations: list[transfers.Location | None]) -> int:
+    """The most bytes frame_into may write for these chunks."""
+    return sum(4 + (loc.size if loc is not None else 0) for loc in locations)
+
+
+def frame_into(out: bytearray, at: int, locations: list[transfers.Location | None]) -> int | None:
+    """Write the wire form of a batch into `out` from offset `at` (room for framed_size bytes),
+    one preadv per run of neighbouring chunks; returns where it ends, or None if a file turned
+    out shorter than indexed while being read (frame_chunks then goes chunk by chunk)."""
     view = memoryview(out)
-    at = 0
     fd, path, seen = -1, "", (-1, -1)  # the open file, and its (size, mtime) when opened
     run: list[memoryview] = []  # slices of `out` to fill from one stretch of the open file
     run_start = run_end = 0
@@ -43,7 +58,7 @@ def frame_chunks(locations: list[transfers.Location | None]) -> bytearray:
         for location in locations:
             if location is not None and location.path != path:
                 if run and not _read_run(fd, run, run_start):
-                    return _framed_slowly(locations)
+                    return None
                 run = []
                 if fd >= 0:
                     os.close(fd)
@@ -58,7 +73,7 @@ def frame_chunks(locations: list[transfers.Location | None]) -> bytearray:
             at += 4
             if run and (location.offset != run_end or len(run) >= _MAX_IOV):
                 if not _read_run(fd, run, run_start):
-                    return _framed_slowly(locations)
+                    return None
                 run = []
             if not run:
                 run_start = run_end = location.offset
@@ -66,14 +81,14 @@ def frame_chunks(locations: list[transfers.Location | None]) -> bytearray:
             run_end += location.size
             at += location.size
         if run and not _read_run(fd, run, run_start):
-            return _framed_slowly(locations)
+            return None
     finally:
         if fd >= 0:
             os.close(fd)
-    run.clear()
-    view.release()  # (a bytearray cannot shrink while a view of it is held)
-    del out[at:]  # the room kept for chunks that were not here
-    return out
+        for piece in run:
+            piece.release()
+        view.release()  # (a bytearray cannot change size while a view of it is held)
+    return at
 
 
 def _read_run(fd: int, buffers: list[memoryview], offset: int) -> bool:

@@ -53,24 +53,17 @@ log = logging.getLogger("p2psync.server")
 async def serve_chunks(request: web.Request, worker: LibraryWorker, body: Any) -> web.StreamResponse:
     """Answer a list of chunk names with, for each in order, its length and bytes (length 0:
     not here). Files are read off the event loop, about SEND_BATCH at a time (net/chunk_io.py)."""
-    wanted = body.get("chunks") if isinstance(body, dict) else None
-    if (
-        not isinstance(wanted, list)
-        or not 1 <= len(wanted) <= MAX_CHUNKS_PER_REQUEST
-        or not all(isinstance(c, str) and len(c) == 64 and _is_hex(c) for c in wanted)
-    ):
+    wanted = chunk_names(body)
+    if wanted is None:
         raise web.HTTPBadRequest(
-            text=encode(
-                {"error": "malformed", "message": f"Ask for 1 to {MAX_CHUNKS_PER_REQUEST} chunks by SHA-256 (hex)."}
-            ).decode(),
-            content_type="application/json",
+            text=encode({"error": "malformed", "message": MALFORMED}).decode(), content_type="application/json"
         )
     _keep_freed_memory()
     locations = await worker.call(transfers.locate, wanted)
     response = web.StreamResponse(headers={"Content-Type": "application/x-p2psync-chunks"})
     await response.prepare(request)
     loop = asyncio.get_running_loop()
-    batches = _batches(locations)
+    batches = cut_batches(locations)
     sent = 0
     # The next batch is read from disk while this one is encrypted and sent.
     ahead = loop.run_in_executor(None, frame_chunks, batches[0]) if batches else None
@@ -104,20 +97,37 @@ def _keep_freed_memory() -> None:
         libc.mallopt(-1, 32 * 1024 * 1024)  # M_TRIM_THRESHOLD: free memory kept before trimming
 
 
-def _batches(locations: list[transfers.Location | None]) -> list[list[transfers.Location | None]]:
-    """The chunks cut into runs of about SEND_BATCH bytes (at least one chunk each)."""
+def cut_batches(
+    locations: list[transfers.Location | None], batch: int = SEND_BATCH
+) -> list[list[transfers.Location | None]]:
+    """The chunks cut into runs of about `batch` bytes (at least one chunk each)."""
     out: list[list[transfers.Location | None]] = []
     current: list[transfers.Location | None] = []
     size = 0
     for location in locations:
         current.append(location)
         size += location.size if location is not None else 0
-        if size >= SEND_BATCH:
+        if size >= batch:
             out.append(current)
             current, size = [], 0
     if current:
         out.append(current)
     return out
+
+
+MALFORMED = f"Ask for 1 to {MAX_CHUNKS_PER_REQUEST} chunks by SHA-256 (hex)."
+
+
+def chunk_names(body: Any) -> list[str] | None:
+    """The chunk names a request body asks for (attachments.md 4.1); None if it is not such a body."""
+    wanted = body.get("chunks") if isinstance(body, dict) else None
+    if (
+        not isinstance(wanted, list)
+        or not 1 <= len(wanted) <= MAX_CHUNKS_PER_REQUEST
+        or not all(isinstance(c, str) and len(c) == 64 and _is_hex(c) for c in wanted)
+    ):
+        return None
+    return wanted
 
 
 def _is_hex(text: str) -> bool:
@@ -134,6 +144,7 @@ class Link:
     host: str
     port: int
     device: str
+    chunks_port: int | None = None  # its chunk listener (net/chunk_server.py), if it said so
 
     @property
     def base(self) -> str:
@@ -533,7 +544,10 @@ def _connection(identity: tuple[dict[str, bytes], str, tuple[Any, Any], str], li
     keys, library_id, (cert, key), _me = identity
     expected = keys.get(link.device)
     context = tls.client_context(cert, key, lambda shown: shown == expected)
-    return ChunkConnection(link.host, link.port, link.device, context, lambda shown: shown == expected, library_id)
+    port, fallback = (link.chunks_port, link.port) if link.chunks_port else (link.port, None)
+    connection = ChunkConnection(link.host, port, link.device, context, lambda shown: shown == expected, library_id)
+    connection.fallback_port = fallback  # (the peer server's own /chunks, if the chunk listener cannot be reached)
+    return connection
 
 
 async def _fetch_segment(

@@ -59,6 +59,7 @@ class PeerSync:
     sent: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     merge: MergeReport | None = None  # when this sync completed joining another library (store/rebase.py)
+    chunks_port: int | None = None  # where the peer serves attachment chunks from threads, if it said
 
     @property
     def sent_applied(self) -> int:
@@ -149,6 +150,8 @@ async def _sync(
             result.device, result.name = device_id_for(shown[-1]), answer.get("name")
             if answer.get("device") != result.device:
                 raise ProtocolMismatch(f"The peer at {result.address} claims another device id than its key's.")
+            chunks_port = answer.get("chunks_port")
+            result.chunks_port = chunks_port if type(chunks_port) is int and 0 < chunks_port < 65536 else None
             theirs = answer.get("vv")
             if not isinstance(theirs, dict):
                 raise ProtocolMismatch(f"The peer at {result.address} answered the version exchange wrongly.")

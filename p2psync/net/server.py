@@ -44,6 +44,7 @@ WORKER: web.AppKey[LibraryWorker] = web.AppKey("worker", LibraryWorker)
 PEER: web.RequestKey[str] = web.RequestKey("peer", str)
 ON_CHANGE: web.AppKey[Callable[[], None]] = web.AppKey("on_change", Callable[[], None])  # type: ignore[arg-type]
 GATE: web.AppKey[Gate] = web.AppKey("gate", Gate)
+CHUNKS_PORT: web.AppKey[list[int]] = web.AppKey("chunks_port", list[int])  # (empty: no chunk listener)
 
 
 def refuse(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -133,7 +134,10 @@ async def exchange_vectors(request: web.Request) -> web.Response:
         seal(library)
         return {"vv": version_vector(library), "device": library.device_id, "name": library.members.this_name()}
 
-    return web.json_response(await worker.call(ours))
+    answer = await worker.call(ours)
+    if chunks_port := request.app[CHUNKS_PORT]:  # where /chunks is served from threads (net/chunk_server.py)
+        answer["chunks_port"] = chunks_port[0]
+    return web.json_response(answer)
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
@@ -224,6 +228,7 @@ def make_app(
     app = web.Application(middlewares=[gated, web.middleware(errors_to_json), checks], client_max_size=MAX_JSON_BYTES)
     app[WORKER] = worker
     app[ON_CHANGE] = on_change
+    app[CHUNKS_PORT] = []
     app.router.add_get("/p2psync/hello", hello)
     app.router.add_post(PREFIX + "/vv", exchange_vectors)
     app.router.add_post(PREFIX + "/pull", pull)
