@@ -45,9 +45,22 @@ from p2psync.net.presence import announce_addresses as announce_addresses  # (re
 from p2psync.net.protocol import PREFIX
 from p2psync.net.server import CHUNKS_PORT, PEER, listen, make_app
 from p2psync.net.worker import LibraryWorker
+from p2psync.round_steps import (  # (the faces import these from here too)
+    Arrival,
+    PeerDone,
+    PeersPlanned,
+    RelayDone,
+    StepCallback,
+    SyncResult,
+    progress_steps,
+)
+from p2psync.round_steps import (
+    RoundStep as RoundStep,  # (re-exported: the web app's Sync now)
+)
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
 from p2psync.store.sync import unsealed_count, version_vector
+from p2psync.sync_status import ProgressRecorder
 from p2psync.watching import AttachmentWatcher, Touched
 
 log = logging.getLogger("p2psync.node")
@@ -64,51 +77,6 @@ WATCHED_SCAN_SECONDS = max(SCAN_SECONDS, 60.0)
 WATCH = os.environ.get("P2PSYNC_WATCH", "1") != "0"  # 0: no file notifications, the scan only
 UNSETTLED_SECONDS = 0.25  # a file still being written when read is read again this much later
 PUSH_PATH = PREFIX + "/push"
-
-SyncResult = PeerSync | NetworkError
-
-
-# What a round has done so far, told as it goes (sync_once's on_step): for a face that shows
-# progress, the web app's "Sync now". Each is said once, in this order.
-@dataclass(frozen=True)
-class PeersPlanned:
-    """The addresses the round will try, in order (none: no member to reach on the LAN)."""
-
-    targets: tuple[Address, ...]
-
-
-@dataclass(frozen=True)
-class PeerDone:
-    """One address tried: what came of it (the same result the round returns)."""
-
-    address: Address
-    result: SyncResult
-
-
-@dataclass(frozen=True)
-class RelayDone:
-    """The relay's part is over: its report, or the error that stopped it (None, None: not linked)."""
-
-    report: Any
-    error: P2PSyncError | None
-
-
-RoundStep = PeersPlanned | PeerDone | RelayDone
-StepCallback = Callable[[RoundStep], None]
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """A member synced with this device's server (its push ended well): who, from where, and how
-    many of the change sets it pushed were new here. A waiting one-shot sync (meeting.py) counts
-    the member as met."""
-
-    device: str
-    address: str
-    applied: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "address": self.address, "applied": self.applied}
 
 
 @dataclass
@@ -157,6 +125,7 @@ class Node:
         self.serving = 0
         self.last_served = 0.0
         self.on_arrival: Callable[[Arrival], None] | None = None
+        self.progress: ProgressRecorder | None = None  # the daemon's, for `status --watch`
 
     async def serve(self, host: str, port: int, setup: Callable[[web.Application], None] | None = None) -> int:
         """Start the peer server; returns the port it listens on. `setup` may add routes."""
@@ -413,6 +382,7 @@ class Node:
         if mdns:
             await self.start_lan(mdns_interfaces)
         watcher = AttachmentWatcher(self.path, self._wake.set) if WATCH else None
+        self.progress = ProgressRecorder(self.path)  # what `status --watch` shows of our rounds
         try:
             if watcher is not None and await watcher.start():
                 log.info("Watching %s for attachments edited in place.", watcher.folder)
@@ -466,6 +436,8 @@ class Node:
             if watcher is not None:
                 await watcher.stop()
             await self.stop_lan()
+            self.progress.close()
+            self.progress = None
 
     async def _look(self, touched: Touched, watcher: AttachmentWatcher | None) -> bool:
         """Record the touched attachment files (or all) that were edited in place; True if any
@@ -532,7 +504,22 @@ class Node:
         those remembered; the relay with `relay`); news pulled from one peer is passed on to the
         others soon after."""
         lan = await self.members_on_lan()
-        done = await self.sync_once(lan, static, relay=relay)
+        progress = self.progress
+        if progress is None:
+            done = await self.sync_once(lan, static, relay=relay)
+        else:
+            progress.round_started()
+            try:
+                done = await self.sync_once(
+                    lan,
+                    static,
+                    relay=relay,
+                    on_plan=progress.plan,
+                    on_bytes=progress.advance,
+                    on_step=progress_steps(progress),
+                )
+            finally:
+                progress.round_ended()
         now = asyncio.get_running_loop().time()
         for address, result in zip(done.targets, done.peers, strict=True):
             self._log(result)

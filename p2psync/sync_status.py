@@ -6,12 +6,23 @@ of it (store/peers.py PeerStatus), the relay link as recorded (relay/state.py), 
 not yet sent, the conflict count, attachments that should be here and are not with the reason a
 sync last gave (store/transfers.py), and the recent problems with what peers sent. Light on
 purpose: `status` must start fast, so nothing here imports aiohttp, zeroconf or the relay client.
+
+What a running daemon is doing right now is not in the database: its round's progress (devices
+tried, change sets in and out, attachment bytes) lives in its memory. The daemon's
+`ProgressRecorder` writes it to PROGRESS_FILE in the library folder as it goes (a whole file each
+time, at most every PROGRESS_EVERY seconds, renamed into place), and `read_progress` gives it to
+`status --watch`, as long as the daemon that wrote it lives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from p2psync.relay import state as relay_link
@@ -110,3 +121,91 @@ def sync_status(library: Library, problems: int = 5) -> SyncStatus:
         missing_attachments=tuple(MissingAttachment(**m) for m in transfers.missing(library)),
         relay=RelayStatus(**relay) if relay else None,
     )
+
+
+PROGRESS_FILE = "sync-progress.json"
+PROGRESS_EVERY = 0.25  # seconds between two writes of the file while bytes flow (a watch needs no more)
+
+
+@dataclass
+class SyncProgress:
+    """A daemon's current (or last) round: `running` while it lasts; times in ms since the epoch."""
+
+    pid: int
+    running: bool = False
+    started: int | None = None
+    ended: int | None = None
+    peers_planned: int = 0
+    peers_done: int = 0
+    changesets_in: int = 0
+    changesets_out: int = 0
+    files_total: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    rounds: int = 0  # rounds ended since the daemon started
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def read_progress(folder: Path) -> SyncProgress | None:
+    """The progress the library's daemon last wrote, or None if no daemon of it runs."""
+    try:
+        data = json.loads((Path(folder) / PROGRESS_FILE).read_text())
+        progress = SyncProgress(**data)
+        os.kill(progress.pid, 0)  # (a daemon that was killed left its file behind)
+    except (OSError, ValueError, TypeError):
+        return None
+    return progress
+
+
+class ProgressRecorder:
+    """The daemon's side: the node tells it each step of a round, it keeps the file current."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / PROGRESS_FILE
+        self.now = SyncProgress(pid=os.getpid())
+        self._written = 0.0
+        self.write()
+
+    def write(self, force: bool = True) -> None:
+        if not force and time.monotonic() - self._written < PROGRESS_EVERY:
+            return
+        self._written = time.monotonic()
+        temporary = self.path.with_name(f".{PROGRESS_FILE}.{os.getpid()}")
+        with contextlib.suppress(OSError):  # only a view: a full disk must not stop the daemon
+            temporary.write_text(json.dumps(self.now.as_dict()))
+            os.replace(temporary, self.path)
+
+    def round_started(self) -> None:
+        rounds = self.now.rounds
+        self.now = SyncProgress(pid=os.getpid(), running=True, started=int(time.time() * 1000), rounds=rounds)
+        self.write()
+
+    def planned(self, peers: int) -> None:
+        self.now.peers_planned = peers
+        self.write()
+
+    def peer_done(self, received: int, sent: int) -> None:
+        self.now.peers_done += 1
+        self.now.changesets_in += received
+        self.now.changesets_out += sent
+        self.write()
+
+    def plan(self, total_bytes: int, files: int) -> None:
+        self.now.bytes_total, self.now.files_total = total_bytes, files
+        self.write()
+
+    def advance(self, count: int) -> None:
+        self.now.bytes_done += count
+        self.write(force=False)
+
+    def round_ended(self) -> None:
+        self.now.running = False
+        self.now.ended = int(time.time() * 1000)
+        self.now.rounds += 1
+        self.write()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from p2psync.store.library import Library
-from tests.support import cli
+from tests.support import P2PSYNC, cli
+from tests.sync_support import founded, joined
+from tests.test_daemon_loopback import start_daemon, stop
+from tests.web_support import read_first_line
 
 
 @pytest.fixture
@@ -112,3 +116,53 @@ def test_attachment_open_of_a_file_not_fetched_yet_says_so(library: Path, tmp_pa
     assert done.returncode != 0 and "not on this machine yet" in done.stderr and done.stderr.count("\n") == 1
     assert not out.exists()
     assert os.environ.get("P2PSYNC_OPENER") is None  # (the test runner's own is never used)
+
+
+def test_status_watch_shows_a_daemons_round_live(tmp_path: Path) -> None:
+    home = founded(tmp_path / "home", "Home")
+    work = joined(home, tmp_path / "work", "Work")
+    pdf = tmp_path / "big.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n" + os.urandom(8_000_000))
+    home.attach(home.add_reference({"title": "Big"}), pdf)
+    home.close()
+    work.close()
+    served, port = start_daemon(tmp_path / "home")
+    env = {k: v for k, v in os.environ.items() if k != "P2PSYNC_LIBRARY"}
+    args = ["status", "--watch", "--json", "--count", "60", "--every", "0.1"]
+    watch = subprocess.Popen(
+        [*P2PSYNC, "--library", str(tmp_path / "work"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    syncing = None
+    try:
+        first = json.loads(read_first_line(watch))
+        assert first["progress"] is None  # no daemon for this library yet
+        syncing, _ = start_daemon(tmp_path / "work", "--address", f"127.0.0.1:{port}")
+        out, err = watch.communicate(timeout=60)
+        assert watch.returncode == 0, err
+        lines = [first] + [json.loads(line) for line in out.splitlines()]
+        assert len(lines) == 60  # --count bounds it
+        seen = [line["progress"] for line in lines if line["progress"] is not None]
+        assert seen, "the watch never saw the daemon"
+        done = [p for p in seen if p["rounds"] >= 1 and not p["running"]]
+        assert done, seen[-1]
+        last = done[-1]
+        assert last["peers_done"] == 1 and last["changesets_in"] >= 1
+        assert last["files_total"] == 1 and last["bytes_total"] == pdf.stat().st_size == last["bytes_done"]
+        fetched = [p["bytes_done"] for p in seen if p["rounds"] == 0]
+        assert fetched == sorted(fetched)  # a round's bytes only grow
+        # The text view: the daemon's line heads the usual status.
+        text = cli("--library", str(tmp_path / "work"), "status", "--watch", "--count", "1")
+        assert text.returncode == 0 and text.stdout.startswith("Daemon "), text.stdout
+        assert "8.0 MB of 8.0 MB (1 files)" in text.stdout and "Local changes not yet sent" in text.stdout
+    finally:
+        for process in (syncing, served):
+            if process is not None:
+                stop(process)
+        if watch.poll() is None:
+            watch.kill()
+    gone = cli("--library", str(tmp_path / "work"), "status", "--watch", "--count", "1")
+    assert gone.stdout.startswith("No daemon is running for this library"), gone.stdout

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+
 import click
 
 from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json
 from p2psync.cli.daemon_install import installed
-from p2psync.sync_status import MISSING_SHOWN, sync_status
+from p2psync.sync_status import MISSING_SHOWN, SyncProgress, read_progress, sync_status
 
 
 @click.command()
+@click.option("--watch", is_flag=True, help="Show it live, with a running daemon's progress, until Ctrl-C.")
+@click.option("--count", type=click.IntRange(min=1), help="With --watch: stop after this many refreshes.")
+@click.option(
+    "--every", type=click.FloatRange(min=0.1), default=1.0, show_default=True, help="With --watch: seconds between two."
+)
 @library_option
 @json_option
-def status(as_json: bool) -> None:
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, watch: bool, count: int | None, every: float) -> None:
     """What sync is doing: each peer (last seen, address, last sync, what moved, last error), the
     relay if the library is linked to an account (last sync, what moved, last error), local
-    changes not yet sent, conflicts, and recent problems with what peers (or the relay) sent."""
+    changes not yet sent, conflicts, and recent problems with what peers (or the relay) sent.
+
+    With --watch, the same live, refreshed every second, headed by what the library's daemon is
+    doing (devices synced in its round, change sets in and out, attachment bytes fetched)."""
+    if watch:
+        _watch(ctx, as_json, count, every)
+        return
     with open_library() as library:
         data = sync_status(library)  # the same record the web app's Sync Status page shows
     service = installed(library_path())  # daemon install: where its log is
@@ -58,3 +74,52 @@ def status(as_json: bool) -> None:
         click.echo(f"Problem from {problem.peer[:7]} ({problem.reason}): {problem.message}")
     if service:
         click.echo(f"Starts at login: {service.path}; its log: {service.logs}")
+
+
+def _watch(ctx: click.Context, as_json: bool, count: int | None, every: float) -> None:
+    """Refresh until Ctrl-C (or `count` times): on a terminal the screen is redrawn; --json prints
+    one JSON line per refresh (the document of `status --json` plus "progress")."""
+    refreshes = 0
+    redraw = sys.stdout.isatty() and not as_json
+    try:
+        while count is None or refreshes < count:
+            if refreshes:
+                time.sleep(every)
+            refreshes += 1
+            progress = read_progress(library_path())
+            if as_json:
+                with open_library() as library:
+                    document = {**sync_status(library).as_dict(), "progress": progress.as_dict() if progress else None}
+                click.echo(json.dumps(document, ensure_ascii=False))
+                sys.stdout.flush()
+                continue
+            if redraw:
+                click.echo("\x1b[H\x1b[2J", nl=False)  # home and clear: the view stays in place
+            click.echo(progress_line(progress))
+            ctx.invoke(status, as_json=False, watch=False, count=None, every=every)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return  # Ctrl-C ends a watch: that is how it is meant to stop
+
+
+def progress_line(progress: SyncProgress | None) -> str:
+    """What the daemon is doing, in one line."""
+    if progress is None:
+        return "No daemon is running for this library (start one with 'p2psync daemon')."
+    moved = f"{progress.changesets_in} change sets in, {progress.changesets_out} out"
+    files = ""
+    if progress.files_total:
+        files = (
+            f"; attachments {_size(progress.bytes_done)} of {_size(progress.bytes_total)} "
+            f"({progress.files_total} files)"
+        )
+    if progress.running:
+        return f"Daemon syncing: {progress.peers_done} of {progress.peers_planned} devices, {moved}{files}"
+    if progress.ended is None:
+        return "Daemon running, no round yet."
+    ended = time.strftime("%H:%M:%S", time.localtime(progress.ended / 1000))
+    return f"Daemon idle; its last round ended at {ended}: {progress.peers_done} devices, {moved}{files}"
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.0f} KB"
