@@ -17,6 +17,9 @@ The rule table (package -> what of p2psync it may import, besides itself):
     node                       relay, net, store, crypto, engine, model, files
     sync_status                relay, store, crypto, engine, model, files  what `status` shows (light)
     service_files              nothing of p2psync                          start-at-login files (pure)
+    folder_warnings, opener    nothing of p2psync                          a risky library folder; open a file
+    round_steps                net, sync_status                            what a round tells as it goes
+    meeting                    node and what node may import               `sync --wait`
     web                        node and everything node may import (not cli)
     cli                        everything
 
@@ -50,11 +53,15 @@ ALLOWED: dict[str, set[str]] = {
     "net": {"store", "crypto", "engine", "model", "files"},
     "relay": {"net", "store", "crypto", "engine", "model", "files"},
     "watching": {"store"},  # the daemon's file notifications: it names paths (store/folder.py), no more
-    "node": _NODE | {"watching"},
+    "node": _NODE | {"watching", "round_steps", "sync_status"},
+    "round_steps": {"net", "sync_status"},  # what a round tells as it goes: node's values, below it
+    "meeting": _NODE | {"node"},  # `sync --wait`: a node that waits for the others
     "sync_status": {"relay", "store", "crypto", "engine", "model", "files"},
     "service_files": set(),  # the start-at-login files `daemon install` writes: pure text, nothing below
-    "web": _NODE | {"node", "sync_status"},
-    "cli": _NODE | {"node", "web", "sync_status", "service_files"},
+    "folder_warnings": set(),  # a library folder in Dropbox or on a USB stick: paths and a probe, nothing below
+    "opener": set(),  # `attachment open`: the desktop's opener, nothing below
+    "web": _NODE | {"node", "sync_status", "folder_warnings"},
+    "cli": _NODE | {"node", "web", "sync_status", "service_files", "folder_warnings", "opener", "meeting"},
 }
 # The relay's server side runs without a library: it imports no store, net or node.
 RELAY_SERVER = {
