@@ -13,8 +13,9 @@ the Python API, one reference per file is added to A and the file attached (setu
 not part of any figure).
 (1) Initial sync to an empty peer: A is served by `p2psync daemon --listen 127.0.0.1:0 --no-mdns
     --no-auto --json` in its own process; B runs `p2psync sync --address 127.0.0.1:PORT --no-mdns
-    --json` in its own process. Throughput = bytes fetched / wall time of that process (interpreter
-    start included; a bare `p2psync --version` is timed too, so start-up shows). Peak RSS: the
+    --wait 0 --json` in its own process (no waiting for other members: there are none).
+    Throughput = bytes fetched / wall time of that process (interpreter start included; a bare
+    `p2psync --version` is timed too, so start-up shows). Peak RSS: the
     daemon's VmHWM read from /proc just before it is stopped (SIGTERM); the receiver's ru_maxrss
     from os.wait4; CPU seconds (user + system) of both. B's files are checked against A's by
     SHA-256. Targets: at least 1.25 times Syncthing's throughput from the same start in the same
@@ -234,7 +235,19 @@ class Synced:
 def receive(library: Path, daemon: Daemon, log: Path) -> Synced:
     """Run `p2psync sync` against the daemon in its own process; wall time, peak RSS, its JSON."""
     out_path = log.with_suffix(".json")
-    cmd = [*P2PSYNC, "--library", str(library), "sync", "--address", f"127.0.0.1:{daemon.port}", "--no-mdns"]
+    # --wait 0: the figure is the time until the peer has the files, as Syncthing's is; a waiting
+    # sync would then serve on for a second (meeting.py's LINGER_SECONDS) with nothing to do.
+    cmd = [
+        *P2PSYNC,
+        "--library",
+        str(library),
+        "sync",
+        "--address",
+        f"127.0.0.1:{daemon.port}",
+        "--no-mdns",
+        "--wait",
+        "0",
+    ]
     server_cpu = cpu_seconds(daemon.proc.pid)
     with out_path.open("wb") as out, log.open("wb") as err:
         start = time.perf_counter()
