@@ -261,6 +261,57 @@ def _wanted(entries: list[registers.Entry]) -> dict[str, dict[str, Any]]:
     return {e[3]["sha256"]: e[3] for e in entries if isinstance(e[3], dict)}
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """The versions one attachment's register wants on this disk: the one shown and, while in
+    conflict, every other. Read from the row's columns: a register's JSON (every chunk of every
+    version, about 13 KB per 5 MB file) is parsed only while in conflict or for a version that
+    must be fetched (parsing them all took most of a delta's `needs` on a 200-file library)."""
+
+    ref_id: str
+    name: str
+    shown: str | None
+    shas: tuple[str, ...]  # (in the register's order)
+
+    def manifest(self, library: Any, sha: str) -> dict[str, Any]:
+        row = library.db.execute(
+            "SELECT state FROM attachments WHERE ref_id = ? AND name = ?", [self.ref_id, self.name]
+        ).fetchone()
+        return _wanted(json.loads(row[0]))[sha]
+
+
+def _wanted_shas(shown: str | None, conflict: int, state: Callable[[], str]) -> tuple[str, ...]:
+    # Without a conflict every entry holds the same value (registers.resolve): the one shown.
+    if not conflict:
+        return (shown,) if shown else ()
+    return tuple(_wanted(json.loads(state())))
+
+
+def _wanted_now(library: Any) -> dict[tuple[str, str], Wanted]:
+    """(ref_id, name) -> Wanted, for every attachment of a reference not deleted."""
+    out: dict[tuple[str, str], Wanted] = {}
+    db = library.db
+    for ref_id, name, shown, conflict in db.execute(
+        "SELECT a.ref_id, a.name, a.sha256, a.conflict FROM attachments a JOIN refs r ON r.id = a.ref_id "
+        "WHERE r.deleted = 0 ORDER BY a.ref_id, a.name"
+    ).fetchall():
+
+        def state(ref_id: str = ref_id, name: str = name) -> str:
+            row = db.execute("SELECT state FROM attachments WHERE ref_id = ? AND name = ?", [ref_id, name]).fetchone()
+            return str(row[0])
+
+        out[(ref_id, name)] = Wanted(ref_id, name, shown, _wanted_shas(shown, conflict, state))
+    return out
+
+
+def _held(library: Any) -> set[tuple[str, str, str]]:
+    """(ref_id, name, sha256) of every version on this disk, shown or kept aside."""
+    db = library.db
+    return {tuple(r) for r in db.execute("SELECT ref_id, name, sha256 FROM attachment_files")} | {
+        tuple(r) for r in db.execute("SELECT ref_id, name, sha256 FROM attachment_versions")
+    }
+
+
 T = TypeVar("T")
 
 
@@ -288,10 +339,13 @@ def needs(library: Any) -> list[Need]:
     missing_chunks: list[tuple[str, str, str, Missing]] = []
     # A version whose chunks, all verified, did not make up its file would only come out the same again.
     broken = set(library.db.execute("SELECT ref_id, name, sha256 FROM attachment_missing WHERE reason = 'manifest'"))
-    for ref_id, name, _shown, entries in _registers(library):
-        for sha, manifest in _wanted(entries).items():
-            if _have_version(library, ref_id, name, sha) or (ref_id, name, sha) in broken:
+    held = _held(library)
+    for wanted in _wanted_now(library).values():
+        ref_id, name = wanted.ref_id, wanted.name
+        for sha in wanted.shas:
+            if (ref_id, name, sha) in held or (ref_id, name, sha) in broken:
                 continue
+            manifest = wanted.manifest(library, sha)
             if not manifest.get("chunks") and manifest["size"] > 0:
                 missing_chunks.append((ref_id, name, sha, Missing.NO_CHUNKS))
                 continue
@@ -346,44 +400,43 @@ def reconcile(library: Any) -> dict[str, int]:
             forget_ref(db, ref_id)
         remove_ref_files(library, ref_id)
         removed += 1
-    registers_now = {(ref_id, name): (shown, entries) for ref_id, name, shown, entries in _registers(library)}
+    registers_now = _wanted_now(library)
+    none = Wanted("", "", None, ())
     # Files whose attachment no longer exists (deleted, here or elsewhere).
     for ref_id, name, sha in db.execute("SELECT ref_id, name, sha256 FROM attachment_files").fetchall():
-        if (ref_id, name) not in registers_now or not _wanted(registers_now[(ref_id, name)][1]):
+        if not registers_now.get((ref_id, name), none).shas:
             with write_transaction(db):
                 db.execute("DELETE FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name])
                 forget_unused(db, sha)
             Path(library.attachment_file(ref_id, name)).unlink(missing_ok=True)
             removed += 1
     for ref_id, name, sha in db.execute("SELECT ref_id, name, sha256 FROM attachment_versions").fetchall():
-        shown, entries = registers_now.get((ref_id, name), (None, []))
-        wanted = _wanted(entries)
-        if sha not in wanted:
+        wanted = registers_now.get((ref_id, name), none)
+        if sha not in wanted.shas:
             _drop_version(library, ref_id, name, sha)
             removed += 1
-        elif sha == shown:
+        elif sha == wanted.shown:
             _promote(library, ref_id, name, sha, wanted)
             moved += 1
     tidy_incoming(library)
     # Partial files of versions nobody wants any more (only p2psync's own folder is looked at).
     for partial in (work_dir(library.path) / "partial").glob("*-*"):
         ref_id, _, sha = partial.name.partition("-")
-        shown, entries = registers_now.get((ref_id, _name_of(registers_now, ref_id, sha)), (None, []))
-        if sha not in _wanted(entries) or _have_any(library, ref_id, sha):
+        wanted = registers_now.get((ref_id, _name_of(registers_now, ref_id, sha)), none)
+        if sha not in wanted.shas or _have_any(library, ref_id, sha):
             partial.unlink(missing_ok=True)
     with write_transaction(db):
         for ref_id, name, sha in db.execute("SELECT ref_id, name, sha256 FROM attachment_missing").fetchall():
-            shown, entries = registers_now.get((ref_id, name), (None, []))
-            if sha not in _wanted(entries) or _have_version(library, ref_id, name, sha):
+            if sha not in registers_now.get((ref_id, name), none).shas or _have_version(library, ref_id, name, sha):
                 db.execute(
                     "DELETE FROM attachment_missing WHERE ref_id = ? AND name = ? AND sha256 = ?", [ref_id, name, sha]
                 )
     return {"removed": removed, "moved": moved}
 
 
-def _name_of(registers_now: dict[tuple[str, str], Any], ref_id: str, sha: str) -> str:
-    for (r, name), (_shown, entries) in registers_now.items():
-        if r == ref_id and sha in _wanted(entries):
+def _name_of(registers_now: dict[tuple[str, str], Wanted], ref_id: str, sha: str) -> str:
+    for (r, name), wanted in registers_now.items():
+        if r == ref_id and sha in wanted.shas:
             return name
     return ""
 
@@ -408,7 +461,7 @@ def _drop_version(library: Any, ref_id: str, name: str, sha: str) -> None:
     remove_if_empty(version_path(library, ref_id, sha).parent)
 
 
-def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: dict[str, dict[str, Any]]) -> None:
+def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: Wanted) -> None:
     """The version kept aside is now the one shown: it takes the attachment's path; the file
     there, if another version still wanted, goes aside in its place."""
     main = Path(library.attachment_file(ref_id, name))
@@ -418,7 +471,7 @@ def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: dict[str, d
         current = db.execute(
             "SELECT sha256, size FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name]
         ).fetchone()
-        if current and current[0] in wanted and main.exists():
+        if current and current[0] in wanted.shas and main.exists():
             aside = version_path(library, ref_id, current[0])
             os.replace(main, aside)
             _keep_version(db, ref_id, name, current[0], current[1], aside)
@@ -429,9 +482,9 @@ def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: dict[str, d
             "INSERT INTO attachment_files (ref_id, name, size, sha256, mtime_ns) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (ref_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
             "mtime_ns = excluded.mtime_ns",
-            [ref_id, name, wanted[sha]["size"], sha, main.stat().st_mtime_ns],
+            [ref_id, name, wanted.manifest(library, sha)["size"], sha, main.stat().st_mtime_ns],
         )
-        if current and current[0] not in wanted:
+        if current and current[0] not in wanted.shas:
             forget_unused(db, current[0])
     fsync_dir(source.parent)
     remove_if_empty(source.parent)
@@ -507,15 +560,14 @@ def _place(library: Any, need: Need, moves: list[tuple[Path, Path]], folders: se
     partial = Path(need.partial)
     db = library.db
     row = db.execute(
-        "SELECT a.sha256, a.state FROM attachments a JOIN refs r ON r.id = a.ref_id "
+        "SELECT a.sha256, a.conflict, a.state FROM attachments a JOIN refs r ON r.id = a.ref_id "
         "WHERE a.ref_id = ? AND a.name = ? AND r.deleted = 0",
         [need.ref_id, need.name],
     ).fetchone()
-    wanted = _wanted(json.loads(row[1])) if row else {}
+    wanted = _wanted_shas(row[0], row[1], lambda: str(row[2])) if row else ()
     if need.sha256 not in wanted:
         partial.unlink(missing_ok=True)
         return "dropped"
-    manifest = wanted[need.sha256]
     main = Path(library.attachment_file(need.ref_id, need.name))
 
     def move(source: Path, target: Path) -> None:
@@ -547,7 +599,7 @@ def _place(library: Any, need: Need, moves: list[tuple[Path, Path]], folders: se
         move(partial, target)
         _keep_version(db, need.ref_id, need.name, need.sha256, need.size, target)
         where = "kept"
-    index_chunks(db, manifest)
+    index_chunks(db, {"sha256": need.sha256, "chunks": need.chunks})  # (the manifest's own)
     db.execute(
         "DELETE FROM attachment_missing WHERE ref_id = ? AND name = ? AND sha256 = ?",
         [need.ref_id, need.name, need.sha256],
