@@ -34,8 +34,8 @@ from p2psync.net import tls
 from p2psync.net.chunk_client import ChunkConnection
 from p2psync.net.chunk_io import ChunkStream, Parsed, PartialFile, frame_chunks, verify_and_write
 from p2psync.net.worker import LibraryWorker
+from p2psync.store import local_copy, transfers
 from p2psync.store import peers as peer_store
-from p2psync.store import transfers
 from p2psync.store.db import is_disk_full
 from p2psync.store.transfers import Missing, MissingFile, Need
 
@@ -238,31 +238,59 @@ async def fetch_attachments(
         files.append(PartialFile(need, starts, set(range(len(need.chunks))) - done))
     if not _room_for(worker.path, files, report):
         return await _report_missing(worker, files, links, unreachable, report)
+    trusted: set[str] = set()  # partial files holding chunks copied on trust (store/local_copy.py)
+    try:
+        await _bring(worker, landing, files, links, report, advance, parallel, trusted)
+        # Built from this disk's chunks on trust, yet not the file named: a file here changed without
+        # its size or mtime showing it. Built again with every chunk verified (a failure then is the manifest's).
+        again = [f for f in files if f.failed is Missing.MANIFEST and f.need.partial in trusted]
+        if again:
+            redo = [PartialFile(f.need, f.starts, set(range(len(f.need.chunks)))) for f in again]
+            files = [f for f in files if f not in again] + redo
+            await _bring(worker, landing, redo, links, report, advance, parallel, None)
+    finally:
+        landing.cancel()  # (only left on an error)
+    return await _report_missing(worker, files, links, unreachable, report)
+
+
+async def _bring(
+    worker: LibraryWorker,
+    landing: _Landing,
+    files: list[PartialFile],
+    links: list[Link],
+    report: FetchReport,
+    advance: Progress,
+    parallel: int,
+    trusted: set[str] | None,
+) -> None:
+    """Complete and land `files`: from this disk first (every file at once: the copies run on
+    several threads), then from the peers."""
     # Chunks already on this disk (an older version of the same file, the same PDF elsewhere).
+    for copied in await asyncio.gather(*(_copy_local(worker, f, trusted) for f in files if f.remaining)):
+        report.bytes_local += copied
+        advance(copied)
     for file in files:
-        if file.remaining:
-            copied = await _copy_local(worker, file)
-            report.bytes_local += copied
-            advance(copied)
-    for file in list(files):
         if not file.remaining:
-            await _finish(landing, file, report)
+            landing.finish_soon(file, report)
+    await landing.settle(report)
     pending = [f for f in files if f.remaining]
     firsts, followers = transfers.travel_once(pending, lambda f: f.need.sha256)
     if firsts:
         await _fetch_remote(worker, landing, firsts, links, report, advance, parallel)
+        await landing.settle(report)  # (the first of each version is in place before its followers copy it)
     for file in followers:
-        copied = await _copy_local(worker, file)
+        copied = await _copy_local(worker, file, trusted)
         report.bytes_local += copied
         advance(copied)
         if not file.remaining:
-            await _finish(landing, file, report)
+            landing.finish_soon(file, report)
+    await landing.settle(report)
     if rest := [f for f in followers if f.remaining]:
         await _fetch_remote(worker, landing, rest, links, report, advance, parallel)
     for file in pending:  # whole, but the connection broke after its last chunk was written
         if not file.remaining and file.failed is None:
-            await _finish(landing, file, report)
-    return await _report_missing(worker, files, links, unreachable, report)
+            landing.finish_soon(file, report)
+    await landing.settle(report)
 
 
 async def _report_missing(
@@ -338,13 +366,26 @@ def resume_partial(need: Need, starts: list[int]) -> set[int]:
     return done
 
 
-async def _copy_local(worker: LibraryWorker, file: PartialFile) -> int:
+async def _copy_local(worker: LibraryWorker, file: PartialFile, trusted: set[str] | None = None) -> int:
+    """Copy the chunks of `file` that this disk holds; with `trusted`, those in files unchanged
+    since indexed are copied by the kernel and not re-hashed (store/local_copy.py; the partial
+    file is then named in `trusted`), the others verified."""
     indexes = sorted(file.remaining)
     loop = asyncio.get_running_loop()
     copied = 0
     for start in range(0, len(indexes), MAX_CHUNKS_PER_REQUEST):
         batch = indexes[start : start + MAX_CHUNKS_PER_REQUEST]
         locations = await worker.call(transfers.locate, [file.need.chunks[i][0] for i in batch])
+        if trusted is not None:
+            done, _ = await loop.run_in_executor(
+                None, local_copy.copy_trusted, file.need.partial, file.starts, batch, locations
+            )
+            if done:
+                trusted.add(file.need.partial)
+                file.remaining.difference_update(done)
+                copied += sum(file.need.chunks[i][1] for i in done)
+                kept = [(i, loc) for i, loc in zip(batch, locations, strict=True) if i in file.remaining]
+                batch, locations = [i for i, _ in kept], [loc for _, loc in kept]
         copied += await loop.run_in_executor(None, copy_located, file, batch, locations)
     return copied
 
@@ -383,6 +424,31 @@ class _Landing:
         self.worker = worker
         self.waiting: list[tuple[Need, asyncio.Future[str]]] = []
         self.busy = False
+        self.finishing: list[tuple[PartialFile, asyncio.Task[None]]] = []
+
+    def finish_soon(self, file: PartialFile, report: FetchReport) -> None:
+        """Seal and land a whole file in the background (settle() waits for it): a fetch goes
+        on with the next chunks meanwhile, and the files sealed meanwhile land in one batch."""
+        self.finishing.append((file, asyncio.get_running_loop().create_task(_finish(self, file, report))))
+
+    async def settle(self, report: FetchReport) -> None:
+        """Wait for every file given to finish_soon. A full disk is told in the report (and the
+        file is missing for that reason); any other error is raised."""
+        started, self.finishing = self.finishing, []
+        results = await asyncio.gather(*(task for _, task in started), return_exceptions=True)
+        for (file, _), result in zip(started, results, strict=True):
+            if isinstance(result, DiskFull) or (
+                isinstance(result, Exception) and is_disk_full(result, self.worker.path)
+            ):
+                file.failed = Missing.DISK_FULL
+                report.disk_full = report.disk_full or DiskFull(self.worker.path, file.need.size).message
+            elif isinstance(result, BaseException):
+                raise result
+
+    def cancel(self) -> None:
+        for _, task in self.finishing:
+            task.cancel()
+        self.finishing = []
 
     async def land(self, need: Need) -> str:
         """Where the file went (as transfers.finish says)."""
@@ -594,4 +660,4 @@ async def _fetch_segment(
     if retry:
         queue.append(_Segment(file, retry, segment.excluded | {device}))
     elif not file.remaining and file.failed is None:
-        await _finish(landing, file, report)
+        landing.finish_soon(file, report)
