@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from p2psync.errors import DiskFull, NetworkError, P2PSyncError, PeerUnreachable, SelfConnection
+from p2psync.model.sizes import human_size
 from p2psync.net import tls
 from p2psync.net.addresses import Address, merge_targets
 from p2psync.net.addresses import parse_address as parse_address  # (re-exported for the CLI)
@@ -276,10 +277,10 @@ class Node:
             log.warning("Attachments: %s", report.disk_full)
         if report.files or report.missing:
             log.info(
-                "attachments: %d files in (%.1f MB fetched, %.1f MB from this disk), %d still missing",
+                "attachments: %d files in (%s fetched, %s from this disk), %d still missing",
                 report.files,
-                report.bytes_fetched / 1e6,
-                report.bytes_local / 1e6,
+                human_size(report.bytes_fetched),
+                human_size(report.bytes_local),
                 len(report.missing),
             )
         return report

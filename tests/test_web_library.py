@@ -250,7 +250,8 @@ def test_forged_changes_get_one_sentence_and_change_nothing(tmp_path: Path) -> N
             (
                 "/library/selection",
                 [("action", "trash"), ("ref", ids[1]), ("ref", "../etc/passwd")],
-                "'../etc/passwd' is not a reference id; ids look like 'k3x9q2...' (see 'p2psync ref list').",
+                "'../etc/passwd' is not a reference id: ids are letters a-z and digits 2-7, like "
+                "'74vmorehoj6dvnlf' or its start '74vm' (use your own, from 'p2psync ref list').",
             ),
             (
                 "/library/selection",

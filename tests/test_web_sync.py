@@ -54,7 +54,7 @@ def test_sync_now_shows_progress_and_what_arrived_without_a_reload(devices: Devi
             assert state.startswith("Done: 1 of 1 devices synced"), state
             log = page.locator("#sync-log").inner_text()
             assert "Sync started." in log and f"{WORK} (" in log and "change sets in" in log, log
-            assert "Attachments to fetch: 1 (0.3 MB)." in log, log
+            assert "Attachments to fetch: 1 (300.0 KB)." in log, log
             bar = page.locator("#sync-progress")
             assert bar.evaluate("b => b.value === b.max && b.max >= 1")
             # What the sync brought shows in the page's live parts, without a reload.

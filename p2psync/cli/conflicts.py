@@ -84,10 +84,10 @@ def resolve(
 
     \b
     Examples:
-      p2psync conflicts resolve k3x9 --keep local
-      p2psync conflicts resolve k3x9 --field title=remote --field year=GNLJEFF
-      p2psync conflicts resolve k3x9 --field attachment:paper.pdf=local
-      p2psync conflicts resolve k3x9 --value "title=Plasticity of neurons"
+      p2psync conflicts resolve 74vm --keep local
+      p2psync conflicts resolve 74vm --field title=remote --field year=GNLJEFF
+      p2psync conflicts resolve 74vm --field attachment:paper.pdf=local
+      p2psync conflicts resolve 74vm --value "title=Plasticity of neurons"
     Editing a conflicted field with 'p2psync ref edit' also resolves it.
     """
     choices = _pairs(field_choices, "--field", "NAME=WHO, e.g. --field title=local")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json, warn_about_folder
+from p2psync.model.sizes import human_size
 from p2psync.store.library import Library, members
 
 
@@ -107,9 +108,4 @@ def library_rename(name: str, as_json: bool) -> None:
 
 
 def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
+    return human_size(n)

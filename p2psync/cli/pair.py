@@ -25,7 +25,7 @@ from p2psync.cli.common import (
     warn_about_folder,
     yes_option,
 )
-from p2psync.cli.sync_cmds import parse_duration
+from p2psync.cli.sync_cmds import duration_option
 from p2psync.crypto.pairing import parse_code
 from p2psync.errors import ConfirmationRequired, InvalidValue, NetworkError
 from p2psync.net import discovery
@@ -99,9 +99,12 @@ def pair(
     if code is None:
         if address:
             raise InvalidValue("--address is for joining: give the code too (p2psync pair CODE --address HOST:PORT).")
-        _offer(listen, parse_duration(timeout), backup, backup_dir, no_mdns, interfaces, as_json)
+        _offer(listen, duration_option(timeout, "--timeout"), backup, backup_dir, no_mdns, interfaces, as_json)
     else:
-        parse_code(code)  # a typo is reported before anything else happens
+        try:
+            parse_code(code)  # a typo is a usage error (exit 2), reported before anything else happens
+        except InvalidValue as exc:
+            raise click.BadParameter(exc.message, param_hint="'CODE'") from None
         _join(code, address, backup, backup_dir, no_mdns, interfaces, yes, as_json)
 
 

@@ -14,6 +14,7 @@ import platformdirs
 
 from p2psync.cli.common import json_option
 from p2psync.errors import FileProblem, InvalidValue, NetworkError
+from p2psync.model.sizes import human_size
 
 DEFAULT_PORT = 8740
 DEFAULT_QUOTA = "1GB"
@@ -215,7 +216,7 @@ def migrate(source: Path, target: str, replace: bool, as_json: bool) -> None:
 
     def progress(step: storage_move.MoveProgress) -> None:
         if step.blobs_total:
-            line = f"{step.step}: {step.blobs}/{step.blobs_total} ({step.bytes / 1e6:.1f} MB)"
+            line = f"{step.step}: {step.blobs}/{step.blobs_total} ({human_size(step.bytes)})"
         else:
             line = f"{step.step}: {step.rows} rows" + (f", {step.blobs} blobs" if step.blobs else "")
         click.echo(line, err=True)
@@ -226,7 +227,7 @@ def migrate(source: Path, target: str, replace: bool, as_json: bool) -> None:
         return
     click.echo(
         f"Moved {report.rows.get('accounts', 0)} accounts, {report.rows.get('changesets', 0)} change sets, "
-        f"{report.rows.get('chunks', 0)} chunks and {report.blobs} blobs ({report.bytes / 1e6:.1f} MB) from "
+        f"{report.rows.get('chunks', 0)} chunks and {report.blobs} blobs ({human_size(report.bytes)}) from "
         f"{report.source} to {report.target} in {report.seconds:.1f} s; verified. Start the relay with "
         "--database (or P2PSYNC_RELAY_DATABASE) at the same address: devices go on as they were."
     )

@@ -10,6 +10,7 @@ import click
 
 from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json
 from p2psync.cli.daemon_install import installed
+from p2psync.model.sizes import human_size
 from p2psync.sync_status import MISSING_SHOWN, SyncProgress, read_progress, sync_status
 
 
@@ -67,7 +68,7 @@ def status(ctx: click.Context, as_json: bool, watch: bool, count: int | None, ev
     if missing:
         click.echo(f"Attachments not on this machine yet: {len(missing)}")
         for item in missing[:MISSING_SHOWN]:
-            click.echo(f"    {item.ref}  {item.name} ({item.size / 1e6:.1f} MB): {item.detail}")
+            click.echo(f"    {item.ref}  {item.name} ({human_size(item.size)}): {item.detail}")
         if len(missing) > MISSING_SHOWN:
             click.echo(f"    ... and {len(missing) - MISSING_SHOWN} more (status --json lists all)")
     for problem in data.problems:
@@ -122,4 +123,4 @@ def progress_line(progress: SyncProgress | None) -> str:
 
 
 def _size(count: int) -> str:
-    return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.0f} KB"
+    return human_size(count)

@@ -27,6 +27,7 @@ from p2psync.cli.common import (
 from p2psync.errors import InvalidValue, LibraryError, NetworkError, P2PSyncError, RelayError, RelayNotLinked
 from p2psync.folder_warnings import folder_warnings
 from p2psync.meeting import WAIT_SECONDS, sync_and_wait
+from p2psync.model.sizes import human_size
 from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
 from p2psync.node import DISCOVER_SECONDS, Address, Node, SyncResult, SyncRound, parse_address
@@ -194,8 +195,8 @@ def _echo_round(
     if attachments.files or attachments.wanted_files:
         click.echo(
             f"Attachments: {attachments.files} of {attachments.wanted_files} files in "
-            f"({attachments.bytes_fetched / 1e6:.1f} MB fetched, "
-            f"{(attachments.bytes_local + attachments.bytes_resumed) / 1e6:.1f} MB already on this disk)"
+            f"({human_size(attachments.bytes_fetched)} fetched, "
+            f"{human_size(attachments.bytes_local + attachments.bytes_resumed)} already on this disk)"
         )
     for missing in attachments.missing:
         if missing.reason != Missing.DISK_FULL:  # (that one is said once, as the error below)
@@ -329,6 +330,14 @@ def parse_wait(text: str) -> float:
         raise click.BadParameter(exc.message, param_hint="'--wait'") from None
 
 
+def duration_option(text: str, option: str) -> float:
+    """An option's duration; a bad one is a usage error (exit 2), as docs/cli.md says."""
+    try:
+        return parse_duration(text)
+    except InvalidValue as exc:
+        raise click.BadParameter(exc.message, param_hint=f"'{option}'") from None
+
+
 def parse_duration(text: str) -> float:
     match = _DURATION.match(text)
     if not match or float(match.group(1)) <= 0:
@@ -391,7 +400,7 @@ def daemon(
     if click.get_current_context().invoked_subcommand:
         return  # install or uninstall: they take their own options
     where = parse_address(listen, DEFAULT_PORT, allow_any_port=True)
-    every = parse_duration(interval)
+    every = duration_option(interval, "--interval")
     static = _addresses(addresses, None)
     interfaces = check_interfaces(list(mdns_interfaces)) if mdns_interfaces else None
     path = library_path()

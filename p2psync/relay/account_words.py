@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from p2psync.model.sizes import human_size
 from p2psync.relay import account_recovery
 from p2psync.relay.client import Account
 from p2psync.relay.link_rules import LoginMode, LoginReport
@@ -37,9 +38,9 @@ def status_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
     usage = data.get("usage")
     if usage:
         quota = usage["quota_bytes"]
-        limit = f"{quota / 1e6:.1f} MB" if quota is not None else "no limit"
+        limit = human_size(quota) if quota is not None else "no limit"
         counts = f"({usage['change_sets']} change sets, {usage['chunks']} chunks)"
-        lines.append(("Storage", f"{usage['used_bytes'] / 1e6:.1f} MB of {limit} {counts}"))
+        lines.append(("Storage", f"{human_size(usage['used_bytes'])} of {limit} {counts}"))
     recovery = data.get("recovery")
     if recovery:
         lines.append(("Recovery", account_recovery.status_text(recovery["epoch"], recovery["key_epoch"])))
@@ -69,7 +70,7 @@ def logged_out_sentence(data: dict[str, Any]) -> str:
 def purge_question(info: Account) -> str:
     return (
         f"Delete everything the account {info.email} stores on the relay ({info.change_sets} change sets, "
-        f"{info.chunks} attachment chunks, {info.used_bytes / 1e6:.1f} MB)? The references on your devices stay."
+        f"{info.chunks} attachment chunks, {human_size(info.used_bytes)})? The references on your devices stay."
     )
 
 

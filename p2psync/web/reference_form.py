@@ -19,6 +19,7 @@ from urllib.parse import quote
 from p2psync.errors import InvalidInput, InvalidValue
 from p2psync.model import fields as catalogue
 from p2psync.model.people import display_person
+from p2psync.model.sizes import human_size  # (the one formatter; web pages name it from here)
 from p2psync.store.library.records import ReferenceDetail
 from p2psync.web.auth import CSRF_FIELD
 
@@ -95,18 +96,6 @@ def shown_attachments(record: ReferenceDetail) -> list[ShownAttachment]:
         )
         for a in record.attachments
     ]
-
-
-def human_size(size: int) -> str:
-    """1234567 -> '1.2 MB' (decimal units, as file managers show them); under 1000, in bytes."""
-    if size < 1000:
-        return f"{size} bytes"
-    value = float(size)
-    for unit in ("KB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 1000 or unit == "TB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def when(iso: str | None) -> str:

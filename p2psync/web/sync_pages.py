@@ -24,6 +24,7 @@ from aiohttp import web
 
 from p2psync.errors import NetworkError, P2PSyncError
 from p2psync.folder_warnings import folder_warnings
+from p2psync.model.sizes import human_size
 from p2psync.net.client import PeerSync
 from p2psync.node import Node, PeerDone, PeersPlanned, RelayDone, RoundStep, SyncRound
 from p2psync.relay import state as relay_link
@@ -142,7 +143,7 @@ class RoundProgress:
 
     def plan(self, size: int, files: int) -> None:  # (the order fetch_attachments calls it in)
         self.bytes_total = size
-        self.say("attachments", f"Attachments to fetch: {files} ({size / 1e6:.1f} MB).", bytes=0, bytes_total=size)
+        self.say("attachments", f"Attachments to fetch: {files} ({human_size(size)}).", bytes=0, bytes_total=size)
 
     def advance(self, count: int) -> None:
         self.bytes_done += count

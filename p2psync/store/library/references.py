@@ -112,7 +112,8 @@ class References:
         ref = ref.strip().lower()
         if not is_id_prefix(ref):
             raise UnknownReference(
-                f"{ref!r} is not a reference id; ids look like 'k3x9q2...' (see 'p2psync ref list')."
+                f"{ref!r} is not a reference id: ids are letters a-z and digits 2-7, like '74vmorehoj6dvnlf' or "
+                "its start '74vm' (use your own, from 'p2psync ref list')."
             )
         rows = self.library.db.execute(
             "SELECT id FROM refs WHERE id >= ? AND id < ? AND deleted = 0 LIMIT 2", [ref, ref + "~"]
