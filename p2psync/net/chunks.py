@@ -375,7 +375,8 @@ async def _copy_local(worker: LibraryWorker, file: PartialFile, trusted: set[str
     copied = 0
     for start in range(0, len(indexes), MAX_CHUNKS_PER_REQUEST):
         batch = indexes[start : start + MAX_CHUNKS_PER_REQUEST]
-        locations = await worker.call(transfers.locate, [file.need.chunks[i][0] for i in batch])
+        names = [file.need.chunks[i][0] for i in batch]
+        locations = await worker.call(transfers.locate, names, (file.need.ref_id, file.need.name))
         if trusted is not None:
             done, _ = await loop.run_in_executor(
                 None, local_copy.copy_trusted, file.need.partial, file.starts, batch, locations
@@ -386,7 +387,8 @@ async def _copy_local(worker: LibraryWorker, file: PartialFile, trusted: set[str
                 copied += sum(file.need.chunks[i][1] for i in done)
                 kept = [(i, loc) for i, loc in zip(batch, locations, strict=True) if i in file.remaining]
                 batch, locations = [i for i, _ in kept], [loc for _, loc in kept]
-        copied += await loop.run_in_executor(None, copy_located, file, batch, locations)
+        if any(location is not None for location in locations):
+            copied += await loop.run_in_executor(None, copy_located, file, batch, locations)
     return copied
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from p2psync.store.transfers import Location
+from p2psync.store.chunk_index import Location
 
 
 def identity(stat: os.stat_result) -> tuple[int, int, int, int]:
@@ -36,7 +36,7 @@ def copy_trusted(
     partial: str, starts: Sequence[int], batch: Sequence[int], locations: Sequence[Location | None]
 ) -> tuple[list[int], list[int]]:
     """Copy into the partial file the chunks of `batch` (indexes into `starts`, where each
-    begins in the new file) that transfers.locate found on this disk, from files unchanged
+    begins in the new file) that chunk_index.locate found on this disk, from files unchanged
     since their chunks were indexed. Returns (copied, left): the indexes copied, and those found
     but not copied (their file changed, before or during the copy: to copy verified or fetch)."""
     by_file: dict[str, list[tuple[int, Location]]] = {}

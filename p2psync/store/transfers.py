@@ -29,6 +29,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from p2psync.engine import clock, registers
+from p2psync.store.chunk_index import Location as Location  # (re-exported: read here by net/ and tests)
+from p2psync.store.chunk_index import forget_unused, index_chunks
+from p2psync.store.chunk_index import locate as locate
+from p2psync.store.chunk_index import open_indexed as open_indexed
+from p2psync.store.chunk_index import read_chunks as read_chunks
 from p2psync.store.db import Database, write_transaction
 from p2psync.store.files import fsync_dir
 from p2psync.store.folder import (
@@ -65,27 +70,7 @@ REASONS = {
 }
 
 
-# --- the chunk index ----------------------------------------------------------------------------
-
-
-def index_chunks(db: Database, manifest: dict[str, Any]) -> None:
-    """Note where the chunks of a file now on disk are (inside a write transaction)."""
-    chunks = manifest.get("chunks")
-    if not chunks:
-        return
-    if db.execute("SELECT 1 FROM chunk_index WHERE file = ? LIMIT 1", [manifest["sha256"]]).fetchone():
-        return
-    rows, at = [], 0
-    for digest, size in chunks:
-        rows.append((digest, manifest["sha256"], at, size))
-        at += size
-    db.conn.executemany("INSERT OR IGNORE INTO chunk_index (chunk, file, offset, size) VALUES (?, ?, ?, ?)", rows)
-
-
-def forget_unused(db: Database, file_sha: str) -> None:
-    """Drop a file's chunks from the index once no file on this disk has that content."""
-    if not _file_here(db, file_sha):
-        db.execute("DELETE FROM chunk_index WHERE file = ?", [file_sha])
+# --- files forgotten ----------------------------------------------------------------------------
 
 
 def forget_ref(db: Database, ref_id: str) -> None:
@@ -97,118 +82,6 @@ def forget_ref(db: Database, ref_id: str) -> None:
     db.execute("DELETE FROM attachment_missing WHERE ref_id = ?", [ref_id])
     for sha in shas:
         forget_unused(db, sha)
-
-
-def _file_here(db: Database, file_sha: str) -> bool:
-    return bool(
-        db.execute("SELECT 1 FROM attachment_files WHERE sha256 = ? LIMIT 1", [file_sha]).fetchone()
-        or db.execute("SELECT 1 FROM attachment_versions WHERE sha256 = ? LIMIT 1", [file_sha]).fetchone()
-    )
-
-
-@dataclass(frozen=True)
-class Location:
-    """Where the bytes of one chunk are on this disk, and what the file looked like when indexed."""
-
-    path: str
-    offset: int
-    size: int
-    file_size: int
-    mtime_ns: int
-
-
-def locate(library: Any, chunk_shas: list[str]) -> list[Location | None]:
-    """For each chunk, a file on this disk that holds it (None if none does)."""
-    out: list[Location | None] = []
-    cache: dict[str, Location | None] = {}
-    files: dict[str, tuple[str, int, int] | None] = {}  # file sha -> (path, size, mtime), per call
-    conn = library.db.conn
-    # One read transaction: outside one, every SELECT takes and drops the WAL read lock itself
-    # (profiled: two fcntl calls per chunk, on the sender and on a receiver looking for local copies).
-    begun = not conn.in_transaction
-    if begun:
-        conn.execute("BEGIN")
-    try:
-        for chunk in chunk_shas:
-            if chunk not in cache:
-                cache[chunk] = _locate_one(library, chunk, files)
-            out.append(cache[chunk])
-    finally:
-        if begun:
-            conn.execute("COMMIT")
-    return out
-
-
-def _locate_one(library: Any, chunk: str, files: dict[str, tuple[str, int, int] | None]) -> Location | None:
-    conn = library.db.conn
-    for file_sha, offset, size in conn.execute(
-        "SELECT file, offset, size FROM chunk_index WHERE chunk = ? LIMIT 4", [chunk]
-    ).fetchall():
-        if file_sha not in files:
-            files[file_sha] = _where_file(library, file_sha)
-        found = files[file_sha]
-        if found is not None:
-            return Location(found[0], offset, size, found[1], found[2])
-    return None
-
-
-def _where_file(library: Any, file_sha: str) -> tuple[str, int, int] | None:
-    conn = library.db.conn
-    row = conn.execute(
-        "SELECT ref_id, name, size, mtime_ns FROM attachment_files WHERE sha256 = ? LIMIT 1", [file_sha]
-    ).fetchone()
-    if row:
-        return str(library.attachment_file(row[0], row[1])), row[2], row[3]
-    row = conn.execute(
-        "SELECT ref_id, sha256, size, mtime_ns FROM attachment_versions WHERE sha256 = ? LIMIT 1", [file_sha]
-    ).fetchone()
-    if row:
-        return str(version_path(library, row[0], row[1])), row[2], row[3]
-    return None
-
-
-def open_indexed(path: str) -> tuple[int, tuple[int, int]]:
-    """An indexed file opened for reading its chunks, and its (size, mtime) as opened, which a
-    chunk's Location must match (else the file changed since it was indexed); (-1, (-1, -1))
-    when it cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return -1, (-1, -1)
-    try:
-        stat = os.fstat(fd)
-    except OSError:
-        os.close(fd)
-        return -1, (-1, -1)
-    return fd, (stat.st_size, stat.st_mtime_ns)
-
-
-def read_chunks(locations: list[Location | None]) -> list[bytes | None]:
-    """Each chunk's bytes, or None if its file is gone or changed since it was indexed (an edit
-    in place not yet scanned: its chunks are not what the index says). Each file is opened once
-    for a run of chunks from it."""
-    out: list[bytes | None] = []
-    fd, path, seen = -1, "", (-1, -1)  # the open file, and its (size, mtime) when opened
-    try:
-        for location in locations:
-            if location is None:
-                out.append(None)
-                continue
-            if location.path != path:
-                if fd >= 0:
-                    os.close(fd)
-                    fd = -1
-                path = location.path
-                fd, seen = open_indexed(path)
-            if fd < 0 or seen != (location.file_size, location.mtime_ns):
-                out.append(None)
-                continue
-            data = os.pread(fd, location.size, location.offset)
-            out.append(data if len(data) == location.size else None)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    return out
 
 
 # --- what this machine lacks ------------------------------------------------------------------
@@ -334,13 +207,14 @@ def needs(library: Any) -> list[Need]:
     for ref_id, name, sha in library.db.execute("SELECT ref_id, name, sha256 FROM attachment_versions").fetchall():
         if not version_path(library, ref_id, sha).is_file():
             _drop_version(library, ref_id, name, sha)
-    reconcile(library)
+    registers_now = _wanted_now(library)
+    reconcile(library, registers_now)
     out: list[Need] = []
     missing_chunks: list[tuple[str, str, str, Missing]] = []
     # A version whose chunks, all verified, did not make up its file would only come out the same again.
     broken = set(library.db.execute("SELECT ref_id, name, sha256 FROM attachment_missing WHERE reason = 'manifest'"))
     held = _held(library)
-    for wanted in _wanted_now(library).values():
+    for wanted in registers_now.values():
         ref_id, name = wanted.ref_id, wanted.name
         for sha in wanted.shas:
             if (ref_id, name, sha) in held or (ref_id, name, sha) in broken:
@@ -386,10 +260,11 @@ def _have_version(library: Any, ref_id: str, name: str, sha: str) -> bool:
     )
 
 
-def reconcile(library: Any) -> dict[str, int]:
-    """Make the files on disk follow the registers: the version shown at the attachment's path,
-    the other versions of a conflict beside it, nothing that no register holds any more (space is
-    freed at once: the files are the only copy). Files of permanently deleted references go too."""
+def reconcile(library: Any, registers_now: dict[tuple[str, str], Wanted] | None = None) -> dict[str, int]:
+    """Make the files on disk follow the registers (`registers_now`, if just read): the version
+    shown at the attachment's path, the other versions of a conflict beside it, nothing that no
+    register holds any more (space is freed at once: the files are the only copy). Files of
+    permanently deleted references go too."""
     removed = moved = 0
     db = library.db
     for (ref_id,) in db.execute(
@@ -400,7 +275,8 @@ def reconcile(library: Any) -> dict[str, int]:
             forget_ref(db, ref_id)
         remove_ref_files(library, ref_id)
         removed += 1
-    registers_now = _wanted_now(library)
+    if registers_now is None:  # (needs() reads them once for both)
+        registers_now = _wanted_now(library)
     none = Wanted("", "", None, ())
     # Files whose attachment no longer exists (deleted, here or elsewhere).
     for ref_id, name, sha in db.execute("SELECT ref_id, name, sha256 FROM attachment_files").fetchall():
