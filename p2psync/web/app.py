@@ -31,6 +31,7 @@ HERE = Path(__file__).parent
 # The page modules, in the order of the navigation bar; each exports `routes`.
 PAGE_MODULES = (
     "library_pages",
+    "group_pages",
     "reference_pages",
     "files_pages",
     "sync_pages",
@@ -106,11 +107,12 @@ def _common(request: web.Request) -> dict[str, Any]:
         "path": request.path,
         "notices": notices,
         "version": __version__,
-        "library_name": request.app.get(LIBRARY_NAME, ""),
+        "library_name": request.get(CURRENT_NAME) or request.app.get(LIBRARY_NAME, ""),
     }
 
 
 LIBRARY_NAME = web.AppKey("library_name", str)
+CURRENT_NAME = "p2psync_library_name"  # request key: the library's name when the page was asked for
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -154,6 +156,14 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+@web.middleware
+async def current_name(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Pages show the library's name as it is now: a rename on another device arrives by sync."""
+    if request.method == "GET" and SESSION in request and not request.path.startswith(("/static/", "/events")):
+        request[CURRENT_NAME] = await run(request, library_name)
+    return await handler(request)
 
 
 @web.middleware
@@ -207,7 +217,9 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 def make_web_app(node: Node, door: Door, hub: EventHub, library_name: str) -> web.Application:
-    app = web.Application(middlewares=[headers, guard, in_words], client_max_size=1024**3)  # uploads: PDFs, imports
+    app = web.Application(
+        middlewares=[headers, guard, current_name, in_words], client_max_size=1024**3
+    )  # uploads: PDFs, imports
     app[STATE] = WebState(node, door, hub)
     app[LIBRARY_NAME] = library_name
     environment = aiohttp_jinja2.setup(

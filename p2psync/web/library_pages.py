@@ -25,7 +25,7 @@ from p2psync.model.people import display_person
 from p2psync.store.library import Library, ReferenceRow, duplicates
 from p2psync.store.library import listing as lists
 from p2psync.store.library.listing import Listing, ReferencePage, View
-from p2psync.store.library.records import GroupRow
+from p2psync.store.library.records import GroupRow, GroupSetRow
 from p2psync.web.app import notice, page, redirect, run
 from p2psync.web.app import state as web_state
 
@@ -128,6 +128,17 @@ class Sidebar:
     duplicates: int | None  # None: still being worked out
     trash: int
     groups: tuple[GroupRow, ...]
+    sets: tuple[GroupSetRow, ...] = ()  # with their groups (web/group_pages.py changes them)
+
+    @property
+    def unfiled(self) -> tuple[GroupRow, ...]:
+        """The groups in no set, shown after the sets."""
+        return tuple(g for g in self.groups if g.set is None)
+
+    @property
+    def plain(self) -> tuple[GroupRow, ...]:
+        """The groups references can be added to by hand (not smart groups)."""
+        return tuple(g for g in self.groups if not g.smart)
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,7 @@ class LibraryView:
     sidebar: Sidebar
     title: str  # of the view: "All references", a group's name, ...
     group_name: str | None  # the group listed, for rename and delete
+    group: GroupRow | None = None  # the group listed (its search, its set)
 
 
 def _sidebar(library: Library, known: dict[View, int]) -> Sidebar:
@@ -151,12 +163,14 @@ def _sidebar(library: Library, known: dict[View, int]) -> Sidebar:
     waiting = duplicates.pending(library.db)
     if 0 < waiting <= duplicates.BATCH:
         duplicates.catch_up(library.db)
+    groups = library.groups.rows(system=False)
     return Sidebar(
         total=count(View.ALL),
         conflicts=count(View.CONFLICTS),
         duplicates=None if waiting > duplicates.BATCH else count(View.DUPLICATES),
         trash=count(View.TRASH),
-        groups=tuple(library.groups.rows(system=False)),
+        groups=tuple(groups),
+        sets=tuple(library.sets.rows(groups)),
     )
 
 
@@ -200,7 +214,11 @@ def library_view(library: Library, state: ListState, sidebar: bool = True) -> Li
     if not listing.query and listing.view is not View.GROUP:
         known[listing.view] = found.total
     bar = _sidebar(library, known) if sidebar else Sidebar(0, 0, 0, 0, ())
-    return LibraryView(found, bar, title, group_name)
+    group = None
+    if listing.view is View.GROUP:
+        rows = bar.groups if sidebar else tuple(library.groups.rows(system=False))
+        group = next((g for g in rows if g.id == listing.group), None)
+    return LibraryView(found, bar, title, group_name, group)
 
 
 # --- how a row reads -----------------------------------------------------------------------------
