@@ -394,13 +394,24 @@ def stop_daemon(proc: subprocess.Popen[bytes], log: IO[bytes]) -> int:
 
 
 def fetched_in_log(log: Path, offset: int) -> tuple[float, float]:
-    """MB fetched and MB copied from B's own disk, from the daemon's 'attachments:' lines after `offset`."""
+    """MB fetched and MB copied from B's own disk, from the daemon's 'attachments:' lines after
+    `offset` ('attachments: 20 files in (2.6 MB fetched, 120.6 MB from this disk), ...', the sizes
+    as model/sizes.human_size writes them)."""
     fetched = local = 0.0
     for line in log.read_bytes()[offset:].decode(errors="replace").splitlines():
-        if "attachments:" in line and "MB fetched" in line:
-            fetched += float(line.split("(")[1].split(" MB fetched")[0])
-            local += float(line.split("MB fetched, ")[1].split(" MB from")[0])
+        if "attachments:" in line and " fetched, " in line:
+            inside = line.split("(", 1)[1].split(")", 1)[0]
+            moved, _, here = inside.partition(" fetched, ")
+            fetched += _mb(moved)
+            local += _mb(here.removesuffix(" from this disk"))
     return fetched, local
+
+
+def _mb(text: str) -> float:
+    """'2.6 MB', '900.0 KB', '300 bytes' -> MB."""
+    number, _, unit = text.strip().partition(" ")
+    scale = {"bytes": 1e-6, "KB": 1e-3, "MB": 1.0, "GB": 1e3, "TB": 1e6}[unit]
+    return float(number) * scale
 
 
 def delta_run(
