@@ -248,6 +248,33 @@ def test_a_group_moved_while_deleted_elsewhere_stays_deleted(three: list[Library
     assert _shown(a) == _shown(c)
 
 
+def test_joining_another_library_keeps_smart_groups_and_sets(tmp_path: Path) -> None:
+    """Pairing a full library into another (store/rebase.py) writes its groups back as they were:
+    a smart group with its search, every group in its set."""
+    from p2psync.store import rebase
+
+    with Library.create(tmp_path / "home", "Home") as home, Library.create(tmp_path / "work", "Work") as work:
+        _ref(home, "Cortex at home")
+        home.sets.create("Shared")
+        ref = _ref(work, "Neural work")
+        work.sets.create("Thesis")
+        work.sets.create("shared")  # the same set as home's, by name
+        work.groups.create_smart("Neuro", "neur", group_set="Thesis")
+        plain = work.groups.create("Reading", group_set="shared")
+        work.add_to_group(plain, [ref])
+        rebase.rebase(work, home.library_id, home.name)
+        home.add_device(work.identity().public_bytes, "work")
+        sync_libraries(home, work)
+        rebase.finish_merge(work)
+        sync_libraries(home, work)
+        for library in (home, work):
+            assert [(g[1], g[2], g[3], g[4]) for g in _groups(library)] == [
+                ("Neuro", 1, "neur", "Thesis"),
+                ("Reading", 1, None, "Shared"),
+            ]
+            assert [s[1] for s in _sets(library)] == ["Shared", "Thesis"]
+
+
 # --- hostile input from a peer --------------------------------------------------------------------
 
 

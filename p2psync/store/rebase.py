@@ -107,7 +107,17 @@ def rebase(library: Library, library_id: str, name: str) -> Content:
             "INSERT OR REPLACE INTO merge_stash (kind, id, body) "
             "SELECT 'ref', id, json_object('data', json(data), 'num', num) FROM refs WHERE deleted = 0"
         )
-        for group_id, group_name in db.execute("SELECT id, name FROM groups WHERE name IS NOT NULL").fetchall():
+        # Smart groups keep their search and every group its set (by name): both are written
+        # back as they were (issue 23), not as plain, unfiled groups.
+        db.execute(
+            "INSERT OR REPLACE INTO merge_stash (kind, id, body) "
+            "SELECT 'groupset', id, json_object('name', name) FROM group_sets WHERE name IS NOT NULL"
+        )
+        named_groups = db.execute(
+            "SELECT g.id, g.name, g.query, s.name FROM groups g LEFT JOIN group_sets s "
+            "ON s.id = g.set_id AND s.name IS NOT NULL WHERE g.name IS NOT NULL"
+        ).fetchall()
+        for group_id, group_name, query, set_name in named_groups:
             members = [
                 r
                 for (r,) in db.execute(
@@ -118,7 +128,7 @@ def rebase(library: Library, library_id: str, name: str) -> Content:
             ]
             db.execute(
                 "INSERT OR REPLACE INTO merge_stash (kind, id, body) VALUES ('group', ?, ?)",
-                [group_id, dumps({"name": group_name, "refs": members})],
+                [group_id, dumps({"name": group_name, "refs": members, "query": query, "set": set_name})],
             )
         db.execute(
             "INSERT OR REPLACE INTO merge_stash (kind, id, body) "
@@ -147,7 +157,7 @@ def finish_merge(library: Library) -> MergeReport | None:
     report = MergeReport()
     links: list[tuple[Path, Path]] = []  # files to hard-link before committing
     with library.writing() as writer:
-        stash: dict[str, list[dict[str, Any]]] = {"ref": [], "group": [], "attachment": []}
+        stash: dict[str, list[dict[str, Any]]] = {"ref": [], "group": [], "attachment": [], "groupset": []}
         for kind, item_id, body in db.execute("SELECT kind, id, body FROM merge_stash ORDER BY kind, id"):
             stash[kind].append(json.loads(body) | {"id": item_id})
         index = _duplicate_index(library)
@@ -176,16 +186,24 @@ def finish_merge(library: Library) -> MergeReport | None:
                 index.setdefault(key, item["id"])
             report.added += 1
 
+        named_sets = db.execute("SELECT id, name FROM group_sets WHERE name IS NOT NULL")
+        sets_here = {name.casefold(): set_id for set_id, name in named_sets}
+        for group_set in stash["groupset"]:
+            if group_set["name"].casefold() not in sets_here:
+                writer.log(ops.groupset_put(group_set["id"], group_set["name"]))
+                sets_here[group_set["name"].casefold()] = group_set["id"]
         named = db.execute("SELECT id, name FROM groups WHERE name IS NOT NULL")
         groups_here = {name.casefold(): group_id for group_id, name in named}
         for group in stash["group"]:
             group_id = groups_here.get(group["name"].casefold())
             if group_id is None:
                 group_id = group["id"]
-                writer.log(ops.group_put(group_id, group["name"]))
+                in_set = sets_here.get(group["set"].casefold()) if group.get("set") else None
+                writer.log(ops.group_put(group_id, group["name"], query=group.get("query"), group_set=in_set))
                 groups_here[group["name"].casefold()] = group_id
                 report.groups_added += 1
-            _add_members(writer, db, group_id, [target[r] for r in group["refs"] if r in target])
+            if group.get("query") is None and library.groups.query_of(group_id) is None:  # never fill a smart one
+                _add_members(writer, db, group_id, [target[r] for r in group["refs"] if r in target])
         if review:
             group_id = groups_here.get(REVIEW_GROUP.casefold())
             if group_id is None:
