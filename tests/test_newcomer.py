@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from p2psync.model.ids import is_id, is_id_prefix
 from tests.support import cli
@@ -69,6 +71,34 @@ def test_a_malformed_reference_id_gets_a_valid_example(tmp_path: Path) -> None:
     quoted = re.findall(r"'([a-z0-9]{4,16})(?:\.\.\.)?'", done.stderr)
     assert quoted and all(is_id_prefix(q) for q in quoted if q != "k3x9"), done.stderr
     assert "your own" in done.stderr
+
+
+# --- help summaries --------------------------------------------------------------------------
+
+
+def _groups(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Group]]:
+    if not isinstance(command, click.Group):
+        return []
+    found = [(path, command)]
+    for name, sub in command.commands.items():
+        found.extend(_groups(sub, (*path, name)))
+    return found
+
+
+def test_no_help_summary_is_cut_off() -> None:
+    from p2psync.cli import cli as main
+
+    runner = CliRunner()
+    groups = _groups(main)
+    assert len(groups) > 5
+    cut: list[str] = []
+    for path, _group in groups:
+        result = runner.invoke(main, [*path, "--help"], terminal_width=80)
+        assert result.exit_code == 0, (path, result.output)
+        listing = result.output.split("Commands:", 1)[1] if "Commands:" in result.output else ""
+        lines = [line.strip() for line in listing.splitlines() if line.rstrip().endswith("...")]
+        cut.extend(f"p2psync {' '.join(path)}: {line}" for line in lines)
+    assert cut == [], "summaries cut off with '...':\n" + "\n".join(cut)
 
 
 # --- usage errors ----------------------------------------------------------------------------

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from p2psync.relay.report import RelaySyncReport
 
 
-@click.group()
+@click.group(short_help="The online account: sync through a relay.")
 def account() -> None:
     """The online account: sync this library through a relay when devices never meet on a LAN.
 
@@ -217,7 +217,7 @@ def echo_sync(sync: RelaySyncReport, show_error: bool = True) -> None:
         click.echo(f"Relay: {sync.error}", err=True)
 
 
-@account.command()
+@account.command(short_help="Create an account and link this library.")
 @_login_options
 def signup(
     url: str,
@@ -236,7 +236,7 @@ def signup(
     _run_login(True, url, email, password_stdin, backup, backup_dir, yes, as_json)
 
 
-@account.command()
+@account.command(short_help="Log in to an account and link this library.")
 @_login_options
 def login(
     url: str,
@@ -258,7 +258,7 @@ def login(
     _run_login(False, url, email, password_stdin, backup, backup_dir, yes, as_json)
 
 
-@account.command()
+@account.command(short_help="The account: relay, storage, last sync.")
 @library_option
 @json_option
 def status(as_json: bool) -> None:
@@ -276,7 +276,7 @@ def status(as_json: bool) -> None:
         click.echo(f"{label + ':':<13}{text}")
 
 
-@account.command()
+@account.command(short_help="Log this device out of the account.")
 @library_option
 @json_option
 def logout(as_json: bool) -> None:
@@ -291,7 +291,7 @@ def logout(as_json: bool) -> None:
         click.echo(words.RELAY_NOT_TOLD, err=True)
 
 
-@account.command()
+@account.command(short_help="Forget this library's link to its account.")
 @library_option
 @json_option
 def reset(as_json: bool) -> None:
@@ -302,7 +302,7 @@ def reset(as_json: bool) -> None:
     _print_reset(message, as_json)
 
 
-@account.command()
+@account.command(short_help="Delete everything the account stores.")
 @yes_option
 @library_option
 @json_option

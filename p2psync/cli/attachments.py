@@ -10,7 +10,7 @@ from p2psync.cli.common import json_option, library_option, open_library, print_
 from p2psync.opener import open_file
 
 
-@click.command()
+@click.command(short_help="Copy a file into the library for a reference.")
 @click.argument("ref_id", metavar="ID")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--name", help="Store under this file name (default: the file's own name).")
@@ -36,7 +36,7 @@ def attachment() -> None:
     """List, open, export and remove attachments."""
 
 
-@attachment.command("list")
+@attachment.command("list", short_help="List a reference's attachments.")
 @click.argument("ref_id", metavar="ID")
 @library_option
 @json_option
@@ -69,7 +69,7 @@ def path(ref_id: str, name: str, as_json: bool) -> None:
         click.echo(str(where))
 
 
-@attachment.command("open")
+@attachment.command("open", short_help="Open an attachment in its default app.")
 @click.argument("ref_id", metavar="ID")
 @click.argument("name")
 @library_option
@@ -105,7 +105,7 @@ def export(ref_id: str, name: str, out: Path, as_json: bool) -> None:
         click.echo(f"Wrote {result['path']} ({result['size']} bytes).")
 
 
-@attachment.command("rm")
+@attachment.command("rm", short_help="Remove an attachment, here and everywhere.")
 @click.argument("ref_id", metavar="ID")
 @click.argument("name")
 @library_option

@@ -11,7 +11,7 @@ from p2psync.errors import InvalidValue
 from p2psync.store.library.conflicts import field_label, value_text
 
 
-@click.group()
+@click.group(short_help="See and resolve sync conflicts.")
 def conflicts() -> None:
     """See and resolve sync conflicts (a field changed differently on two machines).
 
@@ -36,7 +36,7 @@ def list_(as_json: bool) -> None:
         click.echo(f"{item['id']}  {', '.join(item['fields']):<24} {truncate(item['title'], 60)}")
 
 
-@conflicts.command("show")
+@conflicts.command("show", short_help="Show every version of each conflicted field.")
 @click.argument("ref_id", metavar="ID")
 @library_option
 @json_option
@@ -58,7 +58,7 @@ def show(ref_id: str, as_json: bool) -> None:
             click.echo(f"  {who:<40} {item['time']}  {value_text(name, item['value'])}")
 
 
-@conflicts.command("resolve")
+@conflicts.command("resolve", short_help="Choose versions, or type a new value.")
 @click.argument("ref_id", metavar="ID")
 @click.option("--keep", help="Whose version to keep for every field: local, remote, or a device id.")
 @click.option(

@@ -16,7 +16,7 @@ from p2psync.store import exchange
 FORMAT_CHOICES = click.Choice(sorted(formats.FORMATS), case_sensitive=False)
 
 
-@click.command("import")
+@click.command("import", short_help="Import a RIS, BibTeX, EndNote XML or CSL-JSON file.")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--format", "fmt", type=FORMAT_CHOICES, help="The file's format (default: guessed from its content).")
 @click.option("--encoding", help="The file's text encoding if not UTF-8 (e.g. cp1252, latin-1).")
@@ -57,7 +57,7 @@ def import_(
         click.echo(line)
 
 
-@click.command()
+@click.command(short_help="Export to RIS, BibTeX, EndNote XML or CSL-JSON.")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--format", "fmt", type=FORMAT_CHOICES, help="Format to write (default: from the file's extension).")
 @click.option("--group", help="Only the references in this group.")

@@ -69,7 +69,7 @@ def device(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{out['short_id']}  {out['device_id']}")
 
 
-@device.command("rename")
+@device.command("rename", short_help="Rename this device on every member.")
 @click.argument("name")
 @library_option
 @json_option

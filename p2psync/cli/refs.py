@@ -168,7 +168,7 @@ def print_references(records: Iterable[ReferenceRow], as_json: bool) -> None:
         )
 
 
-@ref.command("list")
+@ref.command("list", short_help="List references (id, year, author, title).")
 @click.option("--group", help="Only references in this group (name or id).")
 @click.option("--trash", is_flag=True, help="List the trash instead.")
 @click.option("--limit", type=click.IntRange(min=0), help="At most this many.")
@@ -195,7 +195,7 @@ def list_(
         print_references(records, as_json)
 
 
-@ref.command("search")
+@ref.command("search", short_help="Search the full text; best matches first.")
 @click.argument("text", nargs=-1, required=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many results.")
 @click.option("--trash", is_flag=True, help="Search the trash instead.")
@@ -211,7 +211,7 @@ def search(text: tuple[str, ...], limit: int | None, trash: bool, as_json: bool)
         print_references(library.refs.search(" ".join(text), limit=limit, trashed=trash), as_json)
 
 
-@ref.command("rm")
+@ref.command("rm", short_help="Move references to the trash.")
 @click.argument("ref_ids", metavar="ID...", nargs=-1, required=True)
 @library_option
 @json_option

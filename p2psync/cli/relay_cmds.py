@@ -57,13 +57,13 @@ def _listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     return host, int(port)
 
 
-@click.group()
+@click.group(short_help="Run a relay: the online account's server.")
 def relay() -> None:
     """Run a relay: the online account that carries a library between machines that are never on
     one network at the same time. It stores and forwards only ciphertext (see docs/relay-operations.md)."""
 
 
-@relay.command()
+@relay.command(short_help="Serve the relay until Ctrl-C or SIGTERM.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on (0.0.0.0: all).")
 @click.option(
     "--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535), help="0: any free port."
@@ -181,7 +181,7 @@ def serve(
         ) from None
 
 
-@relay.command()
+@relay.command(short_help="Move a SQLite relay's store into PostgreSQL.")
 @click.option(
     "--from",
     "source",

@@ -10,7 +10,7 @@ from p2psync.cli.common import json_option, library_option, library_path, open_l
 from p2psync.store import backup as backups
 
 
-@click.command()
+@click.command(short_help="Write one archive of the library and its files.")
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=True),

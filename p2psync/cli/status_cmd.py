@@ -14,7 +14,7 @@ from p2psync.model.sizes import human_size
 from p2psync.sync_status import MISSING_SHOWN, SyncProgress, read_progress, sync_status
 
 
-@click.command()
+@click.command(short_help="What sync is doing, per peer and the relay.")
 @click.option("--watch", is_flag=True, help="Show it live, with a running daemon's progress, until Ctrl-C.")
 @click.option("--count", type=click.IntRange(min=1), help="With --watch: stop after this many refreshes.")
 @click.option(

@@ -345,7 +345,8 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
 
 
-@click.group(invoke_without_command=True)  # `daemon` runs it; `daemon install|uninstall` start it at login
+# `daemon` runs it; `daemon install|uninstall` start it at login
+@click.group(invoke_without_command=True, short_help="Serve this library and keep it in sync.")
 @click.option(
     "--listen",
     default=f"0.0.0.0:{DEFAULT_PORT}",

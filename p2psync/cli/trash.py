@@ -36,7 +36,7 @@ def restore(ref_ids: tuple[str, ...], as_json: bool) -> None:
         click.echo(f"Restored {len(ids)} reference(s).")
 
 
-@trash.command("empty")
+@trash.command("empty", short_help="Delete the trash for good, everywhere.")
 @library_option
 @yes_option
 @json_option

@@ -13,7 +13,7 @@ import click
 from p2psync.cli.common import json_option, library_option, library_path, open_library
 
 
-@click.command()
+@click.command(short_help="Open the library in your browser.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="Port on 127.0.0.1 (default: any free one).")
 @click.option("--no-open", is_flag=True, help="Do not open the browser; only print the link.")
 @library_option
