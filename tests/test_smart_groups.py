@@ -275,6 +275,39 @@ def test_joining_another_library_keeps_smart_groups_and_sets(tmp_path: Path) -> 
             assert [s[1] for s in _sets(library)] == ["Shared", "Thesis"]
 
 
+def test_over_the_loopback_network_between_two_nodes(tmp_path: Path) -> None:
+    """The real peer path: TLS between two Nodes on 127.0.0.1, change sets in frames."""
+    import asyncio
+
+    from p2psync.node import Address, Node
+
+    a = founded(tmp_path / "a")
+    b = joined(a, tmp_path / "b", "B")
+    a.sets.create("Thesis")
+    a.groups.create_smart("Neuro", "neur", group_set="Thesis")
+    _ref(a, "Neural nets")
+    b.sets.create("Reading")
+    b.rename("Lab library")
+    a.close()
+    b.close()
+
+    async def scenario() -> Any:
+        server, client = Node(tmp_path / "a"), Node(tmp_path / "b")
+        await server.serve("127.0.0.1", 0)
+        try:
+            return await client.sync([Address("127.0.0.1", server.port or 0)])
+        finally:
+            await client.close()
+            await server.close()
+
+    [result] = asyncio.run(scenario())
+    assert not isinstance(result, Exception), result
+    with Library.open(tmp_path / "a") as a, Library.open(tmp_path / "b") as b:
+        assert _shown(a) == _shown(b) and a.name == b.name == "Lab library"
+        assert [s[1] for s in _sets(a)] == ["Reading", "Thesis"]
+        assert _groups(b)[0][1:] == ("Neuro", 1, "neur", "Thesis")
+
+
 # --- hostile input from a peer --------------------------------------------------------------------
 
 
