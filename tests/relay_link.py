@@ -6,7 +6,7 @@ so a test reads `link.login(...)`, `link.read_link(...)` as before."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from p2psync.relay import account, link_rules, sync_round
@@ -31,7 +31,7 @@ def login(
     password: str,
     signup: bool = False,
     ask: Ask | None = None,
-    backup: Callable[[Library], Any] | None = None,
+    backup: link_rules.BackUp | None = None,
     run_sync: bool = True,
 ) -> LoginReport:
     """link_rules.login, run to the end."""
@@ -44,7 +44,7 @@ def signup(
     email: str,
     password: str,
     ask: Ask | None = None,
-    backup: Callable[[Library], Any] | None = None,
+    backup: link_rules.BackUp | None = None,
     run_sync: bool = True,
 ) -> LoginReport:
     return login(library, url, email, password, True, ask, backup, run_sync)

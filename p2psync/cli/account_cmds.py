@@ -79,16 +79,12 @@ def _ask(yes: bool) -> link.Ask:
     return ask
 
 
-def _backup(choice: bool | None, folder: Path | None) -> Any:
-    if choice is False:
-        return None
-
-    def make(library: Library) -> dict[str, Any]:
-        manifest = backups.before_merge(library, folder)
-        click.echo(backups.backed_up_sentence(manifest), err=True)
-        return manifest
-
-    return make
+def _backup(choice: bool | None, folder: Path | None) -> backups.BackupChoice:
+    """The backup before the login's sync changes this library (the rule is BackupChoice's),
+    said on stderr when it is made."""
+    return backups.BackupChoice(
+        choice, folder, lambda manifest: click.echo(backups.backed_up_sentence(manifest), err=True)
+    )
 
 
 @contextlib.contextmanager
@@ -111,7 +107,7 @@ def _login_options(func: Any) -> Any:
             click.option(
                 "--backup/--no-backup",
                 default=None,
-                help="Back up this library before a merge changes it (default: yes when merging).",
+                help="Back up this library before the first sync, a re-link or a merge changes it (default: yes).",
             ),
             click.option(
                 "--backup-dir",

@@ -35,7 +35,6 @@ from p2psync.net.worker import LibraryWorker
 from p2psync.node import Node, announce_addresses, parse_address
 from p2psync.store import backup as backups
 from p2psync.store import rebase
-from p2psync.store.library import Library
 
 
 @click.command()
@@ -122,6 +121,7 @@ def _offer(
 ) -> None:
     where = parse_address(listen, DEFAULT_PAIR_PORT, allow_any_port=True)
     path = library_path()
+    made: list[str] = []  # the backup made before the merge (its path)
     with open_library():
         pass  # the offering side must have the library: fail early, in words
     warnings = warn_about_folder(path)
@@ -130,8 +130,7 @@ def _offer(
         node = Node(path)
         announcer: discovery.Announcer | None = None
         loop = asyncio.get_running_loop()
-        make_backup = None if backup is False else (lambda library: _backup(library, backup_dir))
-        session = OfferSession(node.worker, seconds, make_backup)
+        session = OfferSession(node.worker, seconds, _backup(backup, backup_dir, made))
         code = session.code
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, session.end)
@@ -160,7 +159,7 @@ def _offer(
 
     outcome = asyncio.run(run())
     if as_json:
-        print_json({**outcome.as_dict(), "warnings": warnings})
+        print_json({**outcome.as_dict(), "warnings": warnings, "backup": made[0] if made else None})
         return
     for line in outcome.sentences():
         click.echo(line)
@@ -188,10 +187,15 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:g} minutes" if seconds >= 60 else f"{seconds:g} seconds"
 
 
-def _backup(library: Library, folder: Path | None) -> dict[str, Any]:
-    manifest = backups.before_merge(library, folder)
-    click.echo(backups.backed_up_sentence(manifest), err=True)
-    return manifest
+def _backup(choice: bool | None, folder: Path | None, made: list[str]) -> backups.BackupChoice:
+    """The backup before a merge changes this library (the rule is BackupChoice's): said on
+    stderr, and its path kept in `made` for --json."""
+
+    def said(manifest: dict[str, Any]) -> None:
+        made.append(str(manifest["path"]))
+        click.echo(backups.backed_up_sentence(manifest), err=True)
+
+    return backups.BackupChoice(choice, folder, said)
 
 
 # --- joining ----------------------------------------------------------------------------------
@@ -211,24 +215,24 @@ def _join(
         raise InvalidValue("With --no-mdns, give the other device's address with --address HOST:PORT.")
     path = library_path()
     warnings = warn_about_folder(path)  # (before the wait: a library about to fill up is at risk too)
+    backed_up: list[str] = []  # the backup made before the merge (its path)
     # A new, empty library becomes a copy of the other one; if pairing fails before it joined,
     # it is removed again (once it took the other's id, it stays: the next sync finishes the join).
     with library_made_if_absent(path, lambda library, made_id: library.library_id == made_id) as made:
         if made:
             click.echo(f"Created an empty library at {path} to receive the other one.", err=True)
-        result = _join_with(path, code, address, backup, backup_dir, interfaces, yes)
+        result = _join_with(path, code, address, _backup(backup, backup_dir, backed_up), interfaces, yes)
     with open_library() as library, progress(library.search_backlog(), "Indexing for search") as advance:
         for done in library.catch_up_search():
             advance(done)
-    _print_joined(result, as_json, warnings)
+    _print_joined(result, backed_up[0] if backed_up else None, as_json, warnings)
 
 
 def _join_with(
     path: Path,
     code: str,
     address: str | None,
-    backup: bool | None,
-    backup_dir: Path | None,
+    before_merge: backups.BackupChoice,
     interfaces: list[str] | None,
     yes: bool,
 ) -> JoinResult:
@@ -251,17 +255,16 @@ def _join_with(
             host, port = await find_offer(parse_code(code).nameplate, interfaces)
         worker = LibraryWorker(path)
         try:
-            make_backup = None if backup is False else (lambda library: _backup(library, backup_dir))
-            return await join(worker, code, host, port, ask_merge, make_backup, announce=_say)
+            return await join(worker, code, host, port, ask_merge, before_merge, announce=_say)
         finally:
             await worker.close()
 
     return asyncio.run(run())
 
 
-def _print_joined(result: JoinResult, as_json: bool, warnings: list[dict[str, str]]) -> None:
+def _print_joined(result: JoinResult, backup: str | None, as_json: bool, warnings: list[dict[str, str]]) -> None:
     if as_json:
-        print_json({**result.as_dict(), "warnings": warnings})
+        print_json({**result.as_dict(), "warnings": warnings, "backup": backup})
         return
     for line in result.sentences():
         click.echo(line)

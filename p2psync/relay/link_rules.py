@@ -41,6 +41,7 @@ from p2psync.relay.report import RelaySyncReport
 from p2psync.relay.state import PEER, LinkState, read_link
 from p2psync.relay.sync_round import sync_or_report
 from p2psync.store import rebase, relay_state
+from p2psync.store.backup import Reason
 from p2psync.store.db import write_transaction
 from p2psync.store.library import Library, device_add_op
 from p2psync.store.rebase import Content
@@ -93,6 +94,9 @@ class Question:
 
 
 Ask = Callable[[Question], bool]
+# The caller's backup (store/backup.BackupChoice): called with the reason before a login's sync can
+# change this library; returns the backup's manifest, or None when it made none.
+BackUp = Callable[[Library, Reason], dict[str, Any] | None]
 
 
 def _confirm(ask: Ask | None, question: Question) -> None:
@@ -122,6 +126,7 @@ class LoginReport:
     theirs: dict[str, int] | None = None
     sync: RelaySyncReport | None = None
     message: str | None = None
+    backup: str | None = None  # the backup made before this login changed the library (its path)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +138,7 @@ class LoginReport:
             "broke_link": self.broke_link,
             **({"ours": self.ours, "theirs": self.theirs} if self.ours is not None else {}),
             "sync": self.sync.as_dict() if self.sync else None,
+            "backup": self.backup,
             **({"message": self.message} if self.message else {}),
         }
 
@@ -144,14 +150,17 @@ async def login(
     password: str,
     signup: bool = False,
     ask: Ask | None = None,
-    backup: Callable[[Library], Any] | None = None,
+    backup: BackUp | None = None,
     run_sync: bool = True,
 ) -> LoginReport:
     """Log in to (or sign up on) the relay at `url`, bind or join (section 4), then sync once.
 
     `ask` answers the questions (breaking the link to another account, merging two libraries);
     without it those raise RelayLinkedElsewhere / RelayMergeNeedsConfirmation. `backup` is
-    called before a merge changes this library."""
+    called, with the reason, before the login's sync can change this library: before a merge,
+    before its first sync with the account (it binds the account or joins its library), before it
+    re-links to an account that holds it (after a reset), and before a plain login (the caller
+    decides which it makes; report.backup is the path of the one made)."""
     if is_reset_request(email):
         return LoginReport(relay=url, email=email, mode=LoginMode.RESET, message=await reset(library))
     url = normalize_url(url)
@@ -167,7 +176,7 @@ async def signup(
     email: str,
     password: str,
     ask: Ask | None = None,
-    backup: Callable[[Library], Any] | None = None,
+    backup: BackUp | None = None,
     run_sync: bool = True,
 ) -> LoginReport:
     return await login(library, url, email, password, True, ask, backup, run_sync)
@@ -184,7 +193,7 @@ async def _login(
     password: str,
     signup: bool,
     ask: Ask | None,
-    backup: Callable[[Library], Any] | None,
+    backup: BackUp | None,
     run_sync: bool,
 ) -> LoginReport:
     report = LoginReport(relay=url, email=email)
@@ -236,7 +245,7 @@ async def _bind_or_join(
     link: LinkState,
     same_account: bool,
     ask: Ask | None,
-    backup: Callable[[Library], Any] | None,
+    backup: BackUp | None,
     report: LoginReport,
     again: int = 2,
 ) -> keys.Ring:
@@ -249,6 +258,7 @@ async def _bind_or_join(
         **keys.wrap_rows(wrap_key),
     }
     if account.library_id is None:
+        _back_up(library, backup, Reason.LOGIN if same_account else Reason.FIRST_SYNC, report)
         key = link.key if same_account and link.key else crypto.new_library_key()
         wrapped = crypto.wrap_library_key(wrap_key, key, library.library_id)
         bound: BindOutcome | None = None  # None: another library bound it a moment ago
@@ -274,6 +284,7 @@ async def _bind_or_join(
     key = crypto.unwrap_library_key(wrap_key, account.wrapped_key, account.library_id)
     ring = await keys.ring_at_login(OnThisThread(library), client, key, wrap_key, account.library_id)
     if account.library_id == library.library_id:
+        _back_up(library, backup, Reason.LOGIN if same_account else Reason.RELINK, report)
         before = keys.read_ring(library)
         with write_transaction(library.db):
             relay_state.write_rows_in(
@@ -286,6 +297,7 @@ async def _bind_or_join(
         return ring
     # The account holds another library.
     if rebase.is_empty(library):
+        _back_up(library, backup, Reason.FIRST_SYNC, report)
         _save_joined(library, session, client, ring)
         rebase.rebase(library, account.library_id, library.name)
         report.mode = LoginMode.JOINED
@@ -300,8 +312,7 @@ async def _bind_or_join(
         theirs = rebase.content(staged)
         report.ours, report.theirs = ours.as_dict(), theirs.as_dict()
         _confirm(ask, _merge_question(ours, theirs))
-        if backup is not None:
-            backup(library)
+        _back_up(library, backup, Reason.MERGE, report)
         _save_joined(library, session, client, ring)
         rebase.rebase(library, account.library_id, library.name)
         # What was pulled into the staging library is applied from there, not fetched again.
@@ -312,6 +323,13 @@ async def _bind_or_join(
         shutil.rmtree(staging, ignore_errors=True)
     report.mode = LoginMode.MERGED
     return ring
+
+
+def _back_up(library: Library, backup: BackUp | None, reason: Reason, report: LoginReport) -> None:
+    """The caller's backup before this login changes the library (once per login)."""
+    if backup is not None and report.backup is None:
+        manifest = backup(library, reason)
+        report.backup = str(manifest["path"]) if manifest else None
 
 
 def _token_and_key(client: RelayClient, ring: keys.Ring) -> dict[str, str | int | None]:

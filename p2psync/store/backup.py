@@ -36,13 +36,15 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from p2psync.crypto.identity import DeviceIdentity
 from p2psync.errors import FileProblem, LibraryCorrupt, LibraryExists
-from p2psync.store import schema
+from p2psync.store import rebase, schema
 from p2psync.store.db import write_transaction
 from p2psync.store.files import CHUNK, atomic_writer, fsync_dir
 from p2psync.store.folder import version_file, version_path
@@ -52,6 +54,7 @@ from p2psync.store.sync import seal
 FORMAT = 1
 VERSIONS_DIR = ".p2psync-versions"  # the archive's folder of a reference's kept versions (format 1)
 MANIFEST = "p2psync-backup.json"
+LAST_BACKUP_KEY = "last_backup"  # meta: the last backup this device made (JSON: at, path, reason)
 Progress = Callable[[int], None]
 # What zipfile raises for damaged bytes besides BadZipFile: a cut or broken deflate stream, a flipped
 # flag (encrypted, patched data, unknown method) or a member name that is not UTF-8.
@@ -82,16 +85,93 @@ def backup_path(library: Library, out: Path | None = None, folder: Path | None =
     return (folder or library.path.resolve().parent) / name
 
 
-def before_merge(library: Library, folder: Path | None = None) -> dict[str, Any]:
-    """The backup made before a merge changes this library (pairing, an account login): a new
-    zip beside the library unless `folder` is given. Returns its manifest."""
+class Reason(StrEnum):
+    """Why a backup was made (the manifest's `reason`): each says when in words."""
+
+    MANUAL = "manual"  # p2psync backup
+    MERGE = "merge"  # before two libraries are merged (pairing, an account login)
+    FIRST_SYNC = "first sync"  # before a library's first sync with an account (it binds or joins it)
+    RELINK = "relink"  # before a library re-links to an account that holds it (after a reset)
+    LOGIN = "login"  # before a plain login syncs (only when asked for with --backup)
+    SCHEDULED = "scheduled"  # the daemon's regular backup (--backup-every)
+
+
+_WHEN = {
+    Reason.MERGE: "before merging",
+    Reason.FIRST_SYNC: "before its first sync with the account",
+    Reason.RELINK: "before it re-links to the account",
+    Reason.LOGIN: "before syncing with the account",
+    Reason.SCHEDULED: "(the regular backup)",
+}
+
+
+def before_change(library: Library, reason: Reason, folder: Path | None = None) -> dict[str, Any]:
+    """The backup made before a sync changes this library (a merge, the first sync with an
+    account, a re-link): a new zip beside the library unless `folder` is given. Returns its manifest."""
     target = backup_path(library, folder=folder)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return backup(library, target)
+    return backup(library, target, reason=reason)
+
+
+def before_merge(library: Library, folder: Path | None = None) -> dict[str, Any]:
+    return before_change(library, Reason.MERGE, folder)
 
 
 def backed_up_sentence(manifest: dict[str, Any]) -> str:
-    return f"Backed up this library to {manifest['path']} before merging."
+    """'Backed up this library to PATH before merging.' (one sentence, for stderr or a notice)"""
+    when = _WHEN.get(Reason(manifest.get("reason", Reason.MANUAL)), "")
+    return f"Backed up this library to {manifest['path']}{' ' + when if when else ''}."
+
+
+@dataclass(frozen=True)
+class BackupChoice:
+    """The user's answer to "back up before this sync changes the library?" (--backup/--no-backup,
+    a page's tick box) and where to (--backup-dir), applied the same way by every face: None is
+    the default, yes wherever the library has something to lose, except a plain login (nothing
+    new comes that the library did not sync before); True backs up at every such step; False never.
+    `said` hears each backup made (the command line prints the sentence at once)."""
+
+    choice: bool | None = None
+    folder: Path | None = None
+    said: Callable[[dict[str, Any]], None] | None = None
+
+    def __call__(self, library: Library, reason: Reason = Reason.MERGE) -> dict[str, Any] | None:
+        if self.choice is False:
+            return None
+        if self.choice is None and (reason is Reason.LOGIN or rebase.is_empty(library)):
+            return None
+        manifest = before_change(library, reason, self.folder)
+        if self.said is not None:
+            self.said(manifest)
+        return manifest
+
+
+@dataclass(frozen=True)
+class LastBackup:
+    """The last backup this device made of the library, as recorded in it (shown by `status`)."""
+
+    at: str  # ISO 8601, UTC
+    path: str
+    reason: str
+
+
+def last_backup(library: Library) -> LastBackup | None:
+    row = library.db.execute("SELECT value FROM meta WHERE key = ?", [LAST_BACKUP_KEY]).fetchone()
+    if row is None:
+        return None
+    try:
+        value = json.loads(row[0])
+        return LastBackup(at=str(value["at"]), path=str(value["path"]), reason=str(value["reason"]))
+    except (ValueError, KeyError, TypeError):
+        return None  # a record this version cannot read is as good as none
+
+
+def _record_last(library: Library, manifest: dict[str, Any]) -> None:
+    record = {"at": manifest["created"], "path": manifest["path"], "reason": manifest["reason"]}
+    with write_transaction(library.db):
+        library.db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [LAST_BACKUP_KEY, json.dumps(record)]
+        )
 
 
 def backup_size(library: Library) -> int:
@@ -104,8 +184,11 @@ def backup_size(library: Library) -> int:
     return int(db_bytes + row[0])
 
 
-def backup(library: Library, out: Path, progress: Progress | None = None) -> dict[str, Any]:
-    """Write a backup archive of `library` to `out` (whole or not at all); return its manifest."""
+def backup(
+    library: Library, out: Path, progress: Progress | None = None, reason: Reason = Reason.MANUAL
+) -> dict[str, Any]:
+    """Write a backup archive of `library` to `out` (whole or not at all); return its manifest.
+    The library records it as its last backup (`last_backup`)."""
     advance = progress or (lambda n: None)
     library.scan_attachments()  # so that recorded hashes describe the files we are about to copy
     # Seal this device's pending changes first: a restored copy continues as another device and
@@ -118,6 +201,7 @@ def backup(library: Library, out: Path, progress: Progress | None = None) -> dic
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "reason": str(reason),
             **counts,
             "files": {},
         }
@@ -142,6 +226,7 @@ def backup(library: Library, out: Path, progress: Progress | None = None) -> dic
             ) from None
     manifest["path"] = str(out)
     manifest["bytes"] = out.stat().st_size
+    _record_last(library, manifest)
     return manifest
 
 

@@ -84,6 +84,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     signup = form.get("action") == "signup"
     agreed = form.get("agree") == "yes"
     backup = form.get("backup") == "yes"
+    said: list[str] = []
 
     def ask(question: link_rules.Question) -> bool:
         return agreed  # asked on the page beforehand: without the tick, the question is the answer
@@ -94,8 +95,8 @@ async def login(request: web.Request) -> web.StreamResponse:
                 raise InvalidValue(words.EMPTY_PASSWORD)
             if signup and password != again:
                 raise InvalidValue("The two passwords differ; type the same one twice.")
-        made_backup = (lambda lib: backups.before_merge(lib)) if backup else None
-        report = await link_rules.login(library, url, email, password, signup, ask, made_backup)
+        choice = backups.BackupChoice(backup, said=lambda manifest: said.append(backups.backed_up_sentence(manifest)))
+        report = await link_rules.login(library, url, email, password, signup, ask, choice)
         library.refs.index_now()
         if signup and report.mode != link_rules.LoginMode.RESET:
             try:
@@ -113,6 +114,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     if report.mode == link_rules.LoginMode.RESET:
         notice(request, report.message or link_rules.RESET_MESSAGE)
         return redirect("/account")
+    for sentence in said:  # where the backup went
+        notice(request, sentence)
     notice(request, words.logged_in_sentence(report, signup))
     if report.sync is not None:
         notice(request, f"Relay: {report.sync.sentence()}")
