@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
+from p2psync import regular_backups
 from p2psync.errors import DiskFull, NetworkError, P2PSyncError, PeerUnreachable, SelfConnection
 from p2psync.model.sizes import human_size
 from p2psync.net import tls
@@ -374,12 +376,16 @@ class Node:
         auto: bool = True,
         mdns: bool = False,
         mdns_interfaces: list[str] | None = None,
+        backups: regular_backups.RegularBackups | None = None,
     ) -> None:
         """Sync on start, on the interval and on stop; with `auto` also on local changes, when a
         member appears on the LAN and after changes arrived from a peer. With `mdns`, announce this
-        device and look for the others (call serve() first)."""
+        device and look for the others (call serve() first). With `backups`, back up on that
+        schedule, on a thread of its own (the library is served and synced meanwhile)."""
         loop = asyncio.get_running_loop()
         self._forwarding = auto
+        backing_up: asyncio.Task[None] | None = None
+        timer = await regular_backups.timer(self.worker, backups) if backups is not None else None
         if mdns:
             await self.start_lan(mdns_interfaces)
         watcher = AttachmentWatcher(self.path, self._wake.set) if WATCH else None
@@ -394,6 +400,9 @@ class Node:
             last_scan = loop.time()
             while not stop.is_set():
                 self.watching = watcher is not None and watcher.running
+                if timer is not None and backups is not None and timer.due(time.time()):
+                    timer.started()
+                    backing_up = loop.create_task(regular_backups.back_up(self.path, timer, backups))
                 await self._pause(stop)
                 if stop.is_set():
                     break
@@ -434,6 +443,9 @@ class Node:
         finally:
             self._forwarding = False
             self.watching = False
+            if backing_up is not None and not backing_up.done():
+                log.info("Waiting for the backup under way to finish.")
+                await asyncio.shield(backing_up)  # it lands whole or not at all; its thread cannot be stopped
             if watcher is not None:
                 await watcher.stop()
             await self.stop_lan()

@@ -4,7 +4,8 @@
 `sync_status(library)` gathers, in one read: each other member with what this machine remembers
 of it (store/peers.py PeerStatus), the relay link as recorded (relay/state.py), the local changes
 not yet sent, the conflict count, attachments that should be here and are not with the reason a
-sync last gave (store/transfers.py), and the recent problems with what peers sent. Light on
+sync last gave (store/transfers.py), the recent problems with what peers sent, and the last
+backup (store/backup.py). Light on
 purpose: `status` must start fast, so nothing here imports aiohttp, zeroconf or the relay client.
 
 What a running daemon is doing right now is not in the database: its round's progress (devices
@@ -27,6 +28,7 @@ from typing import Any
 
 from p2psync.relay import state as relay_link
 from p2psync.store import transfers
+from p2psync.store.backup import LastBackup, last_backup
 from p2psync.store.library import Library
 from p2psync.store.peers import PeerStatus, peer_status
 from p2psync.store.sync import recent_problems, unsealed_count
@@ -87,6 +89,7 @@ class SyncStatus:
     problems: tuple[Problem, ...]
     missing_attachments: tuple[MissingAttachment, ...]
     relay: RelayStatus | None
+    last_backup: LastBackup | None = None  # the last backup this device made of the library
 
     @property
     def devices(self) -> tuple[PeerStatus, ...]:
@@ -105,6 +108,7 @@ class SyncStatus:
             "problems": [dataclasses.asdict(p) for p in self.problems],
             "missing_attachments": [dataclasses.asdict(m) for m in self.missing_attachments],
             "relay": dataclasses.asdict(self.relay) if self.relay else None,
+            "last_backup": dataclasses.asdict(self.last_backup) if self.last_backup else None,
         }
 
 
@@ -120,6 +124,7 @@ def sync_status(library: Library, problems: int = 5) -> SyncStatus:
         problems=tuple(Problem(**p) for p in recent_problems(library, limit=problems)),
         missing_attachments=tuple(MissingAttachment(**m) for m in transfers.missing(library)),
         relay=RelayStatus(**relay) if relay else None,
+        last_backup=last_backup(library),
     )
 
 

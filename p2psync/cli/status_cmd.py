@@ -11,6 +11,7 @@ import click
 from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json
 from p2psync.cli.daemon_install import installed
 from p2psync.model.sizes import human_size
+from p2psync.store.backup import backup_line
 from p2psync.sync_status import MISSING_SHOWN, SyncProgress, read_progress, sync_status
 
 
@@ -26,7 +27,8 @@ from p2psync.sync_status import MISSING_SHOWN, SyncProgress, read_progress, sync
 def status(ctx: click.Context, as_json: bool, watch: bool, count: int | None, every: float) -> None:
     """What sync is doing: each peer (last seen, address, last sync, what moved, last error), the
     relay if the library is linked to an account (last sync, what moved, last error), local
-    changes not yet sent, conflicts, and recent problems with what peers (or the relay) sent.
+    changes not yet sent, conflicts, recent problems with what peers (or the relay) sent, and the
+    last backup (when, where).
 
     With --watch, the same live, refreshed every second, headed by what the library's daemon is
     doing (devices synced in its round, change sets in and out, attachment bytes fetched)."""
@@ -73,6 +75,7 @@ def status(ctx: click.Context, as_json: bool, watch: bool, count: int | None, ev
             click.echo(f"    ... and {len(missing) - MISSING_SHOWN} more (status --json lists all)")
     for problem in data.problems:
         click.echo(f"Problem from {problem.peer[:7]} ({problem.reason}): {problem.message}")
+    click.echo(backup_line(data.last_backup))
     if service:
         click.echo(f"Starts at login: {service.path}; its log: {service.logs}")
 

@@ -9,10 +9,12 @@ import re
 import signal
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from p2psync import backup_schedule
 from p2psync.cli.account_cmds import echo_sync
 from p2psync.cli.common import (
     TransferProgress,
@@ -31,6 +33,7 @@ from p2psync.model.sizes import human_size
 from p2psync.net.discovery import DiscoveryError, check_interfaces
 from p2psync.net.protocol import DEFAULT_PORT
 from p2psync.node import DISCOVER_SECONDS, Address, Node, SyncResult, SyncRound, parse_address
+from p2psync.regular_backups import RegularBackups
 from p2psync.relay import link as relay_link
 from p2psync.store.transfers import Missing
 
@@ -366,6 +369,25 @@ def parse_duration(text: str) -> float:
     help="Sync only at start, stop and the interval (not on local changes, arriving peers or forwarded changes).",
 )
 @click.option("--address", "addresses", multiple=True, metavar="HOST:PORT", help="A peer to sync with (repeatable).")
+@click.option(
+    "--backup-every",
+    default=backup_schedule.DEFAULT_EVERY,
+    show_default=True,
+    metavar="DURATION",
+    help="Back up the library this often (e.g. 1d, 7d; 0: never), counted from the last backup on disk.",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=backup_schedule.DEFAULT_KEEP,
+    show_default=True,
+    help="Regular backups kept; the oldest beyond go (only those the daemon made).",
+)
+@click.option(
+    "--backup-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where regular backups go (default: the folder that holds the library).",
+)
 @click.option("--web", "with_web", is_flag=True, help="Also serve the web app on 127.0.0.1 (see `p2psync web`).")
 @click.option(
     "--web-port", type=click.IntRange(0, 65535), default=0, help="The web app's port (default: any free one)."
@@ -378,6 +400,9 @@ def daemon(
     interval: str,
     no_auto: bool,
     addresses: tuple[str, ...],
+    backup_every: str,
+    keep: int,
+    backup_dir: Path | None,
     with_web: bool,
     web_port: int,
     no_mdns: bool,
@@ -393,6 +418,9 @@ def daemon(
     A library linked to a relay account (p2psync account login) syncs with it at start, on the
     interval and on a clean stop.
 
+    It also backs up the library every --backup-every (7d) into --backup-dir, keeping the newest
+    --keep (5) of its regular backups; a backup is due that long after the last one on disk.
+
     With --web the daemon also serves the web app and prints its login link; `p2psync web` then
     prints a new link to this same app whenever you want one.
 
@@ -402,6 +430,7 @@ def daemon(
         return  # install or uninstall: they take their own options
     where = parse_address(listen, DEFAULT_PORT, allow_any_port=True)
     every = duration_option(interval, "--interval")
+    backups = _regular_backups(backup_every, keep, backup_dir)
     static = _addresses(addresses, None)
     interfaces = check_interfaces(list(mdns_interfaces)) if mdns_interfaces else None
     path = library_path()
@@ -438,7 +467,15 @@ def daemon(
             click.echo(f"Serving on {where.host}:{port}; stop with Ctrl-C.", err=True)
             if web_server is not None and not as_json:
                 click.echo(f"Web app: {web_server.login_url()}", err=True)
-            await node.run_daemon(stop, static, every, auto=not no_auto, mdns=not no_mdns, mdns_interfaces=interfaces)
+            await node.run_daemon(
+                stop,
+                static,
+                every,
+                auto=not no_auto,
+                mdns=not no_mdns,
+                mdns_interfaces=interfaces,
+                backups=backups,
+            )
         finally:
             if web_server is not None:
                 await web_server.close()
@@ -446,6 +483,15 @@ def daemon(
         click.echo("Stopped cleanly.", err=True)
 
     asyncio.run(run())
+
+
+def _regular_backups(every: str, keep: int, folder: Path | None) -> RegularBackups | None:
+    """daemon --backup-every/--keep/--backup-dir as a schedule (None: --backup-every 0)."""
+    try:
+        seconds = backup_schedule.parse_every(every)
+    except InvalidValue as exc:
+        raise click.BadParameter(exc.message, param_hint="'--backup-every'") from None
+    return RegularBackups(backup_schedule.Schedule(seconds, keep), folder) if seconds else None
 
 
 from p2psync.cli.daemon_install import install, uninstall  # noqa: E402  (after daemon: it is their group)

@@ -166,6 +166,17 @@ def last_backup(library: Library) -> LastBackup | None:
         return None  # a record this version cannot read is as good as none
 
 
+def backup_line(last: LastBackup | None) -> str:
+    """`status`'s line: 'Last backup: 2026-12-07 10:30 UTC, /home/ada/2026-12-07-...zip'."""
+    if last is None:
+        return "Last backup: none yet ('p2psync backup', or a daemon backs up every 7 days by default)."
+    try:
+        when = datetime.fromisoformat(last.at).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        when = last.at
+    return f"Last backup: {when}, {last.path}"
+
+
 def _record_last(library: Library, manifest: dict[str, Any]) -> None:
     record = {"at": manifest["created"], "path": manifest["path"], "reason": manifest["reason"]}
     with write_transaction(library.db):
