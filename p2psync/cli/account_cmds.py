@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from p2psync.before_merge import BeforeMerge, leave_out_question
 from p2psync.cli.common import (
     json_option,
     library_made_if_absent,
@@ -65,25 +66,46 @@ def _read_password(password_stdin: bool, confirm: bool, prompt: str = "Password"
     return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True))
 
 
-def _ask(yes: bool) -> link.Ask:
+def _ask(yes: bool, before: BeforeMerge, skip_trash: bool | None) -> link.Ask:
     def ask(question: link.Question) -> bool:
         if yes:
             click.echo(f"{question.text} Yes (--yes).", err=True)
-            return True
-        if not sys.stdin.isatty():
+        elif not sys.stdin.isatty():
             raise question.error
-        if not click.confirm(f"{question.text} Proceed?", default=False, err=True):
+        elif not click.confirm(f"{question.text} Proceed?", default=False, err=True):
             raise click.Abort()
+        if question.kind == "merge":
+            before.skip_trash = ask_skip_trash(question.trash, skip_trash, yes)
         return True
 
     return ask
 
 
-def _backup(choice: bool | None, folder: Path | None) -> backups.BackupChoice:
-    """The backup before the login's sync changes this library (the rule is BackupChoice's),
-    said on stderr when it is made."""
-    return backups.BackupChoice(
-        choice, folder, lambda manifest: click.echo(backups.backed_up_sentence(manifest), err=True)
+def ask_skip_trash(trash: int, flag: bool | None, yes: bool) -> bool:
+    """Whether this library's trash is left out of a merge (before_merge.py says what that means):
+    --skip-trash/--merge-trash, else asked on a terminal when there is any, else no."""
+    if flag is not None or not trash:
+        return bool(flag) and trash > 0
+    if yes or not sys.stdin.isatty():
+        return False
+    return click.confirm(leave_out_question(trash), default=False, err=True)
+
+
+skip_trash_option = click.option(
+    "--skip-trash/--merge-trash",
+    default=None,
+    help="Merge: leave this library's trashed references out (deleted here after the backup), "
+    "or merge them too (default: asked when there are any; merged with --yes).",
+)
+
+
+def before_merge(choice: bool | None, folder: Path | None) -> BeforeMerge:
+    """The backup before a sync changes this library (the rule is BackupChoice's), said on
+    stderr when it is made, then the trash, if it is left out."""
+    return BeforeMerge(
+        backups.BackupChoice(
+            choice, folder, lambda manifest: click.echo(backups.backed_up_sentence(manifest), err=True)
+        )
     )
 
 
@@ -114,6 +136,7 @@ def _login_options(func: Any) -> Any:
                 type=click.Path(path_type=Path, file_okay=False),
                 help="Where that backup goes (default: the folder that holds the library).",
             ),
+            skip_trash_option,
             yes_option,
             library_option,
             json_option,
@@ -130,6 +153,7 @@ def _run_login(
     password_stdin: bool,
     backup: bool | None,
     backup_dir: Path | None,
+    skip_trash: bool | None,
     yes: bool,
     as_json: bool,
 ) -> None:
@@ -147,8 +171,9 @@ def _run_login(
         if not signup and not password:
             raise InvalidValue(words.EMPTY_PASSWORD)
         # a new password's strength is judged in link_rules.login, before anything is sent
+        before = before_merge(backup, backup_dir)
         report = asyncio.run(
-            link_rules.login(library, url, email, password, signup, _ask(yes), _backup(backup, backup_dir))
+            link_rules.login(library, url, email, password, signup, _ask(yes, before, skip_trash), before)
         )
         backlog = library.search_backlog()
         if backlog:
@@ -158,11 +183,19 @@ def _run_login(
         click.echo(f"Created a library at {library.path} to receive the account's library.", err=True)
     failed = report.sync.error if report.sync is not None else None
     if as_json:
-        print_json({**report.as_dict(), **({"recovery_key": recovery.words} if recovery else {})})
+        print_json(
+            {
+                **report.as_dict(),
+                "trash_left_out": before.left_out,
+                **({"recovery_key": recovery.words} if recovery else {}),
+            }
+        )
         if failed:
             raise RelayError(failed)  # logged in, but the first sync stopped short (e.g. the storage limit)
         return
     click.echo(words.logged_in_sentence(report, signup))
+    if before.left_out:
+        click.echo(before.sentences()[-1])  # (the backup's sentence was said as it was made)
     if recovery is not None:
         _echo_recovery_key(recovery)
     if report.sync is not None:
@@ -221,6 +254,7 @@ def signup(
     password_stdin: bool,
     backup: bool | None,
     backup_dir: Path | None,
+    skip_trash: bool | None,
     yes: bool,
     as_json: bool,
 ) -> None:
@@ -229,7 +263,7 @@ def signup(
     The password is asked twice (hidden), or read from stdin with --password-stdin. The first
     library that syncs binds the account: it holds that library alone.
     """
-    _run_login(True, url, email, password_stdin, backup, backup_dir, yes, as_json)
+    _run_login(True, url, email, password_stdin, backup, backup_dir, skip_trash, yes, as_json)
 
 
 @account.command(short_help="Log in to an account and link this library.")
@@ -240,6 +274,7 @@ def login(
     password_stdin: bool,
     backup: bool | None,
     backup_dir: Path | None,
+    skip_trash: bool | None,
     yes: bool,
     as_json: bool,
 ) -> None:
@@ -247,11 +282,11 @@ def login(
 
     An empty library receives the account's library. A library with references of its own that
     is not the account's is merged with it, after a question (--yes to agree) and a backup
-    (--no-backup to skip). A library linked to another account asks first, and breaking that
-    link resets its sync state. The e-mail typed with the suffix #!resetLocalSync resets this
-    library's sync state instead of logging in.
+    (--no-backup to skip); --skip-trash leaves its trashed references out. A library linked to
+    another account asks first, and breaking that link resets its sync state. The e-mail typed
+    with the suffix #!resetLocalSync resets this library's sync state instead of logging in.
     """
-    _run_login(False, url, email, password_stdin, backup, backup_dir, yes, as_json)
+    _run_login(False, url, email, password_stdin, backup, backup_dir, skip_trash, yes, as_json)
 
 
 @account.command(short_help="The account: relay, storage, last sync.")

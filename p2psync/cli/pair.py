@@ -9,10 +9,11 @@ import secrets
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
+from p2psync.before_merge import BeforeMerge
+from p2psync.cli.account_cmds import ask_skip_trash, before_merge, skip_trash_option
 from p2psync.cli.common import (
     json_option,
     library_made_if_absent,
@@ -33,7 +34,6 @@ from p2psync.net.pair_join import DEFAULT_PAIR_PORT, JoinResult, Offered, find_o
 from p2psync.net.pair_offer import OfferOutcome, OfferSession
 from p2psync.net.worker import LibraryWorker
 from p2psync.node import Node, announce_addresses, parse_address
-from p2psync.store import backup as backups
 from p2psync.store import rebase
 
 
@@ -60,6 +60,7 @@ from p2psync.store import rebase
     type=click.Path(path_type=Path, file_okay=False),
     help="Where that backup goes (default: the folder that holds the library).",
 )
+@skip_trash_option
 @mdns_options
 @yes_option
 @library_option
@@ -71,6 +72,7 @@ def pair(
     timeout: str,
     backup: bool | None,
     backup_dir: Path | None,
+    skip_trash: bool | None,
     no_mdns: bool,
     mdns_interfaces: tuple[str, ...],
     yes: bool,
@@ -90,8 +92,9 @@ def pair(
 
     If the joining library is empty (or absent) it becomes a copy of the other. If both hold
     references, you are asked first (--yes to agree), a backup is made (--no-backup to skip),
-    and references that are plainly the same (same DOI, or same title, year and first author)
-    are merged instead of doubled; those whose fields differ are kept and put in the group
+    the joining library's trashed references are left out if you say so (--skip-trash), and
+    references that are plainly the same (same DOI, or same title, year and first author) are
+    merged instead of doubled; those whose fields differ are kept and put in the group
     "Duplicates to review". Works with or without a daemon running on either machine.
     """
     interfaces = list(mdns_interfaces) or None
@@ -104,7 +107,7 @@ def pair(
             parse_code(code)  # a typo is a usage error (exit 2), reported before anything else happens
         except InvalidValue as exc:
             raise click.BadParameter(exc.message, param_hint="'CODE'") from None
-        _join(code, address, backup, backup_dir, no_mdns, interfaces, yes, as_json)
+        _join(code, address, before_merge(backup, backup_dir), skip_trash, no_mdns, interfaces, yes, as_json)
 
 
 # --- offering ---------------------------------------------------------------------------------
@@ -121,7 +124,7 @@ def _offer(
 ) -> None:
     where = parse_address(listen, DEFAULT_PAIR_PORT, allow_any_port=True)
     path = library_path()
-    made: list[str] = []  # the backup made before the merge (its path)
+    before = before_merge(backup, backup_dir)  # the offering side's trash stays: it is the library joined
     with open_library():
         pass  # the offering side must have the library: fail early, in words
     warnings = warn_about_folder(path)
@@ -130,7 +133,7 @@ def _offer(
         node = Node(path)
         announcer: discovery.Announcer | None = None
         loop = asyncio.get_running_loop()
-        session = OfferSession(node.worker, seconds, _backup(backup, backup_dir, made))
+        session = OfferSession(node.worker, seconds, before)
         code = session.code
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, session.end)
@@ -159,7 +162,7 @@ def _offer(
 
     outcome = asyncio.run(run())
     if as_json:
-        print_json({**outcome.as_dict(), "warnings": warnings, "backup": made[0] if made else None})
+        print_json({**outcome.as_dict(), "warnings": warnings, "backup": before.made})
         return
     for line in outcome.sentences():
         click.echo(line)
@@ -187,25 +190,14 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:g} minutes" if seconds >= 60 else f"{seconds:g} seconds"
 
 
-def _backup(choice: bool | None, folder: Path | None, made: list[str]) -> backups.BackupChoice:
-    """The backup before a merge changes this library (the rule is BackupChoice's): said on
-    stderr, and its path kept in `made` for --json."""
-
-    def said(manifest: dict[str, Any]) -> None:
-        made.append(str(manifest["path"]))
-        click.echo(backups.backed_up_sentence(manifest), err=True)
-
-    return backups.BackupChoice(choice, folder, said)
-
-
 # --- joining ----------------------------------------------------------------------------------
 
 
 def _join(
     code: str,
     address: str | None,
-    backup: bool | None,
-    backup_dir: Path | None,
+    before: BeforeMerge,
+    skip_trash: bool | None,
     no_mdns: bool,
     interfaces: list[str] | None,
     yes: bool,
@@ -215,24 +207,24 @@ def _join(
         raise InvalidValue("With --no-mdns, give the other device's address with --address HOST:PORT.")
     path = library_path()
     warnings = warn_about_folder(path)  # (before the wait: a library about to fill up is at risk too)
-    backed_up: list[str] = []  # the backup made before the merge (its path)
     # A new, empty library becomes a copy of the other one; if pairing fails before it joined,
     # it is removed again (once it took the other's id, it stays: the next sync finishes the join).
     with library_made_if_absent(path, lambda library, made_id: library.library_id == made_id) as made:
         if made:
             click.echo(f"Created an empty library at {path} to receive the other one.", err=True)
-        result = _join_with(path, code, address, _backup(backup, backup_dir, backed_up), interfaces, yes)
+        result = _join_with(path, code, address, before, skip_trash, interfaces, yes)
     with open_library() as library, progress(library.search_backlog(), "Indexing for search") as advance:
         for done in library.catch_up_search():
             advance(done)
-    _print_joined(result, backed_up[0] if backed_up else None, as_json, warnings)
+    _print_joined(result, before, as_json, warnings)
 
 
 def _join_with(
     path: Path,
     code: str,
     address: str | None,
-    before_merge: backups.BackupChoice,
+    before: BeforeMerge,
+    skip_trash: bool | None,
     interfaces: list[str] | None,
     yes: bool,
 ) -> JoinResult:
@@ -241,10 +233,12 @@ def _join_with(
         question = merge_question(ours, theirs)
         if yes:
             click.echo(question + " Yes (--yes).", err=True)
-            return True
-        if not sys.stdin.isatty():
+        elif not sys.stdin.isatty():
             raise ConfirmationRequired(f"{question} Run again with --yes to confirm (no terminal to ask on).")
-        return click.confirm(question, default=False, err=True)
+        elif not click.confirm(question, default=False, err=True):
+            return False
+        before.skip_trash = ask_skip_trash(ours.trash, skip_trash, yes)
+        return True
 
     async def run() -> JoinResult:
         if address is not None:
@@ -255,19 +249,21 @@ def _join_with(
             host, port = await find_offer(parse_code(code).nameplate, interfaces)
         worker = LibraryWorker(path)
         try:
-            return await join(worker, code, host, port, ask_merge, before_merge, announce=_say)
+            return await join(worker, code, host, port, ask_merge, before, announce=_say)
         finally:
             await worker.close()
 
     return asyncio.run(run())
 
 
-def _print_joined(result: JoinResult, backup: str | None, as_json: bool, warnings: list[dict[str, str]]) -> None:
+def _print_joined(result: JoinResult, before: BeforeMerge, as_json: bool, warnings: list[dict[str, str]]) -> None:
     if as_json:
-        print_json({**result.as_dict(), "warnings": warnings, "backup": backup})
+        print_json({**result.as_dict(), "warnings": warnings, "backup": before.made, "trash_left_out": before.left_out})
         return
     for line in result.sentences():
         click.echo(line)
+    if before.left_out:
+        click.echo(before.sentences()[-1])  # (the backup's sentence was said as it was made)
     click.echo("Run 'p2psync daemon' on both devices to keep them in sync.")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from p2psync.before_merge import trash_sentence
 from p2psync.crypto.pairing import Pairing, PairingFailed, parse_code
 from p2psync.engine.canonical import encode
 from p2psync.errors import DiskFull, NetworkError, PeerRefused, ProtocolMismatch
@@ -54,6 +55,7 @@ class Offered:
     references: int
     groups: int
     attachments: int
+    trash: int = 0  # of its references, those in its trash (0 from an older p2psync, which does not say)
 
 
 # Decides a merge: given what this library brings and what the other offers, go ahead? (The
@@ -67,7 +69,8 @@ def merge_question(ours: rebase.Content, theirs: Offered) -> str:
         f"Both libraries hold references: this one {ours.references} ({ours.groups} groups, "
         f"{ours.attachments} attachments), '{theirs.library_name}' on {theirs.device_name} "
         f"{theirs.references} ({theirs.groups} groups, {theirs.attachments} attachments). "
-        "Merge them into one library on both devices? Plainly identical references are merged, not doubled."
+        "Merge them into one library on both devices? Plainly identical references are merged, not doubled. "
+        + trash_sentence(ours.trash, theirs.trash)
     )
 
 
@@ -280,11 +283,12 @@ def _offered(payload: dict[str, Any]) -> Offered:
             references=payload["references"],
             groups=payload["groups"],
             attachments=payload["attachments"],
+            trash=payload.get("trash", 0),
         )
     except KeyError:
         raise ProtocolMismatch("The other device's pairing payload is incomplete; update p2psync on both.") from None
     strings = (offered.library_id, offered.library_name, offered.device_id, offered.device_name)
-    numbers = (offered.references, offered.groups, offered.attachments)
+    numbers = (offered.references, offered.groups, offered.attachments, offered.trash)
     if not all(isinstance(s, str) and 0 < len(s) <= 200 for s in strings) or not all(
         type(n) is int and n >= 0 for n in numbers
     ):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from p2psync.before_merge import trash_sentence
 from p2psync.crypto.identity import DeviceIdentity
 from p2psync.errors import (
     ConfirmationRequired,
@@ -91,6 +92,7 @@ class Question:
     kind: str  # "linked" (break the link to another account) or "merge" (merge two libraries)
     text: str
     error: ConfirmationRequired
+    trash: int = 0  # merge: the references in this library's trash (a second question may follow)
 
 
 Ask = Callable[[Question], bool]
@@ -326,8 +328,9 @@ async def _bind_or_join(
 
 
 def _back_up(library: Library, backup: BackUp | None, reason: Reason, report: LoginReport) -> None:
-    """The caller's backup before this login changes the library (once per login)."""
-    if backup is not None and report.backup is None:
+    """The caller's backup before this login changes the library (once per login; before a merge
+    always, since the caller may do more then: before_merge.BeforeMerge)."""
+    if backup is not None and (report.backup is None or reason is Reason.MERGE):
         manifest = backup(library, reason)
         report.backup = str(manifest["path"]) if manifest else None
 
@@ -347,12 +350,12 @@ def _merge_question(ours: Content, theirs: Content) -> Question:
         f"Both libraries hold references: this one {ours.references} ({ours.groups} groups, "
         f"{ours.attachments} attachments), the one the account holds {theirs.references} ({theirs.groups} groups, "
         f"{theirs.attachments} attachments). Merge them into one library? Plainly identical references are merged, "
-        "not doubled."
+        f"not doubled. {trash_sentence(ours.trash, theirs.trash)}"
     )
     error = RelayMergeNeedsConfirmation(
         f"{text} Run again with --yes to merge (no terminal to ask on).", ours.as_dict(), theirs.as_dict()
     )
-    return Question("merge", text, error)
+    return Question("merge", text, error, ours.trash)
 
 
 def _ensure_account_member(library: Library, key: bytes) -> None:

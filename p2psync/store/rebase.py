@@ -48,9 +48,15 @@ class Content:
     references: int
     groups: int
     attachments: int
+    trash: int = 0  # of the references, those in the trash (the merge question says so)
 
     def as_dict(self) -> dict[str, int]:
-        return {"references": self.references, "groups": self.groups, "attachments": self.attachments}
+        return {
+            "references": self.references,
+            "groups": self.groups,
+            "attachments": self.attachments,
+            "trash": self.trash,
+        }
 
 
 @dataclass
@@ -81,6 +87,7 @@ def content(library: Library) -> Content:
             "SELECT count(*) FROM attachments a JOIN refs r ON r.id = a.ref_id "
             "WHERE a.sha256 IS NOT NULL AND r.deleted = 0"
         ),
+        trash=count("SELECT count(*) FROM refs WHERE deleted = 0 AND trashed = 1"),
     )
 
 

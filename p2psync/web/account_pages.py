@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from p2psync.before_merge import BeforeMerge
 from p2psync.errors import InvalidValue, P2PSyncError
 from p2psync.relay import account as relay_account
 from p2psync.relay import account_recovery, link_rules
@@ -95,8 +96,9 @@ async def login(request: web.Request) -> web.StreamResponse:
                 raise InvalidValue(words.EMPTY_PASSWORD)
             if signup and password != again:
                 raise InvalidValue("The two passwords differ; type the same one twice.")
-        choice = backups.BackupChoice(backup, said=lambda manifest: said.append(backups.backed_up_sentence(manifest)))
-        report = await link_rules.login(library, url, email, password, signup, ask, choice)
+        before = BeforeMerge(backups.BackupChoice(backup), skip_trash=form.get("skip_trash") == "yes")
+        report = await link_rules.login(library, url, email, password, signup, ask, before)
+        said.extend(before.sentences())
         library.refs.index_now()
         if signup and report.mode != link_rules.LoginMode.RESET:
             try:
@@ -114,7 +116,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if report.mode == link_rules.LoginMode.RESET:
         notice(request, report.message or link_rules.RESET_MESSAGE)
         return redirect("/account")
-    for sentence in said:  # where the backup went
+    for sentence in said:  # where the backup went, what was left out
         notice(request, sentence)
     notice(request, words.logged_in_sentence(report, signup))
     if report.sync is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from p2psync.before_merge import BeforeMerge
 from p2psync.crypto.pairing import parse_code
 from p2psync.errors import InvalidValue, NotFound, P2PSyncError
 from p2psync.net.addresses import parse_address
@@ -48,6 +49,8 @@ class Running:
     address: str = ""
     expires_at: float = 0.0
     question: str = ""
+    trash: int = 0  # the references in this library's trash, when the question is a merge's
+    before: BeforeMerge | None = None  # what is done before the merge (the backup, the trash left out)
     answer: asyncio.Future[bool] | None = None
     session: OfferSession | None = None
     task: asyncio.Task[None] | None = None
@@ -126,7 +129,7 @@ async def start_offer(request: web.Request) -> web.StreamResponse:
     except InvalidValue as exc:
         return _offer_form(request, listen, expiry, exc.message, 400)
     node = Node(state(request).library_path)  # its own peer server, as `p2psync pair` has
-    session = OfferSession(node.worker, float(expiry), lambda library: backups.before_merge(library))
+    session = OfferSession(node.worker, float(expiry), backups.BackupChoice())  # (its trash stays: see before_merge.py)
     try:
         running.address = await session.open(
             lambda host, port, setup: node.serve(host, port, setup=setup), where.host, where.port
@@ -210,9 +213,10 @@ async def start_join(request: web.Request) -> web.StreamResponse:
 
 async def _join(request: web.Request, running: Running, host: str, port: int, backup: bool) -> None:
     worker = state(request).node.worker
+    before = running.before = BeforeMerge(backups.BackupChoice(backup))
 
     async def ask_merge(ours: rebase.Content, theirs: Offered) -> bool:
-        running.question = merge_question(ours, theirs)
+        running.question, running.trash = merge_question(ours, theirs), ours.trash
         running.answer = asyncio.get_running_loop().create_future()
         running.state = "question"
         try:
@@ -221,9 +225,7 @@ async def _join(request: web.Request, running: Running, host: str, port: int, ba
             running.state, running.answer = "working", None
 
     try:
-        result: JoinResult = await join(
-            worker, running.code, host, port, ask_merge, backups.before_merge if backup else None
-        )
+        result: JoinResult = await join(worker, running.code, host, port, ask_merge, before)
         await worker.call(lambda library: library.refs.index_now())
     except P2PSyncError as exc:
         running.state, running.said = "failed", [exc.message]
@@ -231,6 +233,7 @@ async def _join(request: web.Request, running: Running, host: str, port: int, ba
         running.state, running.said = "failed", [f"Pairing stopped: {exc}."]
     else:
         running.state, running.said = "paired", result.sentences()
+        running.said += before.sentences()
         state(request).hub.publish("library")
 
 
@@ -251,6 +254,8 @@ async def answer(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     if running.answer is None or running.answer.done():
         raise InvalidValue("There is no question waiting for an answer in this pairing.")
+    if running.before is not None:
+        running.before.skip_trash = form.get("skip_trash") == "yes"
     running.answer.set_result(form.get("merge") == "yes")
     for _ in range(50):  # a moment for the answer to be acted on, so the next page says what followed
         if running.state != "working":
