@@ -24,7 +24,6 @@ import contextlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,8 +383,7 @@ class Node:
         schedule, on a thread of its own (the library is served and synced meanwhile)."""
         loop = asyncio.get_running_loop()
         self._forwarding = auto
-        backing_up: asyncio.Task[None] | None = None
-        timer = await regular_backups.timer(self.worker, backups) if backups is not None else None
+        regular = await regular_backups.Running.started(self.path, backups)
         if mdns:
             await self.start_lan(mdns_interfaces)
         watcher = AttachmentWatcher(self.path, self._wake.set) if WATCH else None
@@ -400,9 +398,7 @@ class Node:
             last_scan = loop.time()
             while not stop.is_set():
                 self.watching = watcher is not None and watcher.running
-                if timer is not None and backups is not None and timer.due(time.time()):
-                    timer.started()
-                    backing_up = loop.create_task(regular_backups.back_up(self.path, timer, backups))
+                regular.tick()
                 await self._pause(stop)
                 if stop.is_set():
                     break
@@ -443,9 +439,7 @@ class Node:
         finally:
             self._forwarding = False
             self.watching = False
-            if backing_up is not None and not backing_up.done():
-                log.info("Waiting for the backup under way to finish.")
-                await asyncio.shield(backing_up)  # it lands whole or not at all; its thread cannot be stopped
+            await regular.finish()
             if watcher is not None:
                 await watcher.stop()
             await self.stop_lan()

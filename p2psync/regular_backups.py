@@ -1,5 +1,5 @@
-"""The daemon's regular backups, wired: the schedule (backup_schedule.py, sans-IO) read from the
-backups on disk at start, and each backup made on a thread of its own with its own library
+"""The daemon's regular backups, wired: the schedule (engine/backup_schedule.py, sans-IO) read from
+the backups on disk at start, and each backup made on a thread of its own with its own library
 connection, so the daemon serves and syncs meanwhile (store/backup_folder.py makes and prunes).
 """
 
@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from p2psync.backup_schedule import RETRY_SECONDS, BackupTimer, Schedule, describe
+from p2psync.engine.backup_schedule import RETRY_SECONDS, BackupTimer, Schedule, describe
 from p2psync.errors import P2PSyncError
-from p2psync.net.worker import LibraryWorker
 from p2psync.store.backup_folder import Scheduled, backup_folder, backups_on_disk, scheduled_backup
 from p2psync.store.library import Library
 
@@ -29,37 +28,68 @@ class RegularBackups:
     folder: Path | None = None  # None: the folder that holds the library
 
 
-async def timer(worker: LibraryWorker, backups: RegularBackups) -> BackupTimer:
-    """The schedule as the backups on disk set it (not when this daemon started)."""
-    folder, library_id = await worker.call(lambda library: (backup_folder(library, backups.folder), library.library_id))
-    made = BackupTimer(backups.schedule, await asyncio.to_thread(backups_on_disk, folder, library_id))
-    when = "now" if made.due_at <= time.time() else time.strftime("%Y-%m-%d %H:%M", time.localtime(made.due_at))
-    log.info(
-        "Regular backups every %s into %s, keeping %d; the next is due %s.",
-        describe(backups.schedule.every),
-        folder,
-        backups.schedule.keep,
-        when,
-    )
-    return made
+class Running:
+    """The regular backups of one daemon (none without `backups`): started() reads the schedule
+    from the backups on disk, tick() (on every turn of the daemon's loop) starts one when it is
+    due, finish() waits for one under way (it lands whole or not at all; its thread cannot be
+    stopped)."""
 
+    def __init__(self, path: Path, backups: RegularBackups | None) -> None:
+        self.path = path
+        self.backups = backups or RegularBackups(Schedule(1.0, 1))
+        self.timer: BackupTimer | None = None
+        self.task: asyncio.Task[None] | None = None
 
-async def back_up(path: Path, timer: BackupTimer, backups: RegularBackups) -> None:
-    """One regular backup (timer.started() was called); a failure (a full disk) is one sentence
-    in the log, and the next try comes later."""
-    try:
-        made = await asyncio.to_thread(_apart, path, backups.folder, backups.schedule.keep)
-    except Exception as exc:  # the daemon goes on whatever happened to the backup
-        timer.failed(time.time())
-        reason = exc.message if isinstance(exc, P2PSyncError) else str(exc)
-        log.warning(
-            "The regular backup was not made (the library and the older backups are untouched; next try in %s): %s",
-            describe(min(backups.schedule.every, RETRY_SECONDS)),
-            reason,
+    @classmethod
+    async def started(cls, path: Path, backups: RegularBackups | None) -> Running:
+        running = cls(path, backups)
+        if backups is not None:
+            await running._start()
+        return running
+
+    async def _start(self) -> None:
+        folder, library_id = await asyncio.to_thread(self._where)
+        self.timer = BackupTimer(self.backups.schedule, await asyncio.to_thread(backups_on_disk, folder, library_id))
+        due = self.timer.due_at
+        when = "now" if due <= time.time() else time.strftime("%Y-%m-%d %H:%M", time.localtime(due))
+        log.info(
+            "Regular backups every %s into %s, keeping %d; the next is due %s.",
+            describe(self.backups.schedule.every),
+            folder,
+            self.backups.schedule.keep,
+            when,
         )
-        return
-    timer.landed(datetime.fromisoformat(str(made.manifest["created"])).timestamp())
-    log.info("%s", made.sentence())
+
+    def tick(self) -> None:
+        if self.timer is not None and self.timer.due(time.time()):
+            self.timer.started()
+            self.task = asyncio.get_running_loop().create_task(self._back_up(self.timer))
+
+    async def finish(self) -> None:
+        if self.task is not None and not self.task.done():
+            log.info("Waiting for the backup under way to finish.")
+            await asyncio.shield(self.task)
+
+    def _where(self) -> tuple[Path, str]:
+        with Library.open(self.path) as library:
+            return backup_folder(library, self.backups.folder), library.library_id
+
+    async def _back_up(self, timer: BackupTimer) -> None:
+        """One regular backup; a failure (a full disk) is one sentence in the log, and the next
+        try comes later."""
+        try:
+            made = await asyncio.to_thread(_apart, self.path, self.backups.folder, self.backups.schedule.keep)
+        except Exception as exc:  # the daemon goes on whatever happened to the backup
+            timer.failed(time.time())
+            reason = exc.message if isinstance(exc, P2PSyncError) else str(exc)
+            log.warning(
+                "The regular backup was not made (the library and the older backups are untouched; next try in %s): %s",
+                describe(min(self.backups.schedule.every, RETRY_SECONDS)),
+                reason,
+            )
+            return
+        timer.landed(datetime.fromisoformat(str(made.manifest["created"])).timestamp())
+        log.info("%s", made.sentence())
 
 
 def _apart(path: Path, folder: Path | None, keep: int) -> Scheduled:

@@ -1,6 +1,6 @@
 """Regular backups (issue 23, point 2): `daemon --backup-every 7d --keep 5`.
 
-The timing rules (backup_schedule.py) with made-up times; then a real daemon process that backs up
+The timing rules (engine/backup_schedule.py) with made-up times; then a real daemon process that backs up
 into its backup folder on the schedule, prunes only its own regular backups beyond --keep, resumes
 the schedule from the backups on disk after a restart, and on a full disk logs one sentence and
 leaves the library and the older backups as they were; `status` shows the last backup.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from p2psync.backup_schedule import RETRY_SECONDS, BackupTimer, OnDisk, Schedule, beyond, describe, parse_every
+from p2psync.engine.backup_schedule import RETRY_SECONDS, BackupTimer, OnDisk, Schedule, beyond, describe, parse_every
 from p2psync.errors import InvalidValue
 from p2psync.store.backup import Reason, before_change
 from p2psync.store.backup_folder import backups_on_disk, scheduled_backup
@@ -184,7 +184,7 @@ def test_a_bad_schedule_is_a_usage_error(tmp_path: Path) -> None:
     for args in (["--backup-every", "weekly"], ["--keep", "0"]):
         done = subprocess.run([*P2PSYNC, "daemon", "--library", str(library), *args], capture_output=True, text=True,
                               env=env, timeout=60)  # fmt: skip
-        assert done.returncode == 2 and "--backup-every" in done.stderr or "--keep" in done.stderr, done.stderr
+        assert (done.returncode == 2 and "--backup-every" in done.stderr) or "--keep" in done.stderr, done.stderr
 
 
 def test_a_regular_backup_on_a_full_disk_says_so_and_keeps_the_older_ones(tmp_path: Path) -> None:

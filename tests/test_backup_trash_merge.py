@@ -3,7 +3,7 @@
 The merge question of `pair` and of `account login` says how many references each side holds in
 its trash, and `--skip-trash` leaves the joining library's trashed references out: after the backup
 (which keeps them) they are deleted for good there, so they are never sent, and both sides still
-end with the same library (before_merge.py says precisely what is left out). Real processes: a
+end with the same library (store/before_merge.py says precisely what is left out). Real processes: a
 `pair` offer and join on 127.0.0.1, a real relay.
 """
 

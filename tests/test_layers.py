@@ -20,6 +20,7 @@ The rule table (package -> what of p2psync it may import, besides itself):
     folder_warnings, opener    nothing of p2psync                          a risky library folder; open a file
     round_steps                net, sync_status                            what a round tells as it goes
     meeting                    node and what node may import               `sync --wait`
+    regular_backups            store, engine, model, files                 the daemon's regular backups
     web                        node and everything node may import (not cli)
     cli                        everything
 
@@ -53,7 +54,8 @@ ALLOWED: dict[str, set[str]] = {
     "net": {"store", "crypto", "engine", "model", "files"},
     "relay": {"net", "store", "crypto", "engine", "model", "files"},
     "watching": {"store"},  # the daemon's file notifications: it names paths (store/folder.py), no more
-    "node": _NODE | {"watching", "round_steps", "sync_status"},
+    "node": _NODE | {"watching", "round_steps", "sync_status", "regular_backups"},
+    "regular_backups": {"store", "engine", "model", "files"},  # the daemon's regular backups: a thread, store below
     "round_steps": {"net", "sync_status"},  # what a round tells as it goes: node's values, below it
     "meeting": _NODE | {"node"},  # `sync --wait`: a node that waits for the others
     "sync_status": {"relay", "store", "crypto", "engine", "model", "files"},
@@ -61,7 +63,8 @@ ALLOWED: dict[str, set[str]] = {
     "folder_warnings": set(),  # a library folder in Dropbox or on a USB stick: paths and a probe, nothing below
     "opener": set(),  # `attachment open`: the desktop's opener, nothing below
     "web": _NODE | {"node", "sync_status", "folder_warnings"},
-    "cli": _NODE | {"node", "web", "sync_status", "service_files", "folder_warnings", "opener", "meeting"},
+    "cli": _NODE
+    | {"node", "web", "sync_status", "service_files", "folder_warnings", "opener", "meeting", "regular_backups"},
 }
 # The relay's server side runs without a library: it imports no store, net or node.
 RELAY_SERVER = {

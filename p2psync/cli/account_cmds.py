@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from p2psync.before_merge import BeforeMerge, leave_out_question
 from p2psync.cli.common import (
     json_option,
     library_made_if_absent,
@@ -33,6 +32,7 @@ from p2psync.relay import link, link_rules
 from p2psync.relay.client import normalize_url
 from p2psync.relay.crypto import check_email
 from p2psync.store import backup as backups
+from p2psync.store.before_merge import BeforeMerge, leave_out_question
 from p2psync.store.library import Library
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def _ask(yes: bool, before: BeforeMerge, skip_trash: bool | None) -> link.Ask:
 
 
 def ask_skip_trash(trash: int, flag: bool | None, yes: bool) -> bool:
-    """Whether this library's trash is left out of a merge (before_merge.py says what that means):
+    """Whether this library's trash is left out of a merge (store/before_merge.py says what that means):
     --skip-trash/--merge-trash, else asked on a terminal when there is any, else no."""
     if flag is not None or not trash:
         return bool(flag) and trash > 0

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import click
 
-from p2psync.before_merge import BeforeMerge
 from p2psync.cli.account_cmds import ask_skip_trash, before_merge, skip_trash_option
 from p2psync.cli.common import (
     json_option,
@@ -35,6 +34,7 @@ from p2psync.net.pair_offer import OfferOutcome, OfferSession
 from p2psync.net.worker import LibraryWorker
 from p2psync.node import Node, announce_addresses, parse_address
 from p2psync.store import rebase
+from p2psync.store.before_merge import BeforeMerge
 
 
 @click.command()

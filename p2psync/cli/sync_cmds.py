@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from p2psync import backup_schedule
 from p2psync.cli.account_cmds import echo_sync
 from p2psync.cli.common import (
     TransferProgress,
@@ -26,6 +25,7 @@ from p2psync.cli.common import (
     print_json,
     progress,
 )
+from p2psync.engine import backup_schedule
 from p2psync.errors import InvalidValue, LibraryError, NetworkError, P2PSyncError, RelayError, RelayNotLinked
 from p2psync.folder_warnings import folder_warnings
 from p2psync.meeting import WAIT_SECONDS, sync_and_wait

@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 
-from p2psync.before_merge import trash_sentence
 from p2psync.crypto.pairing import Pairing, PairingFailed, parse_code
 from p2psync.engine.canonical import encode
 from p2psync.errors import DiskFull, NetworkError, PeerRefused, ProtocolMismatch
@@ -37,6 +36,7 @@ from p2psync.net.protocol import DEFAULT_PORT, PREFIX, PROTOCOL_VERSION, VERSION
 from p2psync.net.worker import LibraryWorker
 from p2psync.store import peers as peer_store
 from p2psync.store import rebase
+from p2psync.store.before_merge import trash_sentence
 from p2psync.store.library import Library, device_name
 
 FIND_SECONDS = 15.0  # how long to look for the offer on the LAN

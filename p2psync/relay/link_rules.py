@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from p2psync.before_merge import trash_sentence
 from p2psync.crypto.identity import DeviceIdentity
 from p2psync.errors import (
     ConfirmationRequired,
@@ -43,6 +42,7 @@ from p2psync.relay.state import PEER, LinkState, read_link
 from p2psync.relay.sync_round import sync_or_report
 from p2psync.store import rebase, relay_state
 from p2psync.store.backup import Reason
+from p2psync.store.before_merge import trash_sentence
 from p2psync.store.db import write_transaction
 from p2psync.store.library import Library, device_add_op
 from p2psync.store.rebase import Content

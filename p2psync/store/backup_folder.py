@@ -1,5 +1,5 @@
 """The backup folder: this library's backups found in it, and the daemon's regular backup made
-into it with the oldest regular ones beyond --keep removed (the timing is p2psync/backup_schedule.py).
+into it with the oldest regular ones beyond --keep removed (the timing is p2psync/engine/backup_schedule.py).
 
 Only files named as p2psync names its backups, whose manifest says they are this library's, are
 ever looked at as backups; only those whose manifest says the schedule made them are ever removed.
@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from p2psync.backup_schedule import OnDisk, beyond
+from p2psync.engine.backup_schedule import OnDisk, beyond
 from p2psync.errors import P2PSyncError
 from p2psync.store.backup import Reason, backup, backup_path, read_manifest
 from p2psync.store.files import fsync_dir

@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from p2psync.before_merge import BeforeMerge
 from p2psync.errors import InvalidValue, P2PSyncError
 from p2psync.relay import account as relay_account
 from p2psync.relay import account_recovery, link_rules
 from p2psync.relay import account_words as words
 from p2psync.store import backup as backups
+from p2psync.store.before_merge import BeforeMerge
 from p2psync.store.library import Library
 from p2psync.web.app import notice, page, redirect, state
 

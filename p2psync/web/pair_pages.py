@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from p2psync.before_merge import BeforeMerge
 from p2psync.crypto.pairing import parse_code
 from p2psync.errors import InvalidValue, NotFound, P2PSyncError
 from p2psync.net.addresses import parse_address
@@ -28,6 +27,7 @@ from p2psync.net.pair_offer import OfferSession
 from p2psync.node import Node
 from p2psync.store import backup as backups
 from p2psync.store import rebase
+from p2psync.store.before_merge import BeforeMerge
 from p2psync.web.app import page, redirect, state
 
 routes = web.RouteTableDef()
@@ -129,7 +129,9 @@ async def start_offer(request: web.Request) -> web.StreamResponse:
     except InvalidValue as exc:
         return _offer_form(request, listen, expiry, exc.message, 400)
     node = Node(state(request).library_path)  # its own peer server, as `p2psync pair` has
-    session = OfferSession(node.worker, float(expiry), backups.BackupChoice())  # (its trash stays: see before_merge.py)
+    session = OfferSession(
+        node.worker, float(expiry), backups.BackupChoice()
+    )  # (its trash stays: see store/before_merge.py)
     try:
         running.address = await session.open(
             lambda host, port, setup: node.serve(host, port, setup=setup), where.host, where.port
