@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from p2psync.model.chunking import chunk_bytes, manifest_of, offsets
 from p2psync.store import local_copy, transfers
@@ -191,3 +192,23 @@ def _wait_partial(partial: Path, running: Callable[[], bool]) -> bool:
             return True
         time.sleep(0.001)
     return False
+
+
+def test_without_a_kernel_copy_the_chunks_pass_through_a_buffer(tmp_path: Path, monkeypatch: Any) -> None:
+    """macOS and Windows have no copy_file_range: the same chunks arrive, copied through a buffer."""
+    lib = founded(tmp_path / "lib")
+    rng = random.Random(4)
+    ref = lib.add_reference({"title": "Annotated"})
+    source = tmp_path / "paper.pdf"
+    source.write_bytes(pdf_like(rng, 2_500_000))
+    lib.attach(ref, source)
+    new, chunks, starts = _edited(lib, ref, "paper.pdf", rng)
+    monkeypatch.setattr(local_copy, "_KERNEL_COPY", False)
+    monkeypatch.setattr(local_copy, "COPY_BLOCK", 100_000)  # (several reads per run of chunks)
+    locations = transfers.locate(lib, [str(c[0]) for c in chunks])
+    copied, left = local_copy.copy_trusted(str(tmp_path / "partial"), starts, list(range(len(chunks))), locations)
+    assert len(copied) >= len(chunks) - 2 and left == []
+    written = (tmp_path / "partial").read_bytes()
+    end = max(starts[i] + int(chunks[i][1]) for i in copied)
+    assert written[:end] == new[:end]
+    lib.close()

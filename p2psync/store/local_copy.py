@@ -6,9 +6,10 @@ chunk into Python, hashing it against its name and writing it out cost most of a
 time for a 100 KiB append to 20 files of 5 MB (120 MB copied and hashed for 2.6 MB fetched).
 
 Here the chunks of a file whose size and mtime are still those recorded when its chunks were
-indexed (store/transfers.py, chunk_index) are copied by the kernel (os.copy_file_range: no
-copy through Python, a reflink where the file system shares blocks), in one call per run of
-neighbouring chunks, and their recorded names are trusted. Nothing is trusted blindly:
+indexed (store/chunk_index.py) are copied by the kernel (os.copy_file_range on Linux: no copy
+through Python, a reflink where the file system shares blocks; through a buffer elsewhere), in
+one call per run of neighbouring chunks, and their recorded names are trusted. Nothing is
+trusted blindly:
 
 - a file that changed since its record (size or mtime) is not used here: its chunks go the
   verified way (net/chunks.copy_located hashes each one) or are fetched;
@@ -21,6 +22,7 @@ neighbouring chunks, and their recorded names are trusted. Nothing is trusted bl
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 
@@ -72,15 +74,35 @@ def _copy_from(out: int, path: str, starts: Sequence[int], found: list[tuple[int
             return False  # edited since its chunks were indexed (a scan will record it)
         for src, dst, length in _runs(starts, found):
             while length > 0:
-                done = os.copy_file_range(source, out, length, src, dst)
+                done = _copy_range(source, out, length, src, dst)
                 if done <= 0:
                     return False  # (shorter than recorded: cut meanwhile)
                 src, dst, length = src + done, dst + done, length - done
         return identity(os.fstat(source)) == identity(before)
     except OSError:
-        return False  # (copy_file_range not supported here: the verified copy does it)
+        return False  # (the verified copy does it)
     finally:
         os.close(source)
+
+
+COPY_BLOCK = 1 << 20  # bytes moved at a time where the kernel cannot copy between files
+
+
+def _copy_range(source: int, out: int, length: int, src: int, dst: int) -> int:
+    """Copy up to `length` bytes from `source` at `src` to `out` at `dst`; how many were copied
+    (0 at the end of the source). The kernel copies them where it can (Linux); elsewhere, or
+    between two file systems, they pass through a buffer."""
+    if _KERNEL_COPY:
+        try:
+            return os.copy_file_range(source, out, length, src, dst)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+    data = os.pread(source, min(length, COPY_BLOCK), src)
+    return os.pwrite(out, data, dst) if data else 0
+
+
+_KERNEL_COPY = hasattr(os, "copy_file_range")  # (Linux only; macOS and Windows copy through a buffer)
 
 
 def _runs(starts: Sequence[int], found: list[tuple[int, Location]]) -> list[tuple[int, int, int]]:
