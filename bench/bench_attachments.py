@@ -184,6 +184,8 @@ class Daemon:
                 "127.0.0.1:0",
                 "--no-mdns",
                 "--no-auto",
+                "--backup-every",
+                "0",  # no regular backup copying the library while it is measured
                 "--json",
             ],
             stdout=subprocess.PIPE,
@@ -367,7 +369,8 @@ def auto_daemon(library: Path, log: Path, *extra: str) -> tuple[subprocess.Popen
     """`p2psync daemon` as a user runs it (automatic syncs, the attachment watcher), --no-mdns,
     on 127.0.0.1; (process, port, its log file)."""
     out: IO[bytes] = open(log, "wb")  # noqa: SIM115 (closed by stop_daemon)
-    cmd = [*P2PSYNC, "--library", str(library), "daemon", "--listen", "127.0.0.1:0", "--no-mdns", "--json", *extra]
+    cmd = [*P2PSYNC, "--library", str(library), "daemon", "--listen", "127.0.0.1:0", "--no-mdns", "--json"]
+    cmd += ["--backup-every", "0", *extra]  # no regular backup copying the library while it is measured
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out, env=ENV)
     assert proc.stdout is not None
     line = _readline(proc.stdout, START_LIMIT)

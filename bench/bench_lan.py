@@ -80,14 +80,18 @@ class FastRandom(random.Random):
         return super().choices(population, weights, cum_weights=cum_weights, k=k)
 
 
+NO_BACKUP = ("--backup-every", "0")  # no regular backup copying the library while it is measured
+
+
 class Daemon:
     """`p2psync daemon` as a subprocess on 127.0.0.1 (stderr to a file, stopped with SIGTERM)."""
 
     def __init__(self, library: Path, log: Path, *extra: str) -> None:
         self.log_path = log
         self._log: IO[bytes] = open(log, "wb")  # noqa: SIM115 (closed in stop)
+        command = [*P2PSYNC, "daemon", "--library", str(library), "--listen", "127.0.0.1:0", "--json", "--no-mdns"]
         self.proc = subprocess.Popen(
-            [*P2PSYNC, "daemon", "--library", str(library), "--listen", "127.0.0.1:0", "--json", "--no-mdns", *extra],
+            [*command, *NO_BACKUP, *extra],
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=ENV,

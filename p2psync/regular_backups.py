@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,17 +30,22 @@ class RegularBackups:
     folder: Path | None = None  # None: the folder that holds the library
 
 
+class Stopped(Exception):
+    """The daemon stops: the backup under way stops too (its half-written file is removed)."""
+
+
 class Running:
     """The regular backups of one daemon (none without `backups`): started() reads the schedule
     from the backups on disk, tick() (on every turn of the daemon's loop) starts one when it is
-    due, finish() waits for one under way (it lands whole or not at all; its thread cannot be
-    stopped)."""
+    due, finish() stops one under way at its next block read (a backup lands whole or not at all:
+    nothing of it stays) and waits until its thread has let go."""
 
     def __init__(self, path: Path, backups: RegularBackups | None) -> None:
         self.path = path
         self.backups = backups or RegularBackups(Schedule(1.0, 1))
         self.timer: BackupTimer | None = None
         self.task: asyncio.Task[None] | None = None
+        self.stopping = threading.Event()
 
     @classmethod
     async def started(cls, path: Path, backups: RegularBackups | None) -> Running:
@@ -67,7 +74,7 @@ class Running:
 
     async def finish(self) -> None:
         if self.task is not None and not self.task.done():
-            log.info("Waiting for the backup under way to finish.")
+            self.stopping.set()
             await asyncio.shield(self.task)
 
     def _where(self) -> tuple[Path, str]:
@@ -78,7 +85,12 @@ class Running:
         """One regular backup; a failure (a full disk) is one sentence in the log, and the next
         try comes later."""
         try:
-            made = await asyncio.to_thread(_apart, self.path, self.backups.folder, self.backups.schedule.keep)
+            made = await asyncio.to_thread(
+                _apart, self.path, self.backups.folder, self.backups.schedule.keep, self._go_on
+            )
+        except Stopped:
+            log.info("The regular backup under way stopped with the daemon; nothing of it was kept.")
+            return
         except Exception as exc:  # the daemon goes on whatever happened to the backup
             timer.failed(time.time())
             reason = exc.message if isinstance(exc, P2PSyncError) else str(exc)
@@ -91,7 +103,12 @@ class Running:
         timer.landed(datetime.fromisoformat(str(made.manifest["created"])).timestamp())
         log.info("%s", made.sentence())
 
+    def _go_on(self, _bytes: int) -> None:
+        """The backup's progress, per block read: it stops there once the daemon stops."""
+        if self.stopping.is_set():
+            raise Stopped
 
-def _apart(path: Path, folder: Path | None, keep: int) -> Scheduled:
+
+def _apart(path: Path, folder: Path | None, keep: int, progress: Callable[[int], None]) -> Scheduled:
     with Library.open(path) as library:
-        return scheduled_backup(library, backup_folder(library, folder), keep)
+        return scheduled_backup(library, backup_folder(library, folder), keep, progress)

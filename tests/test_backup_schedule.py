@@ -222,3 +222,28 @@ def test_a_regular_backup_on_a_full_disk_says_so_and_keeps_the_older_ones(tmp_pa
             assert backups_on_disk(folder, opened.library_id)[0].path == str(older)
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_backup_stopped_half_way_leaves_nothing_and_removes_nothing(tmp_path: Path) -> None:
+    """What a daemon's stop does to a backup under way (regular_backups.Running.finish): the next
+    block read raises, and neither the half-written archive nor any pruning remains."""
+    library, folder = tmp_path / "lib", tmp_path / "backups"
+    library_at(library, "Stopped")
+    with Library.open(library) as opened:
+        ref = opened.add_reference({"title": "Scan"})
+        pdf = tmp_path / "scan.pdf"
+        pdf.write_bytes(os.urandom(3_000_000))
+        opened.attach(ref, pdf)
+        older = Path(scheduled_backup(opened, folder, 1).manifest["path"])
+        time.sleep(1.1)  # (names are to the second)
+        seen: list[int] = []
+
+        def stop_after_the_database(block: int) -> None:
+            seen.append(block)
+            if len(seen) > 1:
+                raise KeyboardInterrupt  # any exception will do; the daemon's is regular_backups.Stopped
+
+        with pytest.raises(KeyboardInterrupt):
+            scheduled_backup(opened, folder, 1, stop_after_the_database)
+        assert [p.name for p in folder.iterdir()] == [older.name]
+        assert backups_on_disk(folder, opened.library_id)[0].path == str(older)

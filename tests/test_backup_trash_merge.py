@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from p2psync.store.library import Library
 from tests.sync_support import digest
@@ -103,5 +104,77 @@ def test_an_account_merge_says_both_trashes_and_can_leave_this_one_out(tmp_path:
             assert titles(side, trashed=True) == ["Account bin"]
         with Library.open(first) as a, Library.open(second) as b:
             assert digest(a) == digest(b)
+    finally:
+        relay.stop()
+
+
+def test_the_web_join_page_shows_both_trashes_and_offers_the_same_choice(tmp_path: Path) -> None:
+    """The pairing page of the web app asks the same question through the same function: the counts
+    of both trashes, and a tick box that leaves this library's trashed references out."""
+    from tests.test_web_devices import offer_code, post, wait_state
+    from tests.web_support import log_in, request, web_app
+
+    home, work = tmp_path / "home" / "lib", tmp_path / "work" / "lib"
+    library_with_trash(home, "Home", ["Home paper"], ["Home bin"])
+    library_with_trash(work, "Work", ["Work paper"], ["Work bin one", "Work bin two"])
+    with web_app(home) as offering, web_app(work) as joining:
+        a, b = log_in(offering), log_in(joining)
+        offer, code, address = offer_code(offering, a)
+        progress = post(joining, b, "/pair/join", code=code, address=address, backup="yes").headers["Location"]
+        asked = wait_state(joining, b, progress + "/state", {"question", "failed", "paired"})
+        assert asked["state"] == "question", asked
+        assert "In the trash: 2 here, 1 in the other library." in asked["question"]
+        page = request(joining.base + progress, headers=b).text
+        assert 'name="skip_trash"' in page and "Leave the 2 reference(s) in this library's trash out" in page
+        post(joining, b, progress + "/answer", merge="yes", skip_trash="yes")
+        merged = wait_state(joining, b, progress + "/state", {"failed", "paired"})
+        assert merged["state"] == "paired", merged
+        assert any(line.startswith("Backed up this library to ") for line in merged["said"]), merged["said"]
+        assert "Left 2 reference(s) of this library's trash out of the merge." in merged["said"]
+        assert wait_state(offering, a, offer + "/state", {"paired", "failed"})["state"] == "paired"
+    for side in (home, work):
+        assert titles(side, trashed=False) == ["Home paper", "Work paper"]
+        assert titles(side, trashed=True) == ["Home bin"]
+
+
+def test_the_web_account_page_says_both_trashes_and_leaves_this_one_out(tmp_path: Path) -> None:
+    """The account page's login merges through the same function: without the tick to go ahead
+    its answer is the question with both trashes; with it and the trash box, the merge leaves this
+    library's trashed references out, after a backup the page names."""
+    from urllib.parse import urlencode
+
+    from p2psync.web.auth import CSRF_FIELD
+    from tests.test_relay_accounts import cli_env
+    from tests.web_support import csrf_of, log_in, request, web_app
+
+    relay = Relay(tmp_path / "relay")
+    try:
+        email, first, second = new_email(), tmp_path / "first" / "lib", tmp_path / "second" / "lib"
+        library_with_trash(first, "First", ["On the account"], ["Account bin"])
+        assert account(tmp_path, first, "signup", relay.url, email, "correct horse battery",
+                       "--no-backup").returncode == 0  # fmt: skip
+        library_with_trash(second, "Second", ["Joining paper"], ["Joining bin one", "Joining bin two"])
+        with web_app(second, env=cli_env(tmp_path)) as app:
+            session = log_in(app)
+
+            def login(**fields: str) -> Any:
+                body = urlencode({CSRF_FIELD: csrf_of(app, session), "relay": relay.url, "email": email,
+                                  "password": "correct horse battery", "backup": "yes", **fields})  # fmt: skip
+                headers = {**session, "Content-Type": "application/x-www-form-urlencoded"}
+                return request(app.base + "/account/login", "POST", headers, body)
+
+            page = request(app.base + "/account", headers=session).text
+            assert 'name="skip_trash"' in page
+            asked = login()
+            assert asked.status == 400 and "In the trash: 2 here, 1 in the other library." in asked.text
+            done = login(agree="yes", skip_trash="yes")
+            assert done.status == 303, done.text[-600:]
+            shown = request(app.base + "/account", headers=session).text
+            assert "Backed up this library to " in shown and "before merging." in shown, shown[-1500:]
+            assert "Left 2 reference(s) of this library&#39;s trash out of the merge." in shown
+        assert run(tmp_path, first, "sync", "--relay-only").returncode == 0
+        for side in (first, second):
+            assert titles(side, trashed=False) == ["Joining paper", "On the account"]
+            assert titles(side, trashed=True) == ["Account bin"]
     finally:
         relay.stop()

@@ -16,7 +16,7 @@ from typing import Any
 
 from p2psync.engine.backup_schedule import OnDisk, beyond
 from p2psync.errors import P2PSyncError
-from p2psync.store.backup import Reason, backup, backup_path, read_manifest
+from p2psync.store.backup import Progress, Reason, backup, backup_path, read_manifest
 from p2psync.store.files import fsync_dir
 from p2psync.store.library import Library
 
@@ -64,11 +64,12 @@ class Scheduled:
         return f"Backed up the library to {self.manifest['path']} (the regular backup{gone})."
 
 
-def scheduled_backup(library: Library, folder: Path, keep: int) -> Scheduled:
+def scheduled_backup(library: Library, folder: Path, keep: int, progress: Progress | None = None) -> Scheduled:
     """Make a regular backup into `folder`, then remove the oldest regular backups of this
-    library beyond `keep`. A backup that fails raises FileProblem before anything is removed."""
+    library beyond `keep`. A backup that fails raises FileProblem before anything is removed (as
+    does whatever `progress` raises to stop it: the half-written file goes with it)."""
     target = backup_path(library, folder=folder)
-    manifest = backup(library, target, reason=Reason.SCHEDULED)
+    manifest = backup(library, target, progress, reason=Reason.SCHEDULED)
     on_disk = backups_on_disk(folder, library.library_id)
     pruned = []
     for old in beyond(on_disk, keep):
