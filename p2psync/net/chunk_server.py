@@ -280,20 +280,28 @@ class ChunkServer:
                 supported=list(SUPPORTED_VERSIONS),
             )
         key = peer_key(connection.sock)
-        library_id = self._call(_library_if_member, key)
+        if request.path != PREFIX + "/chunks" or request.method != "POST":
+            self._check_member(request, self._call(_library_if_member, key))
+            if request.path != PREFIX + "/chunks":
+                raise _Refused(404, "not_found", f"There is no {request.path} here.")
+            raise _Refused(405, "method", f"{request.method} is not allowed on {request.path}.")
+        # The body is read before the membership check is repeated (the handshake proved a member's
+        # key), so that the check and the chunks' places take one trip to the library's thread.
+        wanted = _wanted(self._read_body(connection, request))
+        library_id, locations = self._call(_plan, key, wanted)
+        self._check_member(request, library_id)
+        if isinstance(wanted, _Refused):
+            raise wanted
+        self._send_chunks(connection, locations)
+        with self._lock:
+            self.answered += 1
+
+    @staticmethod
+    def _check_member(request: _Request, library_id: str | None) -> None:
         if library_id is None:
             raise _Refused(403, "not_member", "This device is not a member of the library here; pair it first.")
         if request.headers.get(LIBRARY_HEADER.lower()) != library_id:
             raise _Refused(409, "library", "This device syncs a different library.")
-        if request.path != PREFIX + "/chunks":
-            raise _Refused(404, "not_found", f"There is no {request.path} here.")
-        if request.method != "POST":
-            raise _Refused(405, "method", f"{request.method} is not allowed on {request.path}.")
-        wanted = _wanted(self._read_body(connection, request))
-        locations = self._call(transfers.locate, wanted)
-        self._send_chunks(connection, locations)
-        with self._lock:
-            self.answered += 1
 
     def _read_head(self, connection: _Connection) -> _Request:
         pending = connection.pending
@@ -390,15 +398,27 @@ def _library_if_member(library: Library, key: bytes | None) -> str | None:
     return library.library_id
 
 
-def _wanted(body: bytes) -> list[str]:
-    """The chunk names of a request body (attachments.md 4.1), or a refusal."""
+def _plan(
+    library: Library, key: bytes | None, wanted: list[str] | _Refused
+) -> tuple[str | None, list[transfers.Location | None]]:
+    """The library's id if `key` is a current member's (else None), and where each chunk asked
+    for is (nothing for a non-member or a refused body)."""
+    library_id = _library_if_member(library, key)
+    if library_id is None or isinstance(wanted, _Refused):
+        return library_id, []
+    return library_id, transfers.locate(library, wanted)
+
+
+def _wanted(body: bytes) -> list[str] | _Refused:
+    """The chunk names of a request body (attachments.md 4.1), or its refusal (raised after the
+    membership check)."""
     try:
         value = loads(body)
     except ValueError:
-        raise _Refused(400, "malformed", "The request body is not JSON.") from None
+        return _Refused(400, "malformed", "The request body is not JSON.")
     wanted = chunk_names(value)
     if wanted is None:
-        raise _Refused(400, "malformed", MALFORMED)
+        return _Refused(400, "malformed", MALFORMED)
     return wanted
 
 
