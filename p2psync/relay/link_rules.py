@@ -332,7 +332,8 @@ def _back_up(library: Library, backup: BackUp | None, reason: Reason, report: Lo
     always, since the caller may do more then: before_merge.BeforeMerge)."""
     if backup is not None and (report.backup is None or reason is Reason.MERGE):
         manifest = backup(library, reason)
-        report.backup = str(manifest["path"]) if manifest else None
+        if manifest:
+            report.backup = str(manifest["path"])
 
 
 def _token_and_key(client: RelayClient, ring: keys.Ring) -> dict[str, str | int | None]:

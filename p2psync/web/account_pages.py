@@ -96,7 +96,9 @@ async def login(request: web.Request) -> web.StreamResponse:
                 raise InvalidValue(words.EMPTY_PASSWORD)
             if signup and password != again:
                 raise InvalidValue("The two passwords differ; type the same one twice.")
-        before = BeforeMerge(backups.BackupChoice(backup), skip_trash=form.get("skip_trash") == "yes")
+        # The tick box: the command line's default rule when ticked (it is by default), --no-backup when not.
+        choice = backups.BackupChoice(None if backup else False)
+        before = BeforeMerge(choice, skip_trash=form.get("skip_trash") == "yes")
         report = await link_rules.login(library, url, email, password, signup, ask, before)
         said.extend(before.sentences())
         library.refs.index_now()
