@@ -322,7 +322,9 @@ def test_a_revocation_the_library_does_not_back_is_reported(relay: Relay, tmp_pa
 
 def test_relay_data_of_the_first_release_is_migrated(tmp_path: Path) -> None:
     """A data folder written before devices and key epochs keeps its accounts and change sets."""
+    from p2psync.relay import storage_recovery as recovery
     from p2psync.relay.storage import SqliteStorage
+    from p2psync.relay.storage_migrations import LATEST
 
     data = tmp_path / "old"
     with SqliteStorage(data) as storage:  # today's schema, then taken back to what the first release wrote
@@ -334,6 +336,7 @@ def test_relay_data_of_the_first_release_is_migrated(tmp_path: Path) -> None:
             "ALTER TABLE tokens DROP COLUMN device; ALTER TABLE accounts DROP COLUMN key_epoch;"
             "ALTER TABLE accounts DROP COLUMN wrapped_epoch; ALTER TABLE changesets DROP COLUMN key_epoch;"
             "ALTER TABLE chunks DROP COLUMN key_epoch; UPDATE meta SET value = '1' WHERE key = 'schema';"
+            + "".join(f"ALTER TABLE accounts DROP COLUMN {c};" for c in recovery.COLUMNS)  # schema 3
         )
         conn.execute("INSERT INTO tokens (hash, account, expires) VALUES (?, ?, ?)", [b"t" * 32, account, 2e9])
         conn.execute(
@@ -342,7 +345,7 @@ def test_relay_data_of_the_first_release_is_migrated(tmp_path: Path) -> None:
         )
         conn.commit()
     with SqliteStorage(data) as storage:
-        assert storage.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+        assert storage.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == str(LATEST)
         session = storage.token_session(b"t" * 32)
         assert session is not None and session.account == account and session.device is None  # ties itself later
         assert storage.db.execute("SELECT key_epoch FROM changesets").fetchall() == [(0,)]
