@@ -49,7 +49,7 @@ def _addresses(texts: tuple[str, ...], peer: str | None) -> list[Address]:
     return [Address(a.host, a.port, peer) for a in (parse_address(t, DEFAULT_PORT) for t in texts)]
 
 
-@click.command()
+@click.command(short_help="Sync now with every reachable member.")
 @click.option("--peer", "peer", metavar="DEVICE", help="Sync only with this member (an id or its first letters).")
 @click.option("--address", "addresses", multiple=True, metavar="HOST:PORT", help="Where a peer listens (repeatable).")
 @click.option("--lan-only", is_flag=True, help="Sync only with peers on the network, not through the relay.")
