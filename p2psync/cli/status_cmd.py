@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 import click
 
 from p2psync.cli.common import json_option, library_option, library_path, open_library, print_json
-from p2psync.cli.daemon_install import installed
+from p2psync.cli.daemon_install import Plan, installed
 from p2psync.model.sizes import human_size
 from p2psync.store.backup import backup_line
-from p2psync.sync_status import MISSING_SHOWN, SyncProgress, read_progress, sync_status
+from p2psync.sync_status import MISSING_SHOWN, SyncProgress, SyncStatus, read_progress, sync_status
 
 
 @click.command(short_help="What sync is doing, per peer and the relay.")
@@ -39,8 +40,7 @@ def status(ctx: click.Context, as_json: bool, watch: bool, count: int | None, ev
         data = sync_status(library)  # the same record the web app's Sync Status page shows
     service = installed(library_path())  # daemon install: where its log is
     if as_json:
-        at_login = {"path": str(service.path), "logs": service.logs} if service else None
-        print_json({**data.as_dict(), "start_at_login": at_login})
+        print_json(_document(data, service))
         return
     relay = data.relay
     if not data.devices and not relay:
@@ -80,6 +80,12 @@ def status(ctx: click.Context, as_json: bool, watch: bool, count: int | None, ev
         click.echo(f"Starts at login: {service.path}; its log: {service.logs}")
 
 
+def _document(data: SyncStatus, service: Plan | None) -> dict[str, Any]:
+    """The document `status --json` prints (`status --watch --json`: one per line)."""
+    at_login = {"path": str(service.path), "logs": service.logs} if service else None
+    return {**data.as_dict(), "start_at_login": at_login}
+
+
 def _watch(ctx: click.Context, as_json: bool, count: int | None, every: float) -> None:
     """Refresh until Ctrl-C (or `count` times): on a terminal the screen is redrawn; --json prints
     one JSON line per refresh (the document of `status --json` plus "progress")."""
@@ -93,7 +99,8 @@ def _watch(ctx: click.Context, as_json: bool, count: int | None, every: float) -
             progress = read_progress(library_path())
             if as_json:
                 with open_library() as library:
-                    document = {**sync_status(library).as_dict(), "progress": progress.as_dict() if progress else None}
+                    data = sync_status(library)
+                document = {**_document(data, installed(library_path())), "progress": progress and progress.as_dict()}
                 click.echo(json.dumps(document, ensure_ascii=False))
                 sys.stdout.flush()
                 continue
@@ -114,7 +121,7 @@ def progress_line(progress: SyncProgress | None) -> str:
     files = ""
     if progress.files_total:
         files = (
-            f"; attachments {_size(progress.bytes_done)} of {_size(progress.bytes_total)} "
+            f"; attachments {human_size(progress.bytes_done)} of {human_size(progress.bytes_total)} "
             f"({progress.files_total} files)"
         )
     if progress.running:
@@ -123,7 +130,3 @@ def progress_line(progress: SyncProgress | None) -> str:
         return "Daemon running, no round yet."
     ended = time.strftime("%H:%M:%S", time.localtime(progress.ended / 1000))
     return f"Daemon idle; its last round ended at {ended}: {progress.peers_done} devices, {moved}{files}"
-
-
-def _size(count: int) -> str:
-    return human_size(count)
