@@ -194,7 +194,12 @@ class ChunkServer:
                 del self._connections[victim]  # (its thread still ends on its own)
             thread = threading.Thread(target=self._serve, args=(connection,), name="p2psync-chunk-serve", daemon=True)
             self._connections[connection] = thread
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # (no thread to be had: the process is at its limit) refused, not fatal
+            with self._lock:
+                self._connections.pop(connection, None)
+            raw.close()
 
     def _watch(self) -> None:
         while not self._closing.wait(WATCH_EVERY):
