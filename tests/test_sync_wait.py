@@ -87,9 +87,11 @@ def test_two_hand_syncs_a_second_apart_meet_and_both_end_with_the_others_changes
         ref = next(r["id"] for r in library.list_references() if r["title"] == "With a PDF")
         [attachment] = library.list_attachments(ref)
         assert attachment["present"], "the attachment did not follow"
-    # The first one was reached by the second: it says so.
+    # The first one was reached by the second: it says so. (What that arrival applied depends on
+    # who dialled first: under load the first's own dial-again can fetch the work changes before
+    # the second's push arrives, which then applies nothing new.)
     report = json.loads(out_first)
-    assert [a["device"] for a in report["arrivals"]] and report["arrivals"][0]["applied"] >= 1
+    assert [a["device"] for a in report["arrivals"]], report
     assert "Accepting this library's other devices" in err_first
 
 
