@@ -178,3 +178,55 @@ def test_the_web_account_page_says_both_trashes_and_leaves_this_one_out(tmp_path
             assert titles(side, trashed=True) == ["Account bin"]
     finally:
         relay.stop()
+
+
+def _ask_on_a_terminal(trash: int, flag: str, answer: bytes) -> tuple[str, str]:
+    """Run ask_skip_trash in a process whose stdin and stderr are a real terminal (a pty), typing
+    `answer` when the question shows; what it printed there and what it decided."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys; from p2psync.cli.account_cmds import ask_skip_trash; "
+        f"print('DECIDED', ask_skip_trash({trash}, {flag}, False), file=sys.stderr)"
+    )
+    main, side = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-c", code], stdin=side, stdout=side, stderr=side, cwd=os.getcwd())
+    os.close(side)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and b"DECIDED" not in seen:
+            ready, _, _ = select.select([main], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(main, 4096)
+                except OSError:  # the process ended and closed the terminal
+                    break
+            if not answered and b"[y/N]" in seen:
+                os.write(main, answer)
+                answered = True
+    finally:
+        process.wait(timeout=30)
+        os.close(main)
+    text = seen.decode(errors="replace")
+    return text, text.rsplit("DECIDED", 1)[-1].strip()
+
+
+def test_on_a_terminal_the_trash_question_is_asked_and_its_answer_kept() -> None:
+    shown, decided = _ask_on_a_terminal(3, "None", b"y\n")
+    assert "Leave the 3 reference(s) in this library's trash out of the merge?" in shown
+    assert decided == "True"
+    shown, decided = _ask_on_a_terminal(3, "None", b"\n")  # the default is to merge the trash
+    assert decided == "False"
+    # A flag answers it: no question on the terminal.
+    shown, decided = _ask_on_a_terminal(3, "True", b"n\n")
+    assert "Leave the" not in shown and decided == "True"
+    # An empty trash asks nothing.
+    shown, decided = _ask_on_a_terminal(0, "None", b"y\n")
+    assert "Leave the" not in shown and decided == "False"
