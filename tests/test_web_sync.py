@@ -177,3 +177,15 @@ def test_attachments_not_here_yet_are_listed_with_why_until_a_sync_brings_them(d
             assert page.evaluate("window.notReloaded") is True
     finally:
         work_daemon.stop()
+
+
+def test_the_page_shows_the_last_backup_as_status_does(devices: Devices) -> None:
+    with web_app(devices.home) as app:
+        session = log_in(app, app.login)
+        assert "Last backup: none yet" in request(app.base + "/sync", headers=session).text
+    ok("--library", str(devices.home), "backup")
+    line = status_of(devices.home)["last_backup"]
+    with web_app(devices.home) as app:
+        session = log_in(app, app.login)
+        text = request(app.base + "/sync", headers=session).text
+        assert "Last backup: " in text and line["path"] in text

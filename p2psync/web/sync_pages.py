@@ -28,6 +28,7 @@ from p2psync.model.sizes import human_size
 from p2psync.net.client import PeerSync
 from p2psync.node import Node, PeerDone, PeersPlanned, RelayDone, RoundStep, SyncRound
 from p2psync.relay import state as relay_link
+from p2psync.store.backup import backup_line
 from p2psync.store.library import Library, iso
 from p2psync.sync_status import sync_status
 from p2psync.web.app import STATE, notice, page, redirect, run, state
@@ -209,6 +210,7 @@ async def sync_page(request: web.Request) -> web.StreamResponse:
         "sync.html",
         overview=status,
         folder_warnings=warnings,
+        backup_line=backup_line(status.last_backup),
         devices=status.devices,
         missing=status.missing_attachments[:MISSING_ON_PAGE],
         missing_more=max(0, len(status.missing_attachments) - MISSING_ON_PAGE),
