@@ -22,9 +22,11 @@ trusted blindly:
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from p2psync.store.chunk_index import Location
 
@@ -56,9 +58,32 @@ def copy_trusted(
                 copied += [index for index, _ in found]
             else:
                 left += [index for index, _ in found]
+        if copied:
+            _start_writeback(out)
     finally:
         os.close(out)
     return copied, left
+
+
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing the copied bytes to disk now, without waiting (Linux's
+    sync_file_range): the file's fsync before it lands then finds most of them written, while the
+    rest of the file was being fetched."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, 0, 0, 2)  # (SYNC_FILE_RANGE_WRITE; a hint: an error changes nothing)
+
+
+def _sync_file_range() -> Any:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None  # (not Linux)
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
 
 
 def _copy_from(out: int, path: str, starts: Sequence[int], found: list[tuple[int, Location]]) -> bool:
