@@ -37,7 +37,7 @@ from p2psync.engine.canonical import encode, loads
 from p2psync.engine.protocol_version import speaks
 from p2psync.errors import P2PSyncError
 from p2psync.net.chunk_io import frame_chunks, frame_into, framed_size
-from p2psync.net.chunks import MALFORMED, chunk_names, cut_batches
+from p2psync.net.chunk_serving import MALFORMED, chunk_names, cut_batches
 from p2psync.net.gate import HANDSHAKE_SECONDS, HEADERS_SECONDS, IDLE_SECONDS, MAX_HEAD_FIELDS, MAX_HEAD_LINE
 from p2psync.net.protocol import (
     LIBRARY_HEADER,

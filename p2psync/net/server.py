@@ -21,7 +21,7 @@ from p2psync.engine.protocol_version import speaks
 from p2psync.engine.vectors import VersionVector
 from p2psync.errors import InvalidValue, NetworkError, P2PSyncError, ProtocolMismatch
 from p2psync.net import frames
-from p2psync.net.chunks import serve_chunks
+from p2psync.net.chunk_serving import serve_chunks
 from p2psync.net.gate import HANDLER_LIMITS, Gate, GatedSite, unverified_cap
 from p2psync.net.protocol import (
     LIBRARY_HEADER,
