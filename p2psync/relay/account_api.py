@@ -19,6 +19,8 @@ What they keep from an attacker:
 from __future__ import annotations
 
 import base64
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -145,25 +147,33 @@ async def issue_token(
     return {"account": account, "token": token, "expires": iso(expires), "device": device}
 
 
-async def login(request: web.Request) -> web.Response:
-    relay = request.app[RELAY]
-    body = await read_object(request)
-    email, key = login_fields(body)
+@contextlib.asynccontextmanager
+async def counted_attempt(relay: Relay, request: web.Request, email: str, what: str) -> AsyncIterator[Claim]:
+    """Hold one attempt at a key for `email` (a login, a recovery): refused with 429 past the
+    limit of failed ones, else counted as failed until the caller `release`s it when the key is right.
+
+    One attempt at a time per e-mail and per client address, each checked against the failures of
+    those before it: concurrent guesses cannot slip past the limit while hashes are computed. The
+    count is kept in the database, so it holds across relay processes too."""
     client = client_address(request, relay.trust_proxy)
-    # One attempt at a time per e-mail and per client address, each checked against the failures
-    # of those before it: concurrent guesses cannot slip past the limit while hashes are computed.
     async with relay.login_locks.hold("email " + email), relay.login_locks.hold("client " + client):
-        # The attempt is counted as failed before the key is checked (in the database, so this
-        # holds across relay processes too) and taken back if the key is right.
         guess = await relay.call(relay.storage.claim_login, email, client, relay.clock())
         if guess.wait is not None:
             raise Refusal(
                 429,
                 RelayCode.RATE_LIMITED,
-                f"Too many failed logins for this e-mail address or from this address; try again in "
+                f"Too many failed {what} for this e-mail address or from this address; try again in "
                 f"{guess.wait} seconds.",
                 retry_after=guess.wait,
             )
+        yield guess
+
+
+async def login(request: web.Request) -> web.Response:
+    relay = request.app[RELAY]
+    body = await read_object(request)
+    email, key = login_fields(body)
+    async with counted_attempt(relay, request, email, "logins") as guess:
         record = await relay.call(relay.storage.login_record, email)
         ok = await relay.hash(
             passwords.verify_login_key, key, record.salt if record else None, record.login_hash if record else None

@@ -19,8 +19,8 @@ from aiohttp import web
 from p2psync.errors import Refusal, RelayCode
 from p2psync.model.ids import ID_PATTERN
 from p2psync.relay import kdf, passwords
-from p2psync.relay.account_api import release
-from p2psync.relay.requests import b64_field, client_address, email_field, kdf_field, malformed, read_object
+from p2psync.relay.account_api import counted_attempt, release
+from p2psync.relay.requests import b64_field, email_field, kdf_field, malformed, read_object
 from p2psync.relay.server import MAX_WRAPPED_KEY, RELAY, Relay, answer, authed
 from p2psync.relay.storage_recovery import RecoveryRecord
 
@@ -78,17 +78,7 @@ async def prelogin(request: web.Request) -> web.Response:
 
 async def _proven(relay: Relay, request: web.Request, email: str, key: bytes) -> RecoveryRecord:
     """The account whose recovery key `key` is (derived from), under the failed-login limit."""
-    client = client_address(request, relay.trust_proxy)
-    async with relay.login_locks.hold("email " + email), relay.login_locks.hold("client " + client):
-        guess = await relay.call(relay.storage.claim_login, email, client, relay.clock())
-        if guess.wait is not None:
-            raise Refusal(
-                429,
-                RelayCode.RATE_LIMITED,
-                f"Too many failed logins or recovery attempts for this e-mail address or from this address; try "
-                f"again in {guess.wait} seconds.",
-                retry_after=guess.wait,
-            )
+    async with counted_attempt(relay, request, email, "logins or recovery attempts") as guess:
         record = await relay.call(relay.storage.recovery_record, email)
         salt = record.salt if record is not None else None
         verifier = record.verifier if record is not None else None
