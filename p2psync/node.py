@@ -47,18 +47,7 @@ from p2psync.net.presence import announce_addresses as announce_addresses  # (re
 from p2psync.net.protocol import PREFIX
 from p2psync.net.server import CHUNKS_PORT, PEER, listen, make_app
 from p2psync.net.worker import LibraryWorker
-from p2psync.round_steps import (  # (the faces import these from here too)
-    Arrival,
-    PeerDone,
-    PeersPlanned,
-    RelayDone,
-    StepCallback,
-    SyncResult,
-    progress_steps,
-)
-from p2psync.round_steps import (
-    RoundStep as RoundStep,  # (re-exported: the web app's Sync now)
-)
+from p2psync.round_steps import Arrival, PeerDone, PeersPlanned, RelayDone, StepCallback, SyncResult, progress_steps
 from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
 from p2psync.store.sync import unsealed_count, version_vector

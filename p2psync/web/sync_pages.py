@@ -26,8 +26,9 @@ from p2psync.errors import NetworkError, P2PSyncError
 from p2psync.folder_warnings import folder_warnings
 from p2psync.model.sizes import human_size
 from p2psync.net.client import PeerSync
-from p2psync.node import Node, PeerDone, PeersPlanned, RelayDone, RoundStep, SyncRound
+from p2psync.node import Node, SyncRound
 from p2psync.relay import state as relay_link
+from p2psync.round_steps import PeerDone, PeersPlanned, RelayDone, RoundStep
 from p2psync.store.backup import backup_line
 from p2psync.store.library import Library, iso
 from p2psync.sync_status import sync_status
