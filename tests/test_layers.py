@@ -62,7 +62,7 @@ ALLOWED: dict[str, set[str]] = {
     "service_files": set(),  # the start-at-login files `daemon install` writes: pure text, nothing below
     "folder_warnings": set(),  # a library folder in Dropbox or on a USB stick: paths and a probe, nothing below
     "opener": set(),  # `attachment open`: the desktop's opener, nothing below
-    "web": _NODE | {"node", "sync_status", "folder_warnings"},
+    "web": _NODE | {"node", "round_steps", "sync_status", "folder_warnings"},
     "cli": _NODE
     | {"node", "web", "sync_status", "service_files", "folder_warnings", "opener", "meeting", "regular_backups"},
 }
