@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -178,13 +179,19 @@ def test_concurrent_renames_and_queries_converge_on_the_newest(three: list[Libra
     a.groups.create_smart("Neuro", "neur")
     a.sets.create("Thesis")
     sync_all(three)
-    a.groups.rename("Neuro", "Brain")
-    b.groups.rename("Neuro", "Mind")
-    a.groups.set_query("Brain", "cortex")
-    c.groups.set_query("Neuro", "synapse")
-    b.sets.rename("Thesis", "PhD")
-    c.sets.rename("Thesis", "Doctorate")
-    # (each device's clock runs on: the later writes are B's name and C's query and set name)
+    # Each write is stamped in a later millisecond than the one before it (the clock counts
+    # milliseconds; two devices writing in the same one tie, and the tie goes by device id), so
+    # the later writes are B's name and C's query and set name.
+    for write in (
+        lambda: a.groups.rename("Neuro", "Brain"),
+        lambda: b.groups.rename("Neuro", "Mind"),
+        lambda: a.groups.set_query("Brain", "cortex"),
+        lambda: c.groups.set_query("Neuro", "synapse"),
+        lambda: b.sets.rename("Thesis", "PhD"),
+        lambda: c.sets.rename("Thesis", "Doctorate"),
+    ):
+        time.sleep(0.003)
+        write()
     sync_libraries(c, b)
     sync_libraries(a, b)
     sync_all(three)
