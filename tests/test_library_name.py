@@ -4,6 +4,7 @@ operation library.name, one register: concurrent renames converge on the newest)
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,11 @@ def test_a_rename_reaches_every_device(three: list[Library]) -> None:
 
 def test_concurrent_renames_converge_on_the_newest(three: list[Library]) -> None:
     a, b, c = three
-    a.rename("From A")
-    b.rename("From B")
-    c.rename("From C")  # the newest: C's clock reads the latest time
+    # Each rename in a later millisecond than the one before (the clock counts milliseconds; two
+    # in the same one tie, and the tie goes by device id): C's is the newest.
+    for library, name in ((a, "From A"), (b, "From B"), (c, "From C")):
+        time.sleep(0.003)
+        library.rename(name)
     sync_libraries(a, b)
     assert a.name == b.name == "From B"
     sync_all(three)
