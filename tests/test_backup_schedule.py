@@ -140,7 +140,7 @@ def test_the_daemon_backs_up_on_schedule_and_prunes_only_its_own(tmp_path: Path)
     assert len(made) >= 3, err
     assert "Regular backups every 2 seconds into" in err and "keeping 2" in err
     assert any("removed 1 older regular backup(s)" in line for line in made), err
-    kept = regular(folder)
+    kept = [path for path in regular(folder) if path != foreign]
     assert len(kept) == 2  # (the other library's one is not this library's: not counted, not pruned)
     assert foreign.exists() and mine.read_bytes() == b"not a backup, but named like one" and merge.exists()
     assert not list(folder.glob(".p2psync-*"))  # no half-written file left
@@ -154,7 +154,7 @@ def test_the_daemon_backs_up_on_schedule_and_prunes_only_its_own(tmp_path: Path)
     finally:
         code, err = stop(daemon)
     assert code == 0 and "the next is due 20" in err and "(the regular backup" not in err, err
-    assert regular(folder) == kept
+    assert [path for path in regular(folder) if path != foreign] == kept
 
     # --backup-every 0: no regular backups at all.
     shutil.rmtree(folder)
@@ -247,3 +247,27 @@ def test_a_backup_stopped_half_way_leaves_nothing_and_removes_nothing(tmp_path: 
             scheduled_backup(opened, folder, 1, stop_after_the_database)
         assert [p.name for p in folder.iterdir()] == [older.name]
         assert backups_on_disk(folder, opened.library_id)[0].path == str(older)
+
+
+def test_a_backup_in_the_same_second_as_another_never_replaces_it(tmp_path: Path) -> None:
+    """Names are to the second: a merge's backup and a regular one, or two libraries of one name,
+    made in the same second into one folder, must both stay."""
+    from datetime import datetime, timedelta
+
+    from p2psync.store.backup import backup_path, default_backup_name
+
+    library_at(tmp_path / "lib", "Kept safe")
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    with Library.open(tmp_path / "lib") as library:
+        now = datetime.now()
+        taken = [folder / default_backup_name(library.name, now + timedelta(seconds=s)) for s in range(3)]
+        for path in taken:
+            path.write_bytes(b"an earlier backup")
+        target = backup_path(library, folder=folder)
+        assert target not in taken and not target.exists() and target.parent == folder
+        assert target.name.endswith("-p2psync-Home-2.zip")
+        first = Path(before_change(library, Reason.MERGE, folder)["path"])
+        second = Path(before_change(library, Reason.MERGE, folder)["path"])
+    assert first != second and first.exists() and second.exists()
+    assert all(path.read_bytes() == b"an earlier backup" for path in taken)

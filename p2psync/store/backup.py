@@ -80,9 +80,22 @@ def backup_path(library: Library, out: Path | None = None, folder: Path | None =
     """Where a backup goes: `out` (a file, or a folder to put it in), else `folder`, else the
     folder that holds the library (where pairing keeps its backups too); named by date."""
     name = default_backup_name(library.name)
-    if out is not None:
-        return out / name if out.is_dir() else out
-    return (folder or library.path.resolve().parent) / name
+    if out is not None and not out.is_dir():
+        return out
+    return _unused(out if out is not None else folder or library.path.resolve().parent, name)
+
+
+def _unused(folder: Path, name: str) -> Path:
+    """`folder / name`, or with -2, -3... before the extension when that is taken: names are to the
+    second, and a backup made in the same second as another (a merge's and a regular one, or two
+    libraries of one name) must not replace it."""
+    path = folder / name
+    stem, suffix = path.stem, path.suffix
+    for count in range(2, 1000):
+        if not path.exists():
+            break
+        path = folder / f"{stem}-{count}{suffix}"
+    return path
 
 
 class Reason(StrEnum):
