@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test test-quick demo lint bench clean vectors constraints
+.PHONY: test test-quick demo lint bench clean vectors constraints chaos
 
 # constraints.txt: the tested versions, so a clean clone installs what the tests ran with (docs/dependencies.md).
 $(STAMP): pyproject.toml setup.py p2psync/_speedups.c constraints.txt
@@ -26,6 +26,13 @@ QUICK := tests/test_canonical.py tests/test_sync_engine.py tests/test_delivery.p
 	tests/test_layers.py tests/test_start.py tests/test_replay_property.py tests/test_log_kept_in_refs.py
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q $(QUICK)
+
+# Long, random chaos runs (docs/testing.md): SEEDS simulated seeds, then MINUTES of real processes.
+SEEDS   ?= 1000
+MINUTES ?= 5
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run --seeds $(SEEDS) --random
+	$(BIN)/python -m tests.chaos.real --minutes $(MINUTES)
 
 # WEB=1 keeps the demo's web app open at the end (until Ctrl-C).
 demo: $(STAMP)

@@ -46,11 +46,12 @@ class Members:
         self.library = library
 
     def listing(self) -> list[Device]:
-        """The library's member devices, oldest introduction first."""
+        """The library's member devices, oldest introduction first: by timestamp, then author and seq,
+        the same order on every device (concurrent introductions arrive in different orders)."""
         rows = self.library.db.execute(
             "SELECT d.id, coalesce(n.name, d.name), d.introducer, d.public_key, v.upto FROM devices d "
             "LEFT JOIN revocations v ON v.device = d.id LEFT JOIN device_names n ON n.device = d.id "
-            "JOIN changelog c ON c.device = d.author AND c.seq = d.seq ORDER BY c.num"
+            "JOIN changelog c ON c.device = d.author AND c.seq = d.seq ORDER BY c.ts, c.device, c.seq"
         ).fetchall()
         return [Device(i, short_id(i), n, k, p, i == self.library.device_id, r is not None) for i, n, k, p, r in rows]
 
