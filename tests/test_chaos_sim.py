@@ -15,7 +15,7 @@ from tests.chaos.shrink import ddmin, failure_of
 from tests.chaos.world import World, run_steps
 from tests.sync_support import digest
 
-SEEDS = 160  # with STEPS, about 30 s on a loaded 2-core machine (docs/testing.md)
+SEEDS = 120  # with STEPS, about 35 s on a loaded 2-core machine (docs/testing.md)
 STEPS = 40
 CHUNK = 20
 

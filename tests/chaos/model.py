@@ -8,7 +8,8 @@ held, and what that version had seen). The checks, after the network healed and 
 2. no write vanished without a conflict: the values a reference field or an attachment holds are
    exactly the writes no later write had seen (multi-value register semantics, protocol/merge.md),
    and a reference deleted for good had every write to it seen by some delete;
-3. no removed device holds any write made by a member that had already seen the removal.
+3. no removed device holds any write made by a member that had already seen the removal, nor can
+   read one in what the relay still hands it (relay_actor.RelayWorld.snoop).
 """
 
 from __future__ import annotations
@@ -129,13 +130,15 @@ def revocation_diverges(model: Model, members: dict[int, Library]) -> bool:
     return any(author in cutoff and seq > cutoff[author] for lib in members.values() for author, seq in held(lib))
 
 
-def check(model: Model, libraries: dict[int, Library], refs: list[str]) -> bool:
+def check(
+    model: Model, libraries: dict[int, Library], refs: list[str], snooped: dict[int, set[EntryId]] | None = None
+) -> bool:
     """Raise ChaosFailure if a check fails; return False if the members' sameness could not be
     checked (known limitation 2), True otherwise."""
     members = members_of(libraries)
     digests = {i: digest(lib) for i, lib in members.items()}
     if len(set(digests.values())) > 1 and revocation_diverges(model, members):
-        _check_removed(model, libraries, members)
+        _check_removed(model, libraries, members, snooped or {})
         return False
     if len(set(digests.values())) > 1:
         groups: dict[str, list[int]] = {}
@@ -144,7 +147,7 @@ def check(model: Model, libraries: dict[int, Library], refs: list[str]) -> bool:
         raise ChaosFailure("diverged", f"members differ after quiescing: devices {sorted(groups.values())}")
     lib = members[min(members)]
     _check_registers(model, lib, refs)
-    _check_removed(model, libraries, members)
+    _check_removed(model, libraries, members, snooped or {})
     return True
 
 
@@ -177,13 +180,16 @@ def _check_registers(model: Model, lib: Library, refs: list[str]) -> None:
                 raise ChaosFailure("lost", f"ref {ref} {key}: holds {now}, the writes no one saw are {frontier}")
 
 
-def _check_removed(model: Model, libraries: dict[int, Library], members: dict[int, Library]) -> None:
+def _check_removed(
+    model: Model, libraries: dict[int, Library], members: dict[int, Library], snooped: dict[int, set[EntryId]]
+) -> None:
+    """Check 3, on what each removed device holds and on what the relay still hands it (snoop)."""
     member_ids = {lib.device_id for lib in members.values()}
     for i, lib in sorted(libraries.items()):
         if i in members:
             continue
         removal = {w.id for w in model.writes if w.revokes == lib.device_id}
-        has = held(lib)
+        has = held(lib) | snooped.get(i, set())
         leaked = [
             w.id
             for w in model.writes

@@ -196,6 +196,25 @@ class Restart:
     dev: int
 
 
+@dataclass(frozen=True)
+class RelaySync:
+    """One relay sync round of the device (its first: sign-up of the account, or a login to it)."""
+
+    dev: int
+
+
+@dataclass(frozen=True)
+class AccountReset:
+    """The device forgets its relay account (#!resetLocalSync) and logs in again."""
+
+    dev: int
+
+
+@dataclass(frozen=True)
+class RelayRestart:
+    pass
+
+
 Step = (
     AddRef
     | Edit
@@ -225,12 +244,15 @@ Step = (
     | Skew
     | Crash
     | Restart
+    | RelaySync
+    | AccountReset
+    | RelayRestart
 )
 
 STEP_TYPES = (
     AddRef, Edit, Authors, Trash, Restore, EmptyTrash, GroupCreate, GroupRename, GroupDelete, GroupMember,
     SmartGroup, SetCreate, SetFile, SetDelete, LibraryRename, Attach, Annotate, RemoveDevice, PairNewDevice,
-    Send, Deliver, Duplicate, Drop, Partition, Heal, Skew, Crash, Restart,
+    Send, Deliver, Duplicate, Drop, Partition, Heal, Skew, Crash, Restart, RelaySync, AccountReset, RelayRestart,
 )  # fmt: skip
 
 
@@ -239,6 +261,10 @@ class Schedule:
     seed: int
     devices: int  # at the start (PairNewDevice adds more)
     steps: list[Step]
+    relay: bool  # whether the steps use the relay (a real one: slower, so in some seeds only)
+
+
+RELAY_SHARE = 0.12  # of seeds that use the relay
 
 
 def generate(seed: int, devices: tuple[int, int] = (3, 6), steps: int = 60) -> Schedule:
@@ -246,6 +272,7 @@ def generate(seed: int, devices: tuple[int, int] = (3, 6), steps: int = 60) -> S
     between deliveries, so that conflicts actually happen."""
     rng = random.Random(seed)
     n = rng.randint(*devices)
+    relay = rng.random() < RELAY_SHARE
     out: list[Step] = []
     refs = 0  # references added so far (an upper bound: an AddRef on a dead device adds none)
     total = n
@@ -310,6 +337,9 @@ def generate(seed: int, devices: tuple[int, int] = (3, 6), steps: int = 60) -> S
         if roll < 53.7:
             total += 1
             return PairNewDevice(dev())
+        if relay and 62 <= roll < 72:
+            pick = rng.random()
+            return AccountReset(dev()) if pick < 0.05 else RelayRestart() if pick < 0.1 else RelaySync(dev())
         if roll < 75:
             return Send(dev(), dev())
         if roll < 89:
@@ -333,4 +363,4 @@ def generate(seed: int, devices: tuple[int, int] = (3, 6), steps: int = 60) -> S
 
     for _ in range(steps):
         out.append(make())
-    return Schedule(seed, n, out)
+    return Schedule(seed, n, out, relay)

@@ -23,12 +23,14 @@ from typing import Any
 import p2psync.store.library as library_module
 from p2psync.crypto.identity import DeviceIdentity
 from p2psync.engine import clock
+from p2psync.engine.changesets import parse
 from p2psync.errors import P2PSyncError
 from p2psync.store.library import Library
 from p2psync.store.peers import member_keys
 from p2psync.store.sync import changesets_since, receive, seal, version_vector
 from tests.chaos import model as m
 from tests.chaos import schedule as s
+from tests.chaos.relay_actor import RelayWorld
 
 ATTACHMENT = "paper.pdf"
 EPOCH_MS = 1_700_000_000_000  # virtual time starts here (2023): file mtimes set from it are old
@@ -74,6 +76,8 @@ class World:
         self.trace: list[str] = []
         self.mtime_count = 0
         self.checked_all = False
+        self.relay: RelayWorld | None = None  # started by the first relay step
+        self.linked: set[int] = set()  # devices that signed up or logged in to the relay
         self._undo: list[Callable[[], None]] = []
         self._patch()
         founder = self._new_device(Library.create, "D0")
@@ -118,6 +122,9 @@ class World:
         self._undo.append(undo)
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
         for device in self.devices:
             if device.lib is not None:
                 device.lib.close()
@@ -335,6 +342,48 @@ class World:
             self._arm(dev)
         elif isinstance(step, s.Restart) and 0 <= step.dev < len(self.devices):
             self._restart(self.devices[step.dev])
+        elif isinstance(step, s.RelaySync) and dev:
+            self._relay_sync(dev)
+        elif isinstance(step, s.AccountReset) and dev and dev.index in self.linked and self.relay is not None:
+            self._local(dev, self.relay.reset_and_relink)
+            self._relayed(dev)
+        elif isinstance(step, s.RelayRestart) and self.relay is not None:
+            self.relay.restart()
+
+    # --- the relay (tests/chaos/relay_actor.py: a real relay server, the real client) -----------
+    # The relay is on the internet: a partition of the devices' network does not cut it off.
+
+    def _relay_sync(self, dev: Device) -> None:
+        if self.relay is None:
+            self.relay = RelayWorld(self.tmp / "relay")
+        relay = self.relay
+        if dev.index in self.linked:
+            self._local(dev, relay.sync)
+        elif self._local(dev, lambda lib: (relay.login if self.linked else relay.signup)(lib) or True):
+            self.linked.add(dev.index)
+        self._relayed(dev)
+
+    def _relayed(self, dev: Device) -> None:
+        if dev.lib is not None:
+            dev.known = self._call(dev, m.held) or dev.known
+            self.trace.append(f"  relay <-> {dev.index}: holds {len(dev.known)} entries")
+
+    def snooped(self) -> dict[int, set[m.EntryId]]:
+        """What the relay still hands each linked device as an attacker: the entries it can read."""
+        out: dict[int, set[m.EntryId]] = {}
+        if self.relay is None:
+            return out
+        for index in sorted(self.linked):
+            device = self.devices[index]
+            if device.lib is None:
+                continue
+            entries: set[m.EntryId] = set()
+            for wire in self.relay.snoop(device.lib):
+                with contextlib.suppress(Exception):  # (a wire it cannot parse gives it nothing)
+                    cs = parse(wire, device.lib.library_id)
+                    entries |= {(cs.author, seq) for seq in range(cs.first, cs.last + 1)}
+            out[index] = entries
+        return out
 
     def _ref(self, index: int) -> str | None:
         return self.refs[index] if 0 <= index < len(self.refs) else None
@@ -409,13 +458,18 @@ class World:
                 for b in self.devices:
                     if a is not b and a.lib is not None and b.lib is not None:
                         self._deliver(Message(a.index, b.index, self._answer(a, b)))
+            if self.relay is not None:
+                for device in self.devices:
+                    if device.index in self.linked and device.lib is not None:
+                        self._local(device, self.relay.sync)
+                        self._relayed(device)
             if before == [len(d.known) for d in self.devices]:
                 return
 
     def check(self) -> bool:
         """The end checks (model.py); False if members could differ by design (limitation 2)."""
         libraries = {d.index: d.lib for d in self.devices if d.lib is not None}
-        return m.check(self.model, libraries, self.refs)
+        return m.check(self.model, libraries, self.refs, self.snooped())
 
 
 @contextlib.contextmanager
