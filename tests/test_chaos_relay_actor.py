@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from p2psync.engine import clock
 from p2psync.errors import DeviceRemoved
 from p2psync.store.library import Library
 from tests.chaos.relay_actor import RelayWorld
@@ -99,6 +100,28 @@ def test_reset_and_relink(world: RelayWorld, tmp_path: Path) -> None:
     c.add_reference({"title": "After the reset"})
     rounds(world, [a, b, c])
     assert titles(a) == {"On A", "Before the reset", "After the reset"}
+    assert digest(a) == digest(b) == digest(c)
+
+
+def test_devices_hours_apart_sync_as_any_other(
+    world: RelayWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulation's skew (clock.now_ms, hours off) reaches the devices' log entries only: the
+    device proof at signup/login reads time.time() and the relay its own clock (relay_actor.py)."""
+    real = clock.now_ms
+    skew = {"ms": 0}
+    monkeypatch.setattr(clock, "now_ms", lambda: real() + skew["ms"])
+    a = founded(tmp_path / "a")
+    b, c = joined(a, tmp_path / "b", "B"), joined(a, tmp_path / "c", "C")
+    for library, hours in ((a, 7), (b, -9), (c, 0)):
+        skew["ms"] = hours * 3_600_000
+        (world.signup if library is a else world.login)(library)
+        library.add_reference({"title": f"{hours} hours off"})
+        world.sync(library)
+    for library, hours in ((a, 7), (b, -9), (c, 0)) * 2:
+        skew["ms"] = hours * 3_600_000
+        world.sync(library)
+    assert titles(a) == {"7 hours off", "-9 hours off", "0 hours off"}
     assert digest(a) == digest(b) == digest(c)
 
 
