@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ DISCOVER_SECONDS = 2.0  # how long a one-shot sync looks for members on the LAN
 # as a fallback while they are.
 SCAN_SECONDS = float(os.environ.get("P2PSYNC_SCAN_SECONDS") or 2.0)
 WATCHED_SCAN_SECONDS = max(SCAN_SECONDS, 60.0)
+DISK_FULL_PAUSE = 5.0  # seconds the daemon waits after a full disk stopped a step
 WATCH = os.environ.get("P2PSYNC_WATCH", "1") != "0"  # 0: no file notifications, the scan only
 UNSETTLED_SECONDS = 0.25  # a file still being written when read is read again this much later
 PUSH_PATH = PREFIX + "/push"
@@ -380,7 +381,8 @@ class Node:
         try:
             if watcher is not None and await watcher.start():
                 log.info("Watching %s for attachments edited in place.", watcher.folder)
-            await self._round(static, relay=True)
+            with _room_later():
+                await self._round(static, relay=True)
             version = await self.worker.call(Library.data_version)
             known_foreign = await self.worker.call(_foreign_vector)
             next_interval = loop.time() + interval
@@ -391,40 +393,45 @@ class Node:
                 await self._pause(stop)
                 if stop.is_set():
                     break
-                if self._fetch_due:
-                    self._fetch_due = False
-                    await self._fetch_pushed()
-                now = loop.time()
-                edited = False
-                # PDFs annotated in place become new versions (store/library/attachments.py): the
-                # files the watcher saw written at once, all of them now and then as a fallback.
-                touched = watcher.take() if watcher is not None else None
-                if now >= last_scan + (WATCHED_SCAN_SECONDS if self.watching else SCAN_SECONDS):
-                    last_scan, touched = now, "all"
-                if touched is not None:
-                    edited = await self._look(touched, watcher)
-                current = await self.worker.call(Library.data_version)
-                local_change = current != version or edited
-                version = current
-                if local_change and auto:
-                    foreign = await self.worker.call(_foreign_vector)
-                    if foreign != known_foreign:  # another process (a one-shot sync, pair) brought news
-                        known_foreign = foreign
-                        self._changes_arrived()
-                forward = self._forward_at is not None and now >= self._forward_at
-                if (
-                    now >= next_interval
-                    or forward
-                    or (auto and local_change and await self.worker.call(unsealed_count) > 0)
-                ):
-                    self._forward_at = None  # what arrives during this round schedules another
-                    relay = now >= next_interval  # the relay only on the interval, not on every edit
-                    await self._round(static, relay)
-                    if relay:
-                        next_interval = now + interval
-                elif auto and self._lan is not None and self._lan.wants_look(now):
-                    await self._meet(self._lan)
-            await self._round(static, relay=True)  # a clean stop leaves nothing unsent
+                with _room_later() as full:
+                    if self._fetch_due:
+                        self._fetch_due = False
+                        await self._fetch_pushed()
+                    now = loop.time()
+                    edited = False
+                    # PDFs annotated in place become new versions (store/library/attachments.py): the
+                    # files the watcher saw written at once, all of them now and then as a fallback.
+                    touched = watcher.take() if watcher is not None else None
+                    if now >= last_scan + (WATCHED_SCAN_SECONDS if self.watching else SCAN_SECONDS):
+                        last_scan, touched = now, "all"
+                    if touched is not None:
+                        edited = await self._look(touched, watcher)
+                    current = await self.worker.call(Library.data_version)
+                    local_change = current != version or edited
+                    version = current
+                    if local_change and auto:
+                        foreign = await self.worker.call(_foreign_vector)
+                        if foreign != known_foreign:  # another process (a one-shot sync, pair) brought news
+                            known_foreign = foreign
+                            self._changes_arrived()
+                    forward = self._forward_at is not None and now >= self._forward_at
+                    if (
+                        now >= next_interval
+                        or forward
+                        or (auto and local_change and await self.worker.call(unsealed_count) > 0)
+                    ):
+                        self._forward_at = None  # what arrives during this round schedules another
+                        relay = now >= next_interval  # the relay only on the interval, not on every edit
+                        await self._round(static, relay)
+                        if relay:
+                            next_interval = now + interval
+                    elif auto and self._lan is not None and self._lan.wants_look(now):
+                        await self._meet(self._lan)
+                if full:  # nothing can be taken in or recorded: look again after a pause, not at once
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), DISK_FULL_PAUSE)
+            with _room_later():
+                await self._round(static, relay=True)  # a clean stop leaves nothing unsent
         finally:
             self._forwarding = False
             self.watching = False
@@ -548,6 +555,18 @@ class Node:
             await self._runner.cleanup()
             self._runner = None
         await self.worker.close()
+
+
+@contextlib.contextmanager
+def _room_later() -> Iterator[list[DiskFull]]:
+    """A full disk ends the daemon's step, not the daemon: logged, and tried again later (the
+    step's writes are transactional, so nothing was half done)."""
+    full: list[DiskFull] = []
+    try:
+        yield full
+    except DiskFull as exc:
+        log.warning("%s Syncing goes on once there is room.", exc.message)
+        full.append(exc)
 
 
 def _split(text: str) -> tuple[str, int]:
