@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from p2psync.engine import registers
+from p2psync.store import sync
+from p2psync.store.library import attachments
 from tests.chaos import schedule as s
 from tests.chaos.model import ChaosFailure, Write
 from tests.chaos.run import run_seed
@@ -115,3 +118,48 @@ def test_a_write_that_vanished_is_found(tmp_path: Path) -> None:
         assert failure.value.kind == "lost"
     finally:
         w.close()
+
+
+class _SeenEverything:
+    """registers, except that `dots` answers the dots of the entries last given to `changed`: an
+    edit in place then replaces every version in the register, not only the one the file held
+    (half of the bug fixed in fd12500: B applied A's annotated PDF, recorded its own edit as having
+    seen A's, and A's was gone)."""
+
+    def __init__(self) -> None:
+        self.last: list[registers.Entry] = []
+
+    def changed(self, entries: list[registers.Entry], value: object) -> bool:
+        self.last = entries
+        return registers.changed(entries, value)
+
+    def dots(self, _entries: list[registers.Entry]) -> list[object]:
+        return registers.dots(self.last)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(registers, name)
+
+
+# Two devices annotate the same PDF, each in its own copy, between two syncs.
+ANNOTATIONS: list[s.Step] = [
+    s.AddRef(dev=0),
+    s.Attach(dev=0, ref=0, content=b"%PDF"),
+    s.Send(src=0, dst=1),
+    s.Deliver(index=0),
+    s.FetchFiles(dev=1, src=0),
+    s.Annotate(dev=1, ref=0, content=b"note by 1"),
+    s.Annotate(dev=0, ref=0, content=b"note by 0"),
+    s.Send(src=0, dst=1),
+    s.Deliver(index=0),
+    s.Send(src=1, dst=0),
+    s.Deliver(index=0),
+]
+
+
+def test_an_annotation_lost_to_another_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_steps(ANNOTATIONS, tmp_path / "fixed", devices=3, seed=6)  # both kept: a Sync Conflict
+    monkeypatch.setattr(attachments, "registers", _SeenEverything())
+    monkeypatch.setattr(sync, "ATTACHMENT_PUT", b"\x00")  # and receive no longer records edits first
+    with pytest.raises(ChaosFailure) as failure:
+        run_steps(ANNOTATIONS, tmp_path / "planted", devices=3, seed=6)
+    assert failure.value.kind == "lost"

@@ -133,6 +133,14 @@ class Annotate:
 
 
 @dataclass(frozen=True)
+class FetchFiles:
+    """dev fetches the attachment files it lacks from src, chunk by verified chunk (in-process)."""
+
+    dev: int
+    src: int
+
+
+@dataclass(frozen=True)
 class RemoveDevice:
     dev: int
     target: int
@@ -233,6 +241,7 @@ Step = (
     | LibraryRename
     | Attach
     | Annotate
+    | FetchFiles
     | RemoveDevice
     | PairNewDevice
     | Send
@@ -251,7 +260,8 @@ Step = (
 
 STEP_TYPES = (
     AddRef, Edit, Authors, Trash, Restore, EmptyTrash, GroupCreate, GroupRename, GroupDelete, GroupMember,
-    SmartGroup, SetCreate, SetFile, SetDelete, LibraryRename, Attach, Annotate, RemoveDevice, PairNewDevice,
+    SmartGroup, SetCreate, SetFile, SetDelete, LibraryRename, Attach, Annotate, FetchFiles, RemoveDevice,
+    PairNewDevice,
     Send, Deliver, Duplicate, Drop, Partition, Heal, Skew, Crash, Restart, RelaySync, AccountReset, RelayRestart,
 )  # fmt: skip
 
@@ -289,7 +299,10 @@ def generate(seed: int, devices: tuple[int, int] = (3, 6), steps: int = 60) -> S
     def ref() -> int:
         return rng.randrange(max(refs, 1)) if rng.random() < 0.3 else max(refs - 1 - rng.randrange(3), 0)
 
-    # (weight, maker): edits and the network dominate
+    def aref() -> int:  # attachments mostly on one reference, so that versions of one file meet
+        return 0 if rng.random() < 0.6 else ref()
+
+    # edits and the network dominate
     def make() -> Step:
         nonlocal refs, total
         roll = rng.random() * 100
@@ -329,14 +342,16 @@ def generate(seed: int, devices: tuple[int, int] = (3, 6), steps: int = 60) -> S
         if roll < 45.5:
             return LibraryRename(dev(), rng.choice(("Lab", "Papers", "Shared")))
         if roll < 49:
-            return Attach(dev(), ref(), value().encode() * rng.randint(1, 3))
-        if roll < 52:
-            return Annotate(dev(), ref(), b"note " + value().encode())
-        if roll < 52.5:  # rare: a concurrent removal leaves members differing by design (limitation 2)
+            return Attach(dev(), aref(), value().encode() * rng.randint(1, 3))
+        if roll < 53:
+            return Annotate(dev(), aref(), b"note " + value().encode())
+        if roll < 53.5:  # rare: a concurrent removal leaves members differing by design (limitation 2)
             return RemoveDevice(dev(), dev())
-        if roll < 53.7:
+        if roll < 54.2:
             total += 1
             return PairNewDevice(dev())
+        if roll < 60:
+            return FetchFiles(dev(), dev())
         if relay and 62 <= roll < 72:
             pick = rng.random()
             return AccountReset(dev()) if pick < 0.05 else RelayRestart() if pick < 0.1 else RelaySync(dev())

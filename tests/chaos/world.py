@@ -25,6 +25,7 @@ from p2psync.crypto.identity import DeviceIdentity
 from p2psync.engine import clock
 from p2psync.engine.changesets import parse
 from p2psync.errors import P2PSyncError
+from p2psync.store import transfers
 from p2psync.store.library import Library
 from p2psync.store.peers import member_keys
 from p2psync.store.sync import changesets_since, receive, seal, version_vector
@@ -239,9 +240,7 @@ class World:
         members = self._call(src, member_keys)
         if members is None or (self.member_rule and dst.key not in members):
             return []
-        self._local(src, lambda lib: lib.record_local_edits())
-        if src.lib is not None:
-            self._local(src, seal)
+        self._local(src, seal)  # (seal records files edited in place first, as every path does)
         theirs = self._call(dst, version_vector) if dst.lib is not None else None
         if src.lib is None or theirs is None:
             return []
@@ -260,9 +259,6 @@ class World:
     def _deliver(self, message: Message, setup: bool = False) -> None:
         dst, src = self._live(message.dst), self.devices[message.src]
         if dst is None or not message.wires or not self._accepts(dst, src) or dst.lib is None:
-            return
-        self._local(dst, lambda lib: lib.record_local_edits())
-        if dst.lib is None:
             return
         report = self._local(dst, lambda lib: receive(lib, message.wires, peer=src.device_id, parallel=False))
         if dst.lib is not None:
@@ -323,6 +319,8 @@ class World:
             self._attach(dev, ref, step.content)
         elif isinstance(step, s.Annotate) and dev and (ref := self._ref(step.ref)):
             self._annotate(dev, ref, step.content)
+        elif isinstance(step, s.FetchFiles) and dev and (src := self._live(step.src)) and src is not dev:
+            self._fetch(dev, src)
         elif isinstance(step, s.RemoveDevice) and dev and (target := self._live(step.target)) and target is not dev:
             self._local(dev, lambda lib: lib.revoke_device(target.device_id))
         elif isinstance(step, s.PairNewDevice) and dev:
@@ -412,6 +410,33 @@ class World:
         stamp = (EPOCH_MS + self.mtime_count) * 1_000_000
         os.utime(path, ns=(stamp, stamp))
         dev.annotations[ref] = (sha_new, seen)
+
+    def _fetch(self, dst: Device, src: Device) -> None:
+        """What net/chunks.py does, in-process: dst lists the versions it lacks, src (if it counts
+        dst a member, as its chunk server does) locates their chunks on its disk, dst writes each
+        verified chunk into the partial file, seals it and lands it (store/transfers.py)."""
+        if self._group(src.index) != self._group(dst.index) or not self._accepts(dst, src):
+            return
+        members = self._call(src, member_keys)
+        if members is None or (self.member_rule and dst.key not in members):
+            return
+        for need in self._local(dst, transfers.needs) or []:
+            names = [chunk[0] for chunk in need.chunks]
+            locations = self._call(src, lambda lib, n=need, c=names: transfers.locate(lib, c, (n.ref_id, n.name)))
+            if locations is None or None in locations:
+                continue
+            datas = transfers.read_chunks(locations)
+            partial = Path(need.partial)
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as out:
+                for (sha, size), data in zip(need.chunks, datas, strict=True):
+                    if data is None or len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+                        break
+                    out.write(data)
+            if transfers.seal_partial(need) and dst.lib is not None:
+                self._local(dst, lambda lib, n=need: transfers.finish(lib, n))
+            if dst.lib is None:
+                return
 
     def _pair(self, introducer: Device) -> None:
         assert introducer.lib is not None
