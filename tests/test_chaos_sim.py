@@ -163,3 +163,32 @@ def test_an_annotation_lost_to_another_is_found(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(ChaosFailure) as failure:
         run_steps(ANNOTATIONS, tmp_path / "planted", devices=3, seed=6)
     assert failure.value.kind == "lost"
+
+
+def test_model_a_removal_by_a_removed_device_is_no_cut_off(tmp_path: Path) -> None:
+    """Seed 101415 of the first 2000-seed run (a model bug, not the product's): 0 and 2 remove each
+    other; 2's removal of 0 is refused (2 was removed first), so 0's edit stands beside 1's."""
+    steps: list[s.Step] = [
+        s.AddRef(dev=0),
+        s.Send(src=0, dst=1),
+        s.Deliver(index=3),
+        s.Edit(dev=0, ref=0, field="abstract", value="v3"),
+        s.RemoveDevice(dev=2, target=0),
+        s.Edit(dev=1, ref=0, field="abstract", value="v7"),
+        s.RemoveDevice(dev=0, target=2),
+    ]
+    run_steps(steps, tmp_path, devices=3, seed=101415)
+
+
+def test_model_an_attachment_concurrent_with_a_delete_stays_hidden(tmp_path: Path) -> None:
+    """Seed 101755 of the first 2000-seed run (a model bug): an attachment written concurrently
+    with emptying the trash is kept, hidden with the reference (protocol/merge.md §5), not lost."""
+    steps: list[s.Step] = [
+        s.AddRef(dev=1),
+        s.Send(src=1, dst=4),
+        s.Attach(dev=1, ref=0, content=b"v6"),
+        s.Deliver(index=4),
+        s.Trash(dev=4, ref=0),
+        s.EmptyTrash(dev=4),
+    ]
+    run_steps(steps, tmp_path, devices=5, seed=101755)

@@ -113,11 +113,12 @@ def members_of(libraries: dict[int, Library]) -> dict[int, Library]:
     return {i: lib for i, lib in libraries.items() if listed[judge].get(ids[i]) is False and not listed[i].get(ids[i])}
 
 
-def cutoffs(model: Model) -> dict[str, int]:
-    """device -> its smallest revocation cut-off: its entries past that are refused by design."""
+def cutoffs(model: Model, effective: set[EntryId]) -> dict[str, int]:
+    """device -> its smallest revocation cut-off among the removals in `effective` (a removal
+    written by a device removed first is itself refused): its entries past that are refused."""
     cutoff: dict[str, int] = {}
     for w in model.writes:
-        if w.revokes is not None:
+        if w.revokes is not None and w.id in effective:
             cutoff[w.revokes] = min(cutoff.get(w.revokes, w.upto), w.upto)
     return cutoff
 
@@ -126,8 +127,9 @@ def revocation_diverges(model: Model, members: dict[int, Library]) -> bool:
     """Whether a member holds change sets of a removed device past a cut-off it did not know of
     when it applied them: protocol/changesets.md, known limitation 2 (revocation is not
     convergent). Members may then differ for good, by design."""
-    cutoff = cutoffs(model)
-    return any(author in cutoff and seq > cutoff[author] for lib in members.values() for author, seq in held(lib))
+    holdings = [held(lib) for lib in members.values()]
+    cutoff = cutoffs(model, set().union(*holdings))
+    return any(author in cutoff and seq > cutoff[author] for has in holdings for author, seq in has)
 
 
 def check(
@@ -152,23 +154,26 @@ def check(
 
 
 def _check_registers(model: Model, lib: Library, refs: list[str]) -> None:
-    cutoff = cutoffs(model)
+    cutoff = cutoffs(model, held(lib))
     valid = [w for w in model.writes if w.id[1] <= cutoff.get(w.id[0], w.id[1])]  # (the rest is refused)
     for ref in sorted(set(refs)):
         ref_writes = [w for w in valid if w.ref == ref and w.key is not None]
         stored = load_ref(lib.db, ref)
-        if stored.num is None or stored.deleted:
+        deleted = stored.num is None or bool(stored.deleted)
+        if deleted:  # its fields were all seen by the deletes; its attachments stay, hidden (merge.md §5)
             seen_by_deletes: set[EntryId] = set()
             for w in ref_writes:
                 if w.key == "delete":
                     seen_by_deletes |= w.seen
-            lost = [w.id for w in ref_writes if w.key != "delete" and w.id not in seen_by_deletes]
+            fields = [w for w in ref_writes if w.key in FIELDS]
+            lost = [w.id for w in fields if w.id not in seen_by_deletes]
             if lost and any(w.key == "delete" for w in ref_writes):
                 raise ChaosFailure(
                     "lost", f"ref {ref}: writes {lost[:3]} vanished with a delete that had not seen them"
                 )
-            continue
         for key in sorted({w.key for w in ref_writes if w.key and w.key != "delete"}):
+            if deleted and not key.startswith("@"):
+                continue
             writes = [w for w in ref_writes if w.key == key]
             frontier = sorted(str(w.value) for w in writes if not any(w.id in o.seen for o in writes))
             if key.startswith("@"):
