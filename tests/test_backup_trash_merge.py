@@ -201,13 +201,18 @@ def _ask_on_a_terminal(trash: int, flag: str, answer: bytes) -> tuple[str, str]:
     answered = False
     deadline = time.monotonic() + 30
     try:
-        while time.monotonic() < deadline and b"DECIDED" not in seen:
+        # Read until the process ends and closes the terminal: "DECIDED" may arrive in one read
+        # and the answer after it in the next (it did, on a loaded machine).
+        while time.monotonic() < deadline:
             ready, _, _ = select.select([main], [], [], 0.5)
             if ready:
                 try:
-                    seen += os.read(main, 4096)
+                    chunk = os.read(main, 4096)
                 except OSError:  # the process ended and closed the terminal
                     break
+                if not chunk:
+                    break
+                seen += chunk
             if not answered and b"[y/N]" in seen:
                 os.write(main, answer)
                 answered = True
