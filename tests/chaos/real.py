@@ -33,6 +33,7 @@ from tests.netns import LabError, netns_available
 CONVERGE_LIMIT = 180.0  # seconds the devices get to agree once everything is healed
 FAULTS = ("kill", "restart", "relay_restart", "cut", "heal", "netem", "netem_clear", "rate", "rate_clear")
 FAULTS += ("disk_full", "disk_free")
+NOT_THERE = "No reference with id"  # an edit on a device the reference has not reached yet
 
 
 @dataclass
@@ -65,9 +66,13 @@ class Runner:
         self.down: set[int] = set()  # machines whose process we killed and will restart
         self.src = cluster.work / "src"
         self.src.mkdir(exist_ok=True)
+        (cluster.work / "timeline.txt").write_text("")
 
     def note(self, text: str) -> None:
-        self.out.timeline.append(f"{time.monotonic() - self.start:8.2f}s {text}")
+        line = f"{time.monotonic() - self.start:8.2f}s {text}"
+        self.out.timeline.append(line)
+        with (self.c.work / "timeline.txt").open("a") as f:  # as it happens: a long run can be followed
+            f.write(line + "\n")
 
     def proc(self, machine: int) -> real_procs.Proc:
         return self.c.relay if machine == 4 else self.c.daemons[machine - 1]
@@ -186,8 +191,12 @@ class Runner:
         if step.kind == "edit":
             option = {"title": ["--title"], "journal": ["--journal"], "year": ["--year"]}.get(step.field)
             args = [*option, step.value] if option else ["--field", f"{step.field}={step.value}"]
-            out = self.cli(step, "ref", "edit", ref_id, *args)
-            ledger.record(step.seq, step.device, step.ref, step.field, step.value, out is not None)
+            done = self.c.cli(step.device, "ref", "edit", ref_id, *args)
+            out = done.stdout if done.returncode == 0 else None
+            if out is None:
+                self.note(f"[{step.seq}] {step.describe()}: exit {done.returncode}: {done.stderr.strip()[-200:]}")
+            if out is not None or NOT_THERE not in done.stderr:  # (that one certainly wrote nothing)
+                ledger.record(step.seq, step.device, step.ref, step.field, step.value, out is not None)
         elif step.kind == "trash":
             out = self.cli(step, "ref", "rm", ref_id)
         elif step.kind == "restore":
@@ -285,7 +294,6 @@ def run(seed: int, seconds: float, keep: Path | None = None) -> Outcome:
         cluster.relay.stop()
         outcome.logs = {p.name: p.tail(40) for p in cluster.processes()}
         outcome.verdict = check(cluster.libraries, work / "relay", runner.ledger)
-        (work / "timeline.txt").write_text("\n".join(outcome.timeline) + "\n")
         if keep is not None:  # device 3's library lives on the tmpfs, unmounted below
             shutil.copytree(cluster.libraries[2], work / "c", dirs_exist_ok=True)
     finally:

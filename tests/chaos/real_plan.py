@@ -63,6 +63,7 @@ def plan(seed: int, seconds: float) -> list[Step]:
         steps.append((t, "add", {"device": rng.choice(DEVICES), "ref": refs, "value": f"Paper {refs}"}))
         refs += 1
     attached: set[tuple[int, str]] = set()
+    trashed: set[int] = set()
     while True:
         t += rng.expovariate(1 / EDIT_EVERY)
         if t >= seconds:
@@ -70,6 +71,11 @@ def plan(seed: int, seconds: float) -> list[Step]:
         kind = rng.choices(EDIT_KINDS, weights=(14, 36, 5, 5, 7, 3, 8, 14, 3))[0]
         device = rng.choice(DEVICES)
         ref = rng.randrange(refs)
+        if kind == "trash":
+            trashed.add(ref)
+        elif kind == "restore" and trashed:  # restore what was trashed (else it is a no-op)
+            ref = sorted(trashed)[rng.randrange(len(trashed))]
+            trashed.discard(ref)
         args: dict[str, object] = {"device": device, "ref": ref}
         if kind == "add":
             args.update(ref=refs, value=f"Paper {refs}")
