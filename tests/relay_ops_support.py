@@ -43,6 +43,7 @@ class ServedRelay:
 
     def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
+        self._terminated = False
         self._log = open(log_path, "wb")  # noqa: SIM115 (a file, not a pipe: the log can grow)
         self.proc = subprocess.Popen(
             argv,
@@ -65,10 +66,15 @@ class ServedRelay:
             if record.get("event") == "listening":
                 self.metrics_url = record.get("metrics")
 
+    def terminate(self) -> None:
+        """SIGTERM by PID, once (a second one is the operator's "stop now"); stop() waits for it."""
+        if self.proc.poll() is None and not self._terminated:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout: float = 40) -> int:
         """SIGTERM by PID (the relay finishes what is in flight); the exit code."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
+        self.terminate()
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

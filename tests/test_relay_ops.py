@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -260,10 +261,14 @@ def test_healthz_is_503_when_postgresql_goes_away_and_names_no_database(pg_url: 
 
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        for relay in relays:
-            status, _, text = get(relay.url + "/healthz")
+        # Both asked at once: each waits its ping's 5 s out.
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda relay: get(relay.url + "/healthz"), relays))
+        for status, _, text in answers:
             assert status == 503 and text.startswith("unavailable: the database did not answer a ping"), text
             assert name not in text and "p2psync_test" not in text and "127.0.0.1" not in text
     finally:
+        for relay in relays:  # both told to stop, then both waited for
+            relay.terminate()
         for relay in relays:
             assert relay.stop() == 0

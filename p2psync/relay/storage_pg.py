@@ -57,6 +57,7 @@ Cursor = psycopg.Cursor[Any]
 
 POOL_SIZE = 8  # connections (and storage threads) per relay process
 RETRIES = 5  # tries of a transaction that lost a deadlock or a serialization check
+PING_SECONDS = 5.0  # healthz waits this long for a ping (relay/operations.py HEALTH_SECONDS)
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 
 
@@ -310,7 +311,10 @@ class PostgresStorage(PgChangeSets, PgKeys, PgRecovery):
     # --- the rest ------------------------------------------------------------------------------
 
     def ping(self) -> None:
-        self._run(lambda cur: cur.execute("SELECT 1").fetchone())
+        # Waits for a connection as long as healthz waits (not the pool's 30 s): with the database
+        # gone, a ping's thread would otherwise hold the relay's stop for half a minute.
+        with self.pool.connection(timeout=PING_SECONDS) as conn:
+            conn.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         self.pool.close()
