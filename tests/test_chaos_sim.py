@@ -18,7 +18,7 @@ from tests.chaos.shrink import ddmin, failure_of
 from tests.chaos.world import World, run_steps
 from tests.sync_support import digest
 
-SEEDS = 120  # with STEPS, about 35 s on a loaded 2-core machine (docs/testing.md)
+SEEDS = 100  # with STEPS: 25-50 s on the shared 2-core machine, by its load (docs/testing.md)
 STEPS = 40
 CHUNK = 20
 

@@ -42,6 +42,8 @@ def run_seed(seed: int, devices: tuple[int, int] = (3, 6), steps: int = 60) -> O
         outcome.checked_all = world.checked_all
     except ChaosFailure as failure:
         outcome.kind, outcome.reason = failure.kind, failure.reason
+    except Exception as exc:  # a fault of the harness itself: reported like a failure, the run goes on
+        outcome.kind, outcome.reason = "harness", f"{type(exc).__name__}: {exc}"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return outcome

@@ -26,6 +26,8 @@ def failure_of(steps: list[s.Step], devices: int, seed: int, member_rule: bool =
         run_steps(steps, tmp, devices, seed, member_rule)
     except ChaosFailure as failure:
         return failure
+    except Exception as exc:  # a fault of the harness: shrunk like a failure of its own kind
+        return ChaosFailure("harness", f"{type(exc).__name__}: {exc}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return None

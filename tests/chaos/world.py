@@ -128,7 +128,9 @@ class World:
             self.relay = None
         for device in self.devices:
             if device.lib is not None:
-                device.lib.close()
+                with contextlib.suppress(sqlite3.Error):
+                    device.lib.db.conn.set_progress_handler(None, 0)  # (an armed crash not fired)
+                    device.lib.close()
                 device.lib = None
         while self._undo:
             self._undo.pop()()
@@ -439,8 +441,9 @@ class World:
                 return
 
     def _pair(self, introducer: Device) -> None:
-        assert introducer.lib is not None
-        library_id = introducer.lib.library_id
+        library_id = self._call(introducer, lambda lib: lib.library_id)
+        if library_id is None:  # (it crashed)
+            return
         k = len(self.devices)
         newcomer = self._new_device(
             lambda p, name: Library.create(p, name, found=False, library_id=library_id), f"D{k}"
