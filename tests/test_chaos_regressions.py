@@ -62,3 +62,54 @@ def test_chaos_a_daemon_goes_on_when_its_disk_is_full(tmp_path: Path) -> None:
         assert "No space left" in log_b, log_b
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_chaos_a_relay_sync_on_a_full_disk_says_disk_full(tmp_path: Path) -> None:
+    """Real processes, seed 698304166 (10 minutes): device 3's daemon exited twice with "Error:
+    No space left on device; check the path and its permissions." Writing a chunk fetched from
+    the relay on a full disk raised the operating system's bare OSError, which no one expects
+    of a relay round; it is now DiskFull: the round reports it, the daemon goes on, and the next
+    sync with room brings the file."""
+    import os
+    import subprocess
+
+    import pytest
+
+    from p2psync.errors import DiskFull
+    from p2psync.store.library import Library
+    from tests import relay_link as link
+    from tests.chaos import real_procs
+    from tests.test_relay_sync import PASSWORD, start_relay, stop_relay
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"tmpfs cannot be mounted here: {done.stderr.decode().strip()}")
+    relay = start_relay(tmp_path / "relay-data")
+    try:
+        home = Library.create(tmp_path / "home", "home")
+        ref_id = home.add_reference({"title": "With a large file"})
+        link.login(home, relay.url, "full@example.org", PASSWORD, signup=True, ask=lambda question: True)
+        work = Library.create(disk / "work", "work")
+        link.login(work, relay.url, "full@example.org", PASSWORD, ask=lambda question: True)
+        source = tmp_path / "large.pdf"
+        source.write_bytes(os.urandom(3_000_000))
+        home.attach(ref_id, source, "large.pdf")
+        link.sync_with_relay(home)
+        real_procs.fill(disk)
+        filler = disk / "filler"
+        os.truncate(filler, filler.stat().st_size - 1_000_000)  # room for the change sets, not the file
+        with pytest.raises(DiskFull):
+            link.sync_with_relay(work)
+        real_procs.free(disk)
+        link.sync_with_relay(work)
+        [item] = work.list_attachments(ref_id)
+        assert item["present"], item
+        home.close()
+        work.close()
+    finally:
+        stop_relay(relay)
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

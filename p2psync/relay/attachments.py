@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from p2psync.errors import RelayQuotaExceeded, RelayTampered
+from p2psync.errors import DiskFull, RelayQuotaExceeded, RelayTampered
 from p2psync.model.chunking import offsets
 from p2psync.net.chunks import PartialFile, copy_located, resume_partial, verify_and_write
 from p2psync.relay import crypto, keys
@@ -25,7 +26,11 @@ from p2psync.relay.device_client import KeyEpochMoved
 from p2psync.relay.library_calls import LibraryCalls
 from p2psync.relay.report import RelaySyncReport
 from p2psync.store import relay_state, transfers
+from p2psync.store.db import is_disk_full
 from p2psync.store.transfers import Missing
+
+if TYPE_CHECKING:
+    from p2psync.store.library import Library
 
 T = TypeVar("T")
 
@@ -90,7 +95,21 @@ async def fetch_attachments(lib: LibraryCalls, client: RelayClient, ring: keys.R
     """Bring every attachment version this machine lacks from the relay, chunk by chunk: resumed
     from a partial file, copied from files on this disk where possible, each chunk decrypted and
     checked against the manifest before it is written, the whole file checked before it is put
-    in place (store/transfers.py finish)."""
+    in place (store/transfers.py finish). A full disk is DiskFull (one sentence; a daemon goes
+    on), not the operating system's bare error; what arrived whole is kept."""
+    try:
+        await _fetch_all(lib, client, ring, report)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFull(await lib.call(_folder)) from None
+
+
+def _folder(library: Library) -> Path:
+    return library.path
+
+
+async def _fetch_all(lib: LibraryCalls, client: RelayClient, ring: keys.Ring, report: RelaySyncReport) -> None:
     needs = await lib.call(transfers.needs)
     report.files_wanted = len(needs)
     firsts, followers = transfers.travel_once(needs, lambda n: n.sha256)
