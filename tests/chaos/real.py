@@ -33,6 +33,7 @@ from tests.netns import LabError, netns_available
 CONVERGE_LIMIT = 180.0  # seconds the devices get to agree once everything is healed
 FAULTS = ("kill", "restart", "relay_restart", "cut", "heal", "netem", "netem_clear", "rate", "rate_clear")
 FAULTS += ("disk_full", "disk_free")
+RETRY = 2.0  # seconds before starting again a process that could not start
 NOT_THERE = "No reference with id"  # an edit on a device the reference has not reached yet
 
 
@@ -64,6 +65,7 @@ class Runner:
         self.ledger = Ledger()
         self.start = time.monotonic()
         self.down: set[int] = set()  # machines whose process we killed and will restart
+        self.retry_at: dict[int, float] = {}  # machines whose process could not start: when to try again
         self.src = cluster.work / "src"
         self.src.mkdir(exist_ok=True)
         (cluster.work / "timeline.txt").write_text("")
@@ -95,7 +97,11 @@ class Runner:
                     self.out.failed_edits[step.kind] += 1
 
     def watch(self) -> None:
-        """A process that ended without being told to is noted and started again."""
+        """A process that ended without being told to is noted and started again; one that
+        could not start is tried again."""
+        for machine, at in sorted(self.retry_at.items()):
+            if time.monotonic() >= at:
+                self.restart(machine)
         for machine in (1, 2, 3, 4):
             if machine in self.down:
                 continue
@@ -107,17 +113,19 @@ class Runner:
                 self.restart(machine)
 
     def restart(self, machine: int) -> None:
+        """Start a process again; one that cannot start now (a daemon on a full disk says so and
+        exits) is tried again every RETRY seconds by watch()."""
         proc = self.proc(machine)
-        for attempt in range(3):
-            try:
-                proc.start(self.c.lab)
-                self.down.discard(machine)
-                return
-            except AssertionError as exc:
-                self.note(f"!! {proc.name} did not start (attempt {attempt + 1}): {str(exc)[:200]}")
-                proc.kill()
-                time.sleep(1.0)
-        self.down.add(machine)
+        try:
+            proc.start(self.c.lab)
+        except AssertionError as exc:
+            self.note(f"!! {proc.name} did not start: {str(exc)[:200]}; trying again in {RETRY:g} s")
+            proc.kill()
+            self.down.add(machine)
+            self.retry_at[machine] = time.monotonic() + RETRY
+            return
+        self.down.discard(machine)
+        self.retry_at.pop(machine, None)
 
     def fault(self, step: Step) -> None:
         lab, m = self.c.lab, step.device
@@ -125,6 +133,7 @@ class Runner:
             if step.kind == "kill":
                 self.proc(m).kill()
                 self.down.add(m)
+                self.retry_at.pop(m, None)  # down until its planned restart
             elif step.kind == "restart":
                 self.restart(m)
             elif step.kind == "relay_restart":
