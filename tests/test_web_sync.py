@@ -183,7 +183,7 @@ def test_the_page_shows_the_last_backup_as_status_does(devices: Devices) -> None
     with web_app(devices.home) as app:
         session = log_in(app, app.login)
         assert "Last backup: none yet" in request(app.base + "/sync", headers=session).text
-    ok("--library", str(devices.home), "backup")
+    ok("--library", str(devices.home), "backup", "--out", str(devices.home.parent))  # not into the cwd
     line = status_of(devices.home)["last_backup"]
     with web_app(devices.home) as app:
         session = log_in(app, app.login)
