@@ -141,6 +141,14 @@ class FetchFiles:
 
 
 @dataclass(frozen=True)
+class Scan:
+    """The daemon's periodic look for attachment files edited in place (node.py: every
+    SCAN_SECONDS, library.scan_attachments), between its sync rounds."""
+
+    dev: int
+
+
+@dataclass(frozen=True)
 class RemoveDevice:
     dev: int
     target: int
@@ -242,6 +250,7 @@ Step = (
     | Attach
     | Annotate
     | FetchFiles
+    | Scan
     | RemoveDevice
     | PairNewDevice
     | Send
@@ -260,7 +269,7 @@ Step = (
 
 STEP_TYPES = (
     AddRef, Edit, Authors, Trash, Restore, EmptyTrash, GroupCreate, GroupRename, GroupDelete, GroupMember,
-    SmartGroup, SetCreate, SetFile, SetDelete, LibraryRename, Attach, Annotate, FetchFiles, RemoveDevice,
+    SmartGroup, SetCreate, SetFile, SetDelete, LibraryRename, Attach, Annotate, FetchFiles, Scan, RemoveDevice,
     PairNewDevice,
     Send, Deliver, Duplicate, Drop, Partition, Heal, Skew, Crash, Restart, RelaySync, AccountReset, RelayRestart,
 )  # fmt: skip
@@ -350,8 +359,10 @@ def generate(seed: int, devices: tuple[int, int] = (3, 6), steps: int = 60) -> S
         if roll < 54.2:
             total += 1
             return PairNewDevice(dev())
-        if roll < 60:
+        if roll < 58:
             return FetchFiles(dev(), dev())
+        if roll < 60:
+            return Scan(dev())
         if relay and 62 <= roll < 72:
             pick = rng.random()
             return AccountReset(dev()) if pick < 0.05 else RelayRestart() if pick < 0.1 else RelaySync(dev())

@@ -321,6 +321,8 @@ class World:
             self._attach(dev, ref, step.content)
         elif isinstance(step, s.Annotate) and dev and (ref := self._ref(step.ref)):
             self._annotate(dev, ref, step.content)
+        elif isinstance(step, s.Scan) and dev:
+            self._local(dev, lambda lib: lib.scan_attachments())
         elif isinstance(step, s.FetchFiles) and dev and (src := self._live(step.src)) and src is not dev:
             self._fetch(dev, src)
         elif isinstance(step, s.RemoveDevice) and dev and (target := self._live(step.target)) and target is not dev:
@@ -478,6 +480,9 @@ class World:
         self.partition = {}
         for device in self.devices:
             self._restart(device)
+        for device in self.devices:  # a daemon looks for files edited in place when it starts
+            if device.lib is not None:
+                self._local(device, lambda lib: lib.scan_attachments())
         while self.queue:
             self._deliver(self.queue.pop(0))
         for _ in range(rounds):
