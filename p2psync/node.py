@@ -52,7 +52,7 @@ from p2psync.store import peers as peer_store
 from p2psync.store.library import Library
 from p2psync.store.sync import unsealed_count, version_vector
 from p2psync.sync_status import ProgressRecorder
-from p2psync.watching import AttachmentWatcher, Touched
+from p2psync.watching import AttachmentWatcher, Touched, scan_edits
 
 log = logging.getLogger("p2psync.node")
 WATCH_SECONDS = 0.2  # how often the daemon looks for changes made by other processes
@@ -445,7 +445,7 @@ class Node:
     async def _look(self, touched: Touched, watcher: AttachmentWatcher | None) -> bool:
         """Record the touched attachment files (or all) that were edited in place; True if any
         was. A file still being written is looked at again a little later."""
-        edits = await self.worker.call(_scan_edits, touched)
+        edits = await self.worker.call(scan_edits, touched)
         if edits.modified:
             log.info("attachments: %d edited here, recorded as new versions", edits.modified)
         if edits.unsettled and watcher is not None and watcher.running:
@@ -585,25 +585,6 @@ async def _sync_relay(worker: LibraryWorker) -> Any:
         return await sync_round.sync_with_relay(worker)
     except P2PSyncError as exc:
         return exc
-
-
-@dataclass(frozen=True)
-class Edits:
-    """What a look at the attachment files found: how many were recorded as new versions, and
-    which were still being written (not recorded: looked at again)."""
-
-    modified: int
-    unsettled: list[tuple[str, str]]
-
-
-def _scan_edits(library: Library, touched: Touched) -> Edits:
-    """Attachment files changed in place since last looked at (those touched, or all), now
-    recorded as new versions."""
-    changes = library.scan_attachments(files=None if touched == "all" else touched)
-    return Edits(
-        sum(1 for change in changes if change["change"] == "modified"),
-        [(change["ref"], change["name"]) for change in changes if change["change"] == "unsettled"],
-    )
 
 
 def _foreign_vector(library: Library) -> dict[str, int]:

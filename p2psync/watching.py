@@ -23,10 +23,14 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from p2psync.store import folder
+
+if TYPE_CHECKING:
+    from p2psync.store.library import Library
 
 log = logging.getLogger("p2psync.watching")
 
@@ -154,3 +158,22 @@ def _in_words(exc: BaseException) -> str:
     if any(word in text.lower() for word in limits):
         return f"{text}; raise fs.inotify.max_user_watches or fs.inotify.max_user_instances (sysctl) to get them back"
     return text
+
+
+@dataclass(frozen=True)
+class Edits:
+    """What a look at the attachment files found: how many were recorded as new versions, and
+    which were still being written (not recorded: looked at again)."""
+
+    modified: int
+    unsettled: list[tuple[str, str]]
+
+
+def scan_edits(library: Library, touched: Touched) -> Edits:
+    """Attachment files changed in place since last looked at (those touched, or all), now
+    recorded as new versions."""
+    changes = library.scan_attachments(files=None if touched == "all" else touched)
+    return Edits(
+        sum(1 for change in changes if change["change"] == "modified"),
+        [(change["ref"], change["name"]) for change in changes if change["change"] == "unsettled"],
+    )
