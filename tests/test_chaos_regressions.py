@@ -113,3 +113,44 @@ def test_chaos_a_relay_sync_on_a_full_disk_says_disk_full(tmp_path: Path) -> Non
     finally:
         stop_relay(relay)
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_chaos_an_annotation_is_never_lost_to_a_concurrent_version(tmp_path: Path) -> None:
+    """Simulation seed 529, run on fd12500^ (before the annotation fix), minimized from 60 steps:
+    device 1 annotates its copy of paper.pdf in place, device 3 attaches a new version meanwhile;
+    device 1 applied 3's version before its daemon's look recorded the annotation, which was then
+    recorded as having seen 3's version, and 3's was gone. Passes from fd12500 on."""
+    run_steps(
+        [
+            s.AddRef(dev=3),
+            s.Send(src=3, dst=1),
+            s.Deliver(index=6),
+            s.Attach(dev=1, ref=0, content=b"v2v2v2"),
+            s.Annotate(dev=1, ref=0, content=b"note v4"),
+            s.Attach(dev=3, ref=0, content=b"v10"),
+            s.Send(src=3, dst=1),
+            s.Deliver(index=1),
+        ],
+        tmp_path,
+        devices=4,
+        seed=529,
+    )
+
+
+def test_chaos_the_relay_hands_a_removed_device_nothing_new(tmp_path: Path) -> None:
+    """Simulation seed 62, run on 8638958^ (before the relay cut removed devices off), minimized
+    from 60 steps: device 3 removes device 1, which had logged in to the account, then edits; the
+    relay went on handing device 1 (its token, the library key it held) the edit made after its
+    removal. Passes from 8638958 on."""
+    run_steps(
+        [
+            s.AddRef(dev=3),
+            s.RelaySync(dev=1),
+            s.RemoveDevice(dev=3, target=1),
+            s.Edit(dev=3, ref=0, field="title", value="v16"),
+            s.RelaySync(dev=0),
+        ],
+        tmp_path,
+        devices=4,
+        seed=62,
+    )
