@@ -154,3 +154,32 @@ def test_chaos_the_relay_hands_a_removed_device_nothing_new(tmp_path: Path) -> N
         devices=4,
         seed=62,
     )
+
+
+def test_chaos_a_register_that_moves_on_during_a_look_is_no_crash(tmp_path: Path) -> None:
+    """Real processes, seed 341571918 (30 minutes): a daemon died with a KeyError in
+    transfers.needs. It had read which attachment versions it lacked, then another process
+    (`p2psync attach`, or a sync) replaced the version before it read that version's manifest.
+    The look now skips a version the register no longer holds, and the next look sees the new
+    one. Here the two reads are pulled apart by hand, in the order the processes took."""
+    from p2psync.store import transfers
+    from p2psync.store.sync import sync_libraries
+    from tests.sync_support import founded, joined
+
+    home = founded(tmp_path / "home", "A")
+    work = joined(home, tmp_path / "work", "B")
+    ref = home.add_reference({"title": "Paper"})
+    source = tmp_path / "paper.pdf"
+    source.write_bytes(b"first version")
+    home.attach(ref, source)
+    sync_libraries(home, work)
+    looked = transfers._wanted_now(work)[(ref, "paper.pdf")]  # the look reads what it lacks...
+    (old_sha,) = looked.shas
+    source.write_bytes(b"second version, attached meanwhile")
+    home.attach(ref, source)
+    sync_libraries(home, work)  # ...and the register moves on before it reads the manifest
+    assert looked.manifest(work, old_sha) is None
+    (need,) = transfers.needs(work)
+    assert need.sha256 != old_sha
+    home.close()
+    work.close()

@@ -146,11 +146,14 @@ class Wanted:
     shown: str | None
     shas: tuple[str, ...]  # (in the register's order)
 
-    def manifest(self, library: Any, sha: str) -> dict[str, Any]:
+    def manifest(self, library: Any, sha: str) -> dict[str, Any] | None:
+        """The version's manifest as the register holds it now; None if the register has moved on
+        since this Wanted was read (another process, a `p2psync attach` say, wrote meanwhile):
+        that version is no longer wanted, and the next look sees what is."""
         row = library.db.execute(
             "SELECT state FROM attachments WHERE ref_id = ? AND name = ?", [self.ref_id, self.name]
         ).fetchone()
-        return _wanted(json.loads(row[0]))[sha]
+        return _wanted(json.loads(row[0])).get(sha) if row else None
 
 
 def _wanted_shas(shown: str | None, conflict: int, state: Callable[[], str]) -> tuple[str, ...]:
@@ -171,7 +174,7 @@ def _wanted_now(library: Any) -> dict[tuple[str, str], Wanted]:
 
         def state(ref_id: str = ref_id, name: str = name) -> str:
             row = db.execute("SELECT state FROM attachments WHERE ref_id = ? AND name = ?", [ref_id, name]).fetchone()
-            return str(row[0])
+            return str(row[0]) if row else "[]"  # (gone meanwhile: nothing wanted)
 
         out[(ref_id, name)] = Wanted(ref_id, name, shown, _wanted_shas(shown, conflict, state))
     return out
@@ -220,6 +223,8 @@ def needs(library: Any) -> list[Need]:
             if (ref_id, name, sha) in held or (ref_id, name, sha) in broken:
                 continue
             manifest = wanted.manifest(library, sha)
+            if manifest is None:
+                continue
             if not manifest.get("chunks") and manifest["size"] > 0:
                 missing_chunks.append((ref_id, name, sha, Missing.NO_CHUNKS))
                 continue
@@ -344,6 +349,9 @@ def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: Wanted) -> 
     source = version_path(library, ref_id, sha)
     db = library.db
     with write_transaction(db):
+        manifest = wanted.manifest(library, sha)
+        if manifest is None:  # the register moved on meanwhile: the next look promotes what it holds
+            return
         current = db.execute(
             "SELECT sha256, size FROM attachment_files WHERE ref_id = ? AND name = ?", [ref_id, name]
         ).fetchone()
@@ -358,7 +366,7 @@ def _promote(library: Any, ref_id: str, name: str, sha: str, wanted: Wanted) -> 
             "INSERT INTO attachment_files (ref_id, name, size, sha256, mtime_ns) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (ref_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
             "mtime_ns = excluded.mtime_ns",
-            [ref_id, name, wanted.manifest(library, sha)["size"], sha, main.stat().st_mtime_ns],
+            [ref_id, name, manifest["size"], sha, main.stat().st_mtime_ns],
         )
         if current and current[0] not in wanted.shas:
             forget_unused(db, current[0])

@@ -28,7 +28,8 @@ P2PSYNC = [sys.executable, "-m", "p2psync"]
 RELAY_MACHINE = 4
 RELAY_PORT = 8740
 DISK_DEVICE = 3  # the device whose library lives on a small tmpfs
-DISK_SIZE = "24m"
+# Room for 30 minutes of edits: the WAL alone reaches 16 MB (1000 pages of 16 KiB) between checkpoints.
+DISK_SIZE = "96m"
 PASSWORD = "correct horse battery staple chaos"
 EMAIL = "chaos@example.org"
 START_WAIT = 30.0  # seconds for a daemon or the relay to say it listens (the machine is loaded)
