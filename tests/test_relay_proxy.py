@@ -11,7 +11,6 @@ imported) completes the TLS handshake.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,55 +22,9 @@ from p2psync.relay.client import RelayClient
 from p2psync.store.library import Library
 from tests import relay_link
 from tests.test_relay_server import RelayProcess
+from tests.tls_support import relay_certificates
 
 HOST = "relay.p2psync.test"
-
-
-def _ca_and_cert(folder: Path) -> tuple[Path, Path, Path]:
-    """(CA certificate, the relay's certificate signed by it, the relay's key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p2psync test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = folder / "ca.pem", folder / "relay-cert.pem", folder / "relay-key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return paths
 
 
 class ConnectProxy:
@@ -131,7 +84,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 @pytest.fixture(scope="module")
 def tls_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RelayProcess, Path]]:
     folder = tmp_path_factory.mktemp("tls-relay")
-    ca, cert, key = _ca_and_cert(folder)
+    ca, cert, key = relay_certificates(folder, HOST)
     relay = RelayProcess(folder / "data", "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         yield relay, ca
@@ -197,7 +150,7 @@ def test_a_relay_signed_by_an_untrusted_ca_is_refused(
     tls_relay: tuple[RelayProcess, Path], proxy: ConnectProxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     relay, _ = tls_relay
-    other_ca, _, _ = _ca_and_cert(tmp_path)
+    other_ca, _, _ = relay_certificates(tmp_path, HOST)
     _network(monkeypatch, proxy, other_ca)
 
     async def health() -> None:

@@ -10,8 +10,6 @@ both paths (LAN and relay) carry changes while faults hit them.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import ipaddress
 import os
 import signal
 import subprocess
@@ -22,6 +20,7 @@ from pathlib import Path
 
 from tests.netns import JsonLines, Lab
 from tests.sync_support import founded, joined
+from tests.tls_support import relay_certificates
 
 REPO = Path(__file__).resolve().parent.parent.parent
 P2PSYNC = [sys.executable, "-m", "p2psync"]
@@ -35,54 +34,6 @@ EMAIL = "chaos@example.org"
 START_WAIT = 30.0  # seconds for a daemon or the relay to say it listens (the machine is loaded)
 STOP_WAIT = 30.0  # seconds for a clean stop (a daemon syncs once more before it exits)
 LOG_LINES = 400  # lines of each process's stderr kept across restarts
-
-
-def certificates(folder: Path, address: str) -> tuple[Path, Path, Path]:
-    """(CA certificate, the relay's certificate for `address` signed by it, the relay's key): a
-    relay on another machine is reached over https only (as tests/test_relay_proxy.py makes them)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p2psync chaos CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = folder / "ca.pem", folder / "relay-cert.pem", folder / "relay-key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return paths
 
 
 def environment(home: Path, ca: Path) -> dict[str, str]:
@@ -219,7 +170,7 @@ def build(work: Path, interval: str = "3s") -> Cluster:
     disk = work / "disk3"
     disk.mkdir(exist_ok=True)
     lab = Lab(4)
-    ca, cert, key = certificates(work, lab.address(RELAY_MACHINE))
+    ca, cert, key = relay_certificates(work, lab.address(RELAY_MACHINE))
     envs = [environment(work / f"home{i}", ca) for i in (1, 2, 3, 4)]
     libraries = [work / "a", work / "b", disk / "c"]
     relay = Proc(
